@@ -1,0 +1,457 @@
+//! The watchlist: raw YAML structs, then a validated [`Config`].
+//!
+//! Stage one is serde: every scalar that has a syntax (domain names, cron
+//! lines, durations, upstreams) is parsed while deserialising, so its error
+//! carries file, line, column and field path. Stage two checks what needs the
+//! whole file (duplicates, provider ids, the domains file) and fails fast.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+
+use crate::domain::DomainName;
+pub use crate::resolve::Upstream;
+use crate::provider::{ProviderRule, Providers};
+use crate::schedule::Schedule;
+
+/// A configuration problem, located as precisely as we know.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    /// Field path such as `domains[3].schedule`; empty for the whole file.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(col) = self.column {
+                write!(f, ":{col}")?;
+            }
+        }
+        if !self.field.is_empty() && self.field != "." {
+            write!(f, ": {}", self.field)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// A duration written the human way: `30s`, `5m`, `72h`, `1h 30m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct HumanDuration(Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(s.trim())
+            .map(HumanDuration)
+            .map_err(|e| de::Error::custom(format!("{s:?} is not a duration like `30s`, `5m` or `72h`: {e}")))
+    }
+}
+
+impl<'de> Deserialize<'de> for Schedule {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Schedule::parse(&s).map_err(de::Error::custom)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    database: Option<PathBuf>,
+    schedule: Option<Schedule>,
+    upstreams: Option<Vec<Upstream>>,
+    timeout: Option<HumanDuration>,
+    concurrency: Option<usize>,
+    rate_limit: Option<u32>,
+    fast_recheck: Option<HumanDuration>,
+    grace: Option<HumanDuration>,
+    settle: Option<HumanDuration>,
+    authoritative_port: Option<u16>,
+    #[serde(default)]
+    providers: Vec<RawProvider>,
+    #[serde(default)]
+    domains: Vec<RawDomain>,
+    domains_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    id: String,
+    name: Option<String>,
+    suffixes: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDomainMap {
+    name: DomainName,
+    schedule: Option<Schedule>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    expect: Vec<String>,
+}
+
+/// A watched domain is either a bare name or a map with options.
+#[derive(Debug)]
+struct RawDomain(RawDomainMap);
+
+impl<'de> Deserialize<'de> for RawDomain {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawDomain;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a domain name or a map with `name` and options")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<RawDomain, E> {
+                let name = DomainName::parse(s).map_err(E::custom)?;
+                Ok(RawDomain(RawDomainMap {
+                    name,
+                    schedule: None,
+                    tags: vec![],
+                    expect: vec![],
+                }))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawDomain, A::Error> {
+                RawDomainMap::deserialize(de::value::MapAccessDeserializer::new(map)).map(RawDomain)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One watched domain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WatchedDomain {
+    pub name: DomainName,
+    /// Overrides [`Config::schedule`].
+    pub schedule: Option<Schedule>,
+    pub tags: Vec<String>,
+    /// Provider ids the domain is expected to use; empty means "any".
+    pub expect: Vec<String>,
+}
+
+/// The validated configuration. Every field holds a usable value.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this came from (for messages and relative paths).
+    pub source: PathBuf,
+    pub database: PathBuf,
+    pub schedule: Schedule,
+    pub upstreams: Vec<Upstream>,
+    /// Per query, per attempt.
+    pub timeout: Duration,
+    /// Checks in flight at once.
+    pub concurrency: usize,
+    /// Queries per second per upstream; 0 means no limit.
+    pub rate_limit: u32,
+    /// Re-check interval for a domain with an open window.
+    pub fast_recheck: Duration,
+    /// Minimum propagation grace after a revert (the old TTL may make it longer).
+    pub grace: Duration,
+    /// How long a new answer must hold to become the baseline.
+    pub settle: Duration,
+    /// Port of authoritative name servers (53; tests use another).
+    pub authoritative_port: u16,
+    pub providers: Vec<ProviderRule>,
+    pub domains: Vec<WatchedDomain>,
+    /// Entries of `domains_file` that repeated an earlier entry and were merged.
+    pub duplicates_merged: usize,
+}
+
+impl Config {
+    pub const DEFAULT_SCHEDULE: &'static str = "*/5 * * * *";
+
+    /// Reads and validates a watchlist file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            column: None,
+            field: String::new(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::from_yaml(&text, path)
+    }
+
+    /// Validates YAML text; `path` names it in errors and anchors relative paths.
+    pub fn from_yaml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let de = yaml_serde::Deserializer::from_str(text);
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = e.path().to_string();
+            let inner = e.into_inner();
+            let loc = inner.location();
+            ConfigError {
+                file: path.to_path_buf(),
+                line: loc.as_ref().map(|l| l.line()),
+                column: loc.as_ref().map(|l| l.column()),
+                field,
+                message: strip_location(&inner.to_string()),
+            }
+        })?;
+        validate(raw, path)
+    }
+
+    pub fn providers(&self) -> Providers {
+        Providers::new(&self.providers)
+    }
+
+    /// The schedule a domain runs on.
+    pub fn schedule_of<'a>(&'a self, d: &'a WatchedDomain) -> &'a Schedule {
+        d.schedule.as_ref().unwrap_or(&self.schedule)
+    }
+}
+
+/// yaml_serde appends " at line L column C" to messages; we print the
+/// location ourselves, in front.
+fn strip_location(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
+    let err = |field: String, message: String| ConfigError {
+        file: path.to_path_buf(),
+        line: None,
+        column: None,
+        field,
+        message,
+    };
+    let base = path.parent().unwrap_or(Path::new("."));
+    let relative = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+
+    let concurrency = raw.concurrency.unwrap_or(256);
+    if concurrency == 0 {
+        return Err(err("concurrency".into(), "must be at least 1".into()));
+    }
+    let timeout = raw.timeout.map(|d| d.0).unwrap_or(Duration::from_secs(5));
+    if timeout.is_zero() {
+        return Err(err("timeout".into(), "must be more than 0s".into()));
+    }
+    let fast_recheck = raw.fast_recheck.map(|d| d.0).unwrap_or(Duration::from_secs(60));
+    if fast_recheck.is_zero() {
+        return Err(err("fast_recheck".into(), "must be more than 0s".into()));
+    }
+    let upstreams = raw.upstreams.unwrap_or_else(|| vec![Upstream::System]);
+    if upstreams.is_empty() {
+        return Err(err("upstreams".into(), "needs at least one upstream".into()));
+    }
+    let mut seen_up = HashMap::new();
+    for (i, u) in upstreams.iter().enumerate() {
+        if let Some(first) = seen_up.insert(u.label(), i) {
+            return Err(err(
+                format!("upstreams[{i}]"),
+                format!("{} is listed twice (first at upstreams[{first}])", u.label()),
+            ));
+        }
+    }
+
+    let mut providers = Vec::new();
+    for (i, p) in raw.providers.into_iter().enumerate() {
+        let id = p.id.trim().to_ascii_lowercase();
+        if id.is_empty() {
+            return Err(err(format!("providers[{i}].id"), "must not be empty".into()));
+        }
+        let mut suffixes = Vec::new();
+        for (j, s) in p.suffixes.iter().enumerate() {
+            let host = crate::domain::MxHost::parse(s)
+                .map_err(|e| err(format!("providers[{i}].suffixes[{j}]"), e.to_string()))?;
+            suffixes.push(host.as_str().to_string());
+        }
+        providers.push(ProviderRule {
+            name: p.name.unwrap_or_else(|| id.clone()),
+            id,
+            suffixes,
+        });
+    }
+    let table = Providers::new(&providers);
+
+    let mut domains: Vec<WatchedDomain> = Vec::new();
+    let mut index: HashMap<DomainName, usize> = HashMap::new();
+    for (i, RawDomain(d)) in raw.domains.into_iter().enumerate() {
+        if let Some(first) = index.get(&d.name) {
+            return Err(err(
+                format!("domains[{i}]"),
+                format!("{} is listed twice (first at domains[{first}])", d.name),
+            ));
+        }
+        let mut expect = Vec::new();
+        for (j, e) in d.expect.iter().enumerate() {
+            let id = e.trim().to_ascii_lowercase();
+            if !table.is_known(&id) && !id.contains('.') {
+                return Err(err(
+                    format!("domains[{i}].expect[{j}]"),
+                    format!(
+                        "unknown provider {e:?}: use a provider id (icloud, google, microsoft, …, \
+                         or one from `providers:`) or a registrable domain such as example.net"
+                    ),
+                ));
+            }
+            expect.push(id);
+        }
+        index.insert(d.name.clone(), i);
+        domains.push(WatchedDomain {
+            name: d.name,
+            schedule: d.schedule,
+            tags: d.tags,
+            expect,
+        });
+    }
+
+    let mut duplicates_merged = 0;
+    if let Some(file) = raw.domains_file {
+        let file = relative(file);
+        let text = std::fs::read_to_string(&file).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            column: None,
+            field: "domains_file".into(),
+            message: format!("cannot read {}: {e}", file.display()),
+        })?;
+        for (n, line) in text.lines().enumerate() {
+            let entry = line.split('#').next().unwrap_or("").trim();
+            if entry.is_empty() {
+                continue;
+            }
+            let name = DomainName::parse(entry).map_err(|e| ConfigError {
+                file: file.clone(),
+                line: Some(n + 1),
+                column: None,
+                field: String::new(),
+                message: e.to_string(),
+            })?;
+            if index.contains_key(&name) {
+                duplicates_merged += 1;
+                continue;
+            }
+            index.insert(name.clone(), domains.len());
+            domains.push(WatchedDomain {
+                name,
+                schedule: None,
+                tags: vec![],
+                expect: vec![],
+            });
+        }
+    }
+
+    Ok(Config {
+        source: path.to_path_buf(),
+        database: relative(raw.database.unwrap_or_else(|| PathBuf::from("mxwatch.db"))),
+        schedule: match raw.schedule {
+            Some(s) => s,
+            None => Schedule::parse(Config::DEFAULT_SCHEDULE).expect("default schedule parses"),
+        },
+        upstreams,
+        timeout,
+        concurrency,
+        rate_limit: raw.rate_limit.unwrap_or(0),
+        fast_recheck,
+        grace: raw.grace.map(|d| d.0).unwrap_or(Duration::from_secs(3600)),
+        settle: raw.settle.map(|d| d.0).unwrap_or(Duration::from_secs(72 * 3600)),
+        authoritative_port: raw.authoritative_port.unwrap_or(53),
+        providers,
+        domains,
+        duplicates_merged,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<Config, ConfigError> {
+        Config::from_yaml(yaml, Path::new("/etc/mxwatch/watchlist.yaml"))
+    }
+
+    #[test]
+    fn defaults_are_sensible() {
+        let c = parse("domains: [example.com]").unwrap();
+        assert_eq!(c.upstreams, vec![Upstream::System]);
+        assert_eq!(c.schedule.as_str(), "*/5 * * * *");
+        assert_eq!(c.database, PathBuf::from("/etc/mxwatch/mxwatch.db"));
+        assert_eq!(c.settle, Duration::from_secs(72 * 3600));
+        assert_eq!(c.domains[0].name.as_str(), "example.com");
+    }
+
+    #[test]
+    fn full_domain_entries() {
+        let c = parse(
+            "upstreams: [system, 127.0.0.1:5353, authoritative, '::1']\n\
+             domains:\n  - name: Web.DE.\n    schedule: '*/1 * * * *'\n    tags: [de]\n    expect: [united-internet]\n  - gmx.net\n",
+        )
+        .unwrap();
+        assert_eq!(c.upstreams[1], Upstream::Recursive("127.0.0.1:5353".parse().unwrap()));
+        assert_eq!(c.upstreams[3], Upstream::Recursive("[::1]:53".parse().unwrap()));
+        assert_eq!(c.domains[0].name.as_str(), "web.de");
+        assert_eq!(c.domains[0].expect, vec!["united-internet"]);
+        assert_eq!(c.domains[1].name.as_str(), "gmx.net");
+    }
+
+    #[test]
+    fn errors_carry_line_column_and_field_path() {
+        let e = parse("domains:\n  - example.com\n  - name: bad..name\n").unwrap_err();
+        let shown = e.to_string();
+        assert_eq!(e.line, Some(3), "{shown}");
+        assert!(shown.contains("domains[1]"), "{shown}");
+        assert!(shown.contains("empty label"), "{shown}");
+
+        let e = parse("schedule: '61 * * * *'\n").unwrap_err();
+        assert_eq!(e.field, "schedule");
+        assert_eq!(e.line, Some(1));
+
+        let e = parse("timeout: soon\n").unwrap_err();
+        assert!(e.to_string().contains("timeout"), "{e}");
+
+        let e = parse("upstreams: [dns.google]\n").unwrap_err();
+        assert!(e.to_string().contains("unknown upstream"), "{e}");
+
+        let e = parse("domain: [example.com]\n").unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn whole_file_checks() {
+        let e = parse("domains: [a.com, A.com.]").unwrap_err();
+        assert!(e.to_string().contains("listed twice"), "{e}");
+        let e = parse("domains: [{name: a.com, expect: [gogle]}]").unwrap_err();
+        assert_eq!(e.field, "domains[0].expect[0]");
+        let e = parse("concurrency: 0").unwrap_err();
+        assert_eq!(e.field, "concurrency");
+    }
+
+    #[test]
+    fn domains_file_is_read_relative_to_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("domains.txt"),
+            "# recipients\nexample.org\nEXAMPLE.org.\n\nexample.net # comment\n",
+        )
+        .unwrap();
+        let cfg = dir.path().join("w.yaml");
+        std::fs::write(&cfg, "domains: [example.net]\ndomains_file: domains.txt\n").unwrap();
+        let c = Config::load(&cfg).unwrap();
+        let names: Vec<_> = c.domains.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["example.net", "example.org"]);
+        assert_eq!(c.duplicates_merged, 2);
+
+        std::fs::write(dir.path().join("domains.txt"), "ok.com\nnot a domain\n").unwrap();
+        let e = Config::load(&cfg).unwrap_err();
+        assert_eq!(e.line, Some(2));
+        assert!(e.file.ends_with("domains.txt"));
+    }
+}

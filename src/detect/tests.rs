@@ -1,0 +1,249 @@
+use super::*;
+use crate::domain::{Mx, MxHost};
+use crate::resolve::Outcome;
+use chrono::TimeZone;
+
+const H: i64 = 3600;
+
+fn t(secs: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 4, 26, 11, 0, 0).unwrap() + chrono::Duration::seconds(secs)
+}
+
+fn mx(list: &[(u16, &str)]) -> Vec<Mx> {
+    list.iter()
+        .map(|(p, h)| Mx {
+            preference: *p,
+            exchange: MxHost::parse(h).unwrap(),
+        })
+        .collect()
+}
+
+fn records(up: &str, list: &[(u16, &str)], ttl: u32) -> Observation {
+    Observation::from_records(up, mx(list), Some(ttl))
+}
+
+fn plain(up: &str, outcome: Outcome) -> Observation {
+    Observation {
+        upstream: up.into(),
+        outcome,
+        mx: vec![],
+        ttl: Some(60),
+        implicit_mx: false,
+        detail: None,
+    }
+}
+
+const OWN: &[(u16, &str)] = &[(10, "mx00.web.de"), (10, "mx01.web.de")];
+const ICLOUD: &[(u16, &str)] = &[(10, "mx01.mail.icloud.com"), (10, "mx02.mail.icloud.com")];
+
+fn params() -> Params {
+    Params {
+        grace: Duration::from_secs(600),
+        settle: Duration::from_secs(72 * H as u64),
+    }
+}
+
+/// Runs a script of (time, observations) and returns every detection.
+fn run(script: &[(i64, Vec<Observation>)]) -> Vec<Detection> {
+    run_with(script, &[])
+}
+
+fn run_with(script: &[(i64, Vec<Observation>)], expect: &[String]) -> Vec<Detection> {
+    let providers = Providers::default();
+    let mut state = DomainState::default();
+    script
+        .iter()
+        .map(|(at, obs)| {
+            let d = detect(&state, obs, t(*at), expect, &providers, &params());
+            state = d.state.clone();
+            d
+        })
+        .collect()
+}
+
+fn kinds(d: &Detection) -> Vec<ChangeKind> {
+    d.changes.iter().map(|c| c.kind).collect()
+}
+
+#[test]
+fn first_answer_becomes_the_baseline_silently() {
+    let d = run(&[(0, vec![records("a", OWN, 300)])]);
+    assert!(d[0].changes.is_empty());
+    assert!(d[0].window.is_none());
+    assert_eq!(d[0].state.baseline.as_ref().unwrap().answer, Answer::Records(mx(OWN)));
+}
+
+#[test]
+fn flip_to_icloud_opens_a_critical_window_from_last_seen() {
+    let d = run(&[
+        (0, vec![records("a", OWN, 300)]),
+        (300, vec![records("a", OWN, 300)]),
+        (600, vec![records("a", ICLOUD, 300)]),
+    ]);
+    let k = kinds(&d[2]);
+    assert!(k.contains(&ChangeKind::ProviderChanged), "{k:?}");
+    assert!(k.contains(&ChangeKind::HostsAdded));
+    assert!(k.contains(&ChangeKind::HostsRemoved));
+    let (ev, w) = d[2].window.clone().unwrap();
+    assert_eq!(ev, WindowEvent::Opened);
+    assert_eq!(w.start, t(300), "window starts when the old answer was last seen");
+    assert_eq!(w.detected_at, t(600));
+    assert_eq!(w.severity, Severity::Critical);
+    assert!(d[2].fast_recheck);
+    let detail = &d[2].changes.iter().find(|c| c.kind == ChangeKind::ProviderChanged).unwrap().detail;
+    assert!(detail.contains("Apple iCloud"), "{detail}");
+}
+
+#[test]
+fn revert_closes_after_grace_of_at_least_the_old_ttl() {
+    // Old TTL 3600 s is longer than the 600 s grace: the TTL wins.
+    let d = run(&[
+        (0, vec![records("a", OWN, 3600)]),
+        (60, vec![records("a", ICLOUD, 300)]),
+        (120, vec![records("a", OWN, 3600)]),
+        (1000, vec![records("a", OWN, 3600)]),
+        (120 + 3600, vec![records("a", OWN, 3600)]),
+    ]);
+    assert_eq!(kinds(&d[2]), vec![ChangeKind::Reverted]);
+    let (ev, w) = d[2].window.clone().unwrap();
+    assert_eq!(ev, WindowEvent::Updated);
+    assert_eq!(w.status, WindowStatus::Closing);
+    assert_eq!(w.end, Some(t(120 + 3600)));
+    assert!(d[3].window.is_none(), "nothing happens inside the grace");
+    assert!(d[3].fast_recheck);
+    let (ev, w) = d[4].window.clone().unwrap();
+    assert_eq!(ev, WindowEvent::Closed);
+    assert_eq!(w.close_reason, Some(CloseReason::Reverted));
+    assert_eq!(w.end, Some(t(120 + 3600)));
+    assert!(d[4].state.window.is_none());
+    assert!(!d[4].fast_recheck);
+}
+
+#[test]
+fn a_stable_new_answer_settles_into_the_baseline() {
+    let new = &[(10, "mx.example.net")];
+    let d = run(&[
+        (0, vec![records("a", OWN, 300)]),
+        (60, vec![records("a", new, 300)]),
+        (60 + 71 * H, vec![records("a", new, 300)]),
+        (60 + 72 * H, vec![records("a", new, 300)]),
+        (60 + 73 * H, vec![records("a", new, 300)]),
+    ]);
+    assert!(d[2].window.is_none());
+    let (ev, w) = d[3].window.clone().unwrap();
+    assert_eq!(ev, WindowEvent::Closed);
+    assert_eq!(w.close_reason, Some(CloseReason::Settled));
+    assert_eq!(w.end, Some(t(60 + 72 * H)));
+    assert_eq!(kinds(&d[3]), vec![ChangeKind::Settled]);
+    let base = d[3].state.baseline.clone().unwrap();
+    assert_eq!(base.answer, Answer::Records(mx(new)));
+    assert_eq!(base.since, t(60));
+    assert!(d[4].changes.is_empty() && d[4].window.is_none());
+}
+
+#[test]
+fn flapping_is_one_window_with_a_count() {
+    let mut script = vec![(0, vec![records("a", OWN, 60)])];
+    for i in 1..=10 {
+        let list = if i % 2 == 1 { ICLOUD } else { OWN };
+        script.push((i * 30, vec![records("a", list, 60)]));
+    }
+    let d = run(&script);
+    let opened = d.iter().filter(|x| matches!(x.window, Some((WindowEvent::Opened, _)))).count();
+    assert_eq!(opened, 1);
+    let last = d.last().unwrap().state.window.clone().unwrap();
+    assert_eq!(last.start, t(0));
+    assert_eq!(last.flaps, 4, "5 excursions to iCloud: the first opens, four reopen");
+    assert_eq!(last.status, WindowStatus::Closing);
+}
+
+#[test]
+fn failures_are_a_condition_not_a_change() {
+    let d = run(&[
+        (0, vec![records("a", OWN, 300)]),
+        (60, vec![plain("a", Outcome::ServFail)]),
+        (120, vec![plain("a", Outcome::Timeout)]),
+        (180, vec![records("a", OWN, 300)]),
+    ]);
+    assert_eq!(kinds(&d[1]), vec![ChangeKind::ResolutionFailed]);
+    assert!(d[1].window.is_none());
+    assert!(d[2].changes.is_empty(), "one failure condition, not one per check");
+    assert_eq!(kinds(&d[3]), vec![ChangeKind::ResolutionRecovered]);
+    assert!(d[3].window.is_none());
+    assert_eq!(d[3].state.baseline.as_ref().unwrap().since, t(0));
+}
+
+#[test]
+fn table_of_answer_transitions() {
+    use ChangeKind::*;
+    let cases: Vec<(&str, Observation, Vec<ChangeKind>)> = vec![
+        ("mx removed", plain("a", Outcome::NoMx), vec![MxRemoved]),
+        ("null mx", records("a", &[(0, ".")], 300), vec![NullMx]),
+        ("nxdomain", plain("a", Outcome::NxDomain), vec![Nxdomain]),
+        ("preference", records("a", &[(10, "mx00.web.de"), (20, "mx01.web.de")], 300), vec![PreferenceChanged]),
+        ("host added, same provider", records("a", &[(10, "mx00.web.de"), (10, "mx01.web.de"), (10, "mx02.web.de")], 300), vec![HostsAdded]),
+        ("host removed", records("a", &[(10, "mx00.web.de")], 300), vec![HostsRemoved]),
+    ];
+    for (name, obs, want) in cases {
+        let d = run(&[(0, vec![records("a", OWN, 300)]), (60, vec![obs])]);
+        assert_eq!(kinds(&d[1]), want, "{name}");
+        assert!(matches!(d[1].window, Some((WindowEvent::Opened, _))), "{name}");
+    }
+    // And back from nothing.
+    let d = run(&[(0, vec![plain("a", Outcome::NxDomain)]), (60, vec![records("a", OWN, 300)])]);
+    assert_eq!(kinds(&d[1]), vec![MxAppeared]);
+}
+
+#[test]
+fn upstream_disagreement_is_recorded_once_and_majority_wins() {
+    let d = run(&[
+        (0, vec![records("a", OWN, 300), records("b", OWN, 300), records("c", OWN, 300)]),
+        (60, vec![records("a", ICLOUD, 300), records("b", OWN, 300), records("c", OWN, 300)]),
+        (120, vec![records("a", ICLOUD, 300), records("b", OWN, 300), records("c", OWN, 300)]),
+        (180, vec![records("a", OWN, 300), records("b", OWN, 300), records("c", OWN, 300)]),
+    ]);
+    assert_eq!(kinds(&d[1]), vec![ChangeKind::UpstreamDisagreement]);
+    assert!(d[1].changes[0].detail.contains("a: 10 mx01.mail.icloud.com"), "{}", d[1].changes[0].detail);
+    assert!(d[1].window.is_none(), "the majority still answers the baseline");
+    assert!(d[2].changes.is_empty());
+    assert_eq!(kinds(&d[3]), vec![ChangeKind::UpstreamsAgree]);
+}
+
+#[test]
+fn a_tie_goes_to_the_first_upstream_and_failures_do_not_vote() {
+    let c = consensus(&[records("auth", ICLOUD, 300), records("sys", OWN, 300)]);
+    assert_eq!(c.answer, Some(Answer::Records(mx(ICLOUD))));
+    let c = consensus(&[plain("auth", Outcome::Timeout), records("sys", OWN, 300)]);
+    assert_eq!(c.answer, Some(Answer::Records(mx(OWN))));
+    assert!(c.disagreement.is_none());
+    let c = consensus(&[plain("auth", Outcome::Timeout), plain("sys", Outcome::ServFail)]);
+    assert_eq!(c.answer, None);
+}
+
+#[test]
+fn unexpected_provider_is_flagged() {
+    let expect = vec!["united-internet".to_string()];
+    let d = run_with(&[(0, vec![records("a", ICLOUD, 300)])], &expect);
+    assert_eq!(kinds(&d[0]), vec![ChangeKind::UnexpectedProvider]);
+    let d = run_with(&[(0, vec![records("a", OWN, 300)]), (60, vec![records("a", ICLOUD, 300)])], &expect);
+    assert!(kinds(&d[1]).contains(&ChangeKind::UnexpectedProvider));
+}
+
+#[test]
+fn resolver_outage_needs_most_domains_failing() {
+    let mut o = OutageDetector::new(Duration::from_secs(300), 10);
+    for i in 0..9 {
+        assert_eq!(o.record(t(i), true), None, "too few checks to judge");
+    }
+    assert_eq!(o.record(t(9), true), Some(OutageEvent::Started(t(0))));
+    for i in 10..60 {
+        o.record(t(i), false);
+    }
+    assert!(o.since.is_none(), "ended once failures fell below 20 %");
+
+    let mut o = OutageDetector::new(Duration::from_secs(300), 10);
+    for i in 0..100 {
+        // One domain in three failing is their problem, not ours.
+        assert_eq!(o.record(t(i), i % 3 == 0), None);
+    }
+}

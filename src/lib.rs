@@ -1,0 +1,22 @@
+//! mxwatch: watch the MX records of recipient domains, keep their history,
+//! and tell bounce handlers when a hard bounce came from a broken window.
+//!
+//! The layout, in the order data flows:
+//! - [`config`]: the watchlist YAML, parsed in two stages into a [`config::Config`].
+//! - [`domain`]: newtypes that parse: [`domain::DomainName`], [`domain::MxHost`], [`domain::Mx`].
+//! - [`schedule`]: crontab schedules, per-domain spread, the scheduler loop, rate limits.
+//! - [`resolve`]: hickory resolvers per upstream; every answer becomes an [`resolve::Observation`].
+//! - [`provider`]: MX host → mailbox provider (built-in table, public suffix fallback).
+//! - [`detect`]: pure change detection: baselines, changes, windows, resolver outages.
+//! - [`store`]: SQLite: schema, migrations, the single writer, as-of queries. Only it knows SQL.
+//! - [`monitor`]: one check end to end (resolve → detect → store) and the daemon's loop.
+//! - [`clock`]: where "now" comes from, so tests and replays control time.
+//! - [`report`]: the JSON and text shapes the CLI prints.
+
+pub mod clock;
+pub mod config;
+pub mod detect;
+pub mod domain;
+pub mod provider;
+pub mod resolve;
+pub mod schedule;

@@ -1,0 +1,334 @@
+//! When each domain is checked.
+//!
+//! Every domain runs on a crontab line (global or its own). Checks are
+//! spread over each interval at a stable per-domain offset, so 100,000
+//! domains on `*/5 * * * *` make a steady stream rather than a burst at
+//! every fifth minute. A domain with an open window asks for a fast
+//! re-check. Ticks missed while the process was stopped are not replayed:
+//! an overdue domain waits for its next slot, which the offset spreads.
+//! In-flight checks are bounded; upstream query rates by [`RateLimiter`].
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use croner::parser::{CronParser, Seconds};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::clock::Clock;
+use crate::domain::DomainName;
+
+/// The longest span one interval's checks are spread over: a daily schedule
+/// checks its domains within an hour of the tick, not all day long.
+pub const MAX_SPREAD: Duration = Duration::from_secs(3600);
+
+/// The longest the scheduler sleeps before looking at the clock again, so a
+/// wall-clock step is noticed.
+const MAX_SLEEP: Duration = Duration::from_secs(30);
+
+/// A crontab line (`*/5 * * * *`; five fields, Sunday is 0 or 7, day of
+/// month and day of week combine with OR as in Vixie cron), in UTC.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    cron: croner::Cron,
+    source: String,
+}
+
+impl PartialEq for Schedule {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+impl Schedule {
+    pub fn parse(line: &str) -> Result<Schedule, String> {
+        let line = line.trim();
+        let cron = CronParser::builder()
+            .seconds(Seconds::Disallowed)
+            .build()
+            .parse(line)
+            .map_err(|e| format!("{line:?} is not a crontab schedule (five fields: minute hour day month weekday): {e}"))?;
+        // A pattern that never fires (e.g. 30 February) would stall a domain.
+        let probe = DateTime::<Utc>::from_timestamp(0, 0).expect("epoch");
+        cron.find_next_occurrence(&probe, false)
+            .map_err(|e| format!("{line:?} never fires: {e}"))?;
+        Ok(Schedule {
+            cron,
+            source: line.to_string(),
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// The first tick strictly after `t`.
+    pub fn next_tick(&self, t: DateTime<Utc>) -> DateTime<Utc> {
+        self.cron
+            .find_next_occurrence(&t, false)
+            .unwrap_or(t + chrono::Duration::days(366))
+    }
+
+    /// The first check slot strictly after `now` for a domain whose offset is
+    /// `frac` (in `[0, 1)`) of each interval (capped at [`MAX_SPREAD`]).
+    pub fn next_slot(&self, frac: f64, now: DateTime<Utc>) -> DateTime<Utc> {
+        let mut tick = self
+            .cron
+            .find_previous_occurrence(&now, true)
+            .unwrap_or_else(|_| self.next_tick(now));
+        loop {
+            let next = self.next_tick(tick);
+            let span = (next - tick).min(chrono::Duration::from_std(MAX_SPREAD).expect("fits"));
+            let offset = chrono::Duration::milliseconds((span.num_milliseconds() as f64 * frac) as i64);
+            let slot = tick + offset;
+            if slot > now {
+                return slot;
+            }
+            tick = next;
+        }
+    }
+}
+
+/// A domain's stable place in every interval: FNV-1a of its name, as a
+/// fraction of the interval.
+pub fn offset_fraction(name: &DomainName) -> f64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in name.as_str().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Smooth per-upstream rate limit: each `acquire` takes the next free slot,
+/// slots `1/rate` apart. Runs on tokio's clock, so a paused test clock
+/// drives it.
+#[derive(Debug)]
+pub struct RateLimiter {
+    interval: Duration,
+    next: Mutex<Instant>,
+}
+
+impl RateLimiter {
+    pub fn per_second(rate: u32) -> Self {
+        RateLimiter {
+            interval: Duration::from_secs(1) / rate.max(1),
+            next: Mutex::new(Instant::now()),
+        }
+    }
+
+    pub async fn acquire(&self) {
+        let at = {
+            let mut next = self.next.lock().expect("rate limiter lock");
+            let slot = (*next).max(Instant::now());
+            *next = slot + self.interval;
+            slot
+        };
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+/// One scheduled domain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub name: DomainName,
+    pub schedule: Schedule,
+}
+
+#[derive(Debug, Clone)]
+pub struct SchedulerOptions {
+    /// Checks in flight at once.
+    pub concurrency: usize,
+    /// Delay before re-checking a domain whose check asked for it.
+    pub fast_recheck: Duration,
+}
+
+struct Entry {
+    job: Job,
+    frac: f64,
+    due: Option<DateTime<Utc>>,
+    in_flight: bool,
+}
+
+/// The scheduler loop. `check` runs one domain's check and answers whether
+/// the domain wants a fast re-check; `reload` replaces the job list (domains
+/// kept keep their slot, removed ones finish their in-flight check and
+/// stop); `shutdown` stops dispatching, then in-flight checks are awaited.
+pub async fn run<F, Fut>(
+    jobs: Vec<Job>,
+    opts: SchedulerOptions,
+    clock: Arc<dyn Clock>,
+    mut reload: mpsc::Receiver<Vec<Job>>,
+    check: F,
+    shutdown: impl Future<Output = ()>,
+) where
+    F: Fn(DomainName) -> Fut,
+    Fut: Future<Output = bool> + Send + 'static,
+{
+    let mut entries: HashMap<DomainName, Entry> = HashMap::new();
+    let mut heap: BinaryHeap<Reverse<(DateTime<Utc>, DomainName)>> = BinaryHeap::new();
+    let mut in_flight: JoinSet<(DomainName, bool)> = JoinSet::new();
+    let concurrency = opts.concurrency.max(1);
+    let fast = chrono::Duration::from_std(opts.fast_recheck).expect("fast_recheck fits");
+
+    let schedule_at = |entries: &mut HashMap<DomainName, Entry>,
+                       heap: &mut BinaryHeap<Reverse<(DateTime<Utc>, DomainName)>>,
+                       name: &DomainName,
+                       due: DateTime<Utc>| {
+        if let Some(e) = entries.get_mut(name) {
+            e.due = Some(due);
+            heap.push(Reverse((due, name.clone())));
+        }
+    };
+    let add_jobs = |jobs: Vec<Job>,
+                    entries: &mut HashMap<DomainName, Entry>,
+                    heap: &mut BinaryHeap<Reverse<(DateTime<Utc>, DomainName)>>,
+                    now: DateTime<Utc>| {
+        for job in jobs {
+            let name = job.name.clone();
+            let frac = offset_fraction(&name);
+            let due = job.schedule.next_slot(frac, now);
+            entries.insert(
+                name.clone(),
+                Entry {
+                    job,
+                    frac,
+                    due: None,
+                    in_flight: false,
+                },
+            );
+            schedule_at(entries, heap, &name, due);
+        }
+    };
+    add_jobs(jobs, &mut entries, &mut heap, clock.now());
+
+    tokio::pin!(shutdown);
+    loop {
+        let now = clock.now();
+        // Dispatch everything due, as far as concurrency allows.
+        while in_flight.len() < concurrency {
+            let Some(Reverse((due, _))) = heap.peek() else { break };
+            if *due > now {
+                break;
+            }
+            let Reverse((due, name)) = heap.pop().expect("peeked");
+            let Some(entry) = entries.get_mut(&name) else { continue };
+            if entry.due != Some(due) || entry.in_flight {
+                continue; // superseded or already running
+            }
+            // Missed a whole interval (the process was stopped or starved):
+            // do not replay it now, take the next slot.
+            let following = entry.job.schedule.next_slot(entry.frac, due);
+            if following <= now {
+                let next = entry.job.schedule.next_slot(entry.frac, now);
+                schedule_at(&mut entries, &mut heap, &name, next);
+                continue;
+            }
+            entry.due = None;
+            entry.in_flight = true;
+            let fut = check(name.clone());
+            in_flight.spawn(async move { (name, fut.await) });
+        }
+
+        let sleep_for = match heap.peek() {
+            _ if in_flight.len() >= concurrency => MAX_SLEEP,
+            Some(Reverse((due, _))) => (*due - now).to_std().unwrap_or(Duration::ZERO).min(MAX_SLEEP),
+            None => MAX_SLEEP,
+        };
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                let Ok((name, wants_fast)) = done else {
+                    tracing::error!("a check task failed: {:?}", done.err());
+                    continue;
+                };
+                let now = clock.now();
+                let Some(entry) = entries.get_mut(&name) else { continue };
+                entry.in_flight = false;
+                let regular = entry.job.schedule.next_slot(entry.frac, now);
+                let due = if wants_fast { regular.min(now + fast) } else { regular };
+                schedule_at(&mut entries, &mut heap, &name, due);
+            }
+            Some(jobs) = reload.recv() => {
+                let now = clock.now();
+                let mut keep: HashMap<DomainName, Job> = jobs.into_iter().map(|j| (j.name.clone(), j)).collect();
+                entries.retain(|name, e| match keep.remove(name) {
+                    Some(job) if job == e.job => true,
+                    _ => false,
+                });
+                // Changed schedules come back as new entries; in-flight
+                // checks of removed domains finish and are then forgotten.
+                add_jobs(keep.into_values().collect(), &mut entries, &mut heap, now);
+                heap.retain(|Reverse((due, name))| entries.get(name).is_some_and(|e| e.due == Some(*due)));
+            }
+            _ = tokio::time::sleep(sleep_for) => {}
+        }
+    }
+    while in_flight.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn crontab_lines_parse_and_bad_ones_explain() {
+        assert!(Schedule::parse("*/5 * * * *").is_ok());
+        assert!(Schedule::parse("0 9 * * 1-5").is_ok());
+        let e = Schedule::parse("*/5 * * * * *").unwrap_err();
+        assert!(e.contains("five fields"), "{e}");
+        assert!(Schedule::parse("61 * * * *").is_err());
+        assert!(Schedule::parse("0 0 30 2 *").is_err());
+    }
+
+    #[test]
+    fn sunday_is_zero_as_in_crontab() {
+        let s = Schedule::parse("0 12 * * 0").unwrap();
+        // 2026-11-22 is a Sunday.
+        let sat = Utc.with_ymd_and_hms(2026, 11, 21, 0, 0, 0).unwrap();
+        assert_eq!(s.next_tick(sat), Utc.with_ymd_and_hms(2026, 11, 22, 12, 0, 0).unwrap());
+    }
+
+    #[test]
+    fn slots_are_inside_the_interval_and_stable() {
+        let s = Schedule::parse("*/5 * * * *").unwrap();
+        let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        for frac in [0.0, 0.25, 0.999] {
+            let a = s.next_slot(frac, t0);
+            let b = s.next_slot(frac, a);
+            assert_eq!(b - a, chrono::Duration::minutes(5));
+            let since_tick = (a - t0).num_milliseconds() % 300_000;
+            assert_eq!(since_tick, (300_000.0 * frac) as i64);
+        }
+        let daily = Schedule::parse("0 3 * * *").unwrap();
+        let slot = daily.next_slot(0.5, t0);
+        assert_eq!(slot, Utc.with_ymd_and_hms(2026, 1, 1, 3, 30, 0).unwrap());
+    }
+
+    #[test]
+    fn offsets_spread_evenly() {
+        let mut buckets = [0u32; 10];
+        for i in 0..10_000 {
+            let d = DomainName::parse(&format!("d{i}.example")).unwrap();
+            buckets[(offset_fraction(&d) * 10.0) as usize] += 1;
+        }
+        assert!(buckets.iter().all(|&b| (800..1200).contains(&b)), "{buckets:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limiter_spaces_acquisitions() {
+        let l = RateLimiter::per_second(10);
+        let start = Instant::now();
+        for _ in 0..21 {
+            l.acquire().await;
+        }
+        assert_eq!(Instant::now() - start, Duration::from_secs(2));
+    }
+}
