@@ -19,4 +19,7 @@ pub mod detect;
 pub mod domain;
 pub mod provider;
 pub mod resolve;
+pub mod monitor;
+pub mod report;
 pub mod schedule;
+pub mod store;

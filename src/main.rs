@@ -1,0 +1,324 @@
+//! The `mxwatch` command: argument parsing and output, over the library.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use mxwatch::clock::{Clock, SystemClock};
+use mxwatch::config::{Config, Upstream};
+use mxwatch::domain::DomainName;
+use mxwatch::monitor::{self, Daemon};
+use mxwatch::report;
+use mxwatch::resolve::MxResolver;
+use mxwatch::store::Store;
+
+#[derive(Parser)]
+#[command(name = "mxwatch", version, about = "Watch recipient domains' MX records; tell bounce handlers which hard bounces came from a broken window.")]
+struct Cli {
+    /// The watchlist.
+    #[arg(long, short, global = true, env = "MXWATCH_CONFIG", default_value = "watchlist.yaml")]
+    config: PathBuf,
+    /// Use this database instead of the watchlist's `database`.
+    #[arg(long, global = true, env = "MXWATCH_DATABASE")]
+    database: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the monitor in the foreground until SIGINT or SIGTERM.
+    Run {
+        /// Check every domain once, now, then exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Query domains now and print what each upstream says (no database).
+    Check {
+        #[arg(required = true)]
+        domains: Vec<String>,
+        /// Ask this upstream (repeatable): `system`, `authoritative`, or IP[:port].
+        /// Default: the watchlist's upstreams, or `system` without a watchlist.
+        #[arg(long)]
+        upstream: Vec<Upstream>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A domain's answer history, as runs of identical answers per upstream.
+    History {
+        domain: String,
+        /// Only runs seen since T (RFC 3339, or an age like `24h`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Instead: what each upstream answered at T.
+        #[arg(long, conflicts_with = "since")]
+        at: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Detected changes, oldest first.
+    Changes {
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        domain: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change windows, newest first.
+    Windows {
+        /// Only windows open now (or inside their closing grace).
+        #[arg(long)]
+        active: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Watchlist commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a watchlist without running anything.
+    Check { file: Option<PathBuf> },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mxwatch: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hickory=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn load(cli: &Cli) -> anyhow::Result<Config> {
+    let mut c = Config::load(&cli.config)?;
+    if let Some(db) = &cli.database {
+        c.database = db.clone();
+    }
+    Ok(c)
+}
+
+/// RFC 3339, or an age (`90m`, `24h`, `7d`) counted back from now.
+fn parse_time(s: &str) -> anyhow::Result<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    match humantime::parse_duration(s) {
+        Ok(d) => Ok(Utc::now() - chrono::Duration::from_std(d)?),
+        Err(_) => bail!("{s:?} is neither an RFC 3339 time (2026-04-26T11:00:00Z) nor an age such as 24h"),
+    }
+}
+
+fn domain(s: &str) -> anyhow::Result<DomainName> {
+    DomainName::parse(s).with_context(|| format!("{s:?} is not a domain name"))
+}
+
+fn open_store(cli: &Cli) -> anyhow::Result<Store> {
+    let c = load(cli)?;
+    if !c.database.exists() {
+        bail!(
+            "no database at {} yet: run `mxwatch run` first (or pass --database)",
+            c.database.display()
+        );
+    }
+    Ok(Store::open(&c.database)?)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn print_lines(lines: impl IntoIterator<Item = String>) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    for l in lines {
+        if let Err(e) = writeln!(out, "{l}") {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(());
+            }
+            return Err(e.into());
+        }
+    }
+    Ok(())
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => {
+            let path = file.clone().unwrap_or_else(|| cli.config.clone());
+            let c = Config::load(&path)?;
+            println!(
+                "{}: ok: {} domains ({} duplicates merged), {} upstreams ({}), schedule {:?}, database {}",
+                path.display(),
+                c.domains.len(),
+                c.duplicates_merged,
+                c.upstreams.len(),
+                c.upstreams.iter().map(|u| u.label()).collect::<Vec<_>>().join(", "),
+                c.schedule.as_str(),
+                c.database.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { once } => {
+            let config = load(&cli)?;
+            let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+            runtime()?.block_on(async move {
+                if *once {
+                    let (m, writer) = monitor::open_for_sweep(&config, clock)?;
+                    let names: Vec<DomainName> = config.domains.iter().map(|d| d.name.clone()).collect();
+                    let s = monitor::sweep(&m, &names, config.concurrency).await;
+                    drop(m);
+                    tokio::task::spawn_blocking(move || writer.join()).await?.ok();
+                    eprintln!(
+                        "checked {} domains: {} answered, {} failed on every upstream, {} changes, {} windows opened; history in {}",
+                        s.checked,
+                        s.answered,
+                        s.failed,
+                        s.changes,
+                        s.windows_opened,
+                        config.database.display()
+                    );
+                    return Ok(if s.not_recorded > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS });
+                }
+                let daemon = Daemon::start(&config, clock, shutdown_signal())?;
+                daemon.wait().await?;
+                tracing::info!("stopped");
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+        Command::Check {
+            domains,
+            upstream,
+            json,
+        } => {
+            let names = domains.iter().map(|d| domain(d)).collect::<anyhow::Result<Vec<_>>>()?;
+            // A watchlist is optional here: use it when it exists.
+            let config = if cli.config.exists() { Some(load(&cli)?) } else { None };
+            let upstreams = match (upstream.is_empty(), &config) {
+                (false, _) => upstream.clone(),
+                (true, Some(c)) => c.upstreams.clone(),
+                (true, None) => vec![Upstream::System],
+            };
+            let opts = match &config {
+                Some(c) => monitor::resolve_options(c),
+                None => mxwatch::resolve::ResolveOptions {
+                    timeout: std::time::Duration::from_secs(5),
+                    rate_limit: 0,
+                    authoritative_port: 53,
+                },
+            };
+            let providers = config.as_ref().map(|c| c.providers()).unwrap_or_default();
+            runtime()?.block_on(async move {
+                let r = MxResolver::new(&upstreams, &opts).context("setting up resolvers")?;
+                for d in &names {
+                    let obs = r.observe(d).await;
+                    if *json {
+                        print_lines([report::check_json(d, &obs, &providers).to_string()])?;
+                    } else {
+                        print!("{}", report::check_text(d, &obs, &providers));
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+        Command::History {
+            domain: d,
+            since,
+            at,
+            json,
+        } => {
+            let d = domain(d)?;
+            let store = open_store(&cli)?;
+            if let Some(at) = at {
+                let rows = store.as_of(&d, parse_time(at)?)?;
+                if rows.is_empty() {
+                    eprintln!("no history of {d} at or before {at}");
+                }
+                return print_lines(rows.iter().map(|a| {
+                    if *json {
+                        report::as_of_json(a).to_string()
+                    } else {
+                        let note = match (a.observed, a.next_change) {
+                            (true, _) => String::new(),
+                            (false, Some(n)) => format!("  [not observed at that moment; next answer seen {}]", report::time(n)),
+                            (false, None) => "  [after the last check]".into(),
+                        };
+                        format!("{}{note}", report::run_text(&a.run))
+                    }
+                }))
+                .map(|_| ExitCode::SUCCESS);
+            }
+            let since = since.as_deref().map(parse_time).transpose()?;
+            let rows = store.history(&d, since)?;
+            if rows.is_empty() {
+                eprintln!("no history of {d}");
+            }
+            print_lines(rows.iter().map(|r| if *json { report::run_json(r).to_string() } else { report::run_text(r) }))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Changes { since, domain: d, json } => {
+            let d = d.as_deref().map(domain).transpose()?;
+            let since = since.as_deref().map(parse_time).transpose()?;
+            let store = open_store(&cli)?;
+            let rows = store.changes(since, d.as_ref())?;
+            print_lines(rows.iter().map(|c| if *json { report::change_json(c).to_string() } else { report::change_text(c) }))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Windows { active, json } => {
+            let store = open_store(&cli)?;
+            let now = Utc::now();
+            let rows = store.windows(active.then_some(now))?;
+            print_lines(rows.iter().map(|w| {
+                if *json {
+                    report::window_json(w, now).to_string()
+                } else {
+                    report::window_text(w, now)
+                }
+            }))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+    }
+}

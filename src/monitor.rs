@@ -1,0 +1,362 @@
+//! One check end to end, and the daemon that runs them on schedule.
+//!
+//! A check resolves a domain on every upstream, lets `detect` compare the
+//! answers with the domain's memory, and hands the result to the store's
+//! writer; it is reported (to subscribers and the scheduler) only once
+//! committed. The [`Monitor`] holds what the detector remembers per domain;
+//! [`Daemon`] wires the monitor to the scheduler and to shutdown.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::detect::{self, ChangeKind, DomainState, OutageDetector, Params, WindowEvent, WindowStatus};
+use crate::domain::DomainName;
+use crate::provider::Providers;
+use crate::resolve::{MxResolver, Observation, ResolveOptions};
+use crate::schedule::{self, Job, SchedulerOptions};
+use crate::store::{self, CheckRecord, StoreError, Writer};
+
+/// What subscribers hear after each committed check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckEvent {
+    pub domain: DomainName,
+    pub at: DateTime<Utc>,
+    pub observations: Vec<Observation>,
+    pub changes: Vec<ChangeKind>,
+    pub window: Option<(WindowEvent, WindowStatus)>,
+    pub fast_recheck: bool,
+}
+
+/// The per-domain facts a check needs from the config.
+#[derive(Debug, Clone, Default)]
+struct Watch {
+    expect: Vec<String>,
+}
+
+pub struct Monitor {
+    resolver: MxResolver,
+    providers: Providers,
+    params: Params,
+    writer: Writer,
+    clock: Arc<dyn Clock>,
+    states: Mutex<HashMap<DomainName, DomainState>>,
+    watched: RwLock<HashMap<DomainName, Watch>>,
+    outage: Mutex<OutageDetector>,
+    events: broadcast::Sender<CheckEvent>,
+}
+
+/// The detector state without `last_seen`, which moves on every check and is
+/// recovered from the runs on start: persisting it would rewrite every
+/// domain's row on every check.
+fn differs_beyond_last_seen(a: &DomainState, b: &DomainState) -> bool {
+    let strip = |s: &DomainState| {
+        let mut s = s.clone();
+        if let Some(base) = s.baseline.as_mut() {
+            base.last_seen = base.since;
+            base.ttl = None;
+        }
+        s
+    };
+    strip(a) != strip(b)
+}
+
+impl Monitor {
+    /// Builds a monitor over an open writer, with the detector states that
+    /// the database remembers.
+    pub fn new(
+        config: &Config,
+        writer: Writer,
+        states: HashMap<DomainName, DomainState>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Monitor>, anyhow::Error> {
+        let resolver = MxResolver::new(&config.upstreams, &resolve_options(config))
+            .map_err(|e| anyhow::anyhow!("cannot set up the resolvers: {e}"))?;
+        let (events, _) = broadcast::channel(4096);
+        let monitor = Arc::new(Monitor {
+            resolver,
+            providers: config.providers(),
+            params: Params {
+                grace: config.grace,
+                settle: config.settle,
+            },
+            writer,
+            clock,
+            states: Mutex::new(states),
+            watched: RwLock::new(HashMap::new()),
+            outage: Mutex::new(OutageDetector::new(Duration::from_secs(600), usize::MAX)),
+            events,
+        });
+        monitor.set_watchlist(config);
+        Ok(monitor)
+    }
+
+    /// Adopts a (re)loaded watchlist: expectations, and the outage
+    /// detector's scale (it needs at least 3 domains to tell our resolver's
+    /// failure from theirs).
+    pub fn set_watchlist(&self, config: &Config) {
+        let map: HashMap<DomainName, Watch> = config
+            .domains
+            .iter()
+            .map(|d| (d.name.clone(), Watch { expect: d.expect.clone() }))
+            .collect();
+        let n = map.len();
+        *self.watched.write().expect("watchlist lock") = map;
+        let min_checks = if n >= 3 { n.min(20) } else { usize::MAX };
+        let mut outage = self.outage.lock().expect("outage lock");
+        let since = outage.since;
+        *outage = OutageDetector::new(Duration::from_secs(600), min_checks);
+        outage.since = since;
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<CheckEvent> {
+        self.events.subscribe()
+    }
+
+    pub fn upstream_labels(&self) -> Vec<String> {
+        self.resolver.labels()
+    }
+
+    /// Checks one domain now. Returns once the result is committed.
+    pub async fn check(&self, domain: &DomainName) -> Result<CheckEvent, StoreError> {
+        let observations = self.resolver.observe(domain).await;
+        let at = self.clock.now();
+        let expect = self
+            .watched
+            .read()
+            .expect("watchlist lock")
+            .get(domain)
+            .map(|w| w.expect.clone())
+            .unwrap_or_default();
+        let prev = self
+            .states
+            .lock()
+            .expect("state lock")
+            .get(domain)
+            .cloned()
+            .unwrap_or_default();
+        let det = detect::detect(&prev, &observations, at, &expect, &self.providers, &self.params);
+        let persist = differs_beyond_last_seen(&prev, &det.state);
+        self.states
+            .lock()
+            .expect("state lock")
+            .insert(domain.clone(), det.state.clone());
+
+        let consensus = match &det.consensus.answer {
+            Some(answer) => Observation {
+                upstream: store::CONSENSUS.into(),
+                outcome: answer.outcome(),
+                mx: answer.mx().to_vec(),
+                ttl: det.consensus.ttl,
+                implicit_mx: observations
+                    .iter()
+                    .any(|o| o.answer().as_ref() == Some(answer) && o.implicit_mx),
+                detail: det.consensus.disagreement.clone(),
+            },
+            None => Observation {
+                upstream: store::CONSENSUS.into(),
+                ..observations.first().cloned().unwrap_or_else(|| {
+                    Observation::failure(store::CONSENSUS, crate::resolve::Outcome::Error, "no upstreams")
+                })
+            },
+        };
+        let outage = self
+            .outage
+            .lock()
+            .expect("outage lock")
+            .record(at, det.consensus.answer.is_none());
+        let event = CheckEvent {
+            domain: domain.clone(),
+            at,
+            observations: observations.clone(),
+            changes: det.changes.iter().map(|c| c.kind).collect(),
+            window: det.window.as_ref().map(|(e, w)| (*e, w.status)),
+            fast_recheck: det.fast_recheck,
+        };
+        for c in &det.changes {
+            tracing::info!(domain = %domain, kind = %c.kind, severity = %c.severity, "{}", c.detail);
+        }
+        self.writer
+            .check(CheckRecord {
+                domain: domain.clone(),
+                at,
+                observations,
+                consensus,
+                changes: det.changes,
+                window: det.window,
+                state: persist.then_some(det.state),
+            })
+            .await?;
+        if let Some(ev) = outage {
+            match ev {
+                detect::OutageEvent::Started(s) => {
+                    tracing::warn!(since = %s.to_rfc3339(), "most domains fail to resolve: our own resolver looks broken")
+                }
+                detect::OutageEvent::Ended { .. } => tracing::info!("resolution works again"),
+            }
+            self.writer.outage(ev, at).await?;
+        }
+        let _ = self.events.send(event.clone());
+        Ok(event)
+    }
+}
+
+pub fn resolve_options(config: &Config) -> ResolveOptions {
+    ResolveOptions {
+        timeout: config.timeout,
+        rate_limit: config.rate_limit,
+        authoritative_port: config.authoritative_port,
+    }
+}
+
+fn jobs_of(config: &Config) -> Vec<Job> {
+    config
+        .domains
+        .iter()
+        .map(|d| Job {
+            name: d.name.clone(),
+            schedule: config.schedule_of(d).clone(),
+        })
+        .collect()
+}
+
+/// A running daemon: the monitor, and the means to reload and stop it.
+pub struct Daemon {
+    pub monitor: Arc<Monitor>,
+    reload: mpsc::Sender<Vec<Job>>,
+    task: tokio::task::JoinHandle<()>,
+    writer_thread: std::thread::JoinHandle<()>,
+}
+
+impl Daemon {
+    /// Opens the database, restores the detector's memory and starts the
+    /// scheduler. It runs until `shutdown` resolves; then in-flight checks
+    /// finish and are committed (see [`Daemon::wait`]).
+    pub fn start(
+        config: &Config,
+        clock: Arc<dyn Clock>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<Daemon> {
+        let reader = store::Store::open(&config.database)?;
+        let states = reader.load_states()?;
+        drop(reader);
+        let (writer, writer_thread) = Writer::start(&config.database)?;
+        let monitor = Monitor::new(config, writer, states, clock.clone())?;
+        let (reload, reload_rx) = mpsc::channel(4);
+        let opts = SchedulerOptions {
+            concurrency: config.concurrency,
+            fast_recheck: config.fast_recheck,
+        };
+        let jobs = jobs_of(config);
+        tracing::info!(
+            domains = jobs.len(),
+            upstreams = ?monitor.upstream_labels(),
+            database = %config.database.display(),
+            "watching; checks are spread over each schedule interval"
+        );
+        let m = monitor.clone();
+        let task = tokio::spawn(schedule::run(
+            jobs,
+            opts,
+            clock,
+            reload_rx,
+            move |d: DomainName| {
+                let m = m.clone();
+                async move {
+                    match m.check(&d).await {
+                        Ok(ev) => ev.fast_recheck,
+                        Err(e) => {
+                            tracing::error!(domain = %d, "check not recorded: {e}");
+                            false
+                        }
+                    }
+                }
+            },
+            shutdown,
+        ));
+        Ok(Daemon {
+            monitor,
+            reload,
+            task,
+            writer_thread,
+        })
+    }
+
+    /// Applies a new watchlist: added domains are scheduled, removed ones
+    /// stop; history and windows stay in the database.
+    pub async fn reload(&self, config: &Config) {
+        self.monitor.set_watchlist(config);
+        let _ = self.reload.send(jobs_of(config)).await;
+    }
+
+    /// Waits for the scheduler to stop (after shutdown) and the writer to
+    /// commit everything.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await?;
+        let Daemon {
+            monitor, writer_thread, ..
+        } = self;
+        monitor.writer.flush().await?;
+        drop(monitor);
+        tokio::task::spawn_blocking(move || writer_thread.join())
+            .await?
+            .map_err(|_| anyhow::anyhow!("the database writer panicked"))?;
+        Ok(())
+    }
+}
+
+/// Totals of a one-off sweep.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepSummary {
+    pub checked: usize,
+    /// Checks whose consensus was an answer (records, null MX, no MX, NXDOMAIN).
+    pub answered: usize,
+    pub failed: usize,
+    pub changes: usize,
+    pub windows_opened: usize,
+    /// Checks that could not be recorded.
+    pub not_recorded: usize,
+}
+
+/// Checks every domain once, now, at most `concurrency` at a time.
+pub async fn sweep(monitor: &Monitor, domains: &[DomainName], concurrency: usize) -> SweepSummary {
+    use futures::StreamExt;
+    let mut s = SweepSummary::default();
+    let mut results = futures::stream::iter(domains.iter().map(|d| monitor.check(d))).buffer_unordered(concurrency.max(1));
+    while let Some(r) = results.next().await {
+        s.checked += 1;
+        match r {
+            Ok(ev) => {
+                if ev.observations.iter().any(|o| !o.outcome.is_failure()) {
+                    s.answered += 1;
+                } else {
+                    s.failed += 1;
+                }
+                s.changes += ev.changes.len();
+                s.windows_opened += usize::from(matches!(ev.window, Some((WindowEvent::Opened, _))));
+            }
+            Err(e) => {
+                tracing::error!("check not recorded: {e}");
+                s.not_recorded += 1;
+            }
+        }
+    }
+    s
+}
+
+/// Opens what a sweep needs: returns the monitor and the writer thread to
+/// join after the monitor is dropped.
+pub fn open_for_sweep(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<(Arc<Monitor>, std::thread::JoinHandle<()>)> {
+    let states = store::Store::open(&config.database)?.load_states()?;
+    let (writer, thread) = Writer::start(&config.database)?;
+    Ok((Monitor::new(config, writer, states, clock)?, thread))
+}

@@ -1,0 +1,193 @@
+//! What the command line prints: one JSON object per line with `--json`,
+//! aligned text otherwise. Times are RFC 3339 in UTC. Only this module and
+//! `main` know these shapes.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Value, json};
+
+use crate::domain::{DomainName, Mx};
+use crate::provider::Providers;
+use crate::resolve::{Answer, Observation};
+use crate::store::{AsOf, ChangeRow, Run, WindowRow};
+
+pub fn time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+fn mx_json(mx: &[Mx]) -> Value {
+    Value::Array(
+        mx.iter()
+            .map(|m| json!({"preference": m.preference, "exchange": m.exchange.as_str()}))
+            .collect(),
+    )
+}
+
+fn mx_text(mx: &[Mx]) -> String {
+    if mx.is_empty() {
+        "-".into()
+    } else {
+        mx.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(", ")
+    }
+}
+
+fn answer_json(a: &Option<Answer>) -> Value {
+    match a {
+        None => Value::Null,
+        Some(a) => json!({"outcome": a.outcome().as_str(), "mx": mx_json(a.mx())}),
+    }
+}
+
+fn providers_of(p: &Providers, mx: &[Mx]) -> Vec<String> {
+    p.of_set(mx).into_iter().collect()
+}
+
+/// `mxwatch check`: one domain's observations.
+pub fn check_json(domain: &DomainName, obs: &[Observation], providers: &Providers) -> Value {
+    let ups: Vec<Value> = obs
+        .iter()
+        .map(|o| {
+            json!({
+                "upstream": o.upstream,
+                "outcome": o.outcome.as_str(),
+                "mx": mx_json(&o.mx),
+                "ttl": o.ttl,
+                "provider": providers_of(providers, &o.mx),
+                "implicit_mx": o.implicit_mx,
+                "detail": o.detail,
+            })
+        })
+        .collect();
+    let cons = crate::detect::consensus(obs);
+    json!({
+        "domain": domain.as_str(),
+        "consensus": answer_json(&cons.answer),
+        "disagreement": cons.disagreement,
+        "upstreams": ups,
+    })
+}
+
+pub fn check_text(domain: &DomainName, obs: &[Observation], providers: &Providers) -> String {
+    let mut out = String::new();
+    for o in obs {
+        let prov = providers_of(providers, &o.mx)
+            .iter()
+            .map(|p| providers.display_name(p).to_string())
+            .collect::<Vec<_>>()
+            .join(" + ");
+        let ttl = o.ttl.map(|t| format!("ttl={t}")).unwrap_or_default();
+        let extra = match (&o.detail, o.implicit_mx) {
+            (Some(d), _) => format!(" ({d})"),
+            (None, true) => " (implicit MX: mail goes to the domain's A/AAAA)".into(),
+            _ => String::new(),
+        };
+        out.push_str(&format!(
+            "{domain}  {:<16} {:<9} {:<6} {}{}{}\n",
+            o.upstream,
+            o.outcome.as_str(),
+            ttl,
+            mx_text(&o.mx),
+            if prov.is_empty() { String::new() } else { format!("  [{prov}]") },
+            extra
+        ));
+    }
+    out
+}
+
+pub fn run_json(r: &Run) -> Value {
+    json!({
+        "domain": r.domain,
+        "upstream": r.upstream,
+        "outcome": r.outcome.as_str(),
+        "mx": mx_json(&r.mx),
+        "ttl": r.ttl,
+        "implicit_mx": r.implicit_mx,
+        "detail": r.detail,
+        "first_seen": time(r.first_seen),
+        "last_seen": time(r.last_seen),
+        "checks": r.checks,
+    })
+}
+
+pub fn run_text(r: &Run) -> String {
+    format!(
+        "{} .. {}  {:<16} {:<9} {}  ({} checks{})",
+        time(r.first_seen),
+        time(r.last_seen),
+        if r.upstream == crate::store::CONSENSUS { "consensus" } else { &r.upstream },
+        r.outcome.as_str(),
+        mx_text(&r.mx),
+        r.checks,
+        r.detail.as_deref().map(|d| format!("; {d}")).unwrap_or_default()
+    )
+}
+
+pub fn as_of_json(a: &AsOf) -> Value {
+    let mut v = run_json(&a.run);
+    v["observed"] = json!(a.observed);
+    v["next_change"] = json!(a.next_change.map(time));
+    v
+}
+
+pub fn change_json(c: &ChangeRow) -> Value {
+    json!({
+        "domain": c.domain,
+        "at": time(c.at),
+        "kind": c.kind.as_str(),
+        "severity": c.severity.as_str(),
+        "before": answer_json(&c.before),
+        "after": answer_json(&c.after),
+        "detail": c.detail,
+    })
+}
+
+pub fn change_text(c: &ChangeRow) -> String {
+    format!(
+        "{}  {:<8} {}  {}: {}",
+        time(c.at),
+        c.severity.as_str(),
+        c.domain,
+        c.kind.as_str(),
+        c.detail
+    )
+}
+
+pub fn window_json(w: &WindowRow, now: DateTime<Utc>) -> Value {
+    json!({
+        "id": w.id,
+        "domain": w.domain,
+        "kind": w.kind,
+        "scope": if w.domain.is_some() { "domain" } else { "global" },
+        "start": time(w.start),
+        "detected_at": time(w.detected_at),
+        "end": w.end.map(time),
+        "status": w.status.as_str(),
+        "active": w.is_active(now),
+        "close_reason": w.close_reason.map(|r| r.as_str()),
+        "severity": w.severity.as_str(),
+        "before": answer_json(&w.before),
+        "after": answer_json(&w.after),
+        "flaps": w.flaps,
+    })
+}
+
+pub fn window_text(w: &WindowRow, now: DateTime<Utc>) -> String {
+    let end = match (w.end, w.is_active(now)) {
+        (None, _) => "open".to_string(),
+        (Some(e), true) => format!("closing {}", time(e)),
+        (Some(e), false) => time(e),
+    };
+    let what = match (&w.before, &w.after) {
+        (Some(b), Some(a)) => format!("{b} → {a}"),
+        _ => w.kind.clone(),
+    };
+    format!(
+        "#{:<5} {} .. {:<28} {:<8} {}  {}{}",
+        w.id,
+        time(w.start),
+        end,
+        w.severity.as_str(),
+        w.domain.as_deref().unwrap_or("(all domains)"),
+        what,
+        if w.flaps > 0 { format!("  ({} flaps)", w.flaps) } else { String::new() }
+    )
+}

@@ -1,0 +1,835 @@
+//! SQLite: the schema, its migrations, the single writer and the queries.
+//! Only this module knows SQL.
+//!
+//! History is kept as *runs*: per domain and upstream (and `*` for the
+//! consensus), a row per stretch of identical answers with `first_seen`,
+//! `last_seen` and a count of checks. A check that sees what the previous
+//! one saw updates a row; the database grows with changes, not with checks.
+//!
+//! All writes go through one [`Writer`] thread that owns the connection and
+//! commits a batch of checks per transaction (WAL, `synchronous=NORMAL`:
+//! a killed process loses nothing committed). Readers open their own
+//! connections.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::thread;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite_migration::{M, Migrations};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::detect::{
+    Change, ChangeKind, CloseReason, DomainState, OutageEvent, Severity, Window, WindowEvent, WindowStatus,
+};
+use crate::domain::{DomainName, Mx, MxHost};
+use crate::resolve::{Answer, Observation, Outcome};
+
+/// The upstream label of consensus runs.
+pub const CONSENSUS: &str = "*";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("database {path}: migrating the schema: {source}")]
+    Migrate {
+        path: PathBuf,
+        #[source]
+        source: rusqlite_migration::Error,
+    },
+    #[error("database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("database: stored detector state of {domain} is unreadable: {source}")]
+    State {
+        domain: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("database write failed or the writer stopped (the log says why)")]
+    WriterGone,
+}
+
+fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(
+        r#"
+        CREATE TABLE domains (
+            id          INTEGER PRIMARY KEY,
+            name        TEXT NOT NULL UNIQUE,
+            -- the detector's memory (detect::DomainState), opaque to SQL
+            state       TEXT
+        );
+        CREATE TABLE runs (
+            id          INTEGER PRIMARY KEY,
+            domain_id   INTEGER NOT NULL REFERENCES domains(id),
+            upstream    TEXT NOT NULL,          -- label, or '*' for the consensus
+            outcome     TEXT NOT NULL,
+            mx          TEXT NOT NULL,          -- '10 a.example,20 b.example'
+            ttl         INTEGER,
+            implicit_mx INTEGER NOT NULL DEFAULT 0,
+            detail      TEXT,
+            first_seen  INTEGER NOT NULL,       -- unix milliseconds, UTC
+            last_seen   INTEGER NOT NULL,
+            checks      INTEGER NOT NULL
+        );
+        CREATE INDEX runs_by_domain ON runs(domain_id, upstream, first_seen);
+        CREATE TABLE changes (
+            id          INTEGER PRIMARY KEY,
+            domain_id   INTEGER NOT NULL REFERENCES domains(id),
+            at          INTEGER NOT NULL,
+            kind        TEXT NOT NULL,
+            severity    TEXT NOT NULL,
+            before      TEXT,
+            after       TEXT,
+            detail      TEXT NOT NULL
+        );
+        CREATE INDEX changes_by_time ON changes(at);
+        CREATE INDEX changes_by_domain ON changes(domain_id, at);
+        CREATE TABLE windows (
+            id           INTEGER PRIMARY KEY,
+            domain_id    INTEGER REFERENCES domains(id),   -- NULL: global
+            kind         TEXT NOT NULL,                    -- mx_change | resolver_outage
+            start        INTEGER NOT NULL,
+            detected_at  INTEGER NOT NULL,
+            end          INTEGER,
+            status       TEXT NOT NULL,
+            close_reason TEXT,
+            severity     TEXT NOT NULL,
+            before       TEXT,
+            after        TEXT,
+            flaps        INTEGER NOT NULL DEFAULT 0,
+            UNIQUE (domain_id, kind, start)
+        );
+        CREATE INDEX windows_by_status ON windows(status);
+        CREATE TABLE outbox (
+            id          INTEGER PRIMARY KEY,
+            created_at  INTEGER NOT NULL,
+            event       TEXT NOT NULL,   -- window_opened | window_closed | resolver_outage_started | ...
+            domain_id   INTEGER REFERENCES domains(id),
+            window_id   INTEGER REFERENCES windows(id),
+            summary     TEXT NOT NULL
+        );
+        "#,
+    )])
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_ms(v: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(v).unwrap_or_default()
+}
+
+/// MX list as stored: `10 a.example,20 b.example`.
+fn mx_text(mx: &[Mx]) -> String {
+    mx.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(",")
+}
+
+fn parse_mx_text(s: &str) -> Vec<Mx> {
+    s.split(',')
+        .filter_map(|item| {
+            let (p, h) = item.split_once(' ')?;
+            Some(Mx {
+                preference: p.parse().ok()?,
+                exchange: MxHost::parse(h).ok()?,
+            })
+        })
+        .collect()
+}
+
+fn answer_text(a: &Answer) -> String {
+    match a {
+        Answer::Records(mx) => mx_text(mx),
+        other => other.outcome().as_str().to_string(),
+    }
+}
+
+fn parse_answer_text(s: &str) -> Option<Answer> {
+    match s.parse::<Outcome>() {
+        Ok(o) => Answer::from_parts(o, vec![]),
+        Err(_) => Some(Answer::Records(parse_mx_text(s))),
+    }
+}
+
+/// Opens (creating if needed) and migrates a database.
+pub fn open(path: &Path) -> Result<Connection, StoreError> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let mut conn = Connection::open(path).map_err(|source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let pragma = |conn: &Connection| -> rusqlite::Result<()> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+    };
+    pragma(&conn).map_err(|source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    migrations()
+        .to_latest(&mut conn)
+        .map_err(|source| StoreError::Migrate {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(conn)
+}
+
+/// Everything one check wrote, sent to the writer.
+#[derive(Debug, Clone)]
+pub struct CheckRecord {
+    pub domain: DomainName,
+    pub at: DateTime<Utc>,
+    pub observations: Vec<Observation>,
+    /// The consensus answer, or the first failure when all failed.
+    pub consensus: Observation,
+    pub changes: Vec<Change>,
+    pub window: Option<(WindowEvent, Window)>,
+    /// The detector's new memory, when it changed in more than `last_seen`.
+    pub state: Option<DomainState>,
+}
+
+enum Op {
+    /// A check, and who to tell once it is committed.
+    Check(Box<CheckRecord>, Option<oneshot::Sender<()>>),
+    Outage(OutageEvent, DateTime<Utc>),
+    Flush(oneshot::Sender<()>),
+}
+
+/// Handle to the single writer thread. Cloneable; the thread stops when
+/// every handle is dropped, after committing what it was sent.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Op>,
+}
+
+/// How many checks one transaction holds at most.
+const BATCH: usize = 2048;
+
+impl Writer {
+    /// Opens the database and starts the writer thread. A failed commit is
+    /// logged and its waiters are told (their `check` returns an error);
+    /// the writer goes on with the next batch.
+    pub fn start(path: &Path) -> Result<(Writer, thread::JoinHandle<()>), StoreError> {
+        let conn = open(path)?;
+        let (tx, mut rx) = mpsc::channel::<Op>(BATCH * 4);
+        let handle = thread::Builder::new()
+            .name("mxwatch-writer".into())
+            .spawn(move || {
+                let mut w = WriterState {
+                    conn,
+                    domain_ids: HashMap::new(),
+                    heads: HashMap::new(),
+                };
+                while let Some(first) = rx.blocking_recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < BATCH {
+                        match rx.try_recv() {
+                            Ok(op) => batch.push(op),
+                            Err(_) => break,
+                        }
+                    }
+                    let ok = match w.commit(&mut batch) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::error!("database write failed, {} operations lost: {e}", batch.len());
+                            // Forget cached heads: the rollback undid them.
+                            w.heads.clear();
+                            w.domain_ids.clear();
+                            false
+                        }
+                    };
+                    for op in batch {
+                        // Dropping an ack unanswered tells its waiter the write failed.
+                        if let (true, Op::Flush(ack) | Op::Check(_, Some(ack))) = (ok, op) {
+                            let _ = ack.send(());
+                        }
+                    }
+                }
+            })
+            .expect("spawn writer thread");
+        Ok((Writer { tx }, handle))
+    }
+
+    /// Writes a check and returns once it is committed. Waits while the
+    /// writer is a full queue behind: the back-pressure that bounds memory.
+    /// Concurrent callers share transactions (group commit).
+    pub async fn check(&self, rec: CheckRecord) -> Result<(), StoreError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Op::Check(Box::new(rec), Some(ack)))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        done.await.map_err(|_| StoreError::WriterGone)
+    }
+
+    /// Queues a check without waiting for its commit.
+    pub async fn check_queued(&self, rec: CheckRecord) -> Result<(), StoreError> {
+        self.tx.send(Op::Check(Box::new(rec), None)).await.map_err(|_| StoreError::WriterGone)
+    }
+
+    pub async fn outage(&self, ev: OutageEvent, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.tx.send(Op::Outage(ev, at)).await.map_err(|_| StoreError::WriterGone)
+    }
+
+    /// Waits until everything sent before is committed.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let (ack, done) = oneshot::channel();
+        self.tx.send(Op::Flush(ack)).await.map_err(|_| StoreError::WriterGone)?;
+        done.await.map_err(|_| StoreError::WriterGone)
+    }
+}
+
+/// The latest run per (domain, upstream), cached so that a repeated answer
+/// costs one UPDATE and no SELECT.
+#[derive(Debug, Clone)]
+struct Head {
+    id: i64,
+    outcome: Outcome,
+    mx: String,
+}
+
+struct WriterState {
+    conn: Connection,
+    domain_ids: HashMap<DomainName, i64>,
+    heads: HashMap<(i64, String), Option<Head>>,
+}
+
+impl WriterState {
+    fn commit(&mut self, batch: &mut [Op]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        for op in batch.iter() {
+            match op {
+                Op::Check(rec, _) => write_check(&tx, &mut self.domain_ids, &mut self.heads, rec)?,
+                Op::Outage(ev, at) => write_outage(&tx, *ev, *at)?,
+                Op::Flush(_) => {}
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+fn domain_id(tx: &rusqlite::Transaction, cache: &mut HashMap<DomainName, i64>, d: &DomainName) -> rusqlite::Result<i64> {
+    if let Some(id) = cache.get(d) {
+        return Ok(*id);
+    }
+    tx.prepare_cached("INSERT INTO domains(name) VALUES (?1) ON CONFLICT(name) DO NOTHING")?
+        .execute([d.as_str()])?;
+    let id = tx
+        .prepare_cached("SELECT id FROM domains WHERE name = ?1")?
+        .query_row([d.as_str()], |r| r.get(0))?;
+    cache.insert(d.clone(), id);
+    Ok(id)
+}
+
+fn write_run(
+    tx: &rusqlite::Transaction,
+    heads: &mut HashMap<(i64, String), Option<Head>>,
+    domain: i64,
+    upstream: &str,
+    at: DateTime<Utc>,
+    o: &Observation,
+) -> rusqlite::Result<()> {
+    let key = (domain, upstream.to_string());
+    if !heads.contains_key(&key) {
+        let head = tx
+            .prepare_cached(
+                "SELECT id, outcome, mx FROM runs WHERE domain_id = ?1 AND upstream = ?2 \
+                 ORDER BY first_seen DESC, id DESC LIMIT 1",
+            )?
+            .query_row(params![domain, upstream], |r| {
+                Ok(Head {
+                    id: r.get(0)?,
+                    outcome: r.get::<_, String>(1)?.parse().unwrap_or(Outcome::Error),
+                    mx: r.get(2)?,
+                })
+            })
+            .optional()?;
+        heads.insert(key.clone(), head);
+    }
+    let mx = mx_text(&o.mx);
+    let slot = heads.get_mut(&key).expect("inserted above");
+    match slot {
+        Some(h) if h.outcome == o.outcome && h.mx == mx => {
+            tx.prepare_cached(
+                "UPDATE runs SET last_seen = ?2, checks = checks + 1, ttl = max(coalesce(ttl, ?3), coalesce(?3, ttl)) \
+                 WHERE id = ?1",
+            )?
+            .execute(params![h.id, ms(at), o.ttl])?;
+        }
+        _ => {
+            tx.prepare_cached(
+                "INSERT INTO runs(domain_id, upstream, outcome, mx, ttl, implicit_mx, detail, first_seen, last_seen, checks) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, 1)",
+            )?
+            .execute(params![domain, upstream, o.outcome.as_str(), mx, o.ttl, o.implicit_mx, o.detail, ms(at)])?;
+            *slot = Some(Head {
+                id: tx.last_insert_rowid(),
+                outcome: o.outcome,
+                mx,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn write_check(
+    tx: &rusqlite::Transaction,
+    ids: &mut HashMap<DomainName, i64>,
+    heads: &mut HashMap<(i64, String), Option<Head>>,
+    rec: &CheckRecord,
+) -> Result<(), StoreError> {
+    let id = domain_id(tx, ids, &rec.domain)?;
+    for o in &rec.observations {
+        write_run(tx, heads, id, &o.upstream, rec.at, o)?;
+    }
+    write_run(tx, heads, id, CONSENSUS, rec.at, &rec.consensus)?;
+    for c in &rec.changes {
+        tx.prepare_cached(
+            "INSERT INTO changes(domain_id, at, kind, severity, before, after, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            id,
+            ms(c.at),
+            c.kind.as_str(),
+            c.severity.as_str(),
+            c.before.as_ref().map(answer_text),
+            c.after.as_ref().map(answer_text),
+            c.detail
+        ])?;
+    }
+    if let Some((event, w)) = &rec.window {
+        tx.prepare_cached(
+            "INSERT INTO windows(domain_id, kind, start, detected_at, end, status, close_reason, severity, before, after, flaps) \
+             VALUES (?1, 'mx_change', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+             ON CONFLICT(domain_id, kind, start) DO UPDATE SET end = ?4, status = ?5, close_reason = ?6, \
+             severity = ?7, after = ?9, flaps = ?10",
+        )?
+        .execute(params![
+            id,
+            ms(w.start),
+            ms(w.detected_at),
+            w.end.map(ms),
+            w.status.as_str(),
+            w.close_reason.map(|r| r.as_str()),
+            w.severity.as_str(),
+            answer_text(&w.before),
+            answer_text(&w.current),
+            w.flaps
+        ])?;
+        let outbox = match event {
+            WindowEvent::Opened => Some(("window_opened", summarise_changes(&rec.domain, &rec.changes))),
+            WindowEvent::Closed => Some((
+                "window_closed",
+                format!(
+                    "{}: window since {} closed ({})",
+                    rec.domain,
+                    w.start.to_rfc3339(),
+                    w.close_reason.map(|r| r.as_str()).unwrap_or("closed")
+                ),
+            )),
+            WindowEvent::Updated => None,
+        };
+        if let Some((event, summary)) = outbox {
+            let window_id: i64 = tx
+                .prepare_cached("SELECT id FROM windows WHERE domain_id = ?1 AND kind = 'mx_change' AND start = ?2")?
+                .query_row(params![id, ms(w.start)], |r| r.get(0))?;
+            tx.prepare_cached(
+                "INSERT INTO outbox(created_at, event, domain_id, window_id, summary) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![ms(rec.at), event, id, window_id, summary])?;
+        }
+    }
+    if let Some(state) = &rec.state {
+        let json = serde_json::to_string(state).expect("detector state serialises");
+        tx.prepare_cached("UPDATE domains SET state = ?2 WHERE id = ?1")?
+            .execute(params![id, json])?;
+    }
+    Ok(())
+}
+
+fn summarise_changes(d: &DomainName, changes: &[Change]) -> String {
+    let parts: Vec<String> = changes.iter().map(|c| format!("{}: {}", c.kind, c.detail)).collect();
+    format!("{d}: {}", parts.join("; "))
+}
+
+fn write_outage(tx: &rusqlite::Transaction, ev: OutageEvent, at: DateTime<Utc>) -> Result<(), StoreError> {
+    let (event, start, summary) = match ev {
+        OutageEvent::Started(start) => {
+            tx.prepare_cached(
+                "INSERT INTO windows(domain_id, kind, start, detected_at, status, severity) \
+                 VALUES (NULL, 'resolver_outage', ?1, ?2, 'open', 'critical')",
+            )?
+            .execute(params![ms(start), ms(at)])?;
+            (
+                "resolver_outage_started",
+                start,
+                "most watched domains fail to resolve at once: our own resolver is likely at fault".to_string(),
+            )
+        }
+        OutageEvent::Ended { start, end } => {
+            tx.prepare_cached(
+                "UPDATE windows SET end = ?2, status = 'closed', close_reason = 'reverted' \
+                 WHERE domain_id IS NULL AND kind = 'resolver_outage' AND start = ?1",
+            )?
+            .execute(params![ms(start), ms(end)])?;
+            ("resolver_outage_ended", start, "resolution works again".to_string())
+        }
+    };
+    let window_id: Option<i64> = tx
+        .prepare_cached("SELECT id FROM windows WHERE domain_id IS NULL AND kind = 'resolver_outage' AND start = ?1")?
+        .query_row([ms(start)], |r| r.get(0))
+        .optional()?;
+    tx.prepare_cached("INSERT INTO outbox(created_at, event, domain_id, window_id, summary) VALUES (?1, ?2, NULL, ?3, ?4)")?
+        .execute(params![ms(at), event, window_id, summary])?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- reading
+
+/// A stretch of identical answers from one upstream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    pub domain: String,
+    pub upstream: String,
+    pub outcome: Outcome,
+    pub mx: Vec<Mx>,
+    pub ttl: Option<u32>,
+    pub implicit_mx: bool,
+    pub detail: Option<String>,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    pub checks: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeRow {
+    pub domain: String,
+    pub at: DateTime<Utc>,
+    pub kind: ChangeKind,
+    pub severity: Severity,
+    pub before: Option<Answer>,
+    pub after: Option<Answer>,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowRow {
+    pub id: i64,
+    /// `None` for a global window (resolver outage).
+    pub domain: Option<String>,
+    pub kind: String,
+    pub start: DateTime<Utc>,
+    pub detected_at: DateTime<Utc>,
+    pub end: Option<DateTime<Utc>>,
+    pub status: WindowStatus,
+    pub close_reason: Option<CloseReason>,
+    pub severity: Severity,
+    pub before: Option<Answer>,
+    pub after: Option<Answer>,
+    pub flaps: u32,
+}
+
+impl WindowRow {
+    /// Open, or closing with its grace not yet over at `now`.
+    pub fn is_active(&self, now: DateTime<Utc>) -> bool {
+        match self.status {
+            WindowStatus::Open => true,
+            WindowStatus::Closing => self.end.is_none_or(|e| e > now),
+            WindowStatus::Closed => false,
+        }
+    }
+}
+
+/// What an upstream answered at a moment, from history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AsOf {
+    pub upstream: String,
+    /// The run in force: the latest that started at or before the moment.
+    pub run: Run,
+    /// Whether the moment lies within the run's observed span; if not, it
+    /// lies after the run's last check and before the next observation.
+    pub observed: bool,
+    /// When the next run started, if any.
+    pub next_change: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub created_at: DateTime<Utc>,
+    pub event: String,
+    pub domain: Option<String>,
+    pub window_id: Option<i64>,
+    pub summary: String,
+}
+
+/// Read access. Open one per thread or task that reads.
+pub struct Store {
+    conn: Connection,
+}
+
+fn run_from_row(r: &rusqlite::Row) -> rusqlite::Result<Run> {
+    Ok(Run {
+        domain: r.get(0)?,
+        upstream: r.get(1)?,
+        outcome: r.get::<_, String>(2)?.parse().unwrap_or(Outcome::Error),
+        mx: parse_mx_text(&r.get::<_, String>(3)?),
+        ttl: r.get(4)?,
+        implicit_mx: r.get(5)?,
+        detail: r.get(6)?,
+        first_seen: from_ms(r.get(7)?),
+        last_seen: from_ms(r.get(8)?),
+        checks: r.get(9)?,
+    })
+}
+
+const RUN_COLUMNS: &str = "d.name, r.upstream, r.outcome, r.mx, r.ttl, r.implicit_mx, r.detail, r.first_seen, r.last_seen, r.checks";
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Ok(Store { conn: open(path)? })
+    }
+
+    /// The detector state of every domain that has one.
+    pub fn load_states(&self) -> Result<HashMap<DomainName, DomainState>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT d.name, d.state, \
+               (SELECT max(r.last_seen) FROM runs r WHERE r.domain_id = d.id AND r.upstream = '*') \
+             FROM domains d WHERE d.state IS NOT NULL",
+        )?;
+        let mut out = HashMap::new();
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<i64>>(2)?))
+        })?;
+        for row in rows {
+            let (name, json, last) = row?;
+            let Ok(domain) = DomainName::parse(&name) else { continue };
+            let mut state: DomainState =
+                serde_json::from_str(&json).map_err(|source| StoreError::State { domain: name.clone(), source })?;
+            // `last_seen` is not rewritten on every check; the consensus
+            // runs know it.
+            if let (Some(b), Some(last)) = (state.baseline.as_mut(), last)
+                && state.window.is_none()
+            {
+                b.last_seen = b.last_seen.max(from_ms(last));
+            }
+            out.insert(domain, state);
+        }
+        Ok(out)
+    }
+
+    /// Runs of one domain, oldest first; `since` keeps runs seen after it.
+    pub fn history(&self, domain: &DomainName, since: Option<DateTime<Utc>>) -> Result<Vec<Run>, StoreError> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs r JOIN domains d ON d.id = r.domain_id \
+             WHERE d.name = ?1 AND r.last_seen >= ?2 ORDER BY r.first_seen, r.id"
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map(params![domain.as_str(), since.map(ms).unwrap_or(i64::MIN)], run_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// What each upstream (and the consensus, `*`) answered at `at`.
+    pub fn as_of(&self, domain: &DomainName, at: DateTime<Utc>) -> Result<Vec<AsOf>, StoreError> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS}, \
+               (SELECT min(n.first_seen) FROM runs n WHERE n.domain_id = r.domain_id AND n.upstream = r.upstream \
+                  AND n.first_seen > r.first_seen) \
+             FROM runs r JOIN domains d ON d.id = r.domain_id \
+             WHERE d.name = ?1 AND r.first_seen <= ?2 \
+               AND r.first_seen = (SELECT max(m.first_seen) FROM runs m WHERE m.domain_id = r.domain_id \
+                                   AND m.upstream = r.upstream AND m.first_seen <= ?2) \
+             ORDER BY r.upstream"
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map(params![domain.as_str(), ms(at)], |r| {
+            let run = run_from_row(r)?;
+            let next: Option<i64> = r.get(10)?;
+            Ok(AsOf {
+                upstream: run.upstream.clone(),
+                observed: at <= run.last_seen,
+                next_change: next.map(from_ms),
+                run,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn changes(&self, since: Option<DateTime<Utc>>, domain: Option<&DomainName>) -> Result<Vec<ChangeRow>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT d.name, c.at, c.kind, c.severity, c.before, c.after, c.detail \
+             FROM changes c JOIN domains d ON d.id = c.domain_id \
+             WHERE c.at >= ?1 AND (?2 IS NULL OR d.name = ?2) ORDER BY c.at, c.id",
+        )?;
+        let rows = stmt.query_map(params![since.map(ms).unwrap_or(i64::MIN), domain.map(|d| d.as_str())], |r| {
+            Ok(ChangeRow {
+                domain: r.get(0)?,
+                at: from_ms(r.get(1)?),
+                kind: ChangeKind::parse(&r.get::<_, String>(2)?).unwrap_or(ChangeKind::HostsAdded),
+                severity: Severity::parse(&r.get::<_, String>(3)?).unwrap_or(Severity::Info),
+                before: r.get::<_, Option<String>>(4)?.and_then(|s| parse_answer_text(&s)),
+                after: r.get::<_, Option<String>>(5)?.and_then(|s| parse_answer_text(&s)),
+                detail: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Windows, newest first; with `active_at`, only those active then.
+    pub fn windows(&self, active_at: Option<DateTime<Utc>>) -> Result<Vec<WindowRow>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT w.id, d.name, w.kind, w.start, w.detected_at, w.end, w.status, w.close_reason, w.severity, \
+               w.before, w.after, w.flaps \
+             FROM windows w LEFT JOIN domains d ON d.id = w.domain_id \
+             WHERE ?1 IS NULL OR w.status != 'closed' ORDER BY w.start DESC, w.id DESC",
+        )?;
+        let rows = stmt.query_map(params![active_at.map(ms)], |r| {
+            Ok(WindowRow {
+                id: r.get(0)?,
+                domain: r.get(1)?,
+                kind: r.get(2)?,
+                start: from_ms(r.get(3)?),
+                detected_at: from_ms(r.get(4)?),
+                end: r.get::<_, Option<i64>>(5)?.map(from_ms),
+                status: WindowStatus::parse(&r.get::<_, String>(6)?).unwrap_or(WindowStatus::Open),
+                close_reason: r.get::<_, Option<String>>(7)?.and_then(|s| CloseReason::parse(&s)),
+                severity: Severity::parse(&r.get::<_, String>(8)?).unwrap_or(Severity::Info),
+                before: r.get::<_, Option<String>>(9)?.and_then(|s| parse_answer_text(&s)),
+                after: r.get::<_, Option<String>>(10)?.and_then(|s| parse_answer_text(&s)),
+                flaps: r.get(11)?,
+            })
+        })?;
+        let all: Vec<WindowRow> = rows.collect::<Result<_, _>>()?;
+        Ok(match active_at {
+            Some(now) => all.into_iter().filter(|w| w.is_active(now)).collect(),
+            None => all,
+        })
+    }
+
+    pub fn outbox(&self) -> Result<Vec<OutboxRow>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT o.id, o.created_at, o.event, d.name, o.window_id, o.summary \
+             FROM outbox o LEFT JOIN domains d ON d.id = o.domain_id ORDER BY o.id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(OutboxRow {
+                id: r.get(0)?,
+                created_at: from_ms(r.get(1)?),
+                event: r.get(2)?,
+                domain: r.get(3)?,
+                window_id: r.get(4)?,
+                summary: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Row counts of the history tables: (runs, changes, windows).
+    pub fn counts(&self) -> Result<(i64, i64, i64), StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM changes), (SELECT count(*) FROM windows)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?)
+    }
+
+    /// Folds the WAL into the main file (for size measurements and backups).
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::seconds(s)
+    }
+
+    fn obs(up: &str, hosts: &[&str]) -> Observation {
+        let mx = hosts
+            .iter()
+            .map(|h| Mx {
+                preference: 10,
+                exchange: MxHost::parse(h).unwrap(),
+            })
+            .collect();
+        Observation::from_records(up, mx, Some(300))
+    }
+
+    fn record(at: i64, o: Observation) -> CheckRecord {
+        CheckRecord {
+            domain: DomainName::parse("example.com").unwrap(),
+            at: t(at),
+            observations: vec![o.clone()],
+            consensus: Observation {
+                upstream: CONSENSUS.into(),
+                ..o
+            },
+            changes: vec![],
+            window: None,
+            state: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn repeated_answers_extend_a_run_and_as_of_finds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        let (w, handle) = Writer::start(&path).unwrap();
+        for i in 0..5 {
+            w.check(record(i * 60, obs("sys", &["a.example.net"]))).await.unwrap();
+        }
+        w.check_queued(record(300, obs("sys", &["b.example.net"]))).await.unwrap();
+        w.check_queued(record(360, obs("sys", &["b.example.net"]))).await.unwrap();
+        w.flush().await.unwrap();
+        drop(w);
+        handle.join().unwrap();
+
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.counts().unwrap().0, 4, "two runs each for the upstream and the consensus");
+        let d = DomainName::parse("example.com").unwrap();
+        let h = s.history(&d, None).unwrap();
+        let sys: Vec<_> = h.iter().filter(|r| r.upstream == "sys").collect();
+        assert_eq!(sys[0].checks, 5);
+        assert_eq!(sys[0].first_seen, t(0));
+        assert_eq!(sys[0].last_seen, t(240));
+        assert_eq!(sys[1].mx[0].exchange.as_str(), "b.example.net");
+
+        let at = s.as_of(&d, t(250)).unwrap();
+        let sys = at.iter().find(|a| a.upstream == "sys").unwrap();
+        assert_eq!(sys.run.mx[0].exchange.as_str(), "a.example.net");
+        assert!(!sys.observed, "250 s lies between the last check of a and the first of b");
+        assert_eq!(sys.next_change, Some(t(300)));
+        assert!(s.as_of(&d, t(-1)).unwrap().is_empty());
+    }
+
+    #[test]
+    fn answers_round_trip_through_text() {
+        for a in [
+            Answer::NxDomain,
+            Answer::NoMx,
+            Answer::NullMx,
+            Answer::Records(obs("x", &["a.example", "b.example"]).mx),
+        ] {
+            assert_eq!(parse_answer_text(&answer_text(&a)), Some(a));
+        }
+    }
+}
