@@ -201,7 +201,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     let names: Vec<DomainName> = config.domains.iter().map(|d| d.name.clone()).collect();
                     let s = monitor::sweep(&m, &names, config.concurrency).await;
                     drop(m);
-                    tokio::task::spawn_blocking(move || writer.join()).await?.ok();
+                    writer.await?;
                     eprintln!(
                         "checked {} domains: {} answered, {} failed on every upstream, {} changes, {} windows opened; history in {}",
                         s.checked,

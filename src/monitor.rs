@@ -231,7 +231,7 @@ pub struct Daemon {
     pub monitor: Arc<Monitor>,
     reload: mpsc::Sender<Vec<Job>>,
     task: tokio::task::JoinHandle<()>,
-    writer_thread: std::thread::JoinHandle<()>,
+    writer_task: tokio::task::JoinHandle<()>,
 }
 
 impl Daemon {
@@ -246,7 +246,7 @@ impl Daemon {
         let reader = store::Store::open(&config.database)?;
         let states = reader.load_states()?;
         drop(reader);
-        let (writer, writer_thread) = Writer::start(&config.database)?;
+        let (writer, writer_task) = Writer::start(&config.database)?;
         let monitor = Monitor::new(config, writer, states, clock.clone())?;
         let (reload, reload_rx) = mpsc::channel(4);
         let opts = SchedulerOptions {
@@ -284,7 +284,7 @@ impl Daemon {
             monitor,
             reload,
             task,
-            writer_thread,
+            writer_task,
         })
     }
 
@@ -300,13 +300,14 @@ impl Daemon {
     pub async fn wait(self) -> anyhow::Result<()> {
         self.task.await?;
         let Daemon {
-            monitor, writer_thread, ..
+            monitor,
+            writer_task,
+            reload,
+            ..
         } = self;
         monitor.writer.flush().await?;
-        drop(monitor);
-        tokio::task::spawn_blocking(move || writer_thread.join())
-            .await?
-            .map_err(|_| anyhow::anyhow!("the database writer panicked"))?;
+        drop((monitor, reload));
+        writer_task.await?;
         Ok(())
     }
 }
@@ -350,12 +351,12 @@ pub async fn sweep(monitor: &Monitor, domains: &[DomainName], concurrency: usize
     s
 }
 
-/// Opens what a sweep needs: returns the monitor and the writer thread to
-/// join after the monitor is dropped.
+/// Opens what a sweep needs: returns the monitor and the writer task to
+/// await after the monitor is dropped.
 pub fn open_for_sweep(
     config: &Config,
     clock: Arc<dyn Clock>,
-) -> anyhow::Result<(Arc<Monitor>, std::thread::JoinHandle<()>)> {
+) -> anyhow::Result<(Arc<Monitor>, tokio::task::JoinHandle<()>)> {
     let states = store::Store::open(&config.database)?.load_states()?;
     let (writer, thread) = Writer::start(&config.database)?;
     Ok((Monitor::new(config, writer, states, clock)?, thread))

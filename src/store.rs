@@ -6,14 +6,13 @@
 //! `last_seen` and a count of checks. A check that sees what the previous
 //! one saw updates a row; the database grows with changes, not with checks.
 //!
-//! All writes go through one [`Writer`] thread that owns the connection and
+//! All writes go through one [`Writer`] task that owns the connection and
 //! commits a batch of checks per transaction (WAL, `synchronous=NORMAL`:
 //! a killed process loses nothing committed). Readers open their own
 //! connections.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::thread;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -208,8 +207,8 @@ enum Op {
     Flush(oneshot::Sender<()>),
 }
 
-/// Handle to the single writer thread. Cloneable; the thread stops when
-/// every handle is dropped, after committing what it was sent.
+/// Handle to the single writer. Cloneable; the writer stops when every
+/// handle is dropped, after committing what it was sent.
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Op>,
@@ -219,28 +218,29 @@ pub struct Writer {
 const BATCH: usize = 2048;
 
 impl Writer {
-    /// Opens the database and starts the writer thread. A failed commit is
-    /// logged and its waiters are told (their `check` returns an error);
-    /// the writer goes on with the next batch.
-    pub fn start(path: &Path) -> Result<(Writer, thread::JoinHandle<()>), StoreError> {
+    /// Opens the database and starts the writer task (inside a tokio
+    /// runtime). Each batch is committed on the blocking pool; between
+    /// batches the task waits asynchronously. A failed commit is logged and
+    /// its waiters are told (their `check` returns an error); the writer
+    /// goes on with the next batch.
+    pub fn start(path: &Path) -> Result<(Writer, tokio::task::JoinHandle<()>), StoreError> {
         let conn = open(path)?;
         let (tx, mut rx) = mpsc::channel::<Op>(BATCH * 4);
-        let handle = thread::Builder::new()
-            .name("mxwatch-writer".into())
-            .spawn(move || {
-                let mut w = WriterState {
-                    conn,
-                    domain_ids: HashMap::new(),
-                    heads: HashMap::new(),
-                };
-                while let Some(first) = rx.blocking_recv() {
-                    let mut batch = vec![first];
-                    while batch.len() < BATCH {
-                        match rx.try_recv() {
-                            Ok(op) => batch.push(op),
-                            Err(_) => break,
-                        }
+        let handle = tokio::spawn(async move {
+            let mut w = WriterState {
+                conn,
+                domain_ids: HashMap::new(),
+                heads: HashMap::new(),
+            };
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < BATCH {
+                    match rx.try_recv() {
+                        Ok(op) => batch.push(op),
+                        Err(_) => break,
                     }
+                }
+                let (back, ok) = match tokio::task::spawn_blocking(move || {
                     let ok = match w.commit(&mut batch) {
                         Ok(()) => true,
                         Err(e) => {
@@ -251,15 +251,27 @@ impl Writer {
                             false
                         }
                     };
-                    for op in batch {
-                        // Dropping an ack unanswered tells its waiter the write failed.
-                        if let (true, Op::Flush(ack) | Op::Check(_, Some(ack))) = (ok, op) {
-                            let _ = ack.send(());
-                        }
+                    (w, batch, ok)
+                })
+                .await
+                {
+                    Ok((state, batch, ok)) => {
+                        w = state;
+                        (batch, ok)
+                    }
+                    Err(e) => {
+                        tracing::error!("database writer panicked: {e}");
+                        return;
+                    }
+                };
+                for op in back {
+                    // Dropping an ack unanswered tells its waiter the write failed.
+                    if let (true, Op::Flush(ack) | Op::Check(_, Some(ack))) = (ok, op) {
+                        let _ = ack.send(());
                     }
                 }
-            })
-            .expect("spawn writer thread");
+            }
+        });
         Ok((Writer { tx }, handle))
     }
 
@@ -801,7 +813,7 @@ mod tests {
         w.check_queued(record(360, obs("sys", &["b.example.net"]))).await.unwrap();
         w.flush().await.unwrap();
         drop(w);
-        handle.join().unwrap();
+        handle.await.unwrap();
 
         let s = Store::open(&path).unwrap();
         assert_eq!(s.counts().unwrap().0, 4, "two runs each for the upstream and the consensus");

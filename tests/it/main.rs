@@ -1,0 +1,123 @@
+//! Integration tests: the real daemon (scheduler, resolver, detector,
+//! SQLite writer) against an in-process DNS server on loopback and a
+//! temporary database. Time is tokio's paused clock: an hour of schedule
+//! runs in milliseconds, and the DNS server answers in the same runtime.
+
+#[path = "../support/dns.rs"]
+mod dns;
+
+mod cli;
+mod monitoring;
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::TimeZone;
+use mxwatch::clock::TokioClock;
+use mxwatch::config::Config;
+use mxwatch::domain::DomainName;
+use mxwatch::monitor::{CheckEvent, Daemon};
+use mxwatch::store::Store;
+use tokio::sync::{broadcast, oneshot};
+
+pub use dns::{Behaviour, TestDns};
+
+/// A daemon under test.
+pub struct App {
+    pub daemon: Option<Daemon>,
+    pub events: broadcast::Receiver<CheckEvent>,
+    /// Events of other domains seen while waiting for one.
+    pending: VecDeque<CheckEvent>,
+    pub config: Config,
+    pub dir: Arc<tempfile::TempDir>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+/// Writes `yaml` (plus a database path in a temp dir) as a watchlist and
+/// starts the daemon on it. Settings the tests rely on come first; `yaml`
+/// may add upstreams and domains.
+pub fn write_config(dir: &tempfile::TempDir, yaml: &str) -> Config {
+    let path = dir.path().join("watchlist.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    Config::load(&path).unwrap()
+}
+
+pub fn base_yaml(dns: &TestDns) -> String {
+    format!(
+        "database: test.db\nschedule: '* * * * *'\nupstreams: ['{}']\ntimeout: 2s\nconcurrency: 1\n\
+         fast_recheck: 10s\ngrace: 0s\nsettle: 2h\nauthoritative_port: {}\n",
+        dns.addr,
+        dns.addr.port()
+    )
+}
+
+pub fn start(config: Config, dir: Arc<tempfile::TempDir>) -> App {
+    // Every test starts at the same wall time, so failures reproduce.
+    let clock = Arc::new(TokioClock::starting_at(
+        chrono::Utc.with_ymd_and_hms(2021, 4, 26, 11, 0, 0).unwrap(),
+    ));
+    let (stop, rx) = oneshot::channel::<()>();
+    let daemon = Daemon::start(&config, clock, async move {
+        let _ = rx.await;
+    })
+    .unwrap();
+    let events = daemon.monitor.subscribe();
+    App {
+        daemon: Some(daemon),
+        events,
+        pending: VecDeque::new(),
+        config,
+        dir,
+        stop: Some(stop),
+    }
+}
+
+pub fn spawn_app(yaml: &str) -> App {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let config = write_config(&dir, yaml);
+    start(config, dir)
+}
+
+impl App {
+    /// The next committed check of `domain` (within an hour of virtual time).
+    pub async fn next_check(&mut self, domain: &str) -> CheckEvent {
+        let want = DomainName::parse(domain).unwrap();
+        if let Some(i) = self.pending.iter().position(|ev| ev.domain == want) {
+            return self.pending.remove(i).unwrap();
+        }
+        let pending = &mut self.pending;
+        let events = &mut self.events;
+        tokio::time::timeout(Duration::from_secs(3600), async {
+            loop {
+                match events.recv().await {
+                    Ok(ev) if ev.domain == want => return ev,
+                    Ok(ev) => pending.push_back(ev),
+                    Err(e) => panic!("event stream: {e}"),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no check of {domain} within an hour"))
+    }
+
+    pub fn store(&self) -> Store {
+        Store::open(&self.config.database).unwrap()
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.config.database.clone()
+    }
+
+    /// Stops the daemon and waits until everything is committed.
+    pub async fn stop(mut self) -> (Config, Arc<tempfile::TempDir>) {
+        let _ = self.stop.take().unwrap().send(());
+        self.daemon.take().unwrap().wait().await.unwrap();
+        (self.config.clone(), self.dir.clone())
+    }
+}
+
+pub fn name(s: &str) -> DomainName {
+    DomainName::parse(s).unwrap()
+}
