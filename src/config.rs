@@ -10,12 +10,12 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use crate::domain::DomainName;
-pub use crate::resolve::Upstream;
 use crate::provider::{ProviderRule, Providers};
+pub use crate::resolve::Upstream;
 use crate::schedule::Schedule;
 
 /// A configuration problem, located as precisely as we know.
@@ -54,7 +54,11 @@ impl<'de> Deserialize<'de> for HumanDuration {
         let s = String::deserialize(d)?;
         humantime::parse_duration(s.trim())
             .map(HumanDuration)
-            .map_err(|e| de::Error::custom(format!("{s:?} is not a duration like `30s`, `5m` or `72h`: {e}")))
+            .map_err(|e| {
+                de::Error::custom(format!(
+                    "{s:?} is not a duration like `30s`, `5m` or `72h`: {e}"
+                ))
+            })
     }
 }
 
@@ -243,20 +247,29 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
     if timeout.is_zero() {
         return Err(err("timeout".into(), "must be more than 0s".into()));
     }
-    let fast_recheck = raw.fast_recheck.map(|d| d.0).unwrap_or(Duration::from_secs(60));
+    let fast_recheck = raw
+        .fast_recheck
+        .map(|d| d.0)
+        .unwrap_or(Duration::from_secs(60));
     if fast_recheck.is_zero() {
         return Err(err("fast_recheck".into(), "must be more than 0s".into()));
     }
     let upstreams = raw.upstreams.unwrap_or_else(|| vec![Upstream::System]);
     if upstreams.is_empty() {
-        return Err(err("upstreams".into(), "needs at least one upstream".into()));
+        return Err(err(
+            "upstreams".into(),
+            "needs at least one upstream".into(),
+        ));
     }
     let mut seen_up = HashMap::new();
     for (i, u) in upstreams.iter().enumerate() {
         if let Some(first) = seen_up.insert(u.label(), i) {
             return Err(err(
                 format!("upstreams[{i}]"),
-                format!("{} is listed twice (first at upstreams[{first}])", u.label()),
+                format!(
+                    "{} is listed twice (first at upstreams[{first}])",
+                    u.label()
+                ),
             ));
         }
     }
@@ -265,7 +278,10 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
     for (i, p) in raw.providers.into_iter().enumerate() {
         let id = p.id.trim().to_ascii_lowercase();
         if id.is_empty() {
-            return Err(err(format!("providers[{i}].id"), "must not be empty".into()));
+            return Err(err(
+                format!("providers[{i}].id"),
+                "must not be empty".into(),
+            ));
         }
         let mut suffixes = Vec::new();
         for (j, s) in p.suffixes.iter().enumerate() {
@@ -362,7 +378,10 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
         rate_limit: raw.rate_limit.unwrap_or(0),
         fast_recheck,
         grace: raw.grace.map(|d| d.0).unwrap_or(Duration::from_secs(3600)),
-        settle: raw.settle.map(|d| d.0).unwrap_or(Duration::from_secs(72 * 3600)),
+        settle: raw
+            .settle
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(72 * 3600)),
         authoritative_port: raw.authoritative_port.unwrap_or(53),
         providers,
         domains,
@@ -395,8 +414,14 @@ mod tests {
              domains:\n  - name: Web.DE.\n    schedule: '*/1 * * * *'\n    tags: [de]\n    expect: [united-internet]\n  - gmx.net\n",
         )
         .unwrap();
-        assert_eq!(c.upstreams[1], Upstream::Recursive("127.0.0.1:5353".parse().unwrap()));
-        assert_eq!(c.upstreams[3], Upstream::Recursive("[::1]:53".parse().unwrap()));
+        assert_eq!(
+            c.upstreams[1],
+            Upstream::Recursive("127.0.0.1:5353".parse().unwrap())
+        );
+        assert_eq!(
+            c.upstreams[3],
+            Upstream::Recursive("[::1]:53".parse().unwrap())
+        );
         assert_eq!(c.domains[0].name.as_str(), "web.de");
         assert_eq!(c.domains[0].expect, vec!["united-internet"]);
         assert_eq!(c.domains[1].name.as_str(), "gmx.net");

@@ -138,9 +138,15 @@ impl ChangeKind {
     pub fn severity(self) -> Severity {
         use ChangeKind::*;
         match self {
-            ProviderChanged | UnexpectedProvider | MxRemoved | NullMx | Nxdomain => Severity::Critical,
-            HostsAdded | HostsRemoved | MxAppeared | UpstreamDisagreement | ResolutionFailed => Severity::Warning,
-            PreferenceChanged | Reverted | Settled | UpstreamsAgree | ResolutionRecovered => Severity::Info,
+            ProviderChanged | UnexpectedProvider | MxRemoved | NullMx | Nxdomain => {
+                Severity::Critical
+            }
+            HostsAdded | HostsRemoved | MxAppeared | UpstreamDisagreement | ResolutionFailed => {
+                Severity::Warning
+            }
+            PreferenceChanged | Reverted | Settled | UpstreamsAgree | ResolutionRecovered => {
+                Severity::Info
+            }
         }
     }
 }
@@ -192,9 +198,13 @@ impl WindowStatus {
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
-        [WindowStatus::Open, WindowStatus::Closing, WindowStatus::Closed]
-            .into_iter()
-            .find(|v| v.as_str() == s)
+        [
+            WindowStatus::Open,
+            WindowStatus::Closing,
+            WindowStatus::Closed,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
     }
 }
 
@@ -306,20 +316,34 @@ pub fn consensus(observations: &[Observation]) -> Consensus {
 }
 
 /// Compares two answers and names every way they differ.
-pub fn classify(before: &Answer, after: &Answer, providers: &Providers) -> Vec<(ChangeKind, String)> {
+pub fn classify(
+    before: &Answer,
+    after: &Answer,
+    providers: &Providers,
+) -> Vec<(ChangeKind, String)> {
     use Answer::*;
     let mut out = Vec::new();
     match (before, after) {
         (Records(a), Records(b)) => {
-            let hosts = |s: &[crate::domain::Mx]| s.iter().map(|m| m.exchange.clone()).collect::<BTreeSet<_>>();
+            let hosts = |s: &[crate::domain::Mx]| {
+                s.iter()
+                    .map(|m| m.exchange.clone())
+                    .collect::<BTreeSet<_>>()
+            };
             let (ha, hb) = (hosts(a), hosts(b));
             let added: Vec<String> = hb.difference(&ha).map(|h| h.to_string()).collect();
             let removed: Vec<String> = ha.difference(&hb).map(|h| h.to_string()).collect();
             if !added.is_empty() {
-                out.push((ChangeKind::HostsAdded, format!("added {}", added.join(", "))));
+                out.push((
+                    ChangeKind::HostsAdded,
+                    format!("added {}", added.join(", ")),
+                ));
             }
             if !removed.is_empty() {
-                out.push((ChangeKind::HostsRemoved, format!("removed {}", removed.join(", "))));
+                out.push((
+                    ChangeKind::HostsRemoved,
+                    format!("removed {}", removed.join(", ")),
+                ));
             }
             let repref: Vec<String> = a
                 .iter()
@@ -340,13 +364,28 @@ pub fn classify(before: &Answer, after: &Answer, providers: &Providers) -> Vec<(
                         .collect::<Vec<_>>()
                         .join(" + ")
                 };
-                out.push((ChangeKind::ProviderChanged, format!("provider {} → {}", show(&pa), show(&pb))));
+                out.push((
+                    ChangeKind::ProviderChanged,
+                    format!("provider {} → {}", show(&pa), show(&pb)),
+                ));
             }
         }
-        (_, Records(b)) => out.push((ChangeKind::MxAppeared, format!("MX now {}", Records(b.clone())))),
-        (_, NoMx) => out.push((ChangeKind::MxRemoved, format!("no MX any more (was {before})"))),
-        (_, NullMx) => out.push((ChangeKind::NullMx, format!("null MX: accepts no mail (was {before})"))),
-        (_, NxDomain) => out.push((ChangeKind::Nxdomain, format!("domain does not exist (was {before})"))),
+        (_, Records(b)) => out.push((
+            ChangeKind::MxAppeared,
+            format!("MX now {}", Records(b.clone())),
+        )),
+        (_, NoMx) => out.push((
+            ChangeKind::MxRemoved,
+            format!("no MX any more (was {before})"),
+        )),
+        (_, NullMx) => out.push((
+            ChangeKind::NullMx,
+            format!("null MX: accepts no mail (was {before})"),
+        )),
+        (_, NxDomain) => out.push((
+            ChangeKind::Nxdomain,
+            format!("domain does not exist (was {before})"),
+        )),
     }
     out
 }
@@ -380,7 +419,10 @@ fn unexpected(answer: &Answer, expect: &[String], providers: &Providers) -> Opti
     (!bad.is_empty()).then(|| {
         format!(
             "served by {} but expected {}",
-            bad.iter().map(|p| providers.display_name(p)).collect::<Vec<_>>().join(" + "),
+            bad.iter()
+                .map(|p| providers.display_name(p))
+                .collect::<Vec<_>>()
+                .join(" + "),
             expect.join(", ")
         )
     })
@@ -399,16 +441,17 @@ pub fn detect(
     let mut state = prev.clone();
     let cons = consensus(observations);
     let mut changes = Vec::new();
-    let mut push = |kind: ChangeKind, before: Option<&Answer>, after: Option<&Answer>, detail: String| {
-        changes.push(Change {
-            at,
-            kind,
-            severity: kind.severity(),
-            before: before.cloned(),
-            after: after.cloned(),
-            detail,
-        })
-    };
+    let mut push =
+        |kind: ChangeKind, before: Option<&Answer>, after: Option<&Answer>, detail: String| {
+            changes.push(Change {
+                at,
+                kind,
+                severity: kind.severity(),
+                before: before.cloned(),
+                after: after.cloned(),
+                detail,
+            })
+        };
 
     // Disagreement between upstreams is recorded when it starts and ends.
     match (&cons.disagreement, state.disagreeing) {
@@ -417,7 +460,12 @@ pub fn detect(
             state.disagreeing = true;
         }
         (None, true) if cons.answer.is_some() => {
-            push(ChangeKind::UpstreamsAgree, None, cons.answer.as_ref(), "upstreams agree again".into());
+            push(
+                ChangeKind::UpstreamsAgree,
+                None,
+                cons.answer.as_ref(),
+                "upstreams agree again".into(),
+            );
             state.disagreeing = false;
         }
         _ => {}
@@ -428,7 +476,17 @@ pub fn detect(
             state.failing_since = Some(at);
             let detail = observations
                 .iter()
-                .map(|o| format!("{}: {}{}", o.upstream, o.outcome, o.detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default()))
+                .map(|o| {
+                    format!(
+                        "{}: {}{}",
+                        o.upstream,
+                        o.outcome,
+                        o.detail
+                            .as_deref()
+                            .map(|d| format!(" ({d})"))
+                            .unwrap_or_default()
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join("; ");
             push(ChangeKind::ResolutionFailed, None, None, detail);
@@ -471,14 +529,19 @@ pub fn detect(
             if let Some(w) = state.window.as_mut() {
                 match w.status {
                     WindowStatus::Open => {
-                        let grace = params.grace.max(Duration::from_secs(u64::from(base.ttl.unwrap_or(0))));
+                        let grace = params
+                            .grace
+                            .max(Duration::from_secs(u64::from(base.ttl.unwrap_or(0))));
                         w.end = Some(at + chrono::Duration::from_std(grace).expect("grace fits"));
                         w.status = WindowStatus::Closing;
                         push(
                             ChangeKind::Reverted,
                             Some(&w.current),
                             Some(&answer),
-                            format!("back to {answer}; window stays open for {} of grace", humantime::format_duration(grace)),
+                            format!(
+                                "back to {answer}; window stays open for {} of grace",
+                                humantime::format_duration(grace)
+                            ),
                         );
                         window_event = Some(WindowEvent::Updated);
                     }
@@ -498,7 +561,12 @@ pub fn detect(
                         push(kind, Some(&base.answer), Some(&answer), detail);
                     }
                     if let Some(d) = unexpected(&answer, expect, providers) {
-                        push(ChangeKind::UnexpectedProvider, Some(&base.answer), Some(&answer), d);
+                        push(
+                            ChangeKind::UnexpectedProvider,
+                            Some(&base.answer),
+                            Some(&answer),
+                            d,
+                        );
                     }
                     state.window = Some(Window {
                         start: base.last_seen,
@@ -524,7 +592,10 @@ pub fn detect(
                             ChangeKind::Settled,
                             Some(&base.answer),
                             Some(&answer),
-                            format!("{answer} held since {}; it is the new baseline", w.current_since.to_rfc3339()),
+                            format!(
+                                "{answer} held since {}; it is the new baseline",
+                                w.current_since.to_rfc3339()
+                            ),
                         );
                         state.baseline = Some(Baseline {
                             answer: answer.clone(),
@@ -538,7 +609,11 @@ pub fn detect(
                 Some(w) => {
                     // A flap: a different answer while open, or any
                     // non-baseline answer while closing. Same window.
-                    let from = if w.status == WindowStatus::Closing { &base.answer } else { &w.current };
+                    let from = if w.status == WindowStatus::Closing {
+                        &base.answer
+                    } else {
+                        &w.current
+                    };
                     for (kind, detail) in classify(from, &answer, providers) {
                         push(kind, Some(from), Some(&answer), detail);
                     }
@@ -593,7 +668,10 @@ pub struct OutageDetector {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutageEvent {
     Started(DateTime<Utc>),
-    Ended { start: DateTime<Utc>, end: DateTime<Utc> },
+    Ended {
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    },
 }
 
 impl OutageDetector {

@@ -48,7 +48,9 @@ fn normalise(input: &str) -> Result<String, NameError> {
     for label in ascii.split('.') {
         let err_label = || label.to_string();
         if label.is_empty() {
-            return Err(NameError::EmptyLabel { name: ascii.clone() });
+            return Err(NameError::EmptyLabel {
+                name: ascii.clone(),
+            });
         }
         if label.len() > 63 {
             return Err(NameError::LabelTooLong {
@@ -188,7 +190,10 @@ mod tests {
 
     #[test]
     fn normalises_case_trailing_dot_and_idn() {
-        assert_eq!(DomainName::parse("Example.COM.").unwrap().as_str(), "example.com");
+        assert_eq!(
+            DomainName::parse("Example.COM.").unwrap().as_str(),
+            "example.com"
+        );
         assert_eq!(DomainName::parse("  web.de ").unwrap().as_str(), "web.de");
         assert_eq!(
             DomainName::parse("bücher.de").unwrap().as_str(),

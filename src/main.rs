@@ -18,10 +18,20 @@ use mxwatch::resolve::MxResolver;
 use mxwatch::store::Store;
 
 #[derive(Parser)]
-#[command(name = "mxwatch", version, about = "Watch recipient domains' MX records; tell bounce handlers which hard bounces came from a broken window.")]
+#[command(
+    name = "mxwatch",
+    version,
+    about = "Watch recipient domains' MX records; tell bounce handlers which hard bounces came from a broken window."
+)]
 struct Cli {
     /// The watchlist.
-    #[arg(long, short, global = true, env = "MXWATCH_CONFIG", default_value = "watchlist.yaml")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "MXWATCH_CONFIG",
+        default_value = "watchlist.yaml"
+    )]
     config: PathBuf,
     /// Use this database instead of the watchlist's `database`.
     #[arg(long, global = true, env = "MXWATCH_DATABASE")]
@@ -115,7 +125,9 @@ fn main() -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hickory=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -137,7 +149,9 @@ fn parse_time(s: &str) -> anyhow::Result<DateTime<Utc>> {
     }
     match humantime::parse_duration(s) {
         Ok(d) => Ok(Utc::now() - chrono::Duration::from_std(d)?),
-        Err(_) => bail!("{s:?} is neither an RFC 3339 time (2026-04-26T11:00:00Z) nor an age such as 24h"),
+        Err(_) => {
+            bail!("{s:?} is neither an RFC 3339 time (2026-04-26T11:00:00Z) nor an age such as 24h")
+        }
     }
 }
 
@@ -157,7 +171,9 @@ fn open_store(cli: &Cli) -> anyhow::Result<Store> {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn print_lines(lines: impl IntoIterator<Item = String>) -> anyhow::Result<()> {
@@ -186,7 +202,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 c.domains.len(),
                 c.duplicates_merged,
                 c.upstreams.len(),
-                c.upstreams.iter().map(|u| u.label()).collect::<Vec<_>>().join(", "),
+                c.upstreams
+                    .iter()
+                    .map(|u| u.label())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 c.schedule.as_str(),
                 c.database.display()
             );
@@ -224,9 +244,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             upstream,
             json,
         } => {
-            let names = domains.iter().map(|d| domain(d)).collect::<anyhow::Result<Vec<_>>>()?;
+            let names = domains
+                .iter()
+                .map(|d| domain(d))
+                .collect::<anyhow::Result<Vec<_>>>()?;
             // A watchlist is optional here: use it when it exists.
-            let config = if cli.config.exists() { Some(load(&cli)?) } else { None };
+            let config = if cli.config.exists() {
+                Some(load(&cli)?)
+            } else {
+                None
+            };
             let upstreams = match (upstream.is_empty(), &config) {
                 (false, _) => upstream.clone(),
                 (true, Some(c)) => c.upstreams.clone(),
@@ -273,7 +300,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     } else {
                         let note = match (a.observed, a.next_change) {
                             (true, _) => String::new(),
-                            (false, Some(n)) => format!("  [not observed at that moment; next answer seen {}]", report::time(n)),
+                            (false, Some(n)) => format!(
+                                "  [not observed at that moment; next answer seen {}]",
+                                report::time(n)
+                            ),
                             (false, None) => "  [after the last check]".into(),
                         };
                         format!("{}{note}", report::run_text(&a.run))
@@ -286,15 +316,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if rows.is_empty() {
                 eprintln!("no history of {d}");
             }
-            print_lines(rows.iter().map(|r| if *json { report::run_json(r).to_string() } else { report::run_text(r) }))?;
+            print_lines(rows.iter().map(|r| {
+                if *json {
+                    report::run_json(r).to_string()
+                } else {
+                    report::run_text(r)
+                }
+            }))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Changes { since, domain: d, json } => {
+        Command::Changes {
+            since,
+            domain: d,
+            json,
+        } => {
             let d = d.as_deref().map(domain).transpose()?;
             let since = since.as_deref().map(parse_time).transpose()?;
             let store = open_store(&cli)?;
             let rows = store.changes(since, d.as_ref())?;
-            print_lines(rows.iter().map(|c| if *json { report::change_json(c).to_string() } else { report::change_text(c) }))?;
+            print_lines(rows.iter().map(|c| {
+                if *json {
+                    report::change_json(c).to_string()
+                } else {
+                    report::change_text(c)
+                }
+            }))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Windows { active, json } => {

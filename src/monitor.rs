@@ -16,7 +16,9 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::detect::{self, ChangeKind, DomainState, OutageDetector, Params, WindowEvent, WindowStatus};
+use crate::detect::{
+    self, ChangeKind, DomainState, OutageDetector, Params, WindowEvent, WindowStatus,
+};
 use crate::domain::DomainName;
 use crate::provider::Providers;
 use crate::resolve::{MxResolver, Observation, ResolveOptions};
@@ -104,7 +106,14 @@ impl Monitor {
         let map: HashMap<DomainName, Watch> = config
             .domains
             .iter()
-            .map(|d| (d.name.clone(), Watch { expect: d.expect.clone() }))
+            .map(|d| {
+                (
+                    d.name.clone(),
+                    Watch {
+                        expect: d.expect.clone(),
+                    },
+                )
+            })
             .collect();
         let n = map.len();
         *self.watched.write().expect("watchlist lock") = map;
@@ -141,7 +150,14 @@ impl Monitor {
             .get(domain)
             .cloned()
             .unwrap_or_default();
-        let det = detect::detect(&prev, &observations, at, &expect, &self.providers, &self.params);
+        let det = detect::detect(
+            &prev,
+            &observations,
+            at,
+            &expect,
+            &self.providers,
+            &self.params,
+        );
         let persist = differs_beyond_last_seen(&prev, &det.state);
         self.states
             .lock()
@@ -162,7 +178,11 @@ impl Monitor {
             None => Observation {
                 upstream: store::CONSENSUS.into(),
                 ..observations.first().cloned().unwrap_or_else(|| {
-                    Observation::failure(store::CONSENSUS, crate::resolve::Outcome::Error, "no upstreams")
+                    Observation::failure(
+                        store::CONSENSUS,
+                        crate::resolve::Outcome::Error,
+                        "no upstreams",
+                    )
                 })
             },
         };
@@ -329,7 +349,8 @@ pub struct SweepSummary {
 pub async fn sweep(monitor: &Monitor, domains: &[DomainName], concurrency: usize) -> SweepSummary {
     use futures::StreamExt;
     let mut s = SweepSummary::default();
-    let mut results = futures::stream::iter(domains.iter().map(|d| monitor.check(d))).buffer_unordered(concurrency.max(1));
+    let mut results = futures::stream::iter(domains.iter().map(|d| monitor.check(d)))
+        .buffer_unordered(concurrency.max(1));
     while let Some(r) = results.next().await {
         s.checked += 1;
         match r {
@@ -340,7 +361,8 @@ pub async fn sweep(monitor: &Monitor, domains: &[DomainName], concurrency: usize
                     s.failed += 1;
                 }
                 s.changes += ev.changes.len();
-                s.windows_opened += usize::from(matches!(ev.window, Some((WindowEvent::Opened, _))));
+                s.windows_opened +=
+                    usize::from(matches!(ev.window, Some((WindowEvent::Opened, _))));
             }
             Err(e) => {
                 tracing::error!("check not recorded: {e}");

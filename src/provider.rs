@@ -21,22 +21,78 @@ pub struct ProviderRule {
 /// (id, display name, host suffixes). A host matches a suffix when it equals
 /// it or ends with `.suffix`.
 const BUILTIN: &[(&str, &str, &[&str])] = &[
-    ("icloud", "Apple iCloud", &["mail.icloud.com", "icloud.com", "me.com", "mac.com"]),
-    ("google", "Google", &["google.com", "googlemail.com", "aspmx.l.google.com"]),
+    (
+        "icloud",
+        "Apple iCloud",
+        &["mail.icloud.com", "icloud.com", "me.com", "mac.com"],
+    ),
+    (
+        "google",
+        "Google",
+        &["google.com", "googlemail.com", "aspmx.l.google.com"],
+    ),
     (
         "microsoft",
         "Microsoft 365 / Outlook.com",
-        &["mail.protection.outlook.com", "outlook.com", "hotmail.com", "olc.protection.outlook.com"],
+        &[
+            "mail.protection.outlook.com",
+            "outlook.com",
+            "hotmail.com",
+            "olc.protection.outlook.com",
+        ],
     ),
-    ("yahoo", "Yahoo / AOL", &["yahoodns.net", "yahoo.com", "aol.com"]),
-    ("united-internet", "GMX / web.de (United Internet)", &["gmx.net", "gmx.de", "gmx.com", "web.de"]),
-    ("ionos", "IONOS / 1&1", &["ionos.com", "ionos.de", "1and1.com", "1and1.co.uk", "kundenserver.de", "perfora.net"]),
-    ("proofpoint", "Proofpoint", &["pphosted.com", "ppe-hosted.com", "proofpoint.com"]),
-    ("mimecast", "Mimecast", &["mimecast.com", "mimecast.co.za", "mimecast-offshore.com"]),
-    ("barracuda", "Barracuda", &["barracudanetworks.com", "ess.barracudanetworks.com", "cuda-inc.com"]),
+    (
+        "yahoo",
+        "Yahoo / AOL",
+        &["yahoodns.net", "yahoo.com", "aol.com"],
+    ),
+    (
+        "united-internet",
+        "GMX / web.de (United Internet)",
+        &["gmx.net", "gmx.de", "gmx.com", "web.de"],
+    ),
+    (
+        "ionos",
+        "IONOS / 1&1",
+        &[
+            "ionos.com",
+            "ionos.de",
+            "1and1.com",
+            "1and1.co.uk",
+            "kundenserver.de",
+            "perfora.net",
+        ],
+    ),
+    (
+        "proofpoint",
+        "Proofpoint",
+        &["pphosted.com", "ppe-hosted.com", "proofpoint.com"],
+    ),
+    (
+        "mimecast",
+        "Mimecast",
+        &["mimecast.com", "mimecast.co.za", "mimecast-offshore.com"],
+    ),
+    (
+        "barracuda",
+        "Barracuda",
+        &[
+            "barracudanetworks.com",
+            "ess.barracudanetworks.com",
+            "cuda-inc.com",
+        ],
+    ),
     ("cisco", "Cisco Secure Email", &["iphmx.com"]),
-    ("zoho", "Zoho", &["zoho.com", "zoho.eu", "zoho.in", "zohomail.com"]),
-    ("fastmail", "Fastmail", &["messagingengine.com", "fastmail.com"]),
+    (
+        "zoho",
+        "Zoho",
+        &["zoho.com", "zoho.eu", "zoho.in", "zohomail.com"],
+    ),
+    (
+        "fastmail",
+        "Fastmail",
+        &["messagingengine.com", "fastmail.com"],
+    ),
     ("yandex", "Yandex", &["yandex.net", "yandex.ru"]),
     ("mailru", "Mail.ru", &["mail.ru"]),
     ("proton", "Proton", &["protonmail.ch", "proton.me"]),
@@ -190,6 +246,9 @@ mod tests {
         assert_eq!(p.classify(&host("mx1.mail.acme.net")), "acme");
         assert_eq!(p.display_name("acme"), "ACME Mail");
         assert_eq!(p.display_name("google"), "Google");
-        assert_eq!(p.classify(&host("gmail-smtp-in.l.google.com.example")), "google");
+        assert_eq!(
+            p.classify(&host("gmail-smtp-in.l.google.com.example")),
+            "google"
+        );
     }
 }

@@ -26,7 +26,10 @@ fn mx_text(mx: &[Mx]) -> String {
     if mx.is_empty() {
         "-".into()
     } else {
-        mx.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(", ")
+        mx.iter()
+            .map(|m| m.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -86,7 +89,11 @@ pub fn check_text(domain: &DomainName, obs: &[Observation], providers: &Provider
             o.outcome.as_str(),
             ttl,
             mx_text(&o.mx),
-            if prov.is_empty() { String::new() } else { format!("  [{prov}]") },
+            if prov.is_empty() {
+                String::new()
+            } else {
+                format!("  [{prov}]")
+            },
             extra
         ));
     }
@@ -113,11 +120,18 @@ pub fn run_text(r: &Run) -> String {
         "{} .. {}  {:<16} {:<9} {}  ({} checks{})",
         time(r.first_seen),
         time(r.last_seen),
-        if r.upstream == crate::store::CONSENSUS { "consensus" } else { &r.upstream },
+        if r.upstream == crate::store::CONSENSUS {
+            "consensus"
+        } else {
+            &r.upstream
+        },
         r.outcome.as_str(),
         mx_text(&r.mx),
         r.checks,
-        r.detail.as_deref().map(|d| format!("; {d}")).unwrap_or_default()
+        r.detail
+            .as_deref()
+            .map(|d| format!("; {d}"))
+            .unwrap_or_default()
     )
 }
 
@@ -188,6 +202,10 @@ pub fn window_text(w: &WindowRow, now: DateTime<Utc>) -> String {
         w.severity.as_str(),
         w.domain.as_deref().unwrap_or("(all domains)"),
         what,
-        if w.flaps > 0 { format!("  ({} flaps)", w.flaps) } else { String::new() }
+        if w.flaps > 0 {
+            format!("  ({} flaps)", w.flaps)
+        } else {
+            String::new()
+        }
     )
 }

@@ -12,12 +12,14 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{
+    ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
+};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::{RData, RecordType};
-use hickory_resolver::TokioResolver;
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -270,7 +272,11 @@ impl Observation {
         };
         Observation {
             upstream: upstream.to_string(),
-            mx: if outcome == Outcome::Records { mx } else { vec![] },
+            mx: if outcome == Outcome::Records {
+                mx
+            } else {
+                vec![]
+            },
             outcome,
             ttl,
             implicit_mx: false,
@@ -402,21 +408,43 @@ fn classify_error(upstream: &str, e: &NetError) -> Result<(Outcome, Option<u32>)
         NetError::Dns(DnsError::NoRecordsFound(nr)) => match nr.response_code {
             ResponseCode::NXDomain => Ok((Outcome::NxDomain, nr.negative_ttl)),
             ResponseCode::NoError => Ok((Outcome::NoMx, nr.negative_ttl)),
-            ResponseCode::ServFail => Err(Observation::failure(upstream, Outcome::ServFail, "SERVFAIL")),
-            ResponseCode::Refused => Err(Observation::failure(upstream, Outcome::Refused, "REFUSED")),
-            other => Err(Observation::failure(upstream, Outcome::Error, format!("response code {other}"))),
+            ResponseCode::ServFail => Err(Observation::failure(
+                upstream,
+                Outcome::ServFail,
+                "SERVFAIL",
+            )),
+            ResponseCode::Refused => {
+                Err(Observation::failure(upstream, Outcome::Refused, "REFUSED"))
+            }
+            other => Err(Observation::failure(
+                upstream,
+                Outcome::Error,
+                format!("response code {other}"),
+            )),
         },
-        NetError::Dns(DnsError::ResponseCode(ResponseCode::ServFail)) => {
-            Err(Observation::failure(upstream, Outcome::ServFail, "SERVFAIL"))
-        }
+        NetError::Dns(DnsError::ResponseCode(ResponseCode::ServFail)) => Err(Observation::failure(
+            upstream,
+            Outcome::ServFail,
+            "SERVFAIL",
+        )),
         NetError::Dns(DnsError::ResponseCode(ResponseCode::Refused)) => {
             Err(Observation::failure(upstream, Outcome::Refused, "REFUSED"))
         }
-        NetError::Timeout => Err(Observation::failure(upstream, Outcome::Timeout, "no answer in time")),
-        NetError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
-            Err(Observation::failure(upstream, Outcome::Timeout, io.to_string()))
-        }
-        other => Err(Observation::failure(upstream, Outcome::Error, other.to_string())),
+        NetError::Timeout => Err(Observation::failure(
+            upstream,
+            Outcome::Timeout,
+            "no answer in time",
+        )),
+        NetError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => Err(Observation::failure(
+            upstream,
+            Outcome::Timeout,
+            io.to_string(),
+        )),
+        other => Err(Observation::failure(
+            upstream,
+            Outcome::Error,
+            other.to_string(),
+        )),
     }
 }
 
@@ -500,7 +528,12 @@ struct ZoneServers {
 }
 
 impl Authoritative {
-    async fn observe(&self, label: &str, limiter: Option<&RateLimiter>, domain: &DomainName) -> Observation {
+    async fn observe(
+        &self,
+        label: &str,
+        limiter: Option<&RateLimiter>,
+        domain: &DomainName,
+    ) -> Observation {
         let servers = match self.servers_for(label, domain).await {
             Ok(s) => s,
             Err(obs) => return obs,
@@ -514,7 +547,11 @@ impl Authoritative {
     /// The resolver that asks the zone's name servers. NS lookups go
     /// through the lookup resolver; a domain without NS of its own is served
     /// by its zone apex, which the SOA in the negative answer names.
-    async fn servers_for(&self, label: &str, domain: &DomainName) -> Result<TokioResolver, Observation> {
+    async fn servers_for(
+        &self,
+        label: &str,
+        domain: &DomainName,
+    ) -> Result<TokioResolver, Observation> {
         let now = Instant::now();
         let mut name = domain.fqdn();
         if let Some(z) = self.zones.lock().expect("zone cache lock").get(&name)
@@ -539,7 +576,9 @@ impl Authoritative {
                     let mut addrs: Vec<SocketAddr> = Vec::new();
                     for h in &hosts {
                         if let Ok(ips) = self.lookup.lookup_ip(h.as_str()).await {
-                            addrs.extend(ips.iter().map(|ip: IpAddr| SocketAddr::new(ip, self.port)));
+                            addrs.extend(
+                                ips.iter().map(|ip: IpAddr| SocketAddr::new(ip, self.port)),
+                            );
                         }
                     }
                     addrs.sort();
@@ -548,7 +587,10 @@ impl Authoritative {
                         return Err(Observation::failure(
                             label,
                             Outcome::Error,
-                            format!("no address for the name servers of {name}: {}", hosts.join(", ")),
+                            format!(
+                                "no address for the name servers of {name}: {}",
+                                hosts.join(", ")
+                            ),
                         ));
                     }
                     let resolver = resolver_for(&addrs, false, &self.opts);
@@ -564,7 +606,9 @@ impl Authoritative {
                     zones.insert(domain.fqdn(), entry);
                     return Ok(resolver);
                 }
-                Err(NetError::Dns(DnsError::NoRecordsFound(nr))) if nr.response_code == ResponseCode::NoError => {
+                Err(NetError::Dns(DnsError::NoRecordsFound(nr)))
+                    if nr.response_code == ResponseCode::NoError =>
+                {
                     // Not a zone apex: ask for the apex that the SOA names.
                     match nr.soa.as_ref() {
                         Some(soa) if soa.name.to_ascii() != name => name = soa.name.to_ascii(),
@@ -583,7 +627,10 @@ impl Authoritative {
                             detail: Some("from the NS lookup".into()),
                         },
                         Err(mut obs) => {
-                            obs.detail = Some(format!("NS lookup for {name}: {}", obs.detail.unwrap_or_default()));
+                            obs.detail = Some(format!(
+                                "NS lookup for {name}: {}",
+                                obs.detail.unwrap_or_default()
+                            ));
                             obs
                         }
                     });
@@ -614,7 +661,15 @@ mod tests {
 
     #[test]
     fn records_are_canonical_and_null_mx_is_recognised() {
-        let o = Observation::from_records("u", vec![mx(20, "b.example"), mx(10, "a.example"), mx(10, "a.example")], Some(300));
+        let o = Observation::from_records(
+            "u",
+            vec![
+                mx(20, "b.example"),
+                mx(10, "a.example"),
+                mx(10, "a.example"),
+            ],
+            Some(300),
+        );
         assert_eq!(o.outcome, Outcome::Records);
         assert_eq!(o.mx, vec![mx(10, "a.example"), mx(20, "b.example")]);
         let o = Observation::from_records("u", vec![mx(0, ".")], Some(300));

@@ -84,7 +84,8 @@ impl Schedule {
         loop {
             let next = self.next_tick(tick);
             let span = (next - tick).min(chrono::Duration::from_std(MAX_SPREAD).expect("fits"));
-            let offset = chrono::Duration::milliseconds((span.num_milliseconds() as f64 * frac) as i64);
+            let offset =
+                chrono::Duration::milliseconds((span.num_milliseconds() as f64 * frac) as i64);
             let slot = tick + offset;
             if slot > now {
                 return slot;
@@ -212,12 +213,16 @@ pub async fn run<F, Fut>(
         let now = clock.now();
         // Dispatch everything due, as far as concurrency allows.
         while in_flight.len() < concurrency {
-            let Some(Reverse((due, _))) = heap.peek() else { break };
+            let Some(Reverse((due, _))) = heap.peek() else {
+                break;
+            };
             if *due > now {
                 break;
             }
             let Reverse((due, name)) = heap.pop().expect("peeked");
-            let Some(entry) = entries.get_mut(&name) else { continue };
+            let Some(entry) = entries.get_mut(&name) else {
+                continue;
+            };
             if entry.due != Some(due) || entry.in_flight {
                 continue; // superseded or already running
             }
@@ -237,7 +242,10 @@ pub async fn run<F, Fut>(
 
         let sleep_for = match heap.peek() {
             _ if in_flight.len() >= concurrency => MAX_SLEEP,
-            Some(Reverse((due, _))) => (*due - now).to_std().unwrap_or(Duration::ZERO).min(MAX_SLEEP),
+            Some(Reverse((due, _))) => (*due - now)
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                .min(MAX_SLEEP),
             None => MAX_SLEEP,
         };
         tokio::select! {
@@ -258,9 +266,12 @@ pub async fn run<F, Fut>(
             Some(jobs) = reload.recv() => {
                 let now = clock.now();
                 let mut keep: HashMap<DomainName, Job> = jobs.into_iter().map(|j| (j.name.clone(), j)).collect();
-                entries.retain(|name, e| match keep.remove(name) {
-                    Some(job) if job == e.job => true,
-                    _ => false,
+                entries.retain(|name, e| {
+                    let same = keep.get(name) == Some(&e.job);
+                    if same {
+                        keep.remove(name);
+                    }
+                    same
                 });
                 // Changed schedules come back as new entries; in-flight
                 // checks of removed domains finish and are then forgotten.
@@ -293,7 +304,10 @@ mod tests {
         let s = Schedule::parse("0 12 * * 0").unwrap();
         // 2026-11-22 is a Sunday.
         let sat = Utc.with_ymd_and_hms(2026, 11, 21, 0, 0, 0).unwrap();
-        assert_eq!(s.next_tick(sat), Utc.with_ymd_and_hms(2026, 11, 22, 12, 0, 0).unwrap());
+        assert_eq!(
+            s.next_tick(sat),
+            Utc.with_ymd_and_hms(2026, 11, 22, 12, 0, 0).unwrap()
+        );
     }
 
     #[test]
@@ -319,7 +333,10 @@ mod tests {
             let d = DomainName::parse(&format!("d{i}.example")).unwrap();
             buckets[(offset_fraction(&d) * 10.0) as usize] += 1;
         }
-        assert!(buckets.iter().all(|&b| (800..1200).contains(&b)), "{buckets:?}");
+        assert!(
+            buckets.iter().all(|&b| (800..1200).contains(&b)),
+            "{buckets:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -330,5 +347,227 @@ mod tests {
             l.acquire().await;
         }
         assert_eq!(Instant::now() - start, Duration::from_secs(2));
+    }
+
+    // ---- the scheduler loop, on tokio's paused clock
+
+    use crate::clock::TokioClock;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    type Log = Arc<Mutex<Vec<(DomainName, DateTime<Utc>)>>>;
+
+    fn jobs(n: usize, line: &str) -> Vec<Job> {
+        (0..n)
+            .map(|i| Job {
+                name: DomainName::parse(&format!("d{i}.example")).unwrap(),
+                schedule: Schedule::parse(line).unwrap(),
+            })
+            .collect()
+    }
+
+    struct Harness {
+        log: Log,
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        reload: mpsc::Sender<Vec<Job>>,
+        task: tokio::task::JoinHandle<()>,
+        clock: TokioClock,
+    }
+
+    /// Starts the loop; every check is logged and takes `busy` of virtual
+    /// time; domains named in `fast` ask for a fast re-check.
+    fn harness(
+        jobs: Vec<Job>,
+        concurrency: usize,
+        busy: Duration,
+        fast: &[&str],
+        peak: Arc<AtomicUsize>,
+    ) -> Harness {
+        let clock = TokioClock::starting_at(Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap());
+        let log: Log = Arc::default();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (reload, reload_rx) = mpsc::channel(1);
+        let fast: Vec<String> = fast.iter().map(|s| s.to_string()).collect();
+        let running = Arc::new(AtomicUsize::new(0));
+        let l = log.clone();
+        let task = tokio::spawn(run(
+            jobs,
+            SchedulerOptions {
+                concurrency,
+                fast_recheck: Duration::from_secs(10),
+            },
+            Arc::new(clock),
+            reload_rx,
+            move |d: DomainName| {
+                let (l, running, peak) = (l.clone(), running.clone(), peak.clone());
+                let wants_fast = fast.iter().any(|f| f == d.as_str());
+                async move {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    l.lock().unwrap().push((d, clock.now()));
+                    tokio::time::sleep(busy).await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    wants_fast
+                }
+            },
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        Harness {
+            log,
+            stop: Some(stop),
+            reload,
+            task,
+            clock,
+        }
+    }
+
+    impl Harness {
+        fn times_of(&self, name: &str) -> Vec<DateTime<Utc>> {
+            self.log
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(d, _)| d.as_str() == name)
+                .map(|(_, t)| *t)
+                .collect()
+        }
+        async fn stop(mut self) {
+            self.stop.take().unwrap().send(()).unwrap();
+            self.task.await.unwrap();
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_domain_once_per_interval_at_a_stable_spread_offset() {
+        let h = harness(
+            jobs(50, "*/5 * * * *"),
+            16,
+            Duration::from_millis(50),
+            &[],
+            Arc::default(),
+        );
+        tokio::time::sleep(Duration::from_secs(30 * 60)).await;
+        let log = h.log.lock().unwrap().clone();
+        assert_eq!(
+            log.len(),
+            50 * 6,
+            "6 intervals of 5 minutes, one check each"
+        );
+        for i in 0..50 {
+            let times = h.times_of(&format!("d{i}.example"));
+            assert_eq!(times.len(), 6);
+            for w in times.windows(2) {
+                assert_eq!(w[1] - w[0], chrono::Duration::minutes(5), "a stable offset");
+            }
+        }
+        // Spread, not a burst at every fifth minute: no 10-second slice of
+        // the interval holds more than a few of the 50 domains.
+        let mut buckets = std::collections::HashMap::new();
+        for (_, t) in &log {
+            *buckets.entry(t.timestamp() % 300 / 10).or_insert(0) += 1;
+        }
+        assert!(
+            buckets.len() >= 20,
+            "{} distinct 10 s slices",
+            buckets.len()
+        );
+        assert!(buckets.values().all(|&n| n <= 6 * 6), "{buckets:?}");
+        h.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrency_is_bounded() {
+        let peak = Arc::new(AtomicUsize::new(0));
+        // 100 domains a minute, each check taking 20 s: unbounded, ~33 would overlap.
+        let h = harness(
+            jobs(100, "* * * * *"),
+            4,
+            Duration::from_secs(20),
+            &[],
+            peak.clone(),
+        );
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        assert_eq!(peak.load(Ordering::SeqCst), 4);
+        assert!(!h.log.lock().unwrap().is_empty());
+        h.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_domain_asking_for_it_is_rechecked_fast() {
+        let h = harness(
+            jobs(3, "*/5 * * * *"),
+            4,
+            Duration::ZERO,
+            &["d1.example"],
+            Arc::default(),
+        );
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        let fast = h.times_of("d1.example");
+        // The first check comes at its slot in the first interval, then every 10 s.
+        assert!(fast.len() > 30, "{} checks in 10 minutes", fast.len());
+        assert!(
+            fast.windows(2)
+                .all(|w| w[1] - w[0] == chrono::Duration::seconds(10))
+        );
+        assert_eq!(h.times_of("d0.example").len(), 2);
+        h.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn missed_ticks_are_not_replayed_in_a_burst() {
+        let h = harness(
+            jobs(60, "*/5 * * * *"),
+            64,
+            Duration::ZERO,
+            &[],
+            Arc::default(),
+        );
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        let before = h.log.lock().unwrap().len();
+        assert_eq!(before, 120);
+        // The process stands still for half an hour (suspended, or the
+        // machine slept): time jumps with no code running.
+        tokio::time::advance(Duration::from_secs(1800)).await;
+        let resumed = h.clock.now();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let burst = h.log.lock().unwrap().len() - before;
+        assert!(
+            burst <= 2,
+            "{burst} of 60 domains checked in the first second after the pause"
+        );
+        tokio::time::sleep(Duration::from_secs(299)).await;
+        let log = h.log.lock().unwrap().clone();
+        let after: Vec<_> = log.iter().filter(|(_, t)| *t >= resumed).collect();
+        assert_eq!(
+            after.len(),
+            60,
+            "each domain once in the interval after the pause, not six times"
+        );
+        h.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reload_adds_and_removes_domains() {
+        let h = harness(
+            jobs(2, "*/5 * * * *"),
+            4,
+            Duration::ZERO,
+            &[],
+            Arc::default(),
+        );
+        tokio::time::sleep(Duration::from_secs(300)).await;
+        let mut next = jobs(3, "*/5 * * * *");
+        next.remove(0); // d0 goes, d2 comes
+        next[0].schedule = Schedule::parse("*/10 * * * *").unwrap(); // d1 changes
+        h.reload.send(next).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mark = h.clock.now();
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        let after = |n: &str| h.times_of(n).into_iter().filter(|t| *t > mark).count();
+        assert_eq!(after("d0.example"), 0);
+        assert_eq!(after("d1.example"), 1, "on its new schedule");
+        assert_eq!(after("d2.example"), 2);
+        h.stop().await;
     }
 }

@@ -20,7 +20,8 @@ use rusqlite_migration::{M, Migrations};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::detect::{
-    Change, ChangeKind, CloseReason, DomainState, OutageEvent, Severity, Window, WindowEvent, WindowStatus,
+    Change, ChangeKind, CloseReason, DomainState, OutageEvent, Severity, Window, WindowEvent,
+    WindowStatus,
 };
 use crate::domain::{DomainName, Mx, MxHost};
 use crate::resolve::{Answer, Observation, Outcome};
@@ -127,7 +128,10 @@ fn from_ms(v: i64) -> DateTime<Utc> {
 
 /// MX list as stored: `10 a.example,20 b.example`.
 fn mx_text(mx: &[Mx]) -> String {
-    mx.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(",")
+    mx.iter()
+        .map(|m| m.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn parse_mx_text(s: &str) -> Vec<Mx> {
@@ -244,7 +248,10 @@ impl Writer {
                     let ok = match w.commit(&mut batch) {
                         Ok(()) => true,
                         Err(e) => {
-                            tracing::error!("database write failed, {} operations lost: {e}", batch.len());
+                            tracing::error!(
+                                "database write failed, {} operations lost: {e}",
+                                batch.len()
+                            );
                             // Forget cached heads: the rollback undid them.
                             w.heads.clear();
                             w.domain_ids.clear();
@@ -289,17 +296,26 @@ impl Writer {
 
     /// Queues a check without waiting for its commit.
     pub async fn check_queued(&self, rec: CheckRecord) -> Result<(), StoreError> {
-        self.tx.send(Op::Check(Box::new(rec), None)).await.map_err(|_| StoreError::WriterGone)
+        self.tx
+            .send(Op::Check(Box::new(rec), None))
+            .await
+            .map_err(|_| StoreError::WriterGone)
     }
 
     pub async fn outage(&self, ev: OutageEvent, at: DateTime<Utc>) -> Result<(), StoreError> {
-        self.tx.send(Op::Outage(ev, at)).await.map_err(|_| StoreError::WriterGone)
+        self.tx
+            .send(Op::Outage(ev, at))
+            .await
+            .map_err(|_| StoreError::WriterGone)
     }
 
     /// Waits until everything sent before is committed.
     pub async fn flush(&self) -> Result<(), StoreError> {
         let (ack, done) = oneshot::channel();
-        self.tx.send(Op::Flush(ack)).await.map_err(|_| StoreError::WriterGone)?;
+        self.tx
+            .send(Op::Flush(ack))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
         done.await.map_err(|_| StoreError::WriterGone)
     }
 }
@@ -334,7 +350,11 @@ impl WriterState {
     }
 }
 
-fn domain_id(tx: &rusqlite::Transaction, cache: &mut HashMap<DomainName, i64>, d: &DomainName) -> rusqlite::Result<i64> {
+fn domain_id(
+    tx: &rusqlite::Transaction,
+    cache: &mut HashMap<DomainName, i64>,
+    d: &DomainName,
+) -> rusqlite::Result<i64> {
     if let Some(id) = cache.get(d) {
         return Ok(*id);
     }
@@ -443,7 +463,10 @@ fn write_check(
             w.flaps
         ])?;
         let outbox = match event {
-            WindowEvent::Opened => Some(("window_opened", summarise_changes(&rec.domain, &rec.changes))),
+            WindowEvent::Opened => Some((
+                "window_opened",
+                summarise_changes(&rec.domain, &rec.changes),
+            )),
             WindowEvent::Closed => Some((
                 "window_closed",
                 format!(
@@ -474,11 +497,18 @@ fn write_check(
 }
 
 fn summarise_changes(d: &DomainName, changes: &[Change]) -> String {
-    let parts: Vec<String> = changes.iter().map(|c| format!("{}: {}", c.kind, c.detail)).collect();
+    let parts: Vec<String> = changes
+        .iter()
+        .map(|c| format!("{}: {}", c.kind, c.detail))
+        .collect();
     format!("{d}: {}", parts.join("; "))
 }
 
-fn write_outage(tx: &rusqlite::Transaction, ev: OutageEvent, at: DateTime<Utc>) -> Result<(), StoreError> {
+fn write_outage(
+    tx: &rusqlite::Transaction,
+    ev: OutageEvent,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
     let (event, start, summary) = match ev {
         OutageEvent::Started(start) => {
             tx.prepare_cached(
@@ -489,7 +519,8 @@ fn write_outage(tx: &rusqlite::Transaction, ev: OutageEvent, at: DateTime<Utc>) 
             (
                 "resolver_outage_started",
                 start,
-                "most watched domains fail to resolve at once: our own resolver is likely at fault".to_string(),
+                "most watched domains fail to resolve at once: our own resolver is likely at fault"
+                    .to_string(),
             )
         }
         OutageEvent::Ended { start, end } => {
@@ -498,7 +529,11 @@ fn write_outage(tx: &rusqlite::Transaction, ev: OutageEvent, at: DateTime<Utc>) 
                  WHERE domain_id IS NULL AND kind = 'resolver_outage' AND start = ?1",
             )?
             .execute(params![ms(start), ms(end)])?;
-            ("resolver_outage_ended", start, "resolution works again".to_string())
+            (
+                "resolver_outage_ended",
+                start,
+                "resolution works again".to_string(),
+            )
         }
     };
     let window_id: Option<i64> = tx
@@ -625,13 +660,22 @@ impl Store {
         )?;
         let mut out = HashMap::new();
         let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<i64>>(2)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+            ))
         })?;
         for row in rows {
             let (name, json, last) = row?;
-            let Ok(domain) = DomainName::parse(&name) else { continue };
+            let Ok(domain) = DomainName::parse(&name) else {
+                continue;
+            };
             let mut state: DomainState =
-                serde_json::from_str(&json).map_err(|source| StoreError::State { domain: name.clone(), source })?;
+                serde_json::from_str(&json).map_err(|source| StoreError::State {
+                    domain: name.clone(),
+                    source,
+                })?;
             // `last_seen` is not rewritten on every check; the consensus
             // runs know it.
             if let (Some(b), Some(last)) = (state.baseline.as_mut(), last)
@@ -645,13 +689,20 @@ impl Store {
     }
 
     /// Runs of one domain, oldest first; `since` keeps runs seen after it.
-    pub fn history(&self, domain: &DomainName, since: Option<DateTime<Utc>>) -> Result<Vec<Run>, StoreError> {
+    pub fn history(
+        &self,
+        domain: &DomainName,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Vec<Run>, StoreError> {
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM runs r JOIN domains d ON d.id = r.domain_id \
              WHERE d.name = ?1 AND r.last_seen >= ?2 ORDER BY r.first_seen, r.id"
         );
         let mut stmt = self.conn.prepare(&sql)?;
-        let rows = stmt.query_map(params![domain.as_str(), since.map(ms).unwrap_or(i64::MIN)], run_from_row)?;
+        let rows = stmt.query_map(
+            params![domain.as_str(), since.map(ms).unwrap_or(i64::MIN)],
+            run_from_row,
+        )?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -681,23 +732,38 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn changes(&self, since: Option<DateTime<Utc>>, domain: Option<&DomainName>) -> Result<Vec<ChangeRow>, StoreError> {
+    pub fn changes(
+        &self,
+        since: Option<DateTime<Utc>>,
+        domain: Option<&DomainName>,
+    ) -> Result<Vec<ChangeRow>, StoreError> {
         let mut stmt = self.conn.prepare(
             "SELECT d.name, c.at, c.kind, c.severity, c.before, c.after, c.detail \
              FROM changes c JOIN domains d ON d.id = c.domain_id \
              WHERE c.at >= ?1 AND (?2 IS NULL OR d.name = ?2) ORDER BY c.at, c.id",
         )?;
-        let rows = stmt.query_map(params![since.map(ms).unwrap_or(i64::MIN), domain.map(|d| d.as_str())], |r| {
-            Ok(ChangeRow {
-                domain: r.get(0)?,
-                at: from_ms(r.get(1)?),
-                kind: ChangeKind::parse(&r.get::<_, String>(2)?).unwrap_or(ChangeKind::HostsAdded),
-                severity: Severity::parse(&r.get::<_, String>(3)?).unwrap_or(Severity::Info),
-                before: r.get::<_, Option<String>>(4)?.and_then(|s| parse_answer_text(&s)),
-                after: r.get::<_, Option<String>>(5)?.and_then(|s| parse_answer_text(&s)),
-                detail: r.get(6)?,
-            })
-        })?;
+        let rows = stmt.query_map(
+            params![
+                since.map(ms).unwrap_or(i64::MIN),
+                domain.map(|d| d.as_str())
+            ],
+            |r| {
+                Ok(ChangeRow {
+                    domain: r.get(0)?,
+                    at: from_ms(r.get(1)?),
+                    kind: ChangeKind::parse(&r.get::<_, String>(2)?)
+                        .unwrap_or(ChangeKind::HostsAdded),
+                    severity: Severity::parse(&r.get::<_, String>(3)?).unwrap_or(Severity::Info),
+                    before: r
+                        .get::<_, Option<String>>(4)?
+                        .and_then(|s| parse_answer_text(&s)),
+                    after: r
+                        .get::<_, Option<String>>(5)?
+                        .and_then(|s| parse_answer_text(&s)),
+                    detail: r.get(6)?,
+                })
+            },
+        )?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -718,10 +784,16 @@ impl Store {
                 detected_at: from_ms(r.get(4)?),
                 end: r.get::<_, Option<i64>>(5)?.map(from_ms),
                 status: WindowStatus::parse(&r.get::<_, String>(6)?).unwrap_or(WindowStatus::Open),
-                close_reason: r.get::<_, Option<String>>(7)?.and_then(|s| CloseReason::parse(&s)),
+                close_reason: r
+                    .get::<_, Option<String>>(7)?
+                    .and_then(|s| CloseReason::parse(&s)),
                 severity: Severity::parse(&r.get::<_, String>(8)?).unwrap_or(Severity::Info),
-                before: r.get::<_, Option<String>>(9)?.and_then(|s| parse_answer_text(&s)),
-                after: r.get::<_, Option<String>>(10)?.and_then(|s| parse_answer_text(&s)),
+                before: r
+                    .get::<_, Option<String>>(9)?
+                    .and_then(|s| parse_answer_text(&s)),
+                after: r
+                    .get::<_, Option<String>>(10)?
+                    .and_then(|s| parse_answer_text(&s)),
                 flaps: r.get(11)?,
             })
         })?;
@@ -761,7 +833,8 @@ impl Store {
 
     /// Folds the WAL into the main file (for size measurements and backups).
     pub fn checkpoint(&self) -> Result<(), StoreError> {
-        self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         Ok(())
     }
 }
@@ -807,16 +880,26 @@ mod tests {
         let path = dir.path().join("h.db");
         let (w, handle) = Writer::start(&path).unwrap();
         for i in 0..5 {
-            w.check(record(i * 60, obs("sys", &["a.example.net"]))).await.unwrap();
+            w.check(record(i * 60, obs("sys", &["a.example.net"])))
+                .await
+                .unwrap();
         }
-        w.check_queued(record(300, obs("sys", &["b.example.net"]))).await.unwrap();
-        w.check_queued(record(360, obs("sys", &["b.example.net"]))).await.unwrap();
+        w.check_queued(record(300, obs("sys", &["b.example.net"])))
+            .await
+            .unwrap();
+        w.check_queued(record(360, obs("sys", &["b.example.net"])))
+            .await
+            .unwrap();
         w.flush().await.unwrap();
         drop(w);
         handle.await.unwrap();
 
         let s = Store::open(&path).unwrap();
-        assert_eq!(s.counts().unwrap().0, 4, "two runs each for the upstream and the consensus");
+        assert_eq!(
+            s.counts().unwrap().0,
+            4,
+            "two runs each for the upstream and the consensus"
+        );
         let d = DomainName::parse("example.com").unwrap();
         let h = s.history(&d, None).unwrap();
         let sys: Vec<_> = h.iter().filter(|r| r.upstream == "sys").collect();
@@ -828,7 +911,10 @@ mod tests {
         let at = s.as_of(&d, t(250)).unwrap();
         let sys = at.iter().find(|a| a.upstream == "sys").unwrap();
         assert_eq!(sys.run.mx[0].exchange.as_str(), "a.example.net");
-        assert!(!sys.observed, "250 s lies between the last check of a and the first of b");
+        assert!(
+            !sys.observed,
+            "250 s lies between the last check of a and the first of b"
+        );
         assert_eq!(sys.next_change, Some(t(300)));
         assert!(s.as_of(&d, t(-1)).unwrap().is_empty());
     }

@@ -70,7 +70,10 @@ fn first_answer_becomes_the_baseline_silently() {
     let d = run(&[(0, vec![records("a", OWN, 300)])]);
     assert!(d[0].changes.is_empty());
     assert!(d[0].window.is_none());
-    assert_eq!(d[0].state.baseline.as_ref().unwrap().answer, Answer::Records(mx(OWN)));
+    assert_eq!(
+        d[0].state.baseline.as_ref().unwrap().answer,
+        Answer::Records(mx(OWN))
+    );
 }
 
 #[test]
@@ -86,11 +89,20 @@ fn flip_to_icloud_opens_a_critical_window_from_last_seen() {
     assert!(k.contains(&ChangeKind::HostsRemoved));
     let (ev, w) = d[2].window.clone().unwrap();
     assert_eq!(ev, WindowEvent::Opened);
-    assert_eq!(w.start, t(300), "window starts when the old answer was last seen");
+    assert_eq!(
+        w.start,
+        t(300),
+        "window starts when the old answer was last seen"
+    );
     assert_eq!(w.detected_at, t(600));
     assert_eq!(w.severity, Severity::Critical);
     assert!(d[2].fast_recheck);
-    let detail = &d[2].changes.iter().find(|c| c.kind == ChangeKind::ProviderChanged).unwrap().detail;
+    let detail = &d[2]
+        .changes
+        .iter()
+        .find(|c| c.kind == ChangeKind::ProviderChanged)
+        .unwrap()
+        .detail;
     assert!(detail.contains("Apple iCloud"), "{detail}");
 }
 
@@ -149,11 +161,17 @@ fn flapping_is_one_window_with_a_count() {
         script.push((i * 30, vec![records("a", list, 60)]));
     }
     let d = run(&script);
-    let opened = d.iter().filter(|x| matches!(x.window, Some((WindowEvent::Opened, _)))).count();
+    let opened = d
+        .iter()
+        .filter(|x| matches!(x.window, Some((WindowEvent::Opened, _))))
+        .count();
     assert_eq!(opened, 1);
     let last = d.last().unwrap().state.window.clone().unwrap();
     assert_eq!(last.start, t(0));
-    assert_eq!(last.flaps, 4, "5 excursions to iCloud: the first opens, four reopen");
+    assert_eq!(
+        last.flaps, 4,
+        "5 excursions to iCloud: the first opens, four reopen"
+    );
     assert_eq!(last.status, WindowStatus::Closing);
 }
 
@@ -167,7 +185,10 @@ fn failures_are_a_condition_not_a_change() {
     ]);
     assert_eq!(kinds(&d[1]), vec![ChangeKind::ResolutionFailed]);
     assert!(d[1].window.is_none());
-    assert!(d[2].changes.is_empty(), "one failure condition, not one per check");
+    assert!(
+        d[2].changes.is_empty(),
+        "one failure condition, not one per check"
+    );
     assert_eq!(kinds(&d[3]), vec![ChangeKind::ResolutionRecovered]);
     assert!(d[3].window.is_none());
     assert_eq!(d[3].state.baseline.as_ref().unwrap().since, t(0));
@@ -180,31 +201,94 @@ fn table_of_answer_transitions() {
         ("mx removed", plain("a", Outcome::NoMx), vec![MxRemoved]),
         ("null mx", records("a", &[(0, ".")], 300), vec![NullMx]),
         ("nxdomain", plain("a", Outcome::NxDomain), vec![Nxdomain]),
-        ("preference", records("a", &[(10, "mx00.web.de"), (20, "mx01.web.de")], 300), vec![PreferenceChanged]),
-        ("host added, same provider", records("a", &[(10, "mx00.web.de"), (10, "mx01.web.de"), (10, "mx02.web.de")], 300), vec![HostsAdded]),
-        ("host removed", records("a", &[(10, "mx00.web.de")], 300), vec![HostsRemoved]),
+        (
+            "preference",
+            records("a", &[(10, "mx00.web.de"), (20, "mx01.web.de")], 300),
+            vec![PreferenceChanged],
+        ),
+        (
+            "host added, same provider",
+            records(
+                "a",
+                &[
+                    (10, "mx00.web.de"),
+                    (10, "mx01.web.de"),
+                    (10, "mx02.web.de"),
+                ],
+                300,
+            ),
+            vec![HostsAdded],
+        ),
+        (
+            "host removed",
+            records("a", &[(10, "mx00.web.de")], 300),
+            vec![HostsRemoved],
+        ),
     ];
     for (name, obs, want) in cases {
         let d = run(&[(0, vec![records("a", OWN, 300)]), (60, vec![obs])]);
         assert_eq!(kinds(&d[1]), want, "{name}");
-        assert!(matches!(d[1].window, Some((WindowEvent::Opened, _))), "{name}");
+        assert!(
+            matches!(d[1].window, Some((WindowEvent::Opened, _))),
+            "{name}"
+        );
     }
     // And back from nothing.
-    let d = run(&[(0, vec![plain("a", Outcome::NxDomain)]), (60, vec![records("a", OWN, 300)])]);
+    let d = run(&[
+        (0, vec![plain("a", Outcome::NxDomain)]),
+        (60, vec![records("a", OWN, 300)]),
+    ]);
     assert_eq!(kinds(&d[1]), vec![MxAppeared]);
 }
 
 #[test]
 fn upstream_disagreement_is_recorded_once_and_majority_wins() {
     let d = run(&[
-        (0, vec![records("a", OWN, 300), records("b", OWN, 300), records("c", OWN, 300)]),
-        (60, vec![records("a", ICLOUD, 300), records("b", OWN, 300), records("c", OWN, 300)]),
-        (120, vec![records("a", ICLOUD, 300), records("b", OWN, 300), records("c", OWN, 300)]),
-        (180, vec![records("a", OWN, 300), records("b", OWN, 300), records("c", OWN, 300)]),
+        (
+            0,
+            vec![
+                records("a", OWN, 300),
+                records("b", OWN, 300),
+                records("c", OWN, 300),
+            ],
+        ),
+        (
+            60,
+            vec![
+                records("a", ICLOUD, 300),
+                records("b", OWN, 300),
+                records("c", OWN, 300),
+            ],
+        ),
+        (
+            120,
+            vec![
+                records("a", ICLOUD, 300),
+                records("b", OWN, 300),
+                records("c", OWN, 300),
+            ],
+        ),
+        (
+            180,
+            vec![
+                records("a", OWN, 300),
+                records("b", OWN, 300),
+                records("c", OWN, 300),
+            ],
+        ),
     ]);
     assert_eq!(kinds(&d[1]), vec![ChangeKind::UpstreamDisagreement]);
-    assert!(d[1].changes[0].detail.contains("a: 10 mx01.mail.icloud.com"), "{}", d[1].changes[0].detail);
-    assert!(d[1].window.is_none(), "the majority still answers the baseline");
+    assert!(
+        d[1].changes[0]
+            .detail
+            .contains("a: 10 mx01.mail.icloud.com"),
+        "{}",
+        d[1].changes[0].detail
+    );
+    assert!(
+        d[1].window.is_none(),
+        "the majority still answers the baseline"
+    );
     assert!(d[2].changes.is_empty());
     assert_eq!(kinds(&d[3]), vec![ChangeKind::UpstreamsAgree]);
 }
@@ -216,7 +300,10 @@ fn a_tie_goes_to_the_first_upstream_and_failures_do_not_vote() {
     let c = consensus(&[plain("auth", Outcome::Timeout), records("sys", OWN, 300)]);
     assert_eq!(c.answer, Some(Answer::Records(mx(OWN))));
     assert!(c.disagreement.is_none());
-    let c = consensus(&[plain("auth", Outcome::Timeout), plain("sys", Outcome::ServFail)]);
+    let c = consensus(&[
+        plain("auth", Outcome::Timeout),
+        plain("sys", Outcome::ServFail),
+    ]);
     assert_eq!(c.answer, None);
 }
 
@@ -225,7 +312,13 @@ fn unexpected_provider_is_flagged() {
     let expect = vec!["united-internet".to_string()];
     let d = run_with(&[(0, vec![records("a", ICLOUD, 300)])], &expect);
     assert_eq!(kinds(&d[0]), vec![ChangeKind::UnexpectedProvider]);
-    let d = run_with(&[(0, vec![records("a", OWN, 300)]), (60, vec![records("a", ICLOUD, 300)])], &expect);
+    let d = run_with(
+        &[
+            (0, vec![records("a", OWN, 300)]),
+            (60, vec![records("a", ICLOUD, 300)]),
+        ],
+        &expect,
+    );
     assert!(kinds(&d[1]).contains(&ChangeKind::UnexpectedProvider));
 }
 

@@ -25,7 +25,11 @@ async fn flip_to_icloud_opens_a_provider_window_and_the_revert_closes_it_after_g
 
     dns.set("example.de", Behaviour::mx(ICLOUD, 300));
     let flip = app.next_check("example.de").await;
-    assert!(flip.changes.contains(&ChangeKind::ProviderChanged), "{:?}", flip.changes);
+    assert!(
+        flip.changes.contains(&ChangeKind::ProviderChanged),
+        "{:?}",
+        flip.changes
+    );
     assert_eq!(flip.window, Some((WindowEvent::Opened, WindowStatus::Open)));
     assert!(flip.fast_recheck);
 
@@ -33,19 +37,36 @@ async fn flip_to_icloud_opens_a_provider_window_and_the_revert_closes_it_after_g
     assert_eq!(windows.len(), 1);
     let w = &windows[0];
     assert_eq!(w.domain.as_deref(), Some("example.de"));
-    assert_eq!(w.start, last_good, "the window starts when the old MX was last seen");
+    assert_eq!(
+        w.start, last_good,
+        "the window starts when the old MX was last seen"
+    );
     assert_eq!(w.severity.as_str(), "critical");
-    assert!(w.after.as_ref().unwrap().to_string().contains("mail.icloud.com"));
+    assert!(
+        w.after
+            .as_ref()
+            .unwrap()
+            .to_string()
+            .contains("mail.icloud.com")
+    );
 
     // Fast re-check: the next check comes within fast_recheck (10 s).
     let again = app.next_check("example.de").await;
-    assert!((again.at - flip.at).num_seconds() <= 10, "{} then {}", flip.at, again.at);
+    assert!(
+        (again.at - flip.at).num_seconds() <= 10,
+        "{} then {}",
+        flip.at,
+        again.at
+    );
     assert!(again.changes.is_empty());
 
     dns.set("example.de", Behaviour::mx(OWN, 300));
     let revert = app.next_check("example.de").await;
     assert_eq!(revert.changes, vec![ChangeKind::Reverted]);
-    assert_eq!(revert.window, Some((WindowEvent::Updated, WindowStatus::Closing)));
+    assert_eq!(
+        revert.window,
+        Some((WindowEvent::Updated, WindowStatus::Closing))
+    );
     let w = app.store().windows(None).unwrap().remove(0);
     assert_eq!(
         w.end,
@@ -61,14 +82,23 @@ async fn flip_to_icloud_opens_a_provider_window_and_the_revert_closes_it_after_g
         }
         assert!(ev.fast_recheck, "still re-checking fast while closing");
     };
-    assert_eq!(closed.window, Some((WindowEvent::Closed, WindowStatus::Closed)));
+    assert_eq!(
+        closed.window,
+        Some((WindowEvent::Closed, WindowStatus::Closed))
+    );
     assert!(closed.at >= revert.at + chrono::Duration::seconds(300));
     let w = app.store().windows(None).unwrap().remove(0);
     assert_eq!(w.status, WindowStatus::Closed);
     assert!(!w.is_active(closed.at));
     assert!(app.store().windows(Some(closed.at)).unwrap().is_empty());
 
-    let outbox: Vec<String> = app.store().outbox().unwrap().into_iter().map(|o| o.event).collect();
+    let outbox: Vec<String> = app
+        .store()
+        .outbox()
+        .unwrap()
+        .into_iter()
+        .map(|o| o.event)
+        .collect();
     assert_eq!(outbox, ["window_opened", "window_closed"]);
     let after_close = app.next_check("example.de").await;
     assert!(!after_close.fast_recheck, "back to the regular schedule");
@@ -99,7 +129,10 @@ async fn servfail_and_dropped_queries_are_failures_not_changes() {
     assert!(ev.window.is_none());
 
     let store = app.store();
-    assert!(store.windows(None).unwrap().is_empty(), "a failure never opens an MX window");
+    assert!(
+        store.windows(None).unwrap().is_empty(),
+        "a failure never opens an MX window"
+    );
     let outcomes: Vec<Outcome> = store
         .history(&name("example.de"), None)
         .unwrap()
@@ -107,7 +140,15 @@ async fn servfail_and_dropped_queries_are_failures_not_changes() {
         .filter(|r| r.upstream != "*")
         .map(|r| r.outcome)
         .collect();
-    assert_eq!(outcomes, [Outcome::Records, Outcome::ServFail, Outcome::Timeout, Outcome::Records]);
+    assert_eq!(
+        outcomes,
+        [
+            Outcome::Records,
+            Outcome::ServFail,
+            Outcome::Timeout,
+            Outcome::Records
+        ]
+    );
     app.stop().await;
 }
 
@@ -139,7 +180,10 @@ async fn nxdomain_null_mx_and_implicit_mx() {
 
     let ev = app.next_check("bare.example").await;
     assert_eq!(ev.observations[0].outcome, Outcome::NoMx);
-    assert!(ev.observations[0].implicit_mx, "RFC 5321 implicit MX: the name has an A record");
+    assert!(
+        ev.observations[0].implicit_mx,
+        "RFC 5321 implicit MX: the name has an A record"
+    );
     assert_eq!(ev.changes, vec![ChangeKind::MxRemoved]);
     assert_eq!(app.store().windows(Some(ev.at)).unwrap().len(), 3);
     app.stop().await;
@@ -158,7 +202,10 @@ async fn flapping_makes_one_window_with_a_count_and_one_alert() {
     }
     let windows = app.store().windows(None).unwrap();
     assert_eq!(windows.len(), 1);
-    assert_eq!(windows[0].flaps, 3, "four excursions: one opens, three reopen");
+    assert_eq!(
+        windows[0].flaps, 3,
+        "four excursions: one opens, three reopen"
+    );
     let opened = app
         .store()
         .outbox()
@@ -178,19 +225,34 @@ async fn upstreams_are_stored_separately_and_disagreement_is_recorded() {
     stale.set("example.de", Behaviour::mx(OWN, 300));
     let yaml = base_yaml(&fresh).replace(
         &format!("upstreams: ['{}']", fresh.addr),
-        &format!("upstreams: ['authoritative@{}', '{}']", fresh.addr, stale.addr),
+        &format!(
+            "upstreams: ['authoritative@{}', '{}']",
+            fresh.addr, stale.addr
+        ),
     );
     let mut app = spawn_app(&format!("{yaml}domains: [example.de]\n"));
     let ev = app.next_check("example.de").await;
     assert_eq!(ev.observations.len(), 2);
-    assert_eq!(ev.observations[0].upstream, format!("authoritative@{}", fresh.addr));
-    assert_eq!(ev.observations[0].outcome, Outcome::Records, "{:?}", ev.observations[0]);
+    assert_eq!(
+        ev.observations[0].upstream,
+        format!("authoritative@{}", fresh.addr)
+    );
+    assert_eq!(
+        ev.observations[0].outcome,
+        Outcome::Records,
+        "{:?}",
+        ev.observations[0]
+    );
     assert_eq!(ev.observations[1].outcome, Outcome::Records);
 
     // The authoritative server moves first; the other still answers the old MX.
     fresh.set("example.de", Behaviour::mx(ICLOUD, 300));
     let ev = app.next_check("example.de").await;
-    assert!(ev.changes.contains(&ChangeKind::UpstreamDisagreement), "{:?}", ev.changes);
+    assert!(
+        ev.changes.contains(&ChangeKind::UpstreamDisagreement),
+        "{:?}",
+        ev.changes
+    );
     assert!(
         ev.changes.contains(&ChangeKind::ProviderChanged),
         "a tie goes to the first upstream listed: the authoritative one"
@@ -200,8 +262,13 @@ async fn upstreams_are_stored_separately_and_disagreement_is_recorded() {
     assert_eq!(ev.changes, vec![ChangeKind::UpstreamsAgree]);
 
     let runs = app.store().history(&name("example.de"), None).unwrap();
-    let upstreams: std::collections::BTreeSet<String> = runs.iter().map(|r| r.upstream.clone()).collect();
-    assert_eq!(upstreams.len(), 3, "two upstreams and the consensus: {upstreams:?}");
+    let upstreams: std::collections::BTreeSet<String> =
+        runs.iter().map(|r| r.upstream.clone()).collect();
+    assert_eq!(
+        upstreams.len(),
+        3,
+        "two upstreams and the consensus: {upstreams:?}"
+    );
     app.stop().await;
 }
 
@@ -215,11 +282,18 @@ async fn a_restart_keeps_history_and_open_windows() {
     let flip = app.next_check("example.de").await;
     assert_eq!(flip.window.unwrap().0, WindowEvent::Opened);
     let (config, dir) = app.stop().await;
-    let before = Store::open(&config.database).unwrap().windows(None).unwrap();
+    let before = Store::open(&config.database)
+        .unwrap()
+        .windows(None)
+        .unwrap();
 
     let mut app = start(config, dir);
     let ev = app.next_check("example.de").await;
-    assert!(ev.changes.is_empty(), "same answer as before the restart: {:?}", ev.changes);
+    assert!(
+        ev.changes.is_empty(),
+        "same answer as before the restart: {:?}",
+        ev.changes
+    );
     assert!(ev.window.is_none());
     assert!(ev.fast_recheck, "the open window survived the restart");
 
@@ -242,7 +316,11 @@ async fn when_every_domain_fails_at_once_it_is_our_resolver() {
     for d in names {
         dns.set(d, Behaviour::mx(OWN, 300));
     }
-    let mut app = spawn_app(&format!("{}domains: [{}]\n", base_yaml(&dns), names.join(", ")));
+    let mut app = spawn_app(&format!(
+        "{}domains: [{}]\n",
+        base_yaml(&dns),
+        names.join(", ")
+    ));
     for d in names {
         app.next_check(d).await;
     }
@@ -254,7 +332,10 @@ async fn when_every_domain_fails_at_once_it_is_our_resolver() {
     let mut rounds = 0;
     let windows = loop {
         rounds += 1;
-        assert!(rounds <= 12, "no outage detected after {rounds} rounds of failures");
+        assert!(
+            rounds <= 12,
+            "no outage detected after {rounds} rounds of failures"
+        );
         for d in names {
             app.next_check(d).await;
         }
@@ -263,11 +344,23 @@ async fn when_every_domain_fails_at_once_it_is_our_resolver() {
             break windows;
         }
     };
-    assert!(rounds > 1, "one round of failures beside the successes is not enough");
-    let outage = windows.iter().find(|w| w.kind == "resolver_outage").unwrap();
+    assert!(
+        rounds > 1,
+        "one round of failures beside the successes is not enough"
+    );
+    let outage = windows
+        .iter()
+        .find(|w| w.kind == "resolver_outage")
+        .unwrap();
     assert!(outage.domain.is_none());
     assert!(outage.is_active(outage.detected_at));
-    let events: Vec<String> = app.store().outbox().unwrap().into_iter().map(|o| o.event).collect();
+    let events: Vec<String> = app
+        .store()
+        .outbox()
+        .unwrap()
+        .into_iter()
+        .map(|o| o.event)
+        .collect();
     assert_eq!(events, ["resolver_outage_started"]);
 
     for d in names {
@@ -280,11 +373,20 @@ async fn when_every_domain_fails_at_once_it_is_our_resolver() {
         for d in names {
             app.next_check(d).await;
         }
-        if app.store().windows(None).unwrap().iter().all(|w| w.status == WindowStatus::Closed) {
+        if app
+            .store()
+            .windows(None)
+            .unwrap()
+            .iter()
+            .all(|w| w.status == WindowStatus::Closed)
+        {
             break;
         }
     }
-    assert!(windows.iter().all(|w| w.kind != "mx_change"), "no MX change for anyone");
+    assert!(
+        windows.iter().all(|w| w.kind != "mx_change"),
+        "no MX change for anyone"
+    );
     app.stop().await;
 }
 

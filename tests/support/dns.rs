@@ -32,7 +32,9 @@ pub enum Behaviour {
     /// RFC 7505 `0 .`.
     NullMx,
     /// The name exists with no MX; `with_a` gives it an A record.
-    NoMx { with_a: bool },
+    NoMx {
+        with_a: bool,
+    },
     NxDomain,
     ServFail,
     Refused,
@@ -42,7 +44,10 @@ pub enum Behaviour {
 
 impl Behaviour {
     pub fn mx(hosts: &[(u16, &str)], ttl: u32) -> Self {
-        Behaviour::Mx(hosts.iter().map(|(p, h)| (*p, h.to_string())).collect(), ttl)
+        Behaviour::Mx(
+            hosts.iter().map(|(p, h)| (*p, h.to_string())).collect(),
+            ttl,
+        )
     }
 }
 
@@ -63,7 +68,11 @@ fn key(name: &str) -> String {
 
 #[async_trait::async_trait]
 impl RequestHandler for Handler {
-    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, mut response: R) -> ResponseInfo {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response: R,
+    ) -> ResponseInfo {
         self.0.queries.fetch_add(1, Ordering::Relaxed);
         let fail = |request: &Request| {
             let mut m = Metadata::response_from_request(&request.metadata);
@@ -95,18 +104,34 @@ impl RequestHandler for Handler {
             (Some(Behaviour::Mx(list, ttl)), RecordType::MX) => {
                 for (p, h) in list {
                     let ex = Name::from_str(&format!("{}.", h.trim_end_matches('.'))).unwrap();
-                    answers.push(Record::from_rdata(owner.clone(), *ttl, RData::MX(MX::new(*p, ex))));
+                    answers.push(Record::from_rdata(
+                        owner.clone(),
+                        *ttl,
+                        RData::MX(MX::new(*p, ex)),
+                    ));
                 }
             }
             (Some(Behaviour::NullMx), RecordType::MX) => {
-                answers.push(Record::from_rdata(owner.clone(), 300, RData::MX(MX::new(0, Name::root()))));
+                answers.push(Record::from_rdata(
+                    owner.clone(),
+                    300,
+                    RData::MX(MX::new(0, Name::root())),
+                ));
             }
             (Some(Behaviour::NoMx { with_a: true }), RecordType::A) => {
-                let ip = if key(&qname) == key(NS_HOST) { Ipv4Addr::LOCALHOST } else { Ipv4Addr::new(192, 0, 2, 1) };
+                let ip = if key(&qname) == key(NS_HOST) {
+                    Ipv4Addr::LOCALHOST
+                } else {
+                    Ipv4Addr::new(192, 0, 2, 1)
+                };
                 answers.push(Record::from_rdata(owner.clone(), 300, RData::A(A(ip))));
             }
             (Some(_), RecordType::NS) => {
-                answers.push(Record::from_rdata(owner.clone(), 3600, RData::NS(NS(Name::from_str(NS_HOST).unwrap()))));
+                answers.push(Record::from_rdata(
+                    owner.clone(),
+                    3600,
+                    RData::NS(NS(Name::from_str(NS_HOST).unwrap())),
+                ));
             }
             (Some(_), _) => {} // exists, no records of that type
         }
