@@ -202,8 +202,8 @@ impl Config {
                 file: path.to_path_buf(),
                 line: loc.as_ref().map(|l| l.line()),
                 column: loc.as_ref().map(|l| l.column()),
+                message: strip_location(&inner.to_string(), &field),
                 field,
-                message: strip_location(&inner.to_string()),
             }
         })?;
         validate(raw, path)
@@ -219,12 +219,16 @@ impl Config {
     }
 }
 
-/// yaml_serde appends " at line L column C" to messages; we print the
-/// location ourselves, in front.
-fn strip_location(msg: &str) -> String {
-    match msg.rfind(" at line ") {
-        Some(i) => msg[..i].to_string(),
-        None => msg.to_string(),
+/// yaml_serde puts its own path in front of messages and " at line L
+/// column C" behind; we print both ourselves, in front.
+fn strip_location(msg: &str, field: &str) -> String {
+    let msg = match msg.rfind(" at line ") {
+        Some(i) => &msg[..i],
+        None => msg,
+    };
+    match msg.split_once(": ") {
+        Some((head, rest)) if !head.contains(' ') && field.starts_with(head) => rest.to_string(),
+        _ => msg.to_string(),
     }
 }
 

@@ -1,1 +1,244 @@
-//! The command line, as a user runs it.
+//! The command line, as a user runs it: the real binary, real time, the
+//! in-process DNS server on loopback.
+
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+use crate::{Behaviour, TestDns};
+
+fn mxwatch(dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mxwatch"))
+        .current_dir(dir)
+        .args(args)
+        .env_remove("MXWATCH_CONFIG")
+        .env_remove("MXWATCH_DATABASE")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+/// Runs the binary off the runtime's threads, so the DNS server keeps answering.
+async fn mxwatch_async(dir: &std::path::Path, args: &[&str]) -> Output {
+    let dir = dir.to_path_buf();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        mxwatch(&dir, &refs)
+    })
+    .await
+    .unwrap()
+}
+
+fn json_lines(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn config_check_accepts_the_bundled_example_and_locates_errors() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = mxwatch(root, &["config", "check", "watchlist.yaml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok: 13 domains"));
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "domains:\n  - example.com\n  - name: example.org\n    schedule: '*/5 * * *'\n",
+    )
+    .unwrap();
+    let out = mxwatch(dir.path(), &["config", "check", "bad.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    // The line and column of the entry, and the path of the field in it.
+    assert!(
+        err.contains("bad.yaml:3:5: domains[1].schedule: \"*/5 * * *\" is not a crontab schedule"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_prints_each_upstream_without_a_database() {
+    let dns = TestDns::start().await;
+    dns.set(
+        "example.de",
+        Behaviour::mx(
+            &[(10, "mx01.mail.icloud.com"), (20, "mx02.mail.icloud.com")],
+            300,
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let up = dns.addr.to_string();
+    let out = mxwatch_async(
+        dir.path(),
+        &[
+            "check",
+            "Example.DE.",
+            "missing.example",
+            "--upstream",
+            &up,
+            "--json",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["domain"], "example.de");
+    let u = &lines[0]["upstreams"][0];
+    assert_eq!(u["upstream"], up);
+    assert_eq!(u["outcome"], "records");
+    assert_eq!(u["ttl"], 300);
+    assert_eq!(u["mx"][0]["exchange"], "mx01.mail.icloud.com");
+    assert_eq!(u["provider"][0], "icloud");
+    assert_eq!(lines[1]["upstreams"][0]["outcome"], "nxdomain");
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "no database written"
+    );
+
+    let text = mxwatch_async(dir.path(), &["check", "example.de", "--upstream", &up]).await;
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("Apple iCloud"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_changes_and_windows_read_what_run_recorded() {
+    let dns = TestDns::start().await;
+    dns.set("example.de", Behaviour::mx(&[(10, "mx00.example.de")], 300));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("watchlist.yaml"),
+        format!(
+            "upstreams: ['{}']\ngrace: 0s\ndomains: [example.de]\n",
+            dns.addr
+        ),
+    )
+    .unwrap();
+    let out = mxwatch_async(dir.path(), &["run", "--once"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("checked 1 domains: 1 answered"),
+        "{}",
+        stderr(&out)
+    );
+    dns.set(
+        "example.de",
+        Behaviour::mx(&[(10, "mx01.mail.icloud.com")], 300),
+    );
+    let out = mxwatch_async(dir.path(), &["run", "--once"]).await;
+    assert!(
+        stderr(&out).contains("1 windows opened"),
+        "{}",
+        stderr(&out)
+    );
+
+    let windows = json_lines(&mxwatch_async(dir.path(), &["windows", "--active", "--json"]).await);
+    assert_eq!(windows.len(), 1);
+    assert_eq!(windows[0]["domain"], "example.de");
+    assert_eq!(windows[0]["status"], "open");
+    assert_eq!(windows[0]["end"], Value::Null);
+    assert_eq!(
+        windows[0]["after"]["mx"][0]["exchange"],
+        "mx01.mail.icloud.com"
+    );
+    let start = windows[0]["start"].as_str().unwrap().to_string();
+    assert!(start.ends_with('Z'), "RFC 3339 UTC: {start}");
+
+    let changes = json_lines(
+        &mxwatch_async(dir.path(), &["changes", "--domain", "example.de", "--json"]).await,
+    );
+    let kinds: Vec<&str> = changes
+        .iter()
+        .map(|c| c["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"provider_changed"), "{kinds:?}");
+
+    let history =
+        json_lines(&mxwatch_async(dir.path(), &["history", "example.de", "--json"]).await);
+    assert_eq!(
+        history.len(),
+        4,
+        "two runs for the upstream and two for the consensus"
+    );
+    let at_start = json_lines(
+        &mxwatch_async(
+            dir.path(),
+            &["history", "example.de", "--at", &start, "--json"],
+        )
+        .await,
+    );
+    assert!(
+        at_start
+            .iter()
+            .all(|r| r["mx"][0]["exchange"] == "mx00.example.de"),
+        "{at_start:?}"
+    );
+
+    let out = mxwatch_async(dir.path(), &["history", "not a domain"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not a domain name"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_stops_cleanly_on_sigterm() {
+    let dns = TestDns::start().await;
+    dns.set("example.de", Behaviour::mx(&[(10, "mx00.example.de")], 300));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("watchlist.yaml"),
+        format!("upstreams: ['{}']\ndomains: [example.de]\n", dns.addr),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mxwatch"))
+        .current_dir(dir.path())
+        .args(["run"])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read the log to its end on another thread; stop the daemon once it
+    // says it is watching.
+    let stderr = child.stderr.take().unwrap();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut seen = Vec::new();
+        for line in std::io::BufReader::new(stderr).lines() {
+            let line = line.unwrap();
+            if line.contains("watching") {
+                let _ = ready_tx.send(());
+            }
+            seen.push(line);
+        }
+        seen
+    });
+    tokio::task::spawn_blocking(move || ready_rx.recv_timeout(std::time::Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .expect("the daemon starts watching");
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let log = reader.join().unwrap();
+    assert!(status.success(), "exit status {status}: {log:#?}");
+    assert!(
+        log.iter().any(|l| l.contains("SIGTERM: stopping")),
+        "{log:#?}"
+    );
+    assert!(log.last().unwrap().contains("stopped"), "{log:#?}");
+    assert!(dir.path().join("mxwatch.db").exists());
+}
