@@ -42,12 +42,20 @@ fn db_bytes(path: &std::path::Path) -> u64 {
 
 /// The bare resolver: hickory, cache off, one MX lookup per name, the same
 /// concurrency; answers counted, nothing else done.
-async fn bare(addr: std::net::SocketAddr, names: &[DomainName], concurrency: usize) -> (f64, usize) {
+async fn bare(
+    addr: std::net::SocketAddr,
+    names: &[DomainName],
+    concurrency: usize,
+) -> (f64, usize) {
     let mut udp = ConnectionConfig::udp();
     udp.port = addr.port();
     let mut tcp = ConnectionConfig::tcp();
     tcp.port = addr.port();
-    let cfg = ResolverConfig::from_parts(None, vec![], vec![NameServerConfig::new(addr.ip(), true, vec![udp, tcp])]);
+    let cfg = ResolverConfig::from_parts(
+        None,
+        vec![],
+        vec![NameServerConfig::new(addr.ip(), true, vec![udp, tcp])],
+    );
     let mut b = TokioResolver::builder_with_config(cfg, TokioRuntimeProvider::default());
     let mut o = ResolverOpts::default();
     o.cache_size = 0;
@@ -69,10 +77,16 @@ async fn bare(addr: std::net::SocketAddr, names: &[DomainName], concurrency: usi
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let n: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let concurrency: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(256);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async move {
         let dns = dns::TestDns::start().await;
         let names: Vec<DomainName> = (0..n)
