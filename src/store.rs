@@ -671,11 +671,19 @@ impl Store {
             let Ok(domain) = DomainName::parse(&name) else {
                 continue;
             };
-            let mut state: DomainState =
-                serde_json::from_str(&json).map_err(|source| StoreError::State {
-                    domain: name.clone(),
-                    source,
-                })?;
+            // One unreadable state costs that domain its memory (it starts
+            // over from its next answer), not the whole start.
+            let mut state: DomainState = match serde_json::from_str(&json) {
+                Ok(s) => s,
+                Err(source) => {
+                    let e = StoreError::State {
+                        domain: name.clone(),
+                        source,
+                    };
+                    tracing::warn!("{e}; starting that domain afresh");
+                    continue;
+                }
+            };
             // `last_seen` is not rewritten on every check; the consensus
             // runs know it.
             if let (Some(b), Some(last)) = (state.baseline.as_mut(), last)
@@ -929,5 +937,26 @@ mod tests {
         ] {
             assert_eq!(parse_answer_text(&answer_text(&a)), Some(a));
         }
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_state_costs_one_domain_its_memory_not_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        let (w, handle) = Writer::start(&path).unwrap();
+        let mut good = record(0, obs("sys", &["a.example.net"]));
+        good.state = Some(DomainState::default());
+        w.check(good).await.unwrap();
+        drop(w);
+        handle.await.unwrap();
+        let conn = open(&path).unwrap();
+        conn.execute(
+            "INSERT INTO domains(name, state) VALUES ('broken.example', '{not json')",
+            [],
+        )
+        .unwrap();
+        let states = Store::open(&path).unwrap().load_states().unwrap();
+        assert_eq!(states.len(), 1);
+        assert!(states.contains_key(&DomainName::parse("example.com").unwrap()));
     }
 }
