@@ -101,14 +101,15 @@ pub fn check_text(domain: &DomainName, obs: &[Observation], providers: &Provider
 }
 
 pub fn run_json(r: &Run) -> Value {
+    let o = &r.observation;
     json!({
         "domain": r.domain,
-        "upstream": r.upstream,
-        "outcome": r.outcome.as_str(),
-        "mx": mx_json(&r.mx),
-        "ttl": r.ttl,
-        "implicit_mx": r.implicit_mx,
-        "detail": r.detail,
+        "upstream": o.upstream,
+        "outcome": o.outcome.as_str(),
+        "mx": mx_json(&o.mx),
+        "ttl": o.ttl,
+        "implicit_mx": o.implicit_mx,
+        "detail": o.detail,
         "first_seen": time(r.first_seen),
         "last_seen": time(r.last_seen),
         "checks": r.checks,
@@ -116,19 +117,20 @@ pub fn run_json(r: &Run) -> Value {
 }
 
 pub fn run_text(r: &Run) -> String {
+    let o = &r.observation;
     format!(
         "{} .. {}  {:<16} {:<9} {}  ({} checks{})",
         time(r.first_seen),
         time(r.last_seen),
-        if r.upstream == crate::store::CONSENSUS {
+        if o.upstream == crate::store::CONSENSUS {
             "consensus"
         } else {
-            &r.upstream
+            &o.upstream
         },
-        r.outcome.as_str(),
-        mx_text(&r.mx),
+        o.outcome.as_str(),
+        mx_text(&o.mx),
         r.checks,
-        r.detail
+        o.detail
             .as_deref()
             .map(|d| format!("; {d}"))
             .unwrap_or_default()

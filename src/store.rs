@@ -547,16 +547,12 @@ fn write_outage(
 
 // ---------------------------------------------------------------- reading
 
-/// A stretch of identical answers from one upstream.
+/// A stretch of identical answers from one upstream: the first
+/// observation of the stretch (TTL: the largest seen), and its span.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Run {
     pub domain: String,
-    pub upstream: String,
-    pub outcome: Outcome,
-    pub mx: Vec<Mx>,
-    pub ttl: Option<u32>,
-    pub implicit_mx: bool,
-    pub detail: Option<String>,
+    pub observation: Observation,
     pub first_seen: DateTime<Utc>,
     pub last_seen: DateTime<Utc>,
     pub checks: i64,
@@ -632,12 +628,14 @@ pub struct Store {
 fn run_from_row(r: &rusqlite::Row) -> rusqlite::Result<Run> {
     Ok(Run {
         domain: r.get(0)?,
-        upstream: r.get(1)?,
-        outcome: r.get::<_, String>(2)?.parse().unwrap_or(Outcome::Error),
-        mx: parse_mx_text(&r.get::<_, String>(3)?),
-        ttl: r.get(4)?,
-        implicit_mx: r.get(5)?,
-        detail: r.get(6)?,
+        observation: Observation {
+            upstream: r.get(1)?,
+            outcome: r.get::<_, String>(2)?.parse().unwrap_or(Outcome::Error),
+            mx: parse_mx_text(&r.get::<_, String>(3)?),
+            ttl: r.get(4)?,
+            implicit_mx: r.get(5)?,
+            detail: r.get(6)?,
+        },
         first_seen: from_ms(r.get(7)?),
         last_seen: from_ms(r.get(8)?),
         checks: r.get(9)?,
@@ -731,7 +729,7 @@ impl Store {
             let run = run_from_row(r)?;
             let next: Option<i64> = r.get(10)?;
             Ok(AsOf {
-                upstream: run.upstream.clone(),
+                upstream: run.observation.upstream.clone(),
                 observed: at <= run.last_seen,
                 next_change: next.map(from_ms),
                 run,
@@ -910,15 +908,18 @@ mod tests {
         );
         let d = DomainName::parse("example.com").unwrap();
         let h = s.history(&d, None).unwrap();
-        let sys: Vec<_> = h.iter().filter(|r| r.upstream == "sys").collect();
+        let sys: Vec<_> = h
+            .iter()
+            .filter(|r| r.observation.upstream == "sys")
+            .collect();
         assert_eq!(sys[0].checks, 5);
         assert_eq!(sys[0].first_seen, t(0));
         assert_eq!(sys[0].last_seen, t(240));
-        assert_eq!(sys[1].mx[0].exchange.as_str(), "b.example.net");
+        assert_eq!(sys[1].observation.mx[0].exchange.as_str(), "b.example.net");
 
         let at = s.as_of(&d, t(250)).unwrap();
         let sys = at.iter().find(|a| a.upstream == "sys").unwrap();
-        assert_eq!(sys.run.mx[0].exchange.as_str(), "a.example.net");
+        assert_eq!(sys.run.observation.mx[0].exchange.as_str(), "a.example.net");
         assert!(
             !sys.observed,
             "250 s lies between the last check of a and the first of b"

@@ -137,8 +137,8 @@ async fn servfail_and_dropped_queries_are_failures_not_changes() {
         .history(&name("example.de"), None)
         .unwrap()
         .into_iter()
-        .filter(|r| r.upstream != "*")
-        .map(|r| r.outcome)
+        .filter(|r| r.observation.upstream != "*")
+        .map(|r| r.observation.outcome)
         .collect();
     assert_eq!(
         outcomes,
@@ -262,8 +262,10 @@ async fn upstreams_are_stored_separately_and_disagreement_is_recorded() {
     assert_eq!(ev.changes, vec![ChangeKind::UpstreamsAgree]);
 
     let runs = app.store().history(&name("example.de"), None).unwrap();
-    let upstreams: std::collections::BTreeSet<String> =
-        runs.iter().map(|r| r.upstream.clone()).collect();
+    let upstreams: std::collections::BTreeSet<String> = runs
+        .iter()
+        .map(|r| r.observation.upstream.clone())
+        .collect();
     assert_eq!(
         upstreams.len(),
         3,
@@ -305,7 +307,10 @@ async fn a_restart_keeps_history_and_open_windows() {
     assert_eq!(after[0].id, before[0].id, "the same window closes");
     assert_eq!(after[0].status, WindowStatus::Closing);
     let runs = app.store().history(&name("example.de"), None).unwrap();
-    assert!(runs.iter().any(|r| r.upstream == "*" && r.checks >= 2));
+    assert!(
+        runs.iter()
+            .any(|r| r.observation.upstream == "*" && r.checks >= 2)
+    );
     app.stop().await;
 }
 
