@@ -236,12 +236,19 @@ pub fn resolve_options(config: &Config) -> ResolveOptions {
 }
 
 fn jobs_of(config: &Config) -> Vec<Job> {
+    let mut shared: HashMap<&str, Arc<schedule::Schedule>> = HashMap::new();
     config
         .domains
         .iter()
-        .map(|d| Job {
-            name: d.name.clone(),
-            schedule: config.schedule_of(d).clone(),
+        .map(|d| {
+            let s = config.schedule_of(d);
+            Job {
+                name: d.name.clone(),
+                schedule: shared
+                    .entry(s.as_str())
+                    .or_insert_with(|| Arc::new(s.clone()))
+                    .clone(),
+            }
         })
         .collect()
 }

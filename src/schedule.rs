@@ -138,7 +138,8 @@ impl RateLimiter {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {
     pub name: DomainName,
-    pub schedule: Schedule,
+    /// Shared: a million domains on one schedule hold one parsed cron.
+    pub schedule: Arc<Schedule>,
 }
 
 #[derive(Debug, Clone)]
@@ -360,7 +361,7 @@ mod tests {
         (0..n)
             .map(|i| Job {
                 name: DomainName::parse(&format!("d{i}.example")).unwrap(),
-                schedule: Schedule::parse(line).unwrap(),
+                schedule: Arc::new(Schedule::parse(line).unwrap()),
             })
             .collect()
     }
@@ -559,7 +560,7 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(300)).await;
         let mut next = jobs(3, "*/5 * * * *");
         next.remove(0); // d0 goes, d2 comes
-        next[0].schedule = Schedule::parse("*/10 * * * *").unwrap(); // d1 changes
+        next[0].schedule = Arc::new(Schedule::parse("*/10 * * * *").unwrap()); // d1 changes
         h.reload.send(next).await.unwrap();
         tokio::time::sleep(Duration::from_secs(1)).await;
         let mark = h.clock.now();
