@@ -13,6 +13,7 @@
 //! - [`clock`]: where "now" comes from, so tests and replays control time.
 //! - [`report`]: the JSON and text shapes the CLI prints.
 
+pub mod bounce;
 pub mod clock;
 pub mod config;
 pub mod detect;

@@ -7,6 +7,7 @@
 mod dns;
 
 mod cli;
+mod conformance;
 mod monitoring;
 
 use std::collections::VecDeque;

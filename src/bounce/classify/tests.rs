@@ -1,0 +1,360 @@
+use super::*;
+use std::collections::BTreeSet;
+
+/// (action, status, reply code, diagnostic) → (kind, rule). At least one
+/// case per rule; `every_rule_has_a_case` checks that.
+const CASES: &[(Option<Action>, Option<&str>, Option<u16>, &str, Kind, &str)] = &[
+    (
+        Some(Action::Failed),
+        Some("5.1.1"),
+        Some(550),
+        "550 5.1.1 <a@icloud.com>: user lookup success but no user record found",
+        Kind::UserUnknown,
+        "user-unknown",
+    ),
+    (
+        Some(Action::Failed),
+        Some("5.0.0"),
+        Some(550),
+        "550 5.0.0 <a@example.com>... User unknown",
+        Kind::UserUnknown,
+        "user-unknown",
+    ),
+    (
+        Some(Action::Failed),
+        None,
+        Some(550),
+        "The email account that you tried to reach does not exist.",
+        Kind::UserUnknown,
+        "user-unknown",
+    ),
+    (
+        Some(Action::Failed),
+        Some("5.1.0"),
+        Some(550),
+        "550 5.1.0 sender rejected",
+        Kind::PolicyBlocked,
+        "sender-side",
+    ),
+    (
+        Some(Action::Failed),
+        Some("5.1.7"),
+        Some(553),
+        "553 5.1.7 bad sender address syntax",
+        Kind::PolicyBlocked,
+        "sender-side",
+    ),
+    (
+        Some(Action::Failed),
+        Some("5.7.1"),
+        Some(550),
+        "550 5.7.1 Message blocked: spam content",
+        Kind::SpamBlocked,
+        "spam",
+    ),
+    (
+        Some(Action::Failed),
+        Some("5.7.1"),
+        Some(554),
+        "554 5.7.1 Service unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org",
+        Kind::SpamBlocked,
+        "spam",
+    ),
+    (
+        Some(Action::Failed),
+        Some("5.7.1"),
+        Some(550),
+        "550 5.7.1 blocked by policy",
+        Kind::PolicyBlocked,
+        "policy",
+    ),
+    (
+        Some(Action::Failed),
+        Some("5.7.1"),
+        Some(554),
+        "554 5.7.1 <x@example.org>: Relay access denied",
+        Kind::RelayDenied,
+        "relay-denied",
+    ),
+    (
+        Some(Action::Failed),
+        Some("5.2.2"),
+        Some(552),
+        "552 5.2.2 Mailbox full",
+        Kind::MailboxFull,
+        "mailbox-full",
+    ),
+    (
+        Some(Action::Delayed),
+        Some("4.2.2"),
+        Some(452),
+        "452 4.2.2 The email account that you tried to reach is over quota",
+        Kind::MailboxFull,
+        "mailbox-full",
+    ),
+    (
+        Some(Action::Failed),
+        Some("5.2.1"),
+        Some(550),
+        "550 5.2.1 The email account is disabled",
+        Kind::MailboxDisabled,
+        "mailbox-disabled",
+    ),
+    (
+        Some(Action::Failed),
+        Some("5.1.2"),
+        None,
+        "Host or domain name not found. Name service error for name=example.invalid type=MX",
+        Kind::DomainUnknown,
+        "domain-unknown",
+    ),
+    (
+        Some(Action::Failed),
+        Some("5.3.4"),
+        Some(552),
+        "552 5.3.4 Message size exceeds fixed limit",
+        Kind::TooLarge,
+        "too-large",
+    ),
+    (
+        Some(Action::Delayed),
+        Some("4.7.1"),
+        Some(450),
+        "450 4.7.1 greylisted, please try again later",
+        Kind::Greylisted,
+        "greylisted",
+    ),
+    (
+        Some(Action::Delayed),
+        Some("4.7.28"),
+        Some(421),
+        "421 4.7.28 our system has detected an unusual rate of unsolicited mail",
+        Kind::RateLimited,
+        "rate-limited",
+    ),
+    (
+        Some(Action::Delayed),
+        Some("4.0.0"),
+        Some(421),
+        "421 Too many concurrent SMTP connections; please try again later",
+        Kind::Greylisted,
+        "greylisted",
+    ),
+    (
+        Some(Action::Failed),
+        Some("5.0.0"),
+        Some(550),
+        "550 too many connections from your IP",
+        Kind::RateLimited,
+        "rate-limited",
+    ),
+    (
+        Some(Action::Failed),
+        Some("5.6.0"),
+        Some(554),
+        "554 5.6.0 Message rejected",
+        Kind::ContentRejected,
+        "content",
+    ),
+    (
+        Some(Action::Failed),
+        Some("5.0.0"),
+        Some(554),
+        "554 Virus found in message",
+        Kind::ContentRejected,
+        "content",
+    ),
+    (
+        Some(Action::Failed),
+        Some("4.4.7"),
+        None,
+        "delivery time expired",
+        Kind::Expired,
+        "expired",
+    ),
+    (
+        Some(Action::Failed),
+        Some("4.4.1"),
+        None,
+        "connect to mx.example.com[192.0.2.1]:25: Connection refused",
+        Kind::Network,
+        "network",
+    ),
+    (
+        Some(Action::Failed),
+        Some("5.3.0"),
+        Some(554),
+        "554 5.3.0 Mail system error",
+        Kind::System,
+        "system",
+    ),
+    (
+        Some(Action::Failed),
+        None,
+        None,
+        "I am out of the office until Monday",
+        Kind::AutoReply,
+        "auto-reply",
+    ),
+    (
+        Some(Action::Delivered),
+        Some("2.0.0"),
+        Some(250),
+        "250 OK",
+        Kind::Delivered,
+        "delivered",
+    ),
+    (
+        Some(Action::Failed),
+        Some("5.0.0"),
+        Some(550),
+        "550 something nobody wrote a rule for",
+        Kind::Other,
+        "other",
+    ),
+    (
+        Some(Action::Delayed),
+        None,
+        None,
+        "",
+        Kind::Expired,
+        "delayed",
+    ),
+];
+
+#[test]
+fn rule_table_cases() {
+    for (action, status, reply, diag, kind, rule) in CASES {
+        let v = classify(&Evidence {
+            action: *action,
+            status: *status,
+            reply_code: *reply,
+            diagnostic: diag,
+            domain: "example.com",
+            ..Default::default()
+        });
+        assert_eq!((v.kind, v.rule), (*kind, *rule), "{diag:?}");
+    }
+}
+
+#[test]
+fn every_rule_has_a_case() {
+    let covered: BTreeSet<&str> = CASES
+        .iter()
+        .map(|c| c.5)
+        .chain(["filtered-after-data", "mailbox-exists"])
+        .collect();
+    for rule in RULES {
+        assert!(
+            covered.contains(rule.name),
+            "rule {} has no test case",
+            rule.name
+        );
+    }
+    for rule in OVERRIDES {
+        assert!(covered.contains(rule), "override {rule} has no test case");
+    }
+}
+
+fn ev<'a>(
+    action: Option<Action>,
+    status: Option<&'a str>,
+    reply_code: Option<u16>,
+    diagnostic: &'a str,
+    hint: Option<Kind>,
+) -> Evidence<'a> {
+    Evidence {
+        action,
+        status,
+        reply_code,
+        diagnostic,
+        hint,
+        domain: "example.com",
+        after_data: false,
+    }
+}
+
+#[test]
+fn hard_means_a_conventional_handler_would_suppress() {
+    assert!(
+        classify(&ev(
+            Some(Action::Failed),
+            Some("5.1.1"),
+            Some(550),
+            "",
+            None
+        ))
+        .hard
+    );
+    assert!(
+        classify(&ev(
+            Some(Action::Failed),
+            Some("5.7.1"),
+            Some(550),
+            "spam",
+            None
+        ))
+        .hard,
+        "conventional handlers suppress blocks too"
+    );
+    assert!(
+        !classify(&ev(
+            Some(Action::Delayed),
+            Some("4.2.2"),
+            Some(452),
+            "",
+            None
+        ))
+        .hard
+    );
+    assert!(!classify(&ev(None, None, None, "out of office", None)).hard);
+    assert!(
+        !classify(&ev(
+            Some(Action::Failed),
+            Some("5.0.0"),
+            None,
+            "",
+            Some(Kind::Complaint)
+        ))
+        .hard
+    );
+}
+
+#[test]
+fn user_unknown_after_data_is_a_filter() {
+    let mut e = ev(
+        Some(Action::Failed),
+        Some("5.0.0"),
+        Some(550),
+        "550 Unknown user kijitora@example.net",
+        None,
+    );
+    assert_eq!(classify(&e).kind, Kind::UserUnknown);
+    e.after_data = true;
+    let v = classify(&e);
+    assert_eq!(
+        (v.kind, v.rule),
+        (Kind::PolicyBlocked, "filtered-after-data")
+    );
+    assert!(v.hard, "a conventional handler would still suppress it");
+    let e = ev(
+        Some(Action::Failed),
+        Some("5.2.0"),
+        Some(550),
+        "550 : User unknown",
+        None,
+    );
+    let v = classify(&e);
+    assert_eq!((v.kind, v.rule), (Kind::PolicyBlocked, "mailbox-exists"));
+}
+
+#[test]
+fn statuses_normalise() {
+    assert_eq!(
+        normalise_status("smtp; 550 5.01.001 x"),
+        Some("5.1.1".into())
+    );
+    assert_eq!(normalise_status("#5.1.1 x"), Some("5.1.1".into()));
+    assert_eq!(normalise_status("1.2.3.4"), None);
+    assert_eq!(normalise_status("no code"), None);
+}

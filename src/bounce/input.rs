@@ -1,0 +1,1 @@
+//! Reading inputs: files, mbox, Maildir folders.

@@ -1,0 +1,272 @@
+//! Bounces: parse what senders already have (DSN emails, ESP webhooks, MTA
+//! logs, JSONL) into one normalised [`Bounce`] per bounced recipient, and
+//! classify each. No SQL here; the JSON field names of [`Bounce`] are the
+//! interface bounce handlers and scripts use.
+
+pub mod classify;
+pub mod input;
+pub mod parse;
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub use classify::classify;
+
+/// What the reporting MTA did (RFC 3464 `Action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Failed,
+    Delayed,
+    Delivered,
+    Relayed,
+    Expanded,
+}
+
+impl Action {
+    pub fn parse(s: &str) -> Option<Action> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "failed" | "failure" | "fail" | "bounce" | "bounced" => Some(Action::Failed),
+            "delayed" | "deferred" | "delay" => Some(Action::Delayed),
+            "delivered" | "deliverable" => Some(Action::Delivered),
+            "relayed" => Some(Action::Relayed),
+            "expanded" => Some(Action::Expanded),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Failed => "failed",
+            Action::Delayed => "delayed",
+            Action::Delivered => "delivered",
+            Action::Relayed => "relayed",
+            Action::Expanded => "expanded",
+        }
+    }
+}
+
+macro_rules! string_enum {
+    ($(#[$m:meta])* $name:ident { $($variant:ident => $s:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        pub enum $name {
+            $(#[serde(rename = $s)] $variant),+
+        }
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $s),+ }
+            }
+        }
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                $name::ALL
+                    .iter()
+                    .copied()
+                    .find(|v| v.as_str() == s)
+                    .ok_or_else(|| format!(
+                        "unknown {} {s:?} (one of: {})",
+                        stringify!($name).to_lowercase(),
+                        $name::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", ")
+                    ))
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// Why the message bounced, as far as the bounce tells.
+    Kind {
+        UserUnknown => "user_unknown",
+        MailboxFull => "mailbox_full",
+        MailboxDisabled => "mailbox_disabled",
+        DomainUnknown => "domain_unknown",
+        RelayDenied => "relay_denied",
+        PolicyBlocked => "policy_blocked",
+        SpamBlocked => "spam_blocked",
+        ContentRejected => "content_rejected",
+        RateLimited => "rate_limited",
+        Greylisted => "greylisted",
+        Network => "network",
+        System => "system",
+        Expired => "expired",
+        TooLarge => "too_large",
+        AutoReply => "auto_reply",
+        Complaint => "complaint",
+        Delivered => "delivered",
+        Other => "other",
+    }
+);
+
+string_enum!(
+    /// Where a bounce came from.
+    Source {
+        Dsn => "dsn",
+        Ses => "ses",
+        Sendgrid => "sendgrid",
+        Mailgun => "mailgun",
+        Postmark => "postmark",
+        Postfix => "postfix",
+        Jsonl => "jsonl",
+    }
+);
+
+/// One bounced recipient, normalised.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bounce {
+    /// Lower-cased address.
+    pub recipient: String,
+    /// The recipient's domain.
+    pub domain: String,
+    /// When the bounce happened (UTC); null when nothing in the input says.
+    pub at: Option<DateTime<Utc>>,
+    pub action: Option<Action>,
+    /// Enhanced status code `X.Y.Z` (RFC 3463); null when the bounce has none.
+    pub status: Option<String>,
+    /// SMTP reply code such as 550.
+    pub reply_code: Option<u16>,
+    /// The remote server's words.
+    pub diagnostic: Option<String>,
+    pub remote_mta: Option<String>,
+    pub reporting_mta: Option<String>,
+    pub kind: Kind,
+    /// Would a conventional bounce handler suppress the address on this?
+    pub hard: bool,
+    pub source: Source,
+    /// Message-ID of the original message, when known.
+    pub message_id: Option<String>,
+}
+
+/// The raw facts a parser found for one recipient, before classification.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Facts {
+    pub recipient: String,
+    pub at: Option<DateTime<Utc>>,
+    pub action: Option<Action>,
+    pub status: Option<String>,
+    pub reply_code: Option<u16>,
+    pub diagnostic: Option<String>,
+    pub remote_mta: Option<String>,
+    pub reporting_mta: Option<String>,
+    pub message_id: Option<String>,
+    /// A kind the input states outright (an ESP's complaint or delivery
+    /// event, an ARF report, an auto-reply); rules decide otherwise.
+    pub kind_hint: Option<Kind>,
+    /// The refusal came after the message data, not at RCPT.
+    pub after_data: bool,
+}
+
+/// Lower-cases and checks an address: `local@domain` with a dotted domain.
+pub fn normalise_address(raw: &str) -> Option<(String, String)> {
+    let s = raw
+        .trim()
+        .trim_matches(|c| {
+            c == '<' || c == '>' || c == '"' || c == '\'' || c == ',' || c == ';' || c == ':'
+        })
+        .trim();
+    let s = s.strip_prefix("mailto:").unwrap_or(s);
+    let (local, domain) = s.rsplit_once('@')?;
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    if local.is_empty()
+        || local.len() > 64
+        || !domain.contains('.')
+        || domain.starts_with('.')
+        || s.chars()
+            .any(|c| c.is_whitespace() || c == '<' || c == '>' || c == '(' || c == ')' || c == ',')
+        || !domain
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || !c.is_ascii())
+    {
+        return None;
+    }
+    let domain = crate::domain::DomainName::parse(&domain)
+        .ok()?
+        .as_str()
+        .to_string();
+    Some((format!("{}@{domain}", local.to_lowercase()), domain))
+}
+
+impl Facts {
+    /// Classifies the facts into a bounce; `None` when the recipient is not
+    /// an address.
+    pub fn into_bounce(self, source: Source) -> Option<Bounce> {
+        let (recipient, domain) = normalise_address(&self.recipient)?;
+        let status = self.status.as_deref().and_then(classify::normalise_status);
+        let reply_code = self.reply_code.filter(|c| (200..600).contains(c));
+        let verdict = classify(&classify::Evidence {
+            action: self.action,
+            status: status.as_deref(),
+            reply_code,
+            diagnostic: self.diagnostic.as_deref().unwrap_or(""),
+            hint: self.kind_hint,
+            after_data: self.after_data,
+            domain: &domain,
+        });
+        Some(Bounce {
+            recipient,
+            domain,
+            at: self.at,
+            action: self.action,
+            status,
+            reply_code,
+            diagnostic: self
+                .diagnostic
+                .map(|d| d.split_whitespace().collect::<Vec<_>>().join(" "))
+                .filter(|d| !d.is_empty()),
+            remote_mta: self
+                .remote_mta
+                .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
+                .filter(|h| !h.is_empty()),
+            reporting_mta: self
+                .reporting_mta
+                .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
+                .filter(|h| !h.is_empty()),
+            kind: verdict.kind,
+            hard: verdict.hard,
+            source,
+            message_id: self
+                .message_id
+                .map(|m| m.trim().trim_matches(|c| c == '<' || c == '>').to_string())
+                .filter(|m| !m.is_empty()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_normalise() {
+        assert_eq!(
+            normalise_address("<User.Name@Example.COM>"),
+            Some(("user.name@example.com".into(), "example.com".into()))
+        );
+        assert_eq!(normalise_address("rfc822"), None);
+        assert_eq!(normalise_address("a@localhost"), None);
+        assert_eq!(normalise_address("a b@example.com"), None);
+    }
+
+    #[test]
+    fn enums_round_trip_their_names() {
+        for k in Kind::ALL {
+            assert_eq!(k.as_str().parse::<Kind>().unwrap(), *k);
+            assert_eq!(serde_json::to_string(k).unwrap(), format!("\"{k}\""));
+        }
+        assert!(
+            "nonsense"
+                .parse::<Kind>()
+                .unwrap_err()
+                .contains("user_unknown")
+        );
+    }
+}

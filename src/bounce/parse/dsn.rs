@@ -1,0 +1,621 @@
+//! Bounce emails: RFC 3464 delivery status notifications
+//! (`multipart/report` with `message/delivery-status` or
+//! `message/global-delivery-status`), ARF feedback reports, and the common
+//! non-standard bounce texts (Postfix, Exim, qmail, Sendmail, Exchange,
+//! Gmail, Yahoo, …) by heuristics.
+//!
+//! mail-parser gives the MIME parts; the delivery-status fields are parsed
+//! here. Line endings are normalised first, so LF, CRLF and CR inputs give
+//! the same result.
+
+use std::borrow::Cow;
+use std::sync::LazyLock;
+
+use chrono::{DateTime, Utc};
+use mail_parser::{Message, MessageParser, MimeHeaders, PartType};
+use regex::Regex;
+
+use crate::bounce::{Action, Facts, Kind, normalise_address};
+
+/// LF, CRLF and CR all become LF.
+pub fn normalise_newlines(raw: &[u8]) -> Cow<'_, [u8]> {
+    if !raw.contains(&b'\r') {
+        return Cow::Borrowed(raw);
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'\r' {
+            out.push(b'\n');
+            if raw.get(i + 1) == Some(&b'\n') {
+                i += 1;
+            }
+        } else {
+            out.push(raw[i]);
+        }
+        i += 1;
+    }
+    Cow::Owned(out)
+}
+
+fn timestamp(s: &str) -> Option<DateTime<Utc>> {
+    let d = mail_parser::DateTime::parse_rfc822(s.trim())?;
+    if !d.is_valid() {
+        return None;
+    }
+    DateTime::from_timestamp(d.to_timestamp(), 0)
+}
+
+/// `rfc822; user@example.com` → `user@example.com`; `dns; mx.example.com` →
+/// `mx.example.com`.
+fn strip_type(v: &str) -> &str {
+    match v.split_once(';') {
+        Some((t, rest)) if !t.trim().contains(' ') && t.trim().len() < 16 => rest.trim(),
+        _ => v.trim(),
+    }
+}
+
+/// Fields of one delivery-status block, unfolded, names lower-cased.
+fn fields(block: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in block.lines() {
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = out.last_mut() {
+                last.1.push(' ');
+                last.1.push_str(line.trim());
+            }
+            continue;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && !name.is_empty()
+            && !name.contains(' ')
+        {
+            out.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+        }
+    }
+    out
+}
+
+fn field<'a>(f: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    f.iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+        .filter(|v| !v.is_empty())
+}
+
+static REPLY: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?:^|[^\d.\-])([245]\d\d)(?:[ \-]|$)").expect("reply regex"));
+
+/// The first SMTP reply code in a diagnostic (`550`, `550-5.1.1`).
+pub fn reply_code(diag: &str) -> Option<u16> {
+    REPLY
+        .captures(diag)
+        .and_then(|c| c[1].parse().ok())
+        .filter(|c: &u16| (200..600).contains(c))
+}
+
+static SERVER_STATUS: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?:^|[^\d.])[245]\d\d[ \-]'?#?([245]\.\d{1,3}\.\d{1,3})")
+        .expect("server status regex")
+});
+
+/// The enhanced code right after an SMTP reply code (`550-5.1.1`, `550 '5.2.2`).
+fn server_status(diag: &str) -> Option<String> {
+    SERVER_STATUS
+        .captures(diag)
+        .and_then(|c| crate::bounce::classify::normalise_status(&c[1]))
+}
+
+/// What an email holds, gathered once from its MIME tree.
+#[derive(Default)]
+struct Parts<'a> {
+    delivery_status: Vec<String>,
+    feedback: Option<String>,
+    texts: Vec<Cow<'a, str>>,
+    original: Option<OriginalMessage>,
+}
+
+#[derive(Default, Clone)]
+struct OriginalMessage {
+    message_id: Option<String>,
+    to: Option<String>,
+    from: Option<String>,
+}
+
+fn original_of(m: &Message) -> OriginalMessage {
+    OriginalMessage {
+        message_id: m.message_id().map(str::to_string),
+        to: m
+            .to()
+            .and_then(|a| a.first())
+            .and_then(|a| a.address())
+            .map(str::to_string),
+        from: m
+            .from()
+            .and_then(|a| a.first())
+            .and_then(|a| a.address())
+            .map(str::to_string),
+    }
+}
+
+fn original_from_headers(text: &str) -> OriginalMessage {
+    let mut o = OriginalMessage::default();
+    if let Some(m) = MessageParser::default().parse_headers(text.as_bytes()) {
+        o = original_of(&m);
+    }
+    o
+}
+
+fn collect<'a>(m: &'a Message<'a>, out: &mut Parts<'a>, depth: usize) {
+    for part in &m.parts {
+        let (ctype, sub) = part
+            .content_type()
+            .map(|c| {
+                (
+                    c.ctype().to_ascii_lowercase(),
+                    c.subtype().unwrap_or("").to_ascii_lowercase(),
+                )
+            })
+            .unwrap_or_else(|| ("text".into(), "plain".into()));
+        match (ctype.as_str(), sub.as_str(), &part.body) {
+            ("message", "delivery-status" | "global-delivery-status", _) => {
+                out.delivery_status
+                    .push(String::from_utf8_lossy(part.contents()).into_owned());
+            }
+            ("message", "feedback-report", _) => {
+                out.feedback = Some(String::from_utf8_lossy(part.contents()).into_owned());
+            }
+            (_, _, PartType::Message(inner)) => {
+                if out.original.is_none() {
+                    out.original = Some(original_of(inner));
+                }
+                // A bounce forwarded as an attachment: look inside too.
+                if depth < 3 && out.delivery_status.is_empty() && out.texts.is_empty() {
+                    collect(inner, out, depth + 1);
+                }
+            }
+            ("text", "rfc822-headers", _) | ("message", "rfc822-headers", _) => {
+                if out.original.is_none() {
+                    out.original = Some(original_from_headers(&String::from_utf8_lossy(
+                        part.contents(),
+                    )));
+                }
+            }
+            ("text", "plain", PartType::Text(t)) => out.texts.push(Cow::Borrowed(t.as_ref())),
+            ("text", "html", PartType::Html(t)) if out.texts.is_empty() => {
+                out.texts.push(Cow::Owned(strip_html(t)));
+            }
+            ("text", _, PartType::Text(t)) => out.texts.push(Cow::Borrowed(t.as_ref())),
+            _ => {}
+        }
+    }
+}
+
+static TAGS: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?s)<[^>]*>").expect("tag regex"));
+
+fn strip_html(html: &str) -> String {
+    let text = TAGS.replace_all(html, "\n");
+    text.replace("&nbsp;", " ")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// Parses one email. `Err` only when the bytes are not an email at all;
+/// an email that is not a bounce gives no facts.
+pub fn parse(raw: &[u8]) -> Result<Vec<Facts>, String> {
+    let raw = normalise_newlines(raw);
+    let msg = MessageParser::default()
+        .parse(raw.as_ref())
+        .ok_or_else(|| "not an email: no header block".to_string())?;
+    let date = msg
+        .date()
+        .and_then(|d| DateTime::from_timestamp(d.to_timestamp(), 0));
+    let mut parts = Parts::default();
+    collect(&msg, &mut parts, 0);
+    let body: String = parts
+        .texts
+        .iter()
+        .map(|t| t.as_ref())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let original = parts.original.clone().unwrap_or_default();
+
+    if let Some(report) = &parts.feedback {
+        return Ok(feedback(report, &original, date));
+    }
+    let mut facts = Vec::new();
+    for ds in &parts.delivery_status {
+        facts.extend(delivery_status(ds, &body, date));
+    }
+    if facts.is_empty() {
+        // Some MTAs put RFC 3464 fields in a text part.
+        if body.to_ascii_lowercase().contains("final-recipient:") {
+            facts.extend(delivery_status(&body, &body, date));
+        }
+    }
+    if facts.is_empty() {
+        facts = heuristics(&msg, &body, &original, date);
+    }
+    let auto_reply = is_auto_reply(&msg);
+    if facts.is_empty() && auto_reply {
+        // An auto reply (RFC 3834) comes from the recipient itself.
+        if let Some(from) = msg.from().and_then(|a| a.first()).and_then(|a| a.address()) {
+            facts.push(Facts {
+                recipient: from.to_string(),
+                diagnostic: msg.subject().map(str::to_string),
+                kind_hint: Some(Kind::AutoReply),
+                ..Facts::default()
+            });
+        }
+    }
+    let transcript: String = parts.delivery_status.join("\n") + &body;
+    let after_data = AFTER_DATA.is_match(&transcript);
+    for f in &mut facts {
+        f.after_data = after_data
+            || f.diagnostic
+                .as_deref()
+                .is_some_and(|d| AFTER_DATA.is_match(d));
+        if f.message_id.is_none() {
+            f.message_id = original.message_id.clone();
+        }
+        if f.at.is_none() {
+            f.at = date;
+        }
+        if auto_reply && f.status.is_none() && f.reply_code.is_none() {
+            f.kind_hint = Some(Kind::AutoReply);
+        }
+    }
+    Ok(facts)
+}
+
+/// Where a transcript shows the refusal came after the message data. (A
+/// Sendmail transcript's `>>> DATA` / `<<< 550` is no such sign: with
+/// pipelining it reports the RCPT refusals there.)
+static AFTER_DATA: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)in reply to (the )?end of data|in reply to data command|after (the )?end of data|after data command").expect("after-data regex")
+});
+
+fn is_auto_reply(msg: &Message) -> bool {
+    let auto = msg
+        .header_raw("Auto-Submitted")
+        .map(|v| v.trim().to_ascii_lowercase());
+    matches!(auto.as_deref(), Some(v) if v.starts_with("auto-replied"))
+        || msg.header_raw("X-Autoreply").is_some()
+        || msg.header_raw("X-Autorespond").is_some()
+        || msg.subject().is_some_and(|s| {
+            let s = s.to_ascii_lowercase();
+            s.contains("out of office")
+                || s.contains("auto-reply")
+                || s.contains("autoreply")
+                || s.contains("automatic reply")
+                || s.starts_with("auto:")
+        })
+}
+
+/// RFC 3464: a per-message block, then one block per recipient.
+fn delivery_status(ds: &str, body: &str, date: Option<DateTime<Utc>>) -> Vec<Facts> {
+    let blocks: Vec<Vec<(String, String)>> = ds
+        .split("\n\n")
+        .map(fields)
+        .filter(|f| !f.is_empty())
+        .collect();
+    let per_message: Vec<(String, String)> = blocks
+        .iter()
+        .find(|b| field(b, "final-recipient").is_none() && field(b, "original-recipient").is_none())
+        .cloned()
+        .unwrap_or_default();
+    let reporting = field(&per_message, "reporting-mta").map(|v| strip_type(v).to_string());
+    let arrival = field(&per_message, "arrival-date").and_then(timestamp);
+    let mut out = Vec::new();
+    for b in &blocks {
+        let Some(rcpt) = field(b, "final-recipient")
+            .or_else(|| field(b, "original-recipient"))
+            .or_else(|| field(b, "x-actual-recipient"))
+        else {
+            continue;
+        };
+        let mut recipient = strip_type(rcpt).to_string();
+        if normalise_address(&recipient).is_none()
+            && let Some(orig) = field(b, "original-recipient")
+        {
+            recipient = strip_type(orig).to_string();
+        }
+        let diag_field = field(b, "diagnostic-code").map(|d| strip_type(d).to_string());
+        let diagnostic = diag_field
+            .clone()
+            .filter(|d| !d.is_empty())
+            .or_else(|| diagnostic_from_body(body, &recipient));
+        let mut status = field(b, "status").and_then(crate::bounce::classify::normalise_status);
+        // The code in the remote server's own reply (`550 5.2.2 …`) is the
+        // server's word; the Status field is the reporting MTA's summary of
+        // it (Amazon SES writes 5.1.0 for everything). A vague field
+        // ("5.0.0") also yields to any code of the same class in the text.
+        if let Some(d) = diagnostic.as_deref().and_then(server_status) {
+            status = Some(d);
+        } else if let Some(d) = diagnostic
+            .as_deref()
+            .and_then(crate::bounce::classify::normalise_status)
+            && status
+                .as_deref()
+                .is_none_or(|s| s.ends_with(".0.0") && d.as_bytes()[0] == s.as_bytes()[0])
+        {
+            status = Some(d);
+        }
+        out.push(Facts {
+            recipient,
+            at: field(b, "last-attempt-date")
+                .and_then(timestamp)
+                .or(arrival)
+                .or(date),
+            action: field(b, "action").and_then(Action::parse),
+            reply_code: diagnostic.as_deref().and_then(reply_code),
+            status,
+            diagnostic,
+            remote_mta: field(b, "remote-mta").map(|v| strip_type(v).to_string()),
+            reporting_mta: reporting.clone(),
+            message_id: None,
+            kind_hint: None,
+            after_data: false,
+        });
+    }
+    out
+}
+
+/// The paragraph of the human-readable part that names the recipient.
+fn diagnostic_from_body(body: &str, recipient: &str) -> Option<String> {
+    let lower = body.to_ascii_lowercase();
+    let at = lower.find(&recipient.to_ascii_lowercase())?;
+    let rest = &body[at..];
+    let para: String = rest.split("\n\n").next().unwrap_or("").to_string();
+    let text = para.trim().to_string();
+    (text.len() > recipient.len() + 2).then_some(text)
+}
+
+/// ARF (RFC 5965): a complaint about one recipient.
+fn feedback(report: &str, original: &OriginalMessage, date: Option<DateTime<Utc>>) -> Vec<Facts> {
+    let f = fields(report);
+    let recipient = field(&f, "original-rcpt-to")
+        .map(|v| strip_type(v).to_string())
+        .or_else(|| field(&f, "removal-recipient").map(str::to_string))
+        .or_else(|| original.to.clone());
+    let Some(recipient) = recipient else {
+        return vec![];
+    };
+    vec![Facts {
+        recipient,
+        at: field(&f, "arrival-date")
+            .or_else(|| field(&f, "received-date"))
+            .and_then(timestamp)
+            .or(date),
+        action: None,
+        status: None,
+        reply_code: None,
+        diagnostic: field(&f, "feedback-type").map(|t| format!("feedback report: {t}")),
+        remote_mta: field(&f, "source-ip").map(str::to_string),
+        reporting_mta: field(&f, "reporting-mta").map(|v| strip_type(v).to_string()),
+        message_id: None,
+        kind_hint: Some(Kind::Complaint),
+        after_data: false,
+    }]
+}
+
+static ADDR: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)<?([a-z0-9!#$%&'*+/=?^_`{|}~.\-]+@[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?)+)>?").expect("address regex")
+});
+
+/// Lines in which an address is not a recipient.
+fn skip_line(lower: &str) -> bool {
+    let l = lower.trim_start();
+    [
+        "message-id:",
+        "from:",
+        "reply-to:",
+        "return-path:",
+        "sender:",
+        "references:",
+        "in-reply-to:",
+        "received:",
+        "by ",
+        "for <",
+        "envelope-from",
+        "x-",
+        "dkim-",
+        "list-",
+        "errors-to:",
+        "mail from:",
+        "smtp.mailfrom",
+        "to:",
+        "cc:",
+        "subject:",
+        "sent:",
+        "date:",
+    ]
+    .iter()
+    .any(|p| l.starts_with(p))
+        || l.contains("postmaster@")
+        || l.contains("mailer-daemon@")
+}
+
+/// Non-standard bounce texts: find the failed recipients and, for each, the
+/// lines that explain it.
+fn heuristics(
+    msg: &Message,
+    body: &str,
+    original: &OriginalMessage,
+    date: Option<DateTime<Utc>>,
+) -> Vec<Facts> {
+    let from_header = msg
+        .from()
+        .and_then(|a| a.first())
+        .and_then(|a| a.address())
+        .map(|a| a.to_ascii_lowercase());
+    let sender = original.from.as_deref().map(str::to_ascii_lowercase);
+    let is_other = |a: &str| {
+        let a = a.to_ascii_lowercase();
+        Some(&a) == sender.as_ref()
+            || Some(&a) == from_header.as_ref()
+            || a.starts_with("mailer-daemon@")
+            || a.starts_with("postmaster@")
+            || a.contains("bounce")
+    };
+    // The human-readable part ends where the returned message begins.
+    let cut = [
+        "\n------ This is a copy of the message",
+        "\n----- Original message -----",
+        "\n--- Below this line is a copy of the message",
+        "\n------ Original message follows",
+        "\n   ----- Original message follows",
+        "\n----- Unsent message follows",
+        "\n------ The body of the message",
+        "\nReceived: ",
+        "\nContent-Type: message/rfc822",
+        "\n--- The header of the original message",
+        "\n------ Original Message ------",
+        "\n----- The following is a copy of the message",
+        "\n   ----- Transcript of session follows -----\n\n-----",
+    ];
+    let mut text = body;
+    for c in cut {
+        if let Some(i) = text.find(c)
+            && i > 0
+        {
+            text = &text[..i];
+        }
+    }
+
+    let mut recipients: Vec<(String, usize)> = Vec::new();
+    // Exim names them in a header.
+    if let Some(v) = msg.header_raw("X-Failed-Recipients") {
+        for a in v.split(',') {
+            if let Some((addr, _)) = normalise_address(a) {
+                let pos = text.to_ascii_lowercase().find(&addr).unwrap_or(0);
+                recipients.push((addr, pos));
+            }
+        }
+    }
+    if recipients.is_empty() {
+        let mut offset = 0;
+        for line in text.split_inclusive('\n') {
+            let lower = line.to_ascii_lowercase();
+            if !skip_line(&lower) {
+                for c in ADDR.captures_iter(line) {
+                    let a = &c[1];
+                    if let Some((addr, _)) = normalise_address(a)
+                        && !is_other(&addr)
+                        && !recipients.iter().any(|(r, _)| r == &addr)
+                    {
+                        recipients.push((addr, offset + c.get(0).map_or(0, |m| m.start())));
+                    }
+                }
+            }
+            offset += line.len();
+        }
+    }
+    if recipients.is_empty()
+        && let Some(to) = original.to.as_deref().and_then(normalise_address)
+    {
+        recipients.push((to.0, 0));
+    }
+
+    let status_anywhere = crate::bounce::classify::normalise_status(text);
+    let reply_anywhere = reply_code(text);
+    recipients
+        .into_iter()
+        .map(|(recipient, pos)| {
+            let diagnostic = explain(text, pos);
+            let status = diagnostic
+                .as_deref()
+                .and_then(crate::bounce::classify::normalise_status)
+                .or_else(|| status_anywhere.clone());
+            let reply = diagnostic
+                .as_deref()
+                .and_then(reply_code)
+                .or(reply_anywhere);
+            Facts {
+                recipient,
+                at: date,
+                action: Some(Action::Failed),
+                status,
+                reply_code: reply,
+                diagnostic,
+                remote_mta: None,
+                reporting_mta: None,
+                message_id: None,
+                kind_hint: None,
+                after_data: false,
+            }
+        })
+        .collect()
+}
+
+/// The explanation near position `pos`: the rest of the recipient's line
+/// and the lines that follow, up to a blank line (or the previous line
+/// when the recipient stands alone).
+fn explain(text: &str, pos: usize) -> Option<String> {
+    let start = text[..pos.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let mut lines = Vec::new();
+    for (i, line) in text[start..].lines().enumerate() {
+        if line.trim().is_empty() {
+            if i <= 1 && lines.len() <= 1 {
+                continue;
+            }
+            break;
+        }
+        lines.push(line.trim());
+        if lines.len() >= 8 {
+            break;
+        }
+    }
+    let joined = lines.join(" ");
+    (!joined.is_empty()).then_some(joined)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newlines_normalise() {
+        assert_eq!(normalise_newlines(b"a\r\nb\rc\n").as_ref(), b"a\nb\nc\n");
+        assert!(matches!(normalise_newlines(b"a\nb"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn reply_codes_are_found_but_not_in_numbers() {
+        assert_eq!(reply_code("smtp; 550 5.1.1 <a@b.c>"), Some(550));
+        assert_eq!(reply_code("550-5.1.1 The email account"), Some(550));
+        assert_eq!(reply_code("host 192.0.2.550 said"), None);
+        assert_eq!(reply_code("no code"), None);
+    }
+
+    #[test]
+    fn a_standard_dsn() {
+        let raw = b"From: MAILER-DAEMON@mx.example.net\nTo: sender@example.org\nDate: Mon, 26 Apr 2021 11:05:00 +0000\nSubject: Undelivered Mail\nMIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\n\n--B\nContent-Type: text/plain\n\nI'm sorry.\n\n--B\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.net\nArrival-Date: Mon, 26 Apr 2021 11:04:00 +0000\n\nFinal-Recipient: rfc822; Someone@iCloud.com\nAction: failed\nStatus: 5.1.1\nRemote-MTA: dns; mx01.mail.icloud.com\nDiagnostic-Code: smtp; 550 5.1.1 <someone@icloud.com>: user lookup\n success but no user record found\n\n--B\nContent-Type: message/rfc822\n\nMessage-ID: <abc@example.org>\nFrom: sender@example.org\nTo: someone@icloud.com\n\nhello\n--B--\n";
+        let facts = parse(raw).unwrap();
+        assert_eq!(facts.len(), 1);
+        let b = facts[0]
+            .clone()
+            .into_bounce(crate::bounce::Source::Dsn)
+            .unwrap();
+        assert_eq!(b.recipient, "someone@icloud.com");
+        assert_eq!(b.status.as_deref(), Some("5.1.1"));
+        assert_eq!(b.reply_code, Some(550));
+        assert_eq!(b.remote_mta.as_deref(), Some("mx01.mail.icloud.com"));
+        assert_eq!(b.reporting_mta.as_deref(), Some("mx.example.net"));
+        assert_eq!(b.kind, Kind::UserUnknown);
+        assert!(b.hard);
+        assert_eq!(b.message_id.as_deref(), Some("abc@example.org"));
+        assert_eq!(b.at.unwrap().to_rfc3339(), "2021-04-26T11:04:00+00:00");
+        assert!(
+            b.diagnostic
+                .unwrap()
+                .contains("user lookup success but no user record found")
+        );
+    }
+
+    #[test]
+    fn not_an_email_is_an_error() {
+        assert!(parse(b"").is_err());
+    }
+}

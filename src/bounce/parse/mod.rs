@@ -1,0 +1,3 @@
+//! Parsers from bytes to [`Facts`](super::Facts), one per input format.
+
+pub mod dsn;
