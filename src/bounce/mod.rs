@@ -169,19 +169,30 @@ pub struct Facts {
 pub fn normalise_address(raw: &str) -> Option<(String, String)> {
     let s = raw
         .trim()
-        .trim_matches(|c| {
-            c == '<' || c == '>' || c == '"' || c == '\'' || c == ',' || c == ';' || c == ':'
-        })
+        .trim_matches(|c| c == '<' || c == '>' || c == ',' || c == ';' || c == ':')
         .trim();
     let s = s.strip_prefix("mailto:").unwrap_or(s);
     let (local, domain) = s.rsplit_once('@')?;
-    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    // A quoted local part keeps its quotes (`"a..b"@example.org`); stray
+    // quotes around the whole address go.
+    let local = if local.starts_with('"') && local.len() > 1 && local.ends_with('"') {
+        local
+    } else {
+        local.trim_matches(|c| c == '"' || c == '\'')
+    };
+    let domain = domain
+        .trim_matches(|c| c == '"' || c == '\'')
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    let quoted = local.starts_with('"');
     if local.is_empty()
         || local.len() > 64
         || !domain.contains('.')
         || domain.starts_with('.')
-        || s.chars()
-            .any(|c| c.is_whitespace() || c == '<' || c == '>' || c == '(' || c == ')' || c == ',')
+        || (!quoted
+            && local
+                .chars()
+                .any(|c| c.is_whitespace() || matches!(c, '<' | '>' | '(' | ')' | ',' | '"' | '@')))
         || !domain
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || !c.is_ascii())
@@ -254,6 +265,14 @@ mod tests {
         assert_eq!(normalise_address("rfc822"), None);
         assert_eq!(normalise_address("a@localhost"), None);
         assert_eq!(normalise_address("a b@example.com"), None);
+        assert_eq!(
+            normalise_address("<\"neko..nyaan\"@Example.org>").map(|a| a.0),
+            Some("\"neko..nyaan\"@example.org".into())
+        );
+        assert_eq!(
+            normalise_address("'user@example.org'").map(|a| a.0),
+            Some("user@example.org".into())
+        );
     }
 
     #[test]

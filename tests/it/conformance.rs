@@ -7,21 +7,18 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use mxwatch::bounce::parse::dsn;
-use mxwatch::bounce::{Bounce, Kind, Source};
+use mxwatch::bounce::parse::{self, Format};
+use mxwatch::bounce::{Bounce, Kind};
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sisimai")
 }
 
+/// The whole email path: what `mxwatch bounces parse` does with a file.
 fn parse_file(path: &Path) -> Vec<Bounce> {
     let raw = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    dsn::parse(&raw)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|f| f.into_bounce(Source::Dsn))
-        .collect()
+    parse::parse(&raw, Some(Format::Email), chrono::Utc::now()).bounces
 }
 
 struct Row {
@@ -72,6 +69,9 @@ fn pct(a: usize, b: usize) -> f64 {
 
 #[test]
 fn agreement_with_sisimai() {
+    if let Some(f) = std::env::var_os("MXWATCH_DEBUG_FILE") {
+        println!("{:#?}", parse_file(&fixtures().join(f)));
+    }
     let rows = rows();
     let mut parsed: HashMap<String, Vec<Bounce>> = HashMap::new();
     for r in &rows {

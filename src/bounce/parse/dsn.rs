@@ -213,12 +213,19 @@ pub fn parse(raw: &[u8]) -> Result<Vec<Facts>, String> {
         .and_then(|d| DateTime::from_timestamp(d.to_timestamp(), 0));
     let mut parts = Parts::default();
     collect(&msg, &mut parts, 0);
-    let body: String = parts
+    let mut body: String = parts
         .texts
         .iter()
         .map(|t| t.as_ref())
         .collect::<Vec<_>>()
         .join("\n");
+    if body.trim().is_empty() && parts.delivery_status.is_empty() {
+        // Broken MIME (a multipart without its boundaries): read the raw body.
+        let text = String::from_utf8_lossy(raw.as_ref());
+        if let Some(i) = text.find("\n\n") {
+            body = text[i + 2..].to_string();
+        }
+    }
     let original = parts.original.clone().unwrap_or_default();
 
     if let Some(report) = &parts.feedback {
@@ -234,9 +241,9 @@ pub fn parse(raw: &[u8]) -> Result<Vec<Facts>, String> {
             facts.extend(delivery_status(&body, &body, date));
         }
     }
-    if facts.is_empty() {
-        facts = heuristics(&msg, &body, &original, date);
-    }
+    // Recipients the DSN could not name (`Final-Recipient: rfc822; @host`)
+    // are looked for in the text instead.
+    facts.retain(|f| normalise_address(&f.recipient).is_some());
     let auto_reply = is_auto_reply(&msg);
     if facts.is_empty() && auto_reply {
         // An auto reply (RFC 3834) comes from the recipient itself.
@@ -248,6 +255,9 @@ pub fn parse(raw: &[u8]) -> Result<Vec<Facts>, String> {
                 ..Facts::default()
             });
         }
+    }
+    if facts.is_empty() {
+        facts = heuristics(&msg, &body, &original, date);
     }
     let transcript: String = parts.delivery_status.join("\n") + &body;
     let after_data = AFTER_DATA.is_match(&transcript);
@@ -276,21 +286,58 @@ static AFTER_DATA: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)in reply to (the )?end of data|in reply to data command|after (the )?end of data|after data command").expect("after-data regex")
 });
 
+/// An RFC 3834 auto reply (vacation notice), as opposed to a bounce: MTAs
+/// such as Exim mark their bounces `Auto-Submitted: auto-replied` too.
 fn is_auto_reply(msg: &Message) -> bool {
+    let from = msg
+        .from()
+        .and_then(|a| a.first())
+        .and_then(|a| a.address())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let subject = msg.subject().unwrap_or("").to_ascii_lowercase();
+    let daemon = [
+        "mailer-daemon",
+        "postmaster",
+        "mail-daemon",
+        "mailerdaemon",
+        "bounce",
+        "mdaemon",
+        "nobody",
+    ]
+    .iter()
+    .any(|d| from.contains(d));
+    let bouncy = [
+        "deliver",
+        "fail",
+        "return",
+        "bounce",
+        "error",
+        "unable",
+        "rejected",
+        "notification",
+        "warning",
+    ]
+    .iter()
+    .any(|w| subject.contains(w));
     let auto = msg
         .header_raw("Auto-Submitted")
-        .map(|v| v.trim().to_ascii_lowercase());
-    matches!(auto.as_deref(), Some(v) if v.starts_with("auto-replied"))
+        .is_some_and(|v| v.trim().to_ascii_lowercase().starts_with("auto-replied"))
         || msg.header_raw("X-Autoreply").is_some()
         || msg.header_raw("X-Autorespond").is_some()
-        || msg.subject().is_some_and(|s| {
-            let s = s.to_ascii_lowercase();
-            s.contains("out of office")
-                || s.contains("auto-reply")
-                || s.contains("autoreply")
-                || s.contains("automatic reply")
-                || s.starts_with("auto:")
-        })
+        || [
+            "out of office",
+            "auto-reply",
+            "auto reply",
+            "autoreply",
+            "automatic reply",
+            "auto:",
+            "vacation",
+            "abwesenheit",
+        ]
+        .iter()
+        .any(|w| subject.contains(w));
+    auto && !daemon && !bouncy
 }
 
 /// RFC 3464: a per-message block, then one block per recipient.

@@ -1,3 +1,229 @@
-//! Parsers from bytes to [`Facts`](super::Facts), one per input format.
+//! Parsers from bytes to bounces, one per input format, and the detection
+//! of which format some bytes are.
 
 pub mod dsn;
+pub mod esp;
+pub mod postfix;
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+
+use super::{Bounce, Source};
+
+/// An input format. `Mbox` and `Maildir` hold DSN emails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// One email (a DSN, a non-standard bounce, an ARF report, an auto reply).
+    Email,
+    Mbox,
+    /// JSON: an ESP payload (SES, SNS, SendGrid, Mailgun, Postmark) or a
+    /// normalised bounce; a document or one value per line.
+    Json,
+    Postfix,
+}
+
+impl Format {
+    pub const NAMES: &'static str =
+        "email, mbox, maildir, json, ses, sendgrid, mailgun, postmark, jsonl, postfix";
+}
+
+impl FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "email" | "dsn" | "eml" | "maildir" => Format::Email,
+            "mbox" => Format::Mbox,
+            "json" | "jsonl" | "ses" | "sns" | "sendgrid" | "mailgun" | "postmark" => Format::Json,
+            "postfix" | "log" => Format::Postfix,
+            _ => return Err(format!("unknown format {s:?} (one of: {})", Format::NAMES)),
+        })
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Format::Email => "email",
+            Format::Mbox => "mbox",
+            Format::Json => "json",
+            Format::Postfix => "postfix",
+        })
+    }
+}
+
+/// Guesses the format from the first bytes.
+pub fn detect(bytes: &[u8]) -> Format {
+    let head = &bytes[..bytes.len().min(4096)];
+    let text = String::from_utf8_lossy(head);
+    let t = text.trim_start_matches('\u{feff}').trim_start();
+    if t.starts_with('{') || t.starts_with('[') {
+        return Format::Json;
+    }
+    if t.starts_with("From ") {
+        return Format::Mbox;
+    }
+    let first = t.lines().next().unwrap_or("");
+    if first.contains("status=") || first.contains("postfix/") {
+        return Format::Postfix;
+    }
+    Format::Email
+}
+
+/// A problem with one part of an input: which line (or item), and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line where the bad part starts, when lines mean something.
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+/// All a parse found: bounces, skipped non-bounce events, and problems.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub bounces: Vec<Bounce>,
+    pub skipped: usize,
+    pub problems: Vec<Problem>,
+}
+
+impl Parsed {
+    fn problem(&mut self, line: Option<usize>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            line,
+            message: message.into(),
+        });
+    }
+}
+
+/// Parses one input. `now` dates syslog lines, which carry no year.
+pub fn parse(bytes: &[u8], format: Option<Format>, now: DateTime<Utc>) -> Parsed {
+    let mut out = Parsed::default();
+    match format.unwrap_or_else(|| detect(bytes)) {
+        Format::Email => email(bytes, None, &mut out),
+        Format::Mbox => {
+            for (line, msg) in mbox_messages(bytes) {
+                email(msg, Some(line), &mut out);
+            }
+        }
+        Format::Json => json(bytes, &mut out),
+        Format::Postfix => {
+            let text = String::from_utf8_lossy(bytes);
+            for (i, line) in text.lines().enumerate() {
+                match postfix::parse_line(line, now) {
+                    Ok(Some(f)) => match f.into_bounce(Source::Postfix) {
+                        Some(b) => out.bounces.push(b),
+                        None => out.problem(Some(i + 1), "the recipient is not an email address"),
+                    },
+                    Ok(None) => {}
+                    Err(e) => out.problem(Some(i + 1), e),
+                }
+            }
+        }
+    }
+    out
+}
+
+fn email(bytes: &[u8], line: Option<usize>, out: &mut Parsed) {
+    // A bounce whose body is an SES notification (Amazon forwards them so).
+    if let Some(json) = embedded_json(bytes) {
+        let before = out.bounces.len();
+        json_value(&json, line, out);
+        if out.bounces.len() > before {
+            return;
+        }
+    }
+    match dsn::parse(bytes) {
+        Ok(facts) => {
+            if facts.is_empty() {
+                out.problem(line, "an email, but no bounced recipient found in it");
+            }
+            for f in facts {
+                let who = f.recipient.clone();
+                match f.into_bounce(Source::Dsn) {
+                    Some(b) => out.bounces.push(b),
+                    None => out.problem(line, format!("{who:?} is not an email address")),
+                }
+            }
+        }
+        Err(e) => out.problem(line, e),
+    }
+}
+
+/// The JSON document an email's body is, if it is one (SES via SNS email).
+fn embedded_json(bytes: &[u8]) -> Option<serde_json::Value> {
+    let raw = dsn::normalise_newlines(bytes);
+    let text = std::str::from_utf8(raw.as_ref()).ok()?;
+    let body = &text[text.find("\n\n")? + 2..];
+    let start = body.find('{')?;
+    if !body[..start].trim().is_empty() {
+        return None;
+    }
+    let end = body.rfind('}')?;
+    // SNS's email transport folds long lines as "!\n ".
+    let doc = body[start..=end].replace("!\n ", "");
+    let v: serde_json::Value = serde_json::from_str(&doc).ok()?;
+    (v.get("notificationType").is_some() || v.get("Type").is_some() || v.get("eventType").is_some())
+        .then_some(v)
+}
+
+fn json_value(v: &serde_json::Value, line: Option<usize>, out: &mut Parsed) {
+    let found = esp::parse_value(v);
+    out.bounces.extend(found.bounces);
+    out.skipped += found.skipped;
+    for e in found.errors {
+        out.problem(line, e);
+    }
+}
+
+fn json(bytes: &[u8], out: &mut Parsed) {
+    match serde_json::from_slice::<serde_json::Value>(bytes) {
+        Ok(v) => json_value(&v, None, out),
+        // Not one document: one value per line (JSONL).
+        Err(whole) => {
+            let text = String::from_utf8_lossy(bytes);
+            let lines: Vec<&str> = text.lines().collect();
+            if lines.iter().filter(|l| !l.trim().is_empty()).count() <= 1 {
+                out.problem(Some(whole.line()), format!("invalid JSON: {whole}"));
+                return;
+            }
+            for (i, l) in lines.iter().enumerate() {
+                if l.trim().is_empty() {
+                    continue;
+                }
+                match serde_json::from_str::<serde_json::Value>(l) {
+                    Ok(v) => json_value(&v, Some(i + 1), out),
+                    Err(e) => out.problem(Some(i + 1), format!("invalid JSON: {e}")),
+                }
+            }
+        }
+    }
+}
+
+/// Splits an mbox into (first line number, message) pairs. A message
+/// starts at a `From ` line at the start of the file or after a blank line.
+pub fn mbox_messages(bytes: &[u8]) -> Vec<(usize, &[u8])> {
+    let mut starts = Vec::new();
+    let mut line_no = 1;
+    let mut prev_blank = true;
+    let mut i = 0;
+    while i < bytes.len() {
+        let end = bytes[i..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(bytes.len(), |p| i + p + 1);
+        let line = &bytes[i..end];
+        if prev_blank && line.starts_with(b"From ") {
+            starts.push((line_no, i, end));
+        }
+        prev_blank = line.iter().all(|b| b.is_ascii_whitespace());
+        line_no += 1;
+        i = end;
+    }
+    let mut out = Vec::new();
+    for (k, &(line, _, body_start)) in starts.iter().enumerate() {
+        let stop = starts.get(k + 1).map_or(bytes.len(), |n| n.1);
+        out.push((line + 1, &bytes[body_start..stop]));
+    }
+    out
+}

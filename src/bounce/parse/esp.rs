@@ -1,0 +1,319 @@
+//! ESP webhook payloads: Amazon SES (raw notification, event-publishing
+//! record, either inside an SNS envelope), SendGrid event batches, Mailgun
+//! (`event-data` webhooks and Events API objects), Postmark bounces; and
+//! JSONL of already-normalised bounces. Events that are not bounces
+//! (delivered, processed, opened, …) are recognised and skipped.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::bounce::{Action, Bounce, Facts, Kind, Source};
+
+/// What one JSON value held.
+#[derive(Debug, Default)]
+pub struct Found {
+    pub bounces: Vec<Bounce>,
+    /// Recognised events that are not bounces.
+    pub skipped: usize,
+    /// One message per bad item (`[3]: …` for an item of a batch).
+    pub errors: Vec<String>,
+}
+
+fn s<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
+}
+
+fn rfc3339(v: Option<&str>) -> Option<DateTime<Utc>> {
+    v.and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn unix(v: Option<&Value>) -> Option<DateTime<Utc>> {
+    let f = v?.as_f64()?;
+    DateTime::from_timestamp(f.trunc() as i64, ((f.fract()) * 1e9) as u32)
+}
+
+/// `smtp; 550 5.1.1 …` → `550 5.1.1 …`.
+fn strip_type(d: &str) -> String {
+    match d.split_once(';') {
+        Some((t, rest)) if t.len() < 8 && !t.contains(' ') => rest.trim().to_string(),
+        _ => d.trim().to_string(),
+    }
+}
+
+fn push(found: &mut Found, source: Source, facts: Facts) -> Result<(), String> {
+    let who = facts.recipient.clone();
+    match facts.into_bounce(source) {
+        Some(b) => {
+            found.bounces.push(b);
+            Ok(())
+        }
+        None => Err(format!("{source} event: {who:?} is not an email address")),
+    }
+}
+
+/// Reads one JSON value of any supported shape. A bad item of a batch is
+/// an error of its own; the rest of the batch is read.
+pub fn parse_value(v: &Value) -> Found {
+    let mut found = Found::default();
+    if let Some(items) = v.as_array() {
+        for (i, item) in items.iter().enumerate() {
+            let f = parse_value(item);
+            found.bounces.extend(f.bounces);
+            found.skipped += f.skipped;
+            found
+                .errors
+                .extend(f.errors.into_iter().map(|e| format!("[{i}]: {e}")));
+        }
+        return found;
+    }
+    if let Err(e) = parse_object(v, &mut found) {
+        found.errors.push(e);
+    }
+    found
+}
+
+fn parse_object(v: &Value, found: &mut Found) -> Result<(), String> {
+    if !v.is_object() {
+        return Err("expected a JSON object or array".into());
+    }
+    // SNS envelope around an SES notification.
+    if s(v, "Type") == Some("Notification")
+        && let Some(msg) = s(v, "Message")
+    {
+        let inner: Value =
+            serde_json::from_str(msg).map_err(|e| format!("SNS Message is not JSON: {e}"))?;
+        let f = parse_value(&inner);
+        found.bounces.extend(f.bounces);
+        found.skipped += f.skipped;
+        return f.errors.into_iter().next().map_or(Ok(()), Err);
+    }
+    if matches!(
+        s(v, "Type"),
+        Some("SubscriptionConfirmation" | "UnsubscribeConfirmation")
+    ) {
+        found.skipped += 1;
+        return Ok(());
+    }
+    if let Some(kind) = s(v, "notificationType").or_else(|| s(v, "eventType")) {
+        return ses(v, kind, found);
+    }
+    if let Some(inner) = v.get("event-data") {
+        return parse_object(inner, found);
+    }
+    if v.get("sg_event_id").is_some() || (v.get("event").is_some() && v.get("email").is_some()) {
+        return sendgrid(v, found);
+    }
+    if v.get("event").is_some()
+        && (v.get("recipient").is_some() || v.get("delivery-status").is_some())
+    {
+        return mailgun(v, found);
+    }
+    if s(v, "RecordType").is_some() || (v.get("TypeCode").is_some() && v.get("Email").is_some()) {
+        return postmark(v, found);
+    }
+    if v.get("recipient").is_some() && v.get("kind").is_some() {
+        let b: Bounce = serde_json::from_value(v.clone())
+            .map_err(|e| format!("not a normalised bounce: {e}"))?;
+        let Some((recipient, domain)) = crate::bounce::normalise_address(&b.recipient) else {
+            return Err(format!("{:?} is not an email address", b.recipient));
+        };
+        found.bounces.push(Bounce {
+            recipient,
+            domain,
+            source: Source::Jsonl,
+            ..b
+        });
+        return Ok(());
+    }
+    Err("not a bounce format mxwatch knows (SES, SNS, SendGrid, Mailgun, Postmark, normalised JSONL)".into())
+}
+
+fn ses(v: &Value, kind: &str, found: &mut Found) -> Result<(), String> {
+    let mail = v.get("mail");
+    let message_id = mail.and_then(|m| s(m, "messageId")).map(str::to_string);
+    let (section, list, action, hint) = match kind {
+        "Bounce" => ("bounce", "bouncedRecipients", Some(Action::Failed), None),
+        "Complaint" => (
+            "complaint",
+            "complainedRecipients",
+            None,
+            Some(Kind::Complaint),
+        ),
+        "DeliveryDelay" => (
+            "deliveryDelay",
+            "delayedRecipients",
+            Some(Action::Delayed),
+            None,
+        ),
+        _ => {
+            found.skipped += 1; // Delivery, Send, Open, Click, Reject, …
+            return Ok(());
+        }
+    };
+    let sec = v
+        .get(section)
+        .ok_or_else(|| format!("SES {kind} without a {section:?} object"))?;
+    let at = rfc3339(s(sec, "timestamp"));
+    let reporting = s(sec, "reportingMTA").map(strip_type);
+    let remote = s(sec, "remoteMtaIp").map(str::to_string);
+    let recipients = sec
+        .get(list)
+        .and_then(Value::as_array)
+        .ok_or_else(|| format!("SES {kind} without {list:?}"))?;
+    let transient = s(sec, "bounceType") == Some("Transient");
+    for r in recipients {
+        let diagnostic = s(r, "diagnosticCode").map(strip_type);
+        let facts = Facts {
+            recipient: s(r, "emailAddress").unwrap_or_default().to_string(),
+            at,
+            action: s(r, "action").and_then(Action::parse).or(if transient {
+                Some(Action::Delayed)
+            } else {
+                action
+            }),
+            status: s(r, "status").map(str::to_string),
+            reply_code: diagnostic.as_deref().and_then(super::dsn::reply_code),
+            diagnostic: diagnostic.or_else(|| {
+                s(sec, "bounceSubType")
+                    .map(|sub| format!("{} bounce: {sub}", s(sec, "bounceType").unwrap_or("")))
+            }),
+            remote_mta: remote.clone(),
+            reporting_mta: reporting.clone(),
+            message_id: message_id.clone(),
+            kind_hint: hint,
+            after_data: false,
+        };
+        push(found, Source::Ses, facts)?;
+    }
+    Ok(())
+}
+
+fn sendgrid(v: &Value, found: &mut Found) -> Result<(), String> {
+    let event = s(v, "event").unwrap_or("");
+    let action = match event {
+        "bounce" | "dropped" => Action::Failed,
+        "deferred" => Action::Delayed,
+        "spamreport" => {
+            let facts = Facts {
+                recipient: s(v, "email").unwrap_or_default().to_string(),
+                at: unix(v.get("timestamp")),
+                kind_hint: Some(Kind::Complaint),
+                ..Facts::default()
+            };
+            return push(found, Source::Sendgrid, facts);
+        }
+        _ => {
+            found.skipped += 1; // processed, delivered, open, click, …
+            return Ok(());
+        }
+    };
+    let diagnostic = s(v, "reason")
+        .or_else(|| s(v, "response"))
+        .map(str::to_string);
+    let facts = Facts {
+        recipient: s(v, "email").unwrap_or_default().to_string(),
+        at: unix(v.get("timestamp")),
+        action: Some(action),
+        status: s(v, "status").map(str::to_string),
+        reply_code: diagnostic.as_deref().and_then(super::dsn::reply_code),
+        diagnostic,
+        remote_mta: None,
+        reporting_mta: None,
+        message_id: s(v, "smtp-id")
+            .map(str::to_string)
+            .or_else(|| s(v, "sg_message_id").map(str::to_string)),
+        kind_hint: None,
+        after_data: false,
+    };
+    push(found, Source::Sendgrid, facts)
+}
+
+fn mailgun(v: &Value, found: &mut Found) -> Result<(), String> {
+    let event = s(v, "event").unwrap_or("");
+    let hint = match event {
+        "failed" | "temporary-fail" | "permanent-fail" => None,
+        "complained" => Some(Kind::Complaint),
+        _ => {
+            found.skipped += 1; // accepted, delivered, opened, clicked, …
+            return Ok(());
+        }
+    };
+    let ds = v.get("delivery-status");
+    let code = ds
+        .and_then(|d| d.get("code"))
+        .and_then(Value::as_u64)
+        .and_then(|c| u16::try_from(c).ok());
+    let message = ds.and_then(|d| s(d, "message"));
+    let description = ds.and_then(|d| s(d, "description"));
+    let diagnostic = match (message, description) {
+        (Some(m), Some(d)) if m != d => Some(format!("{m} {d}")),
+        (Some(m), _) => Some(m.to_string()),
+        (None, Some(d)) => Some(d.to_string()),
+        (None, None) => s(v, "reason").map(str::to_string),
+    };
+    let temporary = s(v, "severity") == Some("temporary") || event == "temporary-fail";
+    let facts = Facts {
+        recipient: s(v, "recipient").unwrap_or_default().to_string(),
+        at: unix(v.get("timestamp")),
+        action: hint.is_none().then_some(if temporary {
+            Action::Delayed
+        } else {
+            Action::Failed
+        }),
+        status: diagnostic
+            .as_deref()
+            .and_then(crate::bounce::classify::normalise_status),
+        reply_code: code.filter(|c| (200..600).contains(c)),
+        diagnostic,
+        remote_mta: ds.and_then(|d| s(d, "mx-host")).map(str::to_string),
+        reporting_mta: None,
+        message_id: v
+            .get("message")
+            .and_then(|m| m.get("headers"))
+            .and_then(|h| s(h, "message-id"))
+            .map(str::to_string),
+        kind_hint: hint,
+        after_data: false,
+    };
+    push(found, Source::Mailgun, facts)
+}
+
+fn postmark(v: &Value, found: &mut Found) -> Result<(), String> {
+    if let Some(rt) = s(v, "RecordType")
+        && rt != "Bounce"
+        && rt != "SpamComplaint"
+    {
+        found.skipped += 1; // Delivery, Open, Click, SubscriptionChange
+        return Ok(());
+    }
+    let kind = s(v, "Type").unwrap_or("");
+    let (action, hint) = match kind {
+        "SpamComplaint" => (None, Some(Kind::Complaint)),
+        "AutoResponder" => (None, Some(Kind::AutoReply)),
+        "SoftBounce" | "Transient" | "DnsError" => (Some(Action::Delayed), None),
+        "Subscribe" | "Unsubscribe" | "OpenRelayTest" | "ChallengeVerification" => {
+            found.skipped += 1;
+            return Ok(());
+        }
+        _ => (Some(Action::Failed), None),
+    };
+    let details = s(v, "Details").filter(|d| !d.eq_ignore_ascii_case("Test bounce details"));
+    let diagnostic = details
+        .map(strip_type)
+        .or_else(|| s(v, "Description").map(str::to_string));
+    let facts = Facts {
+        recipient: s(v, "Email").unwrap_or_default().to_string(),
+        at: rfc3339(s(v, "BouncedAt")),
+        action,
+        status: details.and_then(crate::bounce::classify::normalise_status),
+        reply_code: details.and_then(super::dsn::reply_code),
+        diagnostic,
+        remote_mta: None,
+        reporting_mta: None,
+        message_id: s(v, "MessageID").map(str::to_string),
+        kind_hint: hint,
+        after_data: false,
+    };
+    push(found, Source::Postmark, facts)
+}
