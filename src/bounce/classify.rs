@@ -251,7 +251,7 @@ pub struct Evidence<'a> {
 }
 
 /// Rules applied after the table, to an unknown-user verdict only.
-pub const OVERRIDES: &[&str] = &["filtered-after-data", "mailbox-exists"];
+pub const OVERRIDES: &[&str] = &["filtered-after-data", "mailbox-exists", "policy-code"];
 
 /// Classifies one bounce.
 pub fn classify(e: &Evidence) -> Verdict {
@@ -274,6 +274,17 @@ pub fn classify(e: &Evidence) -> Verdict {
         return Verdict {
             kind: Kind::PolicyBlocked,
             rule: OVERRIDES[1],
+            ..v
+        };
+    }
+    // X.7.* is the security/policy class: "user unknown" under a policy
+    // code is a policy refusal worded as a missing user.
+    if e.status
+        .is_some_and(|s| s.get(1..).is_some_and(|r| r.starts_with(".7.")))
+    {
+        return Verdict {
+            kind: Kind::PolicyBlocked,
+            rule: OVERRIDES[2],
             ..v
         };
     }

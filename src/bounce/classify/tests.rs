@@ -242,7 +242,7 @@ fn every_rule_has_a_case() {
     let covered: BTreeSet<&str> = CASES
         .iter()
         .map(|c| c.5)
-        .chain(["filtered-after-data", "mailbox-exists"])
+        .chain(OVERRIDES.iter().copied())
         .collect();
     for rule in RULES {
         assert!(
@@ -346,6 +346,15 @@ fn user_unknown_after_data_is_a_filter() {
     );
     let v = classify(&e);
     assert_eq!((v.kind, v.rule), (Kind::PolicyBlocked, "mailbox-exists"));
+    let e = ev(
+        Some(Action::Failed),
+        Some("5.7.1"),
+        Some(550),
+        "550 5.7.1 <a@sfr.fr>: Recipient address rejected: User unknown",
+        None,
+    );
+    let v = classify(&e);
+    assert_eq!((v.kind, v.rule), (Kind::PolicyBlocked, "policy-code"));
 }
 
 #[test]

@@ -601,21 +601,32 @@ fn heuristics(
 /// when the recipient stands alone).
 fn explain(text: &str, pos: usize) -> Option<String> {
     let start = text[..pos.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
-    let mut lines = Vec::new();
+    let mut lines: Vec<&str> = Vec::new();
     for (i, line) in text[start..].lines().enumerate() {
-        if line.trim().is_empty() {
+        let t = line.trim();
+        if t.is_empty() {
             if i <= 1 && lines.len() <= 1 {
                 continue;
             }
             break;
         }
-        lines.push(line.trim());
+        // The next recipient's entry starts with its address.
+        if i > 0 && starts_with_address(t) {
+            break;
+        }
+        lines.push(t);
         if lines.len() >= 8 {
             break;
         }
     }
     let joined = lines.join(" ");
     (!joined.is_empty()).then_some(joined)
+}
+
+fn starts_with_address(line: &str) -> bool {
+    let first = line.split_whitespace().next().unwrap_or("");
+    let first = first.trim_end_matches(':');
+    first.contains('@') && normalise_address(first).is_some()
 }
 
 #[cfg(test)]
