@@ -9,6 +9,9 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
 
+use mxwatch::bounce::input::{self, Input};
+use mxwatch::bounce::parse::{self, Format};
+use mxwatch::bounce::{Bounce, Kind};
 use mxwatch::clock::{Clock, SystemClock};
 use mxwatch::config::{Config, Upstream};
 use mxwatch::domain::DomainName;
@@ -97,10 +100,52 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Bounce feeds: parse, store and list bounces.
+    Bounces {
+        #[command(subcommand)]
+        command: BounceCommand,
+    },
     /// Watchlist commands.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BounceCommand {
+    /// Parse bounce inputs and print one normalised bounce per recipient.
+    /// Problems go to stderr as `path:line: message`; exit 1 when any input
+    /// had one.
+    Parse {
+        /// Files, folders (Maildir or any folder of files), or `-` for stdin.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Input format (default: detected per input): email, mbox, maildir,
+        /// json, ses, sendgrid, mailgun, postmark, jsonl, postfix.
+        #[arg(long)]
+        format: Option<Format>,
+        /// One JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Parse bounce inputs and store them in the database (idempotently).
+    Ingest {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[arg(long)]
+        format: Option<Format>,
+    },
+    /// Stored bounces, oldest first.
+    List {
+        #[arg(long)]
+        domain: Option<String>,
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        kind: Option<Kind>,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -189,8 +234,169 @@ fn print_lines(lines: impl IntoIterator<Item = String>) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn bounce_text(b: &Bounce) -> String {
+    format!(
+        "{}  {:<32} {:<16} {:<7} {:<4} {:<8} {}",
+        b.at.map(report::time).unwrap_or_else(|| "-".into()),
+        b.recipient,
+        b.kind.as_str(),
+        b.status.as_deref().unwrap_or("-"),
+        b.reply_code
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "-".into()),
+        b.source.as_str(),
+        b.diagnostic.as_deref().unwrap_or("")
+    )
+}
+
+/// Parses every input; hands each input's bounces to `sink`; reports
+/// problems on stderr. Returns whether every input parsed cleanly.
+fn parse_inputs(
+    paths: &[PathBuf],
+    format: Option<Format>,
+    progress: bool,
+    mut sink: impl FnMut(Vec<Bounce>) -> anyhow::Result<()>,
+) -> anyhow::Result<(bool, usize)> {
+    let (inputs, missing) = input::expand(paths);
+    let mut clean = missing.is_empty();
+    for (path, e) in missing {
+        eprintln!("{path}: {e}");
+    }
+    let total: u64 = inputs.iter().map(Input::size).sum();
+    let bar = (progress
+        && std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && (total > 4 << 20 || inputs.len() > 200))
+        .then(|| {
+            let bar = indicatif::ProgressBar::new(total);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {bytes}/{total_bytes} {per_sec} eta {eta}",
+                )
+                .expect("progress template"),
+            );
+            bar
+        });
+    let now = Utc::now();
+    let mut count = 0;
+    for inp in &inputs {
+        let bytes = match inp.read() {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("{}: {e}", inp.name());
+                clean = false;
+                continue;
+            }
+        };
+        let out = parse::parse(&bytes, format, now);
+        for p in &out.problems {
+            clean = false;
+            let msg = format!(
+                "{}{}: {}",
+                inp.name(),
+                p.line.map(|l| format!(":{l}")).unwrap_or_default(),
+                p.message
+            );
+            match &bar {
+                Some(b) => b.println(msg),
+                None => eprintln!("{msg}"),
+            }
+        }
+        count += out.bounces.len();
+        sink(out.bounces)?;
+        if let Some(b) = &bar {
+            b.inc(bytes.len() as u64);
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    Ok((clean, count))
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
+        Command::Bounces { command } => match command {
+            BounceCommand::Parse {
+                paths,
+                format,
+                json,
+            } => {
+                let mut out = std::io::stdout().lock();
+                let (clean, _) = parse_inputs(paths, *format, false, |list| {
+                    for b in list {
+                        let line = if *json {
+                            serde_json::to_string(&b)?
+                        } else {
+                            bounce_text(&b)
+                        };
+                        if let Err(e) = writeln!(out, "{line}") {
+                            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                                return Ok(());
+                            }
+                            return Err(e.into());
+                        }
+                    }
+                    Ok(())
+                })?;
+                Ok(if clean {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                })
+            }
+            BounceCommand::Ingest { paths, format } => {
+                let config = load(&cli)?;
+                runtime()?.block_on(async {
+                    let (writer, task) = mxwatch::store::Writer::start(&config.database)?;
+                    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bounce>>(16);
+                    let w = writer.clone();
+                    let stored = tokio::spawn(async move {
+                        let mut n = 0;
+                        while let Some(list) = rx.recv().await {
+                            n += w.bounces(list, Utc::now()).await?;
+                        }
+                        anyhow::Ok(n)
+                    });
+                    let paths = paths.clone();
+                    let format = *format;
+                    let (clean, parsed) = tokio::task::spawn_blocking(move || {
+                        parse_inputs(&paths, format, true, |list| {
+                            tx.blocking_send(list).map_err(|_| anyhow::anyhow!("the database writer stopped"))
+                        })
+                    })
+                    .await??;
+                    let new = stored.await??;
+                    drop(writer);
+                    task.await?;
+                    eprintln!(
+                        "{parsed} bounces parsed, {new} new stored, {} already known; database {}{}",
+                        parsed - new,
+                        config.database.display(),
+                        if clean { "" } else { " (some inputs had problems: see above)" }
+                    );
+                    Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+                })
+            }
+            BounceCommand::List {
+                domain: d,
+                since,
+                kind,
+                json,
+            } => {
+                let d = d.as_deref().map(domain).transpose()?;
+                let since = since.as_deref().map(parse_time).transpose()?;
+                let store = open_store(&cli)?;
+                let rows = store.bounces(d.as_ref().map(|d| d.as_str()), since, *kind)?;
+                print_lines(rows.iter().map(|b| {
+                    if *json {
+                        serde_json::to_string(b).expect("a bounce serialises")
+                    } else {
+                        bounce_text(b)
+                    }
+                }))?;
+                Ok(ExitCode::SUCCESS)
+            }
+        },
         Command::Config {
             command: ConfigCommand::Check { file },
         } => {

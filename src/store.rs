@@ -19,6 +19,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use rusqlite_migration::{M, Migrations};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::bounce::{Action, Bounce, Kind, Source};
 use crate::detect::{
     Change, ChangeKind, CloseReason, DomainState, OutageEvent, Severity, Window, WindowEvent,
     WindowStatus,
@@ -56,8 +57,9 @@ pub enum StoreError {
 }
 
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(
-        r#"
+    Migrations::new(vec![
+        M::up(
+            r#"
         CREATE TABLE domains (
             id          INTEGER PRIMARY KEY,
             name        TEXT NOT NULL UNIQUE,
@@ -115,7 +117,35 @@ fn migrations() -> Migrations<'static> {
             summary     TEXT NOT NULL
         );
         "#,
-    )])
+        ),
+        M::up(
+            r#"
+        CREATE TABLE bounces (
+            id            INTEGER PRIMARY KEY,
+            recipient     TEXT NOT NULL,
+            domain        TEXT NOT NULL,
+            at            INTEGER,              -- unix milliseconds, UTC
+            action        TEXT,
+            status        TEXT,
+            reply_code    INTEGER,
+            diagnostic    TEXT,
+            remote_mta    TEXT,
+            reporting_mta TEXT,
+            kind          TEXT NOT NULL,
+            hard          INTEGER NOT NULL,
+            source        TEXT NOT NULL,
+            message_id    TEXT,
+            ingested_at   INTEGER NOT NULL
+        );
+        -- The same bounce ingested twice is stored once.
+        CREATE UNIQUE INDEX bounces_identity ON bounces(
+            source, recipient, coalesce(at, -1), coalesce(status, ''), coalesce(reply_code, 0),
+            coalesce(action, ''), coalesce(message_id, ''), coalesce(diagnostic, ''));
+        CREATE INDEX bounces_by_domain ON bounces(domain, at);
+        CREATE INDEX bounces_by_time ON bounces(at);
+        "#,
+        ),
+    ])
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {
@@ -208,6 +238,8 @@ enum Op {
     /// A check, and who to tell once it is committed.
     Check(Box<CheckRecord>, Option<oneshot::Sender<()>>),
     Outage(OutageEvent, DateTime<Utc>),
+    /// Bounces to store; answers how many were new.
+    Bounces(Vec<Bounce>, DateTime<Utc>, oneshot::Sender<usize>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -244,9 +276,9 @@ impl Writer {
                         Err(_) => break,
                     }
                 }
-                let (back, ok) = match tokio::task::spawn_blocking(move || {
-                    let ok = match w.commit(&mut batch) {
-                        Ok(()) => true,
+                let (back, ok, counts) = match tokio::task::spawn_blocking(move || {
+                    let (ok, counts) = match w.commit(&mut batch) {
+                        Ok(counts) => (true, counts),
                         Err(e) => {
                             tracing::error!(
                                 "database write failed, {} operations lost: {e}",
@@ -255,26 +287,33 @@ impl Writer {
                             // Forget cached heads: the rollback undid them.
                             w.heads.clear();
                             w.domain_ids.clear();
-                            false
+                            (false, Vec::new())
                         }
                     };
-                    (w, batch, ok)
+                    (w, batch, ok, counts)
                 })
                 .await
                 {
-                    Ok((state, batch, ok)) => {
+                    Ok((state, batch, ok, counts)) => {
                         w = state;
-                        (batch, ok)
+                        (batch, ok, counts)
                     }
                     Err(e) => {
                         tracing::error!("database writer panicked: {e}");
                         return;
                     }
                 };
+                let mut counts = counts.into_iter();
                 for op in back {
                     // Dropping an ack unanswered tells its waiter the write failed.
-                    if let (true, Op::Flush(ack) | Op::Check(_, Some(ack))) = (ok, op) {
-                        let _ = ack.send(());
+                    match (ok, op) {
+                        (true, Op::Flush(ack) | Op::Check(_, Some(ack))) => {
+                            let _ = ack.send(());
+                        }
+                        (true, Op::Bounces(_, _, ack)) => {
+                            let _ = ack.send(counts.next().unwrap_or(0));
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -309,6 +348,21 @@ impl Writer {
             .map_err(|_| StoreError::WriterGone)
     }
 
+    /// Stores bounces (those already stored are skipped); returns how many
+    /// were new, once committed.
+    pub async fn bounces(
+        &self,
+        list: Vec<Bounce>,
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Op::Bounces(list, now, ack))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        done.await.map_err(|_| StoreError::WriterGone)
+    }
+
     /// Waits until everything sent before is committed.
     pub async fn flush(&self) -> Result<(), StoreError> {
         let (ack, done) = oneshot::channel();
@@ -336,17 +390,23 @@ struct WriterState {
 }
 
 impl WriterState {
-    fn commit(&mut self, batch: &mut [Op]) -> Result<(), StoreError> {
+    /// Commits a batch; returns how many bounces each `Bounces` op stored.
+    fn commit(&mut self, batch: &mut [Op]) -> Result<Vec<usize>, StoreError> {
+        let mut counts = Vec::new();
         let tx = self.conn.transaction()?;
         for op in batch.iter() {
             match op {
                 Op::Check(rec, _) => write_check(&tx, &mut self.domain_ids, &mut self.heads, rec)?,
                 Op::Outage(ev, at) => write_outage(&tx, *ev, *at)?,
+                Op::Bounces(list, now, _) => {
+                    let n = write_bounces(&tx, list, *now)?;
+                    counts.push(n);
+                }
                 Op::Flush(_) => {}
             }
         }
         tx.commit()?;
-        Ok(())
+        Ok(counts)
     }
 }
 
@@ -494,6 +554,38 @@ fn write_check(
             .execute(params![id, json])?;
     }
     Ok(())
+}
+
+fn write_bounces(
+    tx: &rusqlite::Transaction,
+    list: &[Bounce],
+    now: DateTime<Utc>,
+) -> Result<usize, StoreError> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT OR IGNORE INTO bounces(recipient, domain, at, action, status, reply_code, diagnostic, remote_mta, \
+         reporting_mta, kind, hard, source, message_id, ingested_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    )?;
+    let mut n = 0;
+    for b in list {
+        n += stmt.execute(params![
+            b.recipient,
+            b.domain,
+            b.at.map(ms),
+            b.action.map(|a| a.as_str()),
+            b.status,
+            b.reply_code,
+            b.diagnostic,
+            b.remote_mta,
+            b.reporting_mta,
+            b.kind.as_str(),
+            b.hard,
+            b.source.as_str(),
+            b.message_id,
+            ms(now)
+        ])?;
+    }
+    Ok(n)
 }
 
 fn summarise_changes(d: &DomainName, changes: &[Change]) -> String {
@@ -825,6 +917,44 @@ impl Store {
                 summary: r.get(5)?,
             })
         })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Stored bounces, oldest first, filtered by domain, time and kind.
+    pub fn bounces(
+        &self,
+        domain: Option<&str>,
+        since: Option<DateTime<Utc>>,
+        kind: Option<Kind>,
+    ) -> Result<Vec<Bounce>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT recipient, domain, at, action, status, reply_code, diagnostic, remote_mta, reporting_mta, kind, hard, \
+               source, message_id FROM bounces \
+             WHERE (?1 IS NULL OR domain = ?1) AND (?2 IS NULL OR at >= ?2) AND (?3 IS NULL OR kind = ?3) \
+             ORDER BY at, id",
+        )?;
+        let rows = stmt.query_map(
+            params![domain, since.map(ms), kind.map(|k| k.as_str())],
+            |r| {
+                Ok(Bounce {
+                    recipient: r.get(0)?,
+                    domain: r.get(1)?,
+                    at: r.get::<_, Option<i64>>(2)?.map(from_ms),
+                    action: r
+                        .get::<_, Option<String>>(3)?
+                        .and_then(|a| Action::parse(&a)),
+                    status: r.get(4)?,
+                    reply_code: r.get(5)?,
+                    diagnostic: r.get(6)?,
+                    remote_mta: r.get(7)?,
+                    reporting_mta: r.get(8)?,
+                    kind: r.get::<_, String>(9)?.parse().unwrap_or(Kind::Other),
+                    hard: r.get(10)?,
+                    source: r.get::<_, String>(11)?.parse().unwrap_or(Source::Jsonl),
+                    message_id: r.get(12)?,
+                })
+            },
+        )?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

@@ -123,7 +123,7 @@ const RULES: &[Rule] = &[
         kind: Kind::RateLimited,
         statuses: &["X.7.28"],
         words: Some(
-            r"rate (limit|limited|exceeded)|too many (messages|connections|recipients|mails|emails|concurrent)|throttl|exceeded .{0,30}(rate|limit)|slow down|sending (rate|limit)|receiving mail at a rate|limit exceeded|too many errors|hourly|daily (sending )?(quota|limit)",
+            r"rate (limit|limited|exceeded)|too many (messages|connections|recipients|mails|emails|concurrent)|throttl|exceeded .{0,30}(rate|limit)|slow down|sending (rate|limit)|receiving mail at a rate|limit exceeded|too many errors|hourly|daily (sending )?(quota|limit)|number of connections",
         ),
     },
     Rule {

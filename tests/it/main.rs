@@ -8,6 +8,7 @@ mod dns;
 
 mod cli;
 mod conformance;
+mod feeds;
 mod monitoring;
 
 use std::collections::VecDeque;

@@ -3,7 +3,16 @@ use std::collections::BTreeSet;
 
 /// (action, status, reply code, diagnostic) → (kind, rule). At least one
 /// case per rule; `every_rule_has_a_case` checks that.
-const CASES: &[(Option<Action>, Option<&str>, Option<u16>, &str, Kind, &str)] = &[
+type Case = (
+    Option<Action>,
+    Option<&'static str>,
+    Option<u16>,
+    &'static str,
+    Kind,
+    &'static str,
+);
+
+const CASES: &[Case] = &[
     (
         Some(Action::Failed),
         Some("5.1.1"),

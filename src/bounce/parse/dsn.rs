@@ -174,13 +174,12 @@ fn collect<'a>(m: &'a Message<'a>, out: &mut Parts<'a>, depth: usize) {
                     collect(inner, out, depth + 1);
                 }
             }
-            ("text", "rfc822-headers", _) | ("message", "rfc822-headers", _) => {
-                if out.original.is_none() {
-                    out.original = Some(original_from_headers(&String::from_utf8_lossy(
-                        part.contents(),
-                    )));
-                }
+            ("text" | "message", "rfc822-headers", _) if out.original.is_none() => {
+                out.original = Some(original_from_headers(&String::from_utf8_lossy(
+                    part.contents(),
+                )));
             }
+            ("text" | "message", "rfc822-headers", _) => {}
             ("text", "plain", PartType::Text(t)) => out.texts.push(Cow::Borrowed(t.as_ref())),
             ("text", "html", PartType::Html(t)) if out.texts.is_empty() => {
                 out.texts.push(Cow::Owned(strip_html(t)));
