@@ -1,0 +1,105 @@
+//! Bounce parse throughput: every message of the bundled corpus (Sisimai's
+//! bounce emails in LF, CRLF and CR, the ESP payloads, the Postfix lines),
+//! whole pipeline from bytes to classified, normalised bounces, on one
+//! thread.
+//!
+//!     cargo bench --bench parse            # at least 5 s of parsing
+//!     cargo bench --bench parse -- 20      # at least 20 s
+//!
+//! Prints a Markdown table for BENCHMARKS.md. Not a test: nothing asserts.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use chrono::Utc;
+use mxwatch::bounce::parse::{self, Format};
+
+fn files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            files(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn main() {
+    let seconds: f64 = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(5.0);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut inputs: Vec<(Format, Vec<u8>)> = Vec::new();
+    let mut emails = Vec::new();
+    files(&root.join("sisimai"), &mut emails);
+    emails.retain(|p| p.extension().is_some_and(|e| e == "eml"));
+    for p in &emails {
+        inputs.push((Format::Email, std::fs::read(p).unwrap()));
+    }
+    let mut hooks = Vec::new();
+    files(&root.join("webhooks"), &mut hooks);
+    hooks.retain(|p| p.extension().is_some_and(|e| e == "json") && !p.ends_with("PROVENANCE.json"));
+    for p in &hooks {
+        inputs.push((Format::Json, std::fs::read(p).unwrap()));
+    }
+    for f in [
+        "mta-logs/postfix-grok-patterns-tests.jsonl",
+        "mta-logs/timandes-mail-log-parser-tests.jsonl",
+    ] {
+        for line in std::fs::read_to_string(root.join(f)).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let text = v["message"]
+                .as_str()
+                .or(v["line"].as_str())
+                .unwrap()
+                .to_string();
+            inputs.push((Format::Postfix, text.into_bytes()));
+        }
+    }
+    let bytes: usize = inputs.iter().map(|(_, b)| b.len()).sum();
+    let now = Utc::now();
+    let start = Instant::now();
+    let (mut messages, mut bounces, mut rounds) = (0usize, 0usize, 0usize);
+    while start.elapsed().as_secs_f64() < seconds {
+        for (format, b) in &inputs {
+            let out = parse::parse(b, Some(*format), now);
+            bounces += out.bounces.len();
+            messages += 1;
+        }
+        rounds += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!("| figure | value |\n|---|---|");
+    println!(
+        "| corpus | {} inputs ({} emails, {} ESP payloads, {} log lines), {:.1} MiB |",
+        inputs.len(),
+        emails.len(),
+        hooks.len(),
+        inputs.len() - emails.len() - hooks.len(),
+        bytes as f64 / 1048576.0
+    );
+    println!("| rounds over the corpus | {rounds} in {secs:.1} s |");
+    println!(
+        "| throughput, one thread | **{:.0} messages/s** ({:.1} MiB/s) |",
+        messages as f64 / secs,
+        (bytes * rounds) as f64 / 1048576.0 / secs
+    );
+    println!(
+        "| bounces produced per round | {} |",
+        bounces / rounds.max(1)
+    );
+    println!("| peak RSS | {:.0} MiB |", peak_rss_mib());
+}
