@@ -88,7 +88,7 @@ const RULES: &[Rule] = &[
         kind: Kind::DomainUnknown,
         statuses: &["X.1.2", "X.4.4"],
         words: Some(
-            r"host (or domain name )?not found|host unknown|unknown host|unrouteable (mail )?domain|domain (name )?(not found|does not exist|not exist|is not valid)|no such domain|unknown domain|name service error|nxdomain|no mx (record|host)|mx (record )?(not found|lookup failed)|domain (has no|without) (mx|mail)|dns lookup failure|could not resolve|no valid (hosts|mx)|(domain|host) (lookup|name) (failed|failure)|malformed or unexpected name server reply",
+            r"host (or domain name )?not found|host unknown|unrouteable address|unknown host|unrouteable (mail )?domain|domain (name )?(not found|does not exist|not exist|is not valid)|no such domain|unknown domain|name service error|nxdomain|no mx (record|host)|mx (record )?(not found|lookup failed)|domain (has no|without) (mx|mail)|dns lookup failure|could not resolve|no valid (hosts|mx)|(domain|host) (lookup|name) (failed|failure)|malformed or unexpected name server reply",
         ),
     },
     // X.1.1 and X.1.0 are the recipient-address codes; the words catch
@@ -99,7 +99,7 @@ const RULES: &[Rule] = &[
         kind: Kind::UserUnknown,
         statuses: &["X.1.1", "X.1.0*", "X.1.3*"],
         words: Some(
-            r"user (is )?unknown|unknown (user|recipient|address|local[- ]part|mailbox)|no such (user|mailbox|recipient|address|account|person)|user not found|(mailbox|recipient|address|account|user(name)?|addressee)( address)? (does not|doesn't|did not|does no longer) exist|(mailbox|recipient|address|account|user)( address)? (not found|unavailable|not available)|no (user record|mailbox here|mailbox by that name)|user lookup success but no user record|invalid (recipient|mailbox|address|user)|(recipient|address|user|mailbox) (is )?(invalid|not valid|not listed|unknown|rejected: user unknown)|not a (valid|known) (user|mailbox|recipient)|unrouteable address|no account by that name|addressee unknown|nosuchuser|user doesn't have a|account (that you tried to reach )?does not exist|not our customer|mailbox not found|bad destination mailbox|recipient (unknown|not found)|unknown or illegal alias|no valid recipients|undeliverable address|no such local user|user not exist|cannot be delivered to this user|no such user here|recipient name is not recognized|address (couldn.t|could not|wasn.t|was not) (be )?found|recipient address rejected(\.|: access denied|$)|check if (the )?address is correct|address (is )?not recognized|no longer (a )?valid (user|address|recipient)",
+            r"user (is )?unknown|unknown (user|recipient|address|local[- ]part|mailbox)|no such (user|mailbox|recipient|address|account|person)|user not found|(mailbox|recipient|address|account|user(name)?|addressee)( address)? (does not|doesn't|did not|does no longer) exist|(mailbox|recipient|address|account|user)( address)? (not found|unavailable|not available)|no (user record|mailbox here|mailbox by that name)|user lookup success but no user record|invalid (recipient|mailbox|address|user)|(recipient|address|user|mailbox) (is )?(invalid|not valid|not listed|unknown|rejected: user unknown)|not a (valid|known) (user|mailbox|recipient)|no account by that name|addressee unknown|nosuchuser|user doesn't have a|account (that you tried to reach )?does not exist|not our customer|mailbox not found|bad destination mailbox|recipient (unknown|not found)|unknown or illegal alias|no valid recipients|undeliverable address|no such local user|user not exist|cannot be delivered to this user|no such user here|recipient name is not recognized|address (couldn.t|could not|wasn.t|was not) (be )?found|recipient address rejected(\.|: access denied|$)|check if (the )?address is correct|address (is )?not recognized|no longer (a )?valid (user|address|recipient)",
         ),
     },
     Rule {
@@ -251,7 +251,21 @@ pub struct Evidence<'a> {
 }
 
 /// Rules applied after the table, to an unknown-user verdict only.
-pub const OVERRIDES: &[&str] = &["filtered-after-data", "mailbox-exists", "policy-code"];
+pub const OVERRIDES: &[&str] = &[
+    "filtered-after-data",
+    "mailbox-exists",
+    "policy-code",
+    "unnamed-recipient",
+    "rate-words",
+];
+
+/// "550 : User unknown" with the address slot left empty: the reply of a
+/// server refusing on the recipient's own filter settings (KDDI's ezweb and
+/// au among others), where a missing user is "550 <addr>: User unknown".
+static UNNAMED: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"\b[45]\d\d[ \-]?:?\s*:\s*:?\s*user unknown|refused due to recipient preferences")
+        .expect("unnamed regex")
+});
 
 /// Classifies one bounce.
 pub fn classify(e: &Evidence) -> Verdict {
@@ -274,6 +288,26 @@ pub fn classify(e: &Evidence) -> Verdict {
         return Verdict {
             kind: Kind::PolicyBlocked,
             rule: OVERRIDES[1],
+            ..v
+        };
+    }
+    let text = e.diagnostic.to_lowercase();
+    if UNNAMED.is_match(&text) {
+        return Verdict {
+            kind: Kind::PolicyBlocked,
+            rule: OVERRIDES[3],
+            ..v
+        };
+    }
+    // A 5.1.1 whose words say "too many recipients this hour".
+    let rate = RULES
+        .iter()
+        .position(|r| r.name == "rate-limited")
+        .expect("rate rule");
+    if COMPILED[rate].as_ref().is_some_and(|re| re.is_match(&text)) {
+        return Verdict {
+            kind: Kind::RateLimited,
+            rule: OVERRIDES[4],
             ..v
         };
     }

@@ -364,6 +364,35 @@ fn user_unknown_after_data_is_a_filter() {
     );
     let v = classify(&e);
     assert_eq!((v.kind, v.rule), (Kind::PolicyBlocked, "policy-code"));
+    let e = ev(
+        Some(Action::Failed),
+        Some("5.0.0"),
+        Some(550),
+        "550 : User unknown",
+        None,
+    );
+    assert_eq!(classify(&e).rule, "unnamed-recipient");
+    let e = ev(
+        Some(Action::Failed),
+        Some("5.0.0"),
+        Some(550),
+        "550 <a@ezweb.ne.jp>: User unknown",
+        None,
+    );
+    assert_eq!(
+        classify(&e).kind,
+        Kind::UserUnknown,
+        "the address named: a missing user"
+    );
+    let e = ev(
+        Some(Action::Failed),
+        Some("5.1.1"),
+        Some(550),
+        "550 5.1.1 <a@example.com> - 203.0.113.1 has sent to too many recipients this hour",
+        None,
+    );
+    let v = classify(&e);
+    assert_eq!((v.kind, v.rule), (Kind::RateLimited, "rate-words"));
 }
 
 #[test]
