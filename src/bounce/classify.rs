@@ -38,7 +38,7 @@ const RULES: &[Rule] = &[
         kind: Kind::PolicyBlocked,
         statuses: &["X.1.7", "X.1.8"],
         words: Some(
-            r"sender (address )?(rejected|denied|blocked|refused|verify failed|not allowed)|sender verification|domain of sender|sender domain (must|does not|not found)|your (mail )?server requires authentication|unauthenticated sender|rejected sender|from address (rejected|not allowed)|sender address (must|does not|not found)|mail from .{0,40}(rejected|refused)",
+            r"after mail from|in reply to mail from command|sender was rejected|sender (address )?(rejected|denied|blocked|refused|verify failed|not allowed)|sender verification|domain of sender|sender domain (must|does not|not found)|your (mail )?server requires authentication|unauthenticated sender|rejected sender|from address (rejected|not allowed)|sender address (must|does not|not found)|mail from .{0,40}(rejected|refused)",
         ),
     },
     Rule {
@@ -158,7 +158,7 @@ const RULES: &[Rule] = &[
         kind: Kind::PolicyBlocked,
         statuses: &["X.7.*"],
         words: Some(
-            r"policy|blocked|denied|not authori[sz]ed|authentication (required|failed)|\bdmarc\b|\bspf\b|\bdkim\b|reverse (dns|lookup)|\bptr\b|rdns|tls (is )?required|encryption required|not accepted|refused|rejected|prohibited|banned|access denied|restricted",
+            r"policy|blocked|denied|not a member of|permission to post|the group you tried to contact|send mail as|not authori[sz]ed|authentication (required|failed)|\bdmarc\b|\bspf\b|\bdkim\b|reverse (dns|lookup)|\bptr\b|rdns|tls (is )?required|encryption required|not accepted|refused|rejected|prohibited|banned|access denied|restricted",
         ),
     },
     Rule {
