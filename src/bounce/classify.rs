@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::{Action, Kind};
+use super::{Action, Kind, SmtpCommand, Source};
 
 /// The outcome of classification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,16 +243,21 @@ pub struct Evidence<'a> {
     pub diagnostic: &'a str,
     /// A kind the source states outright.
     pub hint: Option<Kind>,
-    /// The server refused only after the message data (`in reply to end of
-    /// DATA command`): it had accepted the recipient at RCPT.
-    pub after_data: bool,
+    /// The SMTP command the server refused, when the bounce says.
+    pub command: Option<SmtpCommand>,
+    /// Where the bounce came from (bounce emails carry transcripts whose
+    /// silence about the SMTP phase means something; ESP events do not).
+    pub source: Option<Source>,
     /// The recipient's domain.
     pub domain: &'a str,
+    /// The recipient (lower case).
+    pub recipient: &'a str,
 }
 
 /// Rules applied after the table, to an unknown-user verdict only.
 pub const OVERRIDES: &[&str] = &[
     "filtered-after-data",
+    "unconfirmed",
     "mailbox-exists",
     "policy-code",
     "unnamed-recipient",
@@ -273,31 +278,10 @@ pub fn classify(e: &Evidence) -> Verdict {
     if v.kind != Kind::UserUnknown || e.hint.is_some() {
         return v;
     }
-    // "User unknown" after DATA: the address passed RCPT, so a filter
-    // refused the message, not a missing mailbox.
-    if e.after_data {
-        return Verdict {
-            kind: Kind::PolicyBlocked,
-            rule: OVERRIDES[0],
-            ..v
-        };
-    }
-    // X.2.0 says the mailbox exists (RFC 3463 §3.3): "user unknown" beside
-    // it is a filter's wording.
-    if e.status.is_some_and(|s| s.ends_with(".2.0")) {
-        return Verdict {
-            kind: Kind::PolicyBlocked,
-            rule: OVERRIDES[1],
-            ..v
-        };
-    }
+    let kind = |kind: Kind, rule: &'static str| Verdict { kind, rule, ..v };
     let text = e.diagnostic.to_lowercase();
     if UNNAMED.is_match(&text) {
-        return Verdict {
-            kind: Kind::PolicyBlocked,
-            rule: OVERRIDES[3],
-            ..v
-        };
+        return kind(Kind::PolicyBlocked, "unnamed-recipient");
     }
     // A 5.1.1 whose words say "too many recipients this hour".
     let rate = RULES
@@ -305,24 +289,44 @@ pub fn classify(e: &Evidence) -> Verdict {
         .position(|r| r.name == "rate-limited")
         .expect("rate rule");
     if COMPILED[rate].as_ref().is_some_and(|re| re.is_match(&text)) {
-        return Verdict {
-            kind: Kind::RateLimited,
-            rule: OVERRIDES[4],
-            ..v
-        };
+        return kind(Kind::RateLimited, "rate-words");
+    }
+    // X.2.0 says the mailbox exists (RFC 3463 §3.3): "user unknown" beside
+    // it is a filter's wording.
+    if e.status.is_some_and(|s| s.ends_with(".2.0")) {
+        return kind(Kind::PolicyBlocked, "mailbox-exists");
     }
     // X.7.* is the security/policy class: "user unknown" under a policy
     // code is a policy refusal worded as a missing user.
     if e.status
         .is_some_and(|s| s.get(1..).is_some_and(|r| r.starts_with(".7.")))
     {
-        return Verdict {
-            kind: Kind::PolicyBlocked,
-            rule: OVERRIDES[2],
-            ..v
-        };
+        return kind(Kind::PolicyBlocked, "policy-code");
     }
-    v
+    // An address code (X.1.1, X.1.0, X.1.3) vouches for the words.
+    // (X.1.* but the sender's X.1.7/X.1.8 and the domain's X.1.2; X.1.10
+    // is Microsoft's RecipientNotFound, X.1.351 its relay of one.)
+    let address_code = e.status.is_some_and(|s| {
+        let mut parts = s.split('.').skip(1);
+        parts.next() == Some("1") && !matches!(parts.next(), Some("2" | "7" | "8"))
+    });
+    if address_code {
+        return v;
+    }
+    // Without one, the words count when the refusal answered RCPT TO. After
+    // DATA the address had been accepted: a filter refused the message.
+    match e.command {
+        Some(SmtpCommand::RcptTo) => v,
+        Some(SmtpCommand::Data) => kind(Kind::PolicyBlocked, "filtered-after-data"),
+        // A bounce email that shows neither code nor phase: not proof enough
+        // to suppress on. (ESP events are summaries; they keep their words.)
+        _ if e.source == Some(Source::Dsn)
+            && !(!e.recipient.is_empty() && text.contains(e.recipient)) =>
+        {
+            kind(Kind::PolicyBlocked, "unconfirmed")
+        }
+        _ => v,
+    }
 }
 
 fn classify_table(

@@ -161,8 +161,40 @@ pub struct Facts {
     /// A kind the input states outright (an ESP's complaint or delivery
     /// event, an ARF report, an auto-reply); rules decide otherwise.
     pub kind_hint: Option<Kind>,
-    /// The refusal came after the message data, not at RCPT.
-    pub after_data: bool,
+    /// The SMTP command the remote server refused, when the bounce says.
+    pub command: Option<SmtpCommand>,
+}
+
+/// The SMTP command a refusal answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpCommand {
+    MailFrom,
+    RcptTo,
+    Data,
+}
+
+static COMMAND: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(
+        r"(?i)(?:in\s+reply\s+to\s+(?:the\s+)?|after\s+|>>>\s*|most\s+progress\s+was\s+|\[)(end\s+of\s+data|data|rcpt[\s_]+to|rcpt|mail[\s_]+from)\b",
+    )
+    .expect("command regex")
+});
+
+impl SmtpCommand {
+    /// The command a bounce text says was refused: Postfix's "(in reply to
+    /// RCPT TO command)", Exim's "after RCPT TO:", a transcript's ">>> DATA".
+    /// The first mention wins.
+    pub fn find(text: &str) -> Option<SmtpCommand> {
+        let c = COMMAND.captures(text)?;
+        let word = c[1].to_ascii_lowercase();
+        Some(if word.starts_with("rcpt") {
+            SmtpCommand::RcptTo
+        } else if word.starts_with("mail") {
+            SmtpCommand::MailFrom
+        } else {
+            SmtpCommand::Data
+        })
+    }
 }
 
 /// Lower-cases and checks an address: `local@domain` with a dotted domain.
@@ -219,8 +251,10 @@ impl Facts {
             reply_code,
             diagnostic: self.diagnostic.as_deref().unwrap_or(""),
             hint: self.kind_hint,
-            after_data: self.after_data,
+            command: self.command,
+            source: Some(source),
             domain: &domain,
+            recipient: &recipient,
         });
         Some(Bounce {
             recipient,

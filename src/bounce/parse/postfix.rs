@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 use chrono::{DateTime, Datelike, NaiveDateTime, Utc};
 use regex::Regex;
 
-use crate::bounce::{Action, Facts};
+use crate::bounce::{Action, Facts, SmtpCommand};
 
 static LINE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
@@ -52,12 +52,12 @@ pub fn parse_line(line: &str, now: DateTime<Utc>) -> Result<Option<Facts>, Strin
         return Ok(None);
     };
     let why = st.name("why").map(|m| m.as_str().to_string());
-    let (remote, diagnostic, after_data) = match why.as_deref().and_then(|w| SAID.captures(w)) {
+    let (remote, diagnostic, command) = match why.as_deref().and_then(|w| SAID.captures(w)) {
         Some(c) => (
             Some(c["host"].to_string()),
             Some(c["text"].to_string()),
             c.name("cmd")
-                .is_some_and(|m| m.as_str().eq_ignore_ascii_case("end of DATA")),
+                .and_then(|m| SmtpCommand::find(&format!("after {}", m.as_str()))),
         ),
         None => (
             RELAY
@@ -65,7 +65,7 @@ pub fn parse_line(line: &str, now: DateTime<Utc>) -> Result<Option<Facts>, Strin
                 .map(|c| c[1].to_string())
                 .filter(|r| r != "none"),
             why.clone(),
-            false,
+            None,
         ),
     };
     let at = if let Some(iso) = caps.name("iso") {
@@ -90,7 +90,7 @@ pub fn parse_line(line: &str, now: DateTime<Utc>) -> Result<Option<Facts>, Strin
         reporting_mta: None,
         message_id: None,
         kind_hint: None,
-        after_data,
+        command,
     }))
 }
 
@@ -128,7 +128,7 @@ mod tests {
             f.at,
             Some(Utc.with_ymd_and_hms(2026, 8, 28, 10, 12, 10).unwrap())
         );
-        assert!(!f.after_data);
+        assert_eq!(f.command, Some(SmtpCommand::RcptTo));
     }
 
     #[test]
