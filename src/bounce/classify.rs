@@ -54,7 +54,7 @@ const RULES: &[Rule] = &[
         kind: Kind::SpamBlocked,
         statuses: &["X.7.509"],
         words: Some(
-            r"spam|blacklist|blocklist|black list|block list|listed (at|in|on|by)|spamhaus|spamcop|barracudacentral|\brbl\b|dnsbl|bad reputation|poor reputation|ip reputation|sender reputation|junk mail|bulk mail|unsolicited",
+            r"spam|blacklist|blocklist|black list|block list|(?:^|[^t] )listed (at|in|on|by)|spamhaus|spamcop|barracudacentral|\brbl\b|dnsbl|bad reputation|poor reputation|ip reputation|sender reputation|junk mail|bulk mail|unsolicited",
         ),
     },
     Rule {
@@ -99,7 +99,7 @@ const RULES: &[Rule] = &[
         kind: Kind::UserUnknown,
         statuses: &["X.1.1", "X.1.0*", "X.1.3*"],
         words: Some(
-            r"user (is )?unknown|unknown (user|recipient|address|local[- ]part|mailbox)|no such (user|mailbox|recipient|address|account|person)|user not found|(mailbox|recipient|address|account|user(name)?|addressee)( address)? (does not|doesn't|did not|does no longer) exist|(mailbox|recipient|address|account|user)( address)? (not found|unavailable|not available)|no (user record|mailbox here|mailbox by that name)|user lookup success but no user record|invalid (recipient|mailbox|address|user)|(recipient|address|user|mailbox) (is )?(invalid|not valid|not listed|unknown|rejected: user unknown)|not a (valid|known) (user|mailbox|recipient)|no account by that name|addressee unknown|nosuchuser|user doesn't have a|account (that you tried to reach )?does not exist|not our customer|mailbox not found|bad destination mailbox|recipient (unknown|not found)|unknown or illegal alias|no valid recipients|undeliverable address|no such local user|user not exist|cannot be delivered to this user|no such user here|recipient name is not recognized|address (couldn.t|could not|wasn.t|was not) (be )?found|recipient address rejected(\.|: access denied|$)|check if (the )?address is correct|address (is )?not recognized|no longer (a )?valid (user|address|recipient)",
+            r"user (is )?unknown|unknown (user|recipient|address|local[- ]part|mailbox)|no such (user|mailbox|recipient|address|account|person)|user not found|(mailbox|recipient|address|account|user(name)?|addressee)( address)? (does not|doesn't|did not|does no longer) exist|(mailbox|recipient|address|account|user)( address)? (not found|unavailable|not available)|no (user record|mailbox here|mailbox by that name)|user lookup success but no user record|invalid (recipient|mailbox|address|user)|(recipient|address|user|mailbox) (is )?(invalid|not valid|not listed|unknown|rejected: user unknown)|not a (valid|known) (user|mailbox|recipient)|no account by that name|addressee unknown|nosuchuser|user doesn't have a|account (that you tried to reach )?does not exist|not our customer|mailbox not found|bad destination mailbox|recipient (unknown|not found)|unknown or illegal alias|no valid recipients|undeliverable address|no such local user|user not exist|cannot be delivered to this user|no such user here|#?5\.1\.0 address rejected|not listed in (the )?(domino directory|public name & address book)|\(and other recipients in the same domain\)|recipient name is not recognized|address (couldn.t|could not|wasn.t|was not) (be )?found|recipient address rejected(\.|: access denied|$)|check if (the )?address is correct|address (is )?not recognized|no longer (a )?valid (user|address|recipient)",
         ),
     },
     Rule {
@@ -264,6 +264,61 @@ pub const OVERRIDES: &[&str] = &[
     "rate-words",
 ];
 
+/// Wordings only a recipient directory lookup produces, which stand without
+/// a code: Exchange's "The recipient name is not recognized", Google's
+/// "the address couldn't be found", TrendMicro's "check if address is
+/// correct".
+static STRONG: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"recipient name is not recognized|not listed in (the )?(domino directory|public name & address book)|\(and other recipients in the same domain\)|address (couldn.t|could not) be found|recipient not found by smtp address lookup|please check if (the )?address is correct")
+        .expect("strong regex")
+});
+
+/// Wordings that confirm an unknown user when they stand in the server's
+/// own reply (after its code), even after DATA: Yahoo's "554 delivery
+/// error: dd This user doesn't have a yahoo.com account", Microsoft's
+/// "550 Requested action not taken: mailbox unavailable".
+static STRONG_IN_REPLY: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"this user doesn.t have a \S+ account|requested action not taken: mailbox unavailable|invalid recipient")
+        .expect("strong reply regex")
+});
+
+static REPLY_START: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?:^|[^\d.])[45]\d\d[ \-:]").expect("reply start regex"));
+
+/// Whether the server's own words name the recipient: "550
+/// <a@example.com>: User unknown" (after its reply code), "Unknown user:
+/// a@example.com" (right after the wording); not our own line
+/// "<a@example.com>: 550 user unknown" in front of them.
+fn names_the_address(text: &str, recipient: &str) -> bool {
+    if recipient.is_empty() {
+        return false;
+    }
+    let after_code = REPLY_START
+        .find(text)
+        .is_some_and(|m| text[m.end()..].contains(recipient));
+    let after_words = USER_UNKNOWN_WORDS.find_iter(text).any(|m| {
+        text[m.end()..]
+            .trim_start_matches([':', ' ', '<', '"'])
+            .starts_with(recipient)
+    });
+    after_code || after_words
+}
+
+/// Whether a confirming wording stands in the server's reply.
+fn strong_in_reply(text: &str) -> bool {
+    REPLY_START
+        .find(text)
+        .is_some_and(|m| STRONG_IN_REPLY.is_match(&text[m.end()..]))
+}
+
+static USER_UNKNOWN_WORDS: LazyLock<Regex> = LazyLock::new(|| {
+    let i = RULES
+        .iter()
+        .position(|r| r.name == "user-unknown")
+        .expect("user-unknown rule");
+    Regex::new(RULES[i].words.expect("user-unknown words")).expect("user-unknown regex")
+});
+
 /// "550 : User unknown" with the address slot left empty: the reply of a
 /// server refusing on the recipient's own filter settings (KDDI's ezweb and
 /// au among others), where a missing user is "550 <addr>: User unknown".
@@ -290,6 +345,12 @@ pub fn classify(e: &Evidence) -> Verdict {
         .expect("rate rule");
     if COMPILED[rate].as_ref().is_some_and(|re| re.is_match(&text)) {
         return kind(Kind::RateLimited, "rate-words");
+    }
+    // Refused at RCPT TO with unknown-user words: the address, whatever
+    // the code (exim: "after RCPT TO: … 554 5.7.1 … Recipient address
+    // rejected"); and wordings that only a directory lookup produces.
+    if e.command == Some(SmtpCommand::RcptTo) || STRONG.is_match(&text) || strong_in_reply(&text) {
+        return v;
     }
     // X.2.0 says the mailbox exists (RFC 3463 §3.3): "user unknown" beside
     // it is a filter's wording.
@@ -320,9 +381,7 @@ pub fn classify(e: &Evidence) -> Verdict {
         Some(SmtpCommand::Data) => kind(Kind::PolicyBlocked, "filtered-after-data"),
         // A bounce email that shows neither code nor phase: not proof enough
         // to suppress on. (ESP events are summaries; they keep their words.)
-        _ if e.source == Some(Source::Dsn)
-            && !(!e.recipient.is_empty() && text.contains(e.recipient)) =>
-        {
+        _ if e.source == Some(Source::Dsn) && !names_the_address(&text, e.recipient) => {
             kind(Kind::PolicyBlocked, "unconfirmed")
         }
         _ => v,

@@ -175,7 +175,7 @@ pub enum SmtpCommand {
 
 static COMMAND: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
     regex::Regex::new(
-        r"(?i)(?:in\s+reply\s+to\s+(?:the\s+)?|after\s+|>>>\s*|most\s+progress\s+was\s+|\[)(end\s+of\s+data|data|rcpt[\s_]+to|rcpt|mail[\s_]+from)\b",
+        r"(?i)(?:in\s+reply\s+to\s+(?:the\s+)?|after\s+|>>>\s*|most\s+progress\s+was\s+|\[|smtp:|smtp\s+command\s+)(end\s+of\s+data|data|rcpt[\s_]+to|rcpt|mail[\s_]+from)\b",
     )
     .expect("command regex")
 });

@@ -189,16 +189,13 @@ fn agreement_with_sisimai() {
         pct(all.status, all.status_rows) >= 95.0,
         "status agreement below 95 %"
     );
-    // The target for both is 95 %; these floors are today's figures, so
-    // that nothing slips back while the gap (Sisimai's per-MTA "filtered"
-    // opinions, see BENCHMARKS.md) is being closed.
     assert!(
-        pct(uu_found, uu_expected) >= 85.0,
-        "user_unknown recall fell below today's 85 %"
+        pct(uu_found, uu_expected) >= 95.0,
+        "user_unknown recall below 95 %"
     );
     assert!(
-        pct(uu_right, uu_said) >= 89.0,
-        "user_unknown precision fell below today's 89 %"
+        pct(uu_right, uu_said) >= 95.0,
+        "user_unknown precision below 95 %"
     );
 }
 

@@ -111,6 +111,22 @@ const CASES: &[Case] = &[
     ),
     (
         Some(Action::Failed),
+        None,
+        None,
+        "User some.name (a@example.jp) not listed in Domino Directory",
+        Kind::UserUnknown,
+        "user-unknown",
+    ),
+    (
+        Some(Action::Failed),
+        Some("5.7.1"),
+        Some(554),
+        "554 5.7.1 Client host [192.0.2.1] listed in zen.spamhaus.org",
+        Kind::SpamBlocked,
+        "spam",
+    ),
+    (
+        Some(Action::Failed),
         Some("5.1.2"),
         None,
         "Host or domain name not found. Name service error for name=example.invalid type=MX",
@@ -367,6 +383,40 @@ fn user_unknown_after_data_is_a_filter() {
         classify(&e).kind,
         Kind::UserUnknown,
         "the reply names the address"
+    );
+    let mut ours = e;
+    ours.diagnostic = "<kijitora@example.net>: 550 user unknown";
+    assert_eq!(
+        classify(&ours).rule,
+        "unconfirmed",
+        "the address before the reply is our own line"
+    );
+    ours.diagnostic = "unknown user: kijitora@example.net";
+    assert_eq!(
+        classify(&ours).kind,
+        Kind::UserUnknown,
+        "the wording names the address"
+    );
+    ours.diagnostic = "kijitora@example.net: The recipient name is not recognized";
+    assert_eq!(
+        classify(&ours).kind,
+        Kind::UserUnknown,
+        "a directory lookup's own words"
+    );
+    ours.diagnostic =
+        "kijitora@example.net: 554 delivery error: dd This user doesn't have a yahoo.com account";
+    ours.command = Some(SmtpCommand::Data);
+    assert_eq!(
+        classify(&ours).kind,
+        Kind::UserUnknown,
+        "Yahoo refuses unknown users after DATA"
+    );
+    ours.diagnostic = "550 unknown user";
+    ours.command = Some(SmtpCommand::RcptTo);
+    assert_eq!(
+        classify(&ours).kind,
+        Kind::UserUnknown,
+        "refused at RCPT TO"
     );
     e.recipient = "";
     e.status = Some("5.1.1");

@@ -563,7 +563,21 @@ fn heuristics(
     recipients
         .into_iter()
         .map(|(recipient, pos)| {
-            let diagnostic = explain(text, pos);
+            let mut diagnostic = explain(text, pos);
+            // Some formats list the recipients first and explain them in a
+            // "technical details" block below: prefer a mention that
+            // carries the server's reply.
+            if diagnostic.as_deref().and_then(reply_code).is_none() {
+                let lower = text.to_ascii_lowercase();
+                if let Some(better) = lower
+                    .match_indices(recipient.as_str())
+                    .filter(|(i, _)| *i > pos)
+                    .filter_map(|(i, _)| explain(text, i))
+                    .find(|d| reply_code(d).is_some())
+                {
+                    diagnostic = Some(better);
+                }
+            }
             let status = diagnostic
                 .as_deref()
                 .and_then(crate::bounce::classify::normalise_status)
@@ -598,7 +612,8 @@ fn explain(text: &str, pos: usize) -> Option<String> {
     for (i, line) in text[start..].lines().enumerate() {
         let t = line.trim();
         if t.is_empty() {
-            if i <= 1 && lines.len() <= 1 {
+            // A lead-in ("because:") continues past the blank line.
+            if (i <= 1 && lines.len() <= 1) || lines.last().is_some_and(|l| l.ends_with(':')) {
                 continue;
             }
             break;
@@ -610,6 +625,21 @@ fn explain(text: &str, pos: usize) -> Option<String> {
         lines.push(t);
         if lines.len() >= 8 {
             break;
+        }
+    }
+    // A recipient alone, with nothing after it, is explained by the line
+    // before ("User not listed in public Name & Address Book" / "a@b.c").
+    if lines.len() == 1
+        && lines[0].split_whitespace().count() == 1
+        && start > 0
+        && let Some(prev) = text[..start - 1]
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+    {
+        let prev = prev.trim();
+        if !prev.starts_with("---") && !prev.starts_with("===") && !starts_with_address(prev) {
+            lines.insert(0, prev);
         }
     }
     let joined = lines.join(" ");
