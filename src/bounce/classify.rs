@@ -329,12 +329,12 @@ static UNNAMED: LazyLock<Regex> = LazyLock::new(|| {
 
 /// Classifies one bounce.
 pub fn classify(e: &Evidence) -> Verdict {
-    let v = classify_table(e.action, e.status, e.reply_code, e.diagnostic, e.hint);
+    let text = e.diagnostic.to_lowercase();
+    let v = classify_table(e.action, e.status, e.reply_code, &text, e.hint);
     if v.kind != Kind::UserUnknown || e.hint.is_some() {
         return v;
     }
     let kind = |kind: Kind, rule: &'static str| Verdict { kind, rule, ..v };
-    let text = e.diagnostic.to_lowercase();
     if UNNAMED.is_match(&text) {
         return kind(Kind::PolicyBlocked, "unnamed-recipient");
     }
@@ -388,14 +388,14 @@ pub fn classify(e: &Evidence) -> Verdict {
     }
 }
 
+/// The table alone; `text` is the diagnostic, lower-cased.
 fn classify_table(
     action: Option<Action>,
     status: Option<&str>,
     reply_code: Option<u16>,
-    diagnostic: &str,
+    text: &str,
     hint: Option<Kind>,
 ) -> Verdict {
-    let text = diagnostic.to_lowercase();
     let permanent = match (status, reply_code) {
         (Some(s), _) if s.starts_with('5') => true,
         (Some(s), _) if s.starts_with('4') || s.starts_with('2') => false,
@@ -426,8 +426,8 @@ fn classify_table(
             if rule
                 .statuses
                 .iter()
-                .any(|p| !p.contains('*') && status_matches(p, s, &text))
-                && !(rule.name != "sender-side" && sender_side(&text))
+                .any(|p| !p.contains('*') && status_matches(p, s, text))
+                && !(rule.name != "sender-side" && sender_side(text))
             {
                 return verdict(rule.kind, rule.name);
             }
@@ -435,14 +435,14 @@ fn classify_table(
     }
     for (rule, re) in RULES.iter().zip(COMPILED.iter()) {
         if let Some(re) = re
-            && re.is_match(&text)
+            && re.is_match(text)
         {
             return verdict(rule.kind, rule.name);
         }
     }
     if let Some(s) = status {
         for rule in RULES {
-            if rule.statuses.iter().any(|p| status_matches(p, s, &text)) {
+            if rule.statuses.iter().any(|p| status_matches(p, s, text)) {
                 return verdict(rule.kind, rule.name);
             }
         }

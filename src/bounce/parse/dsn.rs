@@ -23,18 +23,16 @@ pub fn normalise_newlines(raw: &[u8]) -> Cow<'_, [u8]> {
         return Cow::Borrowed(raw);
     }
     let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        if raw[i] == b'\r' {
-            out.push(b'\n');
-            if raw.get(i + 1) == Some(&b'\n') {
-                i += 1;
-            }
-        } else {
-            out.push(raw[i]);
+    let mut rest = raw;
+    while let Some(i) = rest.iter().position(|&b| b == b'\r') {
+        out.extend_from_slice(&rest[..i]);
+        out.push(b'\n');
+        rest = &rest[i + 1..];
+        if rest.first() == Some(&b'\n') {
+            rest = &rest[1..];
         }
-        i += 1;
     }
+    out.extend_from_slice(rest);
     Cow::Owned(out)
 }
 
@@ -559,6 +557,7 @@ fn heuristics(
     }
 
     let status_anywhere = crate::bounce::classify::normalise_status(text);
+    let lower_text = text.to_ascii_lowercase();
     let reply_anywhere = reply_code(text);
     recipients
         .into_iter()
@@ -567,16 +566,14 @@ fn heuristics(
             // Some formats list the recipients first and explain them in a
             // "technical details" block below: prefer a mention that
             // carries the server's reply.
-            if diagnostic.as_deref().and_then(reply_code).is_none() {
-                let lower = text.to_ascii_lowercase();
-                if let Some(better) = lower
+            if diagnostic.as_deref().and_then(reply_code).is_none()
+                && let Some(better) = lower_text
                     .match_indices(recipient.as_str())
                     .filter(|(i, _)| *i > pos)
                     .filter_map(|(i, _)| explain(text, i))
                     .find(|d| reply_code(d).is_some())
-                {
-                    diagnostic = Some(better);
-                }
+            {
+                diagnostic = Some(better);
             }
             let status = diagnostic
                 .as_deref()

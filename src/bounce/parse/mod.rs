@@ -125,15 +125,16 @@ pub fn parse(bytes: &[u8], format: Option<Format>, now: DateTime<Utc>) -> Parsed
 }
 
 fn email(bytes: &[u8], line: Option<usize>, out: &mut Parsed) {
+    let bytes = dsn::normalise_newlines(bytes);
     // A bounce whose body is an SES notification (Amazon forwards them so).
-    if let Some(json) = embedded_json(bytes) {
+    if let Some(json) = embedded_json(&bytes) {
         let before = out.bounces.len();
         json_value(&json, line, out);
         if out.bounces.len() > before {
             return;
         }
     }
-    match dsn::parse(bytes) {
+    match dsn::parse(&bytes) {
         Ok(facts) => {
             if facts.is_empty() {
                 out.problem(line, "an email, but no bounced recipient found in it");
@@ -151,10 +152,10 @@ fn email(bytes: &[u8], line: Option<usize>, out: &mut Parsed) {
 }
 
 /// The JSON document an email's body is, if it is one (SES via SNS email).
+/// `bytes` has LF line ends.
 fn embedded_json(bytes: &[u8]) -> Option<serde_json::Value> {
-    let raw = dsn::normalise_newlines(bytes);
-    let text = std::str::from_utf8(raw.as_ref()).ok()?;
-    let body = &text[text.find("\n\n")? + 2..];
+    let body_at = bytes.windows(2).position(|w| w == b"\n\n")? + 2;
+    let body = std::str::from_utf8(&bytes[body_at..]).ok()?;
     let start = body.find('{')?;
     if !body[..start].trim().is_empty() {
         return None;
