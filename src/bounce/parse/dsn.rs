@@ -46,7 +46,7 @@ fn timestamp(s: &str) -> Option<DateTime<Utc>> {
 
 /// `rfc822; user@example.com` → `user@example.com`; `dns; mx.example.com` →
 /// `mx.example.com`.
-fn strip_type(v: &str) -> &str {
+pub(crate) fn strip_type(v: &str) -> &str {
     match v.split_once(';') {
         Some((t, rest)) if !t.trim().contains(' ') && t.trim().len() < 16 => rest.trim(),
         _ => v.trim(),

@@ -35,10 +35,7 @@ fn unix(v: Option<&Value>) -> Option<DateTime<Utc>> {
 
 /// `smtp; 550 5.1.1 …` → `550 5.1.1 …`.
 fn strip_type(d: &str) -> String {
-    match d.split_once(';') {
-        Some((t, rest)) if t.len() < 8 && !t.contains(' ') => rest.trim().to_string(),
-        _ => d.trim().to_string(),
-    }
+    super::dsn::strip_type(d).to_string()
 }
 
 fn push(found: &mut Found, source: Source, facts: Facts) -> Result<(), String> {
