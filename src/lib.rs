@@ -10,6 +10,8 @@
 //! - [`detect`]: pure change detection: baselines, changes, windows, resolver outages.
 //! - [`store`]: SQLite: schema, migrations, the single writer, as-of queries. Only it knows SQL.
 //! - [`monitor`]: one check end to end (resolve → detect → store) and the daemon's loop.
+//! - [`bounce`]: bounce feeds parsed into normalised, classified [`bounce::Bounce`]s.
+//! - [`verdict`]: pure rules: a bounce and the evidence around it → suppress, transient, retry, ignore.
 //! - [`clock`]: where "now" comes from, so tests and replays control time.
 //! - [`report`]: the JSON and text shapes the CLI prints.
 
@@ -24,3 +26,4 @@ pub mod report;
 pub mod resolve;
 pub mod schedule;
 pub mod store;
+pub mod verdict;

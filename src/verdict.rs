@@ -1,0 +1,497 @@
+//! Verdicts: should a bounce handler suppress this recipient? Pure rules
+//! over a bounce and the evidence that covered its time: no IO, no clock.
+//! (The first piece of the verdict issue; the store queries that gather the
+//! evidence, anomaly detection, the HTTP API and replay build on it.)
+//!
+//! - `suppress`: a permanent recipient failure (`user_unknown`,
+//!   `mailbox_disabled`, `domain_unknown`) with no evidence against it;
+//! - `transient`: it looks permanent, but the recipient's side was broken
+//!   then (an MX change window, a wrong MX, an anomaly, our own resolver
+//!   failing): do not suppress, retry later;
+//! - `retry`: a soft failure;
+//! - `ignore`: not the recipient's fault.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+
+use crate::bounce::Kind;
+use crate::domain::{Mx, MxHost};
+use crate::provider::Providers;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    Suppress,
+    Transient,
+    Retry,
+    Ignore,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Suppress => "suppress",
+            Verdict::Transient => "transient",
+            Verdict::Retry => "retry",
+            Verdict::Ignore => "ignore",
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a piece of evidence is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EvidenceKind {
+    /// The recipient domain's MX changed (window incl. propagation grace).
+    MxChange,
+    /// The server that refused is not among the domain's MX at that time.
+    WrongMx,
+    /// A burst of unknown-user bounces for a domain or provider.
+    Anomaly,
+    /// Our own resolution failed for most domains.
+    ResolverOutage,
+}
+
+impl EvidenceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EvidenceKind::MxChange => "mx_change",
+            EvidenceKind::WrongMx => "wrong_mx",
+            EvidenceKind::Anomaly => "anomaly",
+            EvidenceKind::ResolverOutage => "resolver_outage",
+        }
+    }
+}
+
+/// What a piece of evidence covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    Domain,
+    Provider,
+    Global,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Domain => "domain",
+            Scope::Provider => "provider",
+            Scope::Global => "global",
+        }
+    }
+}
+
+/// One piece of evidence: a window of time in which the recipient's side
+/// (or our resolver) was not itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evidence {
+    /// The stored window's id; `None` for evidence derived on the spot
+    /// (a wrong MX).
+    pub id: Option<i64>,
+    pub kind: EvidenceKind,
+    pub scope: Scope,
+    pub start: DateTime<Utc>,
+    /// `None` while open.
+    pub end: Option<DateTime<Utc>>,
+    pub detail: String,
+}
+
+impl Evidence {
+    /// Whether the window covers `at` (both ends included).
+    pub fn covers(&self, at: DateTime<Utc>) -> bool {
+        self.start <= at && self.end.is_none_or(|end| at <= end)
+    }
+}
+
+/// The bounce being judged.
+#[derive(Debug, Clone, Copy)]
+pub struct Question<'a> {
+    pub kind: Kind,
+    /// A permanent failure (5xx) as the bounce says.
+    pub hard: bool,
+    pub at: DateTime<Utc>,
+    /// The host that refused, when known.
+    pub remote_mta: Option<&'a str>,
+}
+
+/// What was known about the recipient's side around the bounce.
+#[derive(Debug, Clone, Copy)]
+pub struct Circumstances<'a> {
+    /// Candidate windows (of the domain, its provider, global); those not
+    /// covering the bounce's time are passed over.
+    pub windows: &'a [Evidence],
+    /// The domain's MX at the bounce's time, when history knows it.
+    pub mx_at: Option<&'a [Mx]>,
+    pub providers: &'a Providers,
+}
+
+/// A verdict with its reasons and evidence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judgement {
+    pub verdict: Verdict,
+    /// Whether a bounce handler should suppress the address now.
+    pub suppress: bool,
+    pub reasons: Vec<String>,
+    pub evidence: Vec<Evidence>,
+}
+
+/// Kinds that say the address itself is bad.
+fn permanent_recipient_failure(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::UserUnknown | Kind::MailboxDisabled | Kind::DomainUnknown
+    )
+}
+
+/// Kinds that say "try again later".
+fn soft(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::MailboxFull
+            | Kind::Greylisted
+            | Kind::RateLimited
+            | Kind::Network
+            | Kind::System
+            | Kind::Expired
+    )
+}
+
+/// The remote MTA as a host name, if it is one (not an IP literal).
+fn remote_host(remote: &str) -> Option<MxHost> {
+    let h = remote.trim().trim_start_matches("dns;").trim();
+    let h = h
+        .split(['[', ' ', '('])
+        .next()
+        .unwrap_or("")
+        .trim_end_matches('.');
+    if h.is_empty() || h.parse::<std::net::IpAddr>().is_ok() {
+        return None;
+    }
+    MxHost::parse(h).ok()
+}
+
+/// A wrong MX: the host that refused is none of the domain's MX hosts then
+/// and belongs to another provider (a web.de address refused by
+/// `mx01.mail.icloud.com`).
+fn wrong_mx(q: &Question, c: &Circumstances) -> Option<Evidence> {
+    let mx = c.mx_at?;
+    if mx.is_empty() {
+        return None;
+    }
+    let host = remote_host(q.remote_mta?)?;
+    if mx.iter().any(|m| m.exchange == host) {
+        return None;
+    }
+    let theirs = c.providers.classify(&host);
+    let ours = c.providers.of_set(mx);
+    if ours.contains(&theirs) {
+        return None; // another host of the same provider: a relay, not a wrong MX
+    }
+    Some(Evidence {
+        id: None,
+        kind: EvidenceKind::WrongMx,
+        scope: Scope::Domain,
+        start: q.at,
+        end: Some(q.at),
+        detail: format!(
+            "refused by {host} ({}), but the domain's MX then were {} ({})",
+            c.providers.display_name(&theirs),
+            mx.iter()
+                .map(|m| m.exchange.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            ours.iter()
+                .map(|p| c.providers.display_name(p).to_string())
+                .collect::<Vec<_>>()
+                .join(" + ")
+        ),
+    })
+}
+
+/// Judges one bounce.
+pub fn judge(q: &Question, c: &Circumstances) -> Judgement {
+    let decided = |verdict: Verdict, reasons: Vec<String>, evidence: Vec<Evidence>| Judgement {
+        suppress: verdict == Verdict::Suppress,
+        verdict,
+        reasons,
+        evidence,
+    };
+    if !permanent_recipient_failure(q.kind) {
+        return if soft(q.kind)
+            || !q.hard && !matches!(q.kind, Kind::AutoReply | Kind::Complaint | Kind::Delivered)
+        {
+            decided(
+                Verdict::Retry,
+                vec![format!("{}: a temporary failure; retry", q.kind)],
+                vec![],
+            )
+        } else {
+            decided(
+                Verdict::Ignore,
+                vec![format!(
+                    "{}: not a fault of the recipient's address",
+                    q.kind
+                )],
+                vec![],
+            )
+        };
+    }
+    if !q.hard {
+        return decided(
+            Verdict::Retry,
+            vec![format!("{} but not permanent (4xx): retry", q.kind)],
+            vec![],
+        );
+    }
+    let mut evidence: Vec<Evidence> = c
+        .windows
+        .iter()
+        .filter(|w| w.covers(q.at))
+        .cloned()
+        .collect();
+    evidence.extend(wrong_mx(q, c));
+    if evidence.is_empty() {
+        return decided(
+            Verdict::Suppress,
+            vec![format!(
+                "{}: a permanent recipient failure, and nothing says the recipient's side was broken",
+                q.kind
+            )],
+            vec![],
+        );
+    }
+    let reasons = evidence
+        .iter()
+        .map(|e| match e.kind {
+            EvidenceKind::MxChange => format!("the domain's MX were changing then: {}", e.detail),
+            EvidenceKind::WrongMx => format!("a wrong MX: {}", e.detail),
+            EvidenceKind::Anomaly => format!(
+                "a burst of unknown-user bounces ({} scope): {}",
+                e.scope.as_str(),
+                e.detail
+            ),
+            EvidenceKind::ResolverOutage => {
+                format!("our own DNS resolution was failing then: {}", e.detail)
+            }
+        })
+        .collect();
+    decided(Verdict::Transient, reasons, evidence)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t(h: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2021, 4, 26, h, 0, 0).unwrap()
+    }
+
+    fn mx(hosts: &[&str]) -> Vec<Mx> {
+        hosts
+            .iter()
+            .map(|h| Mx {
+                preference: 10,
+                exchange: MxHost::parse(h).unwrap(),
+            })
+            .collect()
+    }
+
+    fn window(kind: EvidenceKind, start: u32, end: Option<u32>) -> Evidence {
+        Evidence {
+            id: Some(7),
+            kind,
+            scope: Scope::Domain,
+            start: t(start),
+            end: end.map(t),
+            detail: "web.de → Apple iCloud".into(),
+        }
+    }
+
+    fn q(kind: Kind, hard: bool, at: u32, remote: Option<&'static str>) -> Question<'static> {
+        Question {
+            kind,
+            hard,
+            at: t(at),
+            remote_mta: remote,
+        }
+    }
+
+    fn verdict_of(q: Question, windows: &[Evidence]) -> Judgement {
+        let providers = Providers::default();
+        judge(
+            &q,
+            &Circumstances {
+                windows,
+                mx_at: None,
+                providers: &providers,
+            },
+        )
+    }
+
+    #[test]
+    fn table_of_verdicts() {
+        let open = [window(EvidenceKind::MxChange, 11, None)];
+        let closed = [window(EvidenceKind::MxChange, 11, Some(13))];
+        let cases: Vec<(&str, Question, &[Evidence], Verdict)> = vec![
+            (
+                "unknown user, nothing wrong",
+                q(Kind::UserUnknown, true, 12, None),
+                &[],
+                Verdict::Suppress,
+            ),
+            (
+                "unknown user inside an open MX window",
+                q(Kind::UserUnknown, true, 12, None),
+                &open,
+                Verdict::Transient,
+            ),
+            (
+                "unknown user inside a closed window",
+                q(Kind::UserUnknown, true, 12, None),
+                &closed,
+                Verdict::Transient,
+            ),
+            (
+                "at the window's end (grace included)",
+                q(Kind::UserUnknown, true, 13, None),
+                &closed,
+                Verdict::Transient,
+            ),
+            (
+                "unknown user after the window",
+                q(Kind::UserUnknown, true, 14, None),
+                &closed,
+                Verdict::Suppress,
+            ),
+            (
+                "unknown user before the window",
+                q(Kind::UserUnknown, true, 10, None),
+                &closed,
+                Verdict::Suppress,
+            ),
+            (
+                "4xx unknown user",
+                q(Kind::UserUnknown, false, 12, None),
+                &[],
+                Verdict::Retry,
+            ),
+            (
+                "mailbox full",
+                q(Kind::MailboxFull, true, 12, None),
+                &[],
+                Verdict::Retry,
+            ),
+            (
+                "greylisted",
+                q(Kind::Greylisted, false, 12, None),
+                &[],
+                Verdict::Retry,
+            ),
+            (
+                "spam block",
+                q(Kind::SpamBlocked, true, 12, None),
+                &[],
+                Verdict::Ignore,
+            ),
+            (
+                "policy, even inside a window",
+                q(Kind::PolicyBlocked, true, 12, None),
+                &open,
+                Verdict::Ignore,
+            ),
+            (
+                "auto reply",
+                q(Kind::AutoReply, false, 12, None),
+                &[],
+                Verdict::Ignore,
+            ),
+            (
+                "delivered",
+                q(Kind::Delivered, false, 12, None),
+                &[],
+                Verdict::Ignore,
+            ),
+            (
+                "mailbox disabled",
+                q(Kind::MailboxDisabled, true, 12, None),
+                &[],
+                Verdict::Suppress,
+            ),
+            (
+                "domain unknown inside a window",
+                q(Kind::DomainUnknown, true, 12, None),
+                &open,
+                Verdict::Transient,
+            ),
+        ];
+        for (name, q, windows, want) in cases {
+            let j = verdict_of(q, windows);
+            assert_eq!(j.verdict, want, "{name}");
+            assert_eq!(j.suppress, want == Verdict::Suppress, "{name}");
+            assert!(!j.reasons.is_empty(), "{name}: a reason is always given");
+            assert_eq!(
+                j.evidence.is_empty(),
+                want != Verdict::Transient,
+                "{name}: evidence only for transient"
+            );
+        }
+    }
+
+    #[test]
+    fn a_web_de_address_refused_by_icloud_is_a_wrong_mx() {
+        let providers = Providers::default();
+        let own = mx(&["mx00.web.de", "mx01.web.de"]);
+        let c = Circumstances {
+            windows: &[],
+            mx_at: Some(&own),
+            providers: &providers,
+        };
+        let j = judge(
+            &q(Kind::UserUnknown, true, 12, Some("mx01.mail.icloud.com")),
+            &c,
+        );
+        assert_eq!(j.verdict, Verdict::Transient);
+        assert_eq!(j.evidence[0].kind, EvidenceKind::WrongMx);
+        assert!(j.reasons[0].contains("Apple iCloud"), "{:?}", j.reasons);
+        // The domain's own MX, or another host of the same provider, is no evidence.
+        for host in ["mx00.web.de", "dns; mx-ha02.web.de", "192.0.2.1"] {
+            let j = judge(&q(Kind::UserUnknown, true, 12, Some(host)), &c);
+            assert_eq!(j.verdict, Verdict::Suppress, "{host}");
+        }
+    }
+
+    #[test]
+    fn every_covering_window_is_evidence() {
+        let providers = Providers::default();
+        let windows = [
+            window(EvidenceKind::MxChange, 11, Some(13)),
+            Evidence {
+                id: Some(9),
+                kind: EvidenceKind::ResolverOutage,
+                scope: Scope::Global,
+                start: t(11),
+                end: None,
+                detail: "most domains fail".into(),
+            },
+            window(EvidenceKind::Anomaly, 15, Some(16)),
+        ];
+        let c = Circumstances {
+            windows: &windows,
+            mx_at: None,
+            providers: &providers,
+        };
+        let j = judge(&q(Kind::UserUnknown, true, 12, None), &c);
+        assert_eq!(j.verdict, Verdict::Transient);
+        let kinds: Vec<EvidenceKind> = j.evidence.iter().map(|e| e.kind).collect();
+        assert_eq!(
+            kinds,
+            [EvidenceKind::MxChange, EvidenceKind::ResolverOutage]
+        );
+    }
+}
