@@ -11,10 +11,12 @@
 //! - [`store`]: SQLite: schema, migrations, the single writer, as-of queries. Only it knows SQL.
 //! - [`monitor`]: one check end to end (resolve → detect → store) and the daemon's loop.
 //! - [`bounce`]: bounce feeds parsed into normalised, classified [`bounce::Bounce`]s.
+//! - [`anomaly`]: pure burst detection: unknown-user bounces far above a scope's own rate.
 //! - [`verdict`]: pure rules: a bounce and the evidence around it → suppress, transient, retry, ignore.
 //! - [`clock`]: where "now" comes from, so tests and replays control time.
 //! - [`report`]: the JSON and text shapes the CLI prints.
 
+pub mod anomaly;
 pub mod bounce;
 pub mod clock;
 pub mod config;
