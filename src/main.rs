@@ -100,6 +100,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Judge a bounce against the stored history: suppress, transient,
+    /// retry or ignore, with reasons and evidence.
+    Verdict {
+        recipient: String,
+        /// When the bounce happened (RFC 3339 or an age); default now.
+        #[arg(long)]
+        at: Option<String>,
+        /// Enhanced status code, e.g. 5.1.1.
+        #[arg(long)]
+        status: Option<String>,
+        /// SMTP reply code, e.g. 550.
+        #[arg(long)]
+        reply_code: Option<u16>,
+        /// The remote server's words.
+        #[arg(long)]
+        diagnostic: Option<String>,
+        /// The host that refused.
+        #[arg(long)]
+        remote_mta: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Bounce feeds: parse, store and list bounces.
     Bounces {
         #[command(subcommand)]
@@ -315,6 +337,62 @@ fn parse_inputs(
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
+        Command::Verdict {
+            recipient,
+            at,
+            status,
+            reply_code,
+            diagnostic,
+            remote_mta,
+            json,
+        } => {
+            let at = match at {
+                Some(t) => parse_time(t)?,
+                None => Utc::now(),
+            };
+            let permanent = status.as_deref().is_some_and(|s| s.starts_with('5'))
+                || reply_code.is_some_and(|c| c >= 500);
+            let facts = mxwatch::bounce::Facts {
+                recipient: recipient.clone(),
+                at: Some(at),
+                action: Some(if permanent {
+                    mxwatch::bounce::Action::Failed
+                } else {
+                    mxwatch::bounce::Action::Delayed
+                }),
+                status: status.clone(),
+                reply_code: *reply_code,
+                diagnostic: diagnostic.clone(),
+                remote_mta: remote_mta.clone(),
+                ..Default::default()
+            };
+            let bounce = facts
+                .into_bounce(mxwatch::bounce::Source::Jsonl)
+                .with_context(|| format!("{recipient:?} is not an email address"))?;
+            let config = load(&cli)?;
+            let store = open_store(&cli)?;
+            let (windows, mx_at) = store.circumstances(&bounce.domain, at)?;
+            let providers = config.providers();
+            let judgement = mxwatch::verdict::judge(
+                &mxwatch::verdict::Question {
+                    kind: bounce.kind,
+                    hard: bounce.hard,
+                    at,
+                    remote_mta: bounce.remote_mta.as_deref(),
+                },
+                &mxwatch::verdict::Circumstances {
+                    windows: &windows,
+                    mx_at: mx_at.as_deref(),
+                    providers: &providers,
+                },
+            );
+            if *json {
+                print_lines([report::judgement_json(&bounce, at, &judgement).to_string()])?;
+            } else {
+                print!("{}", report::judgement_text(&bounce, &judgement));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bounces { command } => match command {
             BounceCommand::Parse {
                 paths,

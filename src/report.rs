@@ -211,3 +211,41 @@ pub fn window_text(w: &WindowRow, now: DateTime<Utc>) -> String {
         }
     )
 }
+
+/// A verdict, in the shape the API, the CLI and replay share.
+pub fn judgement_json(
+    b: &crate::bounce::Bounce,
+    at: DateTime<Utc>,
+    j: &crate::verdict::Judgement,
+) -> Value {
+    json!({
+        "recipient": b.recipient,
+        "domain": b.domain,
+        "at": time(at),
+        "kind": b.kind.as_str(),
+        "verdict": j.verdict.as_str(),
+        "suppress": j.suppress,
+        "reasons": j.reasons,
+        "evidence": j.evidence.iter().map(|e| json!({
+            "id": e.id,
+            "kind": e.kind.as_str(),
+            "scope": e.scope.as_str(),
+            "start": time(e.start),
+            "end": e.end.map(time),
+            "detail": e.detail,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub fn judgement_text(b: &crate::bounce::Bounce, j: &crate::verdict::Judgement) -> String {
+    let mut out = format!(
+        "{}  {}  ({})\n",
+        b.recipient,
+        j.verdict.as_str().to_uppercase(),
+        b.kind.as_str()
+    );
+    for r in &j.reasons {
+        out.push_str(&format!("  - {r}\n"));
+    }
+    out
+}

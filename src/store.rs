@@ -26,6 +26,7 @@ use crate::detect::{
 };
 use crate::domain::{DomainName, Mx, MxHost};
 use crate::resolve::{Answer, Observation, Outcome};
+use crate::verdict;
 
 /// The upstream label of consensus runs.
 pub const CONSENSUS: &str = "*";
@@ -956,6 +957,66 @@ impl Store {
             },
         )?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// What was known about a domain at `at`, for a verdict: the windows
+    /// (its own, and global ones such as resolver outages) that covered
+    /// that moment, and its consensus MX then (when history has records).
+    pub fn circumstances(
+        &self,
+        domain: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(Vec<verdict::Evidence>, Option<Vec<Mx>>), StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT w.id, w.kind, w.domain_id IS NULL, w.start, w.end, w.before, w.after, w.flaps \
+             FROM windows w LEFT JOIN domains d ON d.id = w.domain_id \
+             WHERE (d.name = ?1 OR w.domain_id IS NULL) AND w.start <= ?2 AND (w.end IS NULL OR w.end >= ?2) \
+             ORDER BY w.start, w.id",
+        )?;
+        let rows = stmt.query_map(params![domain, ms(at)], |r| {
+            let kind: String = r.get(1)?;
+            let global: bool = r.get(2)?;
+            let before: Option<String> = r.get(5)?;
+            let after: Option<String> = r.get(6)?;
+            let flaps: i64 = r.get(7)?;
+            let detail = match (before, after) {
+                (Some(b), Some(a)) => {
+                    let flaps = if flaps > 0 {
+                        format!(" ({flaps} flaps)")
+                    } else {
+                        String::new()
+                    };
+                    format!("{b} → {a}{flaps}")
+                }
+                _ => kind.replace('_', " "),
+            };
+            Ok(verdict::Evidence {
+                id: Some(r.get(0)?),
+                kind: match kind.as_str() {
+                    "resolver_outage" => verdict::EvidenceKind::ResolverOutage,
+                    "anomaly" => verdict::EvidenceKind::Anomaly,
+                    _ => verdict::EvidenceKind::MxChange,
+                },
+                scope: if global {
+                    verdict::Scope::Global
+                } else {
+                    verdict::Scope::Domain
+                },
+                start: from_ms(r.get(3)?),
+                end: r.get::<_, Option<i64>>(4)?.map(from_ms),
+                detail,
+            })
+        })?;
+        let windows: Vec<verdict::Evidence> = rows.collect::<Result<_, _>>()?;
+        let mx = match DomainName::parse(domain) {
+            Ok(d) => self
+                .as_of(&d, at)?
+                .into_iter()
+                .find(|a| a.upstream == CONSENSUS && a.run.observation.outcome == Outcome::Records)
+                .map(|a| a.run.observation.mx),
+            Err(_) => None,
+        };
+        Ok((windows, mx))
     }
 
     /// Row counts of the history tables: (runs, changes, windows).

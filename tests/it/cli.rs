@@ -242,3 +242,110 @@ async fn run_stops_cleanly_on_sigterm() {
     assert!(log.last().unwrap().contains("stopped"), "{log:#?}");
     assert!(dir.path().join("mxwatch.db").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verdict_judges_a_bounce_against_the_recorded_history() {
+    let dns = TestDns::start().await;
+    dns.set("example.de", Behaviour::mx(&[(10, "mx00.example.de")], 300));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("watchlist.yaml"),
+        format!(
+            "upstreams: ['{}']\ngrace: 0s\ndomains: [example.de]\n",
+            dns.addr
+        ),
+    )
+    .unwrap();
+    assert!(
+        mxwatch_async(dir.path(), &["run", "--once"])
+            .await
+            .status
+            .success()
+    );
+    let unknown = [
+        "verdict",
+        "kim@example.de",
+        "--status",
+        "5.1.1",
+        "--reply-code",
+        "550",
+        "--diagnostic",
+        "550 5.1.1 <kim@example.de>: user lookup success but no user record found",
+        "--json",
+    ];
+
+    // The domain's own MX: a plain unknown user.
+    let v = &json_lines(&mxwatch_async(dir.path(), &unknown).await)[0];
+    assert_eq!(v["verdict"], "suppress", "{v}");
+    assert_eq!(v["suppress"], true);
+    assert_eq!(v["kind"], "user_unknown");
+
+    // Refused by a host the domain does not use, of another provider.
+    let mut wrong = unknown.to_vec();
+    wrong.extend(["--remote-mta", "mx01.mail.icloud.com"]);
+    let v = &json_lines(&mxwatch_async(dir.path(), &wrong).await)[0];
+    assert_eq!(v["verdict"], "transient", "{v}");
+    assert_eq!(v["evidence"][0]["kind"], "wrong_mx");
+
+    // The domain flips to iCloud: an open MX window covers the bounce.
+    dns.set(
+        "example.de",
+        Behaviour::mx(&[(10, "mx01.mail.icloud.com")], 300),
+    );
+    assert!(
+        mxwatch_async(dir.path(), &["run", "--once"])
+            .await
+            .status
+            .success()
+    );
+    let v = &json_lines(&mxwatch_async(dir.path(), &unknown).await)[0];
+    assert_eq!(v["verdict"], "transient", "{v}");
+    assert_eq!(v["suppress"], false);
+    assert_eq!(v["evidence"][0]["kind"], "mx_change");
+    assert_eq!(v["evidence"][0]["scope"], "domain");
+    assert_eq!(v["evidence"][0]["end"], Value::Null);
+    assert!(
+        v["evidence"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("mx01.mail.icloud.com")
+    );
+
+    // The same bounce long before any of it: suppress.
+    let mut before = unknown.to_vec();
+    before.extend(["--at", "2020-01-01T00:00:00Z"]);
+    let v = &json_lines(&mxwatch_async(dir.path(), &before).await)[0];
+    assert_eq!(v["verdict"], "suppress", "{v}");
+
+    // Soft and not-the-recipient's-fault bounces.
+    let full = [
+        "verdict",
+        "kim@example.de",
+        "--status",
+        "4.2.2",
+        "--reply-code",
+        "452",
+        "--diagnostic",
+        "mailbox full",
+        "--json",
+    ];
+    assert_eq!(
+        json_lines(&mxwatch_async(dir.path(), &full).await)[0]["verdict"],
+        "retry"
+    );
+    let spam = [
+        "verdict",
+        "kim@example.de",
+        "--status",
+        "5.7.1",
+        "--reply-code",
+        "550",
+        "--diagnostic",
+        "550 5.7.1 blocked as spam",
+        "--json",
+    ];
+    assert_eq!(
+        json_lines(&mxwatch_async(dir.path(), &spam).await)[0]["verdict"],
+        "ignore"
+    );
+}
