@@ -14,6 +14,7 @@
 //! - [`anomaly`]: pure burst detection: unknown-user bounces far above a scope's own rate.
 //! - [`verdict`]: pure rules: a bounce and the evidence around it → suppress, transient, retry, ignore.
 //! - [`clock`]: where "now" comes from, so tests and replays control time.
+//! - [`replay`]: detector, anomaly detector and verdicts over recorded observations and bounces.
 //! - [`report`]: the JSON and text shapes the CLI prints.
 
 pub mod anomaly;
@@ -24,6 +25,7 @@ pub mod detect;
 pub mod domain;
 pub mod monitor;
 pub mod provider;
+pub mod replay;
 pub mod report;
 pub mod resolve;
 pub mod schedule;

@@ -122,6 +122,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Backtest, with no network and no database: run the detector and the
+    /// verdict rules over recorded observations and bounces in time order.
+    Replay {
+        /// Observations, one JSON object per line: {"domain","at","upstream"?,"outcome","mx":[{"preference","exchange"}],"ttl"}.
+        #[arg(long)]
+        observations: Option<PathBuf>,
+        /// Bounce inputs (anything `bounces parse` reads).
+        #[arg(long, required = true, num_args = 1..)]
+        bounces: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Bounce feeds: parse, store and list bounces.
     Bounces {
         #[command(subcommand)]
@@ -392,6 +404,84 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 print!("{}", report::judgement_text(&bounce, &judgement));
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay {
+            observations,
+            bounces,
+            json,
+        } => {
+            // The watchlist's grace and settle when there is one; defaults otherwise.
+            let config = if cli.config.exists() {
+                Some(load(&cli)?)
+            } else {
+                None
+            };
+            let params = mxwatch::detect::Params {
+                grace: config
+                    .as_ref()
+                    .map_or(std::time::Duration::from_secs(3600), |c| c.grace),
+                settle: config
+                    .as_ref()
+                    .map_or(std::time::Duration::from_secs(72 * 3600), |c| c.settle),
+            };
+            let providers = config.as_ref().map(|c| c.providers()).unwrap_or_default();
+            let mut clean = true;
+            let recorded = match observations {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    let (ok, bad) = mxwatch::replay::read_observations(&text);
+                    for (line, e) in bad {
+                        eprintln!("{}:{line}: {e}", path.display());
+                        clean = false;
+                    }
+                    ok
+                }
+                None => Vec::new(),
+            };
+            let mut all = Vec::new();
+            let (parsed_clean, _) = parse_inputs(bounces, None, false, |list| {
+                all.extend(list);
+                Ok(())
+            })?;
+            clean &= parsed_clean;
+            let (out, summary) = mxwatch::replay::replay(
+                &recorded,
+                &all,
+                &params,
+                mxwatch::anomaly::Params::default(),
+                &providers,
+            );
+            print_lines(out.iter().map(|r| {
+                let at = r.bounce.at.unwrap_or_default();
+                if *json {
+                    let mut v = report::judgement_json(&r.bounce, at, &r.final_judgement);
+                    v["initial_verdict"] = serde_json::json!(r.initial.verdict.as_str());
+                    v.to_string()
+                } else {
+                    format!(
+                        "{}  {:<32} {:<9} (when it arrived: {}){}",
+                        report::time(at),
+                        r.bounce.recipient,
+                        r.final_judgement.verdict.as_str(),
+                        r.initial.verdict.as_str(),
+                        if r.is_reinstatement() {
+                            "  REINSTATE"
+                        } else {
+                            ""
+                        }
+                    )
+                }
+            }))?;
+            eprintln!(
+                "{} bounces replayed: {} suppressions prevented, {} reinstatements recommended",
+                summary.bounces, summary.prevented, summary.reinstatements
+            );
+            Ok(if clean {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Bounces { command } => match command {
             BounceCommand::Parse {

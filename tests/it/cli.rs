@@ -349,3 +349,52 @@ async fn verdict_judges_a_bounce_against_the_recorded_history() {
         "ignore"
     );
 }
+
+#[test]
+fn replay_backtests_bounces_against_recorded_observations() {
+    let dir = tempfile::tempdir().unwrap();
+    let own = r#""mx":[{"preference":10,"exchange":"mx00.web.de"}]"#;
+    let icloud = r#""mx":[{"preference":10,"exchange":"mx01.mail.icloud.com"}]"#;
+    std::fs::write(
+        dir.path().join("obs.jsonl"),
+        format!(
+            "{{\"domain\":\"web.de\",\"at\":\"2021-04-26T10:00:00Z\",\"outcome\":\"records\",{own},\"ttl\":300}}\n\
+             {{\"domain\":\"web.de\",\"at\":\"2021-04-26T11:00:00Z\",\"outcome\":\"records\",{icloud},\"ttl\":300}}\n\
+             {{\"domain\":\"web.de\",\"at\":\"2021-04-26T13:00:00Z\",\"outcome\":\"records\",{own},\"ttl\":300}}\n"
+        ),
+    )
+    .unwrap();
+    let line = |who: &str, at: &str| {
+        format!(
+            "{{\"recipient\":\"{who}\",\"domain\":\"web.de\",\"at\":\"{at}\",\"status\":\"5.1.1\",\"reply_code\":550,\"kind\":\"user_unknown\",\"hard\":true,\"source\":\"jsonl\"}}\n"
+        )
+    };
+    std::fs::write(
+        dir.path().join("bounces.jsonl"),
+        line("a@web.de", "2021-04-26T09:00:00Z") + &line("b@web.de", "2021-04-26T12:00:00Z"),
+    )
+    .unwrap();
+    let out = mxwatch(
+        dir.path(),
+        &[
+            "replay",
+            "--observations",
+            "obs.jsonl",
+            "--bounces",
+            "bounces.jsonl",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["verdict"], "suppress");
+    assert_eq!(lines[1]["verdict"], "transient");
+    assert_eq!(lines[1]["initial_verdict"], "transient");
+    assert_eq!(lines[1]["evidence"][0]["kind"], "mx_change");
+    assert!(
+        stderr(&out).contains("2 bounces replayed: 1 suppressions prevented, 0 reinstatements"),
+        "{}",
+        stderr(&out)
+    );
+}
