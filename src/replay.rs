@@ -183,7 +183,7 @@ pub fn replay(
             }
         }
     }
-    checks.sort_by(|a, b| a.0.cmp(&b.0));
+    checks.sort_by_key(|c| c.0);
     let mut order: Vec<usize> = (0..bounces.len()).collect();
     order.sort_by_key(|&i| bounces[i].at);
 
@@ -214,21 +214,7 @@ pub fn replay(
         let b = &bounces[bi];
         let at = b.at.unwrap_or(DateTime::<Utc>::MIN_UTC);
         while ci < checks.len() && checks[ci].0 <= at {
-            let (t, domain, obs) = &checks[ci];
-            let track = tracks.entry(domain.as_str().to_string()).or_default();
-            let det = detect::detect(&track.state, obs, *t, &[], providers, params);
-            if let Some(a) = &det.consensus.answer
-                && track.answers.last().is_none_or(|(_, last)| last != a)
-            {
-                track.answers.push((*t, a.clone()));
-            }
-            if let Some((_, w)) = &det.window {
-                match track.windows.iter_mut().find(|x| x.start == w.start) {
-                    Some(x) => *x = w.clone(),
-                    None => track.windows.push(w.clone()),
-                }
-            }
-            track.state = det.state;
+            apply_check(&mut tracks, &checks[ci], params, providers);
             ci += 1;
         }
         for ev in anomalies.close_idle(at) {
@@ -259,18 +245,8 @@ pub fn replay(
         initial[bi] = Some(judge(b, at, &windows, mx_at, providers));
     }
     // Hindsight: every window with its final extent.
-    while ci < checks.len() {
-        let (t, domain, obs) = &checks[ci];
-        let track = tracks.entry(domain.as_str().to_string()).or_default();
-        let det = detect::detect(&track.state, obs, *t, &[], providers, params);
-        if let Some((_, w)) = &det.window {
-            match track.windows.iter_mut().find(|x| x.start == w.start) {
-                Some(x) => *x = w.clone(),
-                None => track.windows.push(w.clone()),
-            }
-        }
-        track.state = det.state;
-        ci += 1;
+    for check in &checks[ci..] {
+        apply_check(&mut tracks, check, params, providers);
     }
     for ev in anomalies.close_idle(DateTime::<Utc>::MAX_UTC) {
         if let anomaly::Event::Closed(a) = ev
@@ -307,6 +283,29 @@ pub fn replay(
         out.push(r);
     }
     (out, summary)
+}
+
+/// Runs one check through the detector and records what it changed.
+fn apply_check(
+    tracks: &mut HashMap<String, DomainTrack>,
+    (t, domain, obs): &(DateTime<Utc>, DomainName, Vec<Observation>),
+    params: &Params,
+    providers: &Providers,
+) {
+    let track = tracks.entry(domain.as_str().to_string()).or_default();
+    let det = detect::detect(&track.state, obs, *t, &[], providers, params);
+    if let Some(a) = &det.consensus.answer
+        && track.answers.last().is_none_or(|(_, last)| last != a)
+    {
+        track.answers.push((*t, a.clone()));
+    }
+    if let Some((_, w)) = &det.window {
+        match track.windows.iter_mut().find(|x| x.start == w.start) {
+            Some(x) => *x = w.clone(),
+            None => track.windows.push(w.clone()),
+        }
+    }
+    track.state = det.state;
 }
 
 fn judge(
