@@ -82,6 +82,8 @@ struct RawConfig {
     grace: Option<HumanDuration>,
     settle: Option<HumanDuration>,
     authoritative_port: Option<u16>,
+    listen: Option<String>,
+    api_token_file: Option<PathBuf>,
     #[serde(default)]
     providers: Vec<RawProvider>,
     #[serde(default)]
@@ -170,6 +172,12 @@ pub struct Config {
     pub settle: Duration,
     /// Port of authoritative name servers (53; tests use another).
     pub authoritative_port: u16,
+    /// Where the HTTP API listens; `None` when `listen: off`.
+    pub listen: Option<std::net::SocketAddr>,
+    /// The bearer token for the API's write endpoints: the first line of
+    /// `api_token_file`, else `MXWATCH_API_TOKEN`; writes are refused
+    /// without one.
+    pub api_token: Option<String>,
     pub providers: Vec<ProviderRule>,
     pub domains: Vec<WatchedDomain>,
     /// Entries of `domains_file` that repeated an earlier entry and were merged.
@@ -369,7 +377,44 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
         }
     }
 
+    let listen = match raw.listen.as_deref().map(str::trim) {
+        None => Some(std::net::SocketAddr::from(([127, 0, 0, 1], 8025))),
+        Some("off") => None,
+        Some(v) => Some(v.parse().map_err(|_| {
+            err(
+                "listen".into(),
+                format!("{v:?} is not IP:port (e.g. 127.0.0.1:8025) or `off`"),
+            )
+        })?),
+    };
+
+    let api_token = match raw.api_token_file {
+        Some(f) => {
+            let f = relative(f);
+            let text = std::fs::read_to_string(&f).map_err(|e| {
+                err(
+                    "api_token_file".into(),
+                    format!("cannot read {}: {e}", f.display()),
+                )
+            })?;
+            let token = text.lines().next().unwrap_or("").trim().to_string();
+            if token.len() < 16 {
+                return Err(err(
+                    "api_token_file".into(),
+                    format!("{}: the token must be at least 16 characters", f.display()),
+                ));
+            }
+            Some(token)
+        }
+        None => std::env::var("MXWATCH_API_TOKEN")
+            .ok()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty()),
+    };
+
     Ok(Config {
+        listen,
+        api_token,
         source: path.to_path_buf(),
         database: relative(raw.database.unwrap_or_else(|| PathBuf::from("mxwatch.db"))),
         schedule: match raw.schedule {

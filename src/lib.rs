@@ -14,15 +14,19 @@
 //! - [`anomaly`]: pure burst detection: unknown-user bounces far above a scope's own rate.
 //! - [`verdict`]: pure rules: a bounce and the evidence around it → suppress, transient, retry, ignore.
 //! - [`clock`]: where "now" comes from, so tests and replays control time.
+//! - [`judge`]: a bounce from its parts judged against the store (CLI and API share it).
 //! - [`replay`]: detector, anomaly detector and verdicts over recorded observations and bounces.
+//! - [`api`]: the HTTP API (axum): routes, auth, JSON errors. Only it knows HTTP.
 //! - [`report`]: the JSON and text shapes the CLI prints.
 
 pub mod anomaly;
+pub mod api;
 pub mod bounce;
 pub mod clock;
 pub mod config;
 pub mod detect;
 pub mod domain;
+pub mod judge;
 pub mod monitor;
 pub mod provider;
 pub mod replay;

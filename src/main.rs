@@ -358,46 +358,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             remote_mta,
             json,
         } => {
-            let at = match at {
-                Some(t) => parse_time(t)?,
-                None => Utc::now(),
-            };
-            let permanent = status.as_deref().is_some_and(|s| s.starts_with('5'))
-                || reply_code.is_some_and(|c| c >= 500);
-            let facts = mxwatch::bounce::Facts {
+            let parts = mxwatch::judge::Parts {
                 recipient: recipient.clone(),
-                at: Some(at),
-                action: Some(if permanent {
-                    mxwatch::bounce::Action::Failed
-                } else {
-                    mxwatch::bounce::Action::Delayed
-                }),
+                at: at.as_deref().map(parse_time).transpose()?,
                 status: status.clone(),
                 reply_code: *reply_code,
                 diagnostic: diagnostic.clone(),
                 remote_mta: remote_mta.clone(),
-                ..Default::default()
             };
-            let bounce = facts
-                .into_bounce(mxwatch::bounce::Source::Jsonl)
-                .with_context(|| format!("{recipient:?} is not an email address"))?;
             let config = load(&cli)?;
             let store = open_store(&cli)?;
-            let (windows, mx_at) = store.circumstances(&bounce.domain, at)?;
-            let providers = config.providers();
-            let judgement = mxwatch::verdict::judge(
-                &mxwatch::verdict::Question {
-                    kind: bounce.kind,
-                    hard: bounce.hard,
-                    at,
-                    remote_mta: bounce.remote_mta.as_deref(),
-                },
-                &mxwatch::verdict::Circumstances {
-                    windows: &windows,
-                    mx_at: mx_at.as_deref(),
-                    providers: &providers,
-                },
-            );
+            let mxwatch::judge::Answer {
+                bounce,
+                at,
+                judgement,
+            } = mxwatch::judge::judge(&store, &config.providers(), parts, Utc::now())?;
             if *json {
                 print_lines([report::judgement_json(&bounce, at, &judgement).to_string()])?;
             } else {

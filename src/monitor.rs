@@ -256,6 +256,10 @@ fn jobs_of(config: &Config) -> Vec<Job> {
 /// A running daemon: the monitor, and the means to reload and stop it.
 pub struct Daemon {
     pub monitor: Arc<Monitor>,
+    /// Where the HTTP API listens, when it does.
+    pub api_addr: Option<std::net::SocketAddr>,
+    api_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    api_stop: Option<tokio::sync::oneshot::Sender<()>>,
     reload: mpsc::Sender<Vec<Job>>,
     task: tokio::task::JoinHandle<()>,
     writer_task: tokio::task::JoinHandle<()>,
@@ -287,6 +291,28 @@ impl Daemon {
             database = %config.database.display(),
             "watching; checks are spread over each schedule interval"
         );
+        let (api_addr, api_task, api_stop) = match config.listen {
+            Some(addr) => {
+                let std_listener = std::net::TcpListener::bind(addr)
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for the API: {e}"))?;
+                std_listener.set_nonblocking(true)?;
+                let listener = tokio::net::TcpListener::from_std(std_listener)?;
+                let bound = listener.local_addr()?;
+                let state = Arc::new(crate::api::ApiState::new(
+                    config.database.clone(),
+                    monitor.writer.clone(),
+                    config.providers(),
+                    config.api_token.clone(),
+                ));
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                let task = tokio::spawn(crate::api::serve(listener, state, async move {
+                    let _ = stopped.await;
+                }));
+                tracing::info!(%bound, "API listening");
+                (Some(bound), Some(task), Some(stop))
+            }
+            None => (None, None, None),
+        };
         let m = monitor.clone();
         let task = tokio::spawn(schedule::run(
             jobs,
@@ -309,6 +335,9 @@ impl Daemon {
         ));
         Ok(Daemon {
             monitor,
+            api_addr,
+            api_task,
+            api_stop,
             reload,
             task,
             writer_task,
@@ -330,8 +359,16 @@ impl Daemon {
             monitor,
             writer_task,
             reload,
+            api_task,
+            api_stop,
             ..
         } = self;
+        if let Some(stop) = api_stop {
+            let _ = stop.send(());
+        }
+        if let Some(task) = api_task {
+            task.await??;
+        }
         monitor.writer.flush().await?;
         drop((monitor, reload));
         writer_task.await?;

@@ -194,7 +194,10 @@ async fn run_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("watchlist.yaml"),
-        format!("upstreams: ['{}']\ndomains: [example.de]\n", dns.addr),
+        format!(
+            "upstreams: ['{}']\nlisten: '127.0.0.1:0'\ndomains: [example.de]\n",
+            dns.addr
+        ),
     )
     .unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mxwatch"))

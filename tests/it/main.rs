@@ -6,6 +6,7 @@
 #[path = "../support/dns.rs"]
 mod dns;
 
+mod api;
 mod cli;
 mod conformance;
 mod feeds;
@@ -49,7 +50,7 @@ pub fn write_config(dir: &tempfile::TempDir, yaml: &str) -> Config {
 pub fn base_yaml(dns: &TestDns) -> String {
     format!(
         "database: test.db\nschedule: '* * * * *'\nupstreams: ['{}']\ntimeout: 2s\nconcurrency: 1\n\
-         fast_recheck: 10s\ngrace: 0s\nsettle: 2h\nauthoritative_port: {}\n",
+         fast_recheck: 10s\ngrace: 0s\nsettle: 2h\nauthoritative_port: {}\nlisten: '127.0.0.1:0'\n",
         dns.addr,
         dns.addr.port()
     )
