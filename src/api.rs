@@ -120,6 +120,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route("/readyz", get(readyz))
         .route("/v1/verdict", get(verdict))
+        .route("/v1/verdicts", post(verdicts))
+        .route("/v1/windows", get(windows))
+        .route("/v1/domains/{domain}", get(domain))
         .route("/v1/bounces", post(bounces))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -208,6 +211,120 @@ async fn verdict(
         &answer.judgement,
     ))
     .into_response())
+}
+
+/// A batch: a JSON array of `{recipient, at?, status?, reply_code?,
+/// diagnostic?, remote_mta?}`; one verdict (or `{"error"}`) per item.
+async fn verdicts(State(st): State<Arc<ApiState>>, body: Bytes) -> Result<Response, ApiError> {
+    let items: Vec<serde_json::Value> = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("body: expected a JSON array: {e}")))?;
+    if items.len() > 10_000 {
+        return Err(ApiError::bad_request("at most 10,000 verdicts per request"));
+    }
+    let me = st.clone();
+    let out = st
+        .read(move |store| {
+            let now = Utc::now();
+            Ok(items
+                .into_iter()
+                .map(|item| match serde_json::from_value::<Parts>(item) {
+                    Err(e) => json!({"error": format!("not a bounce: {e}")}),
+                    Ok(parts) => match judge::judge(store, &me.providers, parts, now) {
+                        Ok(a) => report::judgement_json(&a.bounce, a.at, &a.judgement),
+                        Err(e) => json!({"error": e.to_string()}),
+                    },
+                })
+                .collect::<Vec<_>>())
+        })
+        .await?;
+    Ok(axum::Json(out).into_response())
+}
+
+async fn windows(
+    State(st): State<Arc<ApiState>>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(&query.unwrap_or_default())
+        .map_err(|e| ApiError::bad_request(format!("query: {e}")))?;
+    let mut active = false;
+    for (k, v) in pairs {
+        match (k.as_str(), v.as_str()) {
+            ("active", "true" | "1" | "") => active = true,
+            ("active", "false" | "0") => active = false,
+            ("active", other) => {
+                return Err(ApiError::bad_request(format!(
+                    "active: {other:?} is not true or false"
+                )));
+            }
+            (other, _) => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown parameter {other:?}"
+                )));
+            }
+        }
+    }
+    let now = Utc::now();
+    let rows = st
+        .read(move |s| {
+            s.windows(active.then_some(now))
+                .map_err(|e| ApiError::internal(e.to_string()))
+        })
+        .await?;
+    Ok(axum::Json(
+        rows.iter()
+            .map(|w| report::window_json(w, now))
+            .collect::<Vec<_>>(),
+    )
+    .into_response())
+}
+
+async fn domain(
+    State(st): State<Arc<ApiState>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    let d = crate::domain::DomainName::parse(&name)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let now = Utc::now();
+    let me = st.clone();
+    let body = st
+        .read(move |s| {
+            let internal = |e: crate::store::StoreError| ApiError::internal(e.to_string());
+            let history = s.history(&d, None).map_err(internal)?;
+            if history.is_empty() {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("no history of {d}"),
+                ));
+            }
+            let current = s.as_of(&d, now).map_err(internal)?;
+            let consensus = current
+                .iter()
+                .find(|a| a.upstream == crate::store::CONSENSUS);
+            let provider: Vec<String> = consensus
+                .map(|a| {
+                    me.providers
+                        .of_set(&a.run.observation.mx)
+                        .into_iter()
+                        .collect()
+                })
+                .unwrap_or_default();
+            let windows: Vec<serde_json::Value> = s
+                .windows(None)
+                .map_err(internal)?
+                .iter()
+                .filter(|w| w.domain.as_deref() == Some(d.as_str()))
+                .map(|w| report::window_json(w, now))
+                .collect();
+            Ok(json!({
+                "domain": d.as_str(),
+                "current": consensus.map(report::as_of_json),
+                "provider": provider,
+                "history": history.iter().map(report::run_json).collect::<Vec<_>>(),
+                "windows": windows,
+            }))
+        })
+        .await?;
+    Ok(axum::Json(body).into_response())
 }
 
 fn authorised(st: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {

@@ -87,6 +87,85 @@ async fn health_verdicts_and_errors() {
     }
     let r = http.get(format!("{base}/nowhere")).send().await.unwrap();
     assert_eq!(r.status(), 404);
+
+    // A batch: one answer per item, a bad item answered in place.
+    let batch = r#"[{"recipient":"kim@example.de","status":"5.1.1","reply_code":550},{"recipient":"nobody"},{"at":1}]"#;
+    let r = http
+        .post(format!("{base}/v1/verdicts"))
+        .body(batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Vec<Value> = r.json().await.unwrap();
+    assert_eq!(v.len(), 3);
+    assert_eq!(v[0]["verdict"], "suppress");
+    assert!(v[1]["error"].is_string() && v[2]["error"].is_string());
+    let r = http
+        .post(format!("{base}/v1/verdicts"))
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    let r = http
+        .get(format!("{base}/v1/windows?active=true"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http
+        .get(format!("{base}/v1/windows?active=maybe"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = http
+        .get(format!("{base}/v1/domains/never-checked.example"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = http
+        .get(format!("{base}/v1/domains/not..valid"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    app.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_domain_flipped_to_icloud_answers_transient_over_http() {
+    let dns = TestDns::start().await;
+    dns.set("example.de", Behaviour::mx(&[(10, "mx00.example.de")], 300));
+    let (mut app, base) = app_with_api(&dns).await;
+    app.next_check("example.de").await;
+    dns.set(
+        "example.de",
+        Behaviour::mx(&[(10, "mx01.mail.icloud.com")], 300),
+    );
+    let flip = app.next_check("example.de").await;
+    assert!(flip.window.is_some());
+    // The clock the daemon stamps with runs in 2021 (the test's); ask about then.
+    let at = mxwatch::report::time(flip.at);
+    let url =
+        format!("{base}/v1/verdict?recipient=kim@example.de&status=5.1.1&reply_code=550&at={at}");
+    let http = reqwest::Client::new();
+    let v: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["verdict"], "transient", "{v}");
+    assert_eq!(v["evidence"][0]["kind"], "mx_change");
+    let d: Value = http
+        .get(format!("{base}/v1/domains/example.de"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d["provider"][0], "icloud", "{d}");
+    assert_eq!(d["windows"].as_array().unwrap().len(), 1);
     app.stop().await;
 }
 
