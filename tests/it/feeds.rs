@@ -466,3 +466,56 @@ fn ingest_is_idempotent_and_list_filters() {
             .all(|r| r["domain"] == "example.com" && r["at"].as_str().unwrap() >= "2016")
     );
 }
+
+/// Replay over a real bounce email with scripted observations around it:
+/// the same bounce is `transient` inside a scripted MX change and
+/// `suppress` without one.
+#[test]
+fn replay_over_a_corpus_bounce_with_scripted_observations() {
+    use mxwatch::replay;
+    use mxwatch::verdict::Verdict;
+    let out = parse_fixture("sisimai/maildir/bsd/lhost-sendmail-01.eml");
+    let b = out.bounces.first().expect("a bounce").clone();
+    assert_eq!(b.kind, Kind::UserUnknown);
+    let at = b.at.expect("dated");
+    let obs = |offset_h: i64, host: &str| {
+        format!(
+            "{{\"domain\":\"{}\",\"at\":\"{}\",\"outcome\":\"records\",\"mx\":[{{\"preference\":10,\"exchange\":\"{host}\"}}],\"ttl\":300}}\n",
+            b.domain,
+            (at + chrono::Duration::hours(offset_h)).to_rfc3339()
+        )
+    };
+    let own = format!("mx.{}", b.domain);
+    let params = mxwatch::detect::Params {
+        grace: std::time::Duration::from_secs(3600),
+        settle: std::time::Duration::from_secs(72 * 3600),
+    };
+    let providers = mxwatch::provider::Providers::default();
+
+    // Scripted: the domain's own MX, then iCloud from an hour before the bounce, then back.
+    let text = obs(-3, &own) + &obs(-1, "mx01.mail.icloud.com") + &obs(2, &own);
+    let (recorded, bad) = replay::read_observations(&text);
+    assert!(bad.is_empty(), "{bad:?}");
+    let (res, summary) = replay::replay(
+        &recorded,
+        std::slice::from_ref(&b),
+        &params,
+        Default::default(),
+        &providers,
+    );
+    assert_eq!(res[0].final_judgement.verdict, Verdict::Transient);
+    assert_eq!(summary.prevented, 1);
+
+    // Scripted: nothing ever changed.
+    let text = obs(-3, &own) + &obs(2, &own);
+    let (recorded, _) = replay::read_observations(&text);
+    let (res, summary) = replay::replay(
+        &recorded,
+        std::slice::from_ref(&b),
+        &params,
+        Default::default(),
+        &providers,
+    );
+    assert_eq!(res[0].final_judgement.verdict, Verdict::Suppress);
+    assert_eq!(summary.prevented, 0);
+}
