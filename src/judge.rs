@@ -69,19 +69,7 @@ pub fn judge(
         .into_bounce(Source::Jsonl)
         .ok_or(JudgeError::Recipient(recipient))?;
     let (windows, mx_at) = store.circumstances(&bounce.domain, at)?;
-    let judgement = verdict::judge(
-        &verdict::Question {
-            kind: bounce.kind,
-            hard: bounce.hard,
-            at,
-            remote_mta: bounce.remote_mta.as_deref(),
-        },
-        &verdict::Circumstances {
-            windows: &windows,
-            mx_at: mx_at.as_deref(),
-            providers,
-        },
-    );
+    let judgement = verdict::judge_bounce(&bounce, at, &windows, mx_at.as_deref(), providers);
     Ok(Answer {
         bounce,
         at,

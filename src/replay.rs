@@ -242,7 +242,7 @@ pub fn replay(
         }
         let mut windows = track.map(|t| t.evidence()).unwrap_or_default();
         windows.extend(anomaly_evidence(&found, &b.domain, provider.as_deref()));
-        initial[bi] = Some(judge(b, at, &windows, mx_at, providers));
+        initial[bi] = Some(verdict::judge_bounce(b, at, &windows, mx_at, providers));
     }
     // Hindsight: every window with its final extent.
     for check in &checks[ci..] {
@@ -266,7 +266,7 @@ pub fn replay(
         let provider = mx_at.and_then(|mx| providers.of_set(mx).into_iter().next());
         let mut windows = track.map(|t| t.evidence()).unwrap_or_default();
         windows.extend(anomaly_evidence(&found, &b.domain, provider.as_deref()));
-        let final_judgement = judge(b, at, &windows, mx_at, providers);
+        let final_judgement = verdict::judge_bounce(b, at, &windows, mx_at, providers);
         let r = Replayed {
             bounce: b.clone(),
             initial: initial[i].clone().expect("every bounce judged"),
@@ -306,28 +306,6 @@ fn apply_check(
         }
     }
     track.state = det.state;
-}
-
-fn judge(
-    b: &Bounce,
-    at: DateTime<Utc>,
-    windows: &[Evidence],
-    mx_at: Option<&[Mx]>,
-    providers: &Providers,
-) -> Judgement {
-    verdict::judge(
-        &verdict::Question {
-            kind: b.kind,
-            hard: b.hard,
-            at,
-            remote_mta: b.remote_mta.as_deref(),
-        },
-        &verdict::Circumstances {
-            windows,
-            mx_at,
-            providers,
-        },
-    )
 }
 
 #[cfg(test)]

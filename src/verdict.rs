@@ -283,6 +283,29 @@ pub fn judge(q: &Question, c: &Circumstances) -> Judgement {
     decided(Verdict::Transient, reasons, evidence)
 }
 
+/// Judges a normalised bounce at `at` (its own time, or a caller's).
+pub fn judge_bounce(
+    b: &crate::bounce::Bounce,
+    at: DateTime<Utc>,
+    windows: &[Evidence],
+    mx_at: Option<&[Mx]>,
+    providers: &Providers,
+) -> Judgement {
+    judge(
+        &Question {
+            kind: b.kind,
+            hard: b.hard,
+            at,
+            remote_mta: b.remote_mta.as_deref(),
+        },
+        &Circumstances {
+            windows,
+            mx_at,
+            providers,
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,8 @@ use serde_json::Value;
 
 use crate::{Behaviour, TestDns};
 
-fn mxwatch(dir: &std::path::Path, args: &[&str]) -> Output {
+/// Runs the binary in `dir`, with no config or database from the environment.
+pub fn mxwatch(dir: &std::path::Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mxwatch"))
         .current_dir(dir)
         .args(args)

@@ -2,9 +2,10 @@
 //! fields it must give; `bounces parse` and `bounces ingest` end to end.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use chrono::Utc;
+
+use crate::cli::mxwatch;
 use mxwatch::bounce::parse::{self, Format};
 use mxwatch::bounce::{Action, Bounce, Kind, Source};
 use serde_json::Value;
@@ -351,16 +352,6 @@ fn the_gmail_nosuchuser_log_line() {
         (UserUnknown, true, Some(550))
     );
     assert_eq!(b.remote_mta.as_deref(), Some("gmail-smtp-in.l.google.com"));
-}
-
-fn mxwatch(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_mxwatch"))
-        .current_dir(dir)
-        .args(args)
-        .env_remove("MXWATCH_CONFIG")
-        .env_remove("MXWATCH_DATABASE")
-        .output()
-        .unwrap()
 }
 
 #[test]
