@@ -1,30 +1,43 @@
-//! The HTTP API (axum). Only this module knows the API's routes and JSON
-//! errors; the shapes of verdicts come from `report`.
+//! The HTTP API (axum). Only this module serves HTTP and knows the API's
+//! routes and JSON errors; the shapes of verdicts come from `report`, and
+//! `openapi.yaml` at the repository root describes every route.
 //!
-//! - `GET /healthz`, `GET /readyz`
+//! - `GET /healthz`, `GET /readyz`, `GET /metrics` (Prometheus)
 //! - `GET /v1/verdict?recipient=&at=&status=&reply_code=&diagnostic=&remote_mta=`
-//! - `POST /v1/bounces` (bearer token): any format `bounces parse` reads;
-//!   answered only after the bounces are committed.
+//! - `POST /v1/verdicts`: a batch
+//! - `GET /v1/windows?active=`, `GET /v1/domains/{domain}`,
+//!   `GET /v1/reinstatements?since=`
+//! - `POST /v1/bounces` (token): any format `bounces parse` reads, judged,
+//!   stored and answered only after the commit;
+//!   `POST /v1/webhooks/{ses,sendgrid,mailgun,postmark}` (token): one ESP's
+//!   events, SNS subscription confirmations answered.
 //!
 //! Bound to 127.0.0.1 unless configured otherwise. Bodies are limited;
-//! errors are JSON `{"error": "..."}`; nothing a client sends panics a
+//! every error is JSON `{"error": "..."}`; nothing a client sends panics a
 //! handler (store work runs on the blocking pool, its failures are 500s).
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, RawQuery, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use crate::bounce::parse;
+use crate::bounce::parse::{self, Format};
+use crate::bounce::{Bounce, Source};
+use crate::clock::Clock;
+use crate::config::Config;
 use crate::judge::{self, Parts};
+use crate::metrics::Metrics;
 use crate::provider::Providers;
 use crate::report;
 use crate::store::{Store, Writer};
@@ -32,44 +45,67 @@ use crate::store::{Store, Writer};
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 16 << 20;
 
+/// Read connections the handlers share (SQLite in WAL mode lets them read
+/// while the writer writes).
+const READERS: usize = 4;
+
 /// What the handlers share.
 pub struct ApiState {
-    pub database: PathBuf,
-    pub writer: Writer,
-    pub providers: Providers,
+    writer: Writer,
+    providers: Providers,
     /// The bearer token write endpoints require; writes are refused when
     /// none is configured.
-    pub token: Option<String>,
-    reader: Mutex<Option<Store>>,
+    token: Option<String>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    sns_subscribe_allow: Vec<String>,
+    http: reqwest::Client,
+    database: PathBuf,
+    readers: Vec<Mutex<Option<Store>>>,
+    next_reader: AtomicUsize,
 }
 
 impl ApiState {
     pub fn new(
-        database: PathBuf,
+        config: &Config,
         writer: Writer,
-        providers: Providers,
-        token: Option<String>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         ApiState {
-            database,
             writer,
-            providers,
-            token,
-            reader: Mutex::new(None),
+            providers: config.providers(),
+            token: config.api_token.clone(),
+            clock,
+            metrics,
+            sns_subscribe_allow: config.sns_subscribe_allow.clone(),
+            http: crate::http_client(),
+            database: config.database.clone(),
+            readers: (0..READERS).map(|_| Mutex::new(None)).collect(),
+            next_reader: AtomicUsize::new(0),
         }
     }
 
-    /// Runs `f` with the read connection, on the blocking pool.
+    /// A free read connection, else the next one in turn.
+    fn reader(&self) -> Result<MutexGuard<'_, Option<Store>>, ApiError> {
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        let n = self.readers.len();
+        if let Some(g) = (0..n).find_map(|i| self.readers[(start + i) % n].try_lock().ok()) {
+            return Ok(g);
+        }
+        self.readers[start % n]
+            .lock()
+            .map_err(|_| ApiError::internal("reader lock poisoned"))
+    }
+
+    /// Runs `f` with a read connection, on the blocking pool.
     async fn read<T: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnOnce(&Store) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
         let me = self.clone();
         tokio::task::spawn_blocking(move || {
-            let mut guard = me
-                .reader
-                .lock()
-                .map_err(|_| ApiError::internal("reader lock poisoned"))?;
+            let mut guard = me.reader()?;
             if guard.is_none() {
                 *guard =
                     Some(Store::open(&me.database).map_err(|e| ApiError::internal(e.to_string()))?);
@@ -119,11 +155,15 @@ pub fn router(state: Arc<ApiState>) -> Router {
             get(|| async { axum::Json(json!({"status": "ok"})) }),
         )
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/v1/verdict", get(verdict))
         .route("/v1/verdicts", post(verdicts))
         .route("/v1/windows", get(windows))
         .route("/v1/domains/{domain}", get(domain))
+        .route("/v1/reinstatements", get(reinstatements))
         .route("/v1/bounces", post(bounces))
+        .route("/v1/webhooks/{esp}", post(webhook))
+        .route_layer(middleware::from_fn_with_state(state.clone(), observe))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
@@ -140,6 +180,58 @@ pub async fn serve(
         .await
 }
 
+/// Around every routed request: its latency by route, and errors that
+/// axum answers itself (a body over the limit, a wrong method) turned into
+/// the API's JSON errors.
+async fn observe(State(st): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let started = Instant::now();
+    let mut resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if (status.is_client_error() || status.is_server_error()) && !is_json {
+        let body = std::mem::replace(resp.body_mut(), Body::empty());
+        let text = axum::body::to_bytes(body, 64 << 10)
+            .await
+            .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+            .unwrap_or_default();
+        let reason = status.canonical_reason().unwrap_or("error").to_lowercase();
+        let message = if text.is_empty() {
+            reason
+        } else {
+            format!("{reason}: {text}")
+        };
+        let headers = std::mem::take(resp.headers_mut());
+        resp = ApiError::new(status, message).into_response();
+        for name in [header::ALLOW, header::WWW_AUTHENTICATE] {
+            if let Some(v) = headers.get(&name) {
+                resp.headers_mut().insert(name, v.clone());
+            }
+        }
+    }
+    st.metrics.request(&route, started.elapsed().as_secs_f64());
+    resp
+}
+
+/// The request body, its refusal (too large, unreadable) a JSON error.
+struct RawBody(Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        Bytes::from_request(req, state)
+            .await
+            .map(RawBody)
+            .map_err(|e| ApiError::new(e.status(), e.body_text()))
+    }
+}
+
 async fn readyz(State(st): State<Arc<ApiState>>) -> Result<impl IntoResponse, ApiError> {
     st.read(|s| {
         s.counts()
@@ -147,6 +239,29 @@ async fn readyz(State(st): State<Arc<ApiState>>) -> Result<impl IntoResponse, Ap
     })
     .await?;
     Ok(axum::Json(json!({"status": "ready"})))
+}
+
+async fn metrics(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> {
+    let now = st.clock.now();
+    let (open, bounces) = st
+        .read(move |s| {
+            let internal = |e: crate::store::StoreError| ApiError::internal(e.to_string());
+            let mut open: Vec<(String, i64)> = Vec::new();
+            for w in s.windows(Some(now)).map_err(internal)? {
+                match open.iter_mut().find(|(k, _)| *k == w.kind) {
+                    Some((_, n)) => *n += 1,
+                    None => open.push((w.kind.clone(), 1)),
+                }
+            }
+            Ok((open, s.bounce_count().map_err(internal)?))
+        })
+        .await?;
+    let mut resp = st.metrics.render(&open, bounces).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    Ok(resp)
 }
 
 fn parse_parts(query: Option<String>) -> Result<Parts, ApiError> {
@@ -199,12 +314,13 @@ async fn verdict(
     let me = st.clone();
     let answer = st
         .read(move |store| {
-            judge::judge(store, &me.providers, parts, Utc::now()).map_err(|e| match e {
+            judge::judge(store, &me.providers, parts, me.clock.now()).map_err(|e| match e {
                 judge::JudgeError::Recipient(_) => ApiError::bad_request(e.to_string()),
                 judge::JudgeError::Store(e) => ApiError::internal(e.to_string()),
             })
         })
         .await?;
+    st.metrics.verdict(answer.judgement.verdict);
     Ok(axum::Json(report::judgement_json(
         &answer.bounce,
         answer.at,
@@ -215,7 +331,10 @@ async fn verdict(
 
 /// A batch: a JSON array of `{recipient, at?, status?, reply_code?,
 /// diagnostic?, remote_mta?}`; one verdict (or `{"error"}`) per item.
-async fn verdicts(State(st): State<Arc<ApiState>>, body: Bytes) -> Result<Response, ApiError> {
+async fn verdicts(
+    State(st): State<Arc<ApiState>>,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
     let items: Vec<serde_json::Value> = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("body: expected a JSON array: {e}")))?;
     if items.len() > 10_000 {
@@ -224,13 +343,16 @@ async fn verdicts(State(st): State<Arc<ApiState>>, body: Bytes) -> Result<Respon
     let me = st.clone();
     let out = st
         .read(move |store| {
-            let now = Utc::now();
+            let now = me.clock.now();
             Ok(items
                 .into_iter()
                 .map(|item| match serde_json::from_value::<Parts>(item) {
                     Err(e) => json!({"error": format!("not a bounce: {e}")}),
                     Ok(parts) => match judge::judge(store, &me.providers, parts, now) {
-                        Ok(a) => report::judgement_json(&a.bounce, a.at, &a.judgement),
+                        Ok(a) => {
+                            me.metrics.verdict(a.judgement.verdict);
+                            report::judgement_json(&a.bounce, a.at, &a.judgement)
+                        }
                         Err(e) => json!({"error": e.to_string()}),
                     },
                 })
@@ -263,7 +385,7 @@ async fn windows(
             }
         }
     }
-    let now = Utc::now();
+    let now = st.clock.now();
     let rows = st
         .read(move |s| {
             s.windows(active.then_some(now))
@@ -284,7 +406,7 @@ async fn domain(
 ) -> Result<Response, ApiError> {
     let d = crate::domain::DomainName::parse(&name)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let now = Utc::now();
+    let now = st.clock.now();
     let me = st.clone();
     let body = st
         .read(move |s| {
@@ -327,18 +449,85 @@ async fn domain(
     Ok(axum::Json(body).into_response())
 }
 
-fn authorised(st: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
+/// Parses `since=` (RFC 3339), the only parameter of listing endpoints.
+fn parse_since(query: Option<String>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(&query.unwrap_or_default())
+        .map_err(|e| ApiError::bad_request(format!("query: {e}")))?;
+    let mut since = None;
+    for (k, v) in pairs {
+        match k.as_str() {
+            "since" => {
+                since = Some(
+                    DateTime::parse_from_rfc3339(&v)
+                        .map_err(|e| {
+                            ApiError::bad_request(format!("since: {v:?} is not RFC 3339: {e}"))
+                        })?
+                        .with_timezone(&Utc),
+                )
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown parameter {other:?}"
+                )));
+            }
+        }
+    }
+    Ok(since)
+}
+
+async fn reinstatements(
+    State(st): State<Arc<ApiState>>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let since = parse_since(query)?;
+    let rows = st
+        .read(move |s| {
+            s.reinstatements(since)
+                .map_err(|e| ApiError::internal(e.to_string()))
+        })
+        .await?;
+    Ok(axum::Json(
+        rows.iter()
+            .map(report::reinstatement_json)
+            .collect::<Vec<_>>(),
+    )
+    .into_response())
+}
+
+/// The token as a client sent it: `Authorization: Bearer T`, HTTP Basic
+/// with `T` as the password (what ESP webhook settings can hold in a URL),
+/// or `?token=T`.
+fn presented_token(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if let Some(t) = auth.strip_prefix("Bearer ") {
+        return Some(t.trim().to_string());
+    }
+    if let Some(b) = auth.strip_prefix("Basic ") {
+        use base64::Engine;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(b.trim())
+            .ok()?;
+        let text = String::from_utf8(decoded).ok()?;
+        return text.split_once(':').map(|(_, pw)| pw.to_string());
+    }
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query?)
+        .ok()?
+        .into_iter()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v)
+}
+
+fn authorised(st: &ApiState, headers: &HeaderMap, query: Option<&str>) -> Result<(), ApiError> {
     let Some(token) = st.token.as_deref() else {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "writes are disabled: no API token is configured (api_token_file or MXWATCH_API_TOKEN)",
         ));
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+    let given = presented_token(headers, query).unwrap_or_default();
     // Compare without an early exit, so timing does not tell how much matched.
     let same = given.len() == token.len()
         && given
@@ -351,7 +540,7 @@ fn authorised(st: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
     } else {
         Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "a valid bearer token is required",
+            "a valid token is required (Authorization: Bearer, HTTP Basic password, or ?token=)",
         ))
     }
 }
@@ -359,16 +548,29 @@ fn authorised(st: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
 async fn bounces(
     State(st): State<Arc<ApiState>>,
     headers: HeaderMap,
-    body: Bytes,
+    RawQuery(query): RawQuery,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    authorised(&st, &headers)?;
+    authorised(&st, &headers, query.as_deref())?;
+    ingest(&st, body, None, None).await
+}
+
+/// Parses, judges and stores; answers after the commit with a verdict per
+/// bounce. `only` refuses bounces of another source (an ESP's receiver).
+async fn ingest(
+    st: &Arc<ApiState>,
+    body: Bytes,
+    format: Option<Format>,
+    only: Option<Source>,
+) -> Result<Response, ApiError> {
     if body.is_empty() {
         return Err(ApiError::bad_request("empty body"));
     }
-    let parsed = tokio::task::spawn_blocking(move || parse::parse(&body, None, Utc::now()))
+    let now = st.clock.now();
+    let parsed = tokio::task::spawn_blocking(move || parse::parse(&body, format, now))
         .await
         .map_err(|e| ApiError::internal(format!("parser failed: {e}")))?;
-    let problems: Vec<String> = parsed
+    let mut problems: Vec<String> = parsed
         .problems
         .iter()
         .map(|p| match p.line {
@@ -376,24 +578,140 @@ async fn bounces(
             None => p.message.clone(),
         })
         .collect();
-    if parsed.bounces.is_empty() && parsed.skipped == 0 {
+    let (list, foreign): (Vec<Bounce>, Vec<Bounce>) = parsed
+        .bounces
+        .into_iter()
+        .partition(|b| only.is_none_or(|s| b.source == s));
+    if let (Some(s), false) = (only, foreign.is_empty()) {
+        problems.push(format!(
+            "{} event(s) are not {} events (send them to their own receiver or /v1/bounces)",
+            foreign.len(),
+            s.as_str()
+        ));
+    }
+    if list.is_empty() && parsed.skipped == 0 {
         return Err(ApiError::bad_request(if problems.is_empty() {
             "no bounce found in the body".to_string()
         } else {
             problems.join("; ")
         }));
     }
-    let received = parsed.bounces.len();
-    let stored = st
+    let received = list.len();
+    let intake = st
         .writer
-        .bounces(parsed.bounces, Utc::now())
+        .bounces(list.clone(), now)
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
+    st.metrics.ingested(intake.stored, intake.reinstated);
+    let verdicts: Vec<serde_json::Value> = list
+        .iter()
+        .zip(&intake.judgements)
+        .map(|(b, j)| {
+            st.metrics.verdict(j.verdict);
+            report::judgement_json(b, b.at.unwrap_or(now), j)
+        })
+        .collect();
     Ok(axum::Json(json!({
         "received": received,
-        "stored": stored,
+        "stored": intake.stored,
         "skipped": parsed.skipped,
+        "reinstated": intake.reinstated,
         "problems": problems,
+        "verdicts": verdicts,
     }))
     .into_response())
+}
+
+/// `POST /v1/webhooks/{esp}`: one ESP's event webhook. For SES (through
+/// SNS), a subscription confirmation is answered by visiting its
+/// `SubscribeURL`, if that is an SNS endpoint (or a configured prefix).
+async fn webhook(
+    State(st): State<Arc<ApiState>>,
+    axum::extract::Path(esp): axum::extract::Path<String>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    let source = match esp.as_str() {
+        "ses" => Source::Ses,
+        "sendgrid" => Source::Sendgrid,
+        "mailgun" => Source::Mailgun,
+        "postmark" => Source::Postmark,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no receiver for {other:?} (ses, sendgrid, mailgun, postmark)"),
+            ));
+        }
+    };
+    authorised(&st, &headers, query.as_deref())?;
+    if source == Source::Ses
+        && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body)
+    {
+        match v.get("Type").and_then(|t| t.as_str()) {
+            Some("SubscriptionConfirmation") => return confirm_subscription(&st, &v).await,
+            Some("UnsubscribeConfirmation") => {
+                tracing::warn!(topic = ?v.get("TopicArn"), "SNS: the topic unsubscribed this endpoint");
+                return Ok(axum::Json(json!({"unsubscribed": true})).into_response());
+            }
+            _ => {}
+        }
+    }
+    ingest(&st, body, Some(Format::Json), Some(source)).await
+}
+
+/// Whether a `SubscribeURL` may be visited: an HTTPS SNS endpoint of AWS,
+/// or a URL under a configured prefix. Anything else would let a client
+/// make the daemon fetch arbitrary URLs.
+fn subscribe_url_allowed(url: &str, extra: &[String]) -> bool {
+    if extra
+        .iter()
+        .any(|p| !p.is_empty() && url.starts_with(p.as_str()))
+    {
+        return true;
+    }
+    let Ok(u) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    let host = u.host_str().unwrap_or("");
+    u.scheme() == "https"
+        && u.port().is_none()
+        && host.starts_with("sns.")
+        && (host.ends_with(".amazonaws.com") || host.ends_with(".amazonaws.com.cn"))
+}
+
+async fn confirm_subscription(
+    st: &Arc<ApiState>,
+    v: &serde_json::Value,
+) -> Result<Response, ApiError> {
+    let url = v
+        .get("SubscribeURL")
+        .and_then(|u| u.as_str())
+        .ok_or_else(|| ApiError::bad_request("SubscriptionConfirmation without a SubscribeURL"))?;
+    if !subscribe_url_allowed(url, &st.sns_subscribe_allow) {
+        return Err(ApiError::bad_request(format!(
+            "SubscribeURL {url:?} is not an https://sns.<region>.amazonaws.com/ URL \
+             (add a prefix to sns_subscribe_allow to trust another)"
+        )));
+    }
+    let r = st
+        .http
+        .get(url)
+        .timeout(std::time::Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                format!("confirming the subscription: {e}"),
+            )
+        })?;
+    if !r.status().is_success() {
+        return Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!("confirming the subscription: SNS answered {}", r.status()),
+        ));
+    }
+    tracing::info!(topic = ?v.get("TopicArn"), "SNS subscription confirmed");
+    Ok(axum::Json(json!({"subscribed": true})).into_response())
 }

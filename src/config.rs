@@ -84,11 +84,25 @@ struct RawConfig {
     authoritative_port: Option<u16>,
     listen: Option<String>,
     api_token_file: Option<PathBuf>,
+    anomaly: Option<RawAnomaly>,
+    #[serde(default)]
+    sns_subscribe_allow: Vec<String>,
     #[serde(default)]
     providers: Vec<RawProvider>,
     #[serde(default)]
     domains: Vec<RawDomain>,
     domains_file: Option<PathBuf>,
+}
+
+/// Thresholds of anomaly windows; see [`crate::anomaly::Params`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAnomaly {
+    window: Option<HumanDuration>,
+    baseline: Option<HumanDuration>,
+    factor: Option<f64>,
+    min_bounces: Option<usize>,
+    min_recipients: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -178,6 +192,11 @@ pub struct Config {
     /// `api_token_file`, else `MXWATCH_API_TOKEN`; writes are refused
     /// without one.
     pub api_token: Option<String>,
+    /// When a burst of unknown-user bounces is an anomaly window.
+    pub anomaly: crate::anomaly::Params,
+    /// URL prefixes, besides `https://sns.<region>.amazonaws.com/`, whose
+    /// SNS subscription confirmations the SES webhook visits.
+    pub sns_subscribe_allow: Vec<String>,
     pub providers: Vec<ProviderRule>,
     pub domains: Vec<WatchedDomain>,
     /// Entries of `domains_file` that repeated an earlier entry and were merged.
@@ -219,6 +238,14 @@ impl Config {
 
     pub fn providers(&self) -> Providers {
         Providers::new(&self.providers)
+    }
+
+    /// What the store's writer needs to judge bounces.
+    pub fn judging(&self) -> crate::store::Judging {
+        crate::store::Judging {
+            providers: self.providers(),
+            anomaly: self.anomaly,
+        }
     }
 
     /// The schedule a domain runs on.
@@ -285,6 +312,43 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
             ));
         }
     }
+
+    let anomaly = {
+        let d = crate::anomaly::Params::default();
+        let a = raw.anomaly.unwrap_or(RawAnomaly {
+            window: None,
+            baseline: None,
+            factor: None,
+            min_bounces: None,
+            min_recipients: None,
+        });
+        let p = crate::anomaly::Params {
+            window: a.window.map_or(d.window, |x| x.0),
+            baseline: a.baseline.map_or(d.baseline, |x| x.0),
+            factor: a.factor.unwrap_or(d.factor),
+            min_bounces: a.min_bounces.unwrap_or(d.min_bounces),
+            min_recipients: a.min_recipients.unwrap_or(d.min_recipients),
+        };
+        if p.window.is_zero() {
+            return Err(err("anomaly.window".into(), "must be more than 0s".into()));
+        }
+        if p.baseline <= p.window {
+            return Err(err(
+                "anomaly.baseline".into(),
+                "must be longer than anomaly.window".into(),
+            ));
+        }
+        if !(p.factor.is_finite() && p.factor >= 1.0) {
+            return Err(err("anomaly.factor".into(), "must be at least 1".into()));
+        }
+        if p.min_bounces == 0 || p.min_recipients == 0 {
+            return Err(err(
+                "anomaly".into(),
+                "min_bounces and min_recipients must be at least 1".into(),
+            ));
+        }
+        p
+    };
 
     let mut providers = Vec::new();
     for (i, p) in raw.providers.into_iter().enumerate() {
@@ -415,6 +479,8 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
     Ok(Config {
         listen,
         api_token,
+        anomaly,
+        sns_subscribe_allow: raw.sns_subscribe_allow,
         source: path.to_path_buf(),
         database: relative(raw.database.unwrap_or_else(|| PathBuf::from("mxwatch.db"))),
         schedule: match raw.schedule {

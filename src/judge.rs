@@ -68,8 +68,8 @@ pub fn judge(
     let bounce = facts
         .into_bounce(Source::Jsonl)
         .ok_or(JudgeError::Recipient(recipient))?;
-    let (windows, mx_at) = store.circumstances(&bounce.domain, at)?;
-    let judgement = verdict::judge_bounce(&bounce, at, &windows, mx_at.as_deref(), providers);
+    let c = store.circumstances(&bounce.domain, at, bounce.remote_mta.as_deref(), providers)?;
+    let judgement = verdict::judge_bounce(&bounce, at, &c.windows, c.mx_at.as_deref(), providers);
     Ok(Answer {
         bounce,
         at,

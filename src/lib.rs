@@ -16,7 +16,8 @@
 //! - [`clock`]: where "now" comes from, so tests and replays control time.
 //! - [`judge`]: a bounce from its parts judged against the store (CLI and API share it).
 //! - [`replay`]: detector, anomaly detector and verdicts over recorded observations and bounces.
-//! - [`api`]: the HTTP API (axum): routes, auth, JSON errors. Only it knows HTTP.
+//! - [`api`]: the HTTP API (axum): routes, auth, JSON errors. Only it serves HTTP.
+//! - [`metrics`]: Prometheus counters and the `/metrics` text.
 //! - [`report`]: the JSON and text shapes the CLI prints.
 
 pub mod anomaly;
@@ -27,6 +28,7 @@ pub mod config;
 pub mod detect;
 pub mod domain;
 pub mod judge;
+pub mod metrics;
 pub mod monitor;
 pub mod provider;
 pub mod replay;
@@ -35,3 +37,13 @@ pub mod resolve;
 pub mod schedule;
 pub mod store;
 pub mod verdict;
+
+/// The HTTP client for outgoing requests (SNS confirmations, alerts):
+/// rustls with the ring provider, the system's trust roots.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .user_agent(concat!("mxwatch/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("the HTTP client builds")
+}

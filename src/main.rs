@@ -122,6 +122,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Suppressions that windows found late turned over: recipients whose
+    /// suppression should be undone.
+    Reinstatements {
+        /// Only those recorded since T (RFC 3339, or an age like `24h`).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Backtest, with no network and no database: run the detector and the
     /// verdict rules over recorded observations and bounces in time order.
     Replay {
@@ -458,47 +467,51 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Command::Bounces { command } => match command {
-            BounceCommand::Parse {
-                paths,
-                format,
-                json,
-            } => {
-                let mut out = std::io::stdout().lock();
-                let (clean, _) = parse_inputs(paths, *format, false, |list| {
-                    for b in list {
-                        let line = if *json {
-                            serde_json::to_string(&b)?
-                        } else {
-                            bounce_text(&b)
-                        };
-                        if let Err(e) = writeln!(out, "{line}") {
-                            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                                return Ok(());
+        Command::Bounces { command } => {
+            match command {
+                BounceCommand::Parse {
+                    paths,
+                    format,
+                    json,
+                } => {
+                    let mut out = std::io::stdout().lock();
+                    let (clean, _) = parse_inputs(paths, *format, false, |list| {
+                        for b in list {
+                            let line = if *json {
+                                serde_json::to_string(&b)?
+                            } else {
+                                bounce_text(&b)
+                            };
+                            if let Err(e) = writeln!(out, "{line}") {
+                                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                                    return Ok(());
+                                }
+                                return Err(e.into());
                             }
-                            return Err(e.into());
                         }
-                    }
-                    Ok(())
-                })?;
-                Ok(if clean {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::FAILURE
-                })
-            }
-            BounceCommand::Ingest { paths, format } => {
-                let config = load(&cli)?;
-                runtime()?.block_on(async {
-                    let (writer, task) = mxwatch::store::Writer::start(&config.database)?;
+                        Ok(())
+                    })?;
+                    Ok(if clean {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    })
+                }
+                BounceCommand::Ingest { paths, format } => {
+                    let config = load(&cli)?;
+                    runtime()?.block_on(async {
+                    let (writer, task) =
+                        mxwatch::store::Writer::start(&config.database, config.judging())?;
                     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bounce>>(16);
                     let w = writer.clone();
                     let stored = tokio::spawn(async move {
-                        let mut n = 0;
+                        let (mut n, mut reinstated) = (0, 0);
                         while let Some(list) = rx.recv().await {
-                            n += w.bounces(list, Utc::now()).await?;
+                            let intake = w.bounces(list, Utc::now()).await?;
+                            n += intake.stored;
+                            reinstated += intake.reinstated;
                         }
-                        anyhow::Ok(n)
+                        anyhow::Ok((n, reinstated))
                     });
                     let paths = paths.clone();
                     let format = *format;
@@ -508,38 +521,40 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         })
                     })
                     .await??;
-                    let new = stored.await??;
+                    let (new, reinstated) = stored.await??;
                     drop(writer);
                     task.await?;
                     eprintln!(
-                        "{parsed} bounces parsed, {new} new stored, {} already known; database {}{}",
+                        "{parsed} bounces parsed, {new} new stored, {} already known, {reinstated} \
+                         suppressions reinstated; database {}{}",
                         parsed - new,
                         config.database.display(),
                         if clean { "" } else { " (some inputs had problems: see above)" }
                     );
                     Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
                 })
+                }
+                BounceCommand::List {
+                    domain: d,
+                    since,
+                    kind,
+                    json,
+                } => {
+                    let d = d.as_deref().map(domain).transpose()?;
+                    let since = since.as_deref().map(parse_time).transpose()?;
+                    let store = open_store(&cli)?;
+                    let rows = store.bounces(d.as_ref().map(|d| d.as_str()), since, *kind)?;
+                    print_lines(rows.iter().map(|b| {
+                        if *json {
+                            serde_json::to_string(b).expect("a bounce serialises")
+                        } else {
+                            bounce_text(b)
+                        }
+                    }))?;
+                    Ok(ExitCode::SUCCESS)
+                }
             }
-            BounceCommand::List {
-                domain: d,
-                since,
-                kind,
-                json,
-            } => {
-                let d = d.as_deref().map(domain).transpose()?;
-                let since = since.as_deref().map(parse_time).transpose()?;
-                let store = open_store(&cli)?;
-                let rows = store.bounces(d.as_ref().map(|d| d.as_str()), since, *kind)?;
-                print_lines(rows.iter().map(|b| {
-                    if *json {
-                        serde_json::to_string(b).expect("a bounce serialises")
-                    } else {
-                        bounce_text(b)
-                    }
-                }))?;
-                Ok(ExitCode::SUCCESS)
-            }
-        },
+        }
         Command::Config {
             command: ConfigCommand::Check { file },
         } => {
@@ -692,6 +707,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Reinstatements { since, json } => {
+            let since = since.as_deref().map(parse_time).transpose()?;
+            let store = open_store(&cli)?;
+            let rows = store.reinstatements(since)?;
+            print_lines(rows.iter().map(|r| {
+                if *json {
+                    report::reinstatement_json(r).to_string()
+                } else {
+                    report::reinstatement_text(r)
+                }
+            }))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Windows { active, json } => {
             let store = open_store(&cli)?;
             let now = Utc::now();
@@ -708,12 +736,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM. The handlers are installed at the call,
+/// not at the first poll, so a signal that comes early is not lost to the
+/// default action (killing the process mid-write).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    async move {
+        tokio::select! {
+            _ = int.recv() => tracing::info!("SIGINT: stopping"),
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        }
     }
 }

@@ -52,6 +52,8 @@ pub struct Monitor {
     watched: RwLock<HashMap<DomainName, Watch>>,
     outage: Mutex<OutageDetector>,
     events: broadcast::Sender<CheckEvent>,
+    /// Counters of checks and changes; shared with the API's `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The detector state without `last_seen`, which moves on every check and is
@@ -94,6 +96,7 @@ impl Monitor {
             watched: RwLock::new(HashMap::new()),
             outage: Mutex::new(OutageDetector::new(Duration::from_secs(600), usize::MAX)),
             events,
+            metrics: Arc::new(crate::metrics::Metrics::new()),
         });
         monitor.set_watchlist(config);
         Ok(monitor)
@@ -199,6 +202,7 @@ impl Monitor {
             window: det.window.as_ref().map(|(e, w)| (*e, w.status)),
             fast_recheck: det.fast_recheck,
         };
+        let (outcome, n_changes) = (consensus.outcome, det.changes.len());
         for c in &det.changes {
             tracing::info!(domain = %domain, kind = %c.kind, severity = %c.severity, "{}", c.detail);
         }
@@ -213,6 +217,7 @@ impl Monitor {
                 state: persist.then_some(det.state),
             })
             .await?;
+        self.metrics.check(outcome.as_str(), n_changes);
         if let Some(ev) = outage {
             match ev {
                 detect::OutageEvent::Started(s) => {
@@ -262,8 +267,13 @@ pub struct Daemon {
     api_stop: Option<tokio::sync::oneshot::Sender<()>>,
     reload: mpsc::Sender<Vec<Job>>,
     task: tokio::task::JoinHandle<()>,
+    /// Closes anomaly windows once their bounces stop.
+    tick_task: tokio::task::JoinHandle<()>,
     writer_task: tokio::task::JoinHandle<()>,
 }
+
+/// How often the daemon lets anomaly windows close.
+const TICK: Duration = Duration::from_secs(60);
 
 impl Daemon {
     /// Opens the database, restores the detector's memory and starts the
@@ -277,7 +287,7 @@ impl Daemon {
         let reader = store::Store::open(&config.database)?;
         let states = reader.load_states()?;
         drop(reader);
-        let (writer, writer_task) = Writer::start(&config.database)?;
+        let (writer, writer_task) = Writer::start(&config.database, config.judging())?;
         let monitor = Monitor::new(config, writer, states, clock.clone())?;
         let (reload, reload_rx) = mpsc::channel(4);
         let opts = SchedulerOptions {
@@ -299,10 +309,10 @@ impl Daemon {
                 let listener = tokio::net::TcpListener::from_std(std_listener)?;
                 let bound = listener.local_addr()?;
                 let state = Arc::new(crate::api::ApiState::new(
-                    config.database.clone(),
+                    config,
                     monitor.writer.clone(),
-                    config.providers(),
-                    config.api_token.clone(),
+                    clock.clone(),
+                    monitor.metrics.clone(),
                 ));
                 let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
                 let task = tokio::spawn(crate::api::serve(listener, state, async move {
@@ -312,6 +322,17 @@ impl Daemon {
                 (Some(bound), Some(task), Some(stop))
             }
             None => (None, None, None),
+        };
+        let tick_task = {
+            let (writer, clock) = (monitor.writer.clone(), clock.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(TICK).await;
+                    if writer.tick(clock.now()).await.is_err() {
+                        return;
+                    }
+                }
+            })
         };
         let m = monitor.clone();
         let task = tokio::spawn(schedule::run(
@@ -340,6 +361,7 @@ impl Daemon {
             api_stop,
             reload,
             task,
+            tick_task,
             writer_task,
         })
     }
@@ -361,8 +383,11 @@ impl Daemon {
             reload,
             api_task,
             api_stop,
+            tick_task,
             ..
         } = self;
+        tick_task.abort();
+        let _ = tick_task.await;
         if let Some(stop) = api_stop {
             let _ = stop.send(());
         }
@@ -424,6 +449,6 @@ pub fn open_for_sweep(
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<(Arc<Monitor>, tokio::task::JoinHandle<()>)> {
     let states = store::Store::open(&config.database)?.load_states()?;
-    let (writer, thread) = Writer::start(&config.database)?;
+    let (writer, thread) = Writer::start(&config.database, config.judging())?;
     Ok((Monitor::new(config, writer, states, clock)?, thread))
 }

@@ -168,11 +168,19 @@ pub fn change_text(c: &ChangeRow) -> String {
 }
 
 pub fn window_json(w: &WindowRow, now: DateTime<Utc>) -> Value {
+    let (scope, domain, provider) = match &w.scope {
+        Some((kind, name)) if kind == "provider" => ("provider", None, Some(name.as_str())),
+        Some((_, name)) => ("domain", Some(name.as_str()), None),
+        None if w.domain.is_some() => ("domain", w.domain.as_deref(), None),
+        None => ("global", None, None),
+    };
     json!({
         "id": w.id,
-        "domain": w.domain,
+        "domain": domain,
+        "provider": provider,
         "kind": w.kind,
-        "scope": if w.domain.is_some() { "domain" } else { "global" },
+        "scope": scope,
+        "detail": w.detail,
         "start": time(w.start),
         "detected_at": time(w.detected_at),
         "end": w.end.map(time),
@@ -235,6 +243,45 @@ pub fn judgement_json(
             "detail": e.detail,
         })).collect::<Vec<_>>(),
     })
+}
+
+/// A suppression that a window found late turned over.
+pub fn reinstatement_json(r: &crate::store::Reinstatement) -> Value {
+    json!({
+        "id": r.id,
+        "reinstated_at": time(r.created_at),
+        "recipient": r.bounce.recipient,
+        "domain": r.bounce.domain,
+        "bounce_id": r.bounce_id,
+        "bounce_at": r.bounce.at.map(time),
+        "kind": r.bounce.kind.as_str(),
+        "status": r.bounce.status,
+        "previous_verdict": "suppress",
+        "verdict": r.verdict,
+        "reason": r.reason,
+        "window": r.window.as_ref().map(|w| json!({
+            "id": w.id,
+            "kind": w.kind,
+            "scope": w.scope,
+            "name": w.name,
+            "start": time(w.start),
+            "end": w.end.map(time),
+        })),
+    })
+}
+
+pub fn reinstatement_text(r: &crate::store::Reinstatement) -> String {
+    format!(
+        "{}  {:<32} {:<9} bounced {}  window #{}  {}",
+        time(r.created_at),
+        r.bounce.recipient,
+        r.verdict,
+        r.bounce.at.map(time).unwrap_or_else(|| "-".into()),
+        r.window
+            .as_ref()
+            .map_or("-".to_string(), |w| w.id.to_string()),
+        r.reason
+    )
 }
 
 pub fn judgement_text(b: &crate::bounce::Bounce, j: &crate::verdict::Judgement) -> String {

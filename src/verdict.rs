@@ -175,6 +175,25 @@ fn remote_host(remote: &str) -> Option<MxHost> {
     MxHost::parse(h).ok()
 }
 
+/// The provider a bounce is counted under for anomaly windows: the
+/// provider of the domain's MX at the time when history knows it, else the
+/// provider of the host that refused (an unwatched icloud.com address
+/// refused by `mx01.mail.icloud.com` counts under `icloud`).
+pub fn provider_scope(
+    mx_at: Option<&[Mx]>,
+    remote_mta: Option<&str>,
+    providers: &Providers,
+) -> Option<String> {
+    if let Some(mx) = mx_at
+        && let Some(p) = providers.of_set(mx).into_iter().next()
+    {
+        return Some(p);
+    }
+    remote_mta
+        .and_then(remote_host)
+        .map(|h| providers.classify(&h))
+}
+
 /// A wrong MX: the host that refused is none of the domain's MX hosts then
 /// and belongs to another provider (a web.de address refused by
 /// `mx01.mail.icloud.com`).

@@ -255,3 +255,184 @@ async fn bounces_need_a_token_and_are_committed_before_the_answer() {
     assert_eq!(r.status(), 413);
     app.stop().await;
 }
+
+/// A normalised bounce line, as `bounces parse --json` prints it.
+fn unknown_user(recipient: &str, at: chrono::DateTime<chrono::Utc>, remote: &str) -> String {
+    let (_, domain) = recipient.split_once('@').unwrap();
+    serde_json::to_string(&mxwatch::bounce::Bounce {
+        recipient: recipient.into(),
+        domain: domain.into(),
+        at: Some(at),
+        action: Some(mxwatch::bounce::Action::Failed),
+        status: Some("5.1.1".into()),
+        reply_code: Some(550),
+        diagnostic: Some(format!(
+            "550 5.1.1 <{recipient}>: user lookup success but no user record found"
+        )),
+        remote_mta: Some(remote.into()),
+        reporting_mta: None,
+        kind: mxwatch::bounce::Kind::UserUnknown,
+        hard: true,
+        source: mxwatch::bounce::Source::Jsonl,
+        message_id: None,
+    })
+    .unwrap()
+}
+
+async fn post_bounces(http: &reqwest::Client, base: &str, body: String) -> Value {
+    let r = http
+        .post(format!("{base}/v1/bounces"))
+        .bearer_auth(TOKEN)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_apple_like_burst_without_dns_change_reinstates_the_early_suppressions() {
+    let dns = TestDns::start().await;
+    dns.set("example.de", Behaviour::mx(&[(10, "mx00.example.de")], 300));
+    let (app, base) = app_with_api(&dns).await;
+    let http = reqwest::Client::new();
+    let t0 = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2021, 4, 26, 11, 0, 0).unwrap();
+    let minute = chrono::Duration::minutes(1);
+    // Valid iCloud, me.com and mac.com addresses refused one a minute by
+    // Apple's MX, and no DNS change anywhere. Each arrives on its own.
+    let domains = ["icloud.com", "me.com", "mac.com"];
+    let mut answers = Vec::new();
+    for i in 0..25 {
+        let who = format!("user{i}@{}", domains[i % 3]);
+        let line = unknown_user(&who, t0 + minute * i as i32, "mx01.mail.icloud.com");
+        answers.push(post_bounces(&http, &base, line).await);
+    }
+    // Each alone looked like a plain unknown user until the burst was
+    // recognised at the 20th (20 bounces, 20 recipients in 30 minutes).
+    for (i, a) in answers.iter().enumerate() {
+        let want = if i < 19 { "suppress" } else { "transient" };
+        assert_eq!(a["verdicts"][0]["verdict"], want, "bounce {i}: {a}");
+    }
+    assert_eq!(answers[19]["reinstated"], 19);
+    let ev = &answers[19]["verdicts"][0]["evidence"][0];
+    assert_eq!(
+        (ev["kind"].as_str(), ev["scope"].as_str()),
+        (Some("anomaly"), Some("provider"))
+    );
+    assert_eq!(ev["start"], mxwatch::report::time(t0));
+
+    // The early ones are listed for the bounce handler to undo.
+    let list: Vec<Value> = http
+        .get(format!("{base}/v1/reinstatements"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list.len(), 19);
+    assert_eq!(list[0]["recipient"], "user0@icloud.com");
+    assert_eq!(list[0]["previous_verdict"], "suppress");
+    assert_eq!(list[0]["verdict"], "transient");
+    assert_eq!(list[0]["window"]["kind"], "anomaly");
+    assert_eq!(list[0]["window"]["name"], "icloud");
+    let later = mxwatch::report::time(t0 + chrono::Duration::hours(1));
+    let none: Vec<Value> = http
+        .get(format!("{base}/v1/reinstatements?since={later}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    let r = http
+        .get(format!("{base}/v1/reinstatements?since=yesterday"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // A question about a moment inside the burst is answered with it.
+    let inside = mxwatch::report::time(t0 + minute * 10);
+    let v: Value = http
+        .get(format!(
+            "{base}/v1/verdict?recipient=someone@me.com&status=5.1.1&reply_code=550&remote_mta=mx02.mail.icloud.com&at={inside}"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["verdict"], "transient", "{v}");
+
+    // The bounces stop; once the window closes, a later unknown user is
+    // suppressed again.
+    tokio::time::sleep(std::time::Duration::from_secs(3 * 3600)).await;
+    let after = t0 + chrono::Duration::hours(5);
+    let a = post_bounces(
+        &http,
+        &base,
+        unknown_user("late@icloud.com", after, "mx01.mail.icloud.com"),
+    )
+    .await;
+    assert_eq!(a["verdicts"][0]["verdict"], "suppress", "{a}");
+    let windows: Vec<Value> = http
+        .get(format!("{base}/v1/windows"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let anomaly = windows.iter().find(|w| w["kind"] == "anomaly").unwrap();
+    assert_eq!(anomaly["status"], "closed", "{anomaly}");
+    assert_eq!(anomaly["end"], mxwatch::report::time(t0 + minute * 24));
+    let events: Vec<String> = app
+        .store()
+        .outbox()
+        .unwrap()
+        .into_iter()
+        .map(|o| o.event)
+        .collect();
+    for want in ["anomaly_opened", "reinstatements", "anomaly_closed"] {
+        assert!(events.iter().any(|e| e == want), "{want} in {events:?}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn suppressions_between_the_last_check_and_an_mx_change_are_reinstated() {
+    let dns = TestDns::start().await;
+    dns.set("example.de", Behaviour::mx(&[(10, "mx00.example.de")], 300));
+    let (mut app, base) = app_with_api(&dns).await;
+    let http = reqwest::Client::new();
+    let first = app.next_check("example.de").await;
+    // Refused by the domain's own MX: nothing against a suppression yet.
+    let at = first.at + chrono::Duration::seconds(20);
+    let a = post_bounces(
+        &http,
+        &base,
+        unknown_user("kim@example.de", at, "mx00.example.de"),
+    )
+    .await;
+    assert_eq!(a["verdicts"][0]["verdict"], "suppress", "{a}");
+    // The next check finds the MX moved; the change happened after the
+    // last check that saw the old answer, so the bounce is reconsidered.
+    dns.set(
+        "example.de",
+        Behaviour::mx(&[(10, "mx01.mail.icloud.com")], 300),
+    );
+    let flip = app.next_check("example.de").await;
+    assert!(flip.window.is_some());
+    let list = app.store().reinstatements(None).unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0].bounce.recipient, "kim@example.de");
+    assert_eq!(list[0].verdict, "transient");
+    assert_eq!(list[0].window.as_ref().unwrap().kind, "mx_change");
+    let stored = app.store().stored_bounces(None, None, None).unwrap();
+    assert_eq!(stored[0].verdict.as_deref(), Some("transient"));
+    app.stop().await;
+}

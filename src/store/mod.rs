@@ -19,14 +19,16 @@ use rusqlite::{Connection, OptionalExtension, params};
 use rusqlite_migration::{M, Migrations};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::bounce::{Action, Bounce, Kind, Source};
+use crate::bounce::{Bounce, Kind};
 use crate::detect::{
     Change, ChangeKind, CloseReason, DomainState, OutageEvent, Severity, Window, WindowEvent,
     WindowStatus,
 };
 use crate::domain::{DomainName, Mx, MxHost};
 use crate::resolve::{Answer, Observation, Outcome};
-use crate::verdict;
+mod intake;
+
+pub use intake::{Circumstances, Intake, Judging};
 
 /// The upstream label of consensus runs.
 pub const CONSENSUS: &str = "*";
@@ -146,6 +148,32 @@ fn migrations() -> Migrations<'static> {
         CREATE INDEX bounces_by_time ON bounces(at);
         "#,
         ),
+        M::up(
+            r#"
+        -- Anomaly windows have no domain row: they cover a scope, a domain
+        -- (watched or not) or a provider.
+        ALTER TABLE windows ADD COLUMN scope_kind TEXT;   -- 'domain' | 'provider'
+        ALTER TABLE windows ADD COLUMN scope TEXT;
+        ALTER TABLE windows ADD COLUMN detail TEXT;
+        CREATE UNIQUE INDEX windows_by_scope ON windows(kind, scope_kind, scope, start)
+            WHERE scope IS NOT NULL;
+        -- The verdict answered when the bounce came in (NULL for bounces
+        -- stored before verdicts existed), and the provider it counts under.
+        ALTER TABLE bounces ADD COLUMN verdict TEXT;
+        ALTER TABLE bounces ADD COLUMN provider TEXT;
+        CREATE INDEX bounces_by_verdict ON bounces(verdict, at);
+        -- A suppression a later window turned over.
+        CREATE TABLE reinstatements (
+            id          INTEGER PRIMARY KEY,
+            bounce_id   INTEGER NOT NULL UNIQUE REFERENCES bounces(id),
+            window_id   INTEGER REFERENCES windows(id),
+            created_at  INTEGER NOT NULL,
+            verdict     TEXT NOT NULL,       -- what it is now
+            reason      TEXT NOT NULL
+        );
+        CREATE INDEX reinstatements_by_time ON reinstatements(created_at);
+        "#,
+        ),
     ])
 }
 
@@ -239,8 +267,10 @@ enum Op {
     /// A check, and who to tell once it is committed.
     Check(Box<CheckRecord>, Option<oneshot::Sender<()>>),
     Outage(OutageEvent, DateTime<Utc>),
-    /// Bounces to store; answers how many were new.
-    Bounces(Vec<Bounce>, DateTime<Utc>, oneshot::Sender<usize>),
+    /// Bounces to judge and store.
+    Bounces(Vec<Bounce>, DateTime<Utc>, oneshot::Sender<Intake>),
+    /// Time passes: anomalies whose bounces stopped close.
+    Tick(DateTime<Utc>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -260,14 +290,20 @@ impl Writer {
     /// batches the task waits asynchronously. A failed commit is logged and
     /// its waiters are told (their `check` returns an error); the writer
     /// goes on with the next batch.
-    pub fn start(path: &Path) -> Result<(Writer, tokio::task::JoinHandle<()>), StoreError> {
-        let conn = open(path)?;
+    pub fn start(
+        path: &Path,
+        judging: Judging,
+    ) -> Result<(Writer, tokio::task::JoinHandle<()>), StoreError> {
+        let mut conn = open(path)?;
+        let mut intaker = intake::Intaker::new(judging);
+        intaker.warm(&mut conn)?;
         let (tx, mut rx) = mpsc::channel::<Op>(BATCH * 4);
         let handle = tokio::spawn(async move {
             let mut w = WriterState {
                 conn,
                 domain_ids: HashMap::new(),
                 heads: HashMap::new(),
+                intaker,
             };
             while let Some(first) = rx.recv().await {
                 let mut batch = vec![first];
@@ -288,6 +324,10 @@ impl Writer {
                             // Forget cached heads: the rollback undid them.
                             w.heads.clear();
                             w.domain_ids.clear();
+                            // And the detector saw bounces that are not stored.
+                            if let Err(e) = w.intaker.warm(&mut w.conn) {
+                                tracing::error!("rebuilding the anomaly detector: {e}");
+                            }
                             (false, Vec::new())
                         }
                     };
@@ -312,7 +352,7 @@ impl Writer {
                             let _ = ack.send(());
                         }
                         (true, Op::Bounces(_, _, ack)) => {
-                            let _ = ack.send(counts.next().unwrap_or(0));
+                            let _ = ack.send(counts.next().unwrap_or_default());
                         }
                         _ => {}
                     }
@@ -349,19 +389,27 @@ impl Writer {
             .map_err(|_| StoreError::WriterGone)
     }
 
-    /// Stores bounces (those already stored are skipped); returns how many
-    /// were new, once committed.
+    /// Judges and stores bounces (those already stored are judged, not
+    /// stored again); answers once committed.
     pub async fn bounces(
         &self,
         list: Vec<Bounce>,
         now: DateTime<Utc>,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<Intake, StoreError> {
         let (ack, done) = oneshot::channel();
         self.tx
             .send(Op::Bounces(list, now, ack))
             .await
             .map_err(|_| StoreError::WriterGone)?;
         done.await.map_err(|_| StoreError::WriterGone)
+    }
+
+    /// Closes anomaly windows whose bounces have stopped by `now`.
+    pub async fn tick(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.tx
+            .send(Op::Tick(now))
+            .await
+            .map_err(|_| StoreError::WriterGone)
     }
 
     /// Waits until everything sent before is committed.
@@ -388,21 +436,23 @@ struct WriterState {
     conn: Connection,
     domain_ids: HashMap<DomainName, i64>,
     heads: HashMap<(i64, String), Option<Head>>,
+    intaker: intake::Intaker,
 }
 
 impl WriterState {
-    /// Commits a batch; returns how many bounces each `Bounces` op stored.
-    fn commit(&mut self, batch: &mut [Op]) -> Result<Vec<usize>, StoreError> {
+    /// Commits a batch; returns what each `Bounces` op came to.
+    fn commit(&mut self, batch: &mut [Op]) -> Result<Vec<Intake>, StoreError> {
         let mut counts = Vec::new();
         let tx = self.conn.transaction()?;
+        let providers = self.intaker.judging.providers.clone();
         for op in batch.iter() {
             match op {
-                Op::Check(rec, _) => write_check(&tx, &mut self.domain_ids, &mut self.heads, rec)?,
-                Op::Outage(ev, at) => write_outage(&tx, *ev, *at)?,
-                Op::Bounces(list, now, _) => {
-                    let n = write_bounces(&tx, list, *now)?;
-                    counts.push(n);
+                Op::Check(rec, _) => {
+                    write_check(&tx, &mut self.domain_ids, &mut self.heads, rec, &providers)?
                 }
+                Op::Outage(ev, at) => write_outage(&tx, *ev, *at, &providers)?,
+                Op::Bounces(list, now, _) => counts.push(self.intaker.bounces(&tx, list, *now)?),
+                Op::Tick(now) => self.intaker.tick(&tx, *now)?,
                 Op::Flush(_) => {}
             }
         }
@@ -484,6 +534,7 @@ fn write_check(
     ids: &mut HashMap<DomainName, i64>,
     heads: &mut HashMap<(i64, String), Option<Head>>,
     rec: &CheckRecord,
+    providers: &crate::provider::Providers,
 ) -> Result<(), StoreError> {
     let id = domain_id(tx, ids, &rec.domain)?;
     for o in &rec.observations {
@@ -548,6 +599,17 @@ fn write_check(
             )?
             .execute(params![ms(rec.at), event, id, window_id, summary])?;
         }
+        if *event == WindowEvent::Opened {
+            // The change happened after the last check that saw the old
+            // answer: suppressions since then are reconsidered.
+            intake::reconsider(
+                tx,
+                providers,
+                intake::Covered::Domain(rec.domain.as_str()),
+                w.start,
+                rec.at,
+            )?;
+        }
     }
     if let Some(state) = &rec.state {
         let json = serde_json::to_string(state).expect("detector state serialises");
@@ -555,38 +617,6 @@ fn write_check(
             .execute(params![id, json])?;
     }
     Ok(())
-}
-
-fn write_bounces(
-    tx: &rusqlite::Transaction,
-    list: &[Bounce],
-    now: DateTime<Utc>,
-) -> Result<usize, StoreError> {
-    let mut stmt = tx.prepare_cached(
-        "INSERT OR IGNORE INTO bounces(recipient, domain, at, action, status, reply_code, diagnostic, remote_mta, \
-         reporting_mta, kind, hard, source, message_id, ingested_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-    )?;
-    let mut n = 0;
-    for b in list {
-        n += stmt.execute(params![
-            b.recipient,
-            b.domain,
-            b.at.map(ms),
-            b.action.map(|a| a.as_str()),
-            b.status,
-            b.reply_code,
-            b.diagnostic,
-            b.remote_mta,
-            b.reporting_mta,
-            b.kind.as_str(),
-            b.hard,
-            b.source.as_str(),
-            b.message_id,
-            ms(now)
-        ])?;
-    }
-    Ok(n)
 }
 
 fn summarise_changes(d: &DomainName, changes: &[Change]) -> String {
@@ -601,6 +631,7 @@ fn write_outage(
     tx: &rusqlite::Transaction,
     ev: OutageEvent,
     at: DateTime<Utc>,
+    providers: &crate::provider::Providers,
 ) -> Result<(), StoreError> {
     let (event, start, summary) = match ev {
         OutageEvent::Started(start) => {
@@ -635,6 +666,9 @@ fn write_outage(
         .optional()?;
     tx.prepare_cached("INSERT INTO outbox(created_at, event, domain_id, window_id, summary) VALUES (?1, ?2, NULL, ?3, ?4)")?
         .execute(params![ms(at), event, window_id, summary])?;
+    if let OutageEvent::Started(start) = ev {
+        intake::reconsider(tx, providers, intake::Covered::All, start, at)?;
+    }
     Ok(())
 }
 
@@ -677,6 +711,10 @@ pub struct WindowRow {
     pub before: Option<Answer>,
     pub after: Option<Answer>,
     pub flaps: u32,
+    /// Anomaly windows: (`domain` | `provider`, its name).
+    pub scope: Option<(String, String)>,
+    /// What made an anomaly an anomaly.
+    pub detail: Option<String>,
 }
 
 impl WindowRow {
@@ -711,6 +749,41 @@ pub struct OutboxRow {
     pub domain: Option<String>,
     pub window_id: Option<i64>,
     pub summary: String,
+}
+
+/// A stored bounce with its row id and the verdict it holds now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredBounce {
+    pub id: i64,
+    /// `None` for bounces stored before verdicts were kept.
+    pub verdict: Option<String>,
+    pub bounce: Bounce,
+}
+
+/// A suppression a later window turned over.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reinstatement {
+    pub id: i64,
+    pub created_at: DateTime<Utc>,
+    /// The verdict the bounce holds now (it was `suppress`).
+    pub verdict: String,
+    pub reason: String,
+    pub bounce_id: i64,
+    pub bounce: Bounce,
+    pub window: Option<ReinstatementWindow>,
+}
+
+/// The window behind a reinstatement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReinstatementWindow {
+    pub id: i64,
+    pub kind: String,
+    /// `domain`, `provider` or `global`.
+    pub scope: String,
+    /// The domain or provider; `None` for global windows.
+    pub name: Option<String>,
+    pub start: DateTime<Utc>,
+    pub end: Option<DateTime<Utc>>,
 }
 
 /// Read access. Open one per thread or task that reads.
@@ -870,7 +943,7 @@ impl Store {
     pub fn windows(&self, active_at: Option<DateTime<Utc>>) -> Result<Vec<WindowRow>, StoreError> {
         let mut stmt = self.conn.prepare(
             "SELECT w.id, d.name, w.kind, w.start, w.detected_at, w.end, w.status, w.close_reason, w.severity, \
-               w.before, w.after, w.flaps \
+               w.before, w.after, w.flaps, w.scope_kind, w.scope, w.detail \
              FROM windows w LEFT JOIN domains d ON d.id = w.domain_id \
              WHERE ?1 IS NULL OR w.status != 'closed' ORDER BY w.start DESC, w.id DESC",
         )?;
@@ -894,6 +967,14 @@ impl Store {
                     .get::<_, Option<String>>(10)?
                     .and_then(|s| parse_answer_text(&s)),
                 flaps: r.get(11)?,
+                scope: match (
+                    r.get::<_, Option<String>>(12)?,
+                    r.get::<_, Option<String>>(13)?,
+                ) {
+                    (Some(kind), Some(name)) => Some((kind, name)),
+                    _ => None,
+                },
+                detail: r.get(14)?,
             })
         })?;
         let all: Vec<WindowRow> = rows.collect::<Result<_, _>>()?;
@@ -928,31 +1009,34 @@ impl Store {
         since: Option<DateTime<Utc>>,
         kind: Option<Kind>,
     ) -> Result<Vec<Bounce>, StoreError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT recipient, domain, at, action, status, reply_code, diagnostic, remote_mta, reporting_mta, kind, hard, \
-               source, message_id FROM bounces \
-             WHERE (?1 IS NULL OR domain = ?1) AND (?2 IS NULL OR at >= ?2) AND (?3 IS NULL OR kind = ?3) \
-             ORDER BY at, id",
-        )?;
+        Ok(self
+            .stored_bounces(domain, since, kind)?
+            .into_iter()
+            .map(|s| s.bounce)
+            .collect())
+    }
+
+    /// Stored bounces with their ids and verdicts, oldest first.
+    pub fn stored_bounces(
+        &self,
+        domain: Option<&str>,
+        since: Option<DateTime<Utc>>,
+        kind: Option<Kind>,
+    ) -> Result<Vec<StoredBounce>, StoreError> {
+        let sql = format!(
+            "SELECT b.id, b.verdict, {} FROM bounces b \
+             WHERE (?1 IS NULL OR b.domain = ?1) AND (?2 IS NULL OR b.at >= ?2) AND (?3 IS NULL OR b.kind = ?3) \
+             ORDER BY b.at, b.id",
+            intake::BOUNCE_COLUMNS
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
         let rows = stmt.query_map(
             params![domain, since.map(ms), kind.map(|k| k.as_str())],
             |r| {
-                Ok(Bounce {
-                    recipient: r.get(0)?,
-                    domain: r.get(1)?,
-                    at: r.get::<_, Option<i64>>(2)?.map(from_ms),
-                    action: r
-                        .get::<_, Option<String>>(3)?
-                        .and_then(|a| Action::parse(&a)),
-                    status: r.get(4)?,
-                    reply_code: r.get(5)?,
-                    diagnostic: r.get(6)?,
-                    remote_mta: r.get(7)?,
-                    reporting_mta: r.get(8)?,
-                    kind: r.get::<_, String>(9)?.parse().unwrap_or(Kind::Other),
-                    hard: r.get(10)?,
-                    source: r.get::<_, String>(11)?.parse().unwrap_or(Source::Jsonl),
-                    message_id: r.get(12)?,
+                Ok(StoredBounce {
+                    id: r.get(0)?,
+                    verdict: r.get(1)?,
+                    bounce: intake::bounce_from_row(r, 2)?,
                 })
             },
         )?;
@@ -960,63 +1044,66 @@ impl Store {
     }
 
     /// What was known about a domain at `at`, for a verdict: the windows
-    /// (its own, and global ones such as resolver outages) that covered
-    /// that moment, and its consensus MX then (when history has records).
+    /// that covered that moment (its own, global ones such as resolver
+    /// outages, anomalies of the domain or its provider), and its consensus
+    /// MX then (when history has records). `remote_mta` places an
+    /// unwatched domain under the provider that refused.
     pub fn circumstances(
         &self,
         domain: &str,
         at: DateTime<Utc>,
-    ) -> Result<(Vec<verdict::Evidence>, Option<Vec<Mx>>), StoreError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT w.id, w.kind, w.domain_id IS NULL, w.start, w.end, w.before, w.after, w.flaps \
-             FROM windows w LEFT JOIN domains d ON d.id = w.domain_id \
-             WHERE (d.name = ?1 OR w.domain_id IS NULL) AND w.start <= ?2 AND (w.end IS NULL OR w.end >= ?2) \
-             ORDER BY w.start, w.id",
-        )?;
-        let rows = stmt.query_map(params![domain, ms(at)], |r| {
-            let kind: String = r.get(1)?;
-            let global: bool = r.get(2)?;
-            let before: Option<String> = r.get(5)?;
-            let after: Option<String> = r.get(6)?;
-            let flaps: i64 = r.get(7)?;
-            let detail = match (before, after) {
-                (Some(b), Some(a)) => {
-                    let flaps = if flaps > 0 {
-                        format!(" ({flaps} flaps)")
-                    } else {
-                        String::new()
-                    };
-                    format!("{b} → {a}{flaps}")
-                }
-                _ => kind.replace('_', " "),
+        remote_mta: Option<&str>,
+        providers: &crate::provider::Providers,
+    ) -> Result<Circumstances, StoreError> {
+        intake::circumstances(&self.conn, domain, at, remote_mta, providers)
+    }
+
+    /// Reinstatements recorded at or after `since`, oldest first.
+    pub fn reinstatements(
+        &self,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Vec<Reinstatement>, StoreError> {
+        let sql = format!(
+            "SELECT i.id, i.created_at, i.verdict, i.reason, i.bounce_id, i.window_id, w.kind, \
+               coalesce(w.scope_kind, CASE WHEN w.domain_id IS NULL THEN 'global' ELSE 'domain' END), \
+               coalesce(w.scope, d.name), w.start, w.end, {} \
+             FROM reinstatements i JOIN bounces b ON b.id = i.bounce_id \
+               LEFT JOIN windows w ON w.id = i.window_id LEFT JOIN domains d ON d.id = w.domain_id \
+             WHERE i.created_at >= ?1 ORDER BY i.created_at, i.id",
+            intake::BOUNCE_COLUMNS
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map([since.map(ms).unwrap_or(i64::MIN)], |r| {
+            let window_id: Option<i64> = r.get(5)?;
+            let window = match window_id {
+                Some(id) => Some(ReinstatementWindow {
+                    id,
+                    kind: r.get::<_, Option<String>>(6)?.unwrap_or_default(),
+                    scope: r.get::<_, Option<String>>(7)?.unwrap_or_default(),
+                    name: r.get(8)?,
+                    start: from_ms(r.get::<_, Option<i64>>(9)?.unwrap_or(0)),
+                    end: r.get::<_, Option<i64>>(10)?.map(from_ms),
+                }),
+                None => None,
             };
-            Ok(verdict::Evidence {
-                id: Some(r.get(0)?),
-                kind: match kind.as_str() {
-                    "resolver_outage" => verdict::EvidenceKind::ResolverOutage,
-                    "anomaly" => verdict::EvidenceKind::Anomaly,
-                    _ => verdict::EvidenceKind::MxChange,
-                },
-                scope: if global {
-                    verdict::Scope::Global
-                } else {
-                    verdict::Scope::Domain
-                },
-                start: from_ms(r.get(3)?),
-                end: r.get::<_, Option<i64>>(4)?.map(from_ms),
-                detail,
+            Ok(Reinstatement {
+                id: r.get(0)?,
+                created_at: from_ms(r.get(1)?),
+                verdict: r.get(2)?,
+                reason: r.get(3)?,
+                bounce_id: r.get(4)?,
+                window,
+                bounce: intake::bounce_from_row(r, 11)?,
             })
         })?;
-        let windows: Vec<verdict::Evidence> = rows.collect::<Result<_, _>>()?;
-        let mx = match DomainName::parse(domain) {
-            Ok(d) => self
-                .as_of(&d, at)?
-                .into_iter()
-                .find(|a| a.upstream == CONSENSUS && a.run.observation.outcome == Outcome::Records)
-                .map(|a| a.run.observation.mx),
-            Err(_) => None,
-        };
-        Ok((windows, mx))
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// How many bounces are stored.
+    pub fn bounce_count(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT count(*) FROM bounces", [], |r| r.get(0))?)
     }
 
     /// Row counts of the history tables: (runs, changes, windows).
@@ -1075,7 +1162,7 @@ mod tests {
     async fn repeated_answers_extend_a_run_and_as_of_finds_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("h.db");
-        let (w, handle) = Writer::start(&path).unwrap();
+        let (w, handle) = Writer::start(&path, Judging::default()).unwrap();
         for i in 0..5 {
             w.check(record(i * 60, obs("sys", &["a.example.net"])))
                 .await
@@ -1135,7 +1222,7 @@ mod tests {
     async fn an_unreadable_state_costs_one_domain_its_memory_not_the_start() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("h.db");
-        let (w, handle) = Writer::start(&path).unwrap();
+        let (w, handle) = Writer::start(&path, Judging::default()).unwrap();
         let mut good = record(0, obs("sys", &["a.example.net"]));
         good.state = Some(DomainState::default());
         w.check(good).await.unwrap();

@@ -1,0 +1,194 @@
+//! Prometheus metrics (`/metrics`). Counters are bumped where things
+//! happen (a committed check, an answered verdict, a served request); what
+//! the database holds (open windows, stored bounces) is read at scrape time.
+//! Only this module knows the exposition format.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::verdict::Verdict;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabel {
+    verdict: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Route {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WindowKind {
+    kind: String,
+}
+
+type Latency = Family<Route, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 100 µs .. ~3.3 s
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
+/// The daemon's metrics. Cheap to update from any thread.
+pub struct Metrics {
+    registry: Registry,
+    checks: Family<Outcome, Counter>,
+    changes: Counter,
+    bounces: Counter,
+    reinstatements: Counter,
+    verdicts: Family<VerdictLabel, Counter>,
+    requests: Latency,
+    open_windows: Family<WindowKind, Gauge>,
+    stored_bounces: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("mxwatch");
+        let checks = Family::<Outcome, Counter>::default();
+        registry.register(
+            "checks",
+            "MX checks committed, by consensus outcome",
+            checks.clone(),
+        );
+        let changes = Counter::default();
+        registry.register("changes", "MX changes detected", changes.clone());
+        let bounces = Counter::default();
+        registry.register(
+            "bounces_ingested",
+            "Bounces newly stored by this process",
+            bounces.clone(),
+        );
+        let reinstatements = Counter::default();
+        registry.register(
+            "reinstatements",
+            "Suppressions turned over by windows found late",
+            reinstatements.clone(),
+        );
+        let verdicts = Family::<VerdictLabel, Counter>::default();
+        registry.register(
+            "verdicts",
+            "Verdicts answered (API and ingest), by verdict",
+            verdicts.clone(),
+        );
+        let requests: Latency = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route",
+            requests.clone(),
+        );
+        let open_windows = Family::<WindowKind, Gauge>::default();
+        registry.register(
+            "open_windows",
+            "Windows active now, by kind",
+            open_windows.clone(),
+        );
+        let stored_bounces = Gauge::default();
+        registry.register(
+            "stored_bounces",
+            "Bounces in the database",
+            stored_bounces.clone(),
+        );
+        Metrics {
+            registry,
+            checks,
+            changes,
+            bounces,
+            reinstatements,
+            verdicts,
+            requests,
+            open_windows,
+            stored_bounces,
+        }
+    }
+
+    /// A committed check: its consensus outcome and how many changes it found.
+    pub fn check(&self, outcome: &str, changes: usize) {
+        self.checks
+            .get_or_create(&Outcome {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+        self.changes.inc_by(changes as u64);
+    }
+
+    pub fn verdict(&self, v: Verdict) {
+        self.verdicts
+            .get_or_create(&VerdictLabel {
+                verdict: v.as_str().to_string(),
+            })
+            .inc();
+    }
+
+    pub fn ingested(&self, stored: usize, reinstated: usize) {
+        self.bounces.inc_by(stored as u64);
+        self.reinstatements.inc_by(reinstated as u64);
+    }
+
+    /// A served request: its route pattern (not the raw path, which would
+    /// make one series per domain) and how long it took.
+    pub fn request(&self, route: &str, seconds: f64) {
+        self.requests
+            .get_or_create(&Route {
+                route: route.to_string(),
+            })
+            .observe(seconds);
+    }
+
+    /// The text exposition, with the database's figures as of now.
+    pub fn render(&self, open_windows: &[(String, i64)], stored_bounces: i64) -> String {
+        self.open_windows.clear();
+        for (kind, n) in open_windows {
+            self.open_windows
+                .get_or_create(&WindowKind { kind: kind.clone() })
+                .set(*n);
+        }
+        self.stored_bounces.set(stored_bounces);
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_what_was_counted() {
+        let m = Metrics::new();
+        m.check("records", 2);
+        m.check("servfail", 0);
+        m.verdict(Verdict::Transient);
+        m.request("/v1/verdict", 0.0004);
+        let text = m.render(&[("anomaly".into(), 1)], 42);
+        for want in [
+            "mxwatch_checks_total{outcome=\"records\"} 1",
+            "mxwatch_checks_total{outcome=\"servfail\"} 1",
+            "mxwatch_changes_total 2",
+            "mxwatch_verdicts_total{verdict=\"transient\"} 1",
+            "mxwatch_open_windows{kind=\"anomaly\"} 1",
+            "mxwatch_stored_bounces 42",
+            "mxwatch_http_request_duration_seconds_count{route=\"/v1/verdict\"} 1",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+    }
+}

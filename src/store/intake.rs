@@ -1,0 +1,557 @@
+//! Bounces in, verdicts out, and hindsight: inside the writer's
+//! transaction, each new bounce is judged against what the store knew at
+//! its time, fed to the anomaly detector and stored with its verdict.
+//! Windows found late (an anomaly recognised after N bounces, an MX change
+//! seen at the next check, a resolver outage noticed after it began) re-judge
+//! the stored `suppress` verdicts they cover; each flip is a *reinstatement*,
+//! kept with the window that caused it and announced in the outbox.
+//!
+//! The judging itself is `verdict`'s and the burst detection `anomaly`'s;
+//! this file only gathers their inputs and stores their outputs.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{StoreError, from_ms, ms, parse_mx_text};
+use crate::anomaly::{self, Anomaly};
+use crate::bounce::{Bounce, Kind};
+use crate::domain::Mx;
+use crate::provider::Providers;
+use crate::resolve::Outcome;
+use crate::verdict::{self, Evidence, EvidenceKind, Judgement, Scope, Verdict};
+
+/// What the writer needs to judge: the provider table and the anomaly
+/// thresholds (both from the config).
+#[derive(Debug, Clone, Default)]
+pub struct Judging {
+    pub providers: Providers,
+    pub anomaly: anomaly::Params,
+}
+
+/// What a batch of bounces came to.
+#[derive(Debug, Clone, Default)]
+pub struct Intake {
+    /// Bounces new to the store (the rest were stored before).
+    pub stored: usize,
+    /// One judgement per bounce, in the order given.
+    pub judgements: Vec<Judgement>,
+    /// Suppressions this batch's windows turned over.
+    pub reinstated: usize,
+}
+
+/// What was known about a domain at a moment.
+#[derive(Debug, Clone, Default)]
+pub struct Circumstances {
+    /// Windows covering the moment: the domain's, global ones, and anomaly
+    /// windows of the domain or its provider.
+    pub windows: Vec<Evidence>,
+    /// The consensus MX then, when history has records.
+    pub mx_at: Option<Vec<Mx>>,
+    /// The provider the domain's bounces count under.
+    pub provider: Option<String>,
+}
+
+/// The consensus MX of `domain` at `at`, when the run in force then had
+/// records.
+pub(super) fn consensus_mx_at(
+    conn: &Connection,
+    domain: &str,
+    at: DateTime<Utc>,
+) -> Result<Option<Vec<Mx>>, StoreError> {
+    let row: Option<(String, String)> = conn
+        .prepare_cached(
+            "SELECT r.outcome, r.mx FROM runs r \
+             WHERE r.domain_id = (SELECT id FROM domains WHERE name = ?1) AND r.upstream = '*' \
+               AND r.first_seen <= ?2 \
+             ORDER BY r.first_seen DESC LIMIT 1",
+        )?
+        .query_row(params![domain, ms(at)], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(row.and_then(|(outcome, mx)| {
+        (outcome.parse::<Outcome>().ok() == Some(Outcome::Records)).then(|| parse_mx_text(&mx))
+    }))
+}
+
+const WINDOW_EVIDENCE: &str = "w.id, w.kind, w.domain_id IS NULL, w.start, w.end, w.before, w.after, \
+     w.flaps, w.scope_kind, w.scope, w.detail";
+
+fn evidence_from_row(r: &rusqlite::Row) -> rusqlite::Result<Evidence> {
+    let kind: String = r.get(1)?;
+    let global: bool = r.get(2)?;
+    let before: Option<String> = r.get(5)?;
+    let after: Option<String> = r.get(6)?;
+    let flaps: i64 = r.get(7)?;
+    let scope_kind: Option<String> = r.get(8)?;
+    let scope: Option<String> = r.get(9)?;
+    let stored_detail: Option<String> = r.get(10)?;
+    let detail = match (before, after, stored_detail) {
+        (Some(b), Some(a), _) => {
+            let flaps = if flaps > 0 {
+                format!(" ({flaps} flaps)")
+            } else {
+                String::new()
+            };
+            format!("{b} → {a}{flaps}")
+        }
+        (_, _, Some(d)) => match &scope {
+            Some(s) => format!("{s}: {d}"),
+            None => d,
+        },
+        _ => kind.replace('_', " "),
+    };
+    Ok(Evidence {
+        id: Some(r.get(0)?),
+        kind: match kind.as_str() {
+            "resolver_outage" => EvidenceKind::ResolverOutage,
+            "anomaly" => EvidenceKind::Anomaly,
+            _ => EvidenceKind::MxChange,
+        },
+        scope: match scope_kind.as_deref() {
+            Some("provider") => Scope::Provider,
+            Some(_) => Scope::Domain,
+            None if global => Scope::Global,
+            None => Scope::Domain,
+        },
+        start: from_ms(r.get(3)?),
+        end: r.get::<_, Option<i64>>(4)?.map(from_ms),
+        detail,
+    })
+}
+
+/// What was known about `domain` at `at`; `remote_mta` places an unwatched
+/// domain under the provider that refused.
+pub(super) fn circumstances(
+    conn: &Connection,
+    domain: &str,
+    at: DateTime<Utc>,
+    remote_mta: Option<&str>,
+    providers: &Providers,
+) -> Result<Circumstances, StoreError> {
+    let mx_at = consensus_mx_at(conn, domain, at)?;
+    let provider = verdict::provider_scope(mx_at.as_deref(), remote_mta, providers);
+    // Two index lookups: the domain's own windows, then those without a
+    // domain (global windows and anomalies, matched by scope).
+    let own = format!(
+        "SELECT {WINDOW_EVIDENCE} FROM windows w \
+         WHERE w.domain_id = (SELECT id FROM domains WHERE name = ?1) \
+           AND w.start <= ?2 AND (w.end IS NULL OR w.end >= ?2)"
+    );
+    let other = format!(
+        "SELECT {WINDOW_EVIDENCE} FROM windows w \
+         WHERE w.domain_id IS NULL AND w.start <= ?2 AND (w.end IS NULL OR w.end >= ?2) \
+           AND (w.scope IS NULL OR (w.scope_kind = 'domain' AND w.scope = ?1) \
+                OR (w.scope_kind = 'provider' AND w.scope = ?3))"
+    );
+    let mut windows = Vec::new();
+    for rows in [
+        conn.prepare_cached(&own)?
+            .query_map(params![domain, ms(at)], evidence_from_row)?
+            .collect::<Result<Vec<_>, _>>()?,
+        conn.prepare_cached(&other)?
+            .query_map(params![domain, ms(at), provider], evidence_from_row)?
+            .collect::<Result<Vec<_>, _>>()?,
+    ] {
+        windows.extend(rows);
+    }
+    windows.sort_by_key(|w| (w.start, w.id));
+    Ok(Circumstances {
+        windows,
+        mx_at,
+        provider,
+    })
+}
+
+/// The columns of a stored bounce, as [`bounce_from_row`] reads them.
+pub(super) const BOUNCE_COLUMNS: &str = "b.recipient, b.domain, b.at, b.action, b.status, b.reply_code, \
+     b.diagnostic, b.remote_mta, b.reporting_mta, b.kind, b.hard, b.source, b.message_id";
+
+/// Which stored suppressions a late window may cover.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Covered<'a> {
+    Domain(&'a str),
+    Provider(&'a str),
+    All,
+}
+
+/// The verdict engine's state that outlives a transaction: the anomaly
+/// detector. Owned by the writer.
+pub(super) struct Intaker {
+    pub(super) judging: Judging,
+    detector: anomaly::Detector,
+}
+
+impl Intaker {
+    pub(super) fn new(judging: Judging) -> Self {
+        Intaker {
+            detector: anomaly::Detector::new(judging.anomaly),
+            judging,
+        }
+    }
+
+    /// Rebuilds the detector from the unknown-user bounces of the last
+    /// baseline before the newest stored bounce; bursts it finds again are
+    /// already stored (their rows are matched, nothing is announced twice).
+    pub(super) fn warm(&mut self, conn: &mut Connection) -> Result<(), StoreError> {
+        self.detector = anomaly::Detector::new(self.judging.anomaly);
+        let baseline = chrono::Duration::from_std(self.judging.anomaly.baseline)
+            .unwrap_or(chrono::Duration::days(7));
+        let newest: Option<i64> = conn.query_row(
+            "SELECT max(at) FROM bounces WHERE kind = 'user_unknown'",
+            [],
+            |r| r.get(0),
+        )?;
+        let Some(newest) = newest else {
+            return Ok(());
+        };
+        let since = from_ms(newest) - baseline;
+        let rows: Vec<(String, Option<String>, String, i64)> = conn
+            .prepare(
+                "SELECT domain, provider, recipient, at FROM bounces \
+                 WHERE kind = 'user_unknown' AND at >= ?1 ORDER BY at, id",
+            )?
+            .query_map([ms(since)], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut events = Vec::new();
+        for (domain, provider, recipient, at) in &rows {
+            events.extend(self.observe(domain, provider.as_deref(), from_ms(*at), recipient));
+        }
+        events.extend(self.detector.close_idle(from_ms(newest)));
+        if events.is_empty() {
+            return Ok(());
+        }
+        let tx = conn.transaction()?;
+        for ev in events {
+            self.apply(&tx, ev, from_ms(newest))?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn observe(
+        &mut self,
+        domain: &str,
+        provider: Option<&str>,
+        at: DateTime<Utc>,
+        recipient: &str,
+    ) -> Vec<anomaly::Event> {
+        let mut out = Vec::new();
+        out.extend(
+            self.detector
+                .observe(&scope_key("domain", domain), at, recipient),
+        );
+        if let Some(p) = provider {
+            out.extend(
+                self.detector
+                    .observe(&scope_key("provider", p), at, recipient),
+            );
+        }
+        out
+    }
+
+    /// Stores a batch of bounces with their verdicts, in time order.
+    pub(super) fn bounces(
+        &mut self,
+        tx: &rusqlite::Transaction,
+        list: &[Bounce],
+        now: DateTime<Utc>,
+    ) -> Result<Intake, StoreError> {
+        let mut order: Vec<usize> = (0..list.len()).collect();
+        order.sort_by_key(|&i| list[i].at.unwrap_or(now));
+        let mut judgements: Vec<Option<Judgement>> = vec![None; list.len()];
+        let mut intake = Intake::default();
+        let mut latest: Option<DateTime<Utc>> = None;
+        for i in order {
+            let b = &list[i];
+            let at = b.at.unwrap_or(now);
+            latest = latest.max(Some(at));
+            let new = insert_bounce(tx, b, now)?;
+            let providers = &self.judging.providers;
+            let mut c = circumstances(tx, &b.domain, at, b.remote_mta.as_deref(), providers)?;
+            if new.is_some() {
+                intake.stored += 1;
+                if b.kind == Kind::UserUnknown {
+                    let events = self.observe(&b.domain, c.provider.as_deref(), at, &b.recipient);
+                    if !events.is_empty() {
+                        for ev in events {
+                            intake.reinstated += self.apply(tx, ev, now)?;
+                        }
+                        // The new window may cover this bounce too.
+                        let providers = &self.judging.providers;
+                        c = circumstances(tx, &b.domain, at, b.remote_mta.as_deref(), providers)?;
+                    }
+                }
+            }
+            let j = verdict::judge_bounce(
+                b,
+                at,
+                &c.windows,
+                c.mx_at.as_deref(),
+                &self.judging.providers,
+            );
+            if let Some(id) = new {
+                tx.prepare_cached("UPDATE bounces SET verdict = ?2, provider = ?3 WHERE id = ?1")?
+                    .execute(params![id, j.verdict.as_str(), c.provider])?;
+            }
+            judgements[i] = Some(j);
+        }
+        if let Some(latest) = latest {
+            for ev in self.detector.close_idle(latest) {
+                self.apply(tx, ev, now)?;
+            }
+        }
+        intake.judgements = judgements
+            .into_iter()
+            .map(|j| j.expect("every bounce judged"))
+            .collect();
+        Ok(intake)
+    }
+
+    /// Closes anomalies whose bounces have stopped by `now`.
+    pub(super) fn tick(
+        &mut self,
+        tx: &rusqlite::Transaction,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        for ev in self.detector.close_idle(now) {
+            self.apply(tx, ev, now)?;
+        }
+        Ok(())
+    }
+
+    /// Stores an anomaly event; an opened window re-judges what it covers.
+    /// Returns how many suppressions it turned over.
+    fn apply(
+        &self,
+        tx: &rusqlite::Transaction,
+        ev: anomaly::Event,
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        match ev {
+            anomaly::Event::Opened(a) => {
+                let (kind, scope) = split_scope(&a.scope);
+                let inserted = tx
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO windows(domain_id, kind, start, detected_at, status, severity, \
+                           scope_kind, scope, detail) \
+                         VALUES (NULL, 'anomaly', ?1, ?2, 'open', 'critical', ?3, ?4, ?5)",
+                    )?
+                    .execute(params![ms(a.start), ms(now), kind, scope, a.detail])?;
+                if inserted == 0 {
+                    return Ok(0);
+                }
+                let id = tx.last_insert_rowid();
+                outbox(
+                    tx,
+                    now,
+                    "anomaly_opened",
+                    Some(id),
+                    &format!(
+                        "{kind} {scope}: burst of unknown-user bounces since {}: {}",
+                        crate::report::time(a.start),
+                        a.detail
+                    ),
+                )?;
+                let covered = if kind == "provider" {
+                    Covered::Provider(scope)
+                } else {
+                    Covered::Domain(scope)
+                };
+                reconsider(tx, &self.judging.providers, covered, a.start, now)
+            }
+            anomaly::Event::Closed(a) => {
+                close_anomaly(tx, &a, now)?;
+                Ok(0)
+            }
+        }
+    }
+}
+
+/// The anomaly detector's scope names: `domain:web.de`, `provider:icloud`.
+fn scope_key(kind: &str, name: &str) -> String {
+    format!("{kind}:{name}")
+}
+
+fn split_scope(key: &str) -> (&str, &str) {
+    key.split_once(':').unwrap_or(("domain", key))
+}
+
+fn close_anomaly(
+    tx: &rusqlite::Transaction,
+    a: &Anomaly,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let (kind, scope) = split_scope(&a.scope);
+    let id: Option<i64> = tx
+        .prepare_cached(
+            "UPDATE windows SET end = ?4, status = 'closed', close_reason = 'subsided', detail = ?5 \
+             WHERE kind = 'anomaly' AND scope_kind = ?1 AND scope = ?2 AND start = ?3 AND status != 'closed' \
+             RETURNING id",
+        )?
+        .query_row(
+            params![kind, scope, ms(a.start), a.end.map(ms), format!("{} ({} bounces)", a.detail, a.bounces)],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(id) = id {
+        outbox(
+            tx,
+            now,
+            "anomaly_closed",
+            Some(id),
+            &format!(
+                "{kind} {scope}: the burst since {} is over ({} unknown-user bounces)",
+                crate::report::time(a.start),
+                a.bounces
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+fn outbox(
+    tx: &rusqlite::Transaction,
+    now: DateTime<Utc>,
+    event: &str,
+    window_id: Option<i64>,
+    summary: &str,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO outbox(created_at, event, domain_id, window_id, summary) \
+         VALUES (?1, ?2, (SELECT domain_id FROM windows WHERE id = ?3), ?3, ?4)",
+    )?
+    .execute(params![ms(now), event, window_id, summary])?;
+    Ok(())
+}
+
+/// Inserts a bounce unless stored before; its id when new.
+fn insert_bounce(
+    tx: &rusqlite::Transaction,
+    b: &Bounce,
+    now: DateTime<Utc>,
+) -> Result<Option<i64>, StoreError> {
+    let n = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO bounces(recipient, domain, at, action, status, reply_code, diagnostic, remote_mta, \
+             reporting_mta, kind, hard, source, message_id, ingested_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        )?
+        .execute(params![
+            b.recipient,
+            b.domain,
+            b.at.map(ms),
+            b.action.map(|a| a.as_str()),
+            b.status,
+            b.reply_code,
+            b.diagnostic,
+            b.remote_mta,
+            b.reporting_mta,
+            b.kind.as_str(),
+            b.hard,
+            b.source.as_str(),
+            b.message_id,
+            ms(now)
+        ])?;
+    Ok((n == 1).then(|| tx.last_insert_rowid()))
+}
+
+/// Re-judges the stored `suppress` verdicts of bounces at or after `since`
+/// that `covered` selects; each that no longer holds becomes a
+/// reinstatement. Returns how many.
+pub(super) fn reconsider(
+    tx: &rusqlite::Transaction,
+    providers: &Providers,
+    covered: Covered,
+    since: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<usize, StoreError> {
+    let (filter, arg) = match covered {
+        Covered::Domain(d) => ("b.domain = ?2", Some(d)),
+        Covered::Provider(p) => ("b.provider = ?2", Some(p)),
+        Covered::All => ("?2 IS NULL", None),
+    };
+    let sql = format!(
+        "SELECT b.id, {BOUNCE_COLUMNS} FROM bounces b \
+         WHERE b.verdict = 'suppress' AND b.at >= ?1 AND {filter} ORDER BY b.at, b.id"
+    );
+    let candidates: Vec<(i64, Bounce)> = tx
+        .prepare_cached(&sql)?
+        .query_map(params![ms(since), arg], |r| {
+            let id: i64 = r.get(0)?;
+            let b = bounce_from_row(r, 1)?;
+            Ok((id, b))
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut flipped: Vec<(String, Option<i64>)> = Vec::new();
+    for (id, b) in candidates {
+        let Some(at) = b.at else { continue };
+        let c = circumstances(tx, &b.domain, at, b.remote_mta.as_deref(), providers)?;
+        let j = verdict::judge_bounce(&b, at, &c.windows, c.mx_at.as_deref(), providers);
+        if j.verdict == Verdict::Suppress {
+            continue;
+        }
+        let window = j.evidence.iter().find_map(|e| e.id);
+        tx.prepare_cached("UPDATE bounces SET verdict = ?2 WHERE id = ?1")?
+            .execute(params![id, j.verdict.as_str()])?;
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO reinstatements(bounce_id, window_id, created_at, verdict, reason) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![id, window, ms(now), j.verdict.as_str(), j.reasons.join("; ")])?;
+        flipped.push((b.recipient, window));
+    }
+    if let Some((_, window)) = flipped.first() {
+        const SHOWN: usize = 20;
+        let mut names: Vec<&str> = flipped
+            .iter()
+            .take(SHOWN)
+            .map(|(r, _)| r.as_str())
+            .collect();
+        let more = flipped.len().saturating_sub(SHOWN);
+        let more = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        names.dedup();
+        outbox(
+            tx,
+            now,
+            "reinstatements",
+            *window,
+            &format!(
+                "{} suppression(s) since {} should be undone: {}{more}",
+                flipped.len(),
+                crate::report::time(since),
+                names.join(", ")
+            ),
+        )?;
+    }
+    Ok(flipped.len())
+}
+
+/// A stored bounce from [`BOUNCE_COLUMNS`], starting at column `offset`.
+pub(super) fn bounce_from_row(r: &rusqlite::Row, offset: usize) -> rusqlite::Result<Bounce> {
+    let o = offset;
+    Ok(Bounce {
+        recipient: r.get(o)?,
+        domain: r.get(o + 1)?,
+        at: r.get::<_, Option<i64>>(o + 2)?.map(from_ms),
+        action: r
+            .get::<_, Option<String>>(o + 3)?
+            .and_then(|a| crate::bounce::Action::parse(&a)),
+        status: r.get(o + 4)?,
+        reply_code: r.get(o + 5)?,
+        diagnostic: r.get(o + 6)?,
+        remote_mta: r.get(o + 7)?,
+        reporting_mta: r.get(o + 8)?,
+        kind: r.get::<_, String>(o + 9)?.parse().unwrap_or(Kind::Other),
+        hard: r.get(o + 10)?,
+        source: r
+            .get::<_, String>(o + 11)?
+            .parse()
+            .unwrap_or(crate::bounce::Source::Jsonl),
+        message_id: r.get(o + 12)?,
+    })
+}
