@@ -228,7 +228,16 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
         Bytes::from_request(req, state)
             .await
             .map(RawBody)
-            .map_err(|e| ApiError::new(e.status(), e.body_text()))
+            .map_err(|e| match e.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "request body too large: the limit is {} MiB",
+                        BODY_LIMIT >> 20
+                    ),
+                ),
+                status => ApiError::new(status, e.body_text()),
+            })
     }
 }
 

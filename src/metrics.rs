@@ -155,6 +155,13 @@ impl Metrics {
     /// The text exposition, with the database's figures as of now.
     pub fn render(&self, open_windows: &[(String, i64)], stored_bounces: i64) -> String {
         self.open_windows.clear();
+        for kind in ["mx_change", "anomaly", "resolver_outage"] {
+            self.open_windows
+                .get_or_create(&WindowKind {
+                    kind: kind.to_string(),
+                })
+                .set(0);
+        }
         for (kind, n) in open_windows {
             self.open_windows
                 .get_or_create(&WindowKind { kind: kind.clone() })

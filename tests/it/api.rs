@@ -2,16 +2,21 @@
 
 use serde_json::Value;
 
-use crate::{Behaviour, TestDns, base_yaml, spawn_app};
+use crate::{Behaviour, TestDns, base_yaml, spawn_app, unknown_user};
 
 const TOKEN: &str = "test-token-0123456789abcdef";
 
 async fn app_with_api(dns: &TestDns) -> (crate::App, String) {
+    app_with_api_and(dns, "").await
+}
+
+/// The API with a token, watching example.de; `extra` adds YAML settings.
+async fn app_with_api_and(dns: &TestDns, extra: &str) -> (crate::App, String) {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
     let yaml = format!(
-        "{}api_token_file: '{}'\ndomains: [example.de]\n",
+        "{}api_token_file: '{}'\n{extra}domains: [example.de]\n",
         base_yaml(dns),
         token_file.display()
     );
@@ -253,30 +258,13 @@ async fn bounces_need_a_token_and_are_committed_before_the_answer() {
         .await
         .unwrap();
     assert_eq!(r.status(), 413);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"].as_str().unwrap().contains("too large"), "{v}");
+    // A wrong method is a JSON error too.
+    let r = http.get(format!("{base}/v1/bounces")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert!(r.json::<Value>().await.unwrap()["error"].is_string());
     app.stop().await;
-}
-
-/// A normalised bounce line, as `bounces parse --json` prints it.
-fn unknown_user(recipient: &str, at: chrono::DateTime<chrono::Utc>, remote: &str) -> String {
-    let (_, domain) = recipient.split_once('@').unwrap();
-    serde_json::to_string(&mxwatch::bounce::Bounce {
-        recipient: recipient.into(),
-        domain: domain.into(),
-        at: Some(at),
-        action: Some(mxwatch::bounce::Action::Failed),
-        status: Some("5.1.1".into()),
-        reply_code: Some(550),
-        diagnostic: Some(format!(
-            "550 5.1.1 <{recipient}>: user lookup success but no user record found"
-        )),
-        remote_mta: Some(remote.into()),
-        reporting_mta: None,
-        kind: mxwatch::bounce::Kind::UserUnknown,
-        hard: true,
-        source: mxwatch::bounce::Source::Jsonl,
-        message_id: None,
-    })
-    .unwrap()
 }
 
 async fn post_bounces(http: &reqwest::Client, base: &str, body: String) -> Value {
@@ -435,4 +423,184 @@ async fn suppressions_between_the_last_check_and_an_mx_change_are_reinstated() {
     let stored = app.store().stored_bounces(None, None, None).unwrap();
     assert_eq!(stored[0].verdict.as_deref(), Some("transient"));
     app.stop().await;
+}
+
+fn fixture(path: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/tests/fixtures/{path}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn esp_receivers_take_their_own_events_and_confirm_sns_subscriptions() {
+    use wiremock::matchers::{method, path, query_param};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let sns = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/confirm"))
+        .and(query_param("Token", "abc"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("<ConfirmSubscriptionResponse/>"))
+        .expect(1)
+        .mount(&sns)
+        .await;
+    let dns = TestDns::start().await;
+    let (app, base) =
+        app_with_api_and(&dns, &format!("sns_subscribe_allow: ['{}/']\n", sns.uri())).await;
+    let http = reqwest::Client::new();
+
+    // SNS asks to confirm: the receiver visits the SubscribeURL once.
+    let confirm = serde_json::json!({
+        "Type": "SubscriptionConfirmation",
+        "TopicArn": "arn:aws:sns:us-east-1:123456789012:ses-bounces",
+        "Token": "abc",
+        "SubscribeURL": format!("{}/confirm?Action=ConfirmSubscription&Token=abc", sns.uri()),
+        "Message": "You have chosen to subscribe to the topic."
+    });
+    let r = http
+        .post(format!("{base}/v1/webhooks/ses"))
+        .basic_auth("sns", Some(TOKEN))
+        .json(&confirm)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["subscribed"], true);
+    // A SubscribeURL elsewhere is never fetched.
+    let mut evil = confirm.clone();
+    evil["SubscribeURL"] = "http://169.254.169.254/latest/meta-data/".into();
+    let r = http
+        .post(format!("{base}/v1/webhooks/ses"))
+        .bearer_auth(TOKEN)
+        .json(&evil)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(
+        r.json::<Value>().await.unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .contains("SubscribeURL")
+    );
+
+    // Each receiver takes its ESP's payloads (token as Basic password,
+    // bearer or query parameter)...
+    for (esp, file) in [
+        (
+            "ses",
+            "webhooks/amazon-ses/notification-examples--bounce-notification-without-a-dsn.json",
+        ),
+        (
+            "sendgrid",
+            "webhooks/sendgrid/sendgrid-docs-event-webhook--bounce.json",
+        ),
+        (
+            "mailgun",
+            "webhooks/mailgun/mailgun-docs-api-events--failed-permanent.json",
+        ),
+        (
+            "postmark",
+            "webhooks/postmark/postmarker-conftest-BOUNCE_WEBHOOK.json",
+        ),
+    ] {
+        let r = http
+            .post(format!("{base}/v1/webhooks/{esp}?token={TOKEN}"))
+            .body(fixture(file))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{esp}");
+        let v: Value = r.json().await.unwrap();
+        assert!(v["stored"].as_u64().unwrap() >= 1, "{esp}: {v}");
+        assert!(v["verdicts"][0]["verdict"].is_string(), "{esp}: {v}");
+    }
+    // ...and refuses another's.
+    let r = http
+        .post(format!("{base}/v1/webhooks/ses"))
+        .bearer_auth(TOKEN)
+        .body(fixture(
+            "webhooks/sendgrid/sendgrid-docs-event-webhook--bounce.json",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(
+        r.json::<Value>().await.unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .contains("not ses")
+    );
+    let r = http
+        .post(format!("{base}/v1/webhooks/sendgrid"))
+        .body(fixture(
+            "webhooks/sendgrid/sendgrid-docs-event-webhook--bounce.json",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http
+        .post(format!("{base}/v1/webhooks/sparkpost"))
+        .bearer_auth(TOKEN)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.json::<Value>().await.unwrap()["error"].is_string());
+
+    // What happened shows in /metrics.
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for want in [
+        "mxwatch_bounces_ingested_total 5",
+        "mxwatch_stored_bounces 5",
+        "mxwatch_verdicts_total{verdict=",
+        "mxwatch_http_request_duration_seconds_count{route=\"/v1/webhooks/{esp}\"}",
+        "mxwatch_open_windows",
+    ] {
+        assert!(text.contains(want), "{want:?} not in\n{text}");
+    }
+    app.stop().await;
+    sns.verify().await;
+}
+
+/// Every route the router serves is described in openapi.yaml, and every
+/// described route is served.
+#[test]
+fn openapi_describes_every_route() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let api = std::fs::read_to_string(format!("{root}/src/api.rs")).unwrap();
+    let doc: Value =
+        yaml_serde::from_str(&std::fs::read_to_string(format!("{root}/openapi.yaml")).unwrap())
+            .unwrap();
+    let re = regex::Regex::new(r#"\.route\(\s*"([^"]+)",\s*(get|post)"#).unwrap();
+    let served: std::collections::BTreeSet<(String, String)> = re
+        .captures_iter(&api)
+        .map(|c| (c[1].to_string(), c[2].to_string()))
+        .collect();
+    assert!(served.len() >= 10, "{served:?}");
+    let described: std::collections::BTreeSet<(String, String)> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(p, ops)| {
+            ops.as_object()
+                .unwrap()
+                .keys()
+                .filter(|k| matches!(k.as_str(), "get" | "post" | "put" | "delete"))
+                .map(|k| (p.clone(), k.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(served, described);
 }

@@ -510,3 +510,57 @@ fn replay_over_a_corpus_bounce_with_scripted_observations() {
     assert_eq!(res[0].final_judgement.verdict, Verdict::Suppress);
     assert_eq!(summary.prevented, 0);
 }
+
+/// Two ingests in two processes: the second rebuilds the anomaly detector
+/// from the stored bounces, recognises the burst the two make together and
+/// reinstates the suppressions of both.
+#[test]
+fn a_burst_split_across_ingests_is_recognised_and_its_reinstatements_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("watchlist.yaml"),
+        "domains: [example.com]\n",
+    )
+    .unwrap();
+    let t0 = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2021, 4, 26, 11, 0, 0).unwrap();
+    let line = |i: i64| {
+        crate::unknown_user(
+            &format!("user{i}@icloud.com"),
+            t0 + chrono::Duration::minutes(i),
+            "mx01.mail.icloud.com",
+        )
+    };
+    let first: Vec<String> = (0..12).map(line).collect();
+    let second: Vec<String> = (12..25).map(line).collect();
+    std::fs::write(dir.path().join("a.jsonl"), first.join("\n")).unwrap();
+    std::fs::write(dir.path().join("b.jsonl"), second.join("\n")).unwrap();
+    let a = mxwatch(dir.path(), &["bounces", "ingest", "a.jsonl"]);
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    assert!(String::from_utf8_lossy(&a.stderr).contains("0 suppressions reinstated"));
+    let b = mxwatch(dir.path(), &["bounces", "ingest", "b.jsonl"]);
+    let err = String::from_utf8_lossy(&b.stderr);
+    assert!(
+        err.contains("13 new stored") && err.contains("19 suppressions reinstated"),
+        "{err}"
+    );
+
+    let out = mxwatch(dir.path(), &["reinstatements", "--json"]);
+    assert!(out.status.success());
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 19);
+    assert_eq!(rows[0]["recipient"], "user0@icloud.com");
+    assert_eq!(rows[0]["window"]["kind"], "anomaly");
+    let text = mxwatch(
+        dir.path(),
+        &["reinstatements", "--since", "2000-01-01T00:00:00Z"],
+    );
+    assert_eq!(String::from_utf8_lossy(&text.stdout).lines().count(), 19);
+    // Ingesting again changes nothing.
+    let again = mxwatch(dir.path(), &["bounces", "ingest", "a.jsonl", "b.jsonl"]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("0 new stored"));
+    let out = mxwatch(dir.path(), &["reinstatements", "--json"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 19);
+}

@@ -124,3 +124,26 @@ impl App {
 pub fn name(s: &str) -> DomainName {
     DomainName::parse(s).unwrap()
 }
+
+/// A normalised bounce line, as `bounces parse --json` prints it.
+pub fn unknown_user(recipient: &str, at: chrono::DateTime<chrono::Utc>, remote: &str) -> String {
+    let (_, domain) = recipient.split_once('@').unwrap();
+    serde_json::to_string(&mxwatch::bounce::Bounce {
+        recipient: recipient.into(),
+        domain: domain.into(),
+        at: Some(at),
+        action: Some(mxwatch::bounce::Action::Failed),
+        status: Some("5.1.1".into()),
+        reply_code: Some(550),
+        diagnostic: Some(format!(
+            "550 5.1.1 <{recipient}>: user lookup success but no user record found"
+        )),
+        remote_mta: Some(remote.into()),
+        reporting_mta: None,
+        kind: mxwatch::bounce::Kind::UserUnknown,
+        hard: true,
+        source: mxwatch::bounce::Source::Jsonl,
+        message_id: None,
+    })
+    .unwrap()
+}
