@@ -1099,6 +1099,22 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Runs `f` inside one read transaction: its queries see one snapshot,
+    /// and take SQLite's file locks once rather than once per query.
+    pub fn snapshot<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(|e| E::from(StoreError::Sql(e)))?;
+        let out = f(self);
+        // A read transaction has nothing to keep: ending it cannot lose data.
+        let _ = tx.finish();
+        out
+    }
+
     /// How many bounces are stored.
     pub fn bounce_count(&self) -> Result<i64, StoreError> {
         Ok(self
