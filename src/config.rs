@@ -88,10 +88,38 @@ struct RawConfig {
     #[serde(default)]
     sns_subscribe_allow: Vec<String>,
     #[serde(default)]
+    alerts: Vec<RawAlert>,
+    /// Crontab line of the daily digest (off when absent).
+    digest: Option<Schedule>,
+    log_level: Option<String>,
+    #[serde(default)]
     providers: Vec<RawProvider>,
     #[serde(default)]
     domains: Vec<RawDomain>,
     domains_file: Option<PathBuf>,
+}
+
+/// A webhook target.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlert {
+    name: String,
+    url: String,
+    format: Option<String>,
+    /// Name of an environment variable holding the signing secret.
+    secret_env: Option<String>,
+    /// A file whose first line is the signing secret.
+    secret_file: Option<PathBuf>,
+    #[serde(default)]
+    events: Vec<String>,
+    #[serde(default)]
+    domains: Vec<DomainName>,
+    #[serde(default)]
+    tags: Vec<String>,
+    min_severity: Option<String>,
+    timeout: Option<HumanDuration>,
+    max_age: Option<HumanDuration>,
+    backoff: Option<HumanDuration>,
 }
 
 /// Thresholds of anomaly windows; see [`crate::anomaly::Params`].
@@ -197,6 +225,12 @@ pub struct Config {
     /// URL prefixes, besides `https://sns.<region>.amazonaws.com/`, whose
     /// SNS subscription confirmations the SES webhook visits.
     pub sns_subscribe_allow: Vec<String>,
+    /// Webhook targets of alerts.
+    pub alerts: Vec<crate::alerts::AlertTarget>,
+    /// When the daily digest is sent, if at all.
+    pub digest: Option<Schedule>,
+    /// Log level (`RUST_LOG` wins), e.g. `info` or `mxwatch=debug`.
+    pub log_level: Option<String>,
     pub providers: Vec<ProviderRule>,
     pub domains: Vec<WatchedDomain>,
     /// Entries of `domains_file` that repeated an earlier entry and were merged.
@@ -350,6 +384,116 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
         p
     };
 
+    let mut alerts: Vec<crate::alerts::AlertTarget> = Vec::new();
+    for (i, a) in raw.alerts.into_iter().enumerate() {
+        let at = |f: &str| format!("alerts[{i}].{f}");
+        let name = a.name.trim().to_string();
+        if name.is_empty() {
+            return Err(err(at("name"), "must not be empty".into()));
+        }
+        if let Some(j) = alerts.iter().position(|t| t.name == name) {
+            return Err(err(
+                at("name"),
+                format!("{name:?} is used twice (first at alerts[{j}])"),
+            ));
+        }
+        match reqwest::Url::parse(&a.url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            Ok(u) => {
+                return Err(err(
+                    at("url"),
+                    format!("scheme {:?} is not http or https", u.scheme()),
+                ));
+            }
+            Err(e) => return Err(err(at("url"), format!("{:?} is not a URL: {e}", a.url))),
+        }
+        let format = match a.format.as_deref().unwrap_or("json") {
+            "json" => crate::alerts::BodyFormat::Json,
+            "slack" | "mattermost" => crate::alerts::BodyFormat::Slack,
+            other => {
+                return Err(err(
+                    at("format"),
+                    format!("{other:?} is not json, slack or mattermost"),
+                ));
+            }
+        };
+        let secret = match (&a.secret_env, &a.secret_file) {
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    at("secret_env"),
+                    "give secret_env or secret_file, not both".into(),
+                ));
+            }
+            (Some(var), None) => match std::env::var(var) {
+                Ok(v) if !v.trim().is_empty() => {
+                    Some(crate::alerts::Secret::new(v.trim().to_string()))
+                }
+                _ => {
+                    return Err(err(
+                        at("secret_env"),
+                        format!("environment variable {var} is not set"),
+                    ));
+                }
+            },
+            (None, Some(f)) => {
+                let f = relative(f.clone());
+                let text = std::fs::read_to_string(&f)
+                    .map_err(|e| err(at("secret_file"), format!("{}: {e}", f.display())))?;
+                let line = text.lines().next().unwrap_or("").trim().to_string();
+                if line.is_empty() {
+                    return Err(err(at("secret_file"), format!("{} is empty", f.display())));
+                }
+                Some(crate::alerts::Secret::new(line))
+            }
+            (None, None) => None,
+        };
+        for (j, e) in a.events.iter().enumerate() {
+            if !crate::alerts::EVENT_TYPES.contains(&e.as_str()) {
+                return Err(err(
+                    format!("alerts[{i}].events[{j}]"),
+                    format!(
+                        "unknown event {e:?} (one of: {})",
+                        crate::alerts::EVENT_TYPES.join(", ")
+                    ),
+                ));
+            }
+        }
+        let min_severity = match a.min_severity.as_deref() {
+            None => crate::detect::Severity::Info,
+            Some(s) => crate::detect::Severity::parse(s).ok_or_else(|| {
+                err(
+                    at("min_severity"),
+                    format!("{s:?} is not info, warning or critical"),
+                )
+            })?,
+        };
+        let positive = |d: Option<HumanDuration>, default: Duration, f: &str| {
+            let d = d.map_or(default, |d| d.0);
+            if d.is_zero() {
+                Err(err(at(f), "must be more than 0s".into()))
+            } else {
+                Ok(d)
+            }
+        };
+        alerts.push(crate::alerts::AlertTarget {
+            name,
+            url: a.url,
+            format,
+            secret,
+            events: a.events,
+            domains: a.domains.iter().map(|d| d.as_str().to_string()).collect(),
+            tags: a.tags,
+            min_severity,
+            timeout: positive(a.timeout, Duration::from_secs(10), "timeout")?,
+            max_age: positive(a.max_age, Duration::from_secs(72 * 3600), "max_age")?,
+            backoff: positive(a.backoff, Duration::from_secs(30), "backoff")?,
+        });
+    }
+    if let Some(level) = &raw.log_level {
+        tracing_subscriber::EnvFilter::try_new(level)
+            .map_err(|e| err("log_level".into(), format!("{level:?}: {e}")))?;
+    }
+
     let mut providers = Vec::new();
     for (i, p) in raw.providers.into_iter().enumerate() {
         let id = p.id.trim().to_ascii_lowercase();
@@ -481,6 +625,9 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
         api_token,
         anomaly,
         sns_subscribe_allow: raw.sns_subscribe_allow,
+        alerts,
+        digest: raw.digest,
+        log_level: raw.log_level,
         source: path.to_path_buf(),
         database: relative(raw.database.unwrap_or_else(|| PathBuf::from("mxwatch.db"))),
         schedule: match raw.schedule {

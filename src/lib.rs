@@ -19,7 +19,9 @@
 //! - [`api`]: the HTTP API (axum): routes, auth, JSON errors. Only it serves HTTP.
 //! - [`metrics`]: Prometheus counters and the `/metrics` text.
 //! - [`report`]: the JSON and text shapes the CLI prints.
+//! - [`alerts`]: webhook alerts from the outbox: filters, bodies, signatures, durable delivery.
 
+pub mod alerts;
 pub mod anomaly;
 pub mod api;
 pub mod bounce;

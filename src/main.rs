@@ -148,6 +148,11 @@ enum Command {
         #[command(subcommand)]
         command: BounceCommand,
     },
+    /// Webhook alert deliveries.
+    Alerts {
+        #[command(subcommand)]
+        command: AlertCommand,
+    },
     /// Watchlist commands.
     Config {
         #[command(subcommand)]
@@ -193,6 +198,20 @@ enum BounceCommand {
 }
 
 #[derive(Subcommand)]
+enum AlertCommand {
+    /// Deliveries, newest first: target, event, status, attempts, last error.
+    List {
+        /// Only those given up on (refused, or too old to retry).
+        #[arg(long)]
+        failed: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Try a failed delivery again (a running daemon picks it up, in order).
+    Retry { id: i64 },
+}
+
+#[derive(Subcommand)]
 enum ConfigCommand {
     /// Validate a watchlist without running anything.
     Check { file: Option<PathBuf> },
@@ -200,7 +219,12 @@ enum ConfigCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // The level: RUST_LOG, else the watchlist's `log_level`, else info.
+    let level = std::env::var_os("RUST_LOG")
+        .is_none()
+        .then(|| Config::load(&cli.config).ok().and_then(|c| c.log_level))
+        .flatten();
+    init_logging(cli.log_format, level);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -210,9 +234,66 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hickory=warn"));
+/// The daemon under systemd (or in a terminal): READY once the database is
+/// open and the API listens; SIGHUP reloads the watchlist (a broken one is
+/// logged and the old one stays); watchdog pings while the scheduler and the
+/// writer work; STOPPING on SIGTERM/SIGINT, then in-flight work commits.
+async fn serve(cli: &Cli, config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<ExitCode> {
+    use sd_notify::NotifyState;
+    use tokio::signal::unix::{SignalKind, signal};
+    let signalled = shutdown_signal();
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        signalled.await;
+        let _ = sd_notify::notify(&[NotifyState::Stopping]);
+        let _ = stop_tx.send(true);
+    });
+    let mut daemon_stop = stop_rx.clone();
+    let daemon = Daemon::start(&config, clock, async move {
+        let _ = daemon_stop.wait_for(|s| *s).await;
+    })?;
+    let _ = sd_notify::notify(&[
+        NotifyState::Ready,
+        NotifyState::Status(&format!("watching {} domains", config.domains.len())),
+    ]);
+    let watchdog = sd_notify::watchdog_enabled();
+    let mut stopping = stop_rx;
+    loop {
+        let ping = watchdog.map_or(std::time::Duration::from_secs(3600), |d| d / 2);
+        tokio::select! {
+            _ = stopping.wait_for(|s| *s) => break,
+            _ = hup.recv() => {
+                let _ = sd_notify::notify(&[NotifyState::Reloading, NotifyState::monotonic_usec_now()?]);
+                match load(cli) {
+                    Ok(new) => {
+                        daemon.reload(&new).await;
+                        tracing::info!(domains = new.domains.len(), "SIGHUP: watchlist reloaded");
+                    }
+                    Err(e) => tracing::error!("SIGHUP: the new watchlist is refused, the old one stays in force: {e:#}"),
+                }
+                let _ = sd_notify::notify(&[NotifyState::Ready]);
+            }
+            _ = tokio::time::sleep(ping), if watchdog.is_some() => {
+                if daemon.healthy(ping).await {
+                    let _ = sd_notify::notify(&[NotifyState::Watchdog]);
+                } else {
+                    tracing::error!("the scheduler or the database writer does not respond: not feeding the watchdog");
+                }
+            }
+        }
+    }
+    daemon.wait().await?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_logging(format: LogFormat, config_level: Option<String>) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        config_level
+            .and_then(|l| tracing_subscriber::EnvFilter::try_new(l).ok())
+            .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info,hickory=warn"))
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -579,6 +660,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run { once } => {
             let config = load(&cli)?;
             let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+            let cli = &cli;
             runtime()?.block_on(async move {
                 if *once {
                     let (m, writer) = monitor::open_for_sweep(&config, clock)?;
@@ -597,10 +679,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     );
                     return Ok(if s.not_recorded > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS });
                 }
-                let daemon = Daemon::start(&config, clock, shutdown_signal())?;
-                daemon.wait().await?;
-                tracing::info!("stopped");
-                Ok(ExitCode::SUCCESS)
+                serve(cli, config, clock).await
             })
         }
         Command::Check {
@@ -705,6 +784,50 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     report::change_text(c)
                 }
             }))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Alerts {
+            command: AlertCommand::List { failed, json },
+        } => {
+            let store = open_store(&cli)?;
+            let rows = store.deliveries(*failed)?;
+            print_lines(rows.iter().map(|d| {
+                if *json {
+                    report::delivery_json(d).to_string()
+                } else {
+                    report::delivery_text(d)
+                }
+            }))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Alerts {
+            command: AlertCommand::Retry { id },
+        } => {
+            let config = load(&cli)?;
+            let store = open_store(&cli)?;
+            let Some(d) = store.delivery(*id)? else {
+                anyhow::bail!("no delivery {id} (see `mxwatch alerts list`)");
+            };
+            if d.status != mxwatch::store::DeliveryStatus::Failed {
+                anyhow::bail!(
+                    "delivery {id} is {}, not failed: nothing to retry",
+                    d.status.as_str()
+                );
+            }
+            runtime()?.block_on(async {
+                let (writer, task) =
+                    mxwatch::store::Writer::start(&config.database, config.judging())?;
+                writer
+                    .delivery(mxwatch::store::DeliveryWrite::Retry { delivery: *id })
+                    .await?;
+                drop(writer);
+                task.await?;
+                anyhow::Ok(())
+            })?;
+            eprintln!(
+                "delivery {id} ({} to {}) will be tried again",
+                d.event, d.target
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Reinstatements { since, json } => {

@@ -269,6 +269,9 @@ pub struct Daemon {
     task: tokio::task::JoinHandle<()>,
     /// Closes anomaly windows once their bounces stop.
     tick_task: tokio::task::JoinHandle<()>,
+    /// Alert delivery, one worker per webhook target (restarted on reload).
+    alerts: tokio::sync::Mutex<Option<crate::alerts::Workers>>,
+    clock: Arc<dyn Clock>,
     writer_task: tokio::task::JoinHandle<()>,
 }
 
@@ -334,11 +337,12 @@ impl Daemon {
                 }
             })
         };
+        let alerts = crate::alerts::Workers::start(config, &monitor.writer, &clock);
         let m = monitor.clone();
         let task = tokio::spawn(schedule::run(
             jobs,
             opts,
-            clock,
+            clock.clone(),
             reload_rx,
             move |d: DomainName| {
                 let m = m.clone();
@@ -362,6 +366,8 @@ impl Daemon {
             reload,
             task,
             tick_task,
+            alerts: tokio::sync::Mutex::new(Some(alerts)),
+            clock: clock.clone(),
             writer_task,
         })
     }
@@ -371,12 +377,34 @@ impl Daemon {
     pub async fn reload(&self, config: &Config) {
         self.monitor.set_watchlist(config);
         let _ = self.reload.send(jobs_of(config)).await;
+        let mut alerts = self.alerts.lock().await;
+        if let Some(old) = alerts.take() {
+            old.stop().await;
+        }
+        *alerts = Some(crate::alerts::Workers::start(
+            config,
+            &self.monitor.writer,
+            &self.clock,
+        ));
+    }
+
+    /// Whether the daemon still works: the scheduler runs and the writer
+    /// commits within `within`. The systemd watchdog is fed only then, so a
+    /// hung scheduler or a stuck database gets the service restarted.
+    pub async fn healthy(&self, within: Duration) -> bool {
+        !self.task.is_finished()
+            && tokio::time::timeout(within, self.monitor.writer.flush())
+                .await
+                .is_ok_and(|r| r.is_ok())
     }
 
     /// Waits for the scheduler to stop (after shutdown) and the writer to
     /// commit everything.
     pub async fn wait(self) -> anyhow::Result<()> {
         self.task.await?;
+        if let Some(alerts) = self.alerts.lock().await.take() {
+            alerts.stop().await;
+        }
         let Daemon {
             monitor,
             writer_task,

@@ -284,6 +284,37 @@ pub fn reinstatement_text(r: &crate::store::Reinstatement) -> String {
     )
 }
 
+pub fn delivery_json(d: &crate::store::Delivery) -> Value {
+    json!({
+        "id": d.id,
+        "target": d.target,
+        "event_id": format!("mxwatch-{}", d.outbox_id),
+        "event": d.event,
+        "created_at": time(d.created_at),
+        "status": d.status.as_str(),
+        "attempts": d.attempts,
+        "last_attempt": d.last_attempt.map(time),
+        "next_attempt": d.next_attempt.map(time),
+        "last_error": d.last_error,
+        "summary": d.summary,
+    })
+}
+
+pub fn delivery_text(d: &crate::store::Delivery) -> String {
+    format!(
+        "#{:<5} {:<12} {:<24} {:<9} {} attempt(s){}",
+        d.id,
+        d.target,
+        d.event,
+        d.status.as_str(),
+        d.attempts,
+        d.last_error
+            .as_deref()
+            .map(|e| format!("  last error: {e}"))
+            .unwrap_or_default()
+    )
+}
+
 pub fn judgement_text(b: &crate::bounce::Bounce, j: &crate::verdict::Judgement) -> String {
     let mut out = format!(
         "{}  {}  ({})\n",

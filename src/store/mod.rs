@@ -26,8 +26,10 @@ use crate::detect::{
 };
 use crate::domain::{DomainName, Mx, MxHost};
 use crate::resolve::{Answer, Observation, Outcome};
+mod deliveries;
 mod intake;
 
+pub use deliveries::{AlertEvent, Delivery, DeliveryStatus, DeliveryWrite};
 pub use intake::{Circumstances, Intake, Judging};
 
 /// The upstream label of consensus runs.
@@ -174,6 +176,28 @@ fn migrations() -> Migrations<'static> {
         CREATE INDEX reinstatements_by_time ON reinstatements(created_at);
         "#,
         ),
+        M::up(
+            r#"
+        -- Alert delivery: how far each webhook target got through the outbox.
+        CREATE TABLE alert_cursors (
+            target      TEXT PRIMARY KEY,
+            last_id     INTEGER NOT NULL      -- last outbox id taken on or skipped
+        );
+        CREATE TABLE alert_deliveries (
+            id           INTEGER PRIMARY KEY,
+            outbox_id    INTEGER NOT NULL REFERENCES outbox(id),
+            target       TEXT NOT NULL,
+            status       TEXT NOT NULL,       -- pending | delivered | failed
+            attempts     INTEGER NOT NULL,
+            next_attempt INTEGER,
+            last_attempt INTEGER,
+            last_error   TEXT,
+            delivered_at INTEGER,
+            UNIQUE (outbox_id, target)
+        );
+        CREATE INDEX alert_deliveries_pending ON alert_deliveries(target, status, outbox_id);
+        "#,
+        ),
     ])
 }
 
@@ -271,6 +295,14 @@ enum Op {
     Bounces(Vec<Bounce>, DateTime<Utc>, oneshot::Sender<Intake>),
     /// Time passes: anomalies whose bounces stopped close.
     Tick(DateTime<Utc>),
+    /// Alert delivery bookkeeping, and who to tell once it is committed.
+    Delivery(DeliveryWrite, oneshot::Sender<()>),
+    /// An event of its own for the outbox (the daily digest).
+    Announce {
+        event: String,
+        summary: String,
+        at: DateTime<Utc>,
+    },
     Flush(oneshot::Sender<()>),
 }
 
@@ -348,7 +380,7 @@ impl Writer {
                 for op in back {
                     // Dropping an ack unanswered tells its waiter the write failed.
                     match (ok, op) {
-                        (true, Op::Flush(ack) | Op::Check(_, Some(ack))) => {
+                        (true, Op::Flush(ack) | Op::Check(_, Some(ack)) | Op::Delivery(_, ack)) => {
                             let _ = ack.send(());
                         }
                         (true, Op::Bounces(_, _, ack)) => {
@@ -412,6 +444,33 @@ impl Writer {
             .map_err(|_| StoreError::WriterGone)
     }
 
+    /// Records alert delivery progress; returns once committed.
+    pub async fn delivery(&self, w: DeliveryWrite) -> Result<(), StoreError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Op::Delivery(w, ack))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        done.await.map_err(|_| StoreError::WriterGone)
+    }
+
+    /// Adds an event of its own to the outbox (the daily digest).
+    pub async fn announce(
+        &self,
+        event: &str,
+        summary: String,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.tx
+            .send(Op::Announce {
+                event: event.to_string(),
+                summary,
+                at,
+            })
+            .await
+            .map_err(|_| StoreError::WriterGone)
+    }
+
     /// Waits until everything sent before is committed.
     pub async fn flush(&self) -> Result<(), StoreError> {
         let (ack, done) = oneshot::channel();
@@ -453,6 +512,13 @@ impl WriterState {
                 Op::Outage(ev, at) => write_outage(&tx, *ev, *at, &providers)?,
                 Op::Bounces(list, now, _) => counts.push(self.intaker.bounces(&tx, list, *now)?),
                 Op::Tick(now) => self.intaker.tick(&tx, *now)?,
+                Op::Delivery(w, _) => deliveries::write(&tx, w)?,
+                Op::Announce { event, summary, at } => {
+                    tx.prepare_cached(
+                        "INSERT INTO outbox(created_at, event, domain_id, window_id, summary) VALUES (?1, ?2, NULL, NULL, ?3)",
+                    )?
+                    .execute(params![ms(*at), event, summary])?;
+                }
                 Op::Flush(_) => {}
             }
         }
@@ -751,6 +817,40 @@ pub struct OutboxRow {
     pub summary: String,
 }
 
+const WINDOW_COLUMNS: &str = "w.id, d.name, w.kind, w.start, w.detected_at, w.end, w.status, w.close_reason, \
+     w.severity, w.before, w.after, w.flaps, w.scope_kind, w.scope, w.detail";
+
+fn window_from_row(r: &rusqlite::Row) -> rusqlite::Result<WindowRow> {
+    Ok(WindowRow {
+        id: r.get(0)?,
+        domain: r.get(1)?,
+        kind: r.get(2)?,
+        start: from_ms(r.get(3)?),
+        detected_at: from_ms(r.get(4)?),
+        end: r.get::<_, Option<i64>>(5)?.map(from_ms),
+        status: WindowStatus::parse(&r.get::<_, String>(6)?).unwrap_or(WindowStatus::Open),
+        close_reason: r
+            .get::<_, Option<String>>(7)?
+            .and_then(|s| CloseReason::parse(&s)),
+        severity: Severity::parse(&r.get::<_, String>(8)?).unwrap_or(Severity::Info),
+        before: r
+            .get::<_, Option<String>>(9)?
+            .and_then(|s| parse_answer_text(&s)),
+        after: r
+            .get::<_, Option<String>>(10)?
+            .and_then(|s| parse_answer_text(&s)),
+        flaps: r.get(11)?,
+        scope: match (
+            r.get::<_, Option<String>>(12)?,
+            r.get::<_, Option<String>>(13)?,
+        ) {
+            (Some(kind), Some(name)) => Some((kind, name)),
+            _ => None,
+        },
+        detail: r.get(14)?,
+    })
+}
+
 /// A stored bounce with its row id and the verdict it holds now.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredBounce {
@@ -941,47 +1041,29 @@ impl Store {
 
     /// Windows, newest first; with `active_at`, only those active then.
     pub fn windows(&self, active_at: Option<DateTime<Utc>>) -> Result<Vec<WindowRow>, StoreError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT w.id, d.name, w.kind, w.start, w.detected_at, w.end, w.status, w.close_reason, w.severity, \
-               w.before, w.after, w.flaps, w.scope_kind, w.scope, w.detail \
-             FROM windows w LEFT JOIN domains d ON d.id = w.domain_id \
-             WHERE ?1 IS NULL OR w.status != 'closed' ORDER BY w.start DESC, w.id DESC",
-        )?;
-        let rows = stmt.query_map(params![active_at.map(ms)], |r| {
-            Ok(WindowRow {
-                id: r.get(0)?,
-                domain: r.get(1)?,
-                kind: r.get(2)?,
-                start: from_ms(r.get(3)?),
-                detected_at: from_ms(r.get(4)?),
-                end: r.get::<_, Option<i64>>(5)?.map(from_ms),
-                status: WindowStatus::parse(&r.get::<_, String>(6)?).unwrap_or(WindowStatus::Open),
-                close_reason: r
-                    .get::<_, Option<String>>(7)?
-                    .and_then(|s| CloseReason::parse(&s)),
-                severity: Severity::parse(&r.get::<_, String>(8)?).unwrap_or(Severity::Info),
-                before: r
-                    .get::<_, Option<String>>(9)?
-                    .and_then(|s| parse_answer_text(&s)),
-                after: r
-                    .get::<_, Option<String>>(10)?
-                    .and_then(|s| parse_answer_text(&s)),
-                flaps: r.get(11)?,
-                scope: match (
-                    r.get::<_, Option<String>>(12)?,
-                    r.get::<_, Option<String>>(13)?,
-                ) {
-                    (Some(kind), Some(name)) => Some((kind, name)),
-                    _ => None,
-                },
-                detail: r.get(14)?,
-            })
-        })?;
+        let sql = format!(
+            "SELECT {WINDOW_COLUMNS} FROM windows w LEFT JOIN domains d ON d.id = w.domain_id \
+             WHERE ?1 IS NULL OR w.status != 'closed' ORDER BY w.start DESC, w.id DESC"
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map(params![active_at.map(ms)], window_from_row)?;
         let all: Vec<WindowRow> = rows.collect::<Result<_, _>>()?;
         Ok(match active_at {
             Some(now) => all.into_iter().filter(|w| w.is_active(now)).collect(),
             None => all,
         })
+    }
+
+    /// One window by id.
+    pub fn window(&self, id: i64) -> Result<Option<WindowRow>, StoreError> {
+        let sql = format!(
+            "SELECT {WINDOW_COLUMNS} FROM windows w LEFT JOIN domains d ON d.id = w.domain_id WHERE w.id = ?1"
+        );
+        Ok(self
+            .conn
+            .prepare_cached(&sql)?
+            .query_row([id], window_from_row)
+            .optional()?)
     }
 
     pub fn outbox(&self) -> Result<Vec<OutboxRow>, StoreError> {

@@ -6,6 +6,7 @@
 #[path = "../support/dns.rs"]
 mod dns;
 
+mod alerts;
 mod api;
 mod cli;
 mod conformance;

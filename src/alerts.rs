@@ -1,0 +1,656 @@
+//! Webhook alerts: the outbox, delivered to each configured target in order,
+//! signed, retried with backoff, durable across restarts.
+//!
+//! An event enters the outbox in the same transaction as what it announces
+//! (`store`). Per target, a worker takes events past the target's cursor,
+//! keeps those its filters want as deliveries, and sends the oldest pending
+//! one until it is acknowledged (2xx), refused for good (4xx other than
+//! 408/429), or older than `max_age`; only then does the next go. Every step
+//! is committed before the next, so a restart (or `kill -9`) resumes where it
+//! stopped: an event may be sent again after a crash mid-attempt (receivers
+//! deduplicate on its `id`), never lost.
+//!
+//! Body: generic JSON (schema version 1, documented in README) or
+//! Slack/Mattermost (`text` plus blocks). Signature:
+//! `X-Mxwatch-Signature: sha256=HEX(HMAC-SHA256(secret, "{timestamp}.{body}"))`
+//! with `X-Mxwatch-Timestamp` in Unix seconds.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use tokio::sync::watch;
+
+use crate::clock::Clock;
+use crate::detect::Severity;
+use crate::provider::Providers;
+use crate::report::time;
+use crate::store::{
+    AlertEvent, Delivery, DeliveryStatus, DeliveryWrite, Store, StoreError, Writer,
+};
+
+/// Version of the generic JSON body.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Event types, as the outbox names them and `events:` filters take them.
+pub const EVENT_TYPES: &[&str] = &[
+    "window_opened",
+    "window_closed",
+    "anomaly_opened",
+    "anomaly_closed",
+    "resolver_outage_started",
+    "resolver_outage_ended",
+    "reinstatements",
+    "digest",
+];
+
+/// A secret that never prints.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: String) -> Self {
+        Secret(s)
+    }
+    fn bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFormat {
+    Json,
+    /// Slack or Mattermost incoming webhooks.
+    Slack,
+}
+
+/// One webhook target, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertTarget {
+    pub name: String,
+    pub url: String,
+    pub format: BodyFormat,
+    pub secret: Option<Secret>,
+    /// Event types wanted; empty means all.
+    pub events: Vec<String>,
+    /// Domains wanted; empty means all. Events without a domain pass.
+    pub domains: Vec<String>,
+    /// Tags of watched domains wanted; empty means all.
+    pub tags: Vec<String>,
+    pub min_severity: Severity,
+    pub timeout: Duration,
+    /// Give up on an event this old.
+    pub max_age: Duration,
+    /// First retry delay; doubles per attempt, capped at an hour.
+    pub backoff: Duration,
+}
+
+/// Signs a body the way receivers verify it.
+pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+fn severity_rank(s: Severity) -> u8 {
+    match s {
+        Severity::Info => 0,
+        Severity::Warning => 1,
+        Severity::Critical => 2,
+    }
+}
+
+/// How much an event matters.
+pub fn severity_of(ev: &AlertEvent) -> Severity {
+    match ev.outbox.event.as_str() {
+        "resolver_outage_started" | "anomaly_opened" => Severity::Critical,
+        "reinstatements" => Severity::Warning,
+        "window_opened" | "window_closed" => {
+            ev.window.as_ref().map_or(Severity::Warning, |w| w.severity)
+        }
+        _ => Severity::Info,
+    }
+}
+
+/// The domain an event is about, if one.
+fn domain_of(ev: &AlertEvent) -> Option<String> {
+    ev.outbox.domain.clone().or_else(|| {
+        ev.window.as_ref().and_then(|w| match &w.scope {
+            Some((kind, name)) if kind == "domain" => Some(name.clone()),
+            _ => None,
+        })
+    })
+}
+
+impl AlertTarget {
+    /// Whether this target wants the event. `tags` maps watched domains to
+    /// their tags.
+    pub fn wants(&self, ev: &AlertEvent, tags: &HashMap<String, Vec<String>>) -> bool {
+        if !self.events.is_empty() && !self.events.iter().any(|e| *e == ev.outbox.event) {
+            return false;
+        }
+        if severity_rank(severity_of(ev)) < severity_rank(self.min_severity) {
+            return false;
+        }
+        let Some(domain) = domain_of(ev) else {
+            return true;
+        };
+        if !self.domains.is_empty() && !self.domains.contains(&domain) {
+            return false;
+        }
+        if !self.tags.is_empty() {
+            let theirs = tags.get(&domain).map(Vec::as_slice).unwrap_or(&[]);
+            if !self.tags.iter().any(|t| theirs.contains(t)) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// What the event means for a bounce handler.
+fn meaning(ev: &AlertEvent) -> String {
+    let scope = domain_of(ev)
+        .or_else(|| {
+            ev.window
+                .as_ref()
+                .and_then(|w| w.scope.as_ref().map(|s| s.1.clone()))
+        })
+        .unwrap_or_else(|| "all domains".into());
+    let start = ev
+        .window
+        .as_ref()
+        .map(|w| time(w.start))
+        .unwrap_or_default();
+    match ev.outbox.event.as_str() {
+        "window_opened" => format!(
+            "Hard bounces for {scope} since {start} are answered `transient`: do not suppress them. \
+             The window lasts until the MX settles or reverts, plus the old TTL as grace."
+        ),
+        "window_closed" => format!("Bounces for {scope} after the window are judged normally again."),
+        "anomaly_opened" => format!(
+            "Unknown-user bounces for {scope} since {start} are answered `transient`; \
+             suppressions made since then are listed as reinstatements."
+        ),
+        "anomaly_closed" => format!("The burst for {scope} is over; new bounces are judged normally."),
+        "resolver_outage_started" => format!(
+            "Our own DNS resolution is failing (since {start}): hard bounces in this time are answered `transient`."
+        ),
+        "resolver_outage_ended" => "Our DNS resolution works again.".into(),
+        "reinstatements" => "Undo these suppressions: GET /v1/reinstatements or `mxwatch reinstatements` lists them.".into(),
+        _ => String::new(),
+    }
+}
+
+fn answer_value(a: &Option<crate::resolve::Answer>, providers: &Providers) -> Value {
+    match a {
+        None => Value::Null,
+        Some(a) => json!({
+            "outcome": a.outcome().as_str(),
+            "mx": a.mx().iter().map(|m| json!({"preference": m.preference, "exchange": m.exchange.as_str()})).collect::<Vec<_>>(),
+            "provider": providers.of_set(a.mx()).into_iter().collect::<Vec<_>>(),
+        }),
+    }
+}
+
+/// The stable id of an event, the same in every attempt and every body.
+pub fn event_id(ev: &AlertEvent) -> String {
+    format!("mxwatch-{}", ev.outbox.id)
+}
+
+/// The generic JSON body (schema version 1).
+pub fn json_body(ev: &AlertEvent, providers: &Providers) -> Value {
+    let o = &ev.outbox;
+    json!({
+        "version": SCHEMA_VERSION,
+        "id": event_id(ev),
+        "type": o.event,
+        "at": time(o.created_at),
+        "severity": severity_of(ev).as_str(),
+        "domain": domain_of(ev),
+        "summary": o.summary,
+        "meaning": meaning(ev),
+        "window": ev.window.as_ref().map(|w| json!({
+            "id": w.id,
+            "kind": w.kind,
+            "scope": match &w.scope { Some((k, _)) => k.as_str(), None if w.domain.is_some() => "domain", None => "global" },
+            "name": w.scope.as_ref().map(|s| s.1.clone()).or_else(|| w.domain.clone()),
+            "start": time(w.start),
+            "end": w.end.map(time),
+            "status": w.status.as_str(),
+            "before": answer_value(&w.before, providers),
+            "after": answer_value(&w.after, providers),
+            "detail": w.detail,
+        })),
+    })
+}
+
+/// A Slack/Mattermost body: readable by a person.
+pub fn slack_body(ev: &AlertEvent, providers: &Providers) -> Value {
+    let o = &ev.outbox;
+    let sev = severity_of(ev).as_str().to_uppercase();
+    let title = format!("[{sev}] mxwatch: {}", o.event.replace('_', " "));
+    let mut lines = vec![format!("*What:* {}", o.summary)];
+    if let Some(d) = domain_of(ev) {
+        lines.insert(0, format!("*Domain:* {d}"));
+    }
+    if let Some(w) = &ev.window {
+        let provider = |a: &Option<crate::resolve::Answer>| {
+            a.as_ref()
+                .map(|a| {
+                    providers
+                        .of_set(a.mx())
+                        .into_iter()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .filter(|p| !p.is_empty())
+        };
+        if let (Some(b), Some(a)) = (provider(&w.before), provider(&w.after)) {
+            lines.push(format!("*Provider:* {b} → {a}"));
+        }
+        lines.push(format!("*Since:* {}", time(w.start)));
+    }
+    let m = meaning(ev);
+    if !m.is_empty() {
+        lines.push(format!("*For suppression:* {m}"));
+    }
+    json!({
+        "text": format!("{title}: {}", o.summary),
+        "blocks": [
+            {"type": "header", "text": {"type": "plain_text", "text": title}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": lines.join("\n")}},
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": format!("event {}", event_id(ev))}]},
+        ],
+    })
+}
+
+/// How an attempt went.
+#[derive(Debug, Clone, PartialEq)]
+enum Attempt {
+    Delivered,
+    /// Refused for good.
+    Refused(String),
+    /// Worth trying again.
+    Failed(String),
+}
+
+async fn attempt(
+    http: &reqwest::Client,
+    target: &AlertTarget,
+    ev: &AlertEvent,
+    providers: &Providers,
+    now: DateTime<Utc>,
+) -> Attempt {
+    let body = match target.format {
+        BodyFormat::Json => json_body(ev, providers),
+        BodyFormat::Slack => slack_body(ev, providers),
+    };
+    let body = serde_json::to_vec(&body).expect("a JSON value serialises");
+    let ts = now.timestamp();
+    let mut req = http
+        .post(&target.url)
+        .timeout(target.timeout)
+        .header("content-type", "application/json")
+        .header("x-mxwatch-id", event_id(ev))
+        .header("x-mxwatch-event", ev.outbox.event.as_str())
+        .header("x-mxwatch-timestamp", ts.to_string());
+    if let Some(secret) = &target.secret {
+        req = req.header("x-mxwatch-signature", sign(secret.bytes(), ts, &body));
+    }
+    match req.body(body).send().await {
+        Err(e) => Attempt::Failed(format!("{}", e.without_url())),
+        Ok(r) => {
+            let status = r.status();
+            if status.is_success() {
+                Attempt::Delivered
+            } else if status.is_client_error() && status.as_u16() != 408 && status.as_u16() != 429 {
+                Attempt::Refused(format!("the receiver answered {status}"))
+            } else {
+                Attempt::Failed(format!("the receiver answered {status}"))
+            }
+        }
+    }
+}
+
+/// The delay before attempt `attempts + 1`: doubling from `base`, capped at
+/// an hour, plus up to a quarter more as jitter (derived from the delivery,
+/// so it differs between deliveries but repeats in tests).
+pub fn backoff(base: Duration, attempts: u32, delivery: i64) -> Duration {
+    let exp = base
+        .saturating_mul(1u32 << attempts.min(20))
+        .min(Duration::from_secs(3600));
+    let h = (delivery as u64 ^ (u64::from(attempts) << 32)).wrapping_mul(0x9E3779B97F4A7C15);
+    let jitter = exp.mul_f64((h >> 11) as f64 / (1u64 << 53) as f64 * 0.25);
+    exp + jitter
+}
+
+/// What one target's worker needs.
+pub struct Worker {
+    pub target: AlertTarget,
+    pub database: PathBuf,
+    pub writer: Writer,
+    pub clock: Arc<dyn Clock>,
+    pub http: reqwest::Client,
+    pub providers: Providers,
+    /// Watched domains' tags, for tag filters.
+    pub tags: HashMap<String, Vec<String>>,
+}
+
+/// How often a worker looks for new events when it has none.
+const POLL: Duration = Duration::from_secs(1);
+
+enum Work {
+    Send(Delivery, Option<AlertEvent>),
+    New(Vec<AlertEvent>),
+}
+
+impl Worker {
+    /// Delivers until `stop` turns true; an attempt in flight finishes first.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let name = self.target.name.clone();
+        if let Err(e) = self.work(&mut stop).await {
+            tracing::error!(target = %name, "alert delivery stopped: {e}");
+        }
+    }
+
+    async fn work(&self, stop: &mut watch::Receiver<bool>) -> Result<(), StoreError> {
+        let store = Arc::new(Mutex::new(Store::open(&self.database)?));
+        let name = self.target.name.clone();
+        self.writer
+            .delivery(DeliveryWrite::StartCursor {
+                target: name.clone(),
+            })
+            .await?;
+        loop {
+            if *stop.borrow() {
+                return Ok(());
+            }
+            let (s, n) = (store.clone(), name.clone());
+            let work = tokio::task::spawn_blocking(move || -> Result<Work, StoreError> {
+                let s = s.lock().expect("store lock");
+                if let Some(d) = s.next_delivery(&n)? {
+                    let ev = s.alert_event(d.outbox_id)?;
+                    return Ok(Work::Send(d, ev));
+                }
+                let cursor = s.alert_cursor(&n)?.unwrap_or(0);
+                Ok(Work::New(s.alert_events(cursor, 256)?))
+            })
+            .await
+            .map_err(|_| StoreError::WriterGone)??;
+            match work {
+                Work::New(events) if events.is_empty() => {
+                    if wait(stop, POLL).await {
+                        return Ok(());
+                    }
+                }
+                Work::New(events) => {
+                    for ev in events {
+                        let w = if self.target.wants(&ev, &self.tags) {
+                            DeliveryWrite::Enqueue {
+                                target: name.clone(),
+                                outbox_id: ev.outbox.id,
+                            }
+                        } else {
+                            DeliveryWrite::Skip {
+                                target: name.clone(),
+                                outbox_id: ev.outbox.id,
+                            }
+                        };
+                        self.writer.delivery(w).await?;
+                    }
+                }
+                Work::Send(d, None) => {
+                    // The event is gone (cannot happen short of manual edits).
+                    self.writer
+                        .delivery(DeliveryWrite::Attempted {
+                            delivery: d.id,
+                            at: self.clock.now(),
+                            status: DeliveryStatus::Failed,
+                            error: Some("the outbox event is missing".into()),
+                            next_attempt: None,
+                        })
+                        .await?;
+                }
+                Work::Send(d, Some(ev)) => {
+                    let now = self.clock.now();
+                    if let Some(next) = d.next_attempt
+                        && next > now
+                    {
+                        if wait(stop, (next - now).to_std().unwrap_or_default()).await {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                    let result = attempt(&self.http, &self.target, &ev, &self.providers, now).await;
+                    let at = self.clock.now();
+                    let attempts = d.attempts + 1;
+                    let age = (at - ev.outbox.created_at).to_std().unwrap_or_default();
+                    let (status, error, next_attempt) = match result {
+                        Attempt::Delivered => {
+                            tracing::debug!(target = %name, id = %event_id(&ev), "alert delivered");
+                            (DeliveryStatus::Delivered, None, None)
+                        }
+                        Attempt::Refused(e) => {
+                            tracing::warn!(target = %name, id = %event_id(&ev), "alert refused for good: {e}");
+                            (DeliveryStatus::Failed, Some(e), None)
+                        }
+                        Attempt::Failed(e) if age >= self.target.max_age => {
+                            let e = format!(
+                                "gave up after {attempts} attempts over {}: {e}",
+                                humantime::format_duration(Duration::from_secs(age.as_secs()))
+                            );
+                            tracing::warn!(target = %name, id = %event_id(&ev), "alert {e}");
+                            (DeliveryStatus::Failed, Some(e), None)
+                        }
+                        Attempt::Failed(e) => {
+                            let delay = backoff(self.target.backoff, d.attempts, d.id);
+                            tracing::info!(target = %name, id = %event_id(&ev), attempts, retry_in = ?delay, "alert not delivered: {e}");
+                            let next = at + chrono::Duration::from_std(delay).unwrap_or_default();
+                            (DeliveryStatus::Pending, Some(e), Some(next))
+                        }
+                    };
+                    self.writer
+                        .delivery(DeliveryWrite::Attempted {
+                            delivery: d.id,
+                            at,
+                            status,
+                            error,
+                            next_attempt,
+                        })
+                        .await?;
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps for `d` unless told to stop; true when told to stop.
+async fn wait(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => *stop.borrow(),
+        r = stop.changed() => r.is_err() || *stop.borrow(),
+    }
+}
+
+/// The daily digest's text: the last day's events by type, windows active
+/// now, and reinstatements.
+pub fn digest_summary(store: &Store, now: DateTime<Utc>) -> Result<String, StoreError> {
+    let since = now - chrono::Duration::days(1);
+    let counts = store.outbox_counts_since(since)?;
+    let active = store.windows(Some(now))?;
+    let reinstated = store.reinstatements(Some(since))?.len();
+    let events = if counts.is_empty() {
+        "no events".to_string()
+    } else {
+        counts
+            .iter()
+            .filter(|(e, _)| e != "digest")
+            .map(|(e, n)| format!("{n} {}", e.replace('_', " ")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let windows = if active.is_empty() {
+        "no window active".to_string()
+    } else {
+        let names: Vec<String> = active
+            .iter()
+            .take(20)
+            .map(|w| {
+                let who = w
+                    .scope
+                    .as_ref()
+                    .map(|s| s.1.clone())
+                    .or_else(|| w.domain.clone())
+                    .unwrap_or_else(|| "all domains".into());
+                format!("{} {who} since {}", w.kind.replace('_', " "), time(w.start))
+            })
+            .collect();
+        format!("{} window(s) active: {}", active.len(), names.join("; "))
+    };
+    Ok(format!(
+        "Last 24 hours: {events}; {reinstated} suppression(s) to undo; {windows}."
+    ))
+}
+
+/// Adds a digest event to the outbox at each tick of `schedule`.
+pub async fn digest_loop(
+    schedule: crate::schedule::Schedule,
+    database: PathBuf,
+    writer: Writer,
+    clock: Arc<dyn Clock>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let now = clock.now();
+        let next = schedule.next_tick(now);
+        if wait(&mut stop, (next - now).to_std().unwrap_or_default()).await {
+            return;
+        }
+        let (db, at) = (database.clone(), clock.now());
+        let summary =
+            tokio::task::spawn_blocking(move || digest_summary(&Store::open(&db)?, at)).await;
+        match summary {
+            Ok(Ok(text)) => {
+                if writer.announce("digest", text, at).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Err(e)) => tracing::error!("digest: {e}"),
+            Err(e) => tracing::error!("digest: {e}"),
+        }
+    }
+}
+
+/// Running workers, one per target.
+pub struct Workers {
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Starts a worker per target of the config.
+    pub fn start(
+        config: &crate::config::Config,
+        writer: &Writer,
+        clock: &Arc<dyn Clock>,
+    ) -> Workers {
+        let (stop, rx) = watch::channel(false);
+        let http = crate::http_client();
+        let tags: HashMap<String, Vec<String>> = config
+            .domains
+            .iter()
+            .map(|d| (d.name.as_str().to_string(), d.tags.clone()))
+            .collect();
+        let mut tasks: Vec<tokio::task::JoinHandle<()>> = config
+            .alerts
+            .iter()
+            .map(|t| {
+                let w = Worker {
+                    target: t.clone(),
+                    database: config.database.clone(),
+                    writer: writer.clone(),
+                    clock: clock.clone(),
+                    http: http.clone(),
+                    providers: config.providers(),
+                    tags: tags.clone(),
+                };
+                tokio::spawn(w.run(rx.clone()))
+            })
+            .collect();
+        if let Some(schedule) = &config.digest {
+            tasks.push(tokio::spawn(digest_loop(
+                schedule.clone(),
+                config.database.clone(),
+                writer.clone(),
+                clock.clone(),
+                rx.clone(),
+            )));
+        }
+        Workers { stop, tasks }
+    }
+
+    /// Stops every worker after its attempt in flight.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_is_hmac_sha256_over_timestamp_dot_body() {
+        // Independent check: RFC 4231 test case 2 (key "Jefe").
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"Jefe").unwrap();
+        mac.update(b"what do ya want for nothing?");
+        assert_eq!(
+            hex::encode(mac.finalize().into_bytes()),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert_eq!(sign(b"Jefe", 1, b"x"), {
+            let mut m = Hmac::<Sha256>::new_from_slice(b"Jefe").unwrap();
+            m.update(b"1.x");
+            format!("sha256={}", hex::encode(m.finalize().into_bytes()))
+        });
+    }
+
+    #[test]
+    fn backoff_doubles_with_bounded_jitter_and_a_cap() {
+        let base = Duration::from_secs(10);
+        for attempts in 0..8 {
+            let d = backoff(base, attempts, 42);
+            let exp = base * (1 << attempts);
+            let exp = exp.min(Duration::from_secs(3600));
+            assert!(d >= exp && d <= exp.mul_f64(1.25), "{attempts}: {d:?}");
+        }
+        assert!(backoff(base, 40, 1) <= Duration::from_secs(4500));
+        assert_ne!(backoff(base, 3, 1), backoff(base, 3, 2));
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        assert_eq!(
+            format!("{:?}", Secret::new("hunter2".into())),
+            "Secret(***)"
+        );
+    }
+}

@@ -1,0 +1,196 @@
+//! Webhook alerts against a wiremock receiver on loopback: a real daemon,
+//! real SQLite, real HTTP, real time (short backoffs).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use hmac::Mac;
+use serde_json::Value;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+use crate::{TestDns, spawn_app, unknown_user};
+
+const TOKEN: &str = "test-token-0123456789abcdef";
+const SECRET: &str = "alert-secret-for-tests";
+
+/// Checks a request's signature the way a receiver would.
+fn verify(req: &Request, secret: &str) -> bool {
+    let ts = req
+        .headers
+        .get("x-mxwatch-timestamp")
+        .and_then(|v| v.to_str().ok());
+    let sig = req
+        .headers
+        .get("x-mxwatch-signature")
+        .and_then(|v| v.to_str().ok());
+    let (Some(ts), Some(sig)) = (ts, sig) else {
+        return false;
+    };
+    let Some(hex_sig) = sig.strip_prefix("sha256=") else {
+        return false;
+    };
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(ts.as_bytes());
+    mac.update(b".");
+    mac.update(&req.body);
+    mac.verify_slice(&hex::decode(hex_sig).unwrap()).is_ok()
+}
+
+/// Posts an Apple-like burst: 25 unknown users at iCloud, me.com and
+/// mac.com in 25 minutes (each domain alone stays under the thresholds).
+/// The daemon stores an anomaly window and reinstatements: outbox events.
+pub async fn post_burst(base: &str) {
+    let http = reqwest::Client::new();
+    let t0 = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2021, 4, 26, 11, 0, 0).unwrap();
+    for i in 0..25 {
+        let line = unknown_user(
+            &format!(
+                "user{i}@{}",
+                ["icloud.com", "me.com", "mac.com"][i as usize % 3]
+            ),
+            t0 + chrono::Duration::minutes(i),
+            "mx01.mail.icloud.com",
+        );
+        let r = http
+            .post(format!("{base}/v1/bounces"))
+            .bearer_auth(TOKEN)
+            .body(line)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+}
+
+async fn wait_for(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    for _ in 0..200 {
+        if done().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_down_for_a_while_gets_every_event_once_in_order_signed() {
+    let receiver = MockServer::start().await;
+    // Down: the first four attempts fail (503, then 429), then it is up.
+    Mock::given(method("POST"))
+        .and(path("/hook"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(3)
+        .with_priority(1)
+        .mount(&receiver)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/hook"))
+        .respond_with(ResponseTemplate::new(429))
+        .up_to_n_times(1)
+        .with_priority(2)
+        .mount(&receiver)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/hook"))
+        .respond_with(ResponseTemplate::new(200))
+        .with_priority(3)
+        .mount(&receiver)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/slack"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&receiver)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/gone"))
+        .respond_with(ResponseTemplate::new(410))
+        .mount(&receiver)
+        .await;
+
+    let dns = TestDns::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), TOKEN).unwrap();
+    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+    let yaml = format!(
+        "database: test.db\nschedule: '0 0 1 1 *'\nupstreams: ['{dns}']\nlisten: '127.0.0.1:0'\n\
+         api_token_file: '{token}'\n\
+         alerts:\n\
+         - name: ops\n  url: '{uri}/hook'\n  secret_file: '{secret}'\n  backoff: 50ms\n\
+         - name: chat\n  url: '{uri}/slack'\n  format: slack\n  min_severity: critical\n\
+         - name: gone\n  url: '{uri}/gone'\n  events: [anomaly_opened]\n\
+         domains: [example.de]\n",
+        dns = dns.addr,
+        token = dir.path().join("token").display(),
+        secret = dir.path().join("secret").display(),
+        uri = receiver.uri(),
+    );
+    let app = spawn_app(&yaml);
+    let base = format!("http://{}", app.daemon.as_ref().unwrap().api_addr.unwrap());
+    post_burst(&base).await;
+    let events: Vec<i64> = app.store().outbox().unwrap().iter().map(|o| o.id).collect();
+    let kinds: Vec<String> = app
+        .store()
+        .outbox()
+        .unwrap()
+        .into_iter()
+        .map(|o| o.event)
+        .collect();
+    assert_eq!(kinds, ["anomaly_opened", "reinstatements"], "{kinds:?}");
+
+    let hook_ok = async || {
+        let reqs = receiver.received_requests().await.unwrap_or_default();
+        let to_hook = reqs.iter().filter(|r| r.url.path() == "/hook").count();
+        to_hook >= 4 + events.len()
+    };
+    wait_for("every event at /hook", hook_ok).await;
+    let store = app.store();
+    wait_for("the refused delivery recorded", async || {
+        store.deliveries(true).unwrap().len() == 1
+    })
+    .await;
+    let reqs = receiver.received_requests().await.unwrap();
+
+    // /hook: the first event four times (down, down, down, 429), then once
+    // each, in order, all signed.
+    let ids: Vec<String> = reqs
+        .iter()
+        .filter(|r| r.url.path() == "/hook")
+        .map(|r| {
+            assert!(verify(r, SECRET), "bad signature");
+            let v: Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(v["version"], 1);
+            assert_eq!(v["id"], r.headers["x-mxwatch-id"].to_str().unwrap());
+            v["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let first = format!("mxwatch-{}", events[0]);
+    let second = format!("mxwatch-{}", events[1]);
+    let (f, s) = (first.as_str(), second.as_str());
+    assert_eq!(ids, [f, f, f, f, f, s], "{ids:?}");
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for r in reqs.iter().filter(|r| r.url.path() == "/slack") {
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert!(v["text"].as_str().unwrap().contains("anomaly"), "{v}");
+        assert!(v["blocks"].is_array());
+        assert!(r.headers.get("x-mxwatch-signature").is_none());
+        *counts.entry("slack").or_default() += 1;
+    }
+    // The chat target wants critical events only: the anomaly, not the
+    // reinstatements (a warning).
+    assert_eq!(counts.get("slack"), Some(&1));
+    // 410 is a refusal for good: tried once, kept as failed.
+    let failed = app.store().deliveries(true).unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!((failed[0].target.as_str(), failed[0].attempts), ("gone", 1));
+    assert!(failed[0].last_error.as_deref().unwrap().contains("410"));
+    let delivered = app.store().deliveries(false).unwrap();
+    assert_eq!(
+        delivered
+            .iter()
+            .filter(|d| d.status.as_str() == "delivered")
+            .count(),
+        3
+    );
+    app.stop().await;
+}
