@@ -140,7 +140,7 @@ impl AlertTarget {
     /// Whether this target wants the event. `tags` maps watched domains to
     /// their tags.
     pub fn wants(&self, ev: &AlertEvent, tags: &HashMap<String, Vec<String>>) -> bool {
-        if !self.events.is_empty() && !self.events.iter().any(|e| *e == ev.outbox.event) {
+        if !self.events.is_empty() && !self.events.contains(&ev.outbox.event) {
             return false;
         }
         if severity_rank(severity_of(ev)) < severity_rank(self.min_severity) {
@@ -355,7 +355,7 @@ pub struct Worker {
 const POLL: Duration = Duration::from_secs(1);
 
 enum Work {
-    Send(Delivery, Option<AlertEvent>),
+    Send(Box<(Delivery, Option<AlertEvent>)>),
     New(Vec<AlertEvent>),
 }
 
@@ -385,7 +385,7 @@ impl Worker {
                 let s = s.lock().expect("store lock");
                 if let Some(d) = s.next_delivery(&n)? {
                     let ev = s.alert_event(d.outbox_id)?;
-                    return Ok(Work::Send(d, ev));
+                    return Ok(Work::Send(Box::new((d, ev))));
                 }
                 let cursor = s.alert_cursor(&n)?.unwrap_or(0);
                 Ok(Work::New(s.alert_events(cursor, 256)?))
@@ -414,7 +414,8 @@ impl Worker {
                         self.writer.delivery(w).await?;
                     }
                 }
-                Work::Send(d, None) => {
+                Work::Send(b) if b.1.is_none() => {
+                    let d = b.0;
                     // The event is gone (cannot happen short of manual edits).
                     self.writer
                         .delivery(DeliveryWrite::Attempted {
@@ -426,7 +427,9 @@ impl Worker {
                         })
                         .await?;
                 }
-                Work::Send(d, Some(ev)) => {
+                Work::Send(b) => {
+                    let (d, ev) = *b;
+                    let ev = ev.expect("matched above");
                     let now = self.clock.now();
                     if let Some(next) = d.next_attempt
                         && next > now

@@ -294,8 +294,10 @@ fn init_logging(format: LogFormat, config_level: Option<String>) {
             .and_then(|l| tracing_subscriber::EnvFilter::try_new(l).ok())
             .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info,hickory=warn"))
     });
+    // Colours only on a terminal: journald and log files get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),

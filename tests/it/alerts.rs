@@ -41,7 +41,7 @@ fn verify(req: &Request, secret: &str) -> bool {
 /// mac.com in 25 minutes (each domain alone stays under the thresholds).
 /// The daemon stores an anomaly window and reinstatements: outbox events.
 pub async fn post_burst(base: &str) {
-    let http = reqwest::Client::new();
+    let http = mxwatch::http_client();
     let t0 = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2021, 4, 26, 11, 0, 0).unwrap();
     for i in 0..25 {
         let line = unknown_user(

@@ -37,7 +37,7 @@ async fn health_verdicts_and_errors() {
     let dns = TestDns::start().await;
     dns.set("example.de", Behaviour::mx(&[(10, "mx00.example.de")], 300));
     let (app, base) = app_with_api(&dns).await;
-    let http = reqwest::Client::new();
+    let http = mxwatch::http_client();
 
     let r = http.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -157,7 +157,7 @@ async fn a_domain_flipped_to_icloud_answers_transient_over_http() {
     let at = mxwatch::report::time(flip.at);
     let url =
         format!("{base}/v1/verdict?recipient=kim@example.de&status=5.1.1&reply_code=550&at={at}");
-    let http = reqwest::Client::new();
+    let http = mxwatch::http_client();
     let v: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
     assert_eq!(v["verdict"], "transient", "{v}");
     assert_eq!(v["evidence"][0]["kind"], "mx_change");
@@ -178,7 +178,7 @@ async fn a_domain_flipped_to_icloud_answers_transient_over_http() {
 async fn bounces_need_a_token_and_are_committed_before_the_answer() {
     let dns = TestDns::start().await;
     let (app, base) = app_with_api(&dns).await;
-    let http = reqwest::Client::new();
+    let http = mxwatch::http_client();
     let body = r#"[{"email":"a@example.de","event":"bounce","status":"5.1.1","reason":"550 5.1.1 no such user","timestamp":1619434800},
                    {"email":"b@example.de","event":"delivered","timestamp":1619434800}]"#;
 
@@ -284,7 +284,7 @@ async fn an_apple_like_burst_without_dns_change_reinstates_the_early_suppression
     let dns = TestDns::start().await;
     dns.set("example.de", Behaviour::mx(&[(10, "mx00.example.de")], 300));
     let (app, base) = app_with_api(&dns).await;
-    let http = reqwest::Client::new();
+    let http = mxwatch::http_client();
     let t0 = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2021, 4, 26, 11, 0, 0).unwrap();
     let minute = chrono::Duration::minutes(1);
     // Valid iCloud, me.com and mac.com addresses refused one a minute by
@@ -396,7 +396,7 @@ async fn suppressions_between_the_last_check_and_an_mx_change_are_reinstated() {
     let dns = TestDns::start().await;
     dns.set("example.de", Behaviour::mx(&[(10, "mx00.example.de")], 300));
     let (mut app, base) = app_with_api(&dns).await;
-    let http = reqwest::Client::new();
+    let http = mxwatch::http_client();
     let first = app.next_check("example.de").await;
     // Refused by the domain's own MX: nothing against a suppression yet.
     let at = first.at + chrono::Duration::seconds(20);
@@ -448,7 +448,7 @@ async fn esp_receivers_take_their_own_events_and_confirm_sns_subscriptions() {
     let dns = TestDns::start().await;
     let (app, base) =
         app_with_api_and(&dns, &format!("sns_subscribe_allow: ['{}/']\n", sns.uri())).await;
-    let http = reqwest::Client::new();
+    let http = mxwatch::http_client();
 
     // SNS asks to confirm: the receiver visits the SubscribeURL once.
     let confirm = serde_json::json!({

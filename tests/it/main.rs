@@ -12,6 +12,7 @@ mod cli;
 mod conformance;
 mod feeds;
 mod monitoring;
+mod service;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;

@@ -1,0 +1,240 @@
+//! The daemon as a process: `kill -9` mid-ingest, restart, SIGHUP reload.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::alerts::post_burst;
+
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start(dir: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_mxwatch"))
+        .current_dir(dir)
+        .args(["run"])
+        .env_remove("MXWATCH_CONFIG")
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_healthy(base: &str) {
+    let http = mxwatch::http_client();
+    for _ in 0..300 {
+        if let Ok(r) = http.get(format!("{base}/healthz")).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the daemon did not come up");
+}
+
+fn watchlist(dir: &std::path::Path, port: u16, hook: &str, domains: &str) {
+    std::fs::write(dir.join("token"), TOKEN).unwrap();
+    std::fs::write(
+        dir.join("watchlist.yaml"),
+        format!(
+            "database: mxwatch.db\nschedule: '0 0 1 1 *'\nupstreams: ['127.0.0.1:9']\n\
+             listen: '127.0.0.1:{port}'\napi_token_file: token\n\
+             alerts:\n- name: ops\n  url: '{hook}'\n  backoff: 50ms\n\
+             domains: [{domains}]\n"
+        ),
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_ingest_loses_no_acknowledged_bounce_and_no_event() {
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/hook"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&receiver)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    watchlist(
+        dir.path(),
+        port,
+        &format!("{}/hook", receiver.uri()),
+        "example.de",
+    );
+    let mut child = start(dir.path());
+    wait_healthy(&base).await;
+
+    // Events in the outbox, the receiver down: delivery attempts fail.
+    post_burst(&base).await;
+    for _ in 0..200 {
+        if !receiver.received_requests().await.unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!receiver.received_requests().await.unwrap().is_empty());
+
+    // Bounces stream in, one per request; the process is killed mid-stream.
+    let feeder = {
+        let base = base.clone();
+        tokio::spawn(async move {
+            let http = mxwatch::http_client();
+            let mut acked = Vec::new();
+            for i in 0.. {
+                let who = format!("stream{i}@example.net");
+                let body = format!(
+                    "{{\"email\":\"{who}\",\"event\":\"bounce\",\"status\":\"5.1.1\",\"reason\":\"550 5.1.1 no such user\",\"timestamp\":{}}}",
+                    1619434800 + i
+                );
+                match http
+                    .post(format!("{base}/v1/bounces"))
+                    .bearer_auth(TOKEN)
+                    .body(body)
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status() == 200 => acked.push(who),
+                    _ => break,
+                }
+            }
+            acked
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let acked = feeder.await.unwrap();
+    assert!(
+        acked.len() > 5,
+        "only {} bounces acknowledged before the kill",
+        acked.len()
+    );
+
+    // The receiver comes back; the daemon restarts on the same database.
+    receiver.reset().await;
+    Mock::given(method("POST"))
+        .and(path("/hook"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&receiver)
+        .await;
+    let mut child = start(dir.path());
+    wait_healthy(&base).await;
+    let store = mxwatch::store::Store::open(&dir.path().join("mxwatch.db")).unwrap();
+    let stored: std::collections::HashSet<String> = store
+        .bounces(Some("example.net"), None, None)
+        .unwrap()
+        .into_iter()
+        .map(|b| b.recipient)
+        .collect();
+    let lost: Vec<&String> = acked.iter().filter(|a| !stored.contains(*a)).collect();
+    assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
+    // Every committed event reaches the receiver after the restart.
+    let events: Vec<String> = store
+        .outbox()
+        .unwrap()
+        .iter()
+        .map(|o| format!("mxwatch-{}", o.id))
+        .collect();
+    assert!(events.len() >= 2, "{events:?}");
+    let mut seen = Vec::new();
+    for _ in 0..300 {
+        seen = receiver
+            .received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.headers["x-mxwatch-id"].to_str().unwrap().to_string())
+            .collect();
+        if events.iter().all(|e| seen.contains(e)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        events.iter().all(|e| seen.contains(e)),
+        "{events:?} not all in {seen:?}"
+    );
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    assert!(child.wait().unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_watchlist_and_keeps_the_old_one_when_the_new_is_broken() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let hook = "http://127.0.0.1:9/hook";
+    watchlist(dir.path(), port, hook, "example.de");
+    let mut child = start(dir.path());
+    let stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    wait_healthy(&base).await;
+    let hup = |pid: u32| {
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &pid.to_string()])
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+    watchlist(dir.path(), port, hook, "example.de, example.org");
+    hup(child.id());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    std::fs::write(
+        dir.path().join("watchlist.yaml"),
+        "domains: [not a domain!!]\n",
+    )
+    .unwrap();
+    hup(child.id());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Still serving on the old configuration.
+    wait_healthy(&base).await;
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(child.wait().unwrap().success());
+    let log = log.join().unwrap();
+    let text = log.join("\n");
+    assert!(
+        !text.contains('\u{1b}'),
+        "no colour codes off a terminal: {text}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.contains("watchlist reloaded") && l.contains("domains=2")),
+        "{text}"
+    );
+    assert!(text.contains("the new watchlist is refused"), "{text}");
+    assert!(
+        text.contains("watchlist.yaml"),
+        "the refusal names the file: {text}"
+    );
+    assert!(log.last().unwrap().contains("stopped"), "{text}");
+}
