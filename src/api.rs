@@ -52,6 +52,8 @@ const READERS: usize = 4;
 /// What the handlers share.
 pub struct ApiState {
     writer: Writer,
+    /// What verdicts read: the writer's in-memory model, no SQL.
+    model: Arc<crate::store::Model>,
     providers: Providers,
     /// The bearer token write endpoints require; writes are refused when
     /// none is configured.
@@ -73,6 +75,7 @@ impl ApiState {
         metrics: Arc<Metrics>,
     ) -> Self {
         ApiState {
+            model: writer.model(),
             writer,
             providers: config.providers(),
             token: config.api_token.clone(),
@@ -96,19 +99,6 @@ impl ApiState {
         self.readers[start % n]
             .lock()
             .map_err(|_| ApiError::internal("reader lock poisoned"))
-    }
-
-    /// Runs `f` with a read connection on this thread: for point reads
-    /// (a verdict is three indexed lookups, tens of microseconds), where a
-    /// hand-off to the blocking pool would cost more than the work.
-    fn read_here<T>(&self, f: impl FnOnce(&Store) -> Result<T, ApiError>) -> Result<T, ApiError> {
-        let mut guard = self.reader()?;
-        if guard.is_none() {
-            *guard =
-                Some(Store::open(&self.database).map_err(|e| ApiError::internal(e.to_string()))?);
-        }
-        let store = guard.as_ref().expect("opened above");
-        store.snapshot(|s| f(s))
     }
 
     /// Runs `f` with a read connection, on the blocking pool.
@@ -339,12 +329,12 @@ async fn verdict(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let parts = parse_parts(query)?;
-    let answer = st.read_here(|store| {
-        judge::judge(store, &st.providers, parts, st.clock.now()).map_err(|e| match e {
+    // Microseconds of work over the in-memory model: done on this worker.
+    let answer =
+        judge::judge(&*st.model, &st.providers, parts, st.clock.now()).map_err(|e| match e {
             judge::JudgeError::Recipient(_) => ApiError::bad_request(e.to_string()),
             judge::JudgeError::Store(e) => ApiError::internal(e.to_string()),
-        })
-    })?;
+        })?;
     st.metrics.verdict(answer.judgement.verdict);
     Ok(axum::Json(report::judgement_json(
         &answer.bounce,
@@ -366,24 +356,25 @@ async fn verdicts(
         return Err(ApiError::bad_request("at most 10,000 verdicts per request"));
     }
     let me = st.clone();
-    let out = st
-        .read(move |store| {
-            let now = me.clock.now();
-            Ok(items
-                .into_iter()
-                .map(|item| match serde_json::from_value::<Parts>(item) {
-                    Err(e) => json!({"error": format!("not a bounce: {e}")}),
-                    Ok(parts) => match judge::judge(store, &me.providers, parts, now) {
-                        Ok(a) => {
-                            me.metrics.verdict(a.judgement.verdict);
-                            report::judgement_json(&a.bounce, a.at, &a.judgement)
-                        }
-                        Err(e) => json!({"error": e.to_string()}),
-                    },
-                })
-                .collect::<Vec<_>>())
-        })
-        .await?;
+    // Up to 10,000 judgements: off the async workers.
+    let out = tokio::task::spawn_blocking(move || {
+        let now = me.clock.now();
+        items
+            .into_iter()
+            .map(|item| match serde_json::from_value::<Parts>(item) {
+                Err(e) => json!({"error": format!("not a bounce: {e}")}),
+                Ok(parts) => match judge::judge(&*me.model, &me.providers, parts, now) {
+                    Ok(a) => {
+                        me.metrics.verdict(a.judgement.verdict);
+                        report::judgement_json(&a.bounce, a.at, &a.judgement)
+                    }
+                    Err(e) => json!({"error": e.to_string()}),
+                },
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("handler failed: {e}")))?;
     Ok(axum::Json(out).into_response())
 }
 

@@ -388,6 +388,11 @@ impl Daemon {
         ));
     }
 
+    /// The in-memory read model the API judges with.
+    pub fn model(&self) -> Arc<store::Model> {
+        self.monitor.writer.model()
+    }
+
     /// Whether the daemon still works: the scheduler runs and the writer
     /// commits within `within`. The systemd watchdog is fed only then, so a
     /// hung scheduler or a stuck database gets the service restarted.

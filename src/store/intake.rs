@@ -72,10 +72,10 @@ pub(super) fn consensus_mx_at(
     }))
 }
 
-const WINDOW_EVIDENCE: &str = "w.id, w.kind, w.domain_id IS NULL, w.start, w.end, w.before, w.after, \
+pub(super) const WINDOW_EVIDENCE: &str = "w.id, w.kind, w.domain_id IS NULL, w.start, w.end, w.before, w.after, \
      w.flaps, w.scope_kind, w.scope, w.detail";
 
-fn evidence_from_row(r: &rusqlite::Row) -> rusqlite::Result<Evidence> {
+pub(super) fn evidence_from_row(r: &rusqlite::Row) -> rusqlite::Result<Evidence> {
     let kind: String = r.get(1)?;
     let global: bool = r.get(2)?;
     let before: Option<String> = r.get(5)?;

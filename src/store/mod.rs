@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -28,9 +29,11 @@ use crate::domain::{DomainName, Mx, MxHost};
 use crate::resolve::{Answer, Observation, Outcome};
 mod deliveries;
 mod intake;
+mod model;
 
 pub use deliveries::{AlertEvent, Delivery, DeliveryStatus, DeliveryWrite};
 pub use intake::{Circumstances, Intake, Judging};
+pub use model::Model;
 
 /// The upstream label of consensus runs.
 pub const CONSENSUS: &str = "*";
@@ -311,6 +314,7 @@ enum Op {
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Op>,
+    model: Arc<Model>,
 }
 
 /// How many checks one transaction holds at most.
@@ -329,13 +333,19 @@ impl Writer {
         let mut conn = open(path)?;
         let mut intaker = intake::Intaker::new(judging);
         intaker.warm(&mut conn)?;
+        let model = Arc::new(Model::default());
+        model.reload(&conn)?;
+        let data_version = data_version(&conn)?;
         let (tx, mut rx) = mpsc::channel::<Op>(BATCH * 4);
+        let model_w = model.clone();
         let handle = tokio::spawn(async move {
             let mut w = WriterState {
                 conn,
                 domain_ids: HashMap::new(),
                 heads: HashMap::new(),
                 intaker,
+                model: model_w,
+                data_version,
             };
             while let Some(first) = rx.recv().await {
                 let mut batch = vec![first];
@@ -391,7 +401,7 @@ impl Writer {
                 }
             }
         });
-        Ok((Writer { tx }, handle))
+        Ok((Writer { tx, model }, handle))
     }
 
     /// Writes a check and returns once it is committed. Waits while the
@@ -442,6 +452,11 @@ impl Writer {
             .send(Op::Tick(now))
             .await
             .map_err(|_| StoreError::WriterGone)
+    }
+
+    /// The in-memory read model this writer keeps current.
+    pub fn model(&self) -> Arc<Model> {
+        self.model.clone()
     }
 
     /// Records alert delivery progress; returns once committed.
@@ -496,6 +511,14 @@ struct WriterState {
     domain_ids: HashMap<DomainName, i64>,
     heads: HashMap<(i64, String), Option<Head>>,
     intaker: intake::Intaker,
+    model: Arc<Model>,
+    /// SQLite's `data_version` when the model was last in step: it moves
+    /// when another connection commits.
+    data_version: i64,
+}
+
+fn data_version(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
 }
 
 impl WriterState {
@@ -523,7 +546,45 @@ impl WriterState {
             }
         }
         tx.commit()?;
+        // The read model follows, before anyone hears of the commit. Its
+        // failure does not undo the commit: it is logged, and the model
+        // catches up at the next reload.
+        if let Err(e) = self.follow(batch) {
+            tracing::error!("updating the in-memory read model: {e}");
+        }
         Ok(counts)
+    }
+
+    /// Brings the read model (and, after another process wrote, the anomaly
+    /// detector) up to what `batch` committed.
+    fn follow(&mut self, batch: &[Op]) -> Result<(), StoreError> {
+        let mut windows = false;
+        let mut ticked = false;
+        for op in batch.iter() {
+            match op {
+                Op::Check(rec, _) => {
+                    self.model
+                        .note_check(rec.domain.as_str(), rec.at, &rec.consensus);
+                    windows |= rec.window.is_some();
+                }
+                Op::Outage(..) | Op::Bounces(..) => windows = true,
+                Op::Tick(_) => (windows, ticked) = (true, true),
+                _ => {}
+            }
+        }
+        if ticked {
+            let v = data_version(&self.conn)?;
+            if v != self.data_version {
+                self.data_version = v;
+                self.model.reload(&self.conn)?;
+                self.intaker.warm(&mut self.conn)?;
+                windows = false;
+            }
+        }
+        if windows {
+            self.model.reload_windows(&self.conn)?;
+        }
+        Ok(())
     }
 }
 

@@ -378,6 +378,7 @@ async fn an_apple_like_burst_without_dns_change_reinstates_the_early_suppression
     let anomaly = windows.iter().find(|w| w["kind"] == "anomaly").unwrap();
     assert_eq!(anomaly["status"], "closed", "{anomaly}");
     assert_eq!(anomaly["end"], mxwatch::report::time(t0 + minute * 24));
+    model_agrees_with_the_database(&app, &["icloud.com", "me.com", "example.de"], t0);
     let events: Vec<String> = app
         .store()
         .outbox()
@@ -422,6 +423,7 @@ async fn suppressions_between_the_last_check_and_an_mx_change_are_reinstated() {
     assert_eq!(list[0].window.as_ref().unwrap().kind, "mx_change");
     let stored = app.store().stored_bounces(None, None, None).unwrap();
     assert_eq!(stored[0].verdict.as_deref(), Some("transient"));
+    model_agrees_with_the_database(&app, &["example.de", "icloud.com"], first.at);
     app.stop().await;
 }
 
@@ -603,4 +605,33 @@ fn openapi_describes_every_route() {
         })
         .collect();
     assert_eq!(served, described);
+}
+
+/// The API judges with the writer's in-memory model; the CLI with SQL.
+/// Both must know the same about every domain at every moment.
+fn model_agrees_with_the_database(
+    app: &crate::App,
+    domains: &[&str],
+    around: chrono::DateTime<chrono::Utc>,
+) {
+    let model = app.daemon.as_ref().unwrap().model();
+    let store = app.store();
+    let providers = app.config.providers();
+    let mut compared = 0;
+    for d in domains {
+        for minutes in (-90..=360).step_by(7) {
+            let at = around + chrono::Duration::minutes(minutes);
+            for remote in [None, Some("mx01.mail.icloud.com"), Some("mx.other.example")] {
+                let a = store.circumstances(d, at, remote, &providers).unwrap();
+                let b = model.circumstances(d, at, remote, &providers);
+                assert_eq!(
+                    (&a.windows, &a.mx_at, &a.provider),
+                    (&b.windows, &b.mx_at, &b.provider),
+                    "{d} at {at} via {remote:?}"
+                );
+                compared += usize::from(!a.windows.is_empty());
+            }
+        }
+    }
+    assert!(compared > 0, "no moment with a window was compared");
 }

@@ -1,0 +1,159 @@
+//! What verdicts read, kept in memory: every domain's consensus answers
+//! (one entry per run) and every window. The writer keeps it current: a
+//! check's new consensus answer is appended, and windows are reloaded from
+//! the database after each commit that may have touched them, *before* the
+//! writer acknowledges the commit, so a verdict asked after an acknowledged
+//! write sees it. Writes by another process (a `bounces ingest` next to the
+//! daemon) are noticed through SQLite's `data_version` at the next tick.
+//!
+//! The answers equal [`Store::circumstances`](super::Store::circumstances)
+//! (a test compares the two); the database stays the truth.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, Utc};
+use rusqlite::Connection;
+
+use super::intake::{WINDOW_EVIDENCE, evidence_from_row};
+use super::{Circumstances, StoreError, from_ms, parse_mx_text};
+use crate::domain::Mx;
+use crate::provider::Providers;
+use crate::resolve::{Observation, Outcome};
+use crate::verdict::{self, Evidence};
+
+/// A consensus run: when it started, its outcome and MX.
+type RunStart = (DateTime<Utc>, Outcome, Arc<[Mx]>);
+
+#[derive(Debug, Default)]
+struct State {
+    runs: HashMap<String, Vec<RunStart>>,
+    /// Windows with a domain row, by domain.
+    own: HashMap<String, Vec<Evidence>>,
+    /// Windows without one: global (`None`), or an anomaly's
+    /// (`domain` | `provider`, name).
+    scoped: Vec<(Option<(String, String)>, Evidence)>,
+}
+
+/// The in-memory read model. Shared by the writer (which updates it) and
+/// the API (which reads it, without SQL).
+#[derive(Debug, Default)]
+pub struct Model {
+    state: RwLock<State>,
+}
+
+impl Model {
+    /// What was known about `domain` at `at`, as `Store::circumstances`.
+    pub fn circumstances(
+        &self,
+        domain: &str,
+        at: DateTime<Utc>,
+        remote_mta: Option<&str>,
+        providers: &Providers,
+    ) -> Circumstances {
+        let st = self.state.read().expect("model lock");
+        let mx_at = st.runs.get(domain).and_then(|runs| {
+            let i = runs.partition_point(|(start, _, _)| *start <= at);
+            let (_, outcome, mx) = runs.get(i.checked_sub(1)?)?;
+            (*outcome == Outcome::Records).then(|| mx.to_vec())
+        });
+        let provider = verdict::provider_scope(mx_at.as_deref(), remote_mta, providers);
+        let mut windows: Vec<Evidence> = st
+            .own
+            .get(domain)
+            .into_iter()
+            .flatten()
+            .filter(|e| e.covers(at))
+            .cloned()
+            .collect();
+        windows.extend(
+            st.scoped
+                .iter()
+                .filter(|(scope, e)| {
+                    e.covers(at)
+                        && match scope {
+                            None => true,
+                            Some((kind, name)) if kind == "provider" => {
+                                provider.as_deref() == Some(name.as_str())
+                            }
+                            Some((_, name)) => name == domain,
+                        }
+                })
+                .map(|(_, e)| e.clone()),
+        );
+        windows.sort_by_key(|w| (w.start, w.id));
+        Circumstances {
+            windows,
+            mx_at,
+            provider,
+        }
+    }
+
+    /// A committed check: its consensus answer starts a run when it differs
+    /// from the last one (as the writer's runs do).
+    pub(super) fn note_check(&self, domain: &str, at: DateTime<Utc>, consensus: &Observation) {
+        let mut st = self.state.write().expect("model lock");
+        let runs = st.runs.entry(domain.to_string()).or_default();
+        let same = runs
+            .last()
+            .is_some_and(|(_, o, mx)| *o == consensus.outcome && **mx == *consensus.mx);
+        if !same {
+            runs.push((at, consensus.outcome, consensus.mx.clone().into()));
+        }
+    }
+
+    /// Reloads the windows from the database.
+    pub(super) fn reload_windows(&self, conn: &Connection) -> Result<(), StoreError> {
+        let sql = format!(
+            "SELECT {WINDOW_EVIDENCE}, d.name FROM windows w LEFT JOIN domains d ON d.id = w.domain_id"
+        );
+        let mut own: HashMap<String, Vec<Evidence>> = HashMap::new();
+        let mut scoped = Vec::new();
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map([], |r| {
+            let e = evidence_from_row(r)?;
+            let scope_kind: Option<String> = r.get(8)?;
+            let scope: Option<String> = r.get(9)?;
+            let domain: Option<String> = r.get(11)?;
+            Ok((e, scope_kind.zip(scope), domain))
+        })?;
+        for row in rows {
+            let (e, scope, domain) = row?;
+            match (domain, scope) {
+                (Some(d), None) => own.entry(d).or_default().push(e),
+                (_, scope) => scoped.push((scope, e)),
+            }
+        }
+        let mut st = self.state.write().expect("model lock");
+        st.own = own;
+        st.scoped = scoped;
+        Ok(())
+    }
+
+    /// Reloads everything from the database.
+    pub(super) fn reload(&self, conn: &Connection) -> Result<(), StoreError> {
+        let mut runs: HashMap<String, Vec<RunStart>> = HashMap::new();
+        let mut stmt = conn.prepare(
+            "SELECT d.name, r.first_seen, r.outcome, r.mx FROM runs r JOIN domains d ON d.id = r.domain_id \
+             WHERE r.upstream = '*' ORDER BY r.domain_id, r.first_seen, r.id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })?;
+        for row in rows {
+            let (name, first_seen, outcome, mx) = row?;
+            runs.entry(name).or_default().push((
+                from_ms(first_seen),
+                outcome.parse().unwrap_or(Outcome::Error),
+                parse_mx_text(&mx).into(),
+            ));
+        }
+        self.state.write().expect("model lock").runs = runs;
+        self.reload_windows(conn)
+    }
+}
