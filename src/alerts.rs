@@ -649,6 +649,98 @@ mod tests {
         assert_ne!(backoff(base, 3, 1), backoff(base, 3, 2));
     }
 
+    fn flip_event() -> AlertEvent {
+        use crate::detect::WindowStatus;
+        use crate::domain::{Mx, MxHost};
+        use crate::resolve::{Answer, Outcome};
+        use chrono::TimeZone;
+        let mx = |h: &str| {
+            vec![Mx {
+                preference: 10,
+                exchange: MxHost::parse(h).unwrap(),
+            }]
+        };
+        let t = |h, m| Utc.with_ymd_and_hms(2021, 4, 26, h, m, 0).unwrap();
+        AlertEvent {
+            outbox: crate::store::OutboxRow {
+                id: 42,
+                created_at: t(11, 1),
+                event: "window_opened".into(),
+                domain: Some("example.de".into()),
+                window_id: Some(7),
+                summary: "example.de: provider_changed: example.de → icloud".into(),
+            },
+            window: Some(crate::store::WindowRow {
+                id: 7,
+                domain: Some("example.de".into()),
+                kind: "mx_change".into(),
+                start: t(11, 0),
+                detected_at: t(11, 1),
+                end: None,
+                status: WindowStatus::Open,
+                close_reason: None,
+                severity: Severity::Critical,
+                before: Answer::from_parts(Outcome::Records, mx("mx00.example.de")),
+                after: Answer::from_parts(Outcome::Records, mx("mx01.mail.icloud.com")),
+                flaps: 0,
+                scope: None,
+                detail: None,
+            }),
+        }
+    }
+
+    /// The documented bodies (README, "Webhook alerts"): a change here is a
+    /// change of the receivers' interface.
+    #[test]
+    fn bodies_of_an_mx_flip() {
+        let p = Providers::default();
+        insta::assert_json_snapshot!("json_body_v1", json_body(&flip_event(), &p));
+        insta::assert_json_snapshot!("slack_body", slack_body(&flip_event(), &p));
+    }
+
+    #[test]
+    fn filters() {
+        let ev = flip_event();
+        let target =
+            |events: &[&str], domains: &[&str], tags: &[&str], min: Severity| AlertTarget {
+                name: "t".into(),
+                url: "http://127.0.0.1:9".into(),
+                format: BodyFormat::Json,
+                secret: None,
+                events: events.iter().map(|s| s.to_string()).collect(),
+                domains: domains.iter().map(|s| s.to_string()).collect(),
+                tags: tags.iter().map(|s| s.to_string()).collect(),
+                min_severity: min,
+                timeout: Duration::from_secs(1),
+                max_age: Duration::from_secs(60),
+                backoff: Duration::from_secs(1),
+            };
+        let tags: HashMap<String, Vec<String>> =
+            [("example.de".to_string(), vec!["customers".to_string()])].into();
+        assert!(target(&[], &[], &[], Severity::Info).wants(&ev, &tags));
+        assert!(
+            target(
+                &["window_opened"],
+                &["example.de"],
+                &["customers"],
+                Severity::Critical
+            )
+            .wants(&ev, &tags)
+        );
+        assert!(!target(&["reinstatements"], &[], &[], Severity::Info).wants(&ev, &tags));
+        assert!(!target(&[], &["web.de"], &[], Severity::Info).wants(&ev, &tags));
+        assert!(!target(&[], &[], &["staff"], Severity::Info).wants(&ev, &tags));
+        let mut warning = ev.clone();
+        warning.window.as_mut().unwrap().severity = Severity::Warning;
+        assert!(!target(&[], &[], &[], Severity::Critical).wants(&warning, &tags));
+        // Events without a domain pass domain and tag filters.
+        let mut global = ev;
+        global.outbox.domain = None;
+        global.outbox.event = "resolver_outage_started".into();
+        global.window = None;
+        assert!(target(&[], &["web.de"], &["staff"], Severity::Critical).wants(&global, &tags));
+    }
+
     #[test]
     fn secrets_do_not_print() {
         assert_eq!(

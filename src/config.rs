@@ -722,6 +722,86 @@ mod tests {
     }
 
     #[test]
+    fn alert_targets_and_anomaly_thresholds() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret"), "s3cret\n").unwrap();
+        let cfg = dir.path().join("w.yaml");
+        std::fs::write(
+            &cfg,
+            "anomaly: {window: 10m, baseline: 2d, factor: 5, min_bounces: 8, min_recipients: 4}\n\
+             digest: '0 8 * * *'\nlog_level: 'mxwatch=debug'\n\
+             alerts:\n  - name: ops\n    url: https://hooks.example.com/x\n    secret_file: secret\n\
+             \x20   events: [window_opened, reinstatements]\n    min_severity: warning\n    max_age: 1h\n\
+             \x20 - name: chat\n    url: http://127.0.0.1:9/slack\n    format: mattermost\n\
+             domains: [example.com]\n",
+        )
+        .unwrap();
+        let c = Config::load(&cfg).unwrap();
+        assert_eq!(c.anomaly.window, Duration::from_secs(600));
+        assert_eq!((c.anomaly.min_bounces, c.anomaly.min_recipients), (8, 4));
+        assert_eq!(c.alerts.len(), 2);
+        assert_eq!(
+            c.alerts[0].secret,
+            Some(crate::alerts::Secret::new("s3cret".into()))
+        );
+        assert_eq!(c.alerts[0].max_age, Duration::from_secs(3600));
+        assert_eq!(c.alerts[0].backoff, Duration::from_secs(30));
+        assert_eq!(c.alerts[1].format, crate::alerts::BodyFormat::Slack);
+        assert!(c.digest.is_some());
+        // The secret never shows, even in the config's debug print.
+        assert!(!format!("{c:?}").contains("s3cret"));
+
+        for (yaml, field, words) in [
+            (
+                "alerts: [{name: a, url: 'ftp://x'}]",
+                "alerts[0].url",
+                "scheme",
+            ),
+            (
+                "alerts: [{name: a, url: 'not a url'}]",
+                "alerts[0].url",
+                "not a URL",
+            ),
+            (
+                "alerts: [{name: a, url: 'http://x', events: [boom]}]",
+                "alerts[0].events[0]",
+                "unknown event",
+            ),
+            (
+                "alerts: [{name: a, url: 'http://x', secret_env: MXWATCH_TEST_UNSET_VAR}]",
+                "alerts[0].secret_env",
+                "not set",
+            ),
+            (
+                "alerts: [{name: a, url: 'http://x', min_severity: loud}]",
+                "alerts[0].min_severity",
+                "loud",
+            ),
+            (
+                "alerts: [{name: a, url: 'http://x'}, {name: a, url: 'http://y'}]",
+                "alerts[1].name",
+                "twice",
+            ),
+            (
+                "alerts: [{name: a, url: 'http://x', format: xml}]",
+                "alerts[0].format",
+                "xml",
+            ),
+            (
+                "anomaly: {window: 1h, baseline: 30m}",
+                "anomaly.baseline",
+                "longer",
+            ),
+            ("anomaly: {factor: 0.5}", "anomaly.factor", "at least 1"),
+            ("log_level: 'mxwatch=[bad'", "log_level", "bad"),
+        ] {
+            let e = parse(yaml).unwrap_err();
+            assert_eq!(e.field, field, "{yaml}: {e}");
+            assert!(e.to_string().contains(words), "{yaml}: {e}");
+        }
+    }
+
+    #[test]
     fn domains_file_is_read_relative_to_the_config() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(

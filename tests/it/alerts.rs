@@ -184,6 +184,40 @@ async fn a_receiver_down_for_a_while_gets_every_event_once_in_order_signed() {
     assert_eq!(failed.len(), 1);
     assert_eq!((failed[0].target.as_str(), failed[0].attempts), ("gone", 1));
     assert!(failed[0].last_error.as_deref().unwrap().contains("410"));
+    // An operator lists it and asks for another try: the worker tries once
+    // more (and the receiver still refuses).
+    let config = app.config.source.clone();
+    let cli = |args: &[&str]| {
+        let mut all = vec!["--config".to_string(), config.display().to_string()];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let run = tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+            crate::cli::mxwatch(std::path::Path::new("/"), &refs)
+        });
+        async move {
+            let out = run.await.unwrap();
+            (
+                out.status.success(),
+                out.stdout,
+                String::from_utf8_lossy(&out.stderr).to_string(),
+            )
+        }
+    };
+    let (ok, stdout, stderr) = cli(&["alerts", "list", "--failed", "--json"]).await;
+    assert!(ok, "{stderr}");
+    let listed: Value = serde_json::from_slice(&stdout).unwrap();
+    assert_eq!(listed["target"], "gone");
+    assert_eq!(listed["status"], "failed");
+    let id = failed[0].id.to_string();
+    let (ok, _, stderr) = cli(&["alerts", "retry", &id]).await;
+    assert!(ok, "{stderr}");
+    wait_for("the retried delivery's second attempt", async || {
+        store.delivery(failed[0].id).unwrap().unwrap().attempts == 2
+    })
+    .await;
+    let (ok, _, stderr) = cli(&["alerts", "retry", "999999"]).await;
+    assert!(!ok && stderr.contains("no delivery"), "{stderr}");
+
     let delivered = app.store().deliveries(false).unwrap();
     assert_eq!(
         delivered
@@ -191,6 +225,53 @@ async fn a_receiver_down_for_a_while_gets_every_event_once_in_order_signed() {
             .filter(|d| d.status.as_str() == "delivered")
             .count(),
         3
+    );
+    app.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_daily_digest_sums_up_the_day_into_the_outbox() {
+    let dns = TestDns::start().await;
+    dns.set(
+        "example.de",
+        crate::Behaviour::mx(&[(10, "mx00.example.de")], 300),
+    );
+    let yaml = format!(
+        "{}digest: '0 12 * * *'\ndomains: [example.de]\n",
+        crate::base_yaml(&dns)
+    );
+    let mut app = spawn_app(&yaml);
+    app.next_check("example.de").await;
+    dns.set(
+        "example.de",
+        crate::Behaviour::mx(&[(10, "mx01.mail.icloud.com")], 300),
+    );
+    assert!(app.next_check("example.de").await.window.is_some());
+    // The test clock starts at 11:00; the digest is due at 12:00.
+    let store = app.store();
+    let mut digest = None;
+    for _ in 0..120 {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        digest = store
+            .outbox()
+            .unwrap()
+            .into_iter()
+            .find(|o| o.event == "digest");
+        if digest.is_some() {
+            break;
+        }
+    }
+    let digest = digest.expect("a digest by 13:00");
+    assert_eq!(digest.created_at.format("%H:%M").to_string(), "12:00");
+    assert!(
+        digest.summary.contains("1 window opened"),
+        "{}",
+        digest.summary
+    );
+    assert!(
+        digest.summary.contains("mx change example.de since"),
+        "{}",
+        digest.summary
     );
     app.stop().await;
 }

@@ -34,7 +34,7 @@ pub struct App {
     pub daemon: Option<Daemon>,
     pub events: broadcast::Receiver<CheckEvent>,
     /// Events of other domains seen while waiting for one.
-    pending: VecDeque<CheckEvent>,
+    pub pending: VecDeque<CheckEvent>,
     pub config: Config,
     pub dir: Arc<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,

@@ -396,3 +396,49 @@ async fn when_every_domain_fails_at_once_it_is_our_resolver() {
 }
 
 use mxwatch::store::Store;
+
+/// A reload (what SIGHUP does): added domains start being watched, removed
+/// ones stop, history and open windows stay.
+#[tokio::test(start_paused = true)]
+async fn reload_adds_and_removes_domains_and_keeps_history_and_windows() {
+    let dns = TestDns::start().await;
+    dns.set("example.de", Behaviour::mx(OWN, 300));
+    dns.set("example.org", Behaviour::mx(&[(10, "mx.example.org")], 300));
+    let mut app = spawn_app(&format!("{}domains: [example.de]\n", base_yaml(&dns)));
+    settle_in(&mut app, "example.de").await;
+    dns.set("example.de", Behaviour::mx(ICLOUD, 300));
+    let flip = app.next_check("example.de").await;
+    assert_eq!(flip.window, Some((WindowEvent::Opened, WindowStatus::Open)));
+
+    let new = crate::write_config(
+        &app.dir,
+        &format!("{}domains: [example.org]\n", base_yaml(&dns)),
+    );
+    app.daemon.as_ref().unwrap().reload(&new).await;
+    // example.org is checked from now on...
+    let org = app.next_check("example.org").await;
+    assert_eq!(org.observations[0].outcome, Outcome::Records);
+    // ...and example.de no more: a few minutes of checks bring only example.org.
+    app.pending.clear();
+    for _ in 0..4 {
+        let ev = app.next_check("example.org").await;
+        assert_eq!(ev.domain.as_str(), "example.org");
+    }
+    assert!(
+        app.pending
+            .iter()
+            .all(|ev| ev.domain.as_str() != "example.de"),
+        "example.de was checked after its removal"
+    );
+    // Its history and open window stay.
+    let store = app.store();
+    assert!(!store.history(&name("example.de"), None).unwrap().is_empty());
+    let windows = store.windows(None).unwrap();
+    assert!(
+        windows
+            .iter()
+            .any(|w| w.domain.as_deref() == Some("example.de") && w.end.is_none()),
+        "{windows:?}"
+    );
+    app.stop().await;
+}
