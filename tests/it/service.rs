@@ -10,6 +10,17 @@ use crate::alerts::post_burst;
 
 const TOKEN: &str = "test-token-0123456789abcdef";
 
+/// Sends a signal with kill(1).
+fn send(signal: &str, pid: &str) {
+    assert!(
+        Command::new("kill")
+            .args([signal, pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -166,11 +177,7 @@ async fn kill_9_mid_ingest_loses_no_acknowledged_bounce_and_no_event() {
         events.iter().all(|e| seen.contains(e)),
         "{events:?} not all in {seen:?}"
     );
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    send("-TERM", &child.id().to_string());
     assert!(child.wait().unwrap().success());
 }
 
@@ -191,34 +198,20 @@ async fn sighup_reloads_the_watchlist_and_keeps_the_old_one_when_the_new_is_brok
             .collect::<Vec<_>>()
     });
     wait_healthy(&base).await;
-    let hup = |pid: u32| {
-        assert!(
-            Command::new("kill")
-                .args(["-HUP", &pid.to_string()])
-                .status()
-                .unwrap()
-                .success()
-        )
-    };
+    let pid = child.id().to_string();
     watchlist(dir.path(), port, hook, "example.de, example.org");
-    hup(child.id());
+    send("-HUP", &pid);
     tokio::time::sleep(Duration::from_millis(500)).await;
     std::fs::write(
         dir.path().join("watchlist.yaml"),
         "domains: [not a domain!!]\n",
     )
     .unwrap();
-    hup(child.id());
+    send("-HUP", &pid);
     tokio::time::sleep(Duration::from_millis(500)).await;
     // Still serving on the old configuration.
     wait_healthy(&base).await;
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    send("-TERM", &pid);
     assert!(child.wait().unwrap().success());
     let log = log.join().unwrap();
     let text = log.join("\n");
@@ -237,4 +230,76 @@ async fn sighup_reloads_the_watchlist_and_keeps_the_old_one_when_the_new_is_brok
         "the refusal names the file: {text}"
     );
     assert!(log.last().unwrap().contains("stopped"), "{text}");
+}
+
+/// The next sd_notify message (the socket is handed back).
+async fn notification(
+    socket: std::os::unix::net::UnixDatagram,
+) -> (String, std::os::unix::net::UnixDatagram) {
+    tokio::task::spawn_blocking(move || {
+        let mut buf = [0u8; 512];
+        let n = socket.recv(&mut buf).expect("a notification");
+        (String::from_utf8_lossy(&buf[..n]).to_string(), socket)
+    })
+    .await
+    .unwrap()
+}
+
+/// Under systemd (`Type=notify`): READY once the API answers, watchdog
+/// pings while healthy, RELOADING/READY around a SIGHUP, STOPPING on
+/// SIGTERM. The service manager's socket is played by the test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tells_the_service_manager_ready_watchdog_reloading_and_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    watchlist(dir.path(), port, "http://127.0.0.1:9/hook", "example.de");
+    let socket_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mxwatch"))
+        .current_dir(dir.path())
+        .args(["run"])
+        .env_remove("MXWATCH_CONFIG")
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000")
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let (ready, socket) = notification(socket).await;
+    assert!(ready.contains("READY=1"), "{ready}");
+    // READY comes after the API listens.
+    let r = mxwatch::http_client()
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut seen = Vec::new();
+    let mut socket = socket;
+    let pid = child.id().to_string();
+    for round in 0..8 {
+        if round == 2 {
+            send("-HUP", &pid);
+        }
+        if round == 5 {
+            send("-TERM", &pid);
+        }
+        let (msg, s) = notification(socket).await;
+        socket = s;
+        seen.push(msg.clone());
+        if msg.contains("STOPPING=1") {
+            break;
+        }
+    }
+    let all = seen.join("|");
+    assert!(all.contains("WATCHDOG=1"), "{all}");
+    assert!(
+        all.contains("RELOADING=1") && all.contains("MONOTONIC_USEC="),
+        "{all}"
+    );
+    assert!(all.contains("STOPPING=1"), "{all}");
+    assert!(child.wait().unwrap().success());
 }
