@@ -231,10 +231,12 @@ fn main() {
     );
 
     let addr = server_rt.block_on(async {
-        let (writer, _task) = Writer::start(&config.database, config.judging()).unwrap();
+        let (writer, model, _task) =
+            Writer::start_serving(&config.database, config.judging()).unwrap();
         let state = Arc::new(mxwatch::api::ApiState::new(
             &config,
             writer,
+            model,
             Arc::new(SystemClock),
             Arc::new(mxwatch::metrics::Metrics::new()),
         ));

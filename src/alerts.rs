@@ -209,7 +209,12 @@ fn answer_value(a: &Option<crate::resolve::Answer>, providers: &Providers) -> Va
 
 /// The stable id of an event, the same in every attempt and every body.
 pub fn event_id(ev: &AlertEvent) -> String {
-    format!("mxwatch-{}", ev.outbox.id)
+    event_id_of(ev.outbox.id)
+}
+
+/// The event id of an outbox row.
+pub fn event_id_of(outbox_id: i64) -> String {
+    format!("mxwatch-{outbox_id}")
 }
 
 /// The generic JSON body (schema version 1).
@@ -355,7 +360,9 @@ pub struct Worker {
 const POLL: Duration = Duration::from_secs(1);
 
 enum Work {
-    Send(Box<(Delivery, Option<AlertEvent>)>),
+    Send(Box<(Delivery, AlertEvent)>),
+    /// A pending delivery whose event is gone (only by hand-editing the database).
+    Orphan(i64),
     New(Vec<AlertEvent>),
 }
 
@@ -385,7 +392,10 @@ impl Worker {
                 let s = s.lock().expect("store lock");
                 if let Some(d) = s.next_delivery(&n)? {
                     let ev = s.alert_event(d.outbox_id)?;
-                    return Ok(Work::Send(Box::new((d, ev))));
+                    return Ok(match ev {
+                        Some(ev) => Work::Send(Box::new((d, ev))),
+                        None => Work::Orphan(d.id),
+                    });
                 }
                 let cursor = s.alert_cursor(&n)?.unwrap_or(0);
                 Ok(Work::New(s.alert_events(cursor, 256)?))
@@ -414,12 +424,10 @@ impl Worker {
                         self.writer.delivery(w).await?;
                     }
                 }
-                Work::Send(b) if b.1.is_none() => {
-                    let d = b.0;
-                    // The event is gone (cannot happen short of manual edits).
+                Work::Orphan(delivery) => {
                     self.writer
                         .delivery(DeliveryWrite::Attempted {
-                            delivery: d.id,
+                            delivery,
                             at: self.clock.now(),
                             status: DeliveryStatus::Failed,
                             error: Some("the outbox event is missing".into()),
@@ -429,7 +437,6 @@ impl Worker {
                 }
                 Work::Send(b) => {
                     let (d, ev) = *b;
-                    let ev = ev.expect("matched above");
                     let now = self.clock.now();
                     if let Some(next) = d.next_attempt
                         && next > now

@@ -71,11 +71,12 @@ impl ApiState {
     pub fn new(
         config: &Config,
         writer: Writer,
+        model: Arc<crate::store::Model>,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
     ) -> Self {
         ApiState {
-            model: writer.model(),
+            model,
             writer,
             providers: config.providers(),
             token: config.api_token.clone(),

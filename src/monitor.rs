@@ -272,6 +272,7 @@ pub struct Daemon {
     /// Alert delivery, one worker per webhook target (restarted on reload).
     alerts: tokio::sync::Mutex<Option<crate::alerts::Workers>>,
     clock: Arc<dyn Clock>,
+    model: Arc<store::Model>,
     writer_task: tokio::task::JoinHandle<()>,
 }
 
@@ -290,7 +291,8 @@ impl Daemon {
         let reader = store::Store::open(&config.database)?;
         let states = reader.load_states()?;
         drop(reader);
-        let (writer, writer_task) = Writer::start(&config.database, config.judging())?;
+        let (writer, model, writer_task) =
+            Writer::start_serving(&config.database, config.judging())?;
         let monitor = Monitor::new(config, writer, states, clock.clone())?;
         let (reload, reload_rx) = mpsc::channel(4);
         let opts = SchedulerOptions {
@@ -314,6 +316,7 @@ impl Daemon {
                 let state = Arc::new(crate::api::ApiState::new(
                     config,
                     monitor.writer.clone(),
+                    model.clone(),
                     clock.clone(),
                     monitor.metrics.clone(),
                 ));
@@ -368,6 +371,7 @@ impl Daemon {
             tick_task,
             alerts: tokio::sync::Mutex::new(Some(alerts)),
             clock: clock.clone(),
+            model,
             writer_task,
         })
     }
@@ -390,7 +394,7 @@ impl Daemon {
 
     /// The in-memory read model the API judges with.
     pub fn model(&self) -> Arc<store::Model> {
-        self.monitor.writer.model()
+        self.model.clone()
     }
 
     /// Whether the daemon still works: the scheduler runs and the writer

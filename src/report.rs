@@ -288,7 +288,7 @@ pub fn delivery_json(d: &crate::store::Delivery) -> Value {
     json!({
         "id": d.id,
         "target": d.target,
-        "event_id": format!("mxwatch-{}", d.outbox_id),
+        "event_id": crate::alerts::event_id_of(d.outbox_id),
         "event": d.event,
         "created_at": time(d.created_at),
         "status": d.status.as_str(),

@@ -205,22 +205,7 @@ impl Store {
 
     /// Outbox events after `after`, oldest first, with their windows.
     pub fn alert_events(&self, after: i64, limit: usize) -> Result<Vec<AlertEvent>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT o.id, o.created_at, o.event, d.name, o.window_id, o.summary \
-             FROM outbox o LEFT JOIN domains d ON d.id = o.domain_id WHERE o.id > ?1 ORDER BY o.id LIMIT ?2",
-        )?;
-        let rows: Vec<OutboxRow> = stmt
-            .query_map(params![after, limit as i64], |r| {
-                Ok(OutboxRow {
-                    id: r.get(0)?,
-                    created_at: from_ms(r.get(1)?),
-                    event: r.get(2)?,
-                    domain: r.get(3)?,
-                    window_id: r.get(4)?,
-                    summary: r.get(5)?,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
+        let rows = self.outbox_after(after, Some(limit))?;
         rows.into_iter()
             .map(|o| {
                 let window = match o.window_id {

@@ -178,6 +178,9 @@ pub(super) enum Covered<'a> {
 pub(super) struct Intaker {
     pub(super) judging: Judging,
     detector: anomaly::Detector,
+    /// Whether an anomaly window was stored or closed since the writer
+    /// last asked (the read model reloads windows only then).
+    windows_changed: bool,
 }
 
 impl Intaker {
@@ -185,7 +188,13 @@ impl Intaker {
         Intaker {
             detector: anomaly::Detector::new(judging.anomaly),
             judging,
+            windows_changed: false,
         }
+    }
+
+    /// Whether anomaly windows changed since the last call.
+    pub(super) fn take_windows_changed(&mut self) -> bool {
+        std::mem::take(&mut self.windows_changed)
     }
 
     /// Rebuilds the detector from the unknown-user bounces of the last
@@ -323,7 +332,7 @@ impl Intaker {
     /// Stores an anomaly event; an opened window re-judges what it covers.
     /// Returns how many suppressions it turned over.
     fn apply(
-        &self,
+        &mut self,
         tx: &rusqlite::Transaction,
         ev: anomaly::Event,
         now: DateTime<Utc>,
@@ -341,6 +350,7 @@ impl Intaker {
                 if inserted == 0 {
                     return Ok(0);
                 }
+                self.windows_changed = true;
                 let id = tx.last_insert_rowid();
                 outbox(
                     tx,
@@ -361,7 +371,7 @@ impl Intaker {
                 reconsider(tx, &self.judging.providers, covered, a.start, now)
             }
             anomaly::Event::Closed(a) => {
-                close_anomaly(tx, &a, now)?;
+                self.windows_changed |= close_anomaly(tx, &a, now)?;
                 Ok(0)
             }
         }
@@ -377,11 +387,12 @@ fn split_scope(key: &str) -> (&str, &str) {
     key.split_once(':').unwrap_or(("domain", key))
 }
 
+/// Closes a stored anomaly window; whether one was open.
 fn close_anomaly(
     tx: &rusqlite::Transaction,
     a: &Anomaly,
     now: DateTime<Utc>,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let (kind, scope) = split_scope(&a.scope);
     let id: Option<i64> = tx
         .prepare_cached(
@@ -394,6 +405,7 @@ fn close_anomaly(
             |r| r.get(0),
         )
         .optional()?;
+    let closed = id.is_some();
     if let Some(id) = id {
         outbox(
             tx,
@@ -407,7 +419,7 @@ fn close_anomaly(
             ),
         )?;
     }
-    Ok(())
+    Ok(closed)
 }
 
 fn outbox(

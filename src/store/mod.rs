@@ -314,7 +314,6 @@ enum Op {
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Op>,
-    model: Arc<Model>,
 }
 
 /// How many checks one transaction holds at most.
@@ -330,21 +329,40 @@ impl Writer {
         path: &Path,
         judging: Judging,
     ) -> Result<(Writer, tokio::task::JoinHandle<()>), StoreError> {
+        Self::spawn(path, judging, None)
+    }
+
+    /// [`Writer::start`], also keeping an in-memory read model current for
+    /// the API's verdicts (what a one-off command does not need to load).
+    pub fn start_serving(
+        path: &Path,
+        judging: Judging,
+    ) -> Result<(Writer, Arc<Model>, tokio::task::JoinHandle<()>), StoreError> {
+        let model = Arc::new(Model::default());
+        let (writer, handle) = Self::spawn(path, judging, Some(model.clone()))?;
+        Ok((writer, model, handle))
+    }
+
+    fn spawn(
+        path: &Path,
+        judging: Judging,
+        model: Option<Arc<Model>>,
+    ) -> Result<(Writer, tokio::task::JoinHandle<()>), StoreError> {
         let mut conn = open(path)?;
         let mut intaker = intake::Intaker::new(judging);
         intaker.warm(&mut conn)?;
-        let model = Arc::new(Model::default());
-        model.reload(&conn)?;
+        if let Some(m) = &model {
+            m.reload(&conn)?;
+        }
         let data_version = data_version(&conn)?;
         let (tx, mut rx) = mpsc::channel::<Op>(BATCH * 4);
-        let model_w = model.clone();
         let handle = tokio::spawn(async move {
             let mut w = WriterState {
                 conn,
                 domain_ids: HashMap::new(),
                 heads: HashMap::new(),
                 intaker,
-                model: model_w,
+                model,
                 data_version,
             };
             while let Some(first) = rx.recv().await {
@@ -401,7 +419,7 @@ impl Writer {
                 }
             }
         });
-        Ok((Writer { tx, model }, handle))
+        Ok((Writer { tx }, handle))
     }
 
     /// Writes a check and returns once it is committed. Waits while the
@@ -452,11 +470,6 @@ impl Writer {
             .send(Op::Tick(now))
             .await
             .map_err(|_| StoreError::WriterGone)
-    }
-
-    /// The in-memory read model this writer keeps current.
-    pub fn model(&self) -> Arc<Model> {
-        self.model.clone()
     }
 
     /// Records alert delivery progress; returns once committed.
@@ -511,7 +524,8 @@ struct WriterState {
     domain_ids: HashMap<DomainName, i64>,
     heads: HashMap<(i64, String), Option<Head>>,
     intaker: intake::Intaker,
-    model: Arc<Model>,
+    /// The read model to keep current, when serving.
+    model: Option<Arc<Model>>,
     /// SQLite's `data_version` when the model was last in step: it moves
     /// when another connection commits.
     data_version: i64,
@@ -558,17 +572,19 @@ impl WriterState {
     /// Brings the read model (and, after another process wrote, the anomaly
     /// detector) up to what `batch` committed.
     fn follow(&mut self, batch: &[Op]) -> Result<(), StoreError> {
-        let mut windows = false;
+        // Bounces and ticks touch windows only when an anomaly opens or closes.
+        let mut windows = self.intaker.take_windows_changed();
         let mut ticked = false;
         for op in batch.iter() {
             match op {
                 Op::Check(rec, _) => {
-                    self.model
-                        .note_check(rec.domain.as_str(), rec.at, &rec.consensus);
+                    if let Some(m) = &self.model {
+                        m.note_check(rec.domain.as_str(), rec.at, &rec.consensus);
+                    }
                     windows |= rec.window.is_some();
                 }
-                Op::Outage(..) | Op::Bounces(..) => windows = true,
-                Op::Tick(_) => (windows, ticked) = (true, true),
+                Op::Outage(..) => windows = true,
+                Op::Tick(_) => ticked = true,
                 _ => {}
             }
         }
@@ -576,13 +592,16 @@ impl WriterState {
             let v = data_version(&self.conn)?;
             if v != self.data_version {
                 self.data_version = v;
-                self.model.reload(&self.conn)?;
                 self.intaker.warm(&mut self.conn)?;
+                self.intaker.take_windows_changed();
+                if let Some(m) = &self.model {
+                    m.reload(&self.conn)?;
+                }
                 windows = false;
             }
         }
-        if windows {
-            self.model.reload_windows(&self.conn)?;
+        if windows && let Some(m) = &self.model {
+            m.reload_windows(&self.conn)?;
         }
         Ok(())
     }
@@ -1127,12 +1146,23 @@ impl Store {
             .optional()?)
     }
 
+    /// The whole outbox, oldest first.
     pub fn outbox(&self) -> Result<Vec<OutboxRow>, StoreError> {
-        let mut stmt = self.conn.prepare(
+        self.outbox_after(0, None)
+    }
+
+    /// Outbox rows after id `after`, oldest first, at most `limit`.
+    pub fn outbox_after(
+        &self,
+        after: i64,
+        limit: Option<usize>,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
             "SELECT o.id, o.created_at, o.event, d.name, o.window_id, o.summary \
-             FROM outbox o LEFT JOIN domains d ON d.id = o.domain_id ORDER BY o.id",
+             FROM outbox o LEFT JOIN domains d ON d.id = o.domain_id WHERE o.id > ?1 ORDER BY o.id LIMIT ?2",
         )?;
-        let rows = stmt.query_map([], |r| {
+        let limit = limit.map_or(-1, |n| n as i64); // SQLite: -1 is no limit
+        let rows = stmt.query_map(params![after, limit], |r| {
             Ok(OutboxRow {
                 id: r.get(0)?,
                 created_at: from_ms(r.get(1)?),

@@ -9,9 +9,8 @@ use serde_json::Value;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-use crate::{TestDns, spawn_app, unknown_user};
+use crate::{TOKEN, TestDns, post_bounces, spawn_app, unknown_user};
 
-const TOKEN: &str = "test-token-0123456789abcdef";
 const SECRET: &str = "alert-secret-for-tests";
 
 /// Checks a request's signature the way a receiver would.
@@ -41,7 +40,6 @@ fn verify(req: &Request, secret: &str) -> bool {
 /// mac.com in 25 minutes (each domain alone stays under the thresholds).
 /// The daemon stores an anomaly window and reinstatements: outbox events.
 pub async fn post_burst(base: &str) {
-    let http = mxwatch::http_client();
     let t0 = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2021, 4, 26, 11, 0, 0).unwrap();
     for i in 0..25 {
         let line = unknown_user(
@@ -52,14 +50,7 @@ pub async fn post_burst(base: &str) {
             t0 + chrono::Duration::minutes(i),
             "mx01.mail.icloud.com",
         );
-        let r = http
-            .post(format!("{base}/v1/bounces"))
-            .bearer_auth(TOKEN)
-            .body(line)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        post_bounces(base, line).await;
     }
 }
 

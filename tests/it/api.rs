@@ -2,9 +2,9 @@
 
 use serde_json::Value;
 
-use crate::{Behaviour, TestDns, base_yaml, spawn_app, unknown_user};
-
-const TOKEN: &str = "test-token-0123456789abcdef";
+use crate::{
+    Behaviour, TOKEN, TestDns, base_yaml, get_json, post_bounces, spawn_app, unknown_user,
+};
 
 async fn app_with_api(dns: &TestDns) -> (crate::App, String) {
     app_with_api_and(dns, "").await
@@ -64,14 +64,7 @@ async fn health_verdicts_and_errors() {
         "{v}"
     );
 
-    let full: Value = http
-        .get(format!("{base}/v1/verdict?recipient=kim@example.de&status=4.2.2&reply_code=452&diagnostic=mailbox+full"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let full: Value = get_json(format!("{base}/v1/verdict?recipient=kim@example.de&status=4.2.2&reply_code=452&diagnostic=mailbox+full")).await;
     assert_eq!(full["verdict"], "retry");
 
     for bad in [
@@ -114,30 +107,15 @@ async fn health_verdicts_and_errors() {
         .unwrap();
     assert_eq!(r.status(), 400);
 
-    let r = http
-        .get(format!("{base}/v1/windows?active=true"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let r = http
-        .get(format!("{base}/v1/windows?active=maybe"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    let r = http
-        .get(format!("{base}/v1/domains/never-checked.example"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
-    let r = http
-        .get(format!("{base}/v1/domains/not..valid"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
+    for (path, status) in [
+        ("/v1/windows?active=true", 200),
+        ("/v1/windows?active=maybe", 400),
+        ("/v1/domains/never-checked.example", 404),
+        ("/v1/domains/not..valid", 400),
+    ] {
+        let r = http.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), status, "{path}");
+    }
     app.stop().await;
 }
 
@@ -157,18 +135,10 @@ async fn a_domain_flipped_to_icloud_answers_transient_over_http() {
     let at = mxwatch::report::time(flip.at);
     let url =
         format!("{base}/v1/verdict?recipient=kim@example.de&status=5.1.1&reply_code=550&at={at}");
-    let http = mxwatch::http_client();
-    let v: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+    let v: Value = get_json(&url).await;
     assert_eq!(v["verdict"], "transient", "{v}");
     assert_eq!(v["evidence"][0]["kind"], "mx_change");
-    let d: Value = http
-        .get(format!("{base}/v1/domains/example.de"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let d: Value = get_json(format!("{base}/v1/domains/example.de")).await;
     assert_eq!(d["provider"][0], "icloud", "{d}");
     assert_eq!(d["windows"].as_array().unwrap().len(), 1);
     app.stop().await;
@@ -267,18 +237,6 @@ async fn bounces_need_a_token_and_are_committed_before_the_answer() {
     app.stop().await;
 }
 
-async fn post_bounces(http: &reqwest::Client, base: &str, body: String) -> Value {
-    let r = http
-        .post(format!("{base}/v1/bounces"))
-        .bearer_auth(TOKEN)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json().await.unwrap()
-}
-
 #[tokio::test(start_paused = true)]
 async fn an_apple_like_burst_without_dns_change_reinstates_the_early_suppressions() {
     let dns = TestDns::start().await;
@@ -294,7 +252,7 @@ async fn an_apple_like_burst_without_dns_change_reinstates_the_early_suppression
     for i in 0..25 {
         let who = format!("user{i}@{}", domains[i % 3]);
         let line = unknown_user(&who, t0 + minute * i as i32, "mx01.mail.icloud.com");
-        answers.push(post_bounces(&http, &base, line).await);
+        answers.push(post_bounces(&base, line).await);
     }
     // Each alone looked like a plain unknown user until the burst was
     // recognised at the 20th (20 bounces, 20 recipients in 30 minutes).
@@ -311,14 +269,7 @@ async fn an_apple_like_burst_without_dns_change_reinstates_the_early_suppression
     assert_eq!(ev["start"], mxwatch::report::time(t0));
 
     // The early ones are listed for the bounce handler to undo.
-    let list: Vec<Value> = http
-        .get(format!("{base}/v1/reinstatements"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Vec<Value> = get_json(format!("{base}/v1/reinstatements")).await;
     assert_eq!(list.len(), 19);
     assert_eq!(list[0]["recipient"], "user0@icloud.com");
     assert_eq!(list[0]["previous_verdict"], "suppress");
@@ -326,14 +277,7 @@ async fn an_apple_like_burst_without_dns_change_reinstates_the_early_suppression
     assert_eq!(list[0]["window"]["kind"], "anomaly");
     assert_eq!(list[0]["window"]["name"], "icloud");
     let later = mxwatch::report::time(t0 + chrono::Duration::hours(1));
-    let none: Vec<Value> = http
-        .get(format!("{base}/v1/reinstatements?since={later}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let none: Vec<Value> = get_json(format!("{base}/v1/reinstatements?since={later}")).await;
     assert!(none.is_empty());
     let r = http
         .get(format!("{base}/v1/reinstatements?since=yesterday"))
@@ -344,16 +288,9 @@ async fn an_apple_like_burst_without_dns_change_reinstates_the_early_suppression
 
     // A question about a moment inside the burst is answered with it.
     let inside = mxwatch::report::time(t0 + minute * 10);
-    let v: Value = http
-        .get(format!(
+    let v: Value = get_json(format!(
             "{base}/v1/verdict?recipient=someone@me.com&status=5.1.1&reply_code=550&remote_mta=mx02.mail.icloud.com&at={inside}"
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        )).await;
     assert_eq!(v["verdict"], "transient", "{v}");
 
     // The bounces stop; once the window closes, a later unknown user is
@@ -361,20 +298,12 @@ async fn an_apple_like_burst_without_dns_change_reinstates_the_early_suppression
     tokio::time::sleep(std::time::Duration::from_secs(3 * 3600)).await;
     let after = t0 + chrono::Duration::hours(5);
     let a = post_bounces(
-        &http,
         &base,
         unknown_user("late@icloud.com", after, "mx01.mail.icloud.com"),
     )
     .await;
     assert_eq!(a["verdicts"][0]["verdict"], "suppress", "{a}");
-    let windows: Vec<Value> = http
-        .get(format!("{base}/v1/windows"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let windows: Vec<Value> = get_json(format!("{base}/v1/windows")).await;
     let anomaly = windows.iter().find(|w| w["kind"] == "anomaly").unwrap();
     assert_eq!(anomaly["status"], "closed", "{anomaly}");
     assert_eq!(anomaly["end"], mxwatch::report::time(t0 + minute * 24));
@@ -397,16 +326,10 @@ async fn suppressions_between_the_last_check_and_an_mx_change_are_reinstated() {
     let dns = TestDns::start().await;
     dns.set("example.de", Behaviour::mx(&[(10, "mx00.example.de")], 300));
     let (mut app, base) = app_with_api(&dns).await;
-    let http = mxwatch::http_client();
     let first = app.next_check("example.de").await;
     // Refused by the domain's own MX: nothing against a suppression yet.
     let at = first.at + chrono::Duration::seconds(20);
-    let a = post_bounces(
-        &http,
-        &base,
-        unknown_user("kim@example.de", at, "mx00.example.de"),
-    )
-    .await;
+    let a = post_bounces(&base, unknown_user("kim@example.de", at, "mx00.example.de")).await;
     assert_eq!(a["verdicts"][0]["verdict"], "suppress", "{a}");
     // The next check finds the MX moved; the change happened after the
     // last check that saw the old answer, so the bounce is reconsidered.

@@ -149,3 +149,31 @@ pub fn unknown_user(recipient: &str, at: chrono::DateTime<chrono::Utc>, remote: 
     })
     .unwrap()
 }
+
+/// The API token the tests configure.
+pub const TOKEN: &str = "test-token-0123456789abcdef";
+
+/// GETs a URL and reads its JSON answer.
+pub async fn get_json<T: serde::de::DeserializeOwned>(url: impl reqwest::IntoUrl) -> T {
+    mxwatch::http_client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// POSTs bounces to the API with the token; the answer must be 200.
+pub async fn post_bounces(base: &str, body: String) -> serde_json::Value {
+    let r = mxwatch::http_client()
+        .post(format!("{base}/v1/bounces"))
+        .bearer_auth(TOKEN)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}

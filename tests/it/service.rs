@@ -6,9 +6,8 @@ use std::time::Duration;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use crate::TOKEN;
 use crate::alerts::post_burst;
-
-const TOKEN: &str = "test-token-0123456789abcdef";
 
 /// Sends a signal with kill(1).
 fn send(signal: &str, pid: &str) {
