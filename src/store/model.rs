@@ -1,7 +1,8 @@
 //! What verdicts read, kept in memory: every domain's consensus answers
-//! (one entry per run) and every window. The writer keeps it current: a
-//! check's new consensus answer is appended, and windows are reloaded from
-//! the database after each commit that may have touched them, *before* the
+//! (one entry per run) and every window. The daemon's writer
+//! (`Writer::start_serving`) keeps it current: a check's new consensus
+//! answer is appended, and windows are reloaded from the database after a
+//! commit that changed one (a window event, an outage, an anomaly), *before* the
 //! writer acknowledges the commit, so a verdict asked after an acknowledged
 //! write sees it. Writes by another process (a `bounces ingest` next to the
 //! daemon) are noticed through SQLite's `data_version` at the next tick.
