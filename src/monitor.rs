@@ -54,6 +54,8 @@ pub struct Monitor {
     events: broadcast::Sender<CheckEvent>,
     /// Counters of checks and changes; shared with the API's `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// This process's right to monitor the database, released on drop.
+    _lock: store::MonitorLock,
 }
 
 /// The detector state without `last_seen`, which moves on every check and is
@@ -79,6 +81,7 @@ impl Monitor {
         writer: Writer,
         states: HashMap<DomainName, DomainState>,
         clock: Arc<dyn Clock>,
+        lock: store::MonitorLock,
     ) -> Result<Arc<Monitor>, anyhow::Error> {
         let resolver = MxResolver::new(&config.upstreams, &resolve_options(config))
             .map_err(|e| anyhow::anyhow!("cannot set up the resolvers: {e}"))?;
@@ -97,6 +100,7 @@ impl Monitor {
             outage: Mutex::new(OutageDetector::new(Duration::from_secs(600), usize::MAX)),
             events,
             metrics: Arc::new(crate::metrics::Metrics::new()),
+            _lock: lock,
         });
         monitor.set_watchlist(config);
         Ok(monitor)
@@ -288,12 +292,13 @@ impl Daemon {
         clock: Arc<dyn Clock>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<Daemon> {
+        let lock = store::MonitorLock::acquire(&config.database)?;
         let reader = store::Store::open(&config.database)?;
         let states = reader.load_states()?;
         drop(reader);
         let (writer, model, writer_task) =
             Writer::start_serving(&config.database, config.judging())?;
-        let monitor = Monitor::new(config, writer, states, clock.clone())?;
+        let monitor = Monitor::new(config, writer, states, clock.clone(), lock)?;
         let (reload, reload_rx) = mpsc::channel(4);
         let opts = SchedulerOptions {
             concurrency: config.concurrency,
@@ -485,7 +490,8 @@ pub fn open_for_sweep(
     config: &Config,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<(Arc<Monitor>, tokio::task::JoinHandle<()>)> {
+    let lock = store::MonitorLock::acquire(&config.database)?;
     let states = store::Store::open(&config.database)?.load_states()?;
     let (writer, thread) = Writer::start(&config.database, config.judging())?;
-    Ok((Monitor::new(config, writer, states, clock)?, thread))
+    Ok((Monitor::new(config, writer, states, clock, lock)?, thread))
 }

@@ -283,6 +283,18 @@ async fn a_restart_keeps_history_and_open_windows() {
     dns.set("example.de", Behaviour::mx(ICLOUD, 300));
     let flip = app.next_check("example.de").await;
     assert_eq!(flip.window.unwrap().0, WindowEvent::Opened);
+    // While it runs, no second monitor (daemon or sweep) takes the database.
+    let clock: std::sync::Arc<dyn mxwatch::clock::Clock> =
+        std::sync::Arc::new(mxwatch::clock::TokioClock::starting_at(chrono::Utc::now()));
+    for second in [
+        mxwatch::monitor::Daemon::start(&app.config, clock.clone(), std::future::pending::<()>())
+            .map(|_| ()),
+        mxwatch::monitor::open_for_sweep(&app.config, clock.clone()).map(|_| ()),
+    ] {
+        let e = format!("{:#}", second.expect_err("a second monitor is refused"));
+        assert!(e.contains("monitored by another mxwatch process"), "{e}");
+        assert!(e.contains("test.db.lock"), "{e}");
+    }
     let (config, dir) = app.stop().await;
     let before = Store::open(&config.database)
         .unwrap()
