@@ -262,7 +262,7 @@ async fn readyz(State(st): State<Arc<ApiState>>) -> Result<impl IntoResponse, Ap
 
 async fn metrics(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> {
     let now = st.clock.now();
-    let (open, bounces) = st
+    let stored = st
         .read(move |s| {
             let internal = |e: crate::store::StoreError| ApiError::internal(e.to_string());
             let mut open: Vec<(String, i64)> = Vec::new();
@@ -272,10 +272,14 @@ async fn metrics(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> 
                     None => open.push((w.kind.clone(), 1)),
                 }
             }
-            Ok((open, s.bounce_count().map_err(internal)?))
+            Ok(crate::metrics::Stored {
+                open_windows: open,
+                bounces: s.bounce_count().map_err(internal)?,
+                deliveries: s.delivery_counts().map_err(internal)?,
+            })
         })
         .await?;
-    let mut resp = st.metrics.render(&open, bounces).into_response();
+    let mut resp = st.metrics.render(&stored).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
@@ -336,7 +340,8 @@ async fn verdict(
             judge::JudgeError::Recipient(_) => ApiError::bad_request(e.to_string()),
             judge::JudgeError::Store(e) => ApiError::internal(e.to_string()),
         })?;
-    st.metrics.verdict(answer.judgement.verdict);
+    st.metrics
+        .verdict(answer.bounce.kind, answer.judgement.verdict);
     Ok(axum::Json(report::judgement_json(
         &answer.bounce,
         answer.at,
@@ -366,7 +371,7 @@ async fn verdicts(
                 Err(e) => json!({"error": format!("not a bounce: {e}")}),
                 Ok(parts) => match judge::judge(&*me.model, &me.providers, parts, now) {
                     Ok(a) => {
-                        me.metrics.verdict(a.judgement.verdict);
+                        me.metrics.verdict(a.bounce.kind, a.judgement.verdict);
                         report::judgement_json(&a.bounce, a.at, &a.judgement)
                     }
                     Err(e) => json!({"error": e.to_string()}),
@@ -624,7 +629,7 @@ async fn ingest(
         .iter()
         .zip(&intake.judgements)
         .map(|(b, j)| {
-            st.metrics.verdict(j.verdict);
+            st.metrics.verdict(b.kind, j.verdict);
             report::judgement_json(b, b.at.unwrap_or(now), j)
         })
         .collect();

@@ -11,6 +11,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::bounce::Kind;
+use crate::store::DeliveryStatus;
 use crate::verdict::Verdict;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -20,7 +22,9 @@ struct Outcome {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VerdictLabel {
-    verdict: String,
+    verdict: &'static str,
+    /// The bounce's kind (`user_unknown`, `mailbox_full`, …): 18 values.
+    kind: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -31,6 +35,22 @@ struct Route {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WindowKind {
     kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabel {
+    target: String,
+    status: &'static str,
+}
+
+/// What the database holds now, read at scrape time.
+#[derive(Debug, Default)]
+pub struct Stored {
+    /// Active windows by kind.
+    pub open_windows: Vec<(String, i64)>,
+    pub bounces: i64,
+    /// Alert deliveries by target and status.
+    pub deliveries: Vec<(String, DeliveryStatus, i64)>,
 }
 
 type Latency = Family<Route, Histogram, fn() -> Histogram>;
@@ -51,6 +71,7 @@ pub struct Metrics {
     requests: Latency,
     open_windows: Family<WindowKind, Gauge>,
     stored_bounces: Gauge,
+    deliveries: Family<DeliveryLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -85,7 +106,7 @@ impl Metrics {
         let verdicts = Family::<VerdictLabel, Counter>::default();
         registry.register(
             "verdicts",
-            "Verdicts answered (API and ingest), by verdict",
+            "Verdicts answered (API and ingest), by verdict and bounce kind",
             verdicts.clone(),
         );
         let requests: Latency = Family::new_with_constructor(latency_histogram);
@@ -106,6 +127,13 @@ impl Metrics {
             "Bounces in the database",
             stored_bounces.clone(),
         );
+        let deliveries = Family::<DeliveryLabel, Gauge>::default();
+        registry.register(
+            "alert_deliveries",
+            "Webhook alert deliveries in the database, by target and status \
+             (pending: not yet acknowledged; failed: refused for good or too old)",
+            deliveries.clone(),
+        );
         Metrics {
             registry,
             checks,
@@ -116,6 +144,7 @@ impl Metrics {
             requests,
             open_windows,
             stored_bounces,
+            deliveries,
         }
     }
 
@@ -129,10 +158,11 @@ impl Metrics {
         self.changes.inc_by(changes as u64);
     }
 
-    pub fn verdict(&self, v: Verdict) {
+    pub fn verdict(&self, kind: Kind, v: Verdict) {
         self.verdicts
             .get_or_create(&VerdictLabel {
-                verdict: v.as_str().to_string(),
+                verdict: v.as_str(),
+                kind: kind.as_str(),
             })
             .inc();
     }
@@ -153,7 +183,7 @@ impl Metrics {
     }
 
     /// The text exposition, with the database's figures as of now.
-    pub fn render(&self, open_windows: &[(String, i64)], stored_bounces: i64) -> String {
+    pub fn render(&self, stored: &Stored) -> String {
         self.open_windows.clear();
         for kind in ["mx_change", "anomaly", "resolver_outage"] {
             self.open_windows
@@ -162,12 +192,21 @@ impl Metrics {
                 })
                 .set(0);
         }
-        for (kind, n) in open_windows {
+        for (kind, n) in &stored.open_windows {
             self.open_windows
                 .get_or_create(&WindowKind { kind: kind.clone() })
                 .set(*n);
         }
-        self.stored_bounces.set(stored_bounces);
+        self.stored_bounces.set(stored.bounces);
+        self.deliveries.clear();
+        for (target, status, n) in &stored.deliveries {
+            self.deliveries
+                .get_or_create(&DeliveryLabel {
+                    target: target.clone(),
+                    status: status.as_str(),
+                })
+                .set(*n);
+        }
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
@@ -183,16 +222,21 @@ mod tests {
         let m = Metrics::new();
         m.check("records", 2);
         m.check("servfail", 0);
-        m.verdict(Verdict::Transient);
+        m.verdict(Kind::UserUnknown, Verdict::Transient);
         m.request("/v1/verdict", 0.0004);
-        let text = m.render(&[("anomaly".into(), 1)], 42);
+        let text = m.render(&Stored {
+            open_windows: vec![("anomaly".into(), 1)],
+            bounces: 42,
+            deliveries: vec![("ops".into(), DeliveryStatus::Failed, 3)],
+        });
         for want in [
             "mxwatch_checks_total{outcome=\"records\"} 1",
             "mxwatch_checks_total{outcome=\"servfail\"} 1",
             "mxwatch_changes_total 2",
-            "mxwatch_verdicts_total{verdict=\"transient\"} 1",
+            "mxwatch_verdicts_total{verdict=\"transient\",kind=\"user_unknown\"} 1",
             "mxwatch_open_windows{kind=\"anomaly\"} 1",
             "mxwatch_stored_bounces 42",
+            "mxwatch_alert_deliveries{target=\"ops\",status=\"failed\"} 3",
             "mxwatch_http_request_duration_seconds_count{route=\"/v1/verdict\"} 1",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");

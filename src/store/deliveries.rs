@@ -229,6 +229,22 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// How many deliveries each target has in each status (for `/metrics`).
+    pub fn delivery_counts(&self) -> Result<Vec<(String, DeliveryStatus, i64)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT target, status, count(*) FROM alert_deliveries GROUP BY target, status \
+             ORDER BY target, status",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                DeliveryStatus::parse(&r.get::<_, String>(1)?),
+                r.get(2)?,
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The outbox event behind a delivery.
     pub fn alert_event(&self, outbox_id: i64) -> Result<Option<AlertEvent>, StoreError> {
         Ok(self.alert_events(outbox_id - 1, 1)?.into_iter().next())

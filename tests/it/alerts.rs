@@ -209,14 +209,32 @@ async fn a_receiver_down_for_a_while_gets_every_event_once_in_order_signed() {
     let (ok, _, stderr) = cli(&["alerts", "retry", "999999"]).await;
     assert!(!ok && stderr.contains("no delivery"), "{stderr}");
 
-    let delivered = app.store().deliveries(false).unwrap();
-    assert_eq!(
-        delivered
-            .iter()
+    // Two events to ops, one to chat; each acknowledgement is committed
+    // just after the receiver answered.
+    wait_for("three deliveries acknowledged", async || {
+        let all = store.deliveries(false).unwrap();
+        all.iter()
             .filter(|d| d.status.as_str() == "delivered")
-            .count(),
-        3
-    );
+            .count()
+            == 3
+    })
+    .await;
+    // Operators see delivery health in /metrics.
+    let text = mxwatch::http_client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for want in [
+        "mxwatch_alert_deliveries{target=\"gone\",status=\"failed\"} 1",
+        "mxwatch_alert_deliveries{target=\"ops\",status=\"delivered\"} 2",
+        "mxwatch_verdicts_total{verdict=\"transient\",kind=\"user_unknown\"}",
+    ] {
+        assert!(text.contains(want), "{want:?} not in\n{text}");
+    }
     app.stop().await;
 }
 
