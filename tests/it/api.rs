@@ -558,3 +558,169 @@ fn model_agrees_with_the_database(
     }
     assert!(compared > 0, "no moment with a window was compared");
 }
+
+/// Whatever a client sends (any route, method, query, path segment or
+/// body, with or without the token) the server answers: never a 500 or a
+/// dropped connection, errors are JSON with a message, and it stays up.
+#[test]
+fn nothing_a_client_sends_breaks_the_server() {
+    use proptest::prelude::*;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (_dns, app, base) = rt.block_on(async {
+        let dns = TestDns::start().await;
+        dns.set("example.de", Behaviour::mx(&[(10, "mx00.example.de")], 300));
+        let (app, base) = app_with_api(&dns).await;
+        (dns, app, base)
+    });
+    let http = mxwatch::http_client();
+    let routes = [
+        "/v1/verdict",
+        "/v1/verdicts",
+        "/v1/bounces",
+        "/v1/webhooks/ses",
+        "/v1/webhooks/sendgrid",
+        "/v1/webhooks/mailgun",
+        "/v1/webhooks/postmark",
+        "/v1/webhooks/nope",
+        "/v1/windows",
+        "/v1/reinstatements",
+        "/v1/domains",
+        "/readyz",
+    ];
+    let keys = [
+        "recipient",
+        "at",
+        "status",
+        "reply_code",
+        "diagnostic",
+        "remote_mta",
+        "active",
+        "since",
+        "token",
+        "email",
+        "event",
+        "reason",
+        "timestamp",
+    ];
+    // Bodies: raw bytes, JSON-shaped token soup, and bounce-shaped objects
+    // with wrong values.
+    let token = prop_oneof![
+        Just("{".to_string()),
+        Just("}".to_string()),
+        Just("[".to_string()),
+        Just("]".to_string()),
+        Just(":".to_string()),
+        Just(",".to_string()),
+        Just("null".to_string()),
+        "-?[0-9]{1,22}(\\.[0-9]{0,3})?(e[0-9]{1,4})?",
+        "\"(recipient|email|event|status|at|timestamp|Type|Message|eventType|bounce|event-data|RecordType|notificationType|reply_code)\"",
+        "\"[\\PC]{0,12}\"",
+    ];
+    let soup = prop::collection::vec(token, 0..40).prop_map(|t| t.concat().into_bytes());
+    let text = prop_oneof![
+        "[a-z]{1,8}@(example\\.de|icloud\\.com|[a-z]{1,5}\\.[a-z]{2})",
+        "[\\PC]{0,40}",
+        "[245]\\.[0-9]{1,3}\\.[0-9]{1,3}",
+        "[2-5][0-9]{2}",
+        "(5[0-9]{2} [45]\\.[0-9]\\.[0-9] )?(user unknown|mailbox full|blocked|no such user|spam)",
+        "(19|20|99)[0-9]{2}-[01][0-9]-[0-3][0-9](T[0-2][0-9]:[0-5][0-9]:[0-5][0-9]Z)?",
+        "(true|false|bounce|delivered|[0-9]{1,6}[smhd])",
+    ];
+    let value = prop_oneof![
+        Just("null".to_string()),
+        "-?[0-9]{1,22}",
+        text.clone()
+            .prop_map(|s| serde_json::to_string(&s).unwrap()),
+    ];
+    let object = (
+        prop::collection::vec((0..keys.len(), value), 0..6),
+        any::<bool>(),
+    )
+        .prop_map(move |(kv, array)| {
+            let fields: Vec<String> = kv
+                .into_iter()
+                .map(|(k, v)| format!("\"{}\":{v}", keys[k]))
+                .collect();
+            let one = format!("{{{}}}", fields.join(","));
+            if array {
+                format!("[{one},{one}]").into_bytes()
+            } else {
+                format!("{one}\n{one}\n").into_bytes()
+            }
+        });
+    // SendGrid-shaped events with odd values: deep into parsing and judging.
+    let email = "[a-z]{1,8}@(example\\.de|icloud\\.com|me\\.com|[a-z]{1,5}\\.[a-z]{2})";
+    let event = (
+        email,
+        "(bounce|dropped|deferred|delivered|open|[a-z]{0,6})",
+        "(5\\.1\\.1|4\\.2\\.2|5\\.7\\.1|[0-9.]{0,7})",
+        text.clone(),
+        prop_oneof![Just(1619434800i64), any::<i64>()],
+    )
+        .prop_map(|(email, event, status, reason, ts)| {
+            serde_json::json!({"email": email, "event": event, "status": status,
+                               "reason": reason, "timestamp": ts})
+        });
+    let events = prop::collection::vec(event, 1..5).prop_map(|e| serde_json::to_vec(&e).unwrap());
+    let body = prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..400),
+        soup,
+        object,
+        events
+    ];
+    // Verdict questions: any keys and values, or a recipient with odd parts.
+    let question = (
+        email,
+        prop::collection::vec((1..6usize, text.clone()), 0..4),
+    )
+        .prop_map(|(r, mut rest)| {
+            rest.insert(0, (0, r));
+            rest
+        });
+    let query = prop_oneof![prop::collection::vec((0..keys.len(), text), 0..6), question];
+
+    let config = ProptestConfig {
+        cases: 500,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    proptest!(config, |(route in 0..routes.len(), post in any::<bool>(), auth in any::<bool>(),
+                        query in query, segment in "[\\PC]{0,40}", body in body)| {
+        let mut url = reqwest::Url::parse(&base).unwrap();
+        url.set_path(routes[route]);
+        if routes[route] == "/v1/domains" {
+            url.path_segments_mut().unwrap().push(&segment);
+        }
+        {
+            let mut q = url.query_pairs_mut();
+            for (k, v) in &query {
+                q.append_pair(keys[*k], v);
+            }
+        }
+        let mut req = if post { http.post(url.clone()) } else { http.get(url.clone()) };
+        if auth {
+            req = req.bearer_auth(TOKEN);
+        }
+        let (status, text) = rt.block_on(async {
+            let r = req.body(body.clone()).send().await.expect("the server answers");
+            let status = r.status();
+            (status, r.text().await.expect("a whole answer"))
+        });
+        prop_assert!(status.as_u16() < 500, "{status} for {url}: {text}");
+        let json: Value = serde_json::from_str(&text)
+            .map_err(|e| TestCaseError::fail(format!("{status} for {url}: not JSON ({e}): {text}")))?;
+        if !status.is_success() {
+            prop_assert!(json["error"].as_str().is_some_and(|m| !m.is_empty()), "{status}: {text}");
+        }
+    });
+    rt.block_on(async {
+        let r = http.get(format!("{base}/healthz")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        app.stop().await;
+    });
+}
