@@ -145,7 +145,15 @@ impl ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
-        ApiError::internal(e.to_string())
+        match e {
+            // Nothing was stored; the client should try again (after a
+            // restart, or once the database accepts writes).
+            crate::store::StoreError::WriterGone => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not stored: mxwatch is stopping or its database write failed; try again",
+            ),
+            e => ApiError::internal(e.to_string()),
+        }
     }
 }
 
@@ -179,15 +187,37 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` resolves.
+/// How long requests in flight at shutdown may take to finish. Their
+/// writes are committed before they are answered, so cutting a slow client
+/// off loses nothing acknowledged.
+pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves until `shutdown` resolves, then lets requests in flight finish
+/// for at most [`DRAIN`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<ApiState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let (stopped_tx, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stopped_tx.send(());
+    });
+    let deadline = async move {
+        if stopped.await.is_ok() {
+            tokio::time::sleep(DRAIN).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        r = server.into_future() => r,
+        () = deadline => {
+            tracing::warn!("requests still in flight {DRAIN:?} after the stop: not waiting for them");
+            Ok(())
+        }
+    }
 }
 
 /// Around every routed request: its latency by route, and errors that
@@ -619,11 +649,7 @@ async fn ingest(
         }));
     }
     let received = list.len();
-    let intake = st
-        .writer
-        .bounces(list.clone(), now)
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let intake = st.writer.bounces(list.clone(), now).await?;
     st.metrics.ingested(intake.stored, intake.reinstated);
     let verdicts: Vec<serde_json::Value> = list
         .iter()

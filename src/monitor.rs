@@ -436,7 +436,9 @@ impl Daemon {
         if let Some(task) = api_task {
             task.await??;
         }
-        monitor.writer.flush().await?;
+        // A request cut off by the API's drain limit may still hold a
+        // writer handle: close the writer rather than wait for the handles.
+        monitor.writer.close().await?;
         drop((monitor, reload));
         writer_task.await?;
         Ok(())

@@ -364,6 +364,9 @@ enum Op {
         at: DateTime<Utc>,
     },
     Flush(oneshot::Sender<()>),
+    /// Commit what came before, then take no more: handles that linger
+    /// (a request cut off at shutdown) get `WriterGone`.
+    Close(oneshot::Sender<()>),
 }
 
 /// Handle to the single writer. Cloneable; the writer stops when every
@@ -465,6 +468,11 @@ impl Writer {
                 for op in back {
                     // Dropping an ack unanswered tells its waiter the write failed.
                     match (ok, op) {
+                        (_, Op::Close(ack)) => {
+                            // Ops queued before the close still commit.
+                            rx.close();
+                            let _ = ack.send(());
+                        }
                         (true, Op::Flush(ack) | Op::Check(_, Some(ack)) | Op::Delivery(_, ack)) => {
                             let _ = ack.send(());
                         }
@@ -565,6 +573,19 @@ impl Writer {
             .map_err(|_| StoreError::WriterGone)?;
         done.await.map_err(|_| StoreError::WriterGone)
     }
+
+    /// Commits everything sent before and stops the writer, even while
+    /// other handles still exist (their writes then fail with
+    /// [`StoreError::WriterGone`]). The writer task ends once the ops
+    /// already queued are committed.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Op::Close(ack))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        done.await.map_err(|_| StoreError::WriterGone)
+    }
 }
 
 /// The latest run per (domain, upstream), cached so that a repeated answer
@@ -613,7 +634,7 @@ impl WriterState {
                     )?
                     .execute(params![ms(*at), event, summary])?;
                 }
-                Op::Flush(_) => {}
+                Op::Flush(_) | Op::Close(_) => {}
             }
         }
         tx.commit()?;

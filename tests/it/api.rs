@@ -724,3 +724,55 @@ fn nothing_a_client_sends_breaks_the_server() {
         app.stop().await;
     });
 }
+
+/// A client that sends half a request and stalls does not hold up the
+/// stop: in-flight requests get `api::DRAIN`, then the daemon goes on
+/// stopping; when the rest of that request comes, it is told that nothing
+/// was stored and to send it again.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_client_does_not_hold_up_the_stop() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dns = TestDns::start().await;
+    let (app, base) = app_with_api(&dns).await;
+    let at = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2021, 4, 26, 11, 0, 0).unwrap();
+    let body = format!(
+        "{:<1000}",
+        unknown_user("kim@example.de", at, "mx00.example.de")
+    );
+    let (first, rest) = body.split_at(20);
+    let mut stalled = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /v1/bounces HTTP/1.1\r\nHost: mxwatch\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Length: {}\r\n\r\n{first}",
+        body.len()
+    );
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let asked = tokio::time::Instant::now();
+    let db = app.db_path();
+    tokio::time::timeout(mxwatch::api::DRAIN * 6, app.stop())
+        .await
+        .expect("the daemon stops despite the stalled request");
+    let took = asked.elapsed();
+    assert!(
+        took >= mxwatch::api::DRAIN,
+        "{took:?}: the request was not waited for"
+    );
+    assert!(took < mxwatch::api::DRAIN * 2, "{took:?}");
+
+    stalled.write_all(rest.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0; 4096];
+    while !answer.ends_with(b"}") {
+        let n = stalled.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("try again"), "{answer}");
+    let stored = mxwatch::store::Store::open(&db).unwrap();
+    assert_eq!(stored.bounce_count().unwrap(), 0);
+}
