@@ -220,21 +220,15 @@ async fn a_receiver_down_for_a_while_gets_every_event_once_in_order_signed() {
     })
     .await;
     // Operators see delivery health in /metrics.
-    let text = mxwatch::http_client()
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for want in [
-        "mxwatch_alert_deliveries{target=\"gone\",status=\"failed\"} 1",
-        "mxwatch_alert_deliveries{target=\"ops\",status=\"delivered\"} 2",
-        "mxwatch_verdicts_total{verdict=\"transient\",kind=\"user_unknown\"}",
-    ] {
-        assert!(text.contains(want), "{want:?} not in\n{text}");
-    }
+    crate::assert_metrics(
+        &base,
+        &[
+            "mxwatch_alert_deliveries{target=\"gone\",status=\"failed\"} 1",
+            "mxwatch_alert_deliveries{target=\"ops\",status=\"delivered\"} 2",
+            "mxwatch_verdicts_total{verdict=\"transient\",kind=\"user_unknown\"}",
+        ],
+    )
+    .await;
     app.stop().await;
 }
 

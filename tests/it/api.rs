@@ -478,23 +478,17 @@ async fn esp_receivers_take_their_own_events_and_confirm_sns_subscriptions() {
     assert!(r.json::<Value>().await.unwrap()["error"].is_string());
 
     // What happened shows in /metrics.
-    let text = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for want in [
-        "mxwatch_bounces_ingested_total 5",
-        "mxwatch_stored_bounces 5",
-        "mxwatch_verdicts_total{verdict=",
-        "mxwatch_http_request_duration_seconds_count{route=\"/v1/webhooks/{esp}\"}",
-        "mxwatch_open_windows",
-    ] {
-        assert!(text.contains(want), "{want:?} not in\n{text}");
-    }
+    crate::assert_metrics(
+        &base,
+        &[
+            "mxwatch_bounces_ingested_total 5",
+            "mxwatch_stored_bounces 5",
+            "mxwatch_verdicts_total{verdict=",
+            "mxwatch_http_request_duration_seconds_count{route=\"/v1/webhooks/{esp}\"}",
+            "mxwatch_open_windows",
+        ],
+    )
+    .await;
     app.stop().await;
     sns.verify().await;
 }

@@ -165,6 +165,21 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(url: impl reqwest::IntoUrl
         .unwrap()
 }
 
+/// Scrapes `/metrics` and checks that every line in `want` is in it.
+pub async fn assert_metrics(base: &str, want: &[&str]) {
+    let text = mxwatch::http_client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for w in want {
+        assert!(text.contains(w), "{w:?} not in\n{text}");
+    }
+}
+
 /// POSTs bounces to the API with the token; the answer must be 200.
 pub async fn post_bounces(base: &str, body: String) -> serde_json::Value {
     let r = mxwatch::http_client()
