@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 
 use crate::bounce::{Action, Bounce, Facts, Source};
 use crate::provider::Providers;
-use crate::store::{Circumstances, Model, Store, StoreError};
+use crate::store::{Knowledge, StoreError};
 use crate::verdict::{self, Judgement};
 
 /// The parts of a bounce a caller gives.
@@ -34,44 +34,6 @@ pub struct Answer {
     pub bounce: Bounce,
     pub at: DateTime<Utc>,
     pub judgement: Judgement,
-}
-
-/// Where a verdict's circumstances come from: the database (the CLI) or
-/// the writer's in-memory read model (the API). Both answer the same.
-pub trait Knowledge {
-    fn circumstances(
-        &self,
-        domain: &str,
-        at: DateTime<Utc>,
-        remote_mta: Option<&str>,
-        providers: &Providers,
-    ) -> Result<Circumstances, StoreError>;
-}
-
-impl Knowledge for Store {
-    fn circumstances(
-        &self,
-        domain: &str,
-        at: DateTime<Utc>,
-        remote_mta: Option<&str>,
-        providers: &Providers,
-    ) -> Result<Circumstances, StoreError> {
-        Store::circumstances(self, domain, at, remote_mta, providers)
-    }
-}
-
-impl Knowledge for Model {
-    fn circumstances(
-        &self,
-        domain: &str,
-        at: DateTime<Utc>,
-        remote_mta: Option<&str>,
-        providers: &Providers,
-    ) -> Result<Circumstances, StoreError> {
-        Ok(Model::circumstances(
-            self, domain, at, remote_mta, providers,
-        ))
-    }
 }
 
 /// Classifies the parts and judges them against what `store` knows.

@@ -144,9 +144,10 @@ pub fn as_of_json(a: &AsOf) -> Value {
     v
 }
 
-pub fn change_json(c: &ChangeRow) -> Value {
+pub fn change_json(row: &ChangeRow) -> Value {
+    let c = &row.change;
     json!({
-        "domain": c.domain,
+        "domain": row.domain,
         "at": time(c.at),
         "kind": c.kind.as_str(),
         "severity": c.severity.as_str(),
@@ -156,12 +157,13 @@ pub fn change_json(c: &ChangeRow) -> Value {
     })
 }
 
-pub fn change_text(c: &ChangeRow) -> String {
+pub fn change_text(row: &ChangeRow) -> String {
+    let c = &row.change;
     format!(
         "{}  {:<8} {}  {}: {}",
         time(c.at),
         c.severity.as_str(),
-        c.domain,
+        row.domain,
         c.kind.as_str(),
         c.detail
     )

@@ -35,6 +35,35 @@ pub use deliveries::{AlertEvent, Delivery, DeliveryStatus, DeliveryWrite};
 pub use intake::{Circumstances, Intake, Judging};
 pub use model::Model;
 
+/// What was known about a domain at `at`, for a verdict: the windows that
+/// covered that moment (its own, global ones such as resolver outages,
+/// anomalies of the domain or its provider), and its consensus MX then
+/// (when history has records). `remote_mta` places an unwatched domain
+/// under the provider that refused. The database answers it (the CLI), and
+/// so does the serving writer's in-memory read model (the API); a test
+/// holds the two to the same answers.
+pub trait Knowledge {
+    fn circumstances(
+        &self,
+        domain: &str,
+        at: DateTime<Utc>,
+        remote_mta: Option<&str>,
+        providers: &crate::provider::Providers,
+    ) -> Result<Circumstances, StoreError>;
+}
+
+impl Knowledge for Store {
+    fn circumstances(
+        &self,
+        domain: &str,
+        at: DateTime<Utc>,
+        remote_mta: Option<&str>,
+        providers: &crate::provider::Providers,
+    ) -> Result<Circumstances, StoreError> {
+        intake::circumstances(&self.conn, domain, at, remote_mta, providers)
+    }
+}
+
 /// The upstream label of consensus runs.
 pub const CONSENSUS: &str = "*";
 
@@ -909,15 +938,11 @@ pub struct Run {
     pub checks: i64,
 }
 
+/// A stored change and its domain.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChangeRow {
     pub domain: String,
-    pub at: DateTime<Utc>,
-    pub kind: ChangeKind,
-    pub severity: Severity,
-    pub before: Option<Answer>,
-    pub after: Option<Answer>,
-    pub detail: String,
+    pub change: Change,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -1180,17 +1205,20 @@ impl Store {
             |r| {
                 Ok(ChangeRow {
                     domain: r.get(0)?,
-                    at: from_ms(r.get(1)?),
-                    kind: ChangeKind::parse(&r.get::<_, String>(2)?)
-                        .unwrap_or(ChangeKind::HostsAdded),
-                    severity: Severity::parse(&r.get::<_, String>(3)?).unwrap_or(Severity::Info),
-                    before: r
-                        .get::<_, Option<String>>(4)?
-                        .and_then(|s| parse_answer_text(&s)),
-                    after: r
-                        .get::<_, Option<String>>(5)?
-                        .and_then(|s| parse_answer_text(&s)),
-                    detail: r.get(6)?,
+                    change: Change {
+                        at: from_ms(r.get(1)?),
+                        kind: ChangeKind::parse(&r.get::<_, String>(2)?)
+                            .unwrap_or(ChangeKind::HostsAdded),
+                        severity: Severity::parse(&r.get::<_, String>(3)?)
+                            .unwrap_or(Severity::Info),
+                        before: r
+                            .get::<_, Option<String>>(4)?
+                            .and_then(|s| parse_answer_text(&s)),
+                        after: r
+                            .get::<_, Option<String>>(5)?
+                            .and_then(|s| parse_answer_text(&s)),
+                        detail: r.get(6)?,
+                    },
                 })
             },
         )?;
@@ -1292,21 +1320,6 @@ impl Store {
             },
         )?;
         Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    /// What was known about a domain at `at`, for a verdict: the windows
-    /// that covered that moment (its own, global ones such as resolver
-    /// outages, anomalies of the domain or its provider), and its consensus
-    /// MX then (when history has records). `remote_mta` places an
-    /// unwatched domain under the provider that refused.
-    pub fn circumstances(
-        &self,
-        domain: &str,
-        at: DateTime<Utc>,
-        remote_mta: Option<&str>,
-        providers: &crate::provider::Providers,
-    ) -> Result<Circumstances, StoreError> {
-        intake::circumstances(&self.conn, domain, at, remote_mta, providers)
     }
 
     /// Reinstatements recorded at or after `since`, oldest first.

@@ -43,15 +43,15 @@ pub struct Model {
     state: RwLock<State>,
 }
 
-impl Model {
-    /// What was known about `domain` at `at`, as `Store::circumstances`.
-    pub fn circumstances(
+/// Answered from memory: no SQL on the API's verdict path.
+impl super::Knowledge for Model {
+    fn circumstances(
         &self,
         domain: &str,
         at: DateTime<Utc>,
         remote_mta: Option<&str>,
         providers: &Providers,
-    ) -> Circumstances {
+    ) -> Result<Circumstances, StoreError> {
         let st = self.state.read().expect("model lock");
         let mx_at = st.runs.get(domain).and_then(|runs| {
             let i = runs.partition_point(|(start, _, _)| *start <= at);
@@ -83,13 +83,15 @@ impl Model {
                 .map(|(_, e)| e.clone()),
         );
         windows.sort_by_key(|w| (w.start, w.id));
-        Circumstances {
+        Ok(Circumstances {
             windows,
             mx_at,
             provider,
-        }
+        })
     }
+}
 
+impl Model {
     /// A committed check: its consensus answer starts a run when it differs
     /// from the last one (as the writer's runs do).
     pub(super) fn note_check(&self, domain: &str, at: DateTime<Utc>, consensus: &Observation) {

@@ -120,13 +120,7 @@ async fn a_receiver_down_for_a_while_gets_every_event_once_in_order_signed() {
     let base = format!("http://{}", app.daemon.as_ref().unwrap().api_addr.unwrap());
     post_burst(&base).await;
     let events: Vec<i64> = app.store().outbox().unwrap().iter().map(|o| o.id).collect();
-    let kinds: Vec<String> = app
-        .store()
-        .outbox()
-        .unwrap()
-        .into_iter()
-        .map(|o| o.event)
-        .collect();
+    let kinds: Vec<String> = app.outbox_events();
     assert_eq!(kinds, ["anomaly_opened", "reinstatements"], "{kinds:?}");
 
     let hook_ok = async || {

@@ -152,31 +152,14 @@ async fn bounces_need_a_token_and_are_committed_before_the_answer() {
     let body = r#"[{"email":"a@example.de","event":"bounce","status":"5.1.1","reason":"550 5.1.1 no such user","timestamp":1619434800},
                    {"email":"b@example.de","event":"delivered","timestamp":1619434800}]"#;
 
-    let r = http
-        .post(format!("{base}/v1/bounces"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let r = crate::post(&base, "/v1/bounces", None, body).await;
     assert_eq!(r.status(), 401);
-    let r = http
-        .post(format!("{base}/v1/bounces"))
-        .bearer_auth("wrong-token-wrong-token")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let r = crate::post(&base, "/v1/bounces", Some("wrong-token-wrong-token"), body).await;
     assert_eq!(r.status(), 401);
     let v: Value = r.json().await.unwrap();
     assert!(v["error"].as_str().unwrap().contains("token"));
 
-    let r = http
-        .post(format!("{base}/v1/bounces"))
-        .bearer_auth(TOKEN)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let r = crate::post(&base, "/v1/bounces", Some(TOKEN), body).await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(
@@ -193,13 +176,8 @@ async fn bounces_need_a_token_and_are_committed_before_the_answer() {
     assert_eq!(stored[0].recipient, "a@example.de");
 
     // The same feed again stores nothing new.
-    let v: Value = http
-        .post(format!("{base}/v1/bounces"))
-        .bearer_auth(TOKEN)
-        .body(body)
-        .send()
+    let v: Value = crate::post(&base, "/v1/bounces", Some(TOKEN), body)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -207,26 +185,14 @@ async fn bounces_need_a_token_and_are_committed_before_the_answer() {
 
     // Malformed bodies are 400 with a message, never 500.
     for bad in ["", "{", "\u{0}\u{1}\u{2}", "{\"hello\": 1}", "[1, 2, 3]"] {
-        let r = http
-            .post(format!("{base}/v1/bounces"))
-            .bearer_auth(TOKEN)
-            .body(bad)
-            .send()
-            .await
-            .unwrap();
+        let r = crate::post(&base, "/v1/bounces", Some(TOKEN), bad).await;
         assert_eq!(r.status(), 400, "{bad:?}");
         let v: Value = r.json().await.unwrap();
         assert!(v["error"].is_string(), "{bad:?}");
     }
     // Too large a body is refused.
     let huge = "x".repeat(mxwatch::api::BODY_LIMIT + 1);
-    let r = http
-        .post(format!("{base}/v1/bounces"))
-        .bearer_auth(TOKEN)
-        .body(huge)
-        .send()
-        .await
-        .unwrap();
+    let r = crate::post(&base, "/v1/bounces", Some(TOKEN), huge).await;
     assert_eq!(r.status(), 413);
     let v: Value = r.json().await.unwrap();
     assert!(v["error"].as_str().unwrap().contains("too large"), "{v}");
@@ -308,13 +274,7 @@ async fn an_apple_like_burst_without_dns_change_reinstates_the_early_suppression
     assert_eq!(anomaly["status"], "closed", "{anomaly}");
     assert_eq!(anomaly["end"], mxwatch::report::time(t0 + minute * 24));
     model_agrees_with_the_database(&app, &["icloud.com", "me.com", "example.de"], t0);
-    let events: Vec<String> = app
-        .store()
-        .outbox()
-        .unwrap()
-        .into_iter()
-        .map(|o| o.event)
-        .collect();
+    let events: Vec<String> = app.outbox_events();
     for want in ["anomaly_opened", "reinstatements", "anomaly_closed"] {
         assert!(events.iter().any(|e| e == want), "{want} in {events:?}");
     }
@@ -442,15 +402,13 @@ async fn esp_receivers_take_their_own_events_and_confirm_sns_subscriptions() {
         assert!(v["verdicts"][0]["verdict"].is_string(), "{esp}: {v}");
     }
     // ...and refuses another's.
-    let r = http
-        .post(format!("{base}/v1/webhooks/ses"))
-        .bearer_auth(TOKEN)
-        .body(fixture(
-            "webhooks/sendgrid/sendgrid-docs-event-webhook--bounce.json",
-        ))
-        .send()
-        .await
-        .unwrap();
+    let r = crate::post(
+        &base,
+        "/v1/webhooks/ses",
+        Some(TOKEN),
+        fixture("webhooks/sendgrid/sendgrid-docs-event-webhook--bounce.json"),
+    )
+    .await;
     assert_eq!(r.status(), 400);
     assert!(
         r.json::<Value>().await.unwrap()["error"]
@@ -458,22 +416,15 @@ async fn esp_receivers_take_their_own_events_and_confirm_sns_subscriptions() {
             .unwrap()
             .contains("not ses")
     );
-    let r = http
-        .post(format!("{base}/v1/webhooks/sendgrid"))
-        .body(fixture(
-            "webhooks/sendgrid/sendgrid-docs-event-webhook--bounce.json",
-        ))
-        .send()
-        .await
-        .unwrap();
+    let r = crate::post(
+        &base,
+        "/v1/webhooks/sendgrid",
+        None,
+        fixture("webhooks/sendgrid/sendgrid-docs-event-webhook--bounce.json"),
+    )
+    .await;
     assert_eq!(r.status(), 401);
-    let r = http
-        .post(format!("{base}/v1/webhooks/sparkpost"))
-        .bearer_auth(TOKEN)
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let r = crate::post(&base, "/v1/webhooks/sparkpost", Some(TOKEN), "{}").await;
     assert_eq!(r.status(), 404);
     assert!(r.json::<Value>().await.unwrap()["error"].is_string());
 
@@ -531,6 +482,7 @@ fn model_agrees_with_the_database(
     domains: &[&str],
     around: chrono::DateTime<chrono::Utc>,
 ) {
+    use mxwatch::store::Knowledge;
     let model = app.daemon.as_ref().unwrap().model();
     let store = app.store();
     let providers = app.config.providers();
@@ -540,7 +492,7 @@ fn model_agrees_with_the_database(
             let at = around + chrono::Duration::minutes(minutes);
             for remote in [None, Some("mx01.mail.icloud.com"), Some("mx.other.example")] {
                 let a = store.circumstances(d, at, remote, &providers).unwrap();
-                let b = model.circumstances(d, at, remote, &providers);
+                let b = model.circumstances(d, at, remote, &providers).unwrap();
                 assert_eq!(
                     (&a.windows, &a.mx_at, &a.provider),
                     (&b.windows, &b.mx_at, &b.provider),

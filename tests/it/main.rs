@@ -111,6 +111,16 @@ impl App {
         Store::open(&self.config.database).unwrap()
     }
 
+    /// The types of the outbox's events, oldest first.
+    pub fn outbox_events(&self) -> Vec<String> {
+        self.store()
+            .outbox()
+            .unwrap()
+            .into_iter()
+            .map(|o| o.event)
+            .collect()
+    }
+
     pub fn db_path(&self) -> PathBuf {
         self.config.database.clone()
     }
@@ -180,15 +190,23 @@ pub async fn assert_metrics(base: &str, want: &[&str]) {
     }
 }
 
+/// POSTs `body` to `path` of the API, with `token` as a bearer token.
+pub async fn post(
+    base: &str,
+    path: &str,
+    token: Option<&str>,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    let mut req = mxwatch::http_client().post(format!("{base}{path}"));
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    req.body(body).send().await.unwrap()
+}
+
 /// POSTs bounces to the API with the token; the answer must be 200.
 pub async fn post_bounces(base: &str, body: String) -> serde_json::Value {
-    let r = mxwatch::http_client()
-        .post(format!("{base}/v1/bounces"))
-        .bearer_auth(TOKEN)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let r = post(base, "/v1/bounces", Some(TOKEN), body).await;
     assert_eq!(r.status(), 200);
     r.json().await.unwrap()
 }

@@ -92,13 +92,7 @@ async fn flip_to_icloud_opens_a_provider_window_and_the_revert_closes_it_after_g
     assert!(!w.is_active(closed.at));
     assert!(app.store().windows(Some(closed.at)).unwrap().is_empty());
 
-    let outbox: Vec<String> = app
-        .store()
-        .outbox()
-        .unwrap()
-        .into_iter()
-        .map(|o| o.event)
-        .collect();
+    let outbox: Vec<String> = app.outbox_events();
     assert_eq!(outbox, ["window_opened", "window_closed"]);
     let after_close = app.next_check("example.de").await;
     assert!(!after_close.fast_recheck, "back to the regular schedule");
@@ -371,13 +365,7 @@ async fn when_every_domain_fails_at_once_it_is_our_resolver() {
         .unwrap();
     assert!(outage.domain.is_none());
     assert!(outage.is_active(outage.detected_at));
-    let events: Vec<String> = app
-        .store()
-        .outbox()
-        .unwrap()
-        .into_iter()
-        .map(|o| o.event)
-        .collect();
+    let events: Vec<String> = app.outbox_events();
     assert_eq!(events, ["resolver_outage_started"]);
 
     for d in names {
