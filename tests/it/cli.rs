@@ -110,10 +110,8 @@ async fn check_prints_each_upstream_without_a_database() {
     assert!(text.contains("Apple iCloud"), "{text}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn history_changes_and_windows_read_what_run_recorded() {
-    let dns = TestDns::start().await;
-    dns.set("example.de", Behaviour::mx(&[(10, "mx00.example.de")], 300));
+/// A temp dir with a watchlist of example.de over the test's DNS server.
+fn watching_example_de(dns: &TestDns) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("watchlist.yaml"),
@@ -123,6 +121,14 @@ async fn history_changes_and_windows_read_what_run_recorded() {
         ),
     )
     .unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_changes_and_windows_read_what_run_recorded() {
+    let dns = TestDns::start().await;
+    dns.set("example.de", Behaviour::mx(&[(10, "mx00.example.de")], 300));
+    let dir = watching_example_de(&dns);
     let out = mxwatch_async(dir.path(), &["run", "--once"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
@@ -251,15 +257,7 @@ async fn run_stops_cleanly_on_sigterm() {
 async fn verdict_judges_a_bounce_against_the_recorded_history() {
     let dns = TestDns::start().await;
     dns.set("example.de", Behaviour::mx(&[(10, "mx00.example.de")], 300));
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("watchlist.yaml"),
-        format!(
-            "upstreams: ['{}']\ngrace: 0s\ndomains: [example.de]\n",
-            dns.addr
-        ),
-    )
-    .unwrap();
+    let dir = watching_example_de(&dns);
     assert!(
         mxwatch_async(dir.path(), &["run", "--once"])
             .await

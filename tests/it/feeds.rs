@@ -482,31 +482,26 @@ fn replay_over_a_corpus_bounce_with_scripted_observations() {
         settle: std::time::Duration::from_secs(72 * 3600),
     };
     let providers = mxwatch::provider::Providers::default();
+    let replay_over = |text: &str| {
+        let (recorded, bad) = replay::read_observations(text);
+        assert!(bad.is_empty(), "{bad:?}");
+        replay::replay(
+            &recorded,
+            std::slice::from_ref(&b),
+            &params,
+            Default::default(),
+            &providers,
+        )
+    };
 
     // Scripted: the domain's own MX, then iCloud from an hour before the bounce, then back.
-    let text = obs(-3, &own) + &obs(-1, "mx01.mail.icloud.com") + &obs(2, &own);
-    let (recorded, bad) = replay::read_observations(&text);
-    assert!(bad.is_empty(), "{bad:?}");
-    let (res, summary) = replay::replay(
-        &recorded,
-        std::slice::from_ref(&b),
-        &params,
-        Default::default(),
-        &providers,
-    );
+    let (res, summary) =
+        replay_over(&(obs(-3, &own) + &obs(-1, "mx01.mail.icloud.com") + &obs(2, &own)));
     assert_eq!(res[0].final_judgement.verdict, Verdict::Transient);
     assert_eq!(summary.prevented, 1);
 
     // Scripted: nothing ever changed.
-    let text = obs(-3, &own) + &obs(2, &own);
-    let (recorded, _) = replay::read_observations(&text);
-    let (res, summary) = replay::replay(
-        &recorded,
-        std::slice::from_ref(&b),
-        &params,
-        Default::default(),
-        &providers,
-    );
+    let (res, summary) = replay_over(&(obs(-3, &own) + &obs(2, &own)));
     assert_eq!(res[0].final_judgement.verdict, Verdict::Suppress);
     assert_eq!(summary.prevented, 0);
 }
