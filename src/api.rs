@@ -283,7 +283,7 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
 
 async fn readyz(State(st): State<Arc<ApiState>>) -> Result<impl IntoResponse, ApiError> {
     st.read(|s| {
-        s.counts()
+        s.ping()
             .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
     })
     .await?;

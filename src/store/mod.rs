@@ -1386,6 +1386,14 @@ impl Store {
             .query_row("SELECT count(*) FROM bounces", [], |r| r.get(0))?)
     }
 
+    /// Whether the database answers a read of its tables: one indexed
+    /// lookup, cheap enough for a readiness probe every few seconds.
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.conn
+            .query_row("SELECT max(id) FROM domains", [], |_| Ok(()))?;
+        Ok(())
+    }
+
     /// Row counts of the history tables: (runs, changes, windows).
     pub fn counts(&self) -> Result<(i64, i64, i64), StoreError> {
         Ok(self.conn.query_row(
