@@ -123,7 +123,7 @@ struct RawAlert {
 }
 
 /// Thresholds of anomaly windows; see [`crate::anomaly::Params`].
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAnomaly {
     window: Option<HumanDuration>,
@@ -131,6 +131,8 @@ struct RawAnomaly {
     factor: Option<f64>,
     min_bounces: Option<usize>,
     min_recipients: Option<usize>,
+    warmup: Option<HumanDuration>,
+    max_duration: Option<HumanDuration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -349,20 +351,22 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
 
     let anomaly = {
         let d = crate::anomaly::Params::default();
-        let a = raw.anomaly.unwrap_or(RawAnomaly {
-            window: None,
-            baseline: None,
-            factor: None,
-            min_bounces: None,
-            min_recipients: None,
-        });
+        let a = raw.anomaly.unwrap_or_default();
         let p = crate::anomaly::Params {
             window: a.window.map_or(d.window, |x| x.0),
             baseline: a.baseline.map_or(d.baseline, |x| x.0),
             factor: a.factor.unwrap_or(d.factor),
             min_bounces: a.min_bounces.unwrap_or(d.min_bounces),
             min_recipients: a.min_recipients.unwrap_or(d.min_recipients),
+            warmup: a.warmup.map_or(d.warmup, |x| x.0),
+            max_duration: a.max_duration.map_or(d.max_duration, |x| x.0),
         };
+        if p.max_duration <= p.window {
+            return Err(err(
+                "anomaly.max_duration".into(),
+                "must be longer than anomaly.window".into(),
+            ));
+        }
         if p.window.is_zero() {
             return Err(err("anomaly.window".into(), "must be more than 0s".into()));
         }
