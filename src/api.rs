@@ -38,7 +38,6 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::judge::{self, Parts};
 use crate::metrics::Metrics;
-use crate::provider::Providers;
 use crate::report;
 use crate::store::{Store, Writer};
 
@@ -54,7 +53,7 @@ pub struct ApiState {
     writer: Writer,
     /// What verdicts read: the writer's in-memory model, no SQL.
     model: Arc<crate::store::Model>,
-    providers: Providers,
+    judging: crate::store::Judging,
     /// The bearer token write endpoints require; writes are refused when
     /// none is configured.
     token: Option<String>,
@@ -78,7 +77,7 @@ impl ApiState {
         ApiState {
             model,
             writer,
-            providers: config.providers(),
+            judging: config.judging(),
             token: config.api_token.clone(),
             clock,
             metrics,
@@ -366,7 +365,7 @@ async fn verdict(
     let parts = parse_parts(query)?;
     // Microseconds of work over the in-memory model: done on this worker.
     let answer =
-        judge::judge(&*st.model, &st.providers, parts, st.clock.now()).map_err(|e| match e {
+        judge::judge(&*st.model, &st.judging, parts, st.clock.now()).map_err(|e| match e {
             judge::JudgeError::Recipient(_) => ApiError::bad_request(e.to_string()),
             judge::JudgeError::Store(e) => ApiError::internal(e.to_string()),
         })?;
@@ -399,7 +398,7 @@ async fn verdicts(
             .into_iter()
             .map(|item| match serde_json::from_value::<Parts>(item) {
                 Err(e) => json!({"error": format!("not a bounce: {e}")}),
-                Ok(parts) => match judge::judge(&*me.model, &me.providers, parts, now) {
+                Ok(parts) => match judge::judge(&*me.model, &me.judging, parts, now) {
                     Ok(a) => {
                         me.metrics.verdict(a.bounce.kind, a.judgement.verdict);
                         report::judgement_json(&a.bounce, a.at, &a.judgement)
@@ -476,7 +475,8 @@ async fn domain(
                 .find(|a| a.upstream == crate::store::CONSENSUS);
             let provider: Vec<String> = consensus
                 .map(|a| {
-                    me.providers
+                    me.judging
+                        .providers
                         .of_set(&a.run.observation.mx)
                         .into_iter()
                         .collect()

@@ -4,9 +4,8 @@
 use chrono::{DateTime, Utc};
 
 use crate::bounce::{Action, Bounce, Facts, Source};
-use crate::provider::Providers;
-use crate::store::{Knowledge, StoreError};
-use crate::verdict::{self, Judgement};
+use crate::store::{Judging, Knowledge, StoreError};
+use crate::verdict::Judgement;
 
 /// The parts of a bounce a caller gives.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
@@ -39,7 +38,7 @@ pub struct Answer {
 /// Classifies the parts and judges them against what `store` knows.
 pub fn judge(
     store: &impl Knowledge,
-    providers: &Providers,
+    judging: &Judging,
     parts: Parts,
     now: DateTime<Utc>,
 ) -> Result<Answer, JudgeError> {
@@ -68,8 +67,13 @@ pub fn judge(
     let bounce = facts
         .into_bounce(Source::Jsonl)
         .ok_or(JudgeError::Recipient(recipient))?;
-    let c = store.circumstances(&bounce.domain, at, bounce.remote_mta.as_deref(), providers)?;
-    let judgement = verdict::judge_bounce(&bounce, at, &c.windows, c.mx_at.as_deref(), providers);
+    let c = store.circumstances(
+        &bounce.domain,
+        at,
+        bounce.remote_mta.as_deref(),
+        &judging.providers,
+    )?;
+    let judgement = c.judge(&bounce, at, judging);
     Ok(Answer {
         bounce,
         at,

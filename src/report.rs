@@ -236,6 +236,7 @@ pub fn judgement_json(
         "verdict": j.verdict.as_str(),
         "suppress": j.suppress,
         "reasons": j.reasons,
+        "caveats": j.caveats,
         "evidence": j.evidence.iter().map(|e| json!({
             "id": e.id,
             "kind": e.kind.as_str(),
@@ -326,6 +327,9 @@ pub fn judgement_text(b: &crate::bounce::Bounce, j: &crate::verdict::Judgement) 
     );
     for r in &j.reasons {
         out.push_str(&format!("  - {r}\n"));
+    }
+    for c in &j.caveats {
+        out.push_str(&format!("  ! {c}\n"));
     }
     out
 }

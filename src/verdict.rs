@@ -130,6 +130,19 @@ pub struct Circumstances<'a> {
     pub providers: &'a Providers,
 }
 
+/// What the verdict can rest on beyond the bounce itself.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Grounds {
+    /// Whether the domain had any recorded DNS answer by the bounce's time.
+    pub domain_known: bool,
+    /// Set while anomaly detection was still warming up then: why bursts
+    /// could not be judged at normal strength.
+    pub warming_up: Option<String>,
+}
+
+/// Said of a domain with no recorded answers.
+pub const NO_HISTORY: &str = "no history for this domain: judged on the bounce alone";
+
 /// A verdict with its reasons and evidence.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Judgement {
@@ -138,6 +151,9 @@ pub struct Judgement {
     pub suppress: bool,
     pub reasons: Vec<String>,
     pub evidence: Vec<Evidence>,
+    /// What the verdict could not know (no DNS history for the domain,
+    /// too little bounce history to judge bursts): the verdict is less sure.
+    pub caveats: Vec<String>,
 }
 
 /// Kinds that say the address itself is bad.
@@ -233,12 +249,23 @@ fn wrong_mx(q: &Question, c: &Circumstances) -> Option<Evidence> {
 }
 
 /// Judges one bounce.
-pub fn judge(q: &Question, c: &Circumstances) -> Judgement {
+pub fn judge(q: &Question, c: &Circumstances, grounds: &Grounds) -> Judgement {
+    // History matters only where the bounce says the address is bad.
+    let caveats: Vec<String> = if permanent_recipient_failure(q.kind) && q.hard {
+        (!grounds.domain_known)
+            .then(|| NO_HISTORY.to_string())
+            .into_iter()
+            .chain(grounds.warming_up.clone())
+            .collect()
+    } else {
+        Vec::new()
+    };
     let decided = |verdict: Verdict, reasons: Vec<String>, evidence: Vec<Evidence>| Judgement {
         suppress: verdict == Verdict::Suppress,
         verdict,
         reasons,
         evidence,
+        caveats: caveats.clone(),
     };
     if !permanent_recipient_failure(q.kind) {
         return if soft(q.kind)
@@ -309,6 +336,7 @@ pub fn judge_bounce(
     windows: &[Evidence],
     mx_at: Option<&[Mx]>,
     providers: &Providers,
+    grounds: &Grounds,
 ) -> Judgement {
     judge(
         &Question {
@@ -322,6 +350,7 @@ pub fn judge_bounce(
             mx_at,
             providers,
         },
+        grounds,
     )
 }
 
@@ -373,7 +402,40 @@ mod tests {
                 mx_at: None,
                 providers: &providers,
             },
+            &known(),
         )
+    }
+
+    /// A watched domain, anomaly detection warm.
+    fn known() -> Grounds {
+        Grounds {
+            domain_known: true,
+            warming_up: None,
+        }
+    }
+
+    #[test]
+    fn caveats_say_what_the_verdict_could_not_know() {
+        let providers = Providers::default();
+        let c = Circumstances {
+            windows: &[],
+            mx_at: None,
+            providers: &providers,
+        };
+        let unwatched = Grounds {
+            domain_known: false,
+            warming_up: Some("too little bounce history".into()),
+        };
+        let j = judge(&q(Kind::UserUnknown, true, 12, None), &c, &unwatched);
+        assert_eq!(j.verdict, Verdict::Suppress);
+        assert_eq!(j.caveats, [NO_HISTORY, "too little bounce history"]);
+        let j = judge(&q(Kind::UserUnknown, true, 12, None), &c, &known());
+        assert_eq!(j.caveats, Vec::<String>::new());
+        // History does not matter where the bounce itself decides.
+        for (kind, hard) in [(Kind::MailboxFull, true), (Kind::UserUnknown, false)] {
+            let j = judge(&q(kind, hard, 12, None), &c, &unwatched);
+            assert_eq!(j.caveats, Vec::<String>::new(), "{kind:?}");
+        }
     }
 
     #[test]
@@ -497,13 +559,14 @@ mod tests {
         let j = judge(
             &q(Kind::UserUnknown, true, 12, Some("mx01.mail.icloud.com")),
             &c,
+            &known(),
         );
         assert_eq!(j.verdict, Verdict::Transient);
         assert_eq!(j.evidence[0].kind, EvidenceKind::WrongMx);
         assert!(j.reasons[0].contains("Apple iCloud"), "{:?}", j.reasons);
         // The domain's own MX, or another host of the same provider, is no evidence.
         for host in ["mx00.web.de", "dns; mx-ha02.web.de", "192.0.2.1"] {
-            let j = judge(&q(Kind::UserUnknown, true, 12, Some(host)), &c);
+            let j = judge(&q(Kind::UserUnknown, true, 12, Some(host)), &c, &known());
             assert_eq!(j.verdict, Verdict::Suppress, "{host}");
         }
     }
@@ -528,7 +591,7 @@ mod tests {
             mx_at: None,
             providers: &providers,
         };
-        let j = judge(&q(Kind::UserUnknown, true, 12, None), &c);
+        let j = judge(&q(Kind::UserUnknown, true, 12, None), &c, &known());
         assert_eq!(j.verdict, Verdict::Transient);
         let kinds: Vec<EvidenceKind> = j.evidence.iter().map(|e| e.kind).collect();
         assert_eq!(

@@ -49,15 +49,51 @@ pub struct Circumstances {
     pub mx_at: Option<Vec<Mx>>,
     /// The provider the domain's bounces count under.
     pub provider: Option<String>,
+    /// Whether the domain had any recorded answer by then.
+    pub domain_known: bool,
+    /// The earliest stored bounce: how far the feed's history reaches
+    /// (anomaly detection warms up on it).
+    pub feed_since: Option<DateTime<Utc>>,
 }
 
-/// The consensus MX of `domain` at `at`, when the run in force then had
-/// records.
+impl Circumstances {
+    /// How much the verdict at `at` can rest on.
+    pub fn grounds(&self, at: DateTime<Utc>, anomaly: &anomaly::Params) -> verdict::Grounds {
+        verdict::Grounds {
+            domain_known: self.domain_known,
+            warming_up: (!anomaly.warmed_up(self.feed_since, at))
+                .then(|| anomaly.warmup_caveat(self.feed_since, at)),
+        }
+    }
+
+    /// Judges `b` at `at` in these circumstances.
+    pub fn judge(&self, b: &Bounce, at: DateTime<Utc>, judging: &Judging) -> Judgement {
+        verdict::judge_bounce(
+            b,
+            at,
+            &self.windows,
+            self.mx_at.as_deref(),
+            &judging.providers,
+            &self.grounds(at, &judging.anomaly),
+        )
+    }
+}
+
+/// The earliest dated bounce stored.
+pub(super) fn feed_since(conn: &Connection) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let v: Option<i64> = conn
+        .prepare_cached("SELECT min(at) FROM bounces")?
+        .query_row([], |r| r.get(0))?;
+    Ok(v.map(from_ms))
+}
+
+/// Whether `domain` had a consensus answer by `at`, and its MX then when
+/// the run in force had records.
 pub(super) fn consensus_mx_at(
     conn: &Connection,
     domain: &str,
     at: DateTime<Utc>,
-) -> Result<Option<Vec<Mx>>, StoreError> {
+) -> Result<(bool, Option<Vec<Mx>>), StoreError> {
     let row: Option<(String, String)> = conn
         .prepare_cached(
             "SELECT r.outcome, r.mx FROM runs r \
@@ -67,9 +103,12 @@ pub(super) fn consensus_mx_at(
         )?
         .query_row(params![domain, ms(at)], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    Ok(row.and_then(|(outcome, mx)| {
-        (outcome.parse::<Outcome>().ok() == Some(Outcome::Records)).then(|| parse_mx_text(&mx))
-    }))
+    Ok((
+        row.is_some(),
+        row.and_then(|(outcome, mx)| {
+            (outcome.parse::<Outcome>().ok() == Some(Outcome::Records)).then(|| parse_mx_text(&mx))
+        }),
+    ))
 }
 
 pub(super) const WINDOW_EVIDENCE: &str = "w.id, w.kind, w.domain_id IS NULL, w.start, w.end, w.before, w.after, \
@@ -127,7 +166,7 @@ pub(super) fn circumstances(
     remote_mta: Option<&str>,
     providers: &Providers,
 ) -> Result<Circumstances, StoreError> {
-    let mx_at = consensus_mx_at(conn, domain, at)?;
+    let (domain_known, mx_at) = consensus_mx_at(conn, domain, at)?;
     let provider = verdict::provider_scope(mx_at.as_deref(), remote_mta, providers);
     // Two index lookups: the domain's own windows, then those without a
     // domain (global windows and anomalies, matched by scope).
@@ -158,6 +197,8 @@ pub(super) fn circumstances(
         windows,
         mx_at,
         provider,
+        domain_known,
+        feed_since: feed_since(conn)?,
     })
 }
 
@@ -202,6 +243,9 @@ impl Intaker {
     /// already stored (their rows are matched, nothing is announced twice).
     pub(super) fn warm(&mut self, conn: &mut Connection) -> Result<(), StoreError> {
         self.detector = anomaly::Detector::new(self.judging.anomaly);
+        if let Some(first) = feed_since(conn)? {
+            self.detector.note(first);
+        }
         let baseline = chrono::Duration::from_std(self.judging.anomaly.baseline)
             .unwrap_or(chrono::Duration::days(7));
         let newest: Option<i64> = conn.query_row(
@@ -210,9 +254,11 @@ impl Intaker {
             |r| r.get(0),
         )?;
         let Some(newest) = newest else {
-            return Ok(());
+            return self.adopt_stored(conn, None);
         };
-        let since = from_ms(newest) - baseline;
+        let since = from_ms(newest)
+            .checked_sub_signed(baseline)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
         let rows: Vec<(String, Option<String>, String, i64)> = conn
             .prepare(
                 "SELECT domain, provider, recipient, at FROM bounces \
@@ -227,12 +273,65 @@ impl Intaker {
             events.extend(self.observe(domain, provider.as_deref(), from_ms(*at), recipient));
         }
         events.extend(self.detector.close_idle(from_ms(newest)));
-        if events.is_empty() {
+        if !events.is_empty() {
+            let tx = conn.transaction()?;
+            for ev in events {
+                self.apply(&tx, ev, from_ms(newest))?;
+            }
+            tx.commit()?;
+        }
+        self.adopt_stored(conn, Some(from_ms(newest)))
+    }
+
+    /// Anomaly windows an earlier process left open: the one the rebuilt
+    /// detector holds open for the same burst stays open, under the
+    /// detector's rules from now on; any other is closed at its scope's
+    /// last unknown-user bounce (no window stays open on the word of a
+    /// process that is gone).
+    fn adopt_stored(
+        &mut self,
+        conn: &mut Connection,
+        now: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        let stored: Vec<(String, String, i64, Option<String>)> = conn
+            .prepare(
+                "SELECT scope_kind, scope, start, detail FROM windows \
+                 WHERE kind = 'anomaly' AND status != 'closed' AND scope IS NOT NULL",
+            )?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<Result<_, _>>()?;
+        if stored.is_empty() {
             return Ok(());
         }
         let tx = conn.transaction()?;
-        for ev in events {
-            self.apply(&tx, ev, from_ms(newest))?;
+        for (kind, scope, start, detail) in stored {
+            let key = scope_key(&kind, &scope);
+            let start = from_ms(start);
+            if self.detector.open(&key).is_some_and(|a| a.start == start) {
+                continue;
+            }
+            let column = if kind == "provider" {
+                "provider"
+            } else {
+                "domain"
+            };
+            let (last, count): (Option<i64>, i64) = tx.query_row(
+                &format!(
+                    "SELECT max(at), count(*) FROM bounces \
+                     WHERE kind = 'user_unknown' AND {column} = ?1 AND at >= ?2"
+                ),
+                params![scope, ms(start)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let end = last.map_or(start, from_ms);
+            let a = Anomaly {
+                scope: key,
+                start,
+                end: Some(end),
+                bounces: usize::try_from(count).unwrap_or(0),
+                detail: detail.unwrap_or_default(),
+            };
+            self.windows_changed |= close_anomaly(&tx, &a, now.unwrap_or(end).max(end))?;
         }
         tx.commit()?;
         Ok(())
@@ -275,7 +374,16 @@ impl Intaker {
             let b = &list[i];
             let at = b.at.unwrap_or(now);
             latest = latest.max(Some(at));
+            // Bursts over by this bounce's time end before it is judged,
+            // whenever the daemon's tick last ran: the verdict must not
+            // depend on it.
+            for ev in self.detector.close_idle(at) {
+                self.apply(tx, ev, now)?;
+            }
             let new = insert_bounce(tx, b, now)?;
+            if new.is_some() {
+                self.detector.note(at);
+            }
             let providers = &self.judging.providers;
             let mut c = circumstances(tx, &b.domain, at, b.remote_mta.as_deref(), providers)?;
             if new.is_some() {
@@ -292,13 +400,7 @@ impl Intaker {
                     }
                 }
             }
-            let j = verdict::judge_bounce(
-                b,
-                at,
-                &c.windows,
-                c.mx_at.as_deref(),
-                &self.judging.providers,
-            );
+            let j = c.judge(b, at, &self.judging);
             if let Some(id) = new {
                 tx.prepare_cached("UPDATE bounces SET verdict = ?2, provider = ?3 WHERE id = ?1")?
                     .execute(params![id, j.verdict.as_str(), c.provider])?;
@@ -368,7 +470,7 @@ impl Intaker {
                 } else {
                     Covered::Domain(scope)
                 };
-                reconsider(tx, &self.judging.providers, covered, a.start, now)
+                reconsider(tx, &self.judging, covered, a.start, now)
             }
             anomaly::Event::Closed(a) => {
                 self.windows_changed |= close_anomaly(tx, &a, now)?;
@@ -473,7 +575,7 @@ fn insert_bounce(
 /// reinstatement. Returns how many.
 pub(super) fn reconsider(
     tx: &rusqlite::Transaction,
-    providers: &Providers,
+    judging: &Judging,
     covered: Covered,
     since: DateTime<Utc>,
     now: DateTime<Utc>,
@@ -498,8 +600,9 @@ pub(super) fn reconsider(
     let mut flipped: Vec<(String, Option<i64>)> = Vec::new();
     for (id, b) in candidates {
         let Some(at) = b.at else { continue };
-        let c = circumstances(tx, &b.domain, at, b.remote_mta.as_deref(), providers)?;
-        let j = verdict::judge_bounce(&b, at, &c.windows, c.mx_at.as_deref(), providers);
+        let remote = b.remote_mta.as_deref();
+        let c = circumstances(tx, &b.domain, at, remote, &judging.providers)?;
+        let j = c.judge(&b, at, judging);
         if j.verdict == Verdict::Suppress {
             continue;
         }

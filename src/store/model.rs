@@ -34,6 +34,8 @@ struct State {
     /// Windows without one: global (`None`), or an anomaly's
     /// (`domain` | `provider`, name).
     scoped: Vec<(Option<(String, String)>, Evidence)>,
+    /// The earliest stored bounce.
+    feed_since: Option<DateTime<Utc>>,
 }
 
 /// The in-memory read model. Shared by the writer (which updates it) and
@@ -53,11 +55,12 @@ impl super::Knowledge for Model {
         providers: &Providers,
     ) -> Result<Circumstances, StoreError> {
         let st = self.state.read().expect("model lock");
-        let mx_at = st.runs.get(domain).and_then(|runs| {
+        let in_force = st.runs.get(domain).and_then(|runs| {
             let i = runs.partition_point(|(start, _, _)| *start <= at);
-            let (_, outcome, mx) = runs.get(i.checked_sub(1)?)?;
-            (*outcome == Outcome::Records).then(|| mx.to_vec())
+            runs.get(i.checked_sub(1)?)
         });
+        let mx_at = in_force
+            .and_then(|(_, outcome, mx)| (*outcome == Outcome::Records).then(|| mx.to_vec()));
         let provider = verdict::provider_scope(mx_at.as_deref(), remote_mta, providers);
         let mut windows: Vec<Evidence> = st
             .own
@@ -87,6 +90,8 @@ impl super::Knowledge for Model {
             windows,
             mx_at,
             provider,
+            domain_known: in_force.is_some(),
+            feed_since: st.feed_since,
         })
     }
 }
@@ -103,6 +108,12 @@ impl Model {
         if !same {
             runs.push((at, consensus.outcome, consensus.mx.clone().into()));
         }
+    }
+
+    /// Committed bounces: the feed's history may reach further back.
+    pub(super) fn note_bounces(&self, earliest: DateTime<Utc>) {
+        let mut st = self.state.write().expect("model lock");
+        st.feed_since = Some(st.feed_since.map_or(earliest, |s| s.min(earliest)));
     }
 
     /// Reloads the windows from the database.
@@ -156,7 +167,12 @@ impl Model {
                 parse_mx_text(&mx).into(),
             ));
         }
-        self.state.write().expect("model lock").runs = runs;
+        let feed_since = super::intake::feed_since(conn)?;
+        {
+            let mut st = self.state.write().expect("model lock");
+            st.runs = runs;
+            st.feed_since = feed_since;
+        }
         self.reload_windows(conn)
     }
 }
