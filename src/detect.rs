@@ -682,7 +682,7 @@ impl OutageDetector {
 
     pub fn new(span: Duration, min_checks: usize) -> Self {
         OutageDetector {
-            span: chrono::Duration::from_std(span).expect("span fits"),
+            span: chrono::Duration::from_std(span).unwrap_or(chrono::Duration::MAX),
             min_checks: min_checks.max(1),
             recent: VecDeque::new(),
             failed: 0,
@@ -690,11 +690,29 @@ impl OutageDetector {
         }
     }
 
+    /// Takes over an outage an earlier process opened (and stored): it ends
+    /// by this detector's rules, once resolution works again.
+    pub fn adopt(&mut self, since: DateTime<Utc>) {
+        self.since = Some(self.since.map_or(since, |s| s.min(since)));
+    }
+
+    /// Enough recent checks, fewer than half of them failed, no outage:
+    /// a domain's surprising answer can be believed.
+    pub fn healthy(&self) -> bool {
+        self.since.is_none()
+            && self.recent.len() >= self.min_checks
+            && (self.failed as f64) < self.recent.len() as f64 * Self::HEALTHY_FRACTION
+    }
+
+    /// Below this fraction of failed checks, the world is healthy enough to
+    /// believe a surprising answer.
+    pub const HEALTHY_FRACTION: f64 = 0.5;
+
     pub fn record(&mut self, at: DateTime<Utc>, all_failed: bool) -> Option<OutageEvent> {
         self.recent.push_back((at, all_failed));
         self.failed += usize::from(all_failed);
         while let Some(&(t, f)) = self.recent.front() {
-            if at - t <= self.span && self.recent.len() <= 100_000 {
+            if at.signed_duration_since(t) <= self.span && self.recent.len() <= 100_000 {
                 break;
             }
             self.recent.pop_front();
@@ -721,6 +739,134 @@ impl OutageDetector {
             }
             _ => None,
         }
+    }
+}
+
+/// Whether a check's answer can be believed, or says more about our own
+/// resolver than about the domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trust {
+    Believe,
+    /// Held: not a change of the domain's, not its baseline either; the
+    /// sentence says why.
+    Hold(String),
+}
+
+/// Our resolver's health, from every check of every domain: the outage
+/// detector, and the answers it holds back. A resolver that lies (a captive
+/// portal, a broken forwarder, DNS filtering) answers NXDOMAIN for every
+/// name, or one identical answer for all: when most watched domains change
+/// like that at once, it is ours, not theirs. Such an answer (NXDOMAIN
+/// where the domain had another answer or none yet; the same new answer
+/// three domains gave within the span) is *held*: no change, no baseline,
+/// counted as a failure. It is believed when the domain gives it again while
+/// the other checks show a healthy resolver; during an outage it stays held.
+#[derive(Debug, Clone)]
+pub struct Health {
+    pub outage: OutageDetector,
+    span: chrono::Duration,
+    /// Recent departures from a baseline: when, which domain, to what.
+    departures: VecDeque<(DateTime<Utc>, String, Answer)>,
+    /// Domains whose answer is held, and that answer.
+    held: std::collections::HashMap<String, Answer>,
+    /// With fewer than three domains, nothing tells our failure from theirs.
+    enabled: bool,
+}
+
+impl Health {
+    /// The span recent checks are judged over.
+    pub const SPAN: Duration = Duration::from_secs(600);
+    /// How many domains giving the same new answer make it suspicious.
+    pub const IDENTICAL: usize = 3;
+
+    /// For a watchlist of `domains` names.
+    pub fn new(domains: usize) -> Self {
+        let enabled = domains >= 3;
+        let min_checks = if enabled { domains.min(20) } else { usize::MAX };
+        Health {
+            outage: OutageDetector::new(Self::SPAN, min_checks),
+            span: chrono::Duration::from_std(Self::SPAN).unwrap_or(chrono::Duration::MAX),
+            departures: VecDeque::new(),
+            held: Default::default(),
+            enabled,
+        }
+    }
+
+    /// The same, rescaled to a reloaded watchlist; an outage and held
+    /// answers carry over.
+    pub fn rescaled(&self, domains: usize) -> Self {
+        let mut h = Health::new(domains);
+        h.outage.since = self.outage.since;
+        h.held = self.held.clone();
+        h
+    }
+
+    /// Judges `domain`'s consensus `answer` (`None`: every upstream failed)
+    /// against its `baseline`.
+    pub fn assess(
+        &mut self,
+        domain: &str,
+        at: DateTime<Utc>,
+        baseline: Option<&Answer>,
+        answer: Option<&Answer>,
+    ) -> Trust {
+        let Some(answer) = answer else {
+            return Trust::Believe;
+        };
+        if baseline == Some(answer) || !self.enabled {
+            self.held.remove(domain);
+            return Trust::Believe;
+        }
+        while self
+            .departures
+            .front()
+            .is_some_and(|(t, _, _)| at.signed_duration_since(*t) > self.span)
+        {
+            self.departures.pop_front();
+        }
+        // First answers are not departures: many domains share one
+        // provider's MX set (Google's, Microsoft's) from the start.
+        if baseline.is_some()
+            && !self
+                .departures
+                .iter()
+                .any(|(_, d, a)| d == domain && a == answer)
+        {
+            self.departures
+                .push_back((at, domain.to_string(), answer.clone()));
+        }
+        let alike = self
+            .departures
+            .iter()
+            .filter(|(_, _, a)| a == answer)
+            .count();
+        let why = if *answer == Answer::NxDomain {
+            match baseline {
+                Some(b) => format!("NXDOMAIN where the domain answered {b}"),
+                None => "NXDOMAIN for a watched domain".to_string(),
+            }
+        } else if baseline.is_some() && alike >= Self::IDENTICAL {
+            format!("{alike} domains changed to the same answer {answer} within the span")
+        } else {
+            self.held.remove(domain);
+            return Trust::Believe;
+        };
+        if self.outage.since.is_none()
+            && self.outage.healthy()
+            && self.held.get(domain) == Some(answer)
+        {
+            self.held.remove(domain);
+            return Trust::Believe;
+        }
+        self.held.insert(domain.to_string(), answer.clone());
+        Trust::Hold(format!(
+            "held: {why}; believed once it repeats while our resolver is healthy"
+        ))
+    }
+
+    /// Counts a check: `bad` when every upstream failed or its answer was held.
+    pub fn record(&mut self, at: DateTime<Utc>, bad: bool) -> Option<OutageEvent> {
+        self.outage.record(at, bad)
     }
 }
 

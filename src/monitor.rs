@@ -17,7 +17,7 @@ use tokio::sync::{broadcast, mpsc};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::detect::{
-    self, ChangeKind, DomainState, OutageDetector, Params, WindowEvent, WindowStatus,
+    self, ChangeKind, DomainState, Health, Params, Severity, Trust, WindowEvent, WindowStatus,
 };
 use crate::domain::DomainName;
 use crate::provider::Providers;
@@ -43,14 +43,15 @@ struct Watch {
 }
 
 pub struct Monitor {
-    resolver: MxResolver,
+    /// `None` when replaying recorded observations: nothing is asked.
+    resolver: Option<MxResolver>,
     providers: Providers,
     params: Params,
     writer: Writer,
     clock: Arc<dyn Clock>,
     states: Mutex<HashMap<DomainName, DomainState>>,
     watched: RwLock<HashMap<DomainName, Watch>>,
-    outage: Mutex<OutageDetector>,
+    health: Mutex<Health>,
     events: broadcast::Sender<CheckEvent>,
     /// Counters of checks and changes; shared with the API's `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -75,17 +76,55 @@ fn differs_beyond_last_seen(a: &DomainState, b: &DomainState) -> bool {
 
 impl Monitor {
     /// Builds a monitor over an open writer, with the detector states that
-    /// the database remembers.
+    /// the database remembers (domains, and a resolver outage left open).
     pub fn new(
         config: &Config,
         writer: Writer,
-        states: HashMap<DomainName, DomainState>,
+        memory: store::Memory,
         clock: Arc<dyn Clock>,
         lock: store::MonitorLock,
     ) -> Result<Arc<Monitor>, anyhow::Error> {
         let resolver = MxResolver::new(&config.upstreams, &resolve_options(config))
             .map_err(|e| anyhow::anyhow!("cannot set up the resolvers: {e}"))?;
+        Ok(Self::build(
+            config,
+            Some(resolver),
+            writer,
+            memory,
+            clock,
+            lock,
+        ))
+    }
+
+    /// A monitor that asks nothing: its checks are recorded observations
+    /// handed to [`Monitor::record`] (replay).
+    pub fn recorded(
+        config: &Config,
+        writer: Writer,
+        memory: store::Memory,
+        clock: Arc<dyn Clock>,
+        lock: store::MonitorLock,
+    ) -> Arc<Monitor> {
+        Self::build(config, None, writer, memory, clock, lock)
+    }
+
+    fn build(
+        config: &Config,
+        resolver: Option<MxResolver>,
+        writer: Writer,
+        memory: store::Memory,
+        clock: Arc<dyn Clock>,
+        lock: store::MonitorLock,
+    ) -> Arc<Monitor> {
         let (events, _) = broadcast::channel(4096);
+        let mut health = Health::new(config.domains.len());
+        if let Some(since) = memory.outage_since {
+            tracing::warn!(
+                since = %since.to_rfc3339(),
+                "a resolver outage was open when mxwatch last stopped; it ends once resolution works"
+            );
+            health.outage.adopt(since);
+        }
         let monitor = Arc::new(Monitor {
             resolver,
             providers: config.providers(),
@@ -95,18 +134,18 @@ impl Monitor {
             },
             writer,
             clock,
-            states: Mutex::new(states),
+            states: Mutex::new(memory.states),
             watched: RwLock::new(HashMap::new()),
-            outage: Mutex::new(OutageDetector::new(Duration::from_secs(600), usize::MAX)),
+            health: Mutex::new(health),
             events,
             metrics: Arc::new(crate::metrics::Metrics::new()),
             _lock: lock,
         });
         monitor.set_watchlist(config);
-        Ok(monitor)
+        monitor
     }
 
-    /// Adopts a (re)loaded watchlist: expectations, and the outage
+    /// Adopts a (re)loaded watchlist: expectations, and the resolver health
     /// detector's scale (it needs at least 3 domains to tell our resolver's
     /// failure from theirs).
     pub fn set_watchlist(&self, config: &Config) {
@@ -124,11 +163,8 @@ impl Monitor {
             .collect();
         let n = map.len();
         *self.watched.write().expect("watchlist lock") = map;
-        let min_checks = if n >= 3 { n.min(20) } else { usize::MAX };
-        let mut outage = self.outage.lock().expect("outage lock");
-        let since = outage.since;
-        *outage = OutageDetector::new(Duration::from_secs(600), min_checks);
-        outage.since = since;
+        let mut health = self.health.lock().expect("health lock");
+        *health = health.rescaled(n);
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<CheckEvent> {
@@ -136,13 +172,35 @@ impl Monitor {
     }
 
     pub fn upstream_labels(&self) -> Vec<String> {
-        self.resolver.labels()
+        self.resolver
+            .as_ref()
+            .map(|r| r.labels())
+            .unwrap_or_default()
     }
 
     /// Checks one domain now. Returns once the result is committed.
     pub async fn check(&self, domain: &DomainName) -> Result<CheckEvent, StoreError> {
-        let observations = self.resolver.observe(domain).await;
+        let observations = match &self.resolver {
+            Some(r) => r.observe(domain).await,
+            None => vec![Observation::failure(
+                "recorded",
+                crate::resolve::Outcome::Error,
+                "a replaying monitor asks nothing",
+            )],
+        };
         let at = self.clock.now();
+        self.record(domain, at, observations).await
+    }
+
+    /// Applies what the upstreams answered for `domain` at `at` (a live
+    /// check, or a recorded one in a replay): our resolver's health, the
+    /// domain's detector, the writer. Returns once committed.
+    pub async fn record(
+        &self,
+        domain: &DomainName,
+        at: DateTime<Utc>,
+        observations: Vec<Observation>,
+    ) -> Result<CheckEvent, StoreError> {
         let expect = self
             .watched
             .read()
@@ -157,14 +215,33 @@ impl Monitor {
             .get(domain)
             .cloned()
             .unwrap_or_default();
-        let det = detect::detect(
-            &prev,
-            &observations,
-            at,
-            &expect,
-            &self.providers,
-            &self.params,
-        );
+        let trust = {
+            let consensus = detect::consensus(&observations);
+            self.health.lock().expect("health lock").assess(
+                domain.as_str(),
+                at,
+                prev.baseline.as_ref().map(|b| &b.answer),
+                consensus.answer.as_ref(),
+            )
+        };
+        let det = match &trust {
+            Trust::Believe => detect::detect(
+                &prev,
+                &observations,
+                at,
+                &expect,
+                &self.providers,
+                &self.params,
+            ),
+            // Nothing about the domain: no change, no baseline; soon again.
+            Trust::Hold(_) => detect::Detection {
+                state: prev.clone(),
+                consensus: detect::consensus(&observations),
+                changes: Vec::new(),
+                window: None,
+                fast_recheck: true,
+            },
+        };
         let persist = differs_beyond_last_seen(&prev, &det.state);
         self.states
             .lock()
@@ -180,7 +257,10 @@ impl Monitor {
                 implicit_mx: observations
                     .iter()
                     .any(|o| o.answer().as_ref() == Some(answer) && o.implicit_mx),
-                detail: det.consensus.disagreement.clone(),
+                detail: match &trust {
+                    Trust::Hold(why) => Some(why.clone()),
+                    Trust::Believe => det.consensus.disagreement.clone(),
+                },
             },
             None => Observation {
                 upstream: store::CONSENSUS.into(),
@@ -193,11 +273,12 @@ impl Monitor {
                 })
             },
         };
+        let held = matches!(trust, Trust::Hold(_));
         let outage = self
-            .outage
+            .health
             .lock()
-            .expect("outage lock")
-            .record(at, det.consensus.answer.is_none());
+            .expect("health lock")
+            .record(at, held || det.consensus.answer.is_none());
         let event = CheckEvent {
             domain: domain.clone(),
             at,
@@ -208,7 +289,14 @@ impl Monitor {
         };
         let (outcome, n_changes) = (consensus.outcome, det.changes.len());
         for c in &det.changes {
-            tracing::info!(domain = %domain, kind = %c.kind, severity = %c.severity, "{}", c.detail);
+            if c.severity == Severity::Critical {
+                tracing::warn!(domain = %domain, kind = %c.kind, severity = %c.severity, "{}", c.detail);
+            } else {
+                tracing::info!(domain = %domain, kind = %c.kind, severity = %c.severity, "{}", c.detail);
+            }
+        }
+        if let Trust::Hold(why) = &trust {
+            tracing::debug!(domain = %domain, "answer {why}");
         }
         self.writer
             .check(CheckRecord {
@@ -224,9 +312,13 @@ impl Monitor {
         self.metrics.check(outcome.as_str(), n_changes);
         if let Some(ev) = outage {
             match ev {
-                detect::OutageEvent::Started(s) => {
-                    tracing::warn!(since = %s.to_rfc3339(), "most domains fail to resolve: our own resolver looks broken")
-                }
+                detect::OutageEvent::Started(s) => tracing::error!(
+                    since = %s.to_rfc3339(),
+                    "most watched domains fail to resolve, or answer NXDOMAIN or one identical \
+                     answer, at once: our own resolver looks broken or is lying (captive portal, \
+                     broken forwarder, DNS filtering); their answers are held and every hard \
+                     bounce since then is answered `transient`. Check the upstreams in the watchlist"
+                ),
                 detect::OutageEvent::Ended { .. } => tracing::info!("resolution works again"),
             }
             self.writer.outage(ev, at).await?;
@@ -293,12 +385,10 @@ impl Daemon {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<Daemon> {
         let lock = store::MonitorLock::acquire(&config.database)?;
-        let reader = store::Store::open(&config.database)?;
-        let states = reader.load_states()?;
-        drop(reader);
+        let memory = store::Store::open(&config.database)?.memory()?;
         let (writer, model, writer_task) =
             Writer::start_serving(&config.database, config.judging())?;
-        let monitor = Monitor::new(config, writer, states, clock.clone(), lock)?;
+        let monitor = Monitor::new(config, writer, memory, clock.clone(), lock)?;
         let (reload, reload_rx) = mpsc::channel(4);
         let opts = SchedulerOptions {
             concurrency: config.concurrency,
@@ -493,7 +583,7 @@ pub fn open_for_sweep(
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<(Arc<Monitor>, tokio::task::JoinHandle<()>)> {
     let lock = store::MonitorLock::acquire(&config.database)?;
-    let states = store::Store::open(&config.database)?.load_states()?;
+    let memory = store::Store::open(&config.database)?.memory()?;
     let (writer, thread) = Writer::start(&config.database, config.judging())?;
-    Ok((Monitor::new(config, writer, states, clock, lock)?, thread))
+    Ok((Monitor::new(config, writer, memory, clock, lock)?, thread))
 }

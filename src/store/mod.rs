@@ -647,13 +647,13 @@ impl WriterState {
     fn commit(&mut self, batch: &mut [Op]) -> Result<Vec<Intake>, StoreError> {
         let mut counts = Vec::new();
         let tx = self.conn.transaction()?;
-        let providers = self.intaker.judging.providers.clone();
+        let judging = self.intaker.judging.clone();
         for op in batch.iter() {
             match op {
                 Op::Check(rec, _) => {
-                    write_check(&tx, &mut self.domain_ids, &mut self.heads, rec, &providers)?
+                    write_check(&tx, &mut self.domain_ids, &mut self.heads, rec, &judging)?
                 }
-                Op::Outage(ev, at) => write_outage(&tx, *ev, *at, &providers)?,
+                Op::Outage(ev, at) => write_outage(&tx, *ev, *at, &judging)?,
                 Op::Bounces(list, now, _) => counts.push(self.intaker.bounces(&tx, list, *now)?),
                 Op::Tick(now) => self.intaker.tick(&tx, *now)?,
                 Op::Delivery(w, _) => deliveries::write(&tx, w)?,
@@ -692,6 +692,13 @@ impl WriterState {
                 }
                 Op::Outage(..) => windows = true,
                 Op::Tick(_) => ticked = true,
+                Op::Bounces(list, now, _) => {
+                    if let (Some(m), Some(earliest)) =
+                        (&self.model, list.iter().map(|b| b.at.unwrap_or(*now)).min())
+                    {
+                        m.note_bounces(earliest);
+                    }
+                }
                 _ => {}
             }
         }
@@ -787,7 +794,7 @@ fn write_check(
     ids: &mut HashMap<DomainName, i64>,
     heads: &mut HashMap<(i64, String), Option<Head>>,
     rec: &CheckRecord,
-    providers: &crate::provider::Providers,
+    judging: &Judging,
 ) -> Result<(), StoreError> {
     let id = domain_id(tx, ids, &rec.domain)?;
     for o in &rec.observations {
@@ -857,7 +864,7 @@ fn write_check(
             // answer: suppressions since then are reconsidered.
             intake::reconsider(
                 tx,
-                providers,
+                judging,
                 intake::Covered::Domain(rec.domain.as_str()),
                 w.start,
                 rec.at,
@@ -884,7 +891,7 @@ fn write_outage(
     tx: &rusqlite::Transaction,
     ev: OutageEvent,
     at: DateTime<Utc>,
-    providers: &crate::provider::Providers,
+    judging: &Judging,
 ) -> Result<(), StoreError> {
     let (event, start, summary) = match ev {
         OutageEvent::Started(start) => {
@@ -896,16 +903,18 @@ fn write_outage(
             (
                 "resolver_outage_started",
                 start,
-                "most watched domains fail to resolve at once: our own resolver is likely at fault"
+                "most watched domains fail to resolve, or answer NXDOMAIN or one identical answer, at once: our own resolver is likely at fault"
                     .to_string(),
             )
         }
         OutageEvent::Ended { start, end } => {
+            // Resolution works: every outage window still open ends, also
+            // those an earlier process opened and could not close.
             tx.prepare_cached(
-                "UPDATE windows SET end = ?2, status = 'closed', close_reason = 'reverted' \
-                 WHERE domain_id IS NULL AND kind = 'resolver_outage' AND start = ?1",
+                "UPDATE windows SET end = max(start, ?1), status = 'closed', close_reason = 'reverted' \
+                 WHERE domain_id IS NULL AND kind = 'resolver_outage' AND status != 'closed'",
             )?
-            .execute(params![ms(start), ms(end)])?;
+            .execute(params![ms(end)])?;
             (
                 "resolver_outage_ended",
                 start,
@@ -920,7 +929,7 @@ fn write_outage(
     tx.prepare_cached("INSERT INTO outbox(created_at, event, domain_id, window_id, summary) VALUES (?1, ?2, NULL, ?3, ?4)")?
         .execute(params![ms(at), event, window_id, summary])?;
     if let OutageEvent::Started(start) = ev {
-        intake::reconsider(tx, providers, intake::Covered::All, start, at)?;
+        intake::reconsider(tx, judging, intake::Covered::All, start, at)?;
     }
     Ok(())
 }
@@ -1069,6 +1078,14 @@ pub struct ReinstatementWindow {
     pub end: Option<DateTime<Utc>>,
 }
 
+/// What the detectors of an earlier process left in the store.
+#[derive(Debug, Clone, Default)]
+pub struct Memory {
+    pub states: HashMap<DomainName, DomainState>,
+    /// The start of the earliest resolver outage window still open.
+    pub outage_since: Option<DateTime<Utc>>,
+}
+
 /// Read access. Open one per thread or task that reads.
 pub struct Store {
     conn: Connection,
@@ -1096,6 +1113,21 @@ const RUN_COLUMNS: &str = "d.name, r.upstream, r.outcome, r.mx, r.ttl, r.implici
 impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         Ok(Store { conn: open(path)? })
+    }
+
+    /// What a monitor restores at start: every domain's detector state, and
+    /// the start of a resolver outage left open.
+    pub fn memory(&self) -> Result<Memory, StoreError> {
+        let outage_since: Option<i64> = self.conn.query_row(
+            "SELECT min(start) FROM windows \
+             WHERE domain_id IS NULL AND kind = 'resolver_outage' AND status != 'closed'",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(Memory {
+            states: self.load_states()?,
+            outage_since: outage_since.map(from_ms),
+        })
     }
 
     /// The detector state of every domain that has one.
