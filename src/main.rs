@@ -464,7 +464,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 bounce,
                 at,
                 judgement,
-            } = mxwatch::judge::judge(&store, &config.providers(), parts, Utc::now())?;
+            } = mxwatch::judge::judge(&store, &config.judging(), parts, Utc::now())?;
             if *json {
                 print_lines([report::judgement_json(&bounce, at, &judgement).to_string()])?;
             } else {
@@ -477,21 +477,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             bounces,
             json,
         } => {
-            // The watchlist's grace and settle when there is one; defaults otherwise.
+            // The watchlist's settings when there is one; the defaults otherwise.
             let config = if cli.config.exists() {
-                Some(load(&cli)?)
+                load(&cli)?
             } else {
-                None
+                Config::from_yaml("domains: []\n", std::path::Path::new("(defaults)"))?
             };
-            let params = mxwatch::detect::Params {
-                grace: config
-                    .as_ref()
-                    .map_or(std::time::Duration::from_secs(3600), |c| c.grace),
-                settle: config
-                    .as_ref()
-                    .map_or(std::time::Duration::from_secs(72 * 3600), |c| c.settle),
-            };
-            let providers = config.as_ref().map(|c| c.providers()).unwrap_or_default();
             let mut clean = true;
             let recorded = match observations {
                 Some(path) => {
@@ -512,13 +503,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(())
             })?;
             clean &= parsed_clean;
-            let (out, summary) = mxwatch::replay::replay(
-                &recorded,
-                &all,
-                &params,
-                mxwatch::anomaly::Params::default(),
-                &providers,
-            );
+            let (out, summary) =
+                runtime()?.block_on(mxwatch::replay::replay(&config, &recorded, &all))?;
             print_lines(out.iter().map(|r| {
                 let at = r.bounce.at.unwrap_or_default();
                 if *json {

@@ -1,23 +1,32 @@
-//! Replay: the same detector, anomaly detector and verdict rules as the
-//! daemon, driven in time order over recorded observations and bounces,
-//! with no network and no database. Each bounce gets the verdict the live
-//! daemon would have given when it arrived (`initial`) and the verdict in
-//! the light of everything recorded (`final`): windows found late (an
-//! anomaly recognised after N bounces, a window whose grace ran on) turn
-//! early suppressions into reinstatements.
+//! Replay: the daemon itself, driven in time order over recorded
+//! observations and bounces, with no network. A [`Monitor`] that asks
+//! nothing takes each recorded check through the same resolver-health and
+//! domain detectors and the same writer as a live check; bounces go through
+//! the writer's intake, where the daemon judges them, counts them for
+//! anomalies and reinstates what late windows cover. It all lands in a
+//! temporary database, so replay and the daemon cannot drift apart: there
+//! is one implementation (a test feeds both the same and compares every
+//! verdict).
+//!
+//! Each bounce gets the verdict the daemon gave when it arrived
+//! (`initial`) and the verdict in the light of everything recorded
+//! (`final`): windows found late (an anomaly recognised after N bounces, an
+//! outage noticed after it began) turn early suppressions into
+//! reinstatements.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use crate::anomaly;
 use crate::bounce::{Bounce, Kind};
-use crate::detect::{self, DomainState, Params, Window};
+use crate::config::{Config, WatchedDomain};
 use crate::domain::{DomainName, Mx, MxHost};
-use crate::provider::Providers;
-use crate::resolve::{Answer, Observation, Outcome};
-use crate::verdict::{self, Evidence, EvidenceKind, Judgement, Scope, Verdict};
+use crate::monitor::Monitor;
+use crate::resolve::{Observation, Outcome};
+use crate::store::{self, Knowledge, Store, Writer};
+use crate::verdict::{Judgement, Verdict};
 
 /// One line of OBS.jsonl.
 #[derive(Debug, Clone, Deserialize)]
@@ -101,17 +110,17 @@ pub fn read_observations(text: &str) -> (Vec<Recorded>, Vec<(usize, String)>) {
 #[derive(Debug, Clone)]
 pub struct Replayed {
     pub bounce: Bounce,
-    /// What the daemon would have answered when the bounce arrived.
+    /// What the daemon answered when the bounce arrived.
     pub initial: Judgement,
     /// With every window the recording reveals.
     pub final_judgement: Judgement,
 }
 
 impl Replayed {
-    /// Suppressed when it arrived, transient in hindsight.
+    /// Suppressed when it arrived, not in hindsight.
     pub fn is_reinstatement(&self) -> bool {
         self.initial.verdict == Verdict::Suppress
-            && self.final_judgement.verdict == Verdict::Transient
+            && self.final_judgement.verdict != Verdict::Suppress
     }
 }
 
@@ -125,151 +134,131 @@ pub struct Summary {
     pub reinstatements: usize,
 }
 
-#[derive(Default)]
-struct DomainTrack {
-    state: DomainState,
-    /// Every window this domain has had, as last known.
-    windows: Vec<Window>,
-    /// Consensus answers over time, for "the MX at time T".
-    answers: Vec<(DateTime<Utc>, Answer)>,
+/// What happens next in the recording.
+enum Step<'a> {
+    Check(DateTime<Utc>, &'a DomainName, Vec<Observation>),
+    /// Bounces (indexes into the input) between two checks.
+    Bounces(Vec<usize>),
 }
 
-impl DomainTrack {
-    fn mx_at(&self, at: DateTime<Utc>) -> Option<&[Mx]> {
-        self.answers
-            .iter()
-            .rev()
-            .find(|(t, _)| *t <= at)
-            .and_then(|(_, a)| match a {
-                Answer::Records(mx) => Some(mx.as_slice()),
-                _ => None,
-            })
-    }
+/// How many bounces one writer batch takes at most.
+const BATCH: usize = 5_000;
 
-    fn evidence(&self) -> Vec<Evidence> {
-        self.windows
-            .iter()
-            .map(|w| Evidence {
-                id: None,
-                kind: EvidenceKind::MxChange,
-                scope: Scope::Domain,
-                start: w.start,
-                end: w.end,
-                detail: format!("{} → {}", w.before, w.current),
-            })
-            .collect()
-    }
-}
-
-/// Replays observations and bounces in time order (a bounce at the same
-/// moment as a check comes after it).
-pub fn replay(
+/// Replays `observations` and `bounces` in time order through the daemon's
+/// own code (a bounce at the same moment as a check comes after it; bounces
+/// without a time come last). `config` gives the watchlist's settings; every
+/// domain the recording names is watched.
+pub async fn replay(
+    config: &Config,
     observations: &[Recorded],
     bounces: &[Bounce],
-    params: &Params,
-    anomaly_params: anomaly::Params,
-    providers: &Providers,
-) -> (Vec<Replayed>, Summary) {
-    // Checks: observations of one domain at one moment, all upstreams.
-    let mut checks: Vec<(DateTime<Utc>, DomainName, Vec<Observation>)> = Vec::new();
-    let mut index: HashMap<(DomainName, DateTime<Utc>), usize> = HashMap::new();
+) -> anyhow::Result<(Vec<Replayed>, Summary)> {
+    let dir = tempfile::tempdir()?;
+    let mut config = config.clone();
+    config.database = dir.path().join("replay.db");
     for r in observations {
-        let key = (r.domain.clone(), r.at);
-        match index.get(&key) {
+        if !config.domains.iter().any(|d| d.name == r.domain) {
+            config.domains.push(WatchedDomain {
+                name: r.domain.clone(),
+                schedule: None,
+                tags: Vec::new(),
+                expect: Vec::new(),
+            });
+        }
+    }
+    let lock = store::MonitorLock::acquire(&config.database)?;
+    let judging = config.judging();
+    let (writer, writer_task) = Writer::start(&config.database, judging.clone())?;
+    let clock: Arc<dyn crate::clock::Clock> = Arc::new(crate::clock::SystemClock);
+    let monitor = Monitor::recorded(
+        &config,
+        writer.clone(),
+        store::Memory::default(),
+        clock,
+        lock,
+    );
+
+    // Checks: the observations of one domain at one moment, all upstreams.
+    let mut checks: Vec<(DateTime<Utc>, &DomainName, Vec<Observation>)> = Vec::new();
+    let mut index: HashMap<(&DomainName, DateTime<Utc>), usize> = HashMap::new();
+    for r in observations {
+        match index.get(&(&r.domain, r.at)) {
             Some(&i) => checks[i].2.push(r.observation.clone()),
             None => {
-                index.insert(key, checks.len());
-                checks.push((r.at, r.domain.clone(), vec![r.observation.clone()]));
+                index.insert((&r.domain, r.at), checks.len());
+                checks.push((r.at, &r.domain, vec![r.observation.clone()]));
             }
         }
     }
     checks.sort_by_key(|c| c.0);
     let mut order: Vec<usize> = (0..bounces.len()).collect();
-    order.sort_by_key(|&i| bounces[i].at);
-
-    let mut tracks: HashMap<String, DomainTrack> = HashMap::new();
-    let mut anomalies = anomaly::Detector::new(anomaly_params);
-    let mut found: Vec<anomaly::Anomaly> = Vec::new();
-    let mut initial: Vec<Option<Judgement>> = vec![None; bounces.len()];
-    let mut ci = 0;
-    let anomaly_evidence =
-        |list: &[anomaly::Anomaly], domain: &str, provider: Option<&str>| -> Vec<Evidence> {
-            list.iter()
-                .filter(|a| a.scope == domain || Some(a.scope.as_str()) == provider)
-                .map(|a| Evidence {
-                    id: None,
-                    kind: EvidenceKind::Anomaly,
-                    scope: if a.scope == domain {
-                        Scope::Domain
-                    } else {
-                        Scope::Provider
-                    },
-                    start: a.start,
-                    end: a.end,
-                    detail: format!("{}: {}", a.scope, a.detail),
-                })
-                .collect()
-        };
-    for &bi in &order {
-        let b = &bounces[bi];
-        let at = b.at.unwrap_or(DateTime::<Utc>::MIN_UTC);
-        while ci < checks.len() && checks[ci].0 <= at {
-            apply_check(&mut tracks, &checks[ci], params, providers);
-            ci += 1;
-        }
-        for ev in anomalies.close_idle(at) {
-            if let anomaly::Event::Closed(a) = ev
-                && let Some(x) = found
-                    .iter_mut()
-                    .find(|x| x.scope == a.scope && x.start == a.start)
-            {
-                *x = a;
+    order.sort_by_key(|&i| (bounces[i].at.is_none(), bounces[i].at));
+    let mut steps: Vec<Step> = Vec::new();
+    let mut pending: Vec<usize> = Vec::new();
+    let mut checks = checks.into_iter().peekable();
+    for i in order {
+        while let Some(c) = checks.next_if(|c| bounces[i].at.is_none_or(|at| c.0 <= at)) {
+            if !pending.is_empty() {
+                steps.push(Step::Bounces(std::mem::take(&mut pending)));
             }
+            steps.push(Step::Check(c.0, c.1, c.2));
         }
-        let track = tracks.get(&b.domain);
-        let mx_at = track.and_then(|t| t.mx_at(at));
-        let provider = mx_at.and_then(|mx| providers.of_set(mx).into_iter().next());
-        if b.kind == Kind::UserUnknown {
-            for scope in [Some(b.domain.clone()), provider.clone()]
-                .into_iter()
-                .flatten()
-            {
-                if let Some(anomaly::Event::Opened(a)) = anomalies.observe(&scope, at, &b.recipient)
-                {
-                    found.push(a);
+        pending.push(i);
+    }
+    if !pending.is_empty() {
+        steps.push(Step::Bounces(pending));
+    }
+    steps.extend(checks.map(|c| Step::Check(c.0, c.1, c.2)));
+
+    let mut initial: Vec<Option<Judgement>> = vec![None; bounces.len()];
+    let mut last = DateTime::<Utc>::MIN_UTC;
+    for step in steps {
+        match step {
+            Step::Check(at, domain, obs) => {
+                last = last.max(at);
+                monitor.record(domain, at, obs).await?;
+            }
+            Step::Bounces(list) => {
+                for chunk in list.chunks(BATCH) {
+                    let batch: Vec<Bounce> = chunk.iter().map(|&i| bounces[i].clone()).collect();
+                    let now = batch
+                        .iter()
+                        .filter_map(|b| b.at)
+                        .max()
+                        .unwrap_or(last)
+                        .max(last);
+                    last = now;
+                    let intake = writer.bounces(batch, now).await?;
+                    for (&i, j) in chunk.iter().zip(intake.judgements) {
+                        initial[i] = Some(j);
+                    }
                 }
             }
         }
-        let mut windows = track.map(|t| t.evidence()).unwrap_or_default();
-        windows.extend(anomaly_evidence(&found, &b.domain, provider.as_deref()));
-        initial[bi] = Some(verdict::judge_bounce(b, at, &windows, mx_at, providers));
     }
-    // Hindsight: every window with its final extent.
-    for check in &checks[ci..] {
-        apply_check(&mut tracks, check, params, providers);
-    }
-    for ev in anomalies.close_idle(DateTime::<Utc>::MAX_UTC) {
-        if let anomaly::Event::Closed(a) = ev
-            && let Some(x) = found
-                .iter_mut()
-                .find(|x| x.scope == a.scope && x.start == a.start)
-        {
-            *x = a;
-        }
-    }
+    // The recording is over: bursts whose bounces stopped end, as the
+    // daemon's tick would end them.
+    let after = last
+        .checked_add_signed(chrono::Duration::from_std(config.anomaly.window).unwrap_or_default())
+        .unwrap_or(last);
+    writer.tick(after).await?;
+    writer.flush().await?;
+    drop(monitor);
+    writer.close().await?;
+    drop(writer);
+    writer_task.await?;
+
+    let store = Store::open(&config.database)?;
     let mut out = Vec::new();
     let mut summary = Summary::default();
     for (i, b) in bounces.iter().enumerate() {
-        let at = b.at.unwrap_or(DateTime::<Utc>::MIN_UTC);
-        let track = tracks.get(&b.domain);
-        let mx_at = track.and_then(|t| t.mx_at(at));
-        let provider = mx_at.and_then(|mx| providers.of_set(mx).into_iter().next());
-        let mut windows = track.map(|t| t.evidence()).unwrap_or_default();
-        windows.extend(anomaly_evidence(&found, &b.domain, provider.as_deref()));
-        let final_judgement = verdict::judge_bounce(b, at, &windows, mx_at, providers);
+        let initial = initial[i].clone().expect("every bounce judged");
+        let at = b.at.unwrap_or(last);
+        let c = store.circumstances(&b.domain, at, b.remote_mta.as_deref(), &judging.providers)?;
+        let final_judgement = c.judge(b, at, &judging);
         let r = Replayed {
             bounce: b.clone(),
-            initial: initial[i].clone().expect("every bounce judged"),
+            initial,
             final_judgement,
         };
         summary.bounces += 1;
@@ -282,30 +271,7 @@ pub fn replay(
         summary.reinstatements += usize::from(r.is_reinstatement());
         out.push(r);
     }
-    (out, summary)
-}
-
-/// Runs one check through the detector and records what it changed.
-fn apply_check(
-    tracks: &mut HashMap<String, DomainTrack>,
-    (t, domain, obs): &(DateTime<Utc>, DomainName, Vec<Observation>),
-    params: &Params,
-    providers: &Providers,
-) {
-    let track = tracks.entry(domain.as_str().to_string()).or_default();
-    let det = detect::detect(&track.state, obs, *t, &[], providers, params);
-    if let Some(a) = &det.consensus.answer
-        && track.answers.last().is_none_or(|(_, last)| last != a)
-    {
-        track.answers.push((*t, a.clone()));
-    }
-    if let Some((_, w)) = &det.window {
-        match track.windows.iter_mut().find(|x| x.start == w.start) {
-            Some(x) => *x = w.clone(),
-            None => track.windows.push(w.clone()),
-        }
-    }
-    track.state = det.state;
+    Ok((out, summary))
 }
 
 #[cfg(test)]
@@ -337,11 +303,12 @@ mod tests {
         }
     }
 
-    fn params() -> Params {
-        Params {
-            grace: std::time::Duration::from_secs(3600),
-            settle: std::time::Duration::from_secs(72 * 3600),
-        }
+    fn config() -> Config {
+        Config::from_yaml(
+            "domains: []\ngrace: 1h\nsettle: 72h\n",
+            std::path::Path::new("test.yaml"),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -358,8 +325,8 @@ not json
         assert_eq!(ok[1].observation.outcome, Outcome::NxDomain);
     }
 
-    #[test]
-    fn a_flip_to_icloud_makes_its_bounces_transient() {
+    #[tokio::test]
+    async fn a_flip_to_icloud_makes_its_bounces_transient() {
         let own = r#""mx":[{"preference":10,"exchange":"mx00.web.de"}]"#;
         let icloud = r#""mx":[{"preference":10,"exchange":"mx01.mail.icloud.com"}]"#;
         let text = format!(
@@ -375,13 +342,7 @@ not json
             bounce("c@web.de", t(13, 30), None),
             bounce("d@web.de", t(15, 0), None),
         ];
-        let (out, summary) = replay(
-            &obs,
-            &bounces,
-            &params(),
-            anomaly::Params::default(),
-            &Providers::default(),
-        );
+        let (out, summary) = replay(&config(), &obs, &bounces).await.unwrap();
         let finals: Vec<Verdict> = out.iter().map(|r| r.final_judgement.verdict).collect();
         assert_eq!(
             finals,
@@ -401,9 +362,17 @@ not json
         );
     }
 
-    #[test]
-    fn an_apple_like_burst_reinstates_the_early_suppressions() {
+    #[tokio::test]
+    async fn an_apple_like_burst_reinstates_the_early_suppressions() {
         let mut bounces = Vec::new();
+        // A day of ordinary life first: anomaly detection is warm.
+        for i in 0..3 {
+            bounces.push(bounce(
+                &format!("old{i}@icloud.com"),
+                t(11, 0) - chrono::Duration::hours(24 - 8 * i),
+                None,
+            ));
+        }
         for i in 0..60 {
             bounces.push(bounce(
                 &format!("user{i}@icloud.com"),
@@ -411,13 +380,8 @@ not json
                 None,
             ));
         }
-        let (out, summary) = replay(
-            &[],
-            &bounces,
-            &params(),
-            anomaly::Params::default(),
-            &Providers::default(),
-        );
+        let (out, summary) = replay(&config(), &[], &bounces).await.unwrap();
+        let out = &out[3..];
         // The first 19 were answered `suppress` before the burst was recognised.
         assert_eq!(out[0].initial.verdict, Verdict::Suppress);
         assert_eq!(out[18].initial.verdict, Verdict::Suppress);
@@ -434,7 +398,7 @@ not json
         assert_eq!(summary.prevented, 60);
         assert_eq!(
             out[0].final_judgement.evidence[0].kind,
-            EvidenceKind::Anomaly
+            crate::verdict::EvidenceKind::Anomaly
         );
     }
 }

@@ -39,8 +39,10 @@ fn verify(req: &Request, secret: &str) -> bool {
 /// Posts an Apple-like burst: 25 unknown users at iCloud, me.com and
 /// mac.com in 25 minutes (each domain alone stays under the thresholds).
 /// The daemon stores an anomaly window and reinstatements: outbox events.
+/// A day of feed history comes first (anomaly detection warms up on it).
 pub async fn post_burst(base: &str) {
     let t0 = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2021, 4, 26, 11, 0, 0).unwrap();
+    post_bounces(base, crate::history_line(t0)).await;
     for i in 0..25 {
         let line = unknown_user(
             &format!(

@@ -211,6 +211,8 @@ async fn an_apple_like_burst_without_dns_change_reinstates_the_early_suppression
     let http = mxwatch::http_client();
     let t0 = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2021, 4, 26, 11, 0, 0).unwrap();
     let minute = chrono::Duration::minutes(1);
+    // A day of ordinary feed first: anomaly detection has warmed up.
+    post_bounces(&base, crate::history_line(t0)).await;
     // Valid iCloud, me.com and mac.com addresses refused one a minute by
     // Apple's MX, and no DNS change anywhere. Each arrives on its own.
     let domains = ["icloud.com", "me.com", "mac.com"];

@@ -461,8 +461,8 @@ fn ingest_is_idempotent_and_list_filters() {
 /// Replay over a real bounce email with scripted observations around it:
 /// the same bounce is `transient` inside a scripted MX change and
 /// `suppress` without one.
-#[test]
-fn replay_over_a_corpus_bounce_with_scripted_observations() {
+#[tokio::test]
+async fn replay_over_a_corpus_bounce_with_scripted_observations() {
     use mxwatch::replay;
     use mxwatch::verdict::Verdict;
     let out = parse_fixture("sisimai/maildir/bsd/lhost-sendmail-01.eml");
@@ -477,31 +477,27 @@ fn replay_over_a_corpus_bounce_with_scripted_observations() {
         )
     };
     let own = format!("mx.{}", b.domain);
-    let params = mxwatch::detect::Params {
-        grace: std::time::Duration::from_secs(3600),
-        settle: std::time::Duration::from_secs(72 * 3600),
-    };
-    let providers = mxwatch::provider::Providers::default();
-    let replay_over = |text: &str| {
+    let config = mxwatch::config::Config::from_yaml(
+        "domains: []\ngrace: 1h\nsettle: 72h\n",
+        std::path::Path::new("test.yaml"),
+    )
+    .unwrap();
+    let replay_over = async |text: &str| {
         let (recorded, bad) = replay::read_observations(text);
         assert!(bad.is_empty(), "{bad:?}");
-        replay::replay(
-            &recorded,
-            std::slice::from_ref(&b),
-            &params,
-            Default::default(),
-            &providers,
-        )
+        replay::replay(&config, &recorded, std::slice::from_ref(&b))
+            .await
+            .unwrap()
     };
 
     // Scripted: the domain's own MX, then iCloud from an hour before the bounce, then back.
     let (res, summary) =
-        replay_over(&(obs(-3, &own) + &obs(-1, "mx01.mail.icloud.com") + &obs(2, &own)));
+        replay_over(&(obs(-3, &own) + &obs(-1, "mx01.mail.icloud.com") + &obs(2, &own))).await;
     assert_eq!(res[0].final_judgement.verdict, Verdict::Transient);
     assert_eq!(summary.prevented, 1);
 
     // Scripted: nothing ever changed.
-    let (res, summary) = replay_over(&(obs(-3, &own) + &obs(2, &own)));
+    let (res, summary) = replay_over(&(obs(-3, &own) + &obs(2, &own))).await;
     assert_eq!(res[0].final_judgement.verdict, Verdict::Suppress);
     assert_eq!(summary.prevented, 0);
 }
@@ -525,7 +521,10 @@ fn a_burst_split_across_ingests_is_recognised_and_its_reinstatements_listed() {
             "mx01.mail.icloud.com",
         )
     };
-    let first: Vec<String> = (0..12).map(line).collect();
+    // A day of ordinary feed first: anomaly detection has warmed up.
+    let first: Vec<String> = std::iter::once(crate::history_line(t0))
+        .chain((0..12).map(line))
+        .collect();
     let second: Vec<String> = (12..25).map(line).collect();
     std::fs::write(dir.path().join("a.jsonl"), first.join("\n")).unwrap();
     std::fs::write(dir.path().join("b.jsonl"), second.join("\n")).unwrap();

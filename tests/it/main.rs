@@ -160,6 +160,28 @@ pub fn unknown_user(recipient: &str, at: chrono::DateTime<chrono::Utc>, remote: 
     .unwrap()
 }
 
+/// A normalised bounce that only dates the feed: a full mailbox (`retry`)
+/// a day before `at`, so anomaly detection has the day of history it warms
+/// up on and judges bursts at normal strength.
+pub fn history_line(at: chrono::DateTime<chrono::Utc>) -> String {
+    serde_json::to_string(&mxwatch::bounce::Bounce {
+        recipient: "history@example.net".into(),
+        domain: "example.net".into(),
+        at: Some(at - chrono::Duration::hours(24)),
+        action: Some(mxwatch::bounce::Action::Delayed),
+        status: Some("4.2.2".into()),
+        reply_code: Some(452),
+        diagnostic: Some("452 4.2.2 mailbox full".into()),
+        remote_mta: None,
+        reporting_mta: None,
+        kind: mxwatch::bounce::Kind::MailboxFull,
+        hard: false,
+        source: mxwatch::bounce::Source::Jsonl,
+        message_id: None,
+    })
+    .unwrap()
+}
+
 /// The API token the tests configure.
 pub const TOKEN: &str = "test-token-0123456789abcdef";
 

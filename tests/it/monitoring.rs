@@ -163,10 +163,22 @@ async fn nxdomain_null_mx_and_implicit_mx() {
     dns.set("nomail.example", Behaviour::NullMx);
     dns.set("bare.example", Behaviour::NoMx { with_a: true });
 
+    // NXDOMAIN where there were records may be our resolver lying: the
+    // first answer is held (no change) and re-checked soon; it is believed
+    // when it repeats while the other domains resolve normally.
+    let held = app.next_check("gone.example").await;
+    assert_eq!(held.observations[0].outcome, Outcome::NxDomain);
+    assert_eq!(held.changes, vec![]);
+    assert!(held.fast_recheck, "a held answer is checked again soon");
     let ev = app.next_check("gone.example").await;
     assert_eq!(ev.observations[0].outcome, Outcome::NxDomain);
     assert_eq!(ev.changes, vec![ChangeKind::Nxdomain]);
     assert_eq!(ev.window, Some((WindowEvent::Opened, WindowStatus::Open)));
+    let w = app.store().windows(Some(ev.at)).unwrap();
+    assert!(
+        w[0].start < held.at,
+        "the window starts where the old answer was last seen, before the hold"
+    );
 
     let ev = app.next_check("nomail.example").await;
     assert_eq!(ev.observations[0].outcome, Outcome::NullMx);
