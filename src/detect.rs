@@ -651,17 +651,33 @@ pub fn detect(
 }
 
 /// Our own resolver is the likely culprit when most domains fail at once.
-/// Fed every check's "all upstreams failed" flag; looks at the checks of the
-/// last `span`.
+/// Each domain counts once, by its latest check within the last `span`
+/// (a domain re-checked every few seconds while it fails weighs no more
+/// than one checked every five minutes).
 #[derive(Debug, Clone)]
 pub struct OutageDetector {
     span: chrono::Duration,
-    /// Fewest checks in the span before a verdict is possible.
+    /// Fewest domains checked in the span before a verdict is possible.
     min_checks: usize,
-    recent: VecDeque<(DateTime<Utc>, bool)>,
-    failed: usize,
+    latest: std::collections::HashMap<String, Latest>,
+    /// Every check's time and domain, oldest first (for the span).
+    order: VecDeque<(DateTime<Utc>, String)>,
+    /// Domains whose latest check lies in the span, and how many of them failed.
+    in_span: usize,
+    failing: usize,
     /// Start of the current outage.
     pub since: Option<DateTime<Utc>>,
+}
+
+/// A domain's latest check.
+#[derive(Debug, Clone, Copy)]
+struct Latest {
+    at: DateTime<Utc>,
+    bad: bool,
+    /// When its current run of bad checks began.
+    bad_since: Option<DateTime<Utc>>,
+    /// Whether it is counted in the span.
+    counted: bool,
 }
 
 /// The outage detector's verdict on one check.
@@ -675,17 +691,25 @@ pub enum OutageEvent {
 }
 
 impl OutageDetector {
-    /// Starts at ≥ 80 % failures over at least `min_checks` checks; ends
+    /// Starts when at least 80 % of the domains checked in the span failed
+    /// at their latest check (and at least `min_checks` were checked); ends
     /// below 20 % (hysteresis against flapping).
     pub const START_FRACTION: f64 = 0.8;
     pub const END_FRACTION: f64 = 0.2;
+    /// Below this fraction of failing domains, the world is healthy enough
+    /// to believe a surprising answer.
+    pub const HEALTHY_FRACTION: f64 = 0.5;
+    /// Checks remembered at most (the span's, on a huge watchlist).
+    const MAX_ORDER: usize = 1_000_000;
 
     pub fn new(span: Duration, min_checks: usize) -> Self {
         OutageDetector {
             span: chrono::Duration::from_std(span).unwrap_or(chrono::Duration::MAX),
             min_checks: min_checks.max(1),
-            recent: VecDeque::new(),
-            failed: 0,
+            latest: Default::default(),
+            order: VecDeque::new(),
+            in_span: 0,
+            failing: 0,
             since: None,
         }
     }
@@ -696,39 +720,60 @@ impl OutageDetector {
         self.since = Some(self.since.map_or(since, |s| s.min(since)));
     }
 
-    /// Enough recent checks, fewer than half of them failed, no outage:
-    /// a domain's surprising answer can be believed.
-    pub fn healthy(&self) -> bool {
-        self.since.is_none()
-            && self.recent.len() >= self.min_checks
-            && (self.failed as f64) < self.recent.len() as f64 * Self::HEALTHY_FRACTION
+    /// The fraction of domains in the span whose latest check failed;
+    /// `None` before `min_checks` domains were checked in it.
+    pub fn failing_fraction(&self) -> Option<f64> {
+        (self.in_span >= self.min_checks).then(|| self.failing as f64 / self.in_span as f64)
     }
 
-    /// Below this fraction of failed checks, the world is healthy enough to
-    /// believe a surprising answer.
-    pub const HEALTHY_FRACTION: f64 = 0.5;
+    fn uncount(&mut self, domain: &str) {
+        if let Some(l) = self.latest.get_mut(domain)
+            && l.counted
+        {
+            l.counted = false;
+            self.in_span -= 1;
+            self.failing -= usize::from(l.bad);
+        }
+    }
 
-    pub fn record(&mut self, at: DateTime<Utc>, all_failed: bool) -> Option<OutageEvent> {
-        self.recent.push_back((at, all_failed));
-        self.failed += usize::from(all_failed);
-        while let Some(&(t, f)) = self.recent.front() {
-            if at.signed_duration_since(t) <= self.span && self.recent.len() <= 100_000 {
+    /// A check of `domain` at `at`; `bad` when every upstream failed (or its
+    /// answer was held as suspicious).
+    pub fn record(&mut self, domain: &str, at: DateTime<Utc>, bad: bool) -> Option<OutageEvent> {
+        let previous = self.latest.get(domain).copied();
+        self.uncount(domain);
+        let bad_since = bad.then(|| previous.and_then(|p| p.bad_since).map_or(at, |s| s.min(at)));
+        self.latest.insert(
+            domain.to_string(),
+            Latest {
+                at,
+                bad,
+                bad_since,
+                counted: true,
+            },
+        );
+        self.in_span += 1;
+        self.failing += usize::from(bad);
+        self.order.push_back((at, domain.to_string()));
+        while let Some((t, d)) = self.order.front() {
+            let expired = at.signed_duration_since(*t) > self.span;
+            if !expired && self.order.len() <= Self::MAX_ORDER {
                 break;
             }
-            self.recent.pop_front();
-            self.failed -= usize::from(f);
+            let (t, d) = (*t, d.clone());
+            self.order.pop_front();
+            if self.latest.get(&d).is_some_and(|l| l.at == t) {
+                self.uncount(&d);
+            }
         }
-        if self.recent.len() < self.min_checks {
-            return None;
-        }
-        let fraction = self.failed as f64 / self.recent.len() as f64;
+        let fraction = self.failing_fraction()?;
         match self.since {
             None if fraction >= Self::START_FRACTION => {
                 let start = self
-                    .recent
-                    .iter()
-                    .find(|(_, f)| *f)
-                    .map(|(t, _)| *t)
+                    .latest
+                    .values()
+                    .filter(|l| l.counted)
+                    .filter_map(|l| l.bad_since)
+                    .min()
                     .unwrap_or(at);
                 self.since = Some(start);
                 Some(OutageEvent::Started(start))
@@ -756,28 +801,39 @@ pub enum Trust {
 /// detector, and the answers it holds back. A resolver that lies (a captive
 /// portal, a broken forwarder, DNS filtering) answers NXDOMAIN for every
 /// name, or one identical answer for all: when most watched domains change
-/// like that at once, it is ours, not theirs. Such an answer (NXDOMAIN
-/// where the domain had another answer or none yet; the same new answer
-/// three domains gave within the span) is *held*: no change, no baseline,
-/// counted as a failure. It is believed when the domain gives it again while
-/// the other checks show a healthy resolver; during an outage it stays held.
+/// at once, it is ours, not theirs. So any departure from a domain's
+/// baseline (and NXDOMAIN for a domain with no baseline yet) is *held*: no
+/// change, no baseline, counted as a failure, re-checked soon. It is
+/// believed once the other domains' checks since it was first held (at
+/// least as many as the outage detector needs) show a healthy resolver;
+/// when they do not, the held answers add up to an outage, one global
+/// window. A real change is detected a few checks later than it is seen;
+/// its window still starts where the old answer was last seen.
 #[derive(Debug, Clone)]
 pub struct Health {
     pub outage: OutageDetector,
-    span: chrono::Duration,
-    /// Recent departures from a baseline: when, which domain, to what.
-    departures: VecDeque<(DateTime<Utc>, String, Answer)>,
-    /// Domains whose answer is held, and that answer.
-    held: std::collections::HashMap<String, Answer>,
+    /// Domains whose answer is held.
+    held: std::collections::HashMap<String, Held>,
+    /// Checks recorded so far.
+    checks: u64,
+    /// Watched domains.
+    domains: usize,
     /// With fewer than three domains, nothing tells our failure from theirs.
     enabled: bool,
+}
+
+/// A held answer and the check counter when it was first held.
+#[derive(Debug, Clone)]
+struct Held {
+    answer: Answer,
+    checks_then: u64,
+    /// The held domain's own checks since (they say nothing of the others).
+    own: u64,
 }
 
 impl Health {
     /// The span recent checks are judged over.
     pub const SPAN: Duration = Duration::from_secs(600);
-    /// How many domains giving the same new answer make it suspicious.
-    pub const IDENTICAL: usize = 3;
 
     /// For a watchlist of `domains` names.
     pub fn new(domains: usize) -> Self {
@@ -785,9 +841,9 @@ impl Health {
         let min_checks = if enabled { domains.min(20) } else { usize::MAX };
         Health {
             outage: OutageDetector::new(Self::SPAN, min_checks),
-            span: chrono::Duration::from_std(Self::SPAN).unwrap_or(chrono::Duration::MAX),
-            departures: VecDeque::new(),
             held: Default::default(),
+            checks: 0,
+            domains,
             enabled,
         }
     }
@@ -798,7 +854,22 @@ impl Health {
         let mut h = Health::new(domains);
         h.outage.since = self.outage.since;
         h.held = self.held.clone();
+        h.checks = self.checks;
         h
+    }
+
+    /// Whether the other domains have been checked enough since `h` was
+    /// first held (as often as the outage detector needs domains, at most
+    /// once each), and most of them are fine.
+    fn others_healthy(&self, h: &Held) -> bool {
+        let others = (self.checks - h.checks_then).saturating_sub(h.own);
+        let enough = self.outage.min_checks.min(self.domains.saturating_sub(1));
+        self.outage.since.is_none()
+            && others >= enough as u64
+            && self
+                .outage
+                .failing_fraction()
+                .is_some_and(|f| f < OutageDetector::HEALTHY_FRACTION)
     }
 
     /// Judges `domain`'s consensus `answer` (`None`: every upstream failed)
@@ -806,7 +877,6 @@ impl Health {
     pub fn assess(
         &mut self,
         domain: &str,
-        at: DateTime<Utc>,
         baseline: Option<&Answer>,
         answer: Option<&Answer>,
     ) -> Trust {
@@ -817,56 +887,45 @@ impl Health {
             self.held.remove(domain);
             return Trust::Believe;
         }
-        while self
-            .departures
-            .front()
-            .is_some_and(|(t, _, _)| at.signed_duration_since(*t) > self.span)
-        {
-            self.departures.pop_front();
-        }
-        // First answers are not departures: many domains share one
-        // provider's MX set (Google's, Microsoft's) from the start.
-        if baseline.is_some()
-            && !self
-                .departures
-                .iter()
-                .any(|(_, d, a)| d == domain && a == answer)
-        {
-            self.departures
-                .push_back((at, domain.to_string(), answer.clone()));
-        }
-        let alike = self
-            .departures
-            .iter()
-            .filter(|(_, _, a)| a == answer)
-            .count();
-        let why = if *answer == Answer::NxDomain {
-            match baseline {
-                Some(b) => format!("NXDOMAIN where the domain answered {b}"),
-                None => "NXDOMAIN for a watched domain".to_string(),
+        let why = match baseline {
+            Some(b) => format!("{b} → {answer}"),
+            None if *answer == Answer::NxDomain => "NXDOMAIN for a watched domain".to_string(),
+            None => {
+                self.held.remove(domain);
+                return Trust::Believe;
             }
-        } else if baseline.is_some() && alike >= Self::IDENTICAL {
-            format!("{alike} domains changed to the same answer {answer} within the span")
-        } else {
-            self.held.remove(domain);
-            return Trust::Believe;
         };
-        if self.outage.since.is_none()
-            && self.outage.healthy()
-            && self.held.get(domain) == Some(answer)
-        {
-            self.held.remove(domain);
-            return Trust::Believe;
+        match self.held.get(domain) {
+            Some(h) if h.answer == *answer => {
+                if self.others_healthy(h) {
+                    self.held.remove(domain);
+                    return Trust::Believe;
+                }
+            }
+            _ => {
+                self.held.insert(
+                    domain.to_string(),
+                    Held {
+                        answer: answer.clone(),
+                        checks_then: self.checks,
+                        own: 0,
+                    },
+                );
+            }
         }
-        self.held.insert(domain.to_string(), answer.clone());
         Trust::Hold(format!(
-            "held: {why}; believed once it repeats while our resolver is healthy"
+            "held: {why}, believed once the other domains show that our resolver is healthy"
         ))
     }
 
-    /// Counts a check: `bad` when every upstream failed or its answer was held.
-    pub fn record(&mut self, at: DateTime<Utc>, bad: bool) -> Option<OutageEvent> {
-        self.outage.record(at, bad)
+    /// Counts a check of `domain`: `bad` when every upstream failed or its
+    /// answer was held.
+    pub fn record(&mut self, domain: &str, at: DateTime<Utc>, bad: bool) -> Option<OutageEvent> {
+        self.checks += 1;
+        if let Some(h) = self.held.get_mut(domain) {
+            h.own += 1;
+        }
+        self.outage.record(domain, at, bad)
     }
 }
 

@@ -657,14 +657,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     drop(m);
                     writer.await?;
                     eprintln!(
-                        "checked {} domains: {} answered, {} failed on every upstream, {} changes, {} windows opened; history in {}",
+                        "checked {} domains: {} answered, {} failed on every upstream, {} held as suspect, {} changes, {} windows opened; history in {}",
                         s.checked,
                         s.answered,
                         s.failed,
+                        s.held,
                         s.changes,
                         s.windows_opened,
                         config.database.display()
                     );
+                    if s.checked > 0 && (s.failed + s.held) * 2 >= s.checked {
+                        eprintln!(
+                            "mxwatch: WARNING: {} of {} domains failed or gave answers held as suspect \
+                             (NXDOMAIN or the same new answer for many names): our own resolver looks broken \
+                             or is lying (captive portal, DNS filtering); nothing was learnt from those answers. \
+                             Check the upstreams in {}",
+                            s.failed + s.held,
+                            s.checked,
+                            config.source.display()
+                        );
+                    }
                     return Ok(if s.not_recorded > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS });
                 }
                 serve(cli, config, clock).await

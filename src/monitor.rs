@@ -34,6 +34,8 @@ pub struct CheckEvent {
     pub changes: Vec<ChangeKind>,
     pub window: Option<(WindowEvent, WindowStatus)>,
     pub fast_recheck: bool,
+    /// The answer was held: it may be our resolver's, not the domain's.
+    pub held: bool,
 }
 
 /// The per-domain facts a check needs from the config.
@@ -219,7 +221,6 @@ impl Monitor {
             let consensus = detect::consensus(&observations);
             self.health.lock().expect("health lock").assess(
                 domain.as_str(),
-                at,
                 prev.baseline.as_ref().map(|b| &b.answer),
                 consensus.answer.as_ref(),
             )
@@ -274,11 +275,11 @@ impl Monitor {
             },
         };
         let held = matches!(trust, Trust::Hold(_));
-        let outage = self
-            .health
-            .lock()
-            .expect("health lock")
-            .record(at, held || det.consensus.answer.is_none());
+        let outage = self.health.lock().expect("health lock").record(
+            domain.as_str(),
+            at,
+            held || det.consensus.answer.is_none(),
+        );
         let event = CheckEvent {
             domain: domain.clone(),
             at,
@@ -286,6 +287,7 @@ impl Monitor {
             changes: det.changes.iter().map(|c| c.kind).collect(),
             window: det.window.as_ref().map(|(e, w)| (*e, w.status)),
             fast_recheck: det.fast_recheck,
+            held,
         };
         let (outcome, n_changes) = (consensus.outcome, det.changes.len());
         for c in &det.changes {
@@ -546,19 +548,54 @@ pub struct SweepSummary {
     pub windows_opened: usize,
     /// Checks that could not be recorded.
     pub not_recorded: usize,
+    /// Answers still held after the second look (our resolver is suspect).
+    pub held: usize,
 }
 
-/// Checks every domain once, now, at most `concurrency` at a time.
+/// Checks every domain once, now, at most `concurrency` at a time; then,
+/// when answers were held, a few others again and the held ones once more
+/// (a held answer is believed only when fresh checks of the others are fine).
 pub async fn sweep(monitor: &Monitor, domains: &[DomainName], concurrency: usize) -> SweepSummary {
-    use futures::StreamExt;
     let mut s = SweepSummary::default();
+    let held = sweep_pass(monitor, domains, concurrency, &mut s).await;
+    if !held.is_empty() {
+        // Fresh evidence of the others first (as many as the outage
+        // detector needs), then the held ones again.
+        let sample: Vec<DomainName> = domains
+            .iter()
+            .filter(|d| !held.contains(d))
+            .take(20)
+            .cloned()
+            .collect();
+        let mut again = SweepSummary::default();
+        sweep_pass(monitor, &sample, concurrency, &mut again).await;
+        s.changes += again.changes;
+        s.windows_opened += again.windows_opened;
+        s.not_recorded += again.not_recorded;
+        s.checked -= held.len();
+        s.held = sweep_pass(monitor, &held, concurrency, &mut s).await.len();
+    }
+    s
+}
+
+/// One pass of a sweep; returns the domains whose answers were held.
+async fn sweep_pass(
+    monitor: &Monitor,
+    domains: &[DomainName],
+    concurrency: usize,
+    s: &mut SweepSummary,
+) -> Vec<DomainName> {
+    use futures::StreamExt;
+    let mut held = Vec::new();
     let mut results = futures::stream::iter(domains.iter().map(|d| monitor.check(d)))
         .buffer_unordered(concurrency.max(1));
     while let Some(r) = results.next().await {
         s.checked += 1;
         match r {
             Ok(ev) => {
-                if ev.observations.iter().any(|o| !o.outcome.is_failure()) {
+                if ev.held {
+                    held.push(ev.domain.clone());
+                } else if ev.observations.iter().any(|o| !o.outcome.is_failure()) {
                     s.answered += 1;
                 } else {
                     s.failed += 1;
@@ -573,7 +610,7 @@ pub async fn sweep(monitor: &Monitor, domains: &[DomainName], concurrency: usize
             }
         }
     }
-    s
+    held
 }
 
 /// Opens what a sweep needs: returns the monitor and the writer task to

@@ -324,19 +324,151 @@ fn unexpected_provider_is_flagged() {
 
 #[test]
 fn resolver_outage_needs_most_domains_failing() {
+    let d = |i: i64| format!("d{i}.example");
     let mut o = OutageDetector::new(Duration::from_secs(300), 10);
     for i in 0..9 {
-        assert_eq!(o.record(t(i), true), None, "too few checks to judge");
+        assert_eq!(
+            o.record(&d(i), t(i), true),
+            None,
+            "too few domains to judge"
+        );
     }
-    assert_eq!(o.record(t(9), true), Some(OutageEvent::Started(t(0))));
-    for i in 10..60 {
-        o.record(t(i), false);
+    assert_eq!(
+        o.record(&d(9), t(9), true),
+        Some(OutageEvent::Started(t(0)))
+    );
+    assert_eq!(o.failing_fraction(), Some(1.0));
+    // Recovery, domain by domain: 9 of 10 still failing is no end, nor 3.
+    for i in 0..8 {
+        assert_eq!(o.record(&d(i), t(10 + i), false), None, "{i}");
     }
-    assert!(o.since.is_none(), "ended once failures fell below 20 %");
+    assert_eq!(o.failing_fraction(), Some(0.2));
+    assert_eq!(
+        o.record(&d(8), t(18), false),
+        Some(OutageEvent::Ended {
+            start: t(0),
+            end: t(18)
+        }),
+        "ended once fewer than 20 % of domains fail"
+    );
+    assert!(o.since.is_none());
 
+    // One domain in three failing is their problem, not ours.
     let mut o = OutageDetector::new(Duration::from_secs(300), 10);
     for i in 0..100 {
-        // One domain in three failing is their problem, not ours.
-        assert_eq!(o.record(t(i), i % 3 == 0), None);
+        assert_eq!(o.record(&d(i % 30), t(i), i % 3 == 0), None);
     }
+    // 7 of 9 failing (78 %) is not yet an outage; the 8th of 10 (80 %) is.
+    let mut o = OutageDetector::new(Duration::from_secs(300), 9);
+    for i in 0..2 {
+        o.record(&d(i), t(i), false);
+    }
+    for i in 2..9 {
+        assert_eq!(o.record(&d(i), t(i), true), None, "{i}");
+    }
+    assert_eq!(
+        o.record(&d(9), t(9), true),
+        Some(OutageEvent::Started(t(2)))
+    );
+}
+
+#[test]
+fn a_domain_rechecked_often_counts_once() {
+    let d = |i: i64| format!("d{i}.example");
+    let mut o = OutageDetector::new(Duration::from_secs(600), 5);
+    for i in 0..5 {
+        o.record(&d(i), t(i), false);
+    }
+    // One failing domain re-checked many times is one domain in five.
+    for k in 0..50 {
+        assert_eq!(o.record(&d(0), t(10 + k), true), None);
+    }
+    assert_eq!(o.failing_fraction(), Some(0.2));
+    // Checks older than the span drop out.
+    assert_eq!(
+        o.record(&d(0), t(700), true),
+        None,
+        "one domain in the span"
+    );
+    assert_eq!(o.failing_fraction(), None);
+}
+
+#[test]
+fn held_answers_are_believed_when_the_others_are_healthy_and_pile_up_into_an_outage_when_not() {
+    let d = |i: i64| format!("d{i}.example");
+    let own = |i: i64| Answer::Records(mx(&[(10, &format!("mx.d{i}.example"))]));
+    let mut h = Health::new(10);
+    for i in 0..10 {
+        assert_eq!(
+            h.assess(&d(i), Some(&own(i)), Some(&own(i))),
+            Trust::Believe
+        );
+        h.record(&d(i), t(i), false);
+    }
+    // One domain changes: held until the nine others have been checked
+    // again (min_checks = 10, but there are only nine others).
+    let new = Answer::Records(mx(&[(10, "mx01.mail.icloud.com")]));
+    let held =
+        |h: &mut Health| matches!(h.assess(&d(0), Some(&own(0)), Some(&new)), Trust::Hold(_));
+    assert!(held(&mut h));
+    h.record(&d(0), t(20), true);
+    for i in 1..9 {
+        h.record(&d(i), t(20 + i), false);
+        // Its own re-checks do not count as the others'.
+        assert!(held(&mut h), "{i} others");
+        h.record(&d(0), t(20 + i), true);
+    }
+    h.record(&d(9), t(30), false);
+    assert!(!held(&mut h), "nine others");
+    // With 30 domains, 20 others (the outage detector's minimum) suffice.
+    let mut h = Health::new(30);
+    for i in 0..30 {
+        h.assess(&d(i), Some(&own(i)), Some(&own(i)));
+        h.record(&d(i), t(i), false);
+    }
+    assert!(held(&mut h));
+    h.record(&d(0), t(40), true);
+    for i in 1..20 {
+        h.record(&d(i), t(40 + i), false);
+    }
+    assert!(held(&mut h), "19 others");
+    h.record(&d(0), t(60), true);
+    h.record(&d(20), t(61), false);
+    assert!(!held(&mut h), "20 others");
+
+    // Every domain answers NXDOMAIN: all held, then an outage.
+    let mut h = Health::new(10);
+    for i in 0..10 {
+        h.assess(&d(i), Some(&own(i)), Some(&own(i)));
+        h.record(&d(i), t(i), false);
+    }
+    let mut started = None;
+    for k in 0..3 {
+        for i in 0..10 {
+            let trust = h.assess(&d(i), Some(&own(i)), Some(&Answer::NxDomain));
+            assert!(matches!(trust, Trust::Hold(_)), "{k} {i}");
+            if let Some(ev) = h.record(&d(i), t(100 * (k + 1) + i), true) {
+                started = Some(ev);
+            }
+        }
+    }
+    assert_eq!(started, Some(OutageEvent::Started(t(100))));
+    // Fewer than three domains: nothing to compare with, believed at once.
+    let mut h = Health::new(2);
+    assert_eq!(
+        h.assess(&d(0), Some(&own(0)), Some(&Answer::NxDomain)),
+        Trust::Believe
+    );
+    // A first answer is believed unless it is NXDOMAIN.
+    let mut h = Health::new(10);
+    assert_eq!(h.assess(&d(0), None, Some(&own(0))), Trust::Believe);
+    assert!(matches!(
+        h.assess(&d(1), None, Some(&Answer::NxDomain)),
+        Trust::Hold(_)
+    ));
+    assert_eq!(
+        h.assess(&d(2), Some(&own(2)), None),
+        Trust::Believe,
+        "failures are not held"
+    );
 }

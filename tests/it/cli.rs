@@ -20,7 +20,7 @@ pub fn mxwatch(dir: &std::path::Path, args: &[&str]) -> Output {
 }
 
 /// Runs the binary off the runtime's threads, so the DNS server keeps answering.
-async fn mxwatch_async(dir: &std::path::Path, args: &[&str]) -> Output {
+pub async fn mxwatch_async(dir: &std::path::Path, args: &[&str]) -> Output {
     let dir = dir.to_path_buf();
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     tokio::task::spawn_blocking(move || {
@@ -31,14 +31,14 @@ async fn mxwatch_async(dir: &std::path::Path, args: &[&str]) -> Output {
     .unwrap()
 }
 
-fn json_lines(out: &Output) -> Vec<Value> {
+pub fn json_lines(out: &Output) -> Vec<Value> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
         .collect()
 }
 
-fn stderr(out: &Output) -> String {
+pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 

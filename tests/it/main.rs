@@ -13,6 +13,7 @@ mod conformance;
 mod feeds;
 mod monitoring;
 mod service;
+mod trust;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;

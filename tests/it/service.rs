@@ -20,7 +20,7 @@ fn send(signal: &str, pid: &str) {
     );
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -28,7 +28,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn start(dir: &std::path::Path) -> Child {
+pub fn start(dir: &std::path::Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_mxwatch"))
         .current_dir(dir)
         .args(["run"])
@@ -39,7 +39,7 @@ fn start(dir: &std::path::Path) -> Child {
         .unwrap()
 }
 
-async fn wait_healthy(base: &str) {
+pub async fn wait_healthy(base: &str) {
     let http = mxwatch::http_client();
     for _ in 0..300 {
         if let Ok(r) = http.get(format!("{base}/healthz")).send().await

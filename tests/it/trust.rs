@@ -1,0 +1,425 @@
+//! Verdicts that stay right through restarts, crashes and a resolver that
+//! lies: every window an earlier process opened is closed by fresh
+//! evidence, and replay gives the daemon's answers.
+
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use serde_json::Value;
+
+use crate::cli::{json_lines, mxwatch_async, stderr};
+use crate::service::{free_port, start, wait_healthy};
+use crate::{Behaviour, TOKEN, TestDns, history_line, unknown_user};
+
+const OWN: &[(u16, &str)] = &[(10, "mx00.example.de")];
+const ICLOUD: &[(u16, &str)] = &[(10, "mx01.mail.icloud.com")];
+const OTHERS: [&str; 4] = ["a.example", "b.example", "c.example", "d.example"];
+
+async fn ok(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let out = mxwatch_async(dir, args).await;
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    out
+}
+
+/// The verdict on an unknown user at `at`, from the command line.
+async fn verdict(dir: &std::path::Path, who: &str, at: chrono::DateTime<Utc>) -> Value {
+    let at = mxwatch::report::time(at);
+    let out = ok(
+        dir,
+        &[
+            "verdict",
+            who,
+            "--at",
+            &at,
+            "--status",
+            "5.1.1",
+            "--reply-code",
+            "550",
+            "--json",
+        ],
+    )
+    .await;
+    json_lines(&out).remove(0)
+}
+
+async fn active_windows(dir: &std::path::Path) -> Vec<Value> {
+    json_lines(&ok(dir, &["windows", "--active", "--json"]).await)
+}
+
+/// An MX window, a resolver outage and an anomaly, all open when the
+/// daemon dies by `kill -9` (and the outage and MX window opened by a
+/// `run --once` that exited, the anomaly by a `bounces ingest` that
+/// exited): once resolution works and the bursts are over, the next
+/// processes close every one, and a hard bounce afterwards is `suppress`
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_left_open_by_exited_or_killed_processes_close_on_fresh_evidence() {
+    let dns = TestDns::start().await;
+    // TTL 1: the revert's grace is a second, not five minutes.
+    dns.set("example.de", Behaviour::mx(OWN, 1));
+    for d in OTHERS {
+        dns.set(d, Behaviour::mx(&[(10, "mx.example.net")], 1));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::write(dir.path().join("token"), TOKEN).unwrap();
+    std::fs::write(
+        dir.path().join("watchlist.yaml"),
+        format!(
+            "upstreams: ['{}']\ngrace: 0s\nschedule: '0 0 1 1 *'\nlisten: '127.0.0.1:{port}'\n\
+             api_token_file: token\ndomains: [example.de, {}]\n",
+            dns.addr,
+            OTHERS.join(", ")
+        ),
+    )
+    .unwrap();
+    let d = dir.path();
+    ok(d, &["run", "--once"]).await;
+
+    // example.de flips to iCloud (held at first, believed on the second
+    // look, the others being fine); then our resolver fails for the rest.
+    dns.set("example.de", Behaviour::mx(ICLOUD, 1));
+    ok(d, &["run", "--once"]).await;
+    for name in OTHERS {
+        dns.set(name, Behaviour::ServFail);
+    }
+    ok(d, &["run", "--once"]).await;
+    // An Apple-like burst, ingested by a process of its own.
+    let t0 = Utc.with_ymd_and_hms(2021, 4, 26, 11, 0, 0).unwrap();
+    let mut lines = vec![history_line(t0)];
+    for i in 0..25 {
+        let who = format!("user{i}@{}", ["icloud.com", "me.com", "mac.com"][i % 3]);
+        lines.push(unknown_user(
+            &who,
+            t0 + chrono::Duration::minutes(i as i64),
+            "mx01.mail.icloud.com",
+        ));
+    }
+    std::fs::write(d.join("burst.jsonl"), lines.join("\n")).unwrap();
+    ok(d, &["bounces", "ingest", "burst.jsonl"]).await;
+    let kinds: Vec<String> = active_windows(d)
+        .await
+        .iter()
+        .map(|w| w["kind"].as_str().unwrap().to_string())
+        .collect();
+    let mut sorted = kinds.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        ["anomaly", "mx_change", "resolver_outage"],
+        "{kinds:?}"
+    );
+    let during = verdict(d, "kim@a.example", Utc::now()).await;
+    assert_eq!(during["verdict"], "transient", "{during}");
+
+    // A daemon takes over the database and dies by kill -9.
+    let mut child = start(d);
+    wait_healthy(&format!("http://127.0.0.1:{port}")).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Resolution works again; example.de is back.
+    dns.set("example.de", Behaviour::mx(OWN, 1));
+    for name in OTHERS {
+        dns.set(name, Behaviour::mx(&[(10, "mx.example.net")], 1));
+    }
+    ok(d, &["run", "--once"]).await; // the outage ends; example.de reverts (1 s grace)
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    ok(d, &["run", "--once"]).await; // the grace is over: its window closes
+    // A later bounce: the burst is long over.
+    let late = unknown_user(
+        "late@icloud.com",
+        t0 + chrono::Duration::hours(2),
+        "mx01.mail.icloud.com",
+    );
+    std::fs::write(d.join("late.jsonl"), late).unwrap();
+    ok(d, &["bounces", "ingest", "late.jsonl"]).await;
+
+    assert_eq!(active_windows(d).await, Vec::<Value>::new());
+    let after = Utc::now();
+    for who in ["kim@a.example", "kim@example.de"] {
+        let v = verdict(d, who, after).await;
+        assert_eq!(v["verdict"], "suppress", "{v}");
+    }
+    let v = verdict(d, "late@icloud.com", t0 + chrono::Duration::hours(2)).await;
+    assert_eq!(v["verdict"], "suppress", "{v}");
+    let stored = json_lines(&ok(d, &["bounces", "list", "--json", "--domain", "icloud.com"]).await);
+    assert!(!stored.is_empty());
+}
+
+/// A daemon on the paused clock watching `names`, with the API and a token.
+fn daemon_watching(dns: &TestDns, names: &[String]) -> (crate::App, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let yaml = format!(
+        "{}api_token_file: '{}'\ndomains: [{}]\n",
+        crate::base_yaml(dns),
+        token_file.display(),
+        names.join(", ")
+    );
+    let config = crate::write_config(&dir, &yaml);
+    let app = crate::start(config, std::sync::Arc::new(dir));
+    let addr = app.daemon.as_ref().unwrap().api_addr.unwrap();
+    (app, format!("http://{addr}"))
+}
+
+/// The daemon's clock: `crate::start`'s origin, moving with tokio's.
+fn clock_from(started: tokio::time::Instant) -> impl Fn() -> chrono::DateTime<Utc> {
+    move || {
+        Utc.with_ymd_and_hms(2021, 4, 26, 11, 0, 0).unwrap()
+            + chrono::Duration::from_std(tokio::time::Instant::now() - started).unwrap()
+    }
+}
+
+async fn minutes(n: u64) {
+    tokio::time::sleep(Duration::from_secs(60 * n)).await;
+}
+
+/// "Our own resolver down for 40 minutes across 40 domains, then a SERVFAIL
+/// blip on one domain": `transient` in the outage, `suppress` outside it,
+/// live and in replay, bounce by bounce, when each arrived and in hindsight.
+#[tokio::test(start_paused = true)]
+async fn replay_gives_the_daemons_verdicts_through_an_outage_of_our_resolver() {
+    let dns = TestDns::start().await;
+    let names: Vec<String> = (0..40).map(|i| format!("d{i}.example")).collect();
+    let own = |n: &str| Behaviour::mx(&[(10, &format!("mx.{n}"))], 300);
+    for n in &names {
+        dns.set(n, own(n));
+    }
+    let now = clock_from(tokio::time::Instant::now());
+    let (app, base) = daemon_watching(&dns, &names);
+    let mut checks = app.daemon.as_ref().unwrap().monitor.subscribe();
+    let mut recorded: Vec<mxwatch::monitor::CheckEvent> = Vec::new();
+    let drain = |rx: &mut tokio::sync::broadcast::Receiver<mxwatch::monitor::CheckEvent>,
+                 out: &mut Vec<mxwatch::monitor::CheckEvent>| {
+        while let Ok(ev) = rx.try_recv() {
+            out.push(ev);
+        }
+    };
+    let mut sent: Vec<(String, Value)> = Vec::new();
+    // A day of feed history, so that nothing here is judged in warm-up.
+    crate::post_bounces(&base, history_line(now())).await;
+    let bounce = async |who: &str| -> (String, Value) {
+        let domain = who.split_once('@').unwrap().1;
+        let line = unknown_user(who, now(), &format!("mx.{domain}"));
+        let answer = crate::post_bounces(&base, line.clone()).await;
+        (line, answer["verdicts"][0].clone())
+    };
+
+    minutes(3).await;
+    sent.push(bounce("before@d1.example").await);
+    minutes(2).await;
+    drain(&mut checks, &mut recorded);
+    for n in &names {
+        dns.set(n, Behaviour::ServFail);
+    }
+    // 20 s in, most domains have not been checked since: no outage yet.
+    for (secs, who) in [
+        (20, "early@d2.example"),
+        (900, "mid@d3.example"),
+        (1200, "late@d4.example"),
+    ] {
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        drain(&mut checks, &mut recorded);
+        sent.push(bounce(who).await);
+    }
+    tokio::time::sleep(Duration::from_secs(280)).await; // 40 minutes after it began
+    for n in &names {
+        dns.set(n, own(n));
+    }
+    minutes(20).await;
+    drain(&mut checks, &mut recorded);
+    sent.push(bounce("after@d5.example").await);
+    // A blip: one domain fails for a check or two.
+    dns.set("d0.example", Behaviour::ServFail);
+    minutes(1).await;
+    sent.push(bounce("blip@d0.example").await);
+    dns.set("d0.example", own("d0.example"));
+    minutes(2).await;
+    drain(&mut checks, &mut recorded);
+
+    let live: Vec<&str> = sent
+        .iter()
+        .map(|(_, v)| v["verdict"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        live,
+        [
+            "suppress",
+            "suppress",
+            "transient",
+            "transient",
+            "suppress",
+            "suppress"
+        ],
+        "answered when each arrived: the outage is recognised after a few minutes"
+    );
+    let store = app.store();
+    let windows = store.windows(None).unwrap();
+    assert_eq!(
+        windows.iter().map(|w| w.kind.as_str()).collect::<Vec<_>>(),
+        ["resolver_outage"],
+        "one global window, no per-domain ones: {windows:?}"
+    );
+    let outage = &windows[0];
+    assert!(outage.end.is_some(), "it ended once resolution worked");
+    let stored: Vec<String> = store
+        .stored_bounces(None, None, Some(mxwatch::bounce::Kind::UserUnknown))
+        .unwrap()
+        .into_iter()
+        .map(|b| b.verdict.unwrap())
+        .collect();
+    assert_eq!(
+        stored,
+        [
+            "suppress",
+            "transient",
+            "transient",
+            "transient",
+            "suppress",
+            "suppress"
+        ],
+        "in hindsight the early one in the outage is reinstated"
+    );
+    let events = app.outbox_events();
+    assert_eq!(
+        events,
+        [
+            "resolver_outage_started",
+            "reinstatements",
+            "resolver_outage_ended"
+        ]
+    );
+
+    // The same observations and bounces, replayed.
+    let observations: Vec<mxwatch::replay::Recorded> = recorded
+        .iter()
+        .flat_map(|ev| {
+            ev.observations.iter().map(|o| mxwatch::replay::Recorded {
+                domain: ev.domain.clone(),
+                at: ev.at,
+                observation: o.clone(),
+            })
+        })
+        .collect();
+    let bounces: Vec<mxwatch::bounce::Bounce> = std::iter::once(history_line(
+        Utc.with_ymd_and_hms(2021, 4, 26, 11, 0, 0).unwrap(),
+    ))
+    .chain(sent.iter().map(|(line, _)| line.clone()))
+    .map(|l| serde_json::from_str(&l).unwrap())
+    .collect();
+    let config = app.config.clone();
+    let (out, _) = mxwatch::replay::replay(&config, &observations, &bounces)
+        .await
+        .unwrap();
+    let replay_initial: Vec<&str> = out[1..]
+        .iter()
+        .map(|r| r.initial.verdict.as_str())
+        .collect();
+    let replay_final: Vec<&str> = out[1..]
+        .iter()
+        .map(|r| r.final_judgement.verdict.as_str())
+        .collect();
+    assert_eq!(replay_initial, live, "replay answers as the daemon did");
+    assert_eq!(replay_final, stored, "and holds what the daemon holds");
+    app.stop().await;
+}
+
+/// A resolver that lies (NXDOMAIN for every name, or one identical answer
+/// for every name, as captive portals and broken forwarders do) is our
+/// fault, not the domains': one global window and one alert, no per-domain
+/// change, no baseline learnt from it; bounces in it are `transient`, and
+/// once the resolver tells the truth again nothing has changed.
+#[tokio::test(start_paused = true)]
+async fn a_resolver_that_lies_is_an_outage_not_thirteen_changes() {
+    for lie in [
+        Behaviour::NxDomain,
+        Behaviour::mx(&[(10, "mx.portal.example")], 60),
+    ] {
+        let dns = TestDns::start().await;
+        let names: Vec<String> = (0..13).map(|i| format!("d{i}.example")).collect();
+        let own = |n: &str| Behaviour::mx(&[(10, &format!("mx.{n}"))], 300);
+        for n in &names {
+            dns.set(n, own(n));
+        }
+        let now = clock_from(tokio::time::Instant::now());
+        let (app, base) = daemon_watching(&dns, &names);
+        crate::post_bounces(&base, history_line(now())).await;
+        minutes(3).await;
+        for n in &names {
+            dns.set(n, lie.clone());
+        }
+        minutes(15).await;
+        let during = crate::post_bounces(
+            &base,
+            unknown_user("kim@d3.example", now(), "mx.d3.example"),
+        )
+        .await;
+        assert_eq!(
+            during["verdicts"][0]["verdict"], "transient",
+            "{lie:?}: {during}"
+        );
+        for n in &names {
+            dns.set(n, own(n));
+        }
+        minutes(20).await;
+        let after = crate::post_bounces(
+            &base,
+            unknown_user("kim@d4.example", now(), "mx.d4.example"),
+        )
+        .await;
+        assert_eq!(
+            after["verdicts"][0]["verdict"], "suppress",
+            "{lie:?}: {after}"
+        );
+        let store = app.store();
+        let windows = store.windows(None).unwrap();
+        assert_eq!(
+            windows.iter().map(|w| w.kind.as_str()).collect::<Vec<_>>(),
+            ["resolver_outage"],
+            "{lie:?}: {windows:?}"
+        );
+        assert!(windows[0].end.is_some());
+        assert_eq!(
+            store.changes(None, None).unwrap(),
+            vec![],
+            "{lie:?}: no per-domain change"
+        );
+        assert_eq!(
+            app.outbox_events(),
+            ["resolver_outage_started", "resolver_outage_ended"],
+            "{lie:?}: one alert for the outage, one for its end"
+        );
+        app.stop().await;
+    }
+}
+
+/// On a fresh database, a first sweep in which most domains answer NXDOMAIN
+/// teaches no baseline: the answers are held and the outage is opened, so
+/// the real answers later are no "change".
+#[tokio::test(start_paused = true)]
+async fn a_first_sweep_through_a_lying_resolver_learns_nothing() {
+    let dns = TestDns::start().await;
+    let names: Vec<String> = (0..13).map(|i| format!("d{i}.example")).collect();
+    // The server knows none of them yet: NXDOMAIN for every name.
+    let (app, _base) = daemon_watching(&dns, &names);
+    minutes(12).await;
+    let windows = app.store().windows(None).unwrap();
+    assert_eq!(
+        windows.iter().map(|w| w.kind.as_str()).collect::<Vec<_>>(),
+        ["resolver_outage"]
+    );
+    for n in &names {
+        dns.set(n, Behaviour::mx(&[(10, &format!("mx.{n}"))], 300));
+    }
+    minutes(15).await;
+    let store = app.store();
+    assert_eq!(
+        store.changes(None, None).unwrap(),
+        vec![],
+        "nothing learnt from the lie"
+    );
+    assert!(store.windows(None).unwrap().iter().all(|w| w.end.is_some()));
+    app.stop().await;
+}
