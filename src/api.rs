@@ -466,7 +466,10 @@ async fn domain(
             if history.is_empty() {
                 return Err(ApiError::new(
                     StatusCode::NOT_FOUND,
-                    format!("no history of {d}"),
+                    format!(
+                        "no history of {d}: mxwatch has not checked it; {}",
+                        crate::verdict::NO_HISTORY
+                    ),
                 ));
             }
             let current = s.as_of(&d, now).map_err(internal)?;
@@ -489,8 +492,14 @@ async fn domain(
                 .filter(|w| w.domain.as_deref() == Some(d.as_str()))
                 .map(|w| report::window_json(w, now))
                 .collect();
+            use crate::store::Knowledge;
+            let grounds = s
+                .circumstances(d.as_str(), now, None, &me.judging.providers)
+                .map_err(internal)?
+                .grounds(now, &me.judging.anomaly);
             Ok(json!({
                 "domain": d.as_str(),
+                "caveats": grounds.warming_up.into_iter().collect::<Vec<_>>(),
                 "current": consensus.map(report::as_of_json),
                 "provider": provider,
                 "history": history.iter().map(report::run_json).collect::<Vec<_>>(),

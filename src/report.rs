@@ -212,7 +212,7 @@ pub fn window_text(w: &WindowRow, now: DateTime<Utc>) -> String {
         time(w.start),
         end,
         w.severity.as_str(),
-        w.domain.as_deref().unwrap_or("(all domains)"),
+        window_scope(w),
         what,
         if w.flaps > 0 {
             format!("  ({} flaps)", w.flaps)
@@ -220,6 +220,16 @@ pub fn window_text(w: &WindowRow, now: DateTime<Utc>) -> String {
             String::new()
         }
     )
+}
+
+/// Whom a window covers: its domain, an anomaly's domain or provider, or
+/// every domain (a resolver outage).
+fn window_scope(w: &crate::store::WindowRow) -> String {
+    match (&w.domain, &w.scope) {
+        (Some(d), _) => d.clone(),
+        (None, Some((kind, name))) => format!("{kind} {name}"),
+        (None, None) => "(all domains)".to_string(),
+    }
 }
 
 /// A verdict, in the shape the API, the CLI and replay share.
@@ -332,4 +342,52 @@ pub fn judgement_text(b: &crate::bounce::Bounce, j: &crate::verdict::Judgement) 
         out.push_str(&format!("  ! {c}\n"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::{Severity, WindowStatus};
+    use chrono::TimeZone;
+
+    fn row(domain: Option<&str>, kind: &str, scope: Option<(&str, &str)>) -> WindowRow {
+        let t = Utc.with_ymd_and_hms(2021, 4, 26, 11, 0, 0).unwrap();
+        WindowRow {
+            id: 1,
+            domain: domain.map(str::to_string),
+            kind: kind.into(),
+            start: t,
+            detected_at: t,
+            end: None,
+            status: WindowStatus::Open,
+            close_reason: None,
+            severity: Severity::Critical,
+            before: None,
+            after: None,
+            flaps: 0,
+            scope: scope.map(|(k, n)| (k.to_string(), n.to_string())),
+            detail: None,
+        }
+    }
+
+    #[test]
+    fn windows_name_whom_they_cover() {
+        let now = Utc.with_ymd_and_hms(2021, 4, 26, 12, 0, 0).unwrap();
+        let cases = [
+            (row(Some("web.de"), "mx_change", None), "web.de"),
+            (
+                row(None, "anomaly", Some(("provider", "icloud"))),
+                "provider icloud",
+            ),
+            (
+                row(None, "anomaly", Some(("domain", "gmail.com"))),
+                "domain gmail.com",
+            ),
+            (row(None, "resolver_outage", None), "(all domains)"),
+        ];
+        for (w, want) in cases {
+            let text = window_text(&w, now);
+            assert!(text.contains(&format!("critical {want}")), "{text}");
+        }
+    }
 }

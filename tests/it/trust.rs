@@ -423,3 +423,78 @@ async fn a_first_sweep_through_a_lying_resolver_learns_nothing() {
     assert!(store.windows(None).unwrap().iter().all(|w| w.end.is_some()));
     app.stop().await;
 }
+
+/// A fresh database knows no normal: an ordinary half hour of unknown
+/// users at gmail.com is no anomaly, and the verdict and the domain's page
+/// say that there is too little history to judge bursts; a day of feed
+/// history later they no longer do.
+#[tokio::test(start_paused = true)]
+async fn a_cold_start_says_it_knows_too_little_and_opens_no_anomaly() {
+    let dns = TestDns::start().await;
+    dns.set("example.de", Behaviour::mx(OWN, 300));
+    let now = clock_from(tokio::time::Instant::now());
+    let (app, base) = daemon_watching(&dns, &["example.de".to_string()]);
+    minutes(1).await;
+    let mut answers = Vec::new();
+    for i in 0..25 {
+        let line = unknown_user(
+            &format!("u{i}@gmail.com"),
+            now(),
+            "gmail-smtp-in.l.google.com",
+        );
+        answers.push(crate::post_bounces(&base, line).await);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+    for a in &answers {
+        let v = &a["verdicts"][0];
+        assert_eq!(v["verdict"], "suppress", "{v}");
+        assert_eq!(a["reinstated"], 0);
+        let caveats: Vec<&str> = v["caveats"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        assert_eq!(caveats.len(), 2, "{caveats:?}");
+        assert_eq!(caveats[0], mxwatch::verdict::NO_HISTORY);
+        assert!(
+            caveats[1].starts_with("too little bounce history to judge bursts"),
+            "{caveats:?}"
+        );
+    }
+    assert_eq!(app.store().windows(None).unwrap(), vec![]);
+    let page: Value = crate::get_json(format!("{base}/v1/domains/example.de")).await;
+    assert!(
+        page["caveats"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("too little bounce history"),
+        "{page}"
+    );
+    let r = mxwatch::http_client()
+        .get(format!("{base}/v1/domains/gmail.com"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let err: Value = r.json().await.unwrap();
+    assert!(
+        err["error"]
+            .as_str()
+            .unwrap()
+            .contains(mxwatch::verdict::NO_HISTORY),
+        "{err}"
+    );
+
+    // A day of history arrives (an older feed ingested): warm.
+    crate::post_bounces(&base, history_line(now())).await;
+    let page: Value = crate::get_json(format!("{base}/v1/domains/example.de")).await;
+    assert_eq!(page["caveats"], serde_json::json!([]), "{page}");
+    let a = crate::post_bounces(
+        &base,
+        unknown_user("kim@example.de", now(), "mx00.example.de"),
+    )
+    .await;
+    assert_eq!(a["verdicts"][0]["caveats"], serde_json::json!([]), "{a}");
+    app.stop().await;
+}
