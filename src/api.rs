@@ -366,7 +366,9 @@ async fn verdict(
     // Microseconds of work over the in-memory model: done on this worker.
     let answer =
         judge::judge(&*st.model, &st.judging, parts, st.clock.now()).map_err(|e| match e {
-            judge::JudgeError::Recipient(_) => ApiError::bad_request(e.to_string()),
+            judge::JudgeError::Recipient(_) | judge::JudgeError::Parts(_) => {
+                ApiError::bad_request(e.to_string())
+            }
             judge::JudgeError::Store(e) => ApiError::internal(e.to_string()),
         })?;
     st.metrics

@@ -23,6 +23,9 @@ pub struct Parts {
 pub enum JudgeError {
     #[error("{0:?} is not an email address")]
     Recipient(String),
+    /// The parts are wrong or too few to judge: the caller must say more.
+    #[error("{0}")]
+    Parts(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -35,6 +38,59 @@ pub struct Answer {
     pub judgement: Judgement,
 }
 
+/// Checks the parts before anything is judged, and takes a status or reply
+/// code the caller gave only inside the diagnostic. A verdict is never
+/// guessed from a malformed code or from nothing.
+pub fn validate(parts: &mut Parts) -> Result<(), JudgeError> {
+    if let Some(c) = parts.recipient.chars().find(|c| c.is_control()) {
+        return Err(JudgeError::Parts(format!(
+            "recipient {:?} contains a control character (U+{:04X})",
+            parts.recipient, c as u32
+        )));
+    }
+    if let Some(s) = parts.status.as_mut() {
+        *s = s.trim().to_string();
+        let fields: Vec<&str> = s.split('.').collect();
+        let well_formed = matches!(fields.as_slice(), [class, subject, detail]
+            if matches!(*class, "2" | "4" | "5")
+                && [subject, detail].iter().all(|f| (1..=3).contains(&f.len()) && f.bytes().all(|b| b.is_ascii_digit())));
+        if !well_formed {
+            return Err(JudgeError::Parts(format!(
+                "status {s:?} is not an RFC 3463 code: class 2, 4 or 5, then a subject and a detail of 1 to 3 digits (e.g. 5.1.1)"
+            )));
+        }
+    }
+    if let Some(c) = parts.reply_code
+        && !((400..600).contains(&c) && (c / 10) % 10 <= 5)
+    {
+        return Err(JudgeError::Parts(format!(
+            "reply code {c} is not an SMTP failure reply (4yz or 5yz with y from 0 to 5, e.g. 550)"
+        )));
+    }
+    let diagnostic = parts.diagnostic.as_deref().unwrap_or("");
+    if parts.status.is_none() {
+        parts.status = crate::bounce::classify::normalise_status(diagnostic);
+    }
+    if parts.reply_code.is_none() {
+        parts.reply_code = crate::bounce::parse::dsn::reply_code(diagnostic).filter(|c| *c >= 400);
+    }
+    match (parts.status.as_deref(), parts.reply_code) {
+        (None, None) => Err(JudgeError::Parts(
+            "nothing says how the delivery failed: give a status (e.g. 5.1.1) or a reply code \
+             (e.g. 550), or a diagnostic that has one"
+                .into(),
+        )),
+        (Some(s), Some(c))
+            if (s.starts_with('5') && c < 500) || (s.starts_with('4') && c >= 500) =>
+        {
+            Err(JudgeError::Parts(format!(
+                "status {s} and reply code {c} disagree: one says permanent, the other temporary"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Classifies the parts and judges them against what `store` knows.
 pub fn judge(
     store: &impl Knowledge,
@@ -42,11 +98,10 @@ pub fn judge(
     parts: Parts,
     now: DateTime<Utc>,
 ) -> Result<Answer, JudgeError> {
+    let mut parts = parts;
+    validate(&mut parts)?;
     let at = parts.at.unwrap_or(now);
-    let permanent = parts
-        .status
-        .as_deref()
-        .is_some_and(|s| s.trim().starts_with('5'))
+    let permanent = parts.status.as_deref().is_some_and(|s| s.starts_with('5'))
         || parts.reply_code.is_some_and(|c| c >= 500);
     let recipient = parts.recipient.clone();
     let facts = Facts {
@@ -79,4 +134,76 @@ pub fn judge(
         at,
         judgement,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(status: Option<&str>, reply: Option<u16>, diagnostic: Option<&str>) -> Parts {
+        Parts {
+            recipient: "kim@web.de".into(),
+            status: status.map(str::to_string),
+            reply_code: reply,
+            diagnostic: diagnostic.map(str::to_string),
+            ..Parts::default()
+        }
+    }
+
+    fn error_of(p: Parts) -> String {
+        let mut p = p;
+        match validate(&mut p) {
+            Err(JudgeError::Parts(m)) => m,
+            other => panic!("{p:?}: expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn malformed_or_missing_codes_are_refused_with_what_is_wrong() {
+        for (status, reply, want) in [
+            (None, None, "nothing says how the delivery failed"),
+            (Some("9.9.9"), None, "not an RFC 3463 code"),
+            (Some("5.1.1.1.1"), None, "not an RFC 3463 code"),
+            (Some("5.1"), None, "not an RFC 3463 code"),
+            (Some("5.1000.1"), None, "not an RFC 3463 code"),
+            (Some("5.x.1"), None, "not an RFC 3463 code"),
+            (Some("3.1.1"), None, "not an RFC 3463 code"),
+            (None, Some(250), "not an SMTP failure reply"),
+            (None, Some(399), "not an SMTP failure reply"),
+            (None, Some(600), "not an SMTP failure reply"),
+            (None, Some(560), "not an SMTP failure reply"),
+            (Some("5.1.1"), Some(450), "disagree"),
+            (Some("4.2.2"), Some(552), "disagree"),
+        ] {
+            let e = error_of(parts(status, reply, None));
+            assert!(e.contains(want), "{status:?} {reply:?}: {e}");
+        }
+        let mut p = parts(Some("5.1.1"), None, None);
+        p.recipient = "a\u{0}b@web.de".into();
+        assert!(error_of(p).contains("control character (U+0000)"));
+    }
+
+    #[test]
+    fn well_formed_codes_pass_and_a_diagnostic_supplies_them() {
+        for (status, reply) in [
+            (Some(" 5.1.1 "), None),
+            (Some("5.1.10"), Some(550)),
+            (Some("4.7.0"), Some(421)),
+            (Some("2.0.0"), None),
+            (None, Some(455)),
+            (None, Some(554)),
+        ] {
+            let mut p = parts(status, reply, None);
+            assert!(validate(&mut p).is_ok(), "{status:?} {reply:?}");
+        }
+        let mut p = parts(None, None, Some("550 5.1.1 <kim@web.de>: user unknown"));
+        validate(&mut p).unwrap();
+        assert_eq!(
+            (p.status.as_deref(), p.reply_code),
+            (Some("5.1.1"), Some(550))
+        );
+        let mut p = parts(Some(" 5.1.1"), None, None);
+        validate(&mut p).unwrap();
+        assert_eq!(p.status.as_deref(), Some("5.1.1"), "trimmed");
+    }
 }

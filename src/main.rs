@@ -15,6 +15,7 @@ use mxwatch::bounce::{Bounce, Kind};
 use mxwatch::clock::{Clock, SystemClock};
 use mxwatch::config::{Config, Upstream};
 use mxwatch::domain::DomainName;
+use mxwatch::judge::JudgeError;
 use mxwatch::monitor::{self, Daemon};
 use mxwatch::report;
 use mxwatch::resolve::MxResolver;
@@ -464,7 +465,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 bounce,
                 at,
                 judgement,
-            } = mxwatch::judge::judge(&store, &config.judging(), parts, Utc::now())?;
+            } = match mxwatch::judge::judge(&store, &config.judging(), parts, Utc::now()) {
+                Ok(a) => a,
+                // Too little or malformed: a usage error, nothing guessed.
+                Err(e @ (JudgeError::Parts(_) | JudgeError::Recipient(_))) => {
+                    eprintln!("mxwatch: verdict: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+                Err(e) => return Err(e.into()),
+            };
             if *json {
                 print_lines([report::judgement_json(&bounce, at, &judgement).to_string()])?;
             } else {

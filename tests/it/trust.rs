@@ -498,3 +498,111 @@ async fn a_cold_start_says_it_knows_too_little_and_opens_no_anomaly() {
     assert_eq!(a["verdicts"][0]["caveats"], serde_json::json!([]), "{a}");
     app.stop().await;
 }
+
+/// Judging with too little: a status that is no RFC 3463 code, a reply code
+/// that is no failure, nothing at all, or a recipient with a NUL byte get an
+/// error that says what is wrong, never a guessed verdict; an unwatched
+/// domain's verdict says it was judged on the bounce alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verdict_needs_a_well_formed_code_and_says_when_it_knows_no_history() {
+    let dns = TestDns::start().await;
+    dns.set("example.de", Behaviour::mx(OWN, 300));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("watchlist.yaml"),
+        format!("upstreams: ['{}']\ndomains: [example.de]\n", dns.addr),
+    )
+    .unwrap();
+    let d = dir.path();
+    ok(d, &["run", "--once"]).await;
+    for (args, want) in [
+        (vec![], "nothing says how the delivery failed"),
+        (vec!["--status", "9.9.9"], "not an RFC 3463 code"),
+        (vec!["--status", "5.1.1.1.1"], "not an RFC 3463 code"),
+        (vec!["--reply-code", "250"], "not an SMTP failure reply"),
+        (vec!["--status", "5.1.1", "--reply-code", "450"], "disagree"),
+    ] {
+        let mut all = vec!["verdict", "kim@example.de"];
+        all.extend(args.iter().copied());
+        let out = mxwatch_async(d, &all).await;
+        assert_eq!(out.status.code(), Some(2), "{all:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(want), "{all:?}: {}", stderr(&out));
+        assert!(out.stdout.is_empty(), "no verdict printed for {all:?}");
+    }
+    // A diagnostic alone is enough when it has the codes.
+    let v = json_lines(
+        &ok(
+            d,
+            &[
+                "verdict",
+                "kim@example.de",
+                "--diagnostic",
+                "550 5.1.1 user unknown",
+                "--json",
+            ],
+        )
+        .await,
+    )
+    .remove(0);
+    assert_eq!(v["verdict"], "suppress", "{v}");
+    assert_eq!(
+        v["caveats"].as_array().unwrap().len(),
+        1,
+        "warm-up only: {v}"
+    );
+    let text = String::from_utf8(
+        ok(
+            d,
+            &["verdict", "kim@unwatched.example", "--status", "5.1.1"],
+        )
+        .await
+        .stdout,
+    )
+    .unwrap();
+    assert!(text.contains(mxwatch::verdict::NO_HISTORY), "{text}");
+
+    // The same rules over HTTP.
+    let names = ["example.de".to_string()];
+    let (app, base) = daemon_watching(&dns, &names);
+    let http = mxwatch::http_client();
+    for query in [
+        "recipient=kim@example.de",
+        "recipient=kim@example.de&status=9.9.9",
+        "recipient=kim@example.de&status=5.1.1.1.1",
+        "recipient=a%00b@example.de&status=5.1.1",
+    ] {
+        let r = http
+            .get(format!("{base}/v1/verdict?{query}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{query}");
+        let e: Value = r.json().await.unwrap();
+        assert!(e["error"].is_string(), "{query}: {e}");
+    }
+    let r = http
+        .post(format!("{base}/v1/verdicts"))
+        .json(&serde_json::json!([
+            {"recipient": "a\u{0}b@example.de", "status": "5.1.1"},
+            {"recipient": "kim@example.de", "status": "5.1.1.1.1"},
+            {"recipient": "kim@example.de", "status": "5.1.1", "reply_code": 550},
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let items: Vec<Value> = r.json().await.unwrap();
+    assert!(
+        items[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("control character"),
+        "{items:?}"
+    );
+    assert!(
+        items[1]["error"].as_str().unwrap().contains("RFC 3463"),
+        "{items:?}"
+    );
+    assert_eq!(items[2]["verdict"], "suppress", "{items:?}");
+    app.stop().await;
+}
