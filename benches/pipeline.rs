@@ -116,7 +116,7 @@ fn main() {
 
         let (m, writer) = monitor::open_for_sweep(&config, Arc::new(SystemClock)).unwrap();
         let t = Instant::now();
-        let s1 = monitor::sweep(&m, &names, concurrency).await;
+        let s1 = monitor::sweep(&m, &names, concurrency, &tokio::sync::watch::channel(false).1).await;
         let sweep1 = n as f64 / t.elapsed().as_secs_f64();
         drop(m);
         writer.await.unwrap();
@@ -125,7 +125,7 @@ fn main() {
 
         let (m, writer) = monitor::open_for_sweep(&config, Arc::new(SystemClock)).unwrap();
         let t = Instant::now();
-        let s2 = monitor::sweep(&m, &names, concurrency).await;
+        let s2 = monitor::sweep(&m, &names, concurrency, &tokio::sync::watch::channel(false).1).await;
         let sweep2 = n as f64 / t.elapsed().as_secs_f64();
         drop(m);
         writer.await.unwrap();

@@ -316,7 +316,7 @@ async fn metrics(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> 
     Ok(resp)
 }
 
-fn parse_parts(query: Option<String>) -> Result<Parts, ApiError> {
+fn parse_parts(query: Option<String>, now: DateTime<Utc>) -> Result<Parts, ApiError> {
     let q = query.unwrap_or_default();
     let mut parts: Parts = serde_urlencoded::from_str::<Vec<(String, String)>>(&q)
         .map_err(|e| ApiError::bad_request(format!("query: {e}")))
@@ -327,11 +327,8 @@ fn parse_parts(query: Option<String>) -> Result<Parts, ApiError> {
                     "recipient" => p.recipient = v,
                     "at" => {
                         p.at = Some(
-                            chrono::DateTime::parse_from_rfc3339(&v)
-                                .map_err(|e| {
-                                    ApiError::bad_request(format!("at: {v:?} is not RFC 3339: {e}"))
-                                })?
-                                .with_timezone(&Utc),
+                            crate::clock::parse_moment(&v, now)
+                                .map_err(|e| ApiError::bad_request(format!("at: {e}")))?,
                         )
                     }
                     "status" => p.status = Some(v).filter(|s| !s.is_empty()),
@@ -362,7 +359,7 @@ async fn verdict(
     State(st): State<Arc<ApiState>>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let parts = parse_parts(query)?;
+    let parts = parse_parts(query, st.clock.now())?;
     // Microseconds of work over the in-memory model: done on this worker.
     let answer =
         judge::judge(&*st.model, &st.judging, parts, st.clock.now()).map_err(|e| match e {
@@ -512,8 +509,12 @@ async fn domain(
     Ok(axum::Json(body).into_response())
 }
 
-/// Parses `since=` (RFC 3339), the only parameter of listing endpoints.
-fn parse_since(query: Option<String>) -> Result<Option<DateTime<Utc>>, ApiError> {
+/// Parses `since=` (RFC 3339, a date, or an age such as `24h`, as on the
+/// command line), the only parameter of listing endpoints.
+fn parse_since(
+    query: Option<String>,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(&query.unwrap_or_default())
         .map_err(|e| ApiError::bad_request(format!("query: {e}")))?;
     let mut since = None;
@@ -521,11 +522,8 @@ fn parse_since(query: Option<String>) -> Result<Option<DateTime<Utc>>, ApiError>
         match k.as_str() {
             "since" => {
                 since = Some(
-                    DateTime::parse_from_rfc3339(&v)
-                        .map_err(|e| {
-                            ApiError::bad_request(format!("since: {v:?} is not RFC 3339: {e}"))
-                        })?
-                        .with_timezone(&Utc),
+                    crate::clock::parse_moment(&v, now)
+                        .map_err(|e| ApiError::bad_request(format!("since: {e}")))?,
                 )
             }
             other => {
@@ -542,7 +540,7 @@ async fn reinstatements(
     State(st): State<Arc<ApiState>>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let since = parse_since(query)?;
+    let since = parse_since(query, st.clock.now())?;
     let rows = st
         .read(move |s| {
             s.reinstatements(since)

@@ -19,7 +19,7 @@ pub use crate::resolve::Upstream;
 use crate::schedule::Schedule;
 
 /// A configuration problem, located as precisely as we know.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub struct ConfigError {
     pub file: PathBuf,
     pub line: Option<usize>,
@@ -237,6 +237,10 @@ pub struct Config {
     pub domains: Vec<WatchedDomain>,
     /// Entries of `domains_file` that repeated an earlier entry and were merged.
     pub duplicates_merged: usize,
+    /// Secrets that could not be read (an alert's `secret_env` unset, an
+    /// unreadable `secret_file` or `api_token_file`): only `run` needs
+    /// them, and refuses to start without them ([`Config::require_secrets`]).
+    pub secret_problems: Vec<ConfigError>,
 }
 
 impl Config {
@@ -254,8 +258,35 @@ impl Config {
         Self::from_yaml(&text, path)
     }
 
-    /// Validates YAML text; `path` names it in errors and anchors relative paths.
+    /// Validates YAML text; `path` names it in errors and anchors relative
+    /// paths. Every error about this file names the line of its field.
     pub fn from_yaml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let place = |mut e: ConfigError| {
+            if e.file == path
+                && let Some((line, column)) = locate(text, &e.field)
+            {
+                e.line = Some(line);
+                e.column = Some(column);
+            }
+            e
+        };
+        let mut c = Self::from_yaml_unlocated(text, path).map_err(place)?;
+        c.secret_problems = std::mem::take(&mut c.secret_problems)
+            .into_iter()
+            .map(place)
+            .collect();
+        Ok(c)
+    }
+
+    /// The config, if every secret `run` needs could be read.
+    pub fn require_secrets(self) -> Result<Config, ConfigError> {
+        match self.secret_problems.first() {
+            Some(e) => Err(e.clone()),
+            None => Ok(self),
+        }
+    }
+
+    fn from_yaml_unlocated(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let de = yaml_serde::Deserializer::from_str(text);
         let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let field = e.path().to_string();
@@ -290,6 +321,84 @@ impl Config {
     }
 }
 
+/// The line and column (1-based) of the field at `path` (`anomaly.window`,
+/// `alerts[0].url`, `domains[3]`) in block-style YAML, or of the nearest
+/// enclosing field found (a flow-style `{...}` or `[...]` value is located
+/// at its key).
+fn locate(text: &str, path: &str) -> Option<(usize, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    // Lines that carry content, with the column where it starts.
+    let content = |i: usize| -> Option<(usize, &str)> {
+        let l = lines[i];
+        let t = l.trim_start();
+        (!t.is_empty() && !t.starts_with('#')).then(|| (l.len() - t.len(), t))
+    };
+    let (mut from, mut to, mut parent) = (0usize, lines.len(), None::<usize>);
+    let mut found: Option<(usize, usize)> = None;
+    for segment in path.split('.').filter(|s| !s.is_empty()) {
+        let (key, indexes) = match segment.find('[') {
+            Some(i) => (&segment[..i], &segment[i..]),
+            None => (segment, ""),
+        };
+        if !key.is_empty() {
+            let hit = (from..to).find_map(|i| {
+                let (col, t) = content(i)?;
+                // A key may follow a sequence marker: `- name: x`.
+                let (col, t) = match t.strip_prefix("- ") {
+                    Some(rest) => (
+                        col + 2 + (rest.len() - rest.trim_start().len()),
+                        rest.trim_start(),
+                    ),
+                    None => (col, t),
+                };
+                let bare = t
+                    .strip_prefix(key)
+                    .is_some_and(|r| r.trim_start().starts_with(':'));
+                let quoted = [format!("\"{key}\""), format!("'{key}'")].iter().any(|q| {
+                    t.strip_prefix(q.as_str())
+                        .is_some_and(|r| r.trim_start().starts_with(':'))
+                });
+                (parent.is_none_or(|p| col > p) && (bare || quoted)).then_some((i, col))
+            });
+            let Some(hit) = hit else {
+                return found;
+            };
+            found = Some((hit.0 + 1, hit.1 + 1));
+            parent = Some(hit.1);
+            from = hit.0 + 1;
+            to = (from..to)
+                .find(|&i| {
+                    content(i)
+                        .is_some_and(|(c, t)| c < hit.1 || (c == hit.1 && !t.starts_with("- ")))
+                })
+                .unwrap_or(to);
+        }
+        for index in indexes.split(['[', ']']).filter(|s| !s.is_empty()) {
+            let Ok(k) = index.parse::<usize>() else {
+                return found;
+            };
+            let items: Vec<(usize, usize)> = (from..to)
+                .filter_map(|i| content(i).map(|(c, t)| (i, c, t)))
+                .filter(|(_, _, t)| t.starts_with("- ") || *t == "-")
+                .map(|(i, c, _)| (i, c))
+                .collect();
+            let Some(&(_, item_col)) = items.first() else {
+                return found; // a flow sequence: its key is as close as we get
+            };
+            let items: Vec<(usize, usize)> =
+                items.into_iter().filter(|(_, c)| *c == item_col).collect();
+            let Some(&(line, col)) = items.get(k) else {
+                return found;
+            };
+            found = Some((line + 1, col + 1));
+            from = line;
+            to = items.get(k + 1).map_or(to, |(next, _)| *next);
+            parent = Some(col);
+        }
+    }
+    found
+}
+
 /// yaml_serde puts its own path in front of messages and " at line L
 /// column C" behind; we print both ourselves, in front.
 fn strip_location(msg: &str, field: &str) -> String {
@@ -313,6 +422,8 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
     };
     let base = path.parent().unwrap_or(Path::new("."));
     let relative = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+    // Secrets only `run` needs: the other commands work without them.
+    let mut secret_problems = Vec::new();
 
     let concurrency = raw.concurrency.unwrap_or(256);
     if concurrency == 0 {
@@ -433,21 +544,32 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
                     Some(crate::alerts::Secret::new(v.trim().to_string()))
                 }
                 _ => {
-                    return Err(err(
+                    secret_problems.push(err(
                         at("secret_env"),
                         format!("environment variable {var} is not set"),
                     ));
+                    None
                 }
             },
             (None, Some(f)) => {
                 let f = relative(f.clone());
-                let text = std::fs::read_to_string(&f)
-                    .map_err(|e| err(at("secret_file"), format!("{}: {e}", f.display())))?;
-                let line = text.lines().next().unwrap_or("").trim().to_string();
-                if line.is_empty() {
-                    return Err(err(at("secret_file"), format!("{} is empty", f.display())));
+                match std::fs::read_to_string(&f) {
+                    Err(e) => {
+                        secret_problems
+                            .push(err(at("secret_file"), format!("{}: {e}", f.display())));
+                        None
+                    }
+                    Ok(text) => {
+                        let line = text.lines().next().unwrap_or("").trim().to_string();
+                        if line.is_empty() {
+                            secret_problems
+                                .push(err(at("secret_file"), format!("{} is empty", f.display())));
+                            None
+                        } else {
+                            Some(crate::alerts::Secret::new(line))
+                        }
+                    }
                 }
-                Some(crate::alerts::Secret::new(line))
             }
             (None, None) => None,
         };
@@ -603,20 +725,27 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
     let api_token = match raw.api_token_file {
         Some(f) => {
             let f = relative(f);
-            let text = std::fs::read_to_string(&f).map_err(|e| {
-                err(
-                    "api_token_file".into(),
-                    format!("cannot read {}: {e}", f.display()),
-                )
-            })?;
-            let token = text.lines().next().unwrap_or("").trim().to_string();
-            if token.len() < 16 {
-                return Err(err(
-                    "api_token_file".into(),
-                    format!("{}: the token must be at least 16 characters", f.display()),
-                ));
+            match std::fs::read_to_string(&f) {
+                Err(e) => {
+                    secret_problems.push(err(
+                        "api_token_file".into(),
+                        format!("cannot read {}: {e}", f.display()),
+                    ));
+                    None
+                }
+                Ok(text) => {
+                    let token = text.lines().next().unwrap_or("").trim().to_string();
+                    if token.len() < 16 {
+                        secret_problems.push(err(
+                            "api_token_file".into(),
+                            format!("{}: the token must be at least 16 characters", f.display()),
+                        ));
+                        None
+                    } else {
+                        Some(token)
+                    }
+                }
             }
-            Some(token)
         }
         None => std::env::var("MXWATCH_API_TOKEN")
             .ok()
@@ -627,6 +756,7 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
     Ok(Config {
         listen,
         api_token,
+        secret_problems,
         anomaly,
         sns_subscribe_allow: raw.sns_subscribe_allow,
         alerts,
@@ -772,11 +902,6 @@ mod tests {
                 "unknown event",
             ),
             (
-                "alerts: [{name: a, url: 'http://x', secret_env: MXWATCH_TEST_UNSET_VAR}]",
-                "alerts[0].secret_env",
-                "not set",
-            ),
-            (
                 "alerts: [{name: a, url: 'http://x', min_severity: loud}]",
                 "alerts[0].min_severity",
                 "loud",
@@ -824,5 +949,76 @@ mod tests {
         let e = Config::load(&cfg).unwrap_err();
         assert_eq!(e.line, Some(2));
         assert!(e.file.ends_with("domains.txt"));
+    }
+
+    #[test]
+    fn every_error_names_the_line_of_its_field() {
+        let text = "database: x.db\n# a comment\n\nschedule: '*/5 * * * *'\nanomaly:\n  window: 10m\n  factor: 0.5\n\
+                    alerts:\n  - name: a\n    url: 'http://x'\n  - name: b\n    url: 'ftp://y'\n\
+                    fast_recheck: 1x\ndomains:\n  - a.example\n  - name: b.example\n    schedule: 'nope'\n";
+        assert_eq!(locate(text, "fast_recheck"), Some((13, 1)));
+        assert_eq!(locate(text, "anomaly.factor"), Some((7, 3)));
+        assert_eq!(locate(text, "alerts[1].url"), Some((12, 5)));
+        assert_eq!(locate(text, "alerts[1]"), Some((11, 3)));
+        assert_eq!(locate(text, "domains[1].schedule"), Some((17, 5)));
+        assert_eq!(locate(text, "domains[0]"), Some((15, 3)));
+        assert_eq!(locate(text, "nothing.here"), None);
+        // Flow style: the key is as close as it gets.
+        assert_eq!(
+            locate("anomaly: {factor: 0.5}\n", "anomaly.factor"),
+            Some((1, 1))
+        );
+        assert_eq!(locate("domains: [a, b]\n", "domains[1]"), Some((1, 1)));
+
+        // A bad value of a top-level key is reported at its own line...
+        let e = Config::from_yaml(
+            "database: x.db\n\n\nfast_recheck: 1x\ndomains: [a.example]\n",
+            Path::new("w.yaml"),
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.line, e.column, e.field.as_str()),
+            (Some(4), Some(1), "fast_recheck")
+        );
+        // ...and so is a check made after parsing.
+        let e = Config::from_yaml(
+            "domains: [a.example]\nconcurrency: 0\n",
+            Path::new("w.yaml"),
+        )
+        .unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (Some(2), "concurrency"));
+        assert!(
+            e.to_string().starts_with("w.yaml:2:1: concurrency: "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_missing_secret_stops_only_run() {
+        let c = parse(
+            "domains: [a.example]\napi_token_file: /nonexistent/token\n\
+             alerts:\n  - name: a\n    url: 'http://x'\n    secret_env: MXWATCH_TEST_UNSET_VAR\n",
+        )
+        .expect("the other commands work without secrets");
+        let problems: Vec<String> = c.secret_problems.iter().map(|e| e.to_string()).collect();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0].contains(
+                ":6:5: alerts[0].secret_env: environment variable MXWATCH_TEST_UNSET_VAR is not set"
+            ),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].contains(":2:1: api_token_file: cannot read /nonexistent/token"),
+            "{problems:?}"
+        );
+        let e = c.require_secrets().unwrap_err();
+        assert_eq!(e.field, "alerts[0].secret_env");
+        assert!(
+            parse("domains: [a.example]")
+                .unwrap()
+                .require_secrets()
+                .is_ok()
+        );
     }
 }

@@ -63,33 +63,40 @@ enum Command {
     },
     /// Query domains now and print what each upstream says (no database).
     Check {
+        /// The domains to ask about.
         #[arg(required = true)]
         domains: Vec<String>,
         /// Ask this upstream (repeatable): `system`, `authoritative`, or IP[:port].
         /// Default: the watchlist's upstreams, or `system` without a watchlist.
         #[arg(long)]
         upstream: Vec<Upstream>,
+        /// One JSON object per line instead of text.
         #[arg(long)]
         json: bool,
     },
     /// A domain's answer history, as runs of identical answers per upstream.
     History {
+        /// The domain.
         domain: String,
-        /// Only runs seen since T (RFC 3339, or an age like `24h`).
+        /// Only runs seen since T (RFC 3339, a date, or an age like `24h`).
         #[arg(long)]
         since: Option<String>,
         /// Instead: what each upstream answered at T.
         #[arg(long, conflicts_with = "since")]
         at: Option<String>,
+        /// One JSON object per line instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Detected changes, oldest first.
     Changes {
+        /// Only changes since T (RFC 3339, a date, or an age like `24h`).
         #[arg(long)]
         since: Option<String>,
+        /// Only this domain's changes.
         #[arg(long)]
         domain: Option<String>,
+        /// One JSON object per line instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -98,14 +105,16 @@ enum Command {
         /// Only windows open now (or inside their closing grace).
         #[arg(long)]
         active: bool,
+        /// One JSON object per line instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Judge a bounce against the stored history: suppress, transient,
     /// retry or ignore, with reasons and evidence.
     Verdict {
+        /// The bounced address.
         recipient: String,
-        /// When the bounce happened (RFC 3339 or an age); default now.
+        /// When the bounce happened (RFC 3339, a date, or an age); default now.
         #[arg(long)]
         at: Option<String>,
         /// Enhanced status code, e.g. 5.1.1.
@@ -120,20 +129,22 @@ enum Command {
         /// The host that refused.
         #[arg(long)]
         remote_mta: Option<String>,
+        /// One JSON object per line instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Suppressions that windows found late turned over: recipients whose
     /// suppression should be undone.
     Reinstatements {
-        /// Only those recorded since T (RFC 3339, or an age like `24h`).
+        /// Only those recorded since T (RFC 3339, a date, or an age like `24h`).
         #[arg(long)]
         since: Option<String>,
+        /// One JSON object per line instead of text.
         #[arg(long)]
         json: bool,
     },
-    /// Backtest, with no network and no database: run the detector and the
-    /// verdict rules over recorded observations and bounces in time order.
+    /// Backtest with no network: the daemon's own code over recorded
+    /// observations and bounces in time order, in a temporary database.
     Replay {
         /// Observations, one JSON object per line: {"domain","at","upstream"?,"outcome","mx":[{"preference","exchange"}],"ttl"}.
         #[arg(long)]
@@ -141,6 +152,7 @@ enum Command {
         /// Bounce inputs (anything `bounces parse` reads).
         #[arg(long, required = true, num_args = 1..)]
         bounces: Vec<PathBuf>,
+        /// One JSON object per line instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -180,19 +192,25 @@ enum BounceCommand {
     },
     /// Parse bounce inputs and store them in the database (idempotently).
     Ingest {
+        /// Files, folders (Maildir or any folder of files), or `-` for stdin.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// Input format (default: detected per input), as for `bounces parse`.
         #[arg(long)]
         format: Option<Format>,
     },
     /// Stored bounces, oldest first.
     List {
+        /// Only bounces of this domain.
         #[arg(long)]
         domain: Option<String>,
+        /// Only bounces since T (RFC 3339, a date, or an age like `24h`).
         #[arg(long)]
         since: Option<String>,
+        /// Only bounces of this kind (user_unknown, mailbox_full, ...).
         #[arg(long)]
         kind: Option<Kind>,
+        /// One JSON object per line instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -205,17 +223,24 @@ enum AlertCommand {
         /// Only those given up on (refused, or too old to retry).
         #[arg(long)]
         failed: bool,
+        /// One JSON object per line instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Try a failed delivery again (a running daemon picks it up, in order).
-    Retry { id: i64 },
+    Retry {
+        /// The delivery's id, as `alerts list` shows it.
+        id: i64,
+    },
 }
 
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Validate a watchlist without running anything.
-    Check { file: Option<PathBuf> },
+    Check {
+        /// The watchlist to check (default: --config).
+        file: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -266,7 +291,7 @@ async fn serve(cli: &Cli, config: Config, clock: Arc<dyn Clock>) -> anyhow::Resu
             _ = stopping.wait_for(|s| *s) => break,
             _ = hup.recv() => {
                 let _ = sd_notify::notify(&[NotifyState::Reloading, NotifyState::monotonic_usec_now()?]);
-                match load(cli) {
+                match load(cli).and_then(|c| Ok(c.require_secrets()?)) {
                     Ok(new) => {
                         daemon.reload(&new).await;
                         tracing::info!(domains = new.domains.len(), "SIGHUP: watchlist reloaded");
@@ -314,17 +339,30 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
     Ok(c)
 }
 
-/// RFC 3339, or an age (`90m`, `24h`, `7d`) counted back from now.
-fn parse_time(s: &str) -> anyhow::Result<DateTime<Utc>> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    match humantime::parse_duration(s) {
-        Ok(d) => Ok(Utc::now() - chrono::Duration::from_std(d)?),
-        Err(_) => {
-            bail!("{s:?} is neither an RFC 3339 time (2026-04-26T11:00:00Z) nor an age such as 24h")
+/// The settings every default gives (no watchlist).
+fn defaults() -> anyhow::Result<Config> {
+    Ok(Config::from_yaml(
+        "domains: []\n",
+        std::path::Path::new("(defaults)"),
+    )?)
+}
+
+/// The watchlist's settings; with `--database` and no watchlist file, the
+/// defaults: the commands that read or add to a database need nothing else.
+fn settings(cli: &Cli) -> anyhow::Result<Config> {
+    match &cli.database {
+        Some(db) if !cli.config.exists() => {
+            let mut c = defaults()?;
+            c.database = db.clone();
+            Ok(c)
         }
+        _ => load(cli),
     }
+}
+
+/// RFC 3339, a date, or an age (`90m`, `24h`, `7d`) counted back from now.
+fn parse_time(s: &str) -> anyhow::Result<DateTime<Utc>> {
+    mxwatch::clock::parse_moment(s, Utc::now()).map_err(|e| anyhow::anyhow!(e))
 }
 
 fn domain(s: &str) -> anyhow::Result<DomainName> {
@@ -332,7 +370,7 @@ fn domain(s: &str) -> anyhow::Result<DomainName> {
 }
 
 fn open_store(cli: &Cli) -> anyhow::Result<Store> {
-    let c = load(cli)?;
+    let c = settings(cli)?;
     if !c.database.exists() {
         bail!(
             "no database at {} yet: run `mxwatch run` first (or pass --database)",
@@ -459,7 +497,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 diagnostic: diagnostic.clone(),
                 remote_mta: remote_mta.clone(),
             };
-            let config = load(&cli)?;
+            let config = settings(&cli)?;
             let store = open_store(&cli)?;
             let mxwatch::judge::Answer {
                 bounce,
@@ -490,7 +528,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = if cli.config.exists() {
                 load(&cli)?
             } else {
-                Config::from_yaml("domains: []\n", std::path::Path::new("(defaults)"))?
+                defaults()?
             };
             let mut clean = true;
             let recorded = match observations {
@@ -576,7 +614,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     })
                 }
                 BounceCommand::Ingest { paths, format } => {
-                    let config = load(&cli)?;
+                    let config = settings(&cli)?;
                     runtime()?.block_on(async {
                     let (writer, task) =
                         mxwatch::store::Writer::start(&config.database, config.judging())?;
@@ -638,6 +676,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let path = file.clone().unwrap_or_else(|| cli.config.clone());
             let c = Config::load(&path)?;
+            for e in &c.secret_problems {
+                eprintln!("mxwatch: warning: {e} (only `mxwatch run` needs it)");
+            }
             println!(
                 "{}: ok: {} domains ({} duplicates merged), {} upstreams ({}), schedule {:?}, database {}",
                 path.display(),
@@ -655,14 +696,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { once } => {
-            let config = load(&cli)?;
+            let config = load(&cli)?.require_secrets()?;
             let clock: Arc<dyn Clock> = Arc::new(SystemClock);
             let cli = &cli;
             runtime()?.block_on(async move {
                 if *once {
                     let (m, writer) = monitor::open_for_sweep(&config, clock)?;
                     let names: Vec<DomainName> = config.domains.iter().map(|d| d.name.clone()).collect();
-                    let s = monitor::sweep(&m, &names, config.concurrency).await;
+                    // SIGINT/SIGTERM: no further check starts; those in flight commit.
+                    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+                    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            _ = tokio::signal::ctrl_c() => eprintln!("mxwatch: SIGINT: stopping the sweep"),
+                            _ = term.recv() => eprintln!("mxwatch: SIGTERM: stopping the sweep"),
+                        }
+                        let _ = stop_tx.send(true);
+                    });
+                    let s = monitor::sweep(&m, &names, config.concurrency, &stop).await;
                     drop(m);
                     writer.await?;
                     eprintln!(
@@ -686,7 +737,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             config.source.display()
                         );
                     }
-                    return Ok(if s.not_recorded > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS });
+                    if s.stopped {
+                        eprintln!(
+                            "mxwatch: stopped before the sweep ended: {} of {} domains checked",
+                            s.checked,
+                            names.len()
+                        );
+                    }
+                    return Ok(if s.not_recorded > 0 || s.stopped { ExitCode::FAILURE } else { ExitCode::SUCCESS });
                 }
                 serve(cli, config, clock).await
             })
@@ -711,26 +769,34 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 (true, Some(c)) => c.upstreams.clone(),
                 (true, None) => vec![Upstream::System],
             };
-            let opts = match &config {
-                Some(c) => monitor::resolve_options(c),
-                None => mxwatch::resolve::ResolveOptions {
-                    timeout: std::time::Duration::from_secs(5),
-                    rate_limit: 0,
-                    authoritative_port: 53,
-                },
+            let config = match config {
+                Some(c) => c,
+                None => defaults()?,
             };
-            let providers = config.as_ref().map(|c| c.providers()).unwrap_or_default();
+            let opts = monitor::resolve_options(&config);
+            let providers = config.providers();
             runtime()?.block_on(async move {
                 let r = MxResolver::new(&upstreams, &opts).context("setting up resolvers")?;
+                let mut unanswered = Vec::new();
                 for d in &names {
                     let obs = r.observe(d).await;
+                    if obs.iter().all(|o| o.outcome.is_failure()) {
+                        unanswered.push(d.to_string());
+                    }
                     if *json {
                         print_lines([report::check_json(d, &obs, &providers).to_string()])?;
                     } else {
                         print!("{}", report::check_text(d, &obs, &providers));
                     }
                 }
-                Ok(ExitCode::SUCCESS)
+                if unanswered.is_empty() {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                eprintln!(
+                    "mxwatch: every upstream failed for {}: nothing is known about it",
+                    unanswered.join(", ")
+                );
+                Ok(ExitCode::FAILURE)
             })
         }
         Command::History {
@@ -812,7 +878,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Alerts {
             command: AlertCommand::Retry { id },
         } => {
-            let config = load(&cli)?;
+            let config = settings(&cli)?;
             let store = open_store(&cli)?;
             let Some(d) = store.delivery(*id)? else {
                 anyhow::bail!("no delivery {id} (see `mxwatch alerts list`)");
@@ -880,5 +946,40 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
             _ = int.recv() => tracing::info!("SIGINT: stopping"),
             _ = term.recv() => tracing::info!("SIGTERM: stopping"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every option and argument of every command says what it is for.
+    #[test]
+    fn every_option_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            if cmd.get_about().is_none() && !path.is_empty() {
+                missing.push(format!("{path}: the command itself"));
+            }
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_name() != "help" {
+                    walk(sub, &format!("{path} {}", sub.get_name()), missing);
+                }
+            }
+        }
+        let cmd = Cli::command();
+        cmd.clone().debug_assert();
+        let mut missing = Vec::new();
+        walk(&cmd, "", &mut missing);
+        assert_eq!(missing, Vec::<String>::new());
     }
 }

@@ -57,6 +57,8 @@ pub struct Monitor {
     events: broadcast::Sender<CheckEvent>,
     /// Counters of checks and changes; shared with the API's `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// What happened since the daemon's last summary line.
+    tally: Mutex<SweepSummary>,
     /// This process's right to monitor the database, released on drop.
     _lock: store::MonitorLock,
 }
@@ -141,6 +143,7 @@ impl Monitor {
             health: Mutex::new(health),
             events,
             metrics: Arc::new(crate::metrics::Metrics::new()),
+            tally: Mutex::new(SweepSummary::default()),
             _lock: lock,
         });
         monitor.set_watchlist(config);
@@ -167,6 +170,21 @@ impl Monitor {
         *self.watched.write().expect("watchlist lock") = map;
         let mut health = self.health.lock().expect("health lock");
         *health = health.rescaled(n);
+    }
+
+    /// What happened since the last call, for the daemon's summary line.
+    pub fn take_tally(&self) -> SweepSummary {
+        std::mem::take(&mut *self.tally.lock().expect("tally lock"))
+    }
+
+    /// Whether our resolver is in an outage now.
+    pub fn in_outage(&self) -> bool {
+        self.health
+            .lock()
+            .expect("health lock")
+            .outage
+            .since
+            .is_some()
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<CheckEvent> {
@@ -312,6 +330,19 @@ impl Monitor {
             })
             .await?;
         self.metrics.check(outcome.as_str(), n_changes);
+        {
+            let mut t = self.tally.lock().expect("tally lock");
+            t.checked += 1;
+            if event.held {
+                t.held += 1;
+            } else if event.observations.iter().any(|o| !o.outcome.is_failure()) {
+                t.answered += 1;
+            } else {
+                t.failed += 1;
+            }
+            t.changes += n_changes;
+            t.windows_opened += usize::from(matches!(event.window, Some((WindowEvent::Opened, _))));
+        }
         if let Some(ev) = outage {
             match ev {
                 detect::OutageEvent::Started(s) => tracing::error!(
@@ -376,6 +407,39 @@ pub struct Daemon {
 
 /// How often the daemon lets anomaly windows close.
 const TICK: Duration = Duration::from_secs(60);
+/// Every this many ticks (five minutes, the default schedule's interval)
+/// the daemon logs what its checks found.
+const SUMMARY_TICKS: u64 = 5;
+
+fn log_summary(m: &Monitor) {
+    let t = m.take_tally();
+    let outage = if m.in_outage() {
+        "; our resolver is in an outage"
+    } else {
+        ""
+    };
+    if t.failed + t.held > t.answered {
+        tracing::warn!(
+            checks = t.checked,
+            answered = t.answered,
+            failed = t.failed,
+            held = t.held,
+            changes = t.changes,
+            windows_opened = t.windows_opened,
+            "last 5 minutes: most checks failed or were held{outage}"
+        );
+    } else {
+        tracing::info!(
+            checks = t.checked,
+            answered = t.answered,
+            failed = t.failed,
+            held = t.held,
+            changes = t.changes,
+            windows_opened = t.windows_opened,
+            "last 5 minutes{outage}"
+        );
+    }
+}
 
 impl Daemon {
     /// Opens the database, restores the detector's memory and starts the
@@ -427,12 +491,17 @@ impl Daemon {
             None => (None, None, None),
         };
         let tick_task = {
-            let (writer, clock) = (monitor.writer.clone(), clock.clone());
+            let (writer, clock, m) = (monitor.writer.clone(), clock.clone(), monitor.clone());
             tokio::spawn(async move {
+                let mut ticks = 0u64;
                 loop {
                     tokio::time::sleep(TICK).await;
                     if writer.tick(clock.now()).await.is_err() {
                         return;
+                    }
+                    ticks += 1;
+                    if ticks.is_multiple_of(SUMMARY_TICKS) {
+                        log_summary(&m);
                     }
                 }
             })
@@ -550,15 +619,23 @@ pub struct SweepSummary {
     pub not_recorded: usize,
     /// Answers still held after the second look (our resolver is suspect).
     pub held: usize,
+    /// Stopped by a signal before every domain was checked.
+    pub stopped: bool,
 }
 
 /// Checks every domain once, now, at most `concurrency` at a time; then,
 /// when answers were held, a few others again and the held ones once more
 /// (a held answer is believed only when fresh checks of the others are fine).
-pub async fn sweep(monitor: &Monitor, domains: &[DomainName], concurrency: usize) -> SweepSummary {
+/// Once `stop` turns true no further check starts; those in flight commit.
+pub async fn sweep(
+    monitor: &Monitor,
+    domains: &[DomainName],
+    concurrency: usize,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> SweepSummary {
     let mut s = SweepSummary::default();
-    let held = sweep_pass(monitor, domains, concurrency, &mut s).await;
-    if !held.is_empty() {
+    let held = sweep_pass(monitor, domains, concurrency, stop, &mut s).await;
+    if !held.is_empty() && !*stop.borrow() {
         // Fresh evidence of the others first (as many as the outage
         // detector needs), then the held ones again.
         let sample: Vec<DomainName> = domains
@@ -568,13 +645,16 @@ pub async fn sweep(monitor: &Monitor, domains: &[DomainName], concurrency: usize
             .cloned()
             .collect();
         let mut again = SweepSummary::default();
-        sweep_pass(monitor, &sample, concurrency, &mut again).await;
+        sweep_pass(monitor, &sample, concurrency, stop, &mut again).await;
         s.changes += again.changes;
         s.windows_opened += again.windows_opened;
         s.not_recorded += again.not_recorded;
         s.checked -= held.len();
-        s.held = sweep_pass(monitor, &held, concurrency, &mut s).await.len();
+        s.held = sweep_pass(monitor, &held, concurrency, stop, &mut s)
+            .await
+            .len();
     }
+    s.stopped = *stop.borrow();
     s
 }
 
@@ -583,11 +663,20 @@ async fn sweep_pass(
     monitor: &Monitor,
     domains: &[DomainName],
     concurrency: usize,
+    stop: &tokio::sync::watch::Receiver<bool>,
     s: &mut SweepSummary,
 ) -> Vec<DomainName> {
     use futures::StreamExt;
     let mut held = Vec::new();
-    let mut results = futures::stream::iter(domains.iter().map(|d| monitor.check(d)))
+    let mut stop = stop.clone();
+    let stopped = Box::pin(async move {
+        if stop.wait_for(|s| *s).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    });
+    let mut results = futures::stream::iter(domains.iter())
+        .take_until(stopped)
+        .map(|d| monitor.check(d))
         .buffer_unordered(concurrency.max(1));
     while let Some(r) = results.next().await {
         s.checked += 1;

@@ -60,7 +60,7 @@ fn config_check_accepts_the_bundled_example_and_locates_errors() {
     let err = stderr(&out);
     // The line and column of the entry, and the path of the field in it.
     assert!(
-        err.contains("bad.yaml:3:5: domains[1].schedule: \"*/5 * * *\" is not a crontab schedule"),
+        err.contains("bad.yaml:4:5: domains[1].schedule: \"*/5 * * *\" is not a crontab schedule"),
         "{err}"
     );
 }

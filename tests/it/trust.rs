@@ -606,3 +606,146 @@ async fn a_verdict_needs_a_well_formed_code_and_says_when_it_knows_no_history() 
     assert_eq!(items[2]["verdict"], "suppress", "{items:?}");
     app.stop().await;
 }
+
+/// Operating it: secrets are needed only by `run`; `--database` alone is
+/// enough to read; dates, ages and their limits; `check` fails when nothing
+/// answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_only_for_run_a_database_alone_to_read_and_honest_exit_codes() {
+    let dns = TestDns::start().await;
+    dns.set("example.de", Behaviour::mx(OWN, 300));
+    dns.set("broken.example", Behaviour::ServFail);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let plain = format!("upstreams: ['{}']\ndomains: [example.de]\n", dns.addr);
+    std::fs::write(d.join("watchlist.yaml"), &plain).unwrap();
+    ok(d, &["run", "--once"]).await;
+    std::fs::write(
+        d.join("watchlist.yaml"),
+        format!(
+            "{plain}alerts:\n  - name: ops\n    url: 'http://127.0.0.1:9/hook'\n    secret_env: MXWATCH_TEST_NEVER_SET\n"
+        ),
+    )
+    .unwrap();
+    let out = ok(d, &["config", "check"]).await;
+    assert!(
+        stderr(&out).contains("warning: watchlist.yaml:6:5: alerts[0].secret_env: environment variable MXWATCH_TEST_NEVER_SET is not set (only `mxwatch run` needs it)"),
+        "{}",
+        stderr(&out)
+    );
+    for args in [
+        vec!["history", "example.de"],
+        vec!["windows"],
+        vec!["changes", "--since", "2021-04-26"],
+        vec!["bounces", "list", "--since", "24h"],
+        vec!["verdict", "kim@example.de", "--status", "5.1.1"],
+    ] {
+        ok(d, &args).await;
+    }
+    let out = mxwatch_async(d, &["run", "--once"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("watchlist.yaml:6:5: alerts[0].secret_env: environment variable MXWATCH_TEST_NEVER_SET is not set"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Another directory, no watchlist: the database is enough to read.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let db = d.join("mxwatch.db");
+    let db = db.to_str().unwrap();
+    let out = ok(
+        elsewhere.path(),
+        &["--database", db, "history", "example.de", "--json"],
+    )
+    .await;
+    assert!(!json_lines(&out).is_empty());
+    ok(elsewhere.path(), &["--database", db, "windows", "--active"]).await;
+    ok(
+        elsewhere.path(),
+        &[
+            "--database",
+            db,
+            "verdict",
+            "kim@example.de",
+            "--status",
+            "5.1.1",
+        ],
+    )
+    .await;
+
+    // An age past the calendar is an error, not a panic.
+    let out = mxwatch_async(d, &["changes", "--since", "99999999999h"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("reaches back further than any date"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("panicked"));
+
+    // `check` says so, and fails, when every upstream failed.
+    let up = dns.addr.to_string();
+    let out = mxwatch_async(
+        elsewhere.path(),
+        &["check", "broken.example", "--upstream", &up],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("every upstream failed for broken.example"));
+    ok(
+        elsewhere.path(),
+        &["check", "example.de", "--upstream", &up],
+    )
+    .await;
+}
+
+/// `run --once` stops on SIGTERM like the daemon: no further check starts,
+/// those in flight commit, and it says how far it got.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_once_stops_on_sigterm() {
+    let dns = TestDns::start().await;
+    let names: Vec<String> = (0..40).map(|i| format!("d{i}.example")).collect();
+    for n in &names {
+        dns.set(n, Behaviour::Drop); // a silent resolver: every query times out
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("watchlist.yaml"),
+        format!(
+            "upstreams: ['{}']\ntimeout: 1s\nconcurrency: 2\ndomains: [{}]\n",
+            dns.addr,
+            names.join(", ")
+        ),
+    )
+    .unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_mxwatch"))
+        .current_dir(dir.path())
+        .args(["run", "--once"])
+        .env("RUST_LOG", "warn")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let started = std::time::Instant::now();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?} to stop: {err}",
+        started.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("SIGTERM: stopping the sweep"), "{err}");
+    assert!(err.contains("stopped before the sweep ended"), "{err}");
+}
