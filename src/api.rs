@@ -671,6 +671,8 @@ async fn ingest(
     Ok(axum::Json(json!({
         "received": received,
         "stored": intake.stored,
+        // Stored before (the same bounce sent again): judged, not stored twice.
+        "duplicates": received - intake.stored,
         "skipped": parsed.skipped,
         "reinstated": intake.reinstated,
         "problems": problems,

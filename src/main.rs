@@ -659,12 +659,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     let d = d.as_deref().map(domain).transpose()?;
                     let since = since.as_deref().map(parse_time).transpose()?;
                     let store = open_store(&cli)?;
-                    let rows = store.bounces(d.as_ref().map(|d| d.as_str()), since, *kind)?;
-                    print_lines(rows.iter().map(|b| {
+                    let rows =
+                        store.stored_bounces(d.as_ref().map(|d| d.as_str()), since, *kind)?;
+                    print_lines(rows.iter().map(|r| {
+                        // The verdict it holds now (null: stored before verdicts were kept).
                         if *json {
-                            serde_json::to_string(b).expect("a bounce serialises")
+                            let mut v =
+                                serde_json::to_value(&r.bounce).expect("a bounce serialises");
+                            v["verdict"] = serde_json::json!(r.verdict);
+                            v.to_string()
                         } else {
-                            bounce_text(b)
+                            format!(
+                                "{:<9} {}",
+                                r.verdict.as_deref().unwrap_or("-"),
+                                bounce_text(&r.bounce)
+                            )
                         }
                     }))?;
                     Ok(ExitCode::SUCCESS)

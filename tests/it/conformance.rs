@@ -216,6 +216,19 @@ fn lf_crlf_and_cr_variants_parse_identically() {
         let a = parse_file(&fixtures().join(variant));
         let b = parse_file(&fixtures().join(twin));
         assert_eq!(a, b, "{variant} vs {twin}");
+        // And as the command line reads them, format detected (some start
+        // with an mbox `From ` line): same bounces, same problems.
+        let detected = |p: &str| {
+            let raw = std::fs::read(fixtures().join(p)).unwrap();
+            let out = parse::parse(&raw, None, chrono::Utc::now());
+            let problems: Vec<String> = out.problems.into_iter().map(|p| p.message).collect();
+            (out.bounces, problems)
+        };
+        assert_eq!(
+            detected(variant),
+            detected(twin),
+            "{variant} vs {twin}, detected"
+        );
         n += 1;
     }
     assert!(n >= 90, "only {n} variants");

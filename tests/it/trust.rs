@@ -749,3 +749,91 @@ async fn run_once_stops_on_sigterm() {
     assert!(err.contains("SIGTERM: stopping the sweep"), "{err}");
     assert!(err.contains("stopped before the sweep ended"), "{err}");
 }
+
+/// Bounce inputs as people hand them over: what is not an email says so
+/// (once), a hand-written record needs only a recipient and names every
+/// problem at once, a duplicate is counted as one, and the stored verdict
+/// is listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_that_are_not_bounces_say_so_and_hand_written_records_need_only_a_recipient() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("watchlist.yaml"), "domains: []\n").unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sisimai");
+    std::fs::copy(root.join("LICENSE"), d.join("LICENSE")).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_mxwatch"), d.join("a.out")).unwrap();
+    std::fs::copy(
+        root.join("maildir/bsd/lhost-postfix-01.eml"),
+        d.join("bounce.eml"),
+    )
+    .unwrap();
+    for (file, want) in [
+        (
+            "LICENSE",
+            "LICENSE: not an email: it does not start with a header field",
+        ),
+        ("a.out", "a.out: not an email: binary data"),
+    ] {
+        let out = mxwatch_async(d, &["bounces", "parse", file]).await;
+        assert_eq!(out.status.code(), Some(1));
+        assert!(stderr(&out).contains(want), "{}", stderr(&out));
+    }
+    let out = mxwatch_async(d, &["bounces", "parse", "--format", "ses", "bounce.eml"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out).lines().count(),
+        1,
+        "one problem, not one per line: {}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("not JSON"), "{}", stderr(&out));
+
+    std::fs::write(
+        d.join("hand.jsonl"),
+        "{\"recipient\": \"kim@example.de\", \"status\": \"5.1.1\", \"diagnostic\": \"550 5.1.1 user unknown\"}\n\
+         {\"status\": 511, \"at\": \"yesterday\", \"reply_code\": \"x\", \"hard\": \"yes\"}\n\
+         {\"recipient\": \"jo@example.de\", \"kind\": \"mailbox_full\"}\n",
+    )
+    .unwrap();
+    let out = mxwatch_async(d, &["bounces", "parse", "--json", "hand.jsonl"]).await;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("hand.jsonl:2: not a normalised bounce: status: expected a string, got 511; recipient: missing (the one field a record needs); at: \"yesterday\" is not an RFC 3339 time"),
+        "{err}"
+    );
+    assert!(err.contains("reply_code: expected a number"), "{err}");
+    assert!(err.contains("hard: expected true or false"), "{err}");
+    let rows = json_lines(&out);
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        (rows[0]["kind"].as_str(), rows[0]["hard"].as_bool()),
+        (Some("user_unknown"), Some(true))
+    );
+    assert_eq!(rows[0]["domain"], "example.de");
+    assert_eq!(rows[1]["kind"], "mailbox_full");
+
+    // Stored with their verdicts, listed with them.
+    std::fs::write(d.join("good.jsonl"), "{\"recipient\": \"kim@example.de\", \"status\": \"5.1.1\", \"at\": \"2026-04-26T11:00:00Z\"}\n").unwrap();
+    ok(d, &["bounces", "ingest", "good.jsonl"]).await;
+    let listed = json_lines(&ok(d, &["bounces", "list", "--json"]).await);
+    assert_eq!(listed[0]["verdict"], "suppress", "{listed:?}");
+    let text = String::from_utf8(ok(d, &["bounces", "list"]).await.stdout).unwrap();
+    assert!(text.starts_with("suppress "), "{text}");
+
+    // A duplicate POST is counted as one.
+    let dns = TestDns::start().await;
+    let (app, base) = daemon_watching(&dns, &["example.de".to_string()]);
+    let line = unknown_user("kim@example.de", Utc::now(), "mx00.example.de");
+    let first = crate::post_bounces(&base, line.clone()).await;
+    let again = crate::post_bounces(&base, line).await;
+    assert_eq!(
+        (first["stored"].as_u64(), first["duplicates"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(
+        (again["stored"].as_u64(), again["duplicates"].as_u64()),
+        (Some(0), Some(1))
+    );
+    app.stop().await;
+}

@@ -198,10 +198,36 @@ fn strip_html(html: &str) -> String {
         .replace("&amp;", "&")
 }
 
+/// An email starts with header fields (`Name: value`, RFC 5322), perhaps
+/// after an mbox `From ` line; a licence text or a binary does not.
+fn looks_like_email(raw: &[u8]) -> Result<(), String> {
+    let head = &raw[..raw.len().min(4096)];
+    let text = String::from_utf8_lossy(head);
+    let mut lines = text.lines().skip_while(|l| l.trim().is_empty());
+    let mut first = lines.next().unwrap_or("");
+    if first.starts_with("From ") {
+        first = lines.next().unwrap_or("");
+    }
+    let field = first.split_once(':').is_some_and(|(name, _)| {
+        !name.is_empty() && name.bytes().all(|b| (33..=126).contains(&b) && b != b':')
+    });
+    if field {
+        Ok(())
+    } else if head.contains(&0) {
+        Err("not an email: binary data".into())
+    } else {
+        Err(format!(
+            "not an email: it does not start with a header field such as `From:` or `Received:` (it starts {:?})",
+            first.chars().take(40).collect::<String>()
+        ))
+    }
+}
+
 /// Parses one email. `Err` only when the bytes are not an email at all;
 /// an email that is not a bounce gives no facts.
 pub fn parse(raw: &[u8]) -> Result<Vec<Facts>, String> {
     let raw = normalise_newlines(raw);
+    looks_like_email(&raw)?;
     let msg = MessageParser::default()
         .parse(raw.as_ref())
         .ok_or_else(|| "not an email: no header block".to_string())?;

@@ -109,21 +109,151 @@ fn parse_object(v: &Value, found: &mut Found) -> Result<(), String> {
     if s(v, "RecordType").is_some() || (v.get("TypeCode").is_some() && v.get("Email").is_some()) {
         return postmark(v, found);
     }
-    if v.get("recipient").is_some() && v.get("kind").is_some() {
-        let b: Bounce = serde_json::from_value(v.clone())
-            .map_err(|e| format!("not a normalised bounce: {e}"))?;
-        let Some((recipient, domain)) = crate::bounce::normalise_address(&b.recipient) else {
-            return Err(format!("{:?} is not an email address", b.recipient));
-        };
-        found.bounces.push(Bounce {
-            recipient,
-            domain,
-            source: Source::Jsonl,
-            ..b
-        });
-        return Ok(());
+    if NORMALISED_FIELDS.iter().any(|k| v.get(k).is_some()) {
+        return normalised(v, found);
     }
     Err("not a bounce format mxwatch knows (SES, SNS, SendGrid, Mailgun, Postmark, normalised JSONL)".into())
+}
+
+/// The fields of a normalised record (what `bounces parse --json` prints).
+const NORMALISED_FIELDS: [&str; 13] = [
+    "recipient",
+    "domain",
+    "at",
+    "action",
+    "status",
+    "reply_code",
+    "diagnostic",
+    "remote_mta",
+    "reporting_mta",
+    "kind",
+    "hard",
+    "source",
+    "message_id",
+];
+
+/// A normalised record, written by `bounces parse --json` or by hand: only
+/// `recipient` is required. Every problem of the record is named at once.
+/// `kind` and `hard` are taken as given when both are there (a record
+/// mxwatch normalised); otherwise the rules classify the codes and words,
+/// with a given `kind` as a hint. `domain` and `source` are derived.
+fn normalised(v: &Value, found: &mut Found) -> Result<(), String> {
+    let mut problems: Vec<String> = Vec::new();
+    let mut text = |k: &str| -> Option<String> {
+        match v.get(k) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => {
+                problems.push(format!("{k}: expected a string, got {other}"));
+                None
+            }
+        }
+    };
+    let recipient = text("recipient");
+    let at = text("at");
+    let action = text("action");
+    let status = text("status");
+    let diagnostic = text("diagnostic");
+    let remote_mta = text("remote_mta");
+    let reporting_mta = text("reporting_mta");
+    let kind = text("kind");
+    let message_id = text("message_id");
+    if recipient.is_none() && !problems.iter().any(|p| p.starts_with("recipient:")) {
+        problems.push("recipient: missing (the one field a record needs)".into());
+    }
+    let at = at.and_then(|t| match DateTime::parse_from_rfc3339(&t) {
+        Ok(t) => Some(t.with_timezone(&Utc)),
+        Err(e) => {
+            problems.push(format!("at: {t:?} is not an RFC 3339 time: {e}"));
+            None
+        }
+    });
+    let action = action.and_then(|a| {
+        let parsed = Action::parse(&a);
+        if parsed.is_none() {
+            problems.push(format!(
+                "action: {a:?} is not failed, delayed, delivered, relayed or expanded"
+            ));
+        }
+        parsed
+    });
+    let kind = kind.and_then(|k| match k.parse::<Kind>() {
+        Ok(k) => Some(k),
+        Err(_) => {
+            problems.push(format!("kind: {k:?} is not a bounce kind"));
+            None
+        }
+    });
+    let reply_code = match v.get("reply_code") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => match n.as_u64().and_then(|n| u16::try_from(n).ok()) {
+            Some(c) if (200..600).contains(&c) => Some(c),
+            _ => {
+                problems.push(format!("reply_code: {n} is not an SMTP reply code"));
+                None
+            }
+        },
+        Some(other) => {
+            problems.push(format!("reply_code: expected a number, got {other}"));
+            None
+        }
+    };
+    let hard = match v.get("hard") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(other) => {
+            problems.push(format!("hard: expected true or false, got {other}"));
+            None
+        }
+    };
+    if !problems.is_empty() {
+        return Err(format!("not a normalised bounce: {}", problems.join("; ")));
+    }
+    let recipient = recipient.expect("checked above");
+    let Some((address, domain)) = crate::bounce::normalise_address(&recipient) else {
+        return Err(format!("{recipient:?} is not an email address"));
+    };
+    let bounce = match (kind, hard) {
+        (Some(kind), Some(hard)) => Bounce {
+            recipient: address,
+            domain,
+            at,
+            action,
+            status,
+            reply_code,
+            diagnostic,
+            remote_mta,
+            reporting_mta,
+            kind,
+            hard,
+            source: Source::Jsonl,
+            message_id,
+        },
+        (kind, hard) => {
+            let facts = Facts {
+                recipient,
+                at,
+                action,
+                status,
+                reply_code,
+                diagnostic,
+                remote_mta,
+                reporting_mta,
+                message_id,
+                kind_hint: kind,
+                ..Facts::default()
+            };
+            let mut b = facts
+                .into_bounce(Source::Jsonl)
+                .ok_or_else(|| "the recipient is not an email address".to_string())?;
+            if let Some(h) = hard {
+                b.hard = h;
+            }
+            b
+        }
+    };
+    found.bounces.push(bounce);
+    Ok(())
 }
 
 fn ses(v: &Value, kind: &str, found: &mut Found) -> Result<(), String> {

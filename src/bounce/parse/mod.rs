@@ -99,6 +99,10 @@ impl Parsed {
 /// Parses one input. `now` dates syslog lines, which carry no year.
 pub fn parse(bytes: &[u8], format: Option<Format>, now: DateTime<Utc>) -> Parsed {
     let mut out = Parsed::default();
+    // LF, CRLF and CR alike, for every format (an mbox or a log with CR
+    // line ends is still lines).
+    let bytes = dsn::normalise_newlines(bytes);
+    let bytes = bytes.as_ref();
     match format.unwrap_or_else(|| detect(bytes)) {
         Format::Email => email(bytes, None, &mut out),
         Format::Mbox => {
@@ -183,18 +187,24 @@ fn json(bytes: &[u8], out: &mut Parsed) {
         // Not one document: one value per line (JSONL).
         Err(whole) => {
             let text = String::from_utf8_lossy(bytes);
-            let lines: Vec<&str> = text.lines().collect();
-            if lines.iter().filter(|l| !l.trim().is_empty()).count() <= 1 {
-                out.problem(Some(whole.line()), format!("invalid JSON: {whole}"));
+            let lines: Vec<(usize, serde_json::Result<serde_json::Value>)> = text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+                .map(|(i, l)| (i + 1, serde_json::from_str(l)))
+                .collect();
+            // Not one line is JSON: one problem for the input, not one per line.
+            if lines.len() <= 1 || lines.iter().all(|(_, r)| r.is_err()) {
+                out.problem(
+                    Some(whole.line()),
+                    format!("not JSON (nor JSON lines): {whole}"),
+                );
                 return;
             }
-            for (i, l) in lines.iter().enumerate() {
-                if l.trim().is_empty() {
-                    continue;
-                }
-                match serde_json::from_str::<serde_json::Value>(l) {
-                    Ok(v) => json_value(&v, Some(i + 1), out),
-                    Err(e) => out.problem(Some(i + 1), format!("invalid JSON: {e}")),
+            for (line, r) in lines {
+                match r {
+                    Ok(v) => json_value(&v, Some(line), out),
+                    Err(e) => out.problem(Some(line), format!("invalid JSON: {e}")),
                 }
             }
         }
