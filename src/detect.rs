@@ -214,6 +214,8 @@ impl WindowStatus {
 pub enum CloseReason {
     Reverted,
     Settled,
+    /// The domain left the watchlist: nothing watches over the window any more.
+    Unwatched,
 }
 
 impl CloseReason {
@@ -221,12 +223,14 @@ impl CloseReason {
         match self {
             CloseReason::Reverted => "reverted",
             CloseReason::Settled => "settled",
+            CloseReason::Unwatched => "unwatched",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "reverted" => Some(CloseReason::Reverted),
             "settled" => Some(CloseReason::Settled),
+            "unwatched" => Some(CloseReason::Unwatched),
             _ => None,
         }
     }

@@ -711,6 +711,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(async move {
                 if *once {
                     let (m, writer) = monitor::open_for_sweep(&config, clock)?;
+                    m.watch(&config).await?;
                     let names: Vec<DomainName> = config.domains.iter().map(|d| d.name.clone()).collect();
                     // SIGINT/SIGTERM: no further check starts; those in flight commit.
                     let (stop_tx, stop) = tokio::sync::watch::channel(false);

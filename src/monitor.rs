@@ -172,6 +172,19 @@ impl Monitor {
         *health = health.rescaled(n);
     }
 
+    /// Adopts the watchlist and closes the windows of domains no longer on
+    /// it (no window stays open without a check to end it).
+    pub async fn watch(&self, config: &Config) -> Result<(), StoreError> {
+        self.set_watchlist(config);
+        let names: std::collections::HashSet<DomainName> =
+            config.domains.iter().map(|d| d.name.clone()).collect();
+        self.states
+            .lock()
+            .expect("state lock")
+            .retain(|d, _| names.contains(d));
+        self.writer.watched(names, self.clock.now()).await
+    }
+
     /// What happened since the last call, for the daemon's summary line.
     pub fn take_tally(&self) -> SweepSummary {
         std::mem::take(&mut *self.tally.lock().expect("tally lock"))
@@ -455,6 +468,15 @@ impl Daemon {
         let (writer, model, writer_task) =
             Writer::start_serving(&config.database, config.judging())?;
         let monitor = Monitor::new(config, writer, memory, clock.clone(), lock)?;
+        {
+            // Windows of domains that left the watchlist while we were away.
+            let (m, c) = (monitor.clone(), config.clone());
+            tokio::spawn(async move {
+                if let Err(e) = m.watch(&c).await {
+                    tracing::error!("closing the windows of domains no longer watched: {e}");
+                }
+            });
+        }
         let (reload, reload_rx) = mpsc::channel(4);
         let opts = SchedulerOptions {
             concurrency: config.concurrency,
@@ -543,9 +565,11 @@ impl Daemon {
     }
 
     /// Applies a new watchlist: added domains are scheduled, removed ones
-    /// stop; history and windows stay in the database.
+    /// stop (their history stays; their open windows close).
     pub async fn reload(&self, config: &Config) {
-        self.monitor.set_watchlist(config);
+        if let Err(e) = self.monitor.watch(config).await {
+            tracing::error!("closing the windows of domains no longer watched: {e}");
+        }
         let _ = self.reload.send(jobs_of(config)).await;
         let mut alerts = self.alerts.lock().await;
         if let Some(old) = alerts.take() {

@@ -384,6 +384,8 @@ enum Op {
     Bounces(Vec<Bounce>, DateTime<Utc>, oneshot::Sender<Intake>),
     /// Time passes: anomalies whose bounces stopped close.
     Tick(DateTime<Utc>),
+    /// The watchlist is these domains: windows of any other close.
+    Watched(std::collections::HashSet<DomainName>, DateTime<Utc>),
     /// Alert delivery bookkeeping, and who to tell once it is committed.
     Delivery(DeliveryWrite, oneshot::Sender<()>),
     /// An event of its own for the outbox (the daily digest).
@@ -566,6 +568,20 @@ impl Writer {
             .map_err(|_| StoreError::WriterGone)
     }
 
+    /// Tells the writer the watchlist: open windows of domains not on it
+    /// close (reason `unwatched`, at their last check), since nothing
+    /// watches over them any more.
+    pub async fn watched(
+        &self,
+        names: std::collections::HashSet<DomainName>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.tx
+            .send(Op::Watched(names, now))
+            .await
+            .map_err(|_| StoreError::WriterGone)
+    }
+
     /// Records alert delivery progress; returns once committed.
     pub async fn delivery(&self, w: DeliveryWrite) -> Result<(), StoreError> {
         let (ack, done) = oneshot::channel();
@@ -656,6 +672,7 @@ impl WriterState {
                 Op::Outage(ev, at) => write_outage(&tx, *ev, *at, &judging)?,
                 Op::Bounces(list, now, _) => counts.push(self.intaker.bounces(&tx, list, *now)?),
                 Op::Tick(now) => self.intaker.tick(&tx, *now)?,
+                Op::Watched(names, now) => close_unwatched(&tx, names, *now)?,
                 Op::Delivery(w, _) => deliveries::write(&tx, w)?,
                 Op::Announce { event, summary, at } => {
                     tx.prepare_cached(
@@ -690,7 +707,7 @@ impl WriterState {
                     }
                     windows |= rec.window.is_some();
                 }
-                Op::Outage(..) => windows = true,
+                Op::Outage(..) | Op::Watched(..) => windows = true,
                 Op::Tick(_) => ticked = true,
                 Op::Bounces(list, now, _) => {
                     if let (Some(m), Some(earliest)) =
@@ -875,6 +892,65 @@ fn write_check(
         let json = serde_json::to_string(state).expect("detector state serialises");
         tx.prepare_cached("UPDATE domains SET state = ?2 WHERE id = ?1")?
             .execute(params![id, json])?;
+    }
+    Ok(())
+}
+
+/// Closes the open MX windows of domains not in `watched`, at their last
+/// check, and forgets the window in their stored detector state.
+fn close_unwatched(
+    tx: &rusqlite::Transaction,
+    watched: &std::collections::HashSet<DomainName>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    /// window id, domain id, name, stored state, start, last check
+    type OpenWindow = (i64, i64, String, Option<String>, i64, Option<i64>);
+    let open: Vec<OpenWindow> = tx
+        .prepare_cached(
+            "SELECT w.id, d.id, d.name, d.state, w.start, \
+               (SELECT max(r.last_seen) FROM runs r WHERE r.domain_id = d.id AND r.upstream = '*') \
+             FROM windows w JOIN domains d ON d.id = w.domain_id \
+             WHERE w.kind = 'mx_change' AND w.status != 'closed'",
+        )?
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    for (window, domain_id, name, state, start, last) in open {
+        if DomainName::parse(&name).is_ok_and(|d| watched.contains(&d)) {
+            continue;
+        }
+        let end = last.unwrap_or(start).max(start);
+        tx.prepare_cached(
+            "UPDATE windows SET status = 'closed', close_reason = 'unwatched', \
+             end = CASE WHEN end IS NULL OR end > ?2 THEN ?2 ELSE end END WHERE id = ?1",
+        )?
+        .execute(params![window, end])?;
+        if let Some(mut s) = state.and_then(|j| serde_json::from_str::<DomainState>(&j).ok()) {
+            s.window = None;
+            let json = serde_json::to_string(&s).expect("detector state serialises");
+            tx.prepare_cached("UPDATE domains SET state = ?2 WHERE id = ?1")?
+                .execute(params![domain_id, json])?;
+        }
+        tx.prepare_cached(
+            "INSERT INTO outbox(created_at, event, domain_id, window_id, summary) VALUES (?1, 'window_closed', ?2, ?3, ?4)",
+        )?
+        .execute(params![
+            ms(now),
+            domain_id,
+            window,
+            format!(
+                "{name}: window since {} closed (unwatched): the domain left the watchlist",
+                from_ms(start).to_rfc3339()
+            )
+        ])?;
     }
     Ok(())
 }

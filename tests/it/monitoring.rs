@@ -434,9 +434,9 @@ async fn when_every_domain_fails_at_once_it_is_our_resolver() {
 use mxwatch::store::Store;
 
 /// A reload (what SIGHUP does): added domains start being watched, removed
-/// ones stop, history and open windows stay.
+/// ones stop; history stays, and the removed domains' windows close.
 #[tokio::test(start_paused = true)]
-async fn reload_adds_and_removes_domains_and_keeps_history_and_windows() {
+async fn reload_adds_and_removes_domains_keeps_history_and_closes_removed_windows() {
     let dns = TestDns::start().await;
     dns.set("example.de", Behaviour::mx(OWN, 300));
     dns.set("example.org", Behaviour::mx(&[(10, "mx.example.org")], 300));
@@ -466,15 +466,33 @@ async fn reload_adds_and_removes_domains_and_keeps_history_and_windows() {
             .all(|ev| ev.domain.as_str() != "example.de"),
         "example.de was checked after its removal"
     );
-    // Its history and open window stay.
+    // Its history stays; its window closes, at its last check: nothing
+    // watches over it any more, so nothing could end it.
     let store = app.store();
     assert!(!store.history(&name("example.de"), None).unwrap().is_empty());
     let windows = store.windows(None).unwrap();
-    assert!(
-        windows
-            .iter()
-            .any(|w| w.domain.as_deref() == Some("example.de") && w.end.is_none()),
-        "{windows:?}"
+    let w = windows
+        .iter()
+        .find(|w| w.domain.as_deref() == Some("example.de"))
+        .unwrap();
+    assert_eq!(w.status, WindowStatus::Closed, "{windows:?}");
+    assert_eq!(
+        w.close_reason,
+        Some(mxwatch::detect::CloseReason::Unwatched)
     );
+    assert_eq!(w.end, Some(flip.at), "closed at its last check");
+    assert_eq!(
+        app.outbox_events(),
+        ["window_opened", "window_closed"],
+        "the close is announced"
+    );
+    // Watched again later: it starts afresh, no stale window.
+    let back = crate::write_config(
+        &app.dir,
+        &format!("{}domains: [example.de, example.org]\n", base_yaml(&dns)),
+    );
+    app.daemon.as_ref().unwrap().reload(&back).await;
+    let ev = app.next_check("example.de").await;
+    assert!(ev.window.is_none() && ev.changes.is_empty(), "{ev:?}");
     app.stop().await;
 }

@@ -486,6 +486,15 @@ async fn a_cold_start_says_it_knows_too_little_and_opens_no_anomaly() {
         "{err}"
     );
 
+    // Listing endpoints take the command line's forms of time.
+    for since in ["24h", "2021-04-26", "2021-04-26T00:00:00Z"] {
+        let r = mxwatch::http_client()
+            .get(format!("{base}/v1/reinstatements?since={since}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "since={since}");
+    }
     // A day of history arrives (an older feed ingested): warm.
     crate::post_bounces(&base, history_line(now())).await;
     let page: Value = crate::get_json(format!("{base}/v1/domains/example.de")).await;
