@@ -510,6 +510,19 @@ mod tests {
     }
 
     #[test]
+    fn the_warm_up_caveat_says_how_much_history_there_is() {
+        let p = Params::default();
+        let at = t0() + chrono::Duration::days(1);
+        assert_eq!(
+            p.warmup_caveat(Some(at - mins(19)), at),
+            "too little bounce history to judge bursts: 19m of the 1day anomaly detection \
+             needs (until then only a burst 5x stronger counts)"
+        );
+        assert!(p.warmup_caveat(None, at).contains(": 0s of the 1day"));
+        assert!(!p.warmed_up(None, at), "no history at all is not warm");
+    }
+
+    #[test]
     fn steady_traffic_on_a_fresh_scope_ends_its_window_while_bounces_keep_coming() {
         // Five a minute, every minute, for two days, from a fresh start:
         // strong enough to open a window in warm-up, but once the scope's

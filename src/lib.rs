@@ -7,7 +7,8 @@
 //! - [`schedule`]: crontab schedules, per-domain spread, the scheduler loop, rate limits.
 //! - [`resolve`]: hickory resolvers per upstream; every answer becomes an [`resolve::Observation`].
 //! - [`provider`]: MX host → mailbox provider (built-in table, public suffix fallback).
-//! - [`detect`]: pure change detection: baselines, changes, windows, resolver outages.
+//! - [`detect`]: pure change detection: baselines, changes, windows.
+//! - [`health`]: pure: our resolver's health across domains (outages, answers held as suspect).
 //! - [`store`]: SQLite: schema, migrations, the single writer, as-of queries. Only it knows SQL.
 //! - [`monitor`]: one check end to end (resolve → detect → store) and the daemon's loop.
 //! - [`bounce`]: bounce feeds parsed into normalised, classified [`bounce::Bounce`]s.
@@ -15,7 +16,7 @@
 //! - [`verdict`]: pure rules: a bounce and the evidence around it → suppress, transient, retry, ignore.
 //! - [`clock`]: where "now" comes from, so tests and replays control time.
 //! - [`judge`]: a bounce from its parts judged against the store (CLI and API share it).
-//! - [`replay`]: detector, anomaly detector and verdicts over recorded observations and bounces.
+//! - [`replay`]: the daemon's own code (monitor, writer) over recorded observations and bounces.
 //! - [`api`]: the HTTP API (axum): routes, auth, JSON errors. Only it serves HTTP.
 //! - [`metrics`]: Prometheus counters and the `/metrics` text.
 //! - [`report`]: the JSON and text shapes the CLI prints.
@@ -29,6 +30,7 @@ pub mod clock;
 pub mod config;
 pub mod detect;
 pub mod domain;
+pub mod health;
 pub mod judge;
 pub mod metrics;
 pub mod monitor;

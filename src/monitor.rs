@@ -16,10 +16,9 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::detect::{
-    self, ChangeKind, DomainState, Health, Params, Severity, Trust, WindowEvent, WindowStatus,
-};
+use crate::detect::{self, ChangeKind, DomainState, Params, Severity, WindowEvent, WindowStatus};
 use crate::domain::DomainName;
+use crate::health::{Health, Trust};
 use crate::provider::Providers;
 use crate::resolve::{MxResolver, Observation, ResolveOptions};
 use crate::schedule::{self, Job, SchedulerOptions};
@@ -265,13 +264,14 @@ impl Monitor {
                 &self.providers,
                 &self.params,
             ),
-            // Nothing about the domain: no change, no baseline; soon again.
+            // Nothing about the domain: no change, no baseline; soon again,
+            // unless our resolver is known to be out (then its schedule will do).
             Trust::Hold(_) => detect::Detection {
                 state: prev.clone(),
                 consensus: detect::consensus(&observations),
                 changes: Vec::new(),
                 window: None,
-                fast_recheck: true,
+                fast_recheck: prev.window.is_some() || !self.in_outage(),
             },
         };
         let persist = differs_beyond_last_seen(&prev, &det.state);
@@ -280,31 +280,7 @@ impl Monitor {
             .expect("state lock")
             .insert(domain.clone(), det.state.clone());
 
-        let consensus = match &det.consensus.answer {
-            Some(answer) => Observation {
-                upstream: store::CONSENSUS.into(),
-                outcome: answer.outcome(),
-                mx: answer.mx().to_vec(),
-                ttl: det.consensus.ttl,
-                implicit_mx: observations
-                    .iter()
-                    .any(|o| o.answer().as_ref() == Some(answer) && o.implicit_mx),
-                detail: match &trust {
-                    Trust::Hold(why) => Some(why.clone()),
-                    Trust::Believe => det.consensus.disagreement.clone(),
-                },
-            },
-            None => Observation {
-                upstream: store::CONSENSUS.into(),
-                ..observations.first().cloned().unwrap_or_else(|| {
-                    Observation::failure(
-                        store::CONSENSUS,
-                        crate::resolve::Outcome::Error,
-                        "no upstreams",
-                    )
-                })
-            },
-        };
+        let consensus = consensus_observation(&det.consensus, &observations, &trust);
         let held = matches!(trust, Trust::Hold(_));
         let outage = self.health.lock().expect("health lock").record(
             domain.as_str(),
@@ -321,16 +297,7 @@ impl Monitor {
             held,
         };
         let (outcome, n_changes) = (consensus.outcome, det.changes.len());
-        for c in &det.changes {
-            if c.severity == Severity::Critical {
-                tracing::warn!(domain = %domain, kind = %c.kind, severity = %c.severity, "{}", c.detail);
-            } else {
-                tracing::info!(domain = %domain, kind = %c.kind, severity = %c.severity, "{}", c.detail);
-            }
-        }
-        if let Trust::Hold(why) = &trust {
-            tracing::debug!(domain = %domain, "answer {why}");
-        }
+        log_check(domain, &det.changes, &trust);
         self.writer
             .check(CheckRecord {
                 domain: domain.clone(),
@@ -343,34 +310,75 @@ impl Monitor {
             })
             .await?;
         self.metrics.check(outcome.as_str(), n_changes);
-        {
-            let mut t = self.tally.lock().expect("tally lock");
-            t.checked += 1;
-            if event.held {
-                t.held += 1;
-            } else if event.observations.iter().any(|o| !o.outcome.is_failure()) {
-                t.answered += 1;
-            } else {
-                t.failed += 1;
-            }
-            t.changes += n_changes;
-            t.windows_opened += usize::from(matches!(event.window, Some((WindowEvent::Opened, _))));
-        }
+        self.tally.lock().expect("tally lock").count(&event);
         if let Some(ev) = outage {
-            match ev {
-                detect::OutageEvent::Started(s) => tracing::error!(
-                    since = %s.to_rfc3339(),
-                    "most watched domains fail to resolve, or answer NXDOMAIN or one identical \
-                     answer, at once: our own resolver looks broken or is lying (captive portal, \
-                     broken forwarder, DNS filtering); their answers are held and every hard \
-                     bounce since then is answered `transient`. Check the upstreams in the watchlist"
-                ),
-                detect::OutageEvent::Ended { .. } => tracing::info!("resolution works again"),
-            }
+            log_outage(ev);
             self.writer.outage(ev, at).await?;
         }
         let _ = self.events.send(event.clone());
         Ok(event)
+    }
+}
+
+/// The consensus as the `*` run stores it: the answer most upstreams gave
+/// (with the reason when it is held, or their disagreement), else the
+/// first failure.
+fn consensus_observation(
+    consensus: &detect::Consensus,
+    observations: &[Observation],
+    trust: &Trust,
+) -> Observation {
+    match &consensus.answer {
+        Some(answer) => Observation {
+            upstream: store::CONSENSUS.into(),
+            outcome: answer.outcome(),
+            mx: answer.mx().to_vec(),
+            ttl: consensus.ttl,
+            implicit_mx: observations
+                .iter()
+                .any(|o| o.answer().as_ref() == Some(answer) && o.implicit_mx),
+            detail: match trust {
+                Trust::Hold(why) => Some(why.clone()),
+                Trust::Believe => consensus.disagreement.clone(),
+            },
+        },
+        None => Observation {
+            upstream: store::CONSENSUS.into(),
+            ..observations.first().cloned().unwrap_or_else(|| {
+                Observation::failure(
+                    store::CONSENSUS,
+                    crate::resolve::Outcome::Error,
+                    "no upstreams",
+                )
+            })
+        },
+    }
+}
+
+/// Critical changes at WARN, the others at INFO, held answers at DEBUG.
+fn log_check(domain: &DomainName, changes: &[detect::Change], trust: &Trust) {
+    for c in changes {
+        if c.severity == Severity::Critical {
+            tracing::warn!(domain = %domain, kind = %c.kind, severity = %c.severity, "{}", c.detail);
+        } else {
+            tracing::info!(domain = %domain, kind = %c.kind, severity = %c.severity, "{}", c.detail);
+        }
+    }
+    if let Trust::Hold(why) = trust {
+        tracing::debug!(domain = %domain, "answer {why}");
+    }
+}
+
+fn log_outage(ev: crate::health::OutageEvent) {
+    match ev {
+        crate::health::OutageEvent::Started(s) => tracing::error!(
+            since = %s.to_rfc3339(),
+            "most watched domains fail to resolve, or answer NXDOMAIN or one identical \
+             answer, at once: our own resolver looks broken or is lying (captive portal, \
+             broken forwarder, DNS filtering); their answers are held and every hard \
+             bounce since then is answered `transient`. Check the upstreams in the watchlist"
+        ),
+        crate::health::OutageEvent::Ended { .. } => tracing::info!("resolution works again"),
     }
 }
 
@@ -423,6 +431,22 @@ const TICK: Duration = Duration::from_secs(60);
 /// Every this many ticks (five minutes, the default schedule's interval)
 /// the daemon logs what its checks found.
 const SUMMARY_TICKS: u64 = 5;
+
+/// Every minute: anomalies whose bounces stopped close; every five, a
+/// summary line. Ends when the writer is gone.
+async fn ticks(m: Arc<Monitor>, clock: Arc<dyn Clock>) {
+    let mut ticks = 0u64;
+    loop {
+        tokio::time::sleep(TICK).await;
+        if m.writer.tick(clock.now()).await.is_err() {
+            return;
+        }
+        ticks += 1;
+        if ticks.is_multiple_of(SUMMARY_TICKS) {
+            log_summary(&m);
+        }
+    }
+}
 
 fn log_summary(m: &Monitor) {
     let t = m.take_tally();
@@ -512,22 +536,7 @@ impl Daemon {
             }
             None => (None, None, None),
         };
-        let tick_task = {
-            let (writer, clock, m) = (monitor.writer.clone(), clock.clone(), monitor.clone());
-            tokio::spawn(async move {
-                let mut ticks = 0u64;
-                loop {
-                    tokio::time::sleep(TICK).await;
-                    if writer.tick(clock.now()).await.is_err() {
-                        return;
-                    }
-                    ticks += 1;
-                    if ticks.is_multiple_of(SUMMARY_TICKS) {
-                        log_summary(&m);
-                    }
-                }
-            })
-        };
+        let tick_task = tokio::spawn(ticks(monitor.clone(), clock.clone()));
         let alerts = crate::alerts::Workers::start(config, &monitor.writer, &clock);
         let m = monitor.clone();
         let task = tokio::spawn(schedule::run(
@@ -647,6 +656,22 @@ pub struct SweepSummary {
     pub stopped: bool,
 }
 
+impl SweepSummary {
+    /// Adds a committed check.
+    fn count(&mut self, ev: &CheckEvent) {
+        self.checked += 1;
+        if ev.held {
+            self.held += 1;
+        } else if ev.observations.iter().any(|o| !o.outcome.is_failure()) {
+            self.answered += 1;
+        } else {
+            self.failed += 1;
+        }
+        self.changes += ev.changes.len();
+        self.windows_opened += usize::from(matches!(ev.window, Some((WindowEvent::Opened, _))));
+    }
+}
+
 /// Checks every domain once, now, at most `concurrency` at a time; then,
 /// when answers were held, a few others again and the held ones once more
 /// (a held answer is believed only when fresh checks of the others are fine).
@@ -703,22 +728,17 @@ async fn sweep_pass(
         .map(|d| monitor.check(d))
         .buffer_unordered(concurrency.max(1));
     while let Some(r) = results.next().await {
-        s.checked += 1;
         match r {
             Ok(ev) => {
+                s.count(&ev);
                 if ev.held {
+                    s.held -= 1; // counted at the end, once it stays held
                     held.push(ev.domain.clone());
-                } else if ev.observations.iter().any(|o| !o.outcome.is_failure()) {
-                    s.answered += 1;
-                } else {
-                    s.failed += 1;
                 }
-                s.changes += ev.changes.len();
-                s.windows_opened +=
-                    usize::from(matches!(ev.window, Some((WindowEvent::Opened, _))));
             }
             Err(e) => {
                 tracing::error!("check not recorded: {e}");
+                s.checked += 1;
                 s.not_recorded += 1;
             }
         }

@@ -141,6 +141,46 @@ enum Step<'a> {
     Bounces(Vec<usize>),
 }
 
+/// The recording in time order: checks (the observations of one domain at
+/// one moment, all upstreams) and, between them, the bounces that came
+/// before the next check (a bounce at a check's moment comes after it;
+/// bounces without a time come last).
+fn steps<'a>(observations: &'a [Recorded], bounces: &[Bounce]) -> Vec<Step<'a>> {
+    // Checks: the observations of one domain at one moment, all upstreams.
+    let mut checks: Vec<(DateTime<Utc>, &DomainName, Vec<Observation>)> = Vec::new();
+    let mut index: HashMap<(&DomainName, DateTime<Utc>), usize> = HashMap::new();
+    for r in observations {
+        match index.get(&(&r.domain, r.at)) {
+            Some(&i) => checks[i].2.push(r.observation.clone()),
+            None => {
+                index.insert((&r.domain, r.at), checks.len());
+                checks.push((r.at, &r.domain, vec![r.observation.clone()]));
+            }
+        }
+    }
+    checks.sort_by_key(|c| c.0);
+    let mut order: Vec<usize> = (0..bounces.len()).collect();
+    order.sort_by_key(|&i| (bounces[i].at.is_none(), bounces[i].at));
+    let mut steps: Vec<Step> = Vec::new();
+    let mut pending: Vec<usize> = Vec::new();
+    let mut checks = checks.into_iter().peekable();
+    for i in order {
+        while let Some(c) = checks.next_if(|c| bounces[i].at.is_none_or(|at| c.0 <= at)) {
+            if !pending.is_empty() {
+                steps.push(Step::Bounces(std::mem::take(&mut pending)));
+            }
+            steps.push(Step::Check(c.0, c.1, c.2));
+        }
+        pending.push(i);
+    }
+    if !pending.is_empty() {
+        steps.push(Step::Bounces(pending));
+    }
+    steps.extend(checks.map(|c| Step::Check(c.0, c.1, c.2)));
+
+    steps
+}
+
 /// How many bounces one writer batch takes at most.
 const BATCH: usize = 5_000;
 
@@ -178,38 +218,7 @@ pub async fn replay(
         lock,
     );
 
-    // Checks: the observations of one domain at one moment, all upstreams.
-    let mut checks: Vec<(DateTime<Utc>, &DomainName, Vec<Observation>)> = Vec::new();
-    let mut index: HashMap<(&DomainName, DateTime<Utc>), usize> = HashMap::new();
-    for r in observations {
-        match index.get(&(&r.domain, r.at)) {
-            Some(&i) => checks[i].2.push(r.observation.clone()),
-            None => {
-                index.insert((&r.domain, r.at), checks.len());
-                checks.push((r.at, &r.domain, vec![r.observation.clone()]));
-            }
-        }
-    }
-    checks.sort_by_key(|c| c.0);
-    let mut order: Vec<usize> = (0..bounces.len()).collect();
-    order.sort_by_key(|&i| (bounces[i].at.is_none(), bounces[i].at));
-    let mut steps: Vec<Step> = Vec::new();
-    let mut pending: Vec<usize> = Vec::new();
-    let mut checks = checks.into_iter().peekable();
-    for i in order {
-        while let Some(c) = checks.next_if(|c| bounces[i].at.is_none_or(|at| c.0 <= at)) {
-            if !pending.is_empty() {
-                steps.push(Step::Bounces(std::mem::take(&mut pending)));
-            }
-            steps.push(Step::Check(c.0, c.1, c.2));
-        }
-        pending.push(i);
-    }
-    if !pending.is_empty() {
-        steps.push(Step::Bounces(pending));
-    }
-    steps.extend(checks.map(|c| Step::Check(c.0, c.1, c.2)));
-
+    let steps = steps(observations, bounces);
     let mut initial: Vec<Option<Judgement>> = vec![None; bounces.len()];
     let mut last = DateTime::<Utc>::MIN_UTC;
     for step in steps {

@@ -22,10 +22,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::bounce::{Bounce, Kind};
 use crate::detect::{
-    Change, ChangeKind, CloseReason, DomainState, OutageEvent, Severity, Window, WindowEvent,
-    WindowStatus,
+    Change, ChangeKind, CloseReason, DomainState, Severity, Window, WindowEvent, WindowStatus,
 };
 use crate::domain::{DomainName, Mx, MxHost};
+use crate::health::OutageEvent;
 use crate::resolve::{Answer, Observation, Outcome};
 mod deliveries;
 mod intake;

@@ -115,6 +115,58 @@ fn parse_object(v: &Value, found: &mut Found) -> Result<(), String> {
     Err("not a bounce format mxwatch knows (SES, SNS, SendGrid, Mailgun, Postmark, normalised JSONL)".into())
 }
 
+/// Reads a record's fields, gathering every problem rather than stopping at
+/// the first.
+struct Fields<'a> {
+    v: &'a Value,
+    problems: Vec<String>,
+}
+
+impl Fields<'_> {
+    fn text(&mut self, k: &str) -> Option<String> {
+        match self.v.get(k) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => {
+                self.problems
+                    .push(format!("{k}: expected a string, got {other}"));
+                None
+            }
+        }
+    }
+
+    fn flag(&mut self, k: &str) -> Option<bool> {
+        match self.v.get(k) {
+            None | Some(Value::Null) => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(other) => {
+                self.problems
+                    .push(format!("{k}: expected true or false, got {other}"));
+                None
+            }
+        }
+    }
+
+    fn reply_code(&mut self) -> Option<u16> {
+        match self.v.get("reply_code") {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => match n.as_u64().and_then(|n| u16::try_from(n).ok()) {
+                Some(c) if (200..600).contains(&c) => Some(c),
+                _ => {
+                    self.problems
+                        .push(format!("reply_code: {n} is not an SMTP reply code"));
+                    None
+                }
+            },
+            Some(other) => {
+                self.problems
+                    .push(format!("reply_code: expected a number, got {other}"));
+                None
+            }
+        }
+    }
+}
+
 /// The fields of a normalised record (what `bounces parse --json` prints).
 const NORMALISED_FIELDS: [&str; 13] = [
     "recipient",
@@ -138,26 +190,22 @@ const NORMALISED_FIELDS: [&str; 13] = [
 /// mxwatch normalised); otherwise the rules classify the codes and words,
 /// with a given `kind` as a hint. `domain` and `source` are derived.
 fn normalised(v: &Value, found: &mut Found) -> Result<(), String> {
-    let mut problems: Vec<String> = Vec::new();
-    let mut text = |k: &str| -> Option<String> {
-        match v.get(k) {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(other) => {
-                problems.push(format!("{k}: expected a string, got {other}"));
-                None
-            }
-        }
+    let mut r = Fields {
+        v,
+        problems: Vec::new(),
     };
-    let recipient = text("recipient");
-    let at = text("at");
-    let action = text("action");
-    let status = text("status");
-    let diagnostic = text("diagnostic");
-    let remote_mta = text("remote_mta");
-    let reporting_mta = text("reporting_mta");
-    let kind = text("kind");
-    let message_id = text("message_id");
+    let recipient = r.text("recipient");
+    let at = r.text("at");
+    let action = r.text("action");
+    let status = r.text("status");
+    let diagnostic = r.text("diagnostic");
+    let remote_mta = r.text("remote_mta");
+    let reporting_mta = r.text("reporting_mta");
+    let kind = r.text("kind");
+    let message_id = r.text("message_id");
+    let reply_code = r.reply_code();
+    let hard = r.flag("hard");
+    let mut problems = r.problems;
     if recipient.is_none() && !problems.iter().any(|p| p.starts_with("recipient:")) {
         problems.push("recipient: missing (the one field a record needs)".into());
     }
@@ -184,28 +232,6 @@ fn normalised(v: &Value, found: &mut Found) -> Result<(), String> {
             None
         }
     });
-    let reply_code = match v.get("reply_code") {
-        None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => match n.as_u64().and_then(|n| u16::try_from(n).ok()) {
-            Some(c) if (200..600).contains(&c) => Some(c),
-            _ => {
-                problems.push(format!("reply_code: {n} is not an SMTP reply code"));
-                None
-            }
-        },
-        Some(other) => {
-            problems.push(format!("reply_code: expected a number, got {other}"));
-            None
-        }
-    };
-    let hard = match v.get("hard") {
-        None | Some(Value::Null) => None,
-        Some(Value::Bool(b)) => Some(*b),
-        Some(other) => {
-            problems.push(format!("hard: expected true or false, got {other}"));
-            None
-        }
-    };
     if !problems.is_empty() {
         return Err(format!("not a normalised bounce: {}", problems.join("; ")));
     }
