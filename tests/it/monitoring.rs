@@ -424,9 +424,21 @@ async fn when_every_domain_fails_at_once_it_is_our_resolver() {
             break;
         }
     }
-    assert!(
-        windows.iter().all(|w| w.kind != "mx_change"),
-        "no MX change for anyone"
+    let after = app.store().windows(None).unwrap();
+    assert_eq!(
+        after.iter().map(|w| w.kind.as_str()).collect::<Vec<_>>(),
+        ["resolver_outage"],
+        "no MX change for anyone, before or after the recovery"
+    );
+    assert_eq!(
+        app.store()
+            .changes(None, None)
+            .unwrap()
+            .iter()
+            .filter(|c| c.change.kind != ChangeKind::ResolutionFailed
+                && c.change.kind != ChangeKind::ResolutionRecovered)
+            .count(),
+        0
     );
     app.stop().await;
 }
