@@ -483,6 +483,32 @@ mod tests {
     }
 
     #[test]
+    fn a_bounce_exactly_one_baseline_old_still_counts() {
+        let p = Params {
+            window: Duration::from_secs(600),
+            baseline: Duration::from_secs(3600),
+            factor: 2.0,
+            min_bounces: 2,
+            min_recipients: 1,
+            warmup: Duration::ZERO,
+            max_duration: Duration::from_secs(7200),
+        };
+        let detail_at = |age: chrono::Duration| {
+            let mut d = Detector::new(p);
+            d.observe("x", t0(), "old@x");
+            let at = t0() + age;
+            d.observe("x", at, "a@x");
+            match &d.observe("x", at, "b@x")[..] {
+                [Event::Opened(a)] => a.detail.clone(),
+                other => panic!("{other:?}"),
+            }
+        };
+        // One bounce in the 50 minutes before the window: 1 x 10 / 50.
+        assert!(detail_at(mins(60)).ends_with("against 0.2 expected"));
+        assert!(detail_at(mins(60) + secs(1)).ends_with("against 0.0 expected"));
+    }
+
+    #[test]
     fn a_fresh_database_needs_much_stronger_evidence() {
         // The cold-start report: 25 unknown users to gmail.com within 30
         // minutes on a fresh database is an ordinary day, not an incident.

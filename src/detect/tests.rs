@@ -321,3 +321,48 @@ fn unexpected_provider_is_flagged() {
     );
     assert!(kinds(&d[1]).contains(&ChangeKind::UnexpectedProvider));
 }
+
+#[test]
+fn names_round_trip_and_are_the_stored_ones() {
+    for k in ChangeKind::ALL {
+        assert_eq!(ChangeKind::parse(k.as_str()), Some(k));
+        assert_eq!(k.to_string(), k.as_str());
+    }
+    assert_eq!(ChangeKind::ProviderChanged.as_str(), "provider_changed");
+    assert_eq!(ChangeKind::parse("nxdomain"), Some(ChangeKind::Nxdomain));
+    assert_eq!(ChangeKind::parse("nope"), None);
+    let names: BTreeSet<&str> = ChangeKind::ALL.iter().map(|k| k.as_str()).collect();
+    assert_eq!(names.len(), ChangeKind::ALL.len(), "every name distinct");
+    for (s, name) in [
+        (Severity::Info, "info"),
+        (Severity::Warning, "warning"),
+        (Severity::Critical, "critical"),
+    ] {
+        assert_eq!((s.as_str(), s.to_string()), (name, name.to_string()));
+        assert_eq!(Severity::parse(name), Some(s));
+    }
+    assert_eq!(Severity::parse("loud"), None);
+    for (w, name) in [
+        (WindowStatus::Open, "open"),
+        (WindowStatus::Closing, "closing"),
+        (WindowStatus::Closed, "closed"),
+    ] {
+        assert_eq!(w.as_str(), name);
+        assert_eq!(WindowStatus::parse(name), Some(w));
+    }
+    assert_eq!(WindowStatus::parse("ajar"), None);
+    for (r, name) in [
+        (CloseReason::Reverted, "reverted"),
+        (CloseReason::Settled, "settled"),
+        (CloseReason::Unwatched, "unwatched"),
+    ] {
+        assert_eq!(r.as_str(), name);
+        assert_eq!(CloseReason::parse(name), Some(r));
+    }
+    assert_eq!(CloseReason::parse("bored"), None);
+    // Severity orders from info to critical: a window takes the worst.
+    assert!(Severity::Info < Severity::Warning && Severity::Warning < Severity::Critical);
+    assert_eq!(ChangeKind::Nxdomain.severity(), Severity::Critical);
+    assert_eq!(ChangeKind::HostsAdded.severity(), Severity::Warning);
+    assert_eq!(ChangeKind::Reverted.severity(), Severity::Info);
+}
