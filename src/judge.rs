@@ -206,4 +206,48 @@ mod tests {
         validate(&mut p).unwrap();
         assert_eq!(p.status.as_deref(), Some("5.1.1"), "trimmed");
     }
+
+    fn judged(p: Parts) -> Answer {
+        let now = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2026, 4, 26, 11, 0, 0).unwrap();
+        judge(&crate::store::Model::default(), &Judging::default(), p, now).unwrap()
+    }
+
+    #[test]
+    fn hard_or_soft_comes_from_the_status_and_the_reply_code() {
+        let now = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2026, 4, 26, 11, 0, 0).unwrap();
+        for (status, reply, verdict, hard) in [
+            (Some("5.1.1"), None, crate::verdict::Verdict::Suppress, true),
+            (None, Some(550), crate::verdict::Verdict::Suppress, true),
+            (Some("4.1.1"), None, crate::verdict::Verdict::Retry, false),
+            (None, Some(450), crate::verdict::Verdict::Retry, false),
+            (
+                Some("5.2.2"),
+                Some(552),
+                crate::verdict::Verdict::Retry,
+                true,
+            ),
+        ] {
+            let a = judged(parts(status, reply, Some("user unknown")));
+            assert_eq!(
+                (a.judgement.verdict, a.bounce.hard),
+                (verdict, hard),
+                "{status:?} {reply:?}"
+            );
+            assert_eq!(a.at, now, "judged now when no time is given");
+        }
+        let a = judged(parts(Some("5.1.1"), None, None));
+        assert_eq!(
+            a.judgement.caveats[0],
+            crate::verdict::NO_HISTORY,
+            "an empty store knows no domain"
+        );
+        let mut p = parts(Some("5.1.1"), None, None);
+        let then = now - chrono::Duration::hours(3);
+        p.at = Some(then);
+        assert_eq!(judged(p).at, then);
+        let mut p = parts(Some("5.1.1"), None, None);
+        p.recipient = "not an address".into();
+        let e = judge(&crate::store::Model::default(), &Judging::default(), p, now).unwrap_err();
+        assert!(matches!(e, JudgeError::Recipient(_)), "{e}");
+    }
 }
