@@ -404,6 +404,10 @@ async fn when_every_domain_fails_at_once_it_is_our_resolver() {
     let events: Vec<String> = app.outbox_events();
     assert_eq!(events, ["resolver_outage_started"]);
 
+    // The daemon restarts in the middle of the outage: the new process
+    // takes the open window over and ends it once resolution works.
+    let (config, dir) = app.stop().await;
+    let mut app = start(config, dir);
     for d in names {
         dns.set(d, Behaviour::mx(OWN, 300));
     }
