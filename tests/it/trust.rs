@@ -853,3 +853,62 @@ async fn inputs_that_are_not_bounces_say_so_and_hand_written_records_need_only_a
     );
     app.stop().await;
 }
+
+/// With three independent upstreams (the README's recommendation), one
+/// that lies is outvoted: the domains keep their answers, the disagreement
+/// is recorded, nothing is held, no window opens.
+#[tokio::test(start_paused = true)]
+async fn three_upstreams_outvote_one_that_lies() {
+    let (a, b, liar) = (
+        TestDns::start().await,
+        TestDns::start().await,
+        TestDns::start().await,
+    );
+    let names: Vec<String> = (0..5).map(|i| format!("d{i}.example")).collect();
+    for n in &names {
+        let own = Behaviour::mx(&[(10, &format!("mx.{n}"))], 300);
+        a.set(n, own.clone());
+        b.set(n, own);
+        // The liar knows no name: NXDOMAIN for all.
+    }
+    let yaml = format!(
+        "database: test.db\nschedule: '* * * * *'\nupstreams: ['{}', '{}', '{}']\ntimeout: 2s\n\
+         concurrency: 1\nfast_recheck: 10s\ngrace: 0s\nsettle: 2h\nlisten: off\ndomains: [{}]\n",
+        a.addr,
+        b.addr,
+        liar.addr,
+        names.join(", ")
+    );
+    let mut app = crate::spawn_app(&yaml);
+    for _ in 0..3 {
+        for n in &names {
+            let ev = app.next_check(n).await;
+            assert!(
+                !ev.held
+                    && ev
+                        .changes
+                        .iter()
+                        .all(|c| *c == mxwatch::detect::ChangeKind::UpstreamDisagreement),
+                "{ev:?}"
+            );
+        }
+    }
+    let store = app.store();
+    assert_eq!(store.windows(None).unwrap(), vec![]);
+    let runs = store.history(&crate::name("d0.example"), None).unwrap();
+    let consensus = runs.iter().find(|r| r.observation.upstream == "*").unwrap();
+    assert_eq!(
+        consensus.observation.outcome,
+        mxwatch::resolve::Outcome::Records
+    );
+    assert!(
+        consensus
+            .observation
+            .detail
+            .as_deref()
+            .unwrap_or("")
+            .contains("nxdomain"),
+        "the disagreement is recorded: {consensus:?}"
+    );
+    app.stop().await;
+}
