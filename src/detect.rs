@@ -655,4 +655,4 @@ pub fn detect(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

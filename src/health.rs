@@ -292,21 +292,7 @@ impl Health {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Mx, MxHost};
-    use chrono::TimeZone;
-
-    fn t(secs: i64) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2021, 4, 26, 11, 0, 0).unwrap() + chrono::Duration::seconds(secs)
-    }
-
-    fn mx(list: &[(u16, &str)]) -> Vec<Mx> {
-        list.iter()
-            .map(|(p, h)| Mx {
-                preference: *p,
-                exchange: MxHost::parse(h).unwrap(),
-            })
-            .collect()
-    }
+    use crate::detect::tests::{mx, t};
 
     #[test]
     fn resolver_outage_needs_most_domains_failing() {

@@ -455,26 +455,15 @@ fn log_summary(m: &Monitor) {
     } else {
         ""
     };
+    let line = format!(
+        "last 5 minutes: {} checks, {} answered, {} failed on every upstream, {} held, \
+         {} changes, {} windows opened{outage}",
+        t.checked, t.answered, t.failed, t.held, t.changes, t.windows_opened
+    );
     if t.failed + t.held > t.answered {
-        tracing::warn!(
-            checks = t.checked,
-            answered = t.answered,
-            failed = t.failed,
-            held = t.held,
-            changes = t.changes,
-            windows_opened = t.windows_opened,
-            "last 5 minutes: most checks failed or were held{outage}"
-        );
+        tracing::warn!("{line}: most checks failed or were held");
     } else {
-        tracing::info!(
-            checks = t.checked,
-            answered = t.answered,
-            failed = t.failed,
-            held = t.held,
-            changes = t.changes,
-            windows_opened = t.windows_opened,
-            "last 5 minutes{outage}"
-        );
+        tracing::info!("{line}");
     }
 }
 

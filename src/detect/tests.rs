@@ -5,11 +5,11 @@ use chrono::TimeZone;
 
 const H: i64 = 3600;
 
-fn t(secs: i64) -> DateTime<Utc> {
+pub(crate) fn t(secs: i64) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 4, 26, 11, 0, 0).unwrap() + chrono::Duration::seconds(secs)
 }
 
-fn mx(list: &[(u16, &str)]) -> Vec<Mx> {
+pub(crate) fn mx(list: &[(u16, &str)]) -> Vec<Mx> {
     list.iter()
         .map(|(p, h)| Mx {
             preference: *p,

@@ -236,48 +236,31 @@ fn normalised(v: &Value, found: &mut Found) -> Result<(), String> {
         return Err(format!("not a normalised bounce: {}", problems.join("; ")));
     }
     let recipient = recipient.expect("checked above");
-    let Some((address, domain)) = crate::bounce::normalise_address(&recipient) else {
-        return Err(format!("{recipient:?} is not an email address"));
+    let facts = Facts {
+        recipient,
+        at,
+        action,
+        status,
+        reply_code,
+        diagnostic,
+        remote_mta,
+        reporting_mta,
+        message_id,
+        kind_hint: kind,
+        ..Facts::default()
     };
-    let bounce = match (kind, hard) {
-        (Some(kind), Some(hard)) => Bounce {
-            recipient: address,
-            domain,
-            at,
-            action,
-            status,
-            reply_code,
-            diagnostic,
-            remote_mta,
-            reporting_mta,
-            kind,
-            hard,
-            source: Source::Jsonl,
-            message_id,
-        },
-        (kind, hard) => {
-            let facts = Facts {
-                recipient,
-                at,
-                action,
-                status,
-                reply_code,
-                diagnostic,
-                remote_mta,
-                reporting_mta,
-                message_id,
-                kind_hint: kind,
-                ..Facts::default()
-            };
-            let mut b = facts
-                .into_bounce(Source::Jsonl)
-                .ok_or_else(|| "the recipient is not an email address".to_string())?;
-            if let Some(h) = hard {
-                b.hard = h;
-            }
-            b
-        }
-    };
+    let mut bounce = facts
+        .into_bounce(Source::Jsonl)
+        .ok_or_else(|| "the recipient is not an email address".to_string())?;
+    // A record mxwatch normalised says its kind and hardness: taken as given.
+    if let Some(k) = kind
+        && hard.is_some()
+    {
+        bounce.kind = k;
+    }
+    if let Some(h) = hard {
+        bounce.hard = h;
+    }
     found.bounces.push(bounce);
     Ok(())
 }
