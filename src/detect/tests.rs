@@ -366,3 +366,56 @@ fn names_round_trip_and_are_the_stored_ones() {
     assert_eq!(ChangeKind::HostsAdded.severity(), Severity::Warning);
     assert_eq!(ChangeKind::Reverted.severity(), Severity::Info);
 }
+
+#[test]
+fn upstreams_agree_again_only_when_they_answer() {
+    let d = run(&[
+        (0, vec![records("a", OWN, 300), records("b", OWN, 300)]),
+        (60, vec![records("a", OWN, 300), records("b", ICLOUD, 300)]),
+        (
+            120,
+            vec![plain("a", Outcome::ServFail), plain("b", Outcome::Timeout)],
+        ),
+        (180, vec![records("a", OWN, 300), records("b", OWN, 300)]),
+    ]);
+    assert_eq!(kinds(&d[1]), vec![ChangeKind::UpstreamDisagreement]);
+    assert_eq!(
+        kinds(&d[2]),
+        vec![ChangeKind::ResolutionFailed],
+        "nobody answered: that is no agreement"
+    );
+    assert!(d[2].state.disagreeing);
+    assert_eq!(
+        kinds(&d[3]),
+        vec![ChangeKind::UpstreamsAgree, ChangeKind::ResolutionRecovered]
+    );
+}
+
+#[test]
+fn a_flap_is_described_from_the_answer_it_left() {
+    const THIRD: &[(u16, &str)] = &[(10, "aspmx.l.google.com")];
+    let d = run(&[
+        (0, vec![records("a", OWN, 60)]),
+        (60, vec![records("a", ICLOUD, 60)]),
+        // Open: from iCloud to Google.
+        (120, vec![records("a", THIRD, 60)]),
+        // Back to the baseline: closing.
+        (180, vec![records("a", OWN, 60)]),
+        // Closing: from the baseline to iCloud again.
+        (200, vec![records("a", ICLOUD, 60)]),
+    ]);
+    let detail = |i: usize| {
+        d[i].changes
+            .iter()
+            .find(|c| c.kind == ChangeKind::ProviderChanged)
+            .map(|c| c.detail.clone())
+            .unwrap()
+    };
+    assert_eq!(detail(2), "provider Apple iCloud → Google");
+    assert_eq!(d[2].changes[0].before, Some(Answer::Records(mx(ICLOUD))));
+    assert_eq!(d[3].changes[0].kind, ChangeKind::Reverted);
+    assert!(detail(4).ends_with("→ Apple iCloud"), "{}", detail(4));
+    assert_eq!(d[4].changes[0].before, Some(Answer::Records(mx(OWN))));
+    let w = d[4].state.window.as_ref().unwrap();
+    assert_eq!((w.flaps, w.status), (2, WindowStatus::Open));
+}
