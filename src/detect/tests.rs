@@ -419,3 +419,17 @@ fn a_flap_is_described_from_the_answer_it_left() {
     let w = d[4].state.window.as_ref().unwrap();
     assert_eq!((w.flaps, w.status), (2, WindowStatus::Open));
 }
+
+#[test]
+fn a_preference_change_names_the_host_and_both_preferences() {
+    let before = Answer::Records(mx(&[(10, "mx00.web.de"), (10, "mx01.web.de")]));
+    let after = Answer::Records(mx(&[(20, "mx00.web.de"), (10, "mx01.web.de")]));
+    let found = classify(&before, &after, &Providers::default());
+    assert_eq!(
+        found,
+        vec![(
+            ChangeKind::PreferenceChanged,
+            "mx00.web.de 10→20".to_string()
+        )]
+    );
+}
