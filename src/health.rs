@@ -444,4 +444,114 @@ mod tests {
             "failures are not held"
         );
     }
+
+    #[test]
+    fn an_adopted_outage_ends_by_these_rules_from_its_stored_start() {
+        let d = |i: i64| format!("d{i}.example");
+        let mut o = OutageDetector::new(Duration::from_secs(600), 3);
+        o.adopt(t(-100));
+        o.adopt(t(-50));
+        assert_eq!(o.since, Some(t(-100)), "the earliest start is kept");
+        assert_eq!(o.record(&d(0), t(0), false), None, "too few domains yet");
+        assert_eq!(o.record(&d(1), t(1), false), None);
+        assert_eq!(
+            o.record(&d(2), t(2), false),
+            Some(OutageEvent::Ended {
+                start: t(-100),
+                end: t(2)
+            })
+        );
+    }
+
+    #[test]
+    fn the_span_keeps_a_domains_latest_check_and_drops_older_ones() {
+        let d = |i: i64| format!("d{i}.example");
+        let mut o = OutageDetector::new(Duration::from_secs(600), 2);
+        for i in 0..5 {
+            o.record(&d(i), t(i), false);
+        }
+        assert_eq!(o.record(&d(0), t(500), true), None);
+        // t(0)..t(4) fall out of the span; d0's newer check stays.
+        assert_eq!(o.record(&d(1), t(650), false), None);
+        assert_eq!(o.failing_fraction(), Some(0.5));
+        // A check exactly a span old still counts, a second more does not.
+        let mut o = OutageDetector::new(Duration::from_secs(600), 2);
+        o.record(&d(0), t(0), true);
+        o.record(&d(1), t(600), false);
+        assert_eq!(o.failing_fraction(), Some(0.5));
+        o.record(&d(1), t(601), false);
+        assert_eq!(o.failing_fraction(), None);
+    }
+
+    #[test]
+    fn half_the_others_failing_is_not_healthy_and_a_new_answer_is_a_new_hold() {
+        let d = |i: i64| format!("d{i}.example");
+        let own = |i: i64| Answer::Records(mx(&[(10, &format!("mx.d{i}.example"))]));
+        let icloud = Answer::Records(mx(&[(10, "mx01.mail.icloud.com")]));
+        let google = Answer::Records(mx(&[(10, "aspmx.l.google.com")]));
+        let mut h = Health::new(5);
+        for i in 0..5 {
+            h.record(&d(i), t(i), false);
+        }
+        assert!(matches!(
+            h.assess(&d(0), Some(&own(0)), Some(&icloud)),
+            Trust::Hold(_)
+        ));
+        h.record(&d(0), t(10), true);
+        // Of the five domains' latest checks, d0 (held), d1 and d2 fail: 60 %.
+        h.record(&d(1), t(11), true);
+        h.record(&d(2), t(12), true);
+        h.record(&d(3), t(13), false);
+        h.record(&d(4), t(14), false);
+        assert!(matches!(
+            h.assess(&d(0), Some(&own(0)), Some(&icloud)),
+            Trust::Hold(_)
+        ));
+        h.record(&d(0), t(15), true);
+        // d1 recovers: d0 and d2 of five, 40 %: healthy.
+        h.record(&d(1), t(16), false);
+        assert_eq!(
+            h.assess(&d(0), Some(&own(0)), Some(&icloud)),
+            Trust::Believe
+        );
+        // Exactly half failing is not healthy.
+        let mut h = Health::new(4);
+        for i in 0..4 {
+            h.record(&d(i), t(i), false);
+        }
+        assert!(matches!(
+            h.assess(&d(0), Some(&own(0)), Some(&icloud)),
+            Trust::Hold(_)
+        ));
+        h.record(&d(0), t(10), true);
+        h.record(&d(1), t(11), true);
+        h.record(&d(2), t(12), false);
+        h.record(&d(3), t(13), false);
+        assert!(
+            matches!(
+                h.assess(&d(0), Some(&own(0)), Some(&icloud)),
+                Trust::Hold(_)
+            ),
+            "2 of 4"
+        );
+        // A different answer than the one held starts a new hold.
+        h.record(&d(1), t(14), false);
+        assert!(matches!(
+            h.assess(&d(0), Some(&own(0)), Some(&google)),
+            Trust::Hold(_)
+        ));
+        h.record(&d(0), t(15), true);
+        assert!(
+            matches!(
+                h.assess(&d(0), Some(&own(0)), Some(&google)),
+                Trust::Hold(_)
+            ),
+            "no others since"
+        );
+        // A rescaled detector keeps its outage, holds and counters.
+        h.outage.adopt(t(0));
+        let r = h.rescaled(4);
+        assert_eq!(r.outage.since, Some(t(0)));
+        assert_eq!((r.checks, r.held.len()), (h.checks, 1));
+    }
 }

@@ -599,4 +599,78 @@ mod tests {
             [EvidenceKind::MxChange, EvidenceKind::ResolverOutage]
         );
     }
+
+    #[test]
+    fn names_are_the_ones_the_json_carries() {
+        let names: Vec<String> = [
+            Verdict::Suppress,
+            Verdict::Transient,
+            Verdict::Retry,
+            Verdict::Ignore,
+        ]
+        .iter()
+        .map(|v| format!("{}={v}", v.as_str()))
+        .collect();
+        assert_eq!(
+            names,
+            [
+                "suppress=suppress",
+                "transient=transient",
+                "retry=retry",
+                "ignore=ignore"
+            ]
+        );
+        assert_eq!(
+            [
+                EvidenceKind::MxChange,
+                EvidenceKind::WrongMx,
+                EvidenceKind::Anomaly,
+                EvidenceKind::ResolverOutage
+            ]
+            .map(EvidenceKind::as_str),
+            ["mx_change", "wrong_mx", "anomaly", "resolver_outage"]
+        );
+        assert_eq!(
+            [Scope::Domain, Scope::Provider, Scope::Global].map(Scope::as_str),
+            ["domain", "provider", "global"]
+        );
+    }
+
+    #[test]
+    fn a_window_covers_both_its_ends_and_nothing_outside() {
+        let w = window(EvidenceKind::MxChange, 11, Some(13));
+        let second = chrono::Duration::seconds(1);
+        assert!(w.covers(t(11)) && w.covers(t(13)) && w.covers(t(12)));
+        assert!(!w.covers(t(11) - second) && !w.covers(t(13) + second));
+        let open = window(EvidenceKind::MxChange, 11, None);
+        assert!(open.covers(t(23)) && !open.covers(t(11) - second));
+    }
+
+    #[test]
+    fn the_provider_scope_is_the_mx_of_the_time_else_the_refusing_host() {
+        let p = Providers::default();
+        let own = mx(&["mx00.web.de"]);
+        let icloud = Some("mx01.mail.icloud.com");
+        assert_eq!(
+            provider_scope(Some(&own), icloud, &p).as_deref(),
+            Some("united-internet")
+        );
+        assert_eq!(provider_scope(None, icloud, &p).as_deref(), Some("icloud"));
+        assert_eq!(
+            provider_scope(Some(&[]), icloud, &p).as_deref(),
+            Some("icloud")
+        );
+        assert_eq!(
+            provider_scope(None, Some("dns; mx01.mail.icloud.com."), &p).as_deref(),
+            Some("icloud")
+        );
+        assert_eq!(
+            provider_scope(None, Some("192.0.2.1"), &p),
+            None,
+            "an IP is no host"
+        );
+        assert_eq!(provider_scope(None, Some("[192.0.2.1]"), &p), None);
+        assert_eq!(provider_scope(None, Some(""), &p), None);
+        assert_eq!(provider_scope(None, None, &p), None);
+    }
 }
