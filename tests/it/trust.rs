@@ -912,3 +912,41 @@ async fn three_upstreams_outvote_one_that_lies() {
     );
     app.stop().await;
 }
+
+/// `mxwatch replay` takes the watchlist's settings (here: smaller anomaly
+/// thresholds and no warm-up), as the daemon does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_uses_the_watchlists_anomaly_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let t0 = Utc.with_ymd_and_hms(2021, 4, 26, 11, 0, 0).unwrap();
+    let lines: Vec<String> = (0..6)
+        .map(|i| {
+            unknown_user(
+                &format!("u{i}@icloud.com"),
+                t0 + chrono::Duration::minutes(i),
+                "mx01.mail.icloud.com",
+            )
+        })
+        .collect();
+    std::fs::write(d.join("burst.jsonl"), lines.join("\n")).unwrap();
+    let finals = async |yaml: &str| -> Vec<String> {
+        std::fs::write(d.join("watchlist.yaml"), yaml).unwrap();
+        json_lines(&ok(d, &["replay", "--bounces", "burst.jsonl", "--json"]).await)
+            .iter()
+            .map(|v| v["verdict"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        finals("domains: []\n").await,
+        ["suppress"; 6],
+        "the defaults need 20 bounces"
+    );
+    let small =
+        "domains: []\nanomaly: {min_bounces: 5, min_recipients: 5, factor: 2, warmup: 0s}\n";
+    assert_eq!(
+        finals(small).await,
+        ["transient"; 6],
+        "the watchlist's thresholds"
+    );
+}
