@@ -189,6 +189,7 @@ mod tests {
             (Some(" 5.1.1 "), None),
             (Some("5.1.10"), Some(550)),
             (Some("4.7.0"), Some(421)),
+            (Some("5.0.0"), Some(500)),
             (Some("2.0.0"), None),
             (None, Some(455)),
             (None, Some(554)),
@@ -244,7 +245,43 @@ mod tests {
         let mut p = parts(Some("5.1.1"), None, None);
         let then = now - chrono::Duration::hours(3);
         p.at = Some(then);
-        assert_eq!(judged(p).at, then);
+        let a = judged(p);
+        assert_eq!((a.at, a.bounce.at), (then, Some(then)));
+        // Words that match no rule: a permanent code is a failure that is
+        // not the address's fault (`ignore`); a temporary one is a delay.
+        for (status, reply, kind, verdict) in [
+            (
+                Some("5.9.9"),
+                None,
+                crate::bounce::Kind::Other,
+                crate::verdict::Verdict::Ignore,
+            ),
+            (
+                None,
+                Some(550),
+                crate::bounce::Kind::Other,
+                crate::verdict::Verdict::Ignore,
+            ),
+            (
+                Some("4.9.9"),
+                None,
+                crate::bounce::Kind::Expired,
+                crate::verdict::Verdict::Retry,
+            ),
+            (
+                None,
+                Some(450),
+                crate::bounce::Kind::Expired,
+                crate::verdict::Verdict::Retry,
+            ),
+        ] {
+            let a = judged(parts(status, reply, Some("computer says no")));
+            assert_eq!(
+                (a.bounce.kind, a.judgement.verdict),
+                (kind, verdict),
+                "{status:?} {reply:?}"
+            );
+        }
         let mut p = parts(Some("5.1.1"), None, None);
         p.recipient = "not an address".into();
         let e = judge(&crate::store::Model::default(), &Judging::default(), p, now).unwrap_err();
