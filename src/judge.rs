@@ -245,8 +245,25 @@ mod tests {
         let mut p = parts(Some("5.1.1"), None, None);
         let then = now - chrono::Duration::hours(3);
         p.at = Some(then);
+        p.remote_mta = Some("MX01.mail.icloud.com.".into());
+        p.reply_code = Some(550);
         let a = judged(p);
         assert_eq!((a.at, a.bounce.at), (then, Some(then)));
+        assert_eq!(
+            (
+                a.bounce.status.as_deref(),
+                a.bounce.reply_code,
+                a.bounce.remote_mta.as_deref(),
+                a.bounce.action
+            ),
+            (
+                Some("5.1.1"),
+                Some(550),
+                Some("mx01.mail.icloud.com"),
+                Some(crate::bounce::Action::Failed)
+            ),
+            "the parts as the bounce keeps them"
+        );
         // Words that match no rule: a permanent code is a failure that is
         // not the address's fault (`ignore`); a temporary one is a delay.
         for (status, reply, kind, verdict) in [
