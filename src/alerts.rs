@@ -323,6 +323,11 @@ async fn attempt(
             let status = r.status();
             if status.is_success() {
                 Attempt::Delivered
+            } else if status.is_redirection() {
+                Attempt::Failed(format!(
+                    "the receiver answered {status}, a redirect to {}: not followed (point the target at the final URL)",
+                    crate::redirect_target(&r)
+                ))
             } else if status.is_client_error() && status.as_u16() != 408 && status.as_u16() != 429 {
                 Attempt::Refused(format!("the receiver answered {status}"))
             } else {

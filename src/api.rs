@@ -766,9 +766,20 @@ async fn confirm_subscription(
             )
         })?;
     if !r.status().is_success() {
+        let redirect = if r.status().is_redirection() {
+            format!(
+                ", a redirect to {} (not followed)",
+                crate::redirect_target(&r)
+            )
+        } else {
+            String::new()
+        };
         return Err(ApiError::new(
             StatusCode::BAD_GATEWAY,
-            format!("confirming the subscription: SNS answered {}", r.status()),
+            format!(
+                "confirming the subscription: SNS answered {}{redirect}",
+                r.status()
+            ),
         ));
     }
     tracing::info!(topic = ?v.get("TopicArn"), "SNS subscription confirmed");

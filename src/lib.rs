@@ -48,6 +48,18 @@ pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .user_agent(concat!("mxwatch/", env!("CARGO_PKG_VERSION")))
+        // Never follow a redirect: a 302 would turn a signed POST into a
+        // bodiless GET that looks delivered, a 307 would re-post it to
+        // another host. A 3xx is the receiver's answer, and a failure.
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("the HTTP client builds")
+}
+
+/// Where a redirect pointed, for an error message (never followed).
+pub fn redirect_target(r: &reqwest::Response) -> String {
+    r.headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|l| l.to_str().ok())
+        .map_or_else(|| "(no Location)".to_string(), |l| format!("{l:?}"))
 }

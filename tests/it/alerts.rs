@@ -274,3 +274,67 @@ async fn the_daily_digest_sums_up_the_day_into_the_outbox() {
     );
     app.stop().await;
 }
+
+/// A receiver that redirects (302 or 307) is not followed: a 302 would turn
+/// the signed POST into a bodiless GET that looks delivered, a 307 would
+/// re-post the signed body to another host. The attempt fails, naming the
+/// Location, and the other host hears nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_failed_attempts_never_followed() {
+    let elsewhere = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&elsewhere)
+        .await;
+    let receiver = MockServer::start().await;
+    for (p, code) in [("/found", 302), ("/temporary", 307)] {
+        Mock::given(method("POST"))
+            .and(path(p))
+            .respond_with(
+                ResponseTemplate::new(code)
+                    .insert_header("location", format!("{}/stolen", elsewhere.uri()).as_str()),
+            )
+            .mount(&receiver)
+            .await;
+    }
+    let dns = TestDns::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), TOKEN).unwrap();
+    let yaml = format!(
+        "database: test.db\nschedule: '0 0 1 1 *'\nupstreams: ['{dns}']\nlisten: '127.0.0.1:0'\n\
+         api_token_file: '{token}'\n\
+         alerts:\n\
+         - name: found\n  url: '{uri}/found'\n  backoff: 50ms\n\
+         - name: temporary\n  url: '{uri}/temporary'\n  backoff: 50ms\n\
+         domains: [example.de]\n",
+        dns = dns.addr,
+        token = dir.path().join("token").display(),
+        uri = receiver.uri(),
+    );
+    let app = spawn_app(&yaml);
+    let base = format!("http://{}", app.daemon.as_ref().unwrap().api_addr.unwrap());
+    post_burst(&base).await;
+    wait_for("attempts at both targets", async || {
+        let d = app.store().deliveries(false).unwrap();
+        ["found", "temporary"]
+            .iter()
+            .all(|t| d.iter().any(|x| x.target == *t && x.attempts >= 2))
+    })
+    .await;
+    for d in app.store().deliveries(false).unwrap() {
+        assert_ne!(d.status.as_str(), "delivered", "{d:?}");
+        if d.attempts == 0 {
+            continue; // in order: the next event waits behind the first
+        }
+        let e = d.last_error.unwrap_or_default();
+        assert!(
+            e.contains("a redirect to") && e.contains("/stolen") && e.contains("not followed"),
+            "{e}"
+        );
+    }
+    assert!(
+        elsewhere.received_requests().await.unwrap().is_empty(),
+        "nothing reached the host the redirects pointed at"
+    );
+    app.stop().await;
+}
