@@ -217,6 +217,15 @@ pub fn normalise_address(raw: &str) -> Option<(String, String)> {
         .trim_end_matches('.')
         .to_ascii_lowercase();
     let quoted = local.starts_with('"');
+    // Control and invisible format characters (NUL, U+200B, bidi marks)
+    // belong to no address, quoted or not.
+    let invisible = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}')
+    };
+    if local.chars().chain(domain.chars()).any(invisible) {
+        return None;
+    }
     if local.is_empty()
         || local.len() > 64
         || !domain.contains('.')

@@ -558,3 +558,43 @@ fn a_burst_split_across_ingests_is_recognised_and_its_reinstatements_listed() {
     let out = mxwatch(dir.path(), &["reinstatements", "--json"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 19);
 }
+
+/// The whole address or none: an SMTPUTF8 local part is taken whole
+/// (`jörg@…`, not `rg@…`), an address broken by an invisible character is
+/// not cut down to a stranger's, and control or invisible characters in a
+/// recipient are refused with a problem, never stored (issue 11, item 4).
+#[test]
+fn addresses_are_taken_whole_or_not_at_all() {
+    let now = chrono::Utc::now();
+    let email = |body: &str| {
+        format!("From: MAILER-DAEMON@a.test\nSubject: failure\n\n{body}\n").into_bytes()
+    };
+    let out = parse::parse(&email("<jörg@a.test>: 550 5.1.1 user unknown"), None, now);
+    let got: Vec<&str> = out.bounces.iter().map(|b| b.recipient.as_str()).collect();
+    assert_eq!(got, ["jörg@a.test"], "{:?}", out.problems);
+    assert_eq!(out.bounces[0].kind, Kind::UserUnknown);
+
+    let out = parse::parse(
+        &email("<ab+c\u{200b}.d@a.test>: 550 5.1.1 user unknown"),
+        None,
+        now,
+    );
+    assert_eq!(out.bounces, vec![], "not `.d@a.test`");
+    assert_eq!(out.problems.len(), 1);
+
+    let jsonl = "{\"recipient\": \"a\\u0000b@a.test\", \"status\": \"5.1.1\"}\n\
+                 {\"recipient\": \"ab\\u200b@a.test\", \"status\": \"5.1.1\"}\n\
+                 {\"recipient\": \"ok@a.test\", \"status\": \"5.1.1\"}\n";
+    let out = parse::parse(jsonl.as_bytes(), None, now);
+    let got: Vec<&str> = out.bounces.iter().map(|b| b.recipient.as_str()).collect();
+    assert_eq!(got, ["ok@a.test"]);
+    assert_eq!(
+        out.problems.iter().map(|p| p.line).collect::<Vec<_>>(),
+        [Some(1), Some(2)]
+    );
+    assert!(
+        out.problems[0].message.contains("not an email address"),
+        "{:?}",
+        out.problems
+    );
+}

@@ -464,9 +464,20 @@ fn feedback(report: &str, original: &OriginalMessage, date: Option<DateTime<Utc>
     }]
 }
 
+/// An address in running text. Local parts and domains may be UTF-8
+/// (SMTPUTF8, RFC 6531: `jörg@example.de`).
 static ADDR: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)<?([a-z0-9!#$%&'*+/=?^_`{|}~.\-]+@[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?)+)>?").expect("address regex")
+    Regex::new(r"(?i)<?([\p{L}\p{N}!#$%&'*+/=?^_`{|}~.\-]+@[\p{L}\p{N}](?:[\p{L}\p{N}\-]*[\p{L}\p{N}])?(?:\.[\p{L}\p{N}](?:[\p{L}\p{N}\-]*[\p{L}\p{N}])?)+)>?").expect("address regex")
 });
+
+/// Whether a match at `start` of `line` is a whole address: the character
+/// before it cannot be part of one. `<ab+c\u{200b}.d@x>` holds no address;
+/// taking `.d@x` from it would suppress an innocent one.
+fn whole_address_at(line: &str, start: usize) -> bool {
+    line[..start].chars().next_back().is_none_or(|c| {
+        c.is_whitespace() || matches!(c, '<' | '(' | '[' | '"' | '\'' | ':' | ';' | ',' | '=')
+    })
+}
 
 /// Lines in which an address is not a recipient.
 fn skip_line(lower: &str) -> bool {
@@ -565,7 +576,9 @@ fn heuristics(
             if !skip_line(&lower) {
                 for c in ADDR.captures_iter(line) {
                     let a = &c[1];
-                    if let Some((addr, _)) = normalise_address(a)
+                    let whole = c.get(0).is_some_and(|m| whole_address_at(line, m.start()));
+                    if whole
+                        && let Some((addr, _)) = normalise_address(a)
                         && !is_other(&addr)
                         && !recipients.iter().any(|(r, _)| r == &addr)
                     {
