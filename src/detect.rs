@@ -536,7 +536,13 @@ pub fn detect(
                         let grace = params
                             .grace
                             .max(Duration::from_secs(u64::from(base.ttl.unwrap_or(0))));
-                        w.end = Some(at + chrono::Duration::from_std(grace).expect("grace fits"));
+                        // Checked: a grace of centuries ends at the calendar's end.
+                        w.end = Some(
+                            chrono::Duration::from_std(grace)
+                                .ok()
+                                .and_then(|g| at.checked_add_signed(g))
+                                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+                        );
                         w.status = WindowStatus::Closing;
                         push(
                             ChangeKind::Reverted,
@@ -588,7 +594,9 @@ pub fn detect(
                 }
                 Some(w) if w.status == WindowStatus::Open && w.current == answer => {
                     let held = at - w.current_since;
-                    if held >= chrono::Duration::from_std(params.settle).expect("settle fits") {
+                    let settle =
+                        chrono::Duration::from_std(params.settle).unwrap_or(chrono::Duration::MAX);
+                    if held >= settle {
                         w.status = WindowStatus::Closed;
                         w.close_reason = Some(CloseReason::Settled);
                         w.end = Some(at);

@@ -433,3 +433,24 @@ fn a_preference_change_names_the_host_and_both_preferences() {
         )]
     );
 }
+
+#[test]
+fn absurd_grace_settle_and_times_do_not_panic() {
+    let p = Params {
+        grace: std::time::Duration::from_secs(u64::MAX),
+        settle: std::time::Duration::from_secs(u64::MAX),
+    };
+    let providers = Providers::default();
+    let end = DateTime::<Utc>::MAX_UTC;
+    let mut state = DomainState::default();
+    for (at, list) in [
+        (end - chrono::Duration::seconds(3), OWN),
+        (end - chrono::Duration::seconds(2), ICLOUD),
+        (end - chrono::Duration::seconds(1), OWN),
+        (end, ICLOUD),
+    ] {
+        state = detect(&state, &[records("a", list, 60)], at, &[], &providers, &p).state;
+    }
+    let w = state.window.expect("flapped: still open");
+    assert_eq!(w.flaps, 1);
+}
