@@ -28,9 +28,25 @@ fn rfc3339(v: Option<&str>) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// A Unix time as ESPs send it: seconds, or milliseconds where an ESP (or a
+/// relay in front of it) uses them. 10^11 seconds lie in the year 5138,
+/// 10^11 milliseconds in 1973: anything from there on is milliseconds. A
+/// time before 1990 or after 2200 dates nothing and is dropped (the bounce
+/// is then dated when it arrives).
 fn unix(v: Option<&Value>) -> Option<DateTime<Utc>> {
-    let f = v?.as_f64()?;
-    DateTime::from_timestamp(f.trunc() as i64, ((f.fract()) * 1e9) as u32)
+    let mut f = v?.as_f64()?;
+    if !f.is_finite() {
+        return None;
+    }
+    if f.abs() >= 1e11 {
+        f /= 1000.0;
+    }
+    const Y1990: f64 = 631_152_000.0;
+    const Y2200: f64 = 7_258_118_400.0;
+    if !(Y1990..Y2200).contains(&f) {
+        return None;
+    }
+    DateTime::from_timestamp(f.trunc() as i64, (f.fract() * 1e9) as u32)
 }
 
 /// `smtp; 550 5.1.1 …` → `550 5.1.1 …`.
@@ -452,4 +468,34 @@ fn postmark(v: &Value, found: &mut Found) -> Result<(), String> {
         command: None,
     };
     push(found, Source::Postmark, facts)
+}
+
+#[cfg(test)]
+mod unix_tests {
+    use super::*;
+
+    #[test]
+    fn seconds_and_milliseconds_are_told_apart_and_nonsense_is_dropped() {
+        let t = |v: Value| unix(Some(&v)).map(|t| t.to_rfc3339());
+        let want = Some("2021-04-26T11:00:00+00:00".to_string());
+        assert_eq!(t(serde_json::json!(1619434800)), want);
+        assert_eq!(
+            t(serde_json::json!(1619434800000_i64)),
+            want,
+            "milliseconds"
+        );
+        assert_eq!(
+            t(serde_json::json!(1619434800.5)).as_deref(),
+            Some("2021-04-26T11:00:00.500+00:00")
+        );
+        for bad in [
+            serde_json::json!(-8_334_632_851_200_i64),
+            serde_json::json!(1),
+            serde_json::json!(1e300),
+            serde_json::json!(-1e300),
+            serde_json::json!("1619434800"),
+        ] {
+            assert_eq!(t(bad.clone()), None, "{bad}");
+        }
+    }
 }
