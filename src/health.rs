@@ -294,6 +294,22 @@ mod tests {
     use super::*;
     use crate::detect::tests::{mx, t};
 
+    /// A health detector for `n` domains, each checked once, answering its
+    /// own MX.
+    fn settled(n: i64) -> Health {
+        let mut h = Health::new(n as usize);
+        for i in 0..n {
+            let (d, own) = (format!("d{i}.example"), own(i));
+            assert_eq!(h.assess(&d, Some(&own), Some(&own)), Trust::Believe);
+            h.record(&d, t(i), false);
+        }
+        h
+    }
+
+    fn own(i: i64) -> Answer {
+        Answer::Records(mx(&[(10, &format!("mx.d{i}.example"))]))
+    }
+
     #[test]
     fn resolver_outage_needs_most_domains_failing() {
         let d = |i: i64| format!("d{i}.example");
@@ -368,15 +384,7 @@ mod tests {
     #[test]
     fn held_answers_are_believed_when_the_others_are_healthy_and_pile_up_into_an_outage_when_not() {
         let d = |i: i64| format!("d{i}.example");
-        let own = |i: i64| Answer::Records(mx(&[(10, &format!("mx.d{i}.example"))]));
-        let mut h = Health::new(10);
-        for i in 0..10 {
-            assert_eq!(
-                h.assess(&d(i), Some(&own(i)), Some(&own(i))),
-                Trust::Believe
-            );
-            h.record(&d(i), t(i), false);
-        }
+        let mut h = settled(10);
         // One domain changes: held until the nine others have been checked
         // again (min_checks = 10, but there are only nine others).
         let new = Answer::Records(mx(&[(10, "mx01.mail.icloud.com")]));
@@ -393,11 +401,7 @@ mod tests {
         h.record(&d(9), t(30), false);
         assert!(!held(&mut h), "nine others");
         // With 30 domains, 20 others (the outage detector's minimum) suffice.
-        let mut h = Health::new(30);
-        for i in 0..30 {
-            h.assess(&d(i), Some(&own(i)), Some(&own(i)));
-            h.record(&d(i), t(i), false);
-        }
+        let mut h = settled(30);
         assert!(held(&mut h));
         h.record(&d(0), t(40), true);
         for i in 1..20 {
@@ -409,11 +413,7 @@ mod tests {
         assert!(!held(&mut h), "20 others");
 
         // Every domain answers NXDOMAIN: all held, then an outage.
-        let mut h = Health::new(10);
-        for i in 0..10 {
-            h.assess(&d(i), Some(&own(i)), Some(&own(i)));
-            h.record(&d(i), t(i), false);
-        }
+        let mut h = settled(10);
         let mut started = None;
         for k in 0..3 {
             for i in 0..10 {
@@ -486,13 +486,9 @@ mod tests {
     #[test]
     fn half_the_others_failing_is_not_healthy_and_a_new_answer_is_a_new_hold() {
         let d = |i: i64| format!("d{i}.example");
-        let own = |i: i64| Answer::Records(mx(&[(10, &format!("mx.d{i}.example"))]));
         let icloud = Answer::Records(mx(&[(10, "mx01.mail.icloud.com")]));
         let google = Answer::Records(mx(&[(10, "aspmx.l.google.com")]));
-        let mut h = Health::new(5);
-        for i in 0..5 {
-            h.record(&d(i), t(i), false);
-        }
+        let mut h = settled(5);
         assert!(matches!(
             h.assess(&d(0), Some(&own(0)), Some(&icloud)),
             Trust::Hold(_)
@@ -515,10 +511,7 @@ mod tests {
             Trust::Believe
         );
         // Exactly half failing is not healthy.
-        let mut h = Health::new(4);
-        for i in 0..4 {
-            h.record(&d(i), t(i), false);
-        }
+        let mut h = settled(4);
         assert!(matches!(
             h.assess(&d(0), Some(&own(0)), Some(&icloud)),
             Trust::Hold(_)

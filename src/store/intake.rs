@@ -159,12 +159,15 @@ pub(super) fn evidence_from_row(r: &rusqlite::Row) -> rusqlite::Result<Evidence>
 
 /// What was known about `domain` at `at`; `remote_mta` places an unwatched
 /// domain under the provider that refused.
+/// `feed_since` is the earliest stored bounce, when the caller knows it
+/// (the intake's detector does); `None` reads it from the table.
 pub(super) fn circumstances(
     conn: &Connection,
     domain: &str,
     at: DateTime<Utc>,
     remote_mta: Option<&str>,
     providers: &Providers,
+    feed_since_known: Option<Option<DateTime<Utc>>>,
 ) -> Result<Circumstances, StoreError> {
     let (domain_known, mx_at) = consensus_mx_at(conn, domain, at)?;
     let provider = verdict::provider_scope(mx_at.as_deref(), remote_mta, providers);
@@ -198,7 +201,10 @@ pub(super) fn circumstances(
         mx_at,
         provider,
         domain_known,
-        feed_since: feed_since(conn)?,
+        feed_since: match feed_since_known {
+            Some(known) => known,
+            None => feed_since(conn)?,
+        },
     })
 }
 
@@ -385,7 +391,9 @@ impl Intaker {
                 self.detector.note(at);
             }
             let providers = &self.judging.providers;
-            let mut c = circumstances(tx, &b.domain, at, b.remote_mta.as_deref(), providers)?;
+            let since = Some(self.detector.history_since());
+            let remote = b.remote_mta.as_deref();
+            let mut c = circumstances(tx, &b.domain, at, remote, providers, since)?;
             if new.is_some() {
                 intake.stored += 1;
                 if b.kind == Kind::UserUnknown {
@@ -396,7 +404,7 @@ impl Intaker {
                         }
                         // The new window may cover this bounce too.
                         let providers = &self.judging.providers;
-                        c = circumstances(tx, &b.domain, at, b.remote_mta.as_deref(), providers)?;
+                        c = circumstances(tx, &b.domain, at, remote, providers, since)?;
                     }
                 }
             }
@@ -589,6 +597,8 @@ pub(super) fn reconsider(
         "SELECT b.id, {BOUNCE_COLUMNS} FROM bounces b \
          WHERE b.verdict = 'suppress' AND b.at >= ?1 AND {filter} ORDER BY b.at, b.id"
     );
+    // Read once for the whole batch of candidates.
+    let since_feed = feed_since(tx)?;
     let candidates: Vec<(i64, Bounce)> = tx
         .prepare_cached(&sql)?
         .query_map(params![ms(since), arg], |r| {
@@ -601,7 +611,14 @@ pub(super) fn reconsider(
     for (id, b) in candidates {
         let Some(at) = b.at else { continue };
         let remote = b.remote_mta.as_deref();
-        let c = circumstances(tx, &b.domain, at, remote, &judging.providers)?;
+        let c = circumstances(
+            tx,
+            &b.domain,
+            at,
+            remote,
+            &judging.providers,
+            Some(since_feed),
+        )?;
         let j = c.judge(&b, at, judging);
         if j.verdict == Verdict::Suppress {
             continue;

@@ -60,7 +60,7 @@ impl Knowledge for Store {
         remote_mta: Option<&str>,
         providers: &crate::provider::Providers,
     ) -> Result<Circumstances, StoreError> {
-        intake::circumstances(&self.conn, domain, at, remote_mta, providers)
+        intake::circumstances(&self.conn, domain, at, remote_mta, providers, None)
     }
 }
 
