@@ -54,6 +54,8 @@ pub struct ApiState {
     /// What verdicts read: the writer's in-memory model, no SQL.
     model: Arc<crate::store::Model>,
     judging: crate::store::Judging,
+    /// The dates a bounce may claim; others are dated on arrival.
+    bounce_times: crate::bounce::TimeRange,
     /// The bearer token write endpoints require; writes are refused when
     /// none is configured.
     token: Option<String>,
@@ -78,6 +80,7 @@ impl ApiState {
             model,
             writer,
             judging: config.judging(),
+            bounce_times: config.bounce_times,
             token: config.api_token.clone(),
             clock,
             metrics,
@@ -281,6 +284,12 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
 }
 
 async fn readyz(State(st): State<Arc<ApiState>>) -> Result<impl IntoResponse, ApiError> {
+    if let Some(e) = st.writer.failing() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the last database write failed: {e}"),
+        ));
+    }
     st.read(|s| {
         s.ping()
             .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
@@ -628,9 +637,14 @@ async fn ingest(
         return Err(ApiError::bad_request("empty body"));
     }
     let now = st.clock.now();
-    let parsed = tokio::task::spawn_blocking(move || parse::parse(&body, format, now))
-        .await
-        .map_err(|e| ApiError::internal(format!("parser failed: {e}")))?;
+    let range = st.bounce_times;
+    let parsed = tokio::task::spawn_blocking(move || {
+        let mut parsed = parse::parse(&body, format, now);
+        parsed.keep_within(range, now, crate::bounce::OutOfRange::Redate);
+        parsed
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("parser failed: {e}")))?;
     let mut problems: Vec<String> = parsed
         .problems
         .iter()

@@ -198,6 +198,11 @@ enum BounceCommand {
         /// Input format (default: detected per input), as for `bounces parse`.
         #[arg(long)]
         format: Option<Format>,
+        /// Oldest bounce accepted, as an age before now (default: 20 years:
+        /// files are often past feeds); older ones, like those dated after
+        /// `bounce_times.max_ahead`, are reported and left out.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        max_age: Option<std::time::Duration>,
     },
     /// Stored bounces, oldest first.
     List {
@@ -415,11 +420,13 @@ fn bounce_text(b: &Bounce) -> String {
 }
 
 /// Parses every input; hands each input's bounces to `sink`; reports
-/// problems on stderr. Returns whether every input parsed cleanly.
+/// problems on stderr. Returns whether every input parsed cleanly. With a
+/// `range`, bounces dated outside it are left out (and reported).
 fn parse_inputs(
     paths: &[PathBuf],
     format: Option<Format>,
     progress: bool,
+    range: Option<mxwatch::bounce::TimeRange>,
     mut sink: impl FnMut(Vec<Bounce>) -> anyhow::Result<()>,
 ) -> anyhow::Result<(bool, usize)> {
     let (inputs, missing) = input::expand(paths);
@@ -452,7 +459,10 @@ fn parse_inputs(
                 continue;
             }
         };
-        let out = parse::parse(&bytes, format, now);
+        let mut out = parse::parse(&bytes, format, now);
+        if let Some(range) = range {
+            out.keep_within(range, now, mxwatch::bounce::OutOfRange::Refuse);
+        }
         for p in &out.problems {
             clean = false;
             let msg = format!(
@@ -545,7 +555,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => Vec::new(),
             };
             let mut all = Vec::new();
-            let (parsed_clean, _) = parse_inputs(bounces, None, false, |list| {
+            let (parsed_clean, _) = parse_inputs(bounces, None, false, None, |list| {
                 all.extend(list);
                 Ok(())
             })?;
@@ -591,7 +601,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     json,
                 } => {
                     let mut out = std::io::stdout().lock();
-                    let (clean, _) = parse_inputs(paths, *format, false, |list| {
+                    let (clean, _) = parse_inputs(paths, *format, false, None, |list| {
                         for b in list {
                             let line = if *json {
                                 serde_json::to_string(&b)?
@@ -613,8 +623,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         ExitCode::FAILURE
                     })
                 }
-                BounceCommand::Ingest { paths, format } => {
+                BounceCommand::Ingest {
+                    paths,
+                    format,
+                    max_age,
+                } => {
                     let config = settings(&cli)?;
+                    let range = mxwatch::bounce::TimeRange {
+                        max_age: max_age.unwrap_or(mxwatch::bounce::TimeRange::FILE_MAX_AGE),
+                        ..config.bounce_times
+                    };
                     runtime()?.block_on(async {
                     let (writer, task) =
                         mxwatch::store::Writer::start(&config.database, config.judging())?;
@@ -632,7 +650,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     let paths = paths.clone();
                     let format = *format;
                     let (clean, parsed) = tokio::task::spawn_blocking(move || {
-                        parse_inputs(&paths, format, true, |list| {
+                        parse_inputs(&paths, format, true, Some(range), |list| {
                             tx.blocking_send(list).map_err(|_| anyhow::anyhow!("the database writer stopped"))
                         })
                     })

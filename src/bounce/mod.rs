@@ -15,6 +15,57 @@ use serde::{Deserialize, Serialize};
 
 pub use classify::classify;
 
+/// The times a bounce may claim, around the moment it arrives
+/// (`bounce_times:` in the watchlist). A bounce dated far from its arrival
+/// is a broken clock or a forgery, and its date would steer the anomaly
+/// detector (a bounce in year 58886 blinded it for good; one in year
+/// −262143 crashed every start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeRange {
+    pub max_age: std::time::Duration,
+    pub max_ahead: std::time::Duration,
+}
+
+impl Default for TimeRange {
+    fn default() -> Self {
+        TimeRange {
+            max_age: std::time::Duration::from_secs(30 * 86_400),
+            max_ahead: std::time::Duration::from_secs(86_400),
+        }
+    }
+}
+
+impl TimeRange {
+    /// How far back `bounces ingest` reads by default: a file is often a
+    /// past feed, but not one from before email took its present shape.
+    pub const FILE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(20 * 365 * 86_400);
+
+    /// Whether `at` lies in the range around `now` (the calendar's ends
+    /// bound it, never an overflow).
+    pub fn contains(&self, at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+        let span = |d: std::time::Duration| {
+            chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::MAX)
+        };
+        let first = now
+            .checked_sub_signed(span(self.max_age))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let last = now
+            .checked_add_signed(span(self.max_ahead))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        (first..=last).contains(&at)
+    }
+}
+
+/// What becomes of a bounce dated outside its [`TimeRange`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutOfRange {
+    /// Dated on arrival: a live feed (the API, a webhook) arrives as the
+    /// bounce happens, so its arrival is a good date.
+    Redate,
+    /// Left out: a file may be old, so its arrival says nothing.
+    Refuse,
+}
+
 /// What the reporting MTA did (RFC 3464 `Action`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -42,6 +42,12 @@ fn verify(req: &Request, secret: &str) -> bool {
 /// A day of feed history comes first (anomaly detection warms up on it).
 pub async fn post_burst(base: &str) {
     let t0 = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2021, 4, 26, 11, 0, 0).unwrap();
+    post_burst_at(base, t0).await;
+}
+
+/// [`post_burst`] starting at `t0` (a daemon on real time needs real
+/// dates: far from its arrival, a bounce is dated on arrival).
+pub async fn post_burst_at(base: &str, t0: chrono::DateTime<chrono::Utc>) {
     post_bounces(base, crate::history_line(t0)).await;
     for i in 0..25 {
         let line = unknown_user(

@@ -207,13 +207,15 @@ async fn run_stops_cleanly_on_sigterm() {
         ),
     )
     .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mxwatch"))
-        .current_dir(dir.path())
-        .args(["run"])
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = crate::service::Running(
+        std::process::Command::new(env!("CARGO_BIN_EXE_mxwatch"))
+            .current_dir(dir.path())
+            .args(["run"])
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     // Read the log to its end on another thread; stop the daemon once it
     // says it is watching.
     let stderr = child.stderr.take().unwrap();

@@ -11,6 +11,7 @@ mod api;
 mod cli;
 mod conformance;
 mod feeds;
+mod hostile;
 mod monitoring;
 mod service;
 mod trust;

@@ -7,7 +7,7 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::TOKEN;
-use crate::alerts::post_burst;
+use crate::alerts::post_burst_at;
 
 /// Sends a signal with kill(1).
 fn send(signal: &str, pid: &str) {
@@ -28,15 +28,44 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-pub fn start(dir: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_mxwatch"))
-        .current_dir(dir)
-        .args(["run"])
-        .env_remove("MXWATCH_CONFIG")
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+pub fn start(dir: &std::path::Path) -> Running {
+    Running(
+        Command::new(env!("CARGO_BIN_EXE_mxwatch"))
+            .current_dir(dir)
+            .args(["run"])
+            .env_remove("MXWATCH_CONFIG")
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// A daemon process that is killed when the test lets go of it, failed
+/// assertions included: a daemon left running holds the test's output
+/// pipe open, and the test run never ends.
+pub struct Running(pub Child);
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
 pub async fn wait_healthy(base: &str) {
@@ -87,7 +116,7 @@ async fn kill_9_mid_ingest_loses_no_acknowledged_bounce_and_no_event() {
     wait_healthy(&base).await;
 
     // Events in the outbox, the receiver down: delivery attempts fail.
-    post_burst(&base).await;
+    post_burst_at(&base, chrono::Utc::now() - chrono::Duration::minutes(30)).await;
     for _ in 0..200 {
         if !receiver.received_requests().await.unwrap().is_empty() {
             break;
@@ -258,15 +287,17 @@ async fn tells_the_service_manager_ready_watchdog_reloading_and_stopping() {
     socket
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mxwatch"))
-        .current_dir(dir.path())
-        .args(["run"])
-        .env_remove("MXWATCH_CONFIG")
-        .env("NOTIFY_SOCKET", &socket_path)
-        .env("WATCHDOG_USEC", "400000")
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .unwrap();
+    let mut child = Running(
+        Command::new(env!("CARGO_BIN_EXE_mxwatch"))
+            .current_dir(dir.path())
+            .args(["run"])
+            .env_remove("MXWATCH_CONFIG")
+            .env("NOTIFY_SOCKET", &socket_path)
+            .env("WATCHDOG_USEC", "400000")
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .unwrap(),
+    );
     let (ready, socket) = notification(socket).await;
     assert!(ready.contains("READY=1"), "{ready}");
     // READY comes after the API listens.

@@ -10,7 +10,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 
-use super::{Bounce, Source};
+use super::{Bounce, OutOfRange, Source, TimeRange};
 
 /// An input format. `Mbox` and `Maildir` hold DSN emails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +88,45 @@ pub struct Parsed {
 }
 
 impl Parsed {
+    /// Holds every bounce to the times it may claim around `now`; each one
+    /// outside is redated or refused, and noted as a problem.
+    pub fn keep_within(&mut self, range: TimeRange, now: DateTime<Utc>, outside: OutOfRange) {
+        let mut noted = Vec::new();
+        self.bounces.retain_mut(|b| {
+            let Some(at) = b.at.filter(|&at| !range.contains(at, now)) else {
+                return true;
+            };
+            let age = if at < now {
+                format!(
+                    "more than {} before",
+                    humantime::format_duration(range.max_age)
+                )
+            } else {
+                format!(
+                    "more than {} after",
+                    humantime::format_duration(range.max_ahead)
+                )
+            };
+            let (fate, keep) = match outside {
+                OutOfRange::Redate => ("dated on arrival instead", true),
+                OutOfRange::Refuse => (
+                    "not stored (`bounces ingest --max-age` takes older feeds)",
+                    false,
+                ),
+            };
+            noted.push(format!(
+                "the bounce for {} is dated {}, {age} it arrived: {fate}",
+                b.recipient,
+                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            ));
+            b.at = None;
+            keep
+        });
+        for message in noted {
+            self.problem(None, message);
+        }
+    }
+
     fn problem(&mut self, line: Option<usize>, message: impl Into<String>) {
         self.problems.push(Problem {
             line,
