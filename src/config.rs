@@ -69,6 +69,9 @@ impl<'de> Deserialize<'de> for Schedule {
     }
 }
 
+/// The shortest API token accepted, from a file or the environment.
+pub const MIN_TOKEN_CHARS: usize = 16;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -85,6 +88,7 @@ struct RawConfig {
     listen: Option<String>,
     api_token_file: Option<PathBuf>,
     anomaly: Option<RawAnomaly>,
+    bounce_times: Option<RawBounceTimes>,
     #[serde(default)]
     sns_subscribe_allow: Vec<String>,
     #[serde(default)]
@@ -120,6 +124,14 @@ struct RawAlert {
     timeout: Option<HumanDuration>,
     max_age: Option<HumanDuration>,
     backoff: Option<HumanDuration>,
+}
+
+/// The dates a bounce may claim; see [`crate::bounce::TimeRange`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBounceTimes {
+    max_age: Option<HumanDuration>,
+    max_ahead: Option<HumanDuration>,
 }
 
 /// Thresholds of anomaly windows; see [`crate::anomaly::Params`].
@@ -224,6 +236,8 @@ pub struct Config {
     pub api_token: Option<String>,
     /// When a burst of unknown-user bounces is an anomaly window.
     pub anomaly: crate::anomaly::Params,
+    /// The dates a bounce may claim around its arrival.
+    pub bounce_times: crate::bounce::TimeRange,
     /// URL prefixes, besides `https://sns.<region>.amazonaws.com/`, whose
     /// SNS subscription confirmations the SES webhook visits.
     pub sns_subscribe_allow: Vec<String>,
@@ -722,35 +736,52 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
         })?),
     };
 
+    // One rule for the token wherever it comes from: a short one is
+    // guessed, so it is refused (a secret problem: `run` stops on it).
+    let token_rule = |token: String, field: &str, origin: String| {
+        if token.chars().count() < MIN_TOKEN_CHARS {
+            Err(err(
+                field.into(),
+                format!("{origin}the token must be at least {MIN_TOKEN_CHARS} characters"),
+            ))
+        } else {
+            Ok(token)
+        }
+    };
     let api_token = match raw.api_token_file {
         Some(f) => {
             let f = relative(f);
             match std::fs::read_to_string(&f) {
-                Err(e) => {
-                    secret_problems.push(err(
-                        "api_token_file".into(),
-                        format!("cannot read {}: {e}", f.display()),
-                    ));
-                    None
-                }
+                Err(e) => Err(err(
+                    "api_token_file".into(),
+                    format!("cannot read {}: {e}", f.display()),
+                )),
                 Ok(text) => {
                     let token = text.lines().next().unwrap_or("").trim().to_string();
-                    if token.len() < 16 {
-                        secret_problems.push(err(
-                            "api_token_file".into(),
-                            format!("{}: the token must be at least 16 characters", f.display()),
-                        ));
-                        None
-                    } else {
-                        Some(token)
-                    }
+                    token_rule(token, "api_token_file", format!("{}: ", f.display()))
                 }
             }
+            .map(Some)
         }
-        None => std::env::var("MXWATCH_API_TOKEN")
-            .ok()
-            .map(|t| t.trim().to_string())
-            .filter(|t| !t.is_empty()),
+        None => match std::env::var("MXWATCH_API_TOKEN") {
+            Ok(t) if !t.trim().is_empty() => {
+                token_rule(t.trim().to_string(), "MXWATCH_API_TOKEN", String::new()).map(Some)
+            }
+            _ => Ok(None),
+        },
+    }
+    .unwrap_or_else(|e| {
+        secret_problems.push(e);
+        None
+    });
+
+    let bounce_times = {
+        let d = crate::bounce::TimeRange::default();
+        let t = raw.bounce_times.unwrap_or_default();
+        crate::bounce::TimeRange {
+            max_age: t.max_age.map_or(d.max_age, |x| x.0),
+            max_ahead: t.max_ahead.map_or(d.max_ahead, |x| x.0),
+        }
     };
 
     Ok(Config {
@@ -758,6 +789,7 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
         api_token,
         secret_problems,
         anomaly,
+        bounce_times,
         sns_subscribe_allow: raw.sns_subscribe_allow,
         alerts,
         digest: raw.digest,
@@ -853,6 +885,18 @@ mod tests {
         assert_eq!(e.field, "domains[0].expect[0]");
         let e = parse("concurrency: 0").unwrap_err();
         assert_eq!(e.field, "concurrency");
+    }
+
+    #[test]
+    fn bounce_times_default_to_thirty_days_back_and_one_ahead() {
+        let c = parse("domains: []\n").unwrap();
+        assert_eq!(c.bounce_times, crate::bounce::TimeRange::default());
+        assert_eq!(c.bounce_times.max_age, Duration::from_secs(30 * 86_400));
+        let c = parse("bounce_times: {max_age: 7d, max_ahead: 2h}\ndomains: []\n").unwrap();
+        assert_eq!(c.bounce_times.max_age, Duration::from_secs(7 * 86_400));
+        assert_eq!(c.bounce_times.max_ahead, Duration::from_secs(7200));
+        let e = parse("bounce_times: {max_age: soon}\n").unwrap_err();
+        assert_eq!(e.field, "bounce_times.max_age");
     }
 
     #[test]

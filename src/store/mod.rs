@@ -339,6 +339,7 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
     {
         let _ = std::fs::create_dir_all(dir);
     }
+    create_private(path);
     let mut conn = Connection::open(path).map_err(|source| StoreError::Open {
         path: path.to_path_buf(),
         source,
@@ -360,6 +361,21 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
             source,
         })?;
     Ok(conn)
+}
+
+/// Creates a missing database file readable by its owner only: it holds
+/// recipient addresses. SQLite gives its `-wal` and `-shm` files the same
+/// mode. An existing file keeps the mode its owner chose.
+fn create_private(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path);
+    }
 }
 
 /// Everything one check wrote, sent to the writer.
@@ -405,6 +421,8 @@ enum Op {
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Op>,
+    /// Why the last commit failed, while it is the last one.
+    failing: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// How many checks one transaction holds at most.
@@ -447,6 +465,8 @@ impl Writer {
         }
         let data_version = data_version(&conn)?;
         let (tx, mut rx) = mpsc::channel::<Op>(BATCH * 4);
+        let failing = Arc::new(std::sync::Mutex::new(None));
+        let failed = failing.clone();
         let handle = tokio::spawn(async move {
             let mut w = WriterState {
                 conn,
@@ -464,8 +484,13 @@ impl Writer {
                         Err(_) => break,
                     }
                 }
+                let failed = failed.clone();
                 let (back, ok, counts) = match tokio::task::spawn_blocking(move || {
-                    let (ok, counts) = match w.commit(&mut batch) {
+                    let outcome = w.commit(&mut batch);
+                    if let Ok(mut f) = failed.lock() {
+                        *f = outcome.as_ref().err().map(ToString::to_string);
+                    }
+                    let (ok, counts) = match outcome {
                         Ok(counts) => (true, counts),
                         Err(e) => {
                             tracing::error!(
@@ -515,7 +540,13 @@ impl Writer {
                 }
             }
         });
-        Ok((Writer { tx }, handle))
+        Ok((Writer { tx, failing }, handle))
+    }
+
+    /// Why the last commit failed, if it did (a full disk, say): the
+    /// daemon is not ready until a commit succeeds again.
+    pub fn failing(&self) -> Option<String> {
+        self.failing.lock().ok().and_then(|f| f.clone())
     }
 
     /// Writes a check and returns once it is committed. Waits while the
