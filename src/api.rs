@@ -59,6 +59,8 @@ pub struct ApiState {
     /// The bearer token write endpoints require; writes are refused when
     /// none is configured.
     token: Option<String>,
+    /// Whether reads need the token too: the listener is not loopback.
+    reads_need_token: bool,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     sns_subscribe_allow: Vec<String>,
@@ -82,6 +84,7 @@ impl ApiState {
             judging: config.judging(),
             bounce_times: config.bounce_times,
             token: config.api_token.clone(),
+            reads_need_token: config.listen.is_some_and(|a| !a.ip().is_loopback()),
             clock,
             metrics,
             sns_subscribe_allow: config.sns_subscribe_allow.clone(),
@@ -169,6 +172,20 @@ impl IntoResponse for ApiError {
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
+    // The token is checked before a body is read: a stranger's 16 MiB
+    // costs nothing.
+    let writes = Router::new()
+        .route("/v1/bounces", post(bounces))
+        .route("/v1/webhooks/{esp}", post(webhook))
+        .route_layer(middleware::from_fn_with_state(state.clone(), writer_only));
+    // Reads carry recipient addresses: open on loopback, else token only.
+    let reads = Router::new()
+        .route("/v1/verdict", get(verdict))
+        .route("/v1/verdicts", post(verdicts))
+        .route("/v1/windows", get(windows))
+        .route("/v1/domains/{domain}", get(domain))
+        .route("/v1/reinstatements", get(reinstatements))
+        .route_layer(middleware::from_fn_with_state(state.clone(), reader_only));
     Router::new()
         .route(
             "/healthz",
@@ -176,13 +193,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/v1/verdict", get(verdict))
-        .route("/v1/verdicts", post(verdicts))
-        .route("/v1/windows", get(windows))
-        .route("/v1/domains/{domain}", get(domain))
-        .route("/v1/reinstatements", get(reinstatements))
-        .route("/v1/bounces", post(bounces))
-        .route("/v1/webhooks/{esp}", post(webhook))
+        .merge(writes)
+        .merge(reads)
         .route_layer(middleware::from_fn_with_state(state.clone(), observe))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -590,11 +602,49 @@ fn presented_token(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
         .map(|(_, v)| v)
 }
 
-fn authorised(st: &ApiState, headers: &HeaderMap, query: Option<&str>) -> Result<(), ApiError> {
+/// Lets a write through only with the token, before its body is read.
+async fn writer_only(
+    State(st): State<Arc<ApiState>>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    // Another method is answered 405 without a body being read.
+    if req.method() == axum::http::Method::POST {
+        authorised(&st, req.headers(), req.uri().query(), "writes")?;
+    }
+    Ok(next.run(req).await)
+}
+
+/// Lets a read through; with the token only when the listener is not
+/// loopback (reads carry recipient addresses).
+async fn reader_only(
+    State(st): State<Arc<ApiState>>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if st.reads_need_token {
+        authorised(
+            &st,
+            req.headers(),
+            req.uri().query(),
+            "reads on a public listener",
+        )?;
+    }
+    Ok(next.run(req).await)
+}
+
+fn authorised(
+    st: &ApiState,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    what: &str,
+) -> Result<(), ApiError> {
     let Some(token) = st.token.as_deref() else {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "writes are disabled: no API token is configured (api_token_file or MXWATCH_API_TOKEN)",
+            format!(
+                "{what} are disabled: no API token is configured (api_token_file or MXWATCH_API_TOKEN)"
+            ),
         ));
     };
     let given = presented_token(headers, query).unwrap_or_default();
@@ -617,11 +667,8 @@ fn authorised(st: &ApiState, headers: &HeaderMap, query: Option<&str>) -> Result
 
 async fn bounces(
     State(st): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    authorised(&st, &headers, query.as_deref())?;
     ingest(&st, body, None, None).await
 }
 
@@ -701,8 +748,6 @@ async fn ingest(
 async fn webhook(
     State(st): State<Arc<ApiState>>,
     axum::extract::Path(esp): axum::extract::Path<String>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let source = match esp.as_str() {
@@ -717,7 +762,6 @@ async fn webhook(
             ));
         }
     };
-    authorised(&st, &headers, query.as_deref())?;
     if source == Source::Ses
         && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body)
     {

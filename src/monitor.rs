@@ -520,7 +520,14 @@ impl Daemon {
                 let task = tokio::spawn(crate::api::serve(listener, state, async move {
                     let _ = stopped.await;
                 }));
-                tracing::info!(%bound, "API listening");
+                if bound.ip().is_loopback() {
+                    tracing::info!(%bound, "API listening on loopback: reads are open, writes need the token");
+                } else {
+                    tracing::info!(
+                        %bound,
+                        "API listening on a public address: reads and writes need the token"
+                    );
+                }
                 (Some(bound), Some(task), Some(stop))
             }
             None => (None, None, None),
