@@ -102,4 +102,45 @@ fn main() {
         bounces / rounds.max(1)
     );
     println!("| peak RSS | {:.0} MiB |", peak_rss_mib());
+    hostile(now);
+}
+
+/// The shapes of issue 11's attacks: each must stay linear in its size.
+fn hostile(now: chrono::DateTime<Utc>) {
+    let mut addresses = String::from("From: MAILER-DAEMON@a.test\nSubject: Undelivered Mail\n\n");
+    for i in 0..300_000 {
+        addresses.push_str(&format!("<user{i}@a.test>: 550 5.1.1 user unknown\n"));
+    }
+    let mut nested = String::from("From: MAILER-DAEMON@a.test\nSubject: nested\n");
+    for _ in 0..35_000 {
+        nested.push_str("Content-Type: message/rfc822\n\nFrom: a@b.test\n");
+    }
+    nested.push_str("\nhello\n");
+    let empties = "{}\n".repeat(16 << 20 >> 2);
+    println!("\n| attack shape | size | time | result |\n|---|---|---|---|");
+    for (name, format, bytes) in [
+        (
+            "email listing 300,000 addresses",
+            Format::Email,
+            addresses.as_bytes(),
+        ),
+        (
+            "35,000 nested message/rfc822 parts",
+            Format::Email,
+            nested.as_bytes(),
+        ),
+        ("`{}` lines", Format::Json, empties.as_bytes()),
+    ] {
+        let start = Instant::now();
+        let out = parse::parse(bytes, Some(format), now);
+        println!(
+            "| {name} | {:.1} MiB | {:.2} s | {} bounces, {} problems kept, {} counted |",
+            bytes.len() as f64 / 1048576.0,
+            start.elapsed().as_secs_f64(),
+            out.bounces.len(),
+            out.problems.len(),
+            out.problems_omitted
+        );
+    }
+    println!("| peak RSS after them | | | {:.0} MiB |", peak_rss_mib());
 }

@@ -41,6 +41,13 @@ use crate::metrics::Metrics;
 use crate::report;
 use crate::store::{Store, Writer};
 
+/// Most verdicts one answer carries (`/v1/verdicts` takes no more
+/// questions; an ingest answer lists the first ones).
+pub const MAX_VERDICTS: usize = 10_000;
+
+/// The largest SNS message (256 KiB of message, with its envelope).
+const SNS_MAX_BODY: usize = 320 << 10;
+
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 16 << 20;
 
@@ -405,16 +412,16 @@ async fn verdicts(
     State(st): State<Arc<ApiState>>,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    let items: Vec<serde_json::Value> = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("body: expected a JSON array: {e}")))?;
-    if items.len() > 10_000 {
-        return Err(ApiError::bad_request("at most 10,000 verdicts per request"));
-    }
     let me = st.clone();
-    // Up to 10,000 judgements: off the async workers.
+    // Parsing 16 MiB and up to 10,000 judgements: off the async workers.
     let out = tokio::task::spawn_blocking(move || {
+        let Questions { items, more } = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("body: expected a JSON array: {e}")))?;
+        if more {
+            return Err(ApiError::bad_request("at most 10,000 verdicts per request"));
+        }
         let now = me.clock.now();
-        items
+        Ok(items
             .into_iter()
             .map(|item| match serde_json::from_value::<Parts>(item) {
                 Err(e) => json!({"error": format!("not a bounce: {e}")}),
@@ -426,11 +433,49 @@ async fn verdicts(
                     Err(e) => json!({"error": e.to_string()}),
                 },
             })
-            .collect::<Vec<_>>()
+            .collect::<Vec<_>>())
     })
     .await
-    .map_err(|e| ApiError::internal(format!("handler failed: {e}")))?;
+    .map_err(|e| ApiError::internal(format!("handler failed: {e}")))??;
     Ok(axum::Json(out).into_response())
+}
+
+/// The body of `/v1/verdicts`: the first [`MAX_VERDICTS`] items of a JSON
+/// array, and whether more followed. Items past the limit are read but not
+/// kept, so `[[],[],…]` in 16 MiB costs no more memory than 10,000 items.
+struct Questions {
+    items: Vec<serde_json::Value>,
+    more: bool,
+}
+
+impl<'de> serde::Deserialize<'de> for Questions {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Questions;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON array")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Questions, A::Error> {
+                let mut items = Vec::new();
+                while items.len() < MAX_VERDICTS {
+                    match seq.next_element()? {
+                        Some(v) => items.push(v),
+                        None => return Ok(Questions { items, more: false }),
+                    }
+                }
+                let mut more = false;
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                    more = true;
+                }
+                Ok(Questions { items, more })
+            }
+        }
+        d.deserialize_seq(Visit)
+    }
 }
 
 async fn windows(
@@ -699,6 +744,7 @@ async fn ingest(
             Some(l) => format!("line {l}: {}", p.message),
             None => p.message.clone(),
         })
+        .chain(parsed.omitted_note())
         .collect();
     let (list, foreign): (Vec<Bounce>, Vec<Bounce>) = parsed
         .bounces
@@ -721,13 +767,15 @@ async fn ingest(
     let received = list.len();
     let intake = st.writer.bounces(list.clone(), now).await?;
     st.metrics.ingested(intake.stored, intake.reinstated);
+    for (b, j) in list.iter().zip(&intake.judgements) {
+        st.metrics.verdict(b.kind, j.verdict);
+    }
+    // All are stored and judged; the answer lists the first MAX_VERDICTS.
     let verdicts: Vec<serde_json::Value> = list
         .iter()
         .zip(&intake.judgements)
-        .map(|(b, j)| {
-            st.metrics.verdict(b.kind, j.verdict);
-            report::judgement_json(b, b.at.unwrap_or(now), j)
-        })
+        .take(MAX_VERDICTS)
+        .map(|(b, j)| report::judgement_json(b, b.at.unwrap_or(now), j))
         .collect();
     Ok(axum::Json(json!({
         "received": received,
@@ -737,6 +785,7 @@ async fn ingest(
         "skipped": parsed.skipped,
         "reinstated": intake.reinstated,
         "problems": problems,
+        "verdicts_omitted": received.saturating_sub(MAX_VERDICTS),
         "verdicts": verdicts,
     }))
     .into_response())
@@ -762,7 +811,10 @@ async fn webhook(
             ));
         }
     };
+    // An SNS message is at most 256 KiB: only a body that size is looked
+    // at on the async threads (the parser reads larger ones off them).
     if source == Source::Ses
+        && body.len() <= SNS_MAX_BODY
         && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body)
     {
         match v.get("Type").and_then(|t| t.as_str()) {

@@ -476,6 +476,12 @@ fn parse_inputs(
                 None => eprintln!("{msg}"),
             }
         }
+        if let Some(note) = out.omitted_note() {
+            match &bar {
+                Some(b) => b.println(format!("{}: {note}", inp.name())),
+                None => eprintln!("{}: {note}", inp.name()),
+            }
+        }
         count += out.bounces.len();
         sink(out.bounces)?;
         if let Some(b) = &bar {

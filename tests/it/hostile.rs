@@ -328,3 +328,48 @@ async fn reads_need_the_token_on_a_public_listener() {
     assert_eq!(r.status(), 200);
     app.stop().await;
 }
+
+/// Item 5: a body of `{}` lines made one problem per line (16 MiB of them:
+/// a 597 MB answer and a 3 GB peak). Problems are capped, the rest counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn problems_are_capped() {
+    let dns = TestDns::start().await;
+    let (app, base) = daemon(&dns, "");
+    let mut body = "{}\n".repeat(50_000);
+    body.push_str(&unknown_user("kim@example.de", t0(), "mx00.example.de"));
+    let r = crate::post(&base, "/v1/bounces", Some(TOKEN), body).await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(text.len() < 200_000, "an answer of {} bytes", text.len());
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let problems = v["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), mxwatch::bounce::parse::MAX_PROBLEMS + 1);
+    assert_eq!(
+        problems.last().unwrap(),
+        "49000 more problems not listed (only the first 1000 are)"
+    );
+    assert_eq!(v["stored"], 1, "one bad record never stops a batch");
+    app.stop().await;
+}
+
+/// Item 5: `/v1/verdicts` with `[[],[],…]` held every item in memory
+/// (~170 MB a request) and parsed on the async threads. Items past the
+/// limit are now counted without being kept, and the request is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verdict_batches_are_bounded_while_read() {
+    let dns = TestDns::start().await;
+    let (app, base) = daemon(&dns, "");
+    let many = format!("[{}[]]", "[],".repeat(200_000));
+    let r = crate::post(&base, "/v1/verdicts", None, many).await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "at most 10,000 verdicts per request");
+    // At the limit: every item answered, each bad one with its error.
+    let full = format!("[{}[]]", "[],".repeat(9_999));
+    let r = crate::post(&base, "/v1/verdicts", None, full).await;
+    assert_eq!(r.status(), 200);
+    let v: Vec<Value> = r.json().await.unwrap();
+    assert_eq!(v.len(), 10_000);
+    assert!(v[0]["error"].as_str().unwrap().starts_with("not a bounce"));
+    app.stop().await;
+}
