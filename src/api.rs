@@ -68,6 +68,7 @@ pub struct ApiState {
     token: Option<String>,
     /// Whether reads need the token too: the listener is not loopback.
     reads_need_token: bool,
+    limits: Limits,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     sns_subscribe_allow: Vec<String>,
@@ -92,6 +93,10 @@ impl ApiState {
             bounce_times: config.bounce_times,
             token: config.api_token.clone(),
             reads_need_token: config.listen.is_some_and(|a| !a.ip().is_loopback()),
+            limits: Limits {
+                max_connections: fit_descriptors(config.api_limits.max_connections),
+                ..config.api_limits
+            },
             clock,
             metrics,
             sns_subscribe_allow: config.sns_subscribe_allow.clone(),
@@ -202,6 +207,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/metrics", get(metrics))
         .merge(writes)
         .merge(reads)
+        .route_layer(middleware::from_fn_with_state(state.clone(), deadline))
         .route_layer(middleware::from_fn_with_state(state.clone(), observe))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -213,6 +219,53 @@ pub fn router(state: Arc<ApiState>) -> Router {
 /// off loses nothing acknowledged.
 pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// What a stranger's connections may hold. A thousand idle connections
+/// once used up the process's descriptors, and then the API and every DNS
+/// check failed; 2,000 slowloris connections stayed open for a minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once; more wait in the kernel's backlog,
+    /// holding none of our descriptors.
+    pub max_connections: usize,
+    /// The whole request head must arrive within this, once it started.
+    pub header_timeout: std::time::Duration,
+    /// A connection that sends nothing for this long is closed (between
+    /// requests, or in the middle of a body).
+    pub idle_timeout: std::time::Duration,
+    /// One request, body included, must be done within this.
+    pub request_timeout: std::time::Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 512,
+            header_timeout: std::time::Duration::from_secs(10),
+            idle_timeout: std::time::Duration::from_secs(20),
+            request_timeout: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+/// At most half the process's descriptors go to API connections: the rest
+/// are the reserve of DNS checks, SQLite and alert deliveries, so a full
+/// API never blinds the monitor.
+fn fit_descriptors(wanted: usize) -> usize {
+    let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) else {
+        return wanted;
+    };
+    let room = usize::try_from(soft / 2).unwrap_or(usize::MAX).max(1);
+    if wanted > room {
+        tracing::warn!(
+            "API: {room} connections at once, not {wanted}: half of the open files limit \
+             ({soft}) is kept for DNS and the database (raise LimitNOFILE)"
+        );
+        room
+    } else {
+        wanted
+    }
+}
+
 /// Serves until `shutdown` resolves, then lets requests in flight finish
 /// for at most [`DRAIN`].
 pub async fn serve(
@@ -220,23 +273,83 @@ pub async fn serve(
     state: Arc<ApiState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (stopped_tx, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = stopped_tx.send(());
-    });
-    let deadline = async move {
-        if stopped.await.is_ok() {
-            tokio::time::sleep(DRAIN).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let limits = state.limits;
+    let app = router(state);
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(64);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        // A free slot first: past the cap, connections wait in the backlog.
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors, say: our problem, not the client's.
+                    tracing::error!("API: cannot accept a connection: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+        stream.set_read_timeout(Some(limits.idle_timeout));
+        stream.set_write_timeout(Some(limits.idle_timeout));
+        let io = TokioIo::new(Box::pin(stream));
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = builder
+            .serve_connection_with_upgrades(io, service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
     tokio::select! {
-        r = server.into_future() => r,
-        () = deadline => {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(DRAIN) => {
             tracing::warn!("requests still in flight {DRAIN:?} after the stop: not waiting for them");
-            Ok(())
+        }
+    }
+    Ok(())
+}
+
+/// Ends a request that is not done within its time (a body sent a byte at
+/// a time): 408, and the connection is closed.
+async fn deadline(State(st): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(st.limits.request_timeout, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => {
+            let mut resp = ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request took longer than {}",
+                    humantime::format_duration(st.limits.request_timeout)
+                ),
+            )
+            .into_response();
+            resp.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            resp
         }
     }
 }

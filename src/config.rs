@@ -89,6 +89,7 @@ struct RawConfig {
     api_token_file: Option<PathBuf>,
     anomaly: Option<RawAnomaly>,
     bounce_times: Option<RawBounceTimes>,
+    api_max_connections: Option<usize>,
     #[serde(default)]
     sns_subscribe_allow: Vec<String>,
     #[serde(default)]
@@ -238,6 +239,8 @@ pub struct Config {
     pub anomaly: crate::anomaly::Params,
     /// The dates a bounce may claim around its arrival.
     pub bounce_times: crate::bounce::TimeRange,
+    /// What the API's clients may hold (connections, timeouts).
+    pub api_limits: crate::api::Limits,
     /// URL prefixes, besides `https://sns.<region>.amazonaws.com/`, whose
     /// SNS subscription confirmations the SES webhook visits.
     pub sns_subscribe_allow: Vec<String>,
@@ -775,6 +778,19 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
         None
     });
 
+    let api_limits = crate::api::Limits {
+        max_connections: match raw.api_max_connections {
+            Some(0) => {
+                return Err(err(
+                    "api_max_connections".into(),
+                    "must be at least 1".into(),
+                ));
+            }
+            Some(n) => n,
+            None => crate::api::Limits::default().max_connections,
+        },
+        ..crate::api::Limits::default()
+    };
     let bounce_times = {
         let d = crate::bounce::TimeRange::default();
         let t = raw.bounce_times.unwrap_or_default();
@@ -790,6 +806,7 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
         secret_problems,
         anomaly,
         bounce_times,
+        api_limits,
         sns_subscribe_allow: raw.sns_subscribe_allow,
         alerts,
         digest: raw.digest,

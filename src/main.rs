@@ -730,6 +730,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Run { once } => {
             let config = load(&cli)?.require_secrets()?;
+            // Descriptors: as many as the hard limit allows (the soft limit
+            // of 1,024 is a default for select(), which nothing here uses).
+            match rlimit::increase_nofile_limit(u64::MAX) {
+                Ok(n) => tracing::debug!("open files limit: {n}"),
+                Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
+            }
             let clock: Arc<dyn Clock> = Arc::new(SystemClock);
             let cli = &cli;
             runtime()?.block_on(async move {
@@ -751,16 +757,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     drop(m);
                     writer.await?;
                     eprintln!(
-                        "checked {} domains: {} answered, {} failed on every upstream, {} held as suspect, {} changes, {} windows opened; history in {}",
+                        "checked {} domains: {} answered, {} failed on every upstream, {} held as suspect, {} not asked, {} changes, {} windows opened; history in {}",
                         s.checked,
                         s.answered,
                         s.failed,
                         s.held,
+                        s.not_asked,
                         s.changes,
                         s.windows_opened,
                         config.database.display()
                     );
-                    if s.checked > 0 && (s.failed + s.held) * 2 >= s.checked {
+                    if s.not_asked > 0 {
+                        eprintln!(
+                            "mxwatch: WARNING: {} of {} domains were not asked: no socket could be \
+                             opened on our side (too many open files?); nothing was recorded for them. \
+                             Raise the open files limit (ulimit -n, LimitNOFILE)",
+                            s.not_asked, s.checked
+                        );
+                    }
+                    if s.checked > s.not_asked && (s.failed + s.held) * 2 >= s.checked - s.not_asked {
                         eprintln!(
                             "mxwatch: WARNING: {} of {} domains failed or gave answers held as suspect \
                              (NXDOMAIN or the same new answer for many names): our own resolver looks broken \

@@ -233,6 +233,9 @@ impl Monitor {
         at: DateTime<Utc>,
         observations: Vec<Observation>,
     ) -> Result<CheckEvent, StoreError> {
+        if !observations.is_empty() && observations.iter().all(Observation::is_local_failure) {
+            return Ok(self.not_asked(domain, at, observations));
+        }
         let expect = self
             .watched
             .read()
@@ -317,6 +320,34 @@ impl Monitor {
         }
         let _ = self.events.send(event.clone());
         Ok(event)
+    }
+}
+
+impl Monitor {
+    /// A check whose every question failed on our side (no socket: the
+    /// descriptors ran out). That says nothing about the domain nor about
+    /// the resolvers of the world: no detector, no outage count, nothing
+    /// stored; the schedule asks again. Only the log and the metrics say.
+    fn not_asked(
+        &self,
+        domain: &DomainName,
+        at: DateTime<Utc>,
+        observations: Vec<Observation>,
+    ) -> CheckEvent {
+        let why = observations[0].detail.clone().unwrap_or_default();
+        tracing::error!(%domain, "not checked: {why}; nothing recorded, the schedule asks again");
+        self.metrics.check("local_error", 0);
+        let event = CheckEvent {
+            domain: domain.clone(),
+            at,
+            observations,
+            changes: Vec::new(),
+            window: None,
+            fast_recheck: false,
+            held: false,
+        };
+        self.tally.lock().expect("tally lock").count(&event);
+        event
     }
 }
 
@@ -457,10 +488,12 @@ fn log_summary(m: &Monitor) {
     };
     let line = format!(
         "last 5 minutes: {} checks, {} answered, {} failed on every upstream, {} held, \
-         {} changes, {} windows opened{outage}",
-        t.checked, t.answered, t.failed, t.held, t.changes, t.windows_opened
+         {} not asked (no socket on our side), {} changes, {} windows opened{outage}",
+        t.checked, t.answered, t.failed, t.held, t.not_asked, t.changes, t.windows_opened
     );
-    if t.failed + t.held > t.answered {
+    if t.not_asked > 0 {
+        tracing::error!("{line}: raise the open files limit (LimitNOFILE)");
+    } else if t.failed + t.held > t.answered {
         tracing::warn!("{line}: most checks failed or were held");
     } else {
         tracing::info!("{line}");
@@ -648,6 +681,8 @@ pub struct SweepSummary {
     pub not_recorded: usize,
     /// Answers still held after the second look (our resolver is suspect).
     pub held: usize,
+    /// Checks that asked nothing: no socket could be opened on our side.
+    pub not_asked: usize,
     /// Stopped by a signal before every domain was checked.
     pub stopped: bool,
 }
@@ -656,7 +691,10 @@ impl SweepSummary {
     /// Adds a committed check.
     fn count(&mut self, ev: &CheckEvent) {
         self.checked += 1;
-        if ev.held {
+        if !ev.observations.is_empty() && ev.observations.iter().all(Observation::is_local_failure)
+        {
+            self.not_asked += 1;
+        } else if ev.held {
             self.held += 1;
         } else if ev.observations.iter().any(|o| !o.outcome.is_failure()) {
             self.answered += 1;

@@ -251,6 +251,19 @@ impl Observation {
         }
     }
 
+    /// A failure on our side before any question left: no socket could be
+    /// opened (descriptors exhausted, no buffers). It says nothing about
+    /// the domain, nor about the resolvers of the world.
+    pub fn local_failure(upstream: &str, detail: impl std::fmt::Display) -> Self {
+        Observation::failure(upstream, Outcome::Error, format!("{LOCAL}{detail}"))
+    }
+
+    /// Whether this is a [`Observation::local_failure`].
+    pub fn is_local_failure(&self) -> bool {
+        self.outcome == Outcome::Error
+            && self.detail.as_deref().is_some_and(|d| d.starts_with(LOCAL))
+    }
+
     pub fn answer(&self) -> Option<Answer> {
         Answer::from_parts(self.outcome, self.mx.clone())
     }
@@ -401,9 +414,32 @@ fn resolver_for(addrs: &[SocketAddr], recursion: bool, opts: &ResolveOptions) ->
     b.build().expect("a resolver with explicit servers builds")
 }
 
+/// How the detail of a [`Observation::local_failure`] starts.
+const LOCAL: &str = "on our side, no question was sent: ";
+
+/// Whether a lookup failed on our side before a question left: hickory
+/// says "no connections available" when it could not open a socket.
+fn is_local(e: &NetError) -> bool {
+    const EMFILE: i32 = 24;
+    const ENFILE: i32 = 23;
+    const ENOMEM: i32 = 12;
+    const ENOBUFS: i32 = 105;
+    match e {
+        NetError::NoConnections | NetError::Busy => true,
+        NetError::Io(io) => {
+            matches!(io.raw_os_error(), Some(EMFILE | ENFILE | ENOMEM | ENOBUFS))
+                || io.kind() == std::io::ErrorKind::OutOfMemory
+        }
+        _ => false,
+    }
+}
+
 /// Maps a lookup error to the outcome it is: NXDOMAIN and "no records" are
 /// answers, everything else a failure.
 fn classify_error(upstream: &str, e: &NetError) -> Result<(Outcome, Option<u32>), Observation> {
+    if is_local(e) {
+        return Err(Observation::local_failure(upstream, e));
+    }
     match e {
         NetError::Dns(DnsError::NoRecordsFound(nr)) => match nr.response_code {
             ResponseCode::NXDomain => Ok((Outcome::NxDomain, nr.negative_ttl)),
@@ -626,6 +662,7 @@ impl Authoritative {
                             implicit_mx: false,
                             detail: Some("from the NS lookup".into()),
                         },
+                        Err(obs) if obs.is_local_failure() => obs,
                         Err(mut obs) => {
                             obs.detail = Some(format!(
                                 "NS lookup for {name}: {}",

@@ -373,3 +373,143 @@ async fn verdict_batches_are_bounded_while_read() {
     assert!(v[0]["error"].as_str().unwrap().starts_with("not a bounce"));
     app.stop().await;
 }
+
+/// Item 2: with its descriptors used up (by ~1,100 idle API connections),
+/// every DNS check failed with `error`, and those failures opened a
+/// resolver outage of the whole world. A socket we cannot open is our
+/// problem: such a check is logged and counted, never recorded as an
+/// answer of the domain or as evidence of an outage. The shell's
+/// `ulimit -n` stands in for the exhausted table; the limits are tried
+/// from "too few to open a socket" to "enough".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_we_cannot_open_is_not_evidence() {
+    let dns = TestDns::start().await;
+    let names: Vec<String> = (0..5).map(|i| format!("d{i}.example")).collect();
+    for n in &names {
+        dns.set(n, Behaviour::mx(&[(10, &format!("mx.{n}"))], 300));
+    }
+    let mut not_asked = 0;
+    for limit in 10..=24 {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        std::fs::write(
+            d.join("watchlist.yaml"),
+            format!(
+                "database: m.db\nlisten: 'off'\nupstreams: ['{}']\ntimeout: 2s\ndomains: [{}]\n",
+                dns.addr,
+                names.join(", ")
+            ),
+        )
+        .unwrap();
+        let bin = env!("CARGO_BIN_EXE_mxwatch");
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("sh")
+                .current_dir(&d)
+                .args(["-c", &format!("ulimit -n {limit} && exec {bin} run --once")])
+                .env_remove("MXWATCH_CONFIG")
+                .env("RUST_LOG", "error")
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let err = stderr(&out);
+        if err.contains("cannot open") || !dir.path().join("m.db").exists() {
+            continue; // too few descriptors for the database itself
+        }
+        if err.contains("5 not asked") {
+            not_asked += 1;
+            assert!(err.contains("Raise the open files limit"), "{err}");
+            assert!(!err.contains("our own resolver looks broken"), "{err}");
+        }
+        for n in &names {
+            let out = mxwatch_async(dir.path(), &["history", n, "--json"]).await;
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                !text.contains("no connections available")
+                    && !text.contains("no question was sent"),
+                "limit {limit}: a local failure was stored as the domain's answer: {text}"
+            );
+        }
+        let out = mxwatch_async(dir.path(), &["windows", "--json"]).await;
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("resolver_outage"),
+            "limit {limit}: our own descriptors made an outage of the world"
+        );
+    }
+    assert!(not_asked > 0, "no limit was low enough to refuse a socket");
+}
+
+/// Item 2: idle and slowloris connections were held for a minute and more,
+/// as many as a client opened. Now at most `api_max_connections` are
+/// served at once (the rest wait in the kernel's backlog, holding none of
+/// our descriptors), a silent connection is cut after 20 s, a request head
+/// must arrive within 10 s of its first byte, and the monitor goes on
+/// checking meanwhile.
+#[tokio::test(start_paused = true)]
+async fn idle_and_slow_connections_are_capped_and_cut() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dns = TestDns::start().await;
+    dns.set("example.de", Behaviour::mx(&[(10, "mx00.example.de")], 300));
+    let (mut app, base) = daemon(&dns, "api_max_connections: 4\n");
+    let addr = base.trim_start_matches("http://").to_string();
+    let started = tokio::time::Instant::now();
+
+    // Four idle connections fill the API; one more sends its head a byte
+    // a second (it waits in the backlog first).
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    let slow = {
+        let addr = addr.clone();
+        tokio::spawn(async move {
+            let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+            let t = tokio::time::Instant::now();
+            for b in head.iter().cycle() {
+                if s.write_all(&[*b]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                if t.elapsed() > std::time::Duration::from_secs(120) {
+                    break;
+                }
+            }
+            t.elapsed()
+        })
+    };
+
+    // The idle ones are cut after 20 s of silence.
+    for mut s in idle {
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(60), s.read(&mut buf))
+            .await
+            .expect("closed by the server")
+            .unwrap_or(0);
+        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+        assert!(n == 0 || text.starts_with("HTTP/1.1 408"), "{text}");
+    }
+    let cut = started.elapsed();
+    assert!(
+        cut >= std::time::Duration::from_secs(20) && cut < std::time::Duration::from_secs(22),
+        "cut after {cut:?}"
+    );
+    // The monitor checks on meanwhile.
+    let ev = app.next_check("example.de").await;
+    assert!(ev.observations.iter().any(|o| !o.mx.is_empty()));
+    // The slow one gets a slot after them, and is cut 10 s into its head.
+    let lasted = slow.await.unwrap();
+    assert!(
+        lasted < std::time::Duration::from_secs(40),
+        "held for {lasted:?}"
+    );
+    // Then the API answers again.
+    let r = mxwatch::http_client()
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    app.stop().await;
+}
