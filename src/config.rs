@@ -778,6 +778,20 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
         None
     });
 
+    for (i, prefix) in raw.sns_subscribe_allow.iter().enumerate() {
+        let ok = reqwest::Url::parse(prefix).is_ok_and(|u| {
+            matches!(u.scheme(), "http" | "https")
+                && u.host_str().is_some()
+                && u.username().is_empty()
+                && u.password().is_none()
+        });
+        if !ok {
+            return Err(err(
+                format!("sns_subscribe_allow[{i}]"),
+                format!("{prefix:?} is not an http(s) URL with a host (and no user name)"),
+            ));
+        }
+    }
     let api_limits = crate::api::Limits {
         max_connections: match raw.api_max_connections {
             Some(0) => {

@@ -513,3 +513,42 @@ async fn idle_and_slow_connections_are_capped_and_cut() {
     assert_eq!(r.status(), 200);
     app.stop().await;
 }
+
+/// Item 7: `sns_subscribe_allow` was a text prefix, so with
+/// `http://hooks.example.com` the daemon fetched other hosts, other ports
+/// and paths outside the prefix. URLs are now compared parsed.
+#[test]
+fn sns_subscribe_urls_are_compared_parsed() {
+    use mxwatch::api::subscribe_url_allowed as allowed;
+    let allow = ["http://hooks.example.com/sns/".to_string()];
+    for ok in [
+        "http://hooks.example.com/sns/confirm?Token=abc",
+        "http://hooks.example.com:80/sns/x",
+        "http://HOOKS.example.com/sns/a/b",
+        "https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&Token=abc",
+    ] {
+        assert!(allowed(ok, &allow), "{ok} should be allowed");
+    }
+    for bad in [
+        "http://hooks.example.com@evil.test/sns/",
+        "http://user:pw@hooks.example.com/sns/",
+        "http://hooks.example.com.evil.test/sns/",
+        "http://hooks.example.com:9200/sns/internal",
+        "http://hooks.example.com/sns/../internal",
+        "http://hooks.example.com/sns/%2e%2e/internal",
+        "http://hooks.example.com/snsx/",
+        "https://hooks.example.com/sns/",
+        "http://127.0.0.1:9200/",
+        "https://sns.us-east-1.amazonaws.com.evil.test/",
+        "https://sns.us-east-1.amazonaws.com:8443/",
+        "http://sns.us-east-1.amazonaws.com/",
+        "not a url",
+    ] {
+        assert!(!allowed(bad, &allow), "{bad} must not be fetched");
+    }
+    // A prefix without a path allows the whole host, and only it.
+    let host = ["http://hooks.example.com".to_string()];
+    assert!(allowed("http://hooks.example.com/any", &host));
+    assert!(!allowed("http://hooks.example.com.evil.test/", &host));
+    assert!(!allowed("http://hooks.example.com:9200/internal", &host));
+}
