@@ -45,7 +45,8 @@ use crate::store::{Store, Writer};
 /// questions; an ingest answer lists the first ones).
 pub const MAX_VERDICTS: usize = 10_000;
 
-/// The largest SNS message (256 KiB of message, with its envelope).
+/// The largest SNS message (256 KiB of message, with its envelope), and
+/// so the largest body the SES receiver takes.
 const SNS_MAX_BODY: usize = 320 << 10;
 
 /// Largest request body accepted.
@@ -72,6 +73,11 @@ pub struct ApiState {
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     sns_subscribe_allow: Vec<String>,
+    sns_verify_signatures: bool,
+    sns_topics: Vec<String>,
+    sns_signing_cert_base: Option<String>,
+    /// Signing certificates by URL (a handful: one per region and key).
+    sns_certs: Mutex<std::collections::HashMap<String, Bytes>>,
     http: reqwest::Client,
     database: PathBuf,
     readers: Vec<Mutex<Option<Store>>>,
@@ -100,6 +106,10 @@ impl ApiState {
             clock,
             metrics,
             sns_subscribe_allow: config.sns_subscribe_allow.clone(),
+            sns_verify_signatures: config.sns_verify_signatures,
+            sns_topics: config.sns_topics.clone(),
+            sns_signing_cert_base: config.sns_signing_cert_base.clone(),
+            sns_certs: Mutex::new(std::collections::HashMap::new()),
             http: crate::http_client(),
             database: config.database.clone(),
             readers: (0..READERS).map(|_| Mutex::new(None)).collect(),
@@ -924,22 +934,110 @@ async fn webhook(
             ));
         }
     };
-    // An SNS message is at most 256 KiB: only a body that size is looked
-    // at on the async threads (the parser reads larger ones off them).
-    if source == Source::Ses
-        && body.len() <= SNS_MAX_BODY
-        && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body)
-    {
-        match v.get("Type").and_then(|t| t.as_str()) {
-            Some("SubscriptionConfirmation") => return confirm_subscription(&st, &v).await,
+    if source == Source::Ses {
+        if body.len() > SNS_MAX_BODY {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "an SES event or SNS message is at most 256 KiB",
+            ));
+        }
+        let v = serde_json::from_slice::<serde_json::Value>(&body).ok();
+        let envelope = v.as_ref().filter(|v| v.get("Type").is_some());
+        match envelope {
+            Some(v) => check_sns(&st, v).await?,
+            None if !st.sns_topics.is_empty() => {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "only signed SNS messages of the topics in sns_topics are taken here",
+                ));
+            }
+            None => {}
+        }
+        match envelope
+            .and_then(|v| v.get("Type"))
+            .and_then(|t| t.as_str())
+        {
+            Some("SubscriptionConfirmation") => {
+                return confirm_subscription(&st, envelope.expect("an envelope")).await;
+            }
             Some("UnsubscribeConfirmation") => {
-                tracing::warn!(topic = ?v.get("TopicArn"), "SNS: the topic unsubscribed this endpoint");
+                let topic = envelope.and_then(|v| v.get("TopicArn"));
+                tracing::warn!(?topic, "SNS: the topic unsubscribed this endpoint");
                 return Ok(axum::Json(json!({"unsubscribed": true})).into_response());
             }
             _ => {}
         }
     }
     ingest(&st, body, Some(Format::Json), Some(source)).await
+}
+
+/// An SNS message is taken only from an allowed topic and, unless
+/// `sns_verify_signatures: false`, with a valid SNS signature.
+async fn check_sns(st: &Arc<ApiState>, v: &serde_json::Value) -> Result<(), ApiError> {
+    let refuse = |why: String| ApiError::new(StatusCode::FORBIDDEN, format!("SNS: {why}"));
+    let topic = v.get("TopicArn").and_then(|t| t.as_str()).unwrap_or("");
+    if !st.sns_topics.is_empty() && !st.sns_topics.iter().any(|t| t == topic) {
+        return Err(refuse(format!("topic {topic:?} is not in sns_topics")));
+    }
+    if !st.sns_verify_signatures {
+        return Ok(());
+    }
+    let url = v
+        .get("SigningCertURL")
+        .and_then(|u| u.as_str())
+        .ok_or_else(|| refuse("the message is not signed (no SigningCertURL)".into()))?;
+    if !crate::sns::cert_url_allowed(url) {
+        return Err(refuse(format!(
+            "SigningCertURL {url:?} is not an https://sns.<region>.amazonaws.com/….pem URL"
+        )));
+    }
+    let cert = signing_cert(st, url).await?;
+    crate::sns::verify(v, &cert).map_err(refuse)
+}
+
+/// The signing certificate at `url` (or under `sns_signing_cert_base`),
+/// fetched once.
+async fn signing_cert(st: &Arc<ApiState>, url: &str) -> Result<Bytes, ApiError> {
+    if let Some(c) = st.sns_certs.lock().ok().and_then(|m| m.get(url).cloned()) {
+        return Ok(c);
+    }
+    let from = match &st.sns_signing_cert_base {
+        Some(base) => {
+            let path = reqwest::Url::parse(url)
+                .map(|u| u.path().to_string())
+                .unwrap_or_default();
+            format!("{}{path}", base.trim_end_matches('/'))
+        }
+        None => url.to_string(),
+    };
+    let failed = |why: String| {
+        tracing::warn!("SNS: fetching the signing certificate {from}: {why}");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SNS: the signing certificate could not be fetched; try again",
+        )
+    };
+    let r = st
+        .http
+        .get(&from)
+        .timeout(std::time::Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    if !r.status().is_success() {
+        return Err(failed(format!("answered {}", r.status())));
+    }
+    let cert = r.bytes().await.map_err(|e| failed(e.to_string()))?;
+    if cert.len() > 64 << 10 {
+        return Err(failed("more than 64 KiB".into()));
+    }
+    if let Ok(mut m) = st.sns_certs.lock() {
+        if m.len() >= 64 {
+            m.clear();
+        }
+        m.insert(url.to_string(), cert.clone());
+    }
+    Ok(cert)
 }
 
 /// Whether a `SubscribeURL` may be visited: an HTTPS SNS endpoint of AWS,

@@ -92,6 +92,10 @@ struct RawConfig {
     api_max_connections: Option<usize>,
     #[serde(default)]
     sns_subscribe_allow: Vec<String>,
+    sns_verify_signatures: Option<bool>,
+    #[serde(default)]
+    sns_topics: Vec<String>,
+    sns_signing_cert_base: Option<String>,
     #[serde(default)]
     alerts: Vec<RawAlert>,
     /// Crontab line of the daily digest (off when absent).
@@ -244,6 +248,14 @@ pub struct Config {
     /// URL prefixes, besides `https://sns.<region>.amazonaws.com/`, whose
     /// SNS subscription confirmations the SES webhook visits.
     pub sns_subscribe_allow: Vec<String>,
+    /// Whether SNS messages must carry a valid SNS signature (default yes).
+    pub sns_verify_signatures: bool,
+    /// When not empty, the SES receiver takes only signed SNS messages of
+    /// these topics (raw SES events are refused).
+    pub sns_topics: Vec<String>,
+    /// Where signing certificates are fetched instead of AWS (a test
+    /// server, a mirror): the path of `SigningCertURL` under this base.
+    pub sns_signing_cert_base: Option<String>,
     /// Webhook targets of alerts.
     pub alerts: Vec<crate::alerts::AlertTarget>,
     /// When the daily digest is sent, if at all.
@@ -822,6 +834,9 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
         bounce_times,
         api_limits,
         sns_subscribe_allow: raw.sns_subscribe_allow,
+        sns_verify_signatures: raw.sns_verify_signatures.unwrap_or(true),
+        sns_topics: raw.sns_topics,
+        sns_signing_cert_base: raw.sns_signing_cert_base,
         alerts,
         digest: raw.digest,
         log_level: raw.log_level,

@@ -18,6 +18,7 @@
 //! - [`judge`]: a bounce from its parts judged against the store (CLI and API share it).
 //! - [`replay`]: the daemon's own code (monitor, writer) over recorded observations and bounces.
 //! - [`api`]: the HTTP API (axum): routes, auth, JSON errors. Only it serves HTTP.
+//! - [`sns`]: pure: Amazon SNS message signatures (the SES receiver checks them).
 //! - [`metrics`]: Prometheus counters and the `/metrics` text.
 //! - [`report`]: the JSON and text shapes the CLI prints.
 //! - [`alerts`]: webhook alerts from the outbox: filters, bodies, signatures, durable delivery.
@@ -39,6 +40,7 @@ pub mod replay;
 pub mod report;
 pub mod resolve;
 pub mod schedule;
+pub mod sns;
 pub mod store;
 pub mod verdict;
 

@@ -552,3 +552,177 @@ fn sns_subscribe_urls_are_compared_parsed() {
     assert!(!allowed("http://hooks.example.com.evil.test/", &host));
     assert!(!allowed("http://hooks.example.com:9200/internal", &host));
 }
+
+/// Item 7: the token was the only protection of the SES receiver. SNS
+/// messages now need a valid SNS signature (versions 1 and 2, certificate
+/// issued for sns.amazonaws.com, fetched only from an SNS URL: here from a
+/// loopback stand-in), and `sns_topics` pins the topics taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sns_messages_need_a_valid_signature() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sns");
+    let certs = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/SimpleNotificationService-test.pem"))
+        .respond_with(ResponseTemplate::new(200).set_body_bytes(
+            std::fs::read(fixtures.join("SimpleNotificationService-test.pem")).unwrap(),
+        ))
+        .expect(1) // fetched once, then cached
+        .mount(&certs)
+        .await;
+    let dns = TestDns::start().await;
+    let extra = format!(
+        "sns_signing_cert_base: '{}'\nsns_topics: ['arn:aws:sns:us-east-1:123456789012:ses-bounces']\n",
+        certs.uri()
+    );
+    let (app, base) = daemon(&dns, &extra);
+    let send = |body: String| {
+        let base = base.clone();
+        async move {
+            let r = crate::post(&base, "/v1/webhooks/ses", Some(TOKEN), body).await;
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    let read = |name: &str| std::fs::read_to_string(fixtures.join(name)).unwrap();
+    for v in ["notification-v1.json", "notification-v2.json"] {
+        let (status, answer) = send(read(v)).await;
+        assert_eq!(status, 200, "{v}: {answer}");
+        assert_eq!(answer["received"], 2, "{v}: {answer}");
+    }
+
+    // A changed message, a changed signature, no signature, a certificate
+    // from elsewhere, another topic, a raw SES event: refused.
+    let original: Value = serde_json::from_str(&read("notification-v2.json")).unwrap();
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut v = original.clone();
+        f(&mut v);
+        v.to_string()
+    };
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "does not match",
+            with(&|v| {
+                v["Message"] = Value::String(v["Message"].as_str().unwrap().replace("jane", "joan"))
+            }),
+        ),
+        (
+            "does not match",
+            with(&|v| v["Timestamp"] = "2021-04-27T11:05:00.000Z".into()),
+        ),
+        (
+            "does not match",
+            with(&|v| v["SignatureVersion"] = "1".into()),
+        ),
+        (
+            "not signed",
+            with(&|v| {
+                v.as_object_mut().unwrap().remove("SignatureVersion");
+            }),
+        ),
+        (
+            "is not an https://sns",
+            with(&|v| {
+                v["SigningCertURL"] = "https://evil.test/SimpleNotificationService-test.pem".into()
+            }),
+        ),
+        (
+            "not in sns_topics",
+            with(&|v| v["TopicArn"] = "arn:aws:sns:us-east-1:999999999999:other".into()),
+        ),
+        (
+            "only signed SNS messages",
+            original["Message"].as_str().unwrap().to_string(),
+        ),
+    ];
+    for (why, body) in cases {
+        let (status, answer) = send(body).await;
+        assert_eq!(status, 403, "{why}: {answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains(why),
+            "{why}: {answer}"
+        );
+    }
+    app.stop().await;
+    certs.verify().await;
+}
+
+/// What held against the same attacks stays held: hostile paths, queries
+/// and bodies get 4xx, a corrupt database a clear error, and the token is
+/// never written to the log (the real binary, its log at debug).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_held_stays_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::service::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    crate::service::watchlist(dir.path(), port, "http://127.0.0.1:9/hook", "example.de");
+    let mut child = crate::service::Running(
+        std::process::Command::new(env!("CARGO_BIN_EXE_mxwatch"))
+            .current_dir(dir.path())
+            .args(["run"])
+            .env_remove("MXWATCH_CONFIG")
+            .env("RUST_LOG", "debug")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    crate::service::wait_healthy(&base).await;
+    let http = mxwatch::http_client();
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    for (path, body) in [
+        ("/v1/domains/x'%20OR%201=1;--", None),
+        ("/v1/domains/..%2f..%2fetc%2fpasswd", None),
+        (
+            "/v1/verdict?recipient=a@b.test'--&status=5.1.1&at=-262143-01-01",
+            None,
+        ),
+        ("/v1/reinstatements?since=99999999999h", None),
+        ("/v1/bounces", Some(deep.clone())),
+        ("/v1/verdicts", Some(deep)),
+    ] {
+        let req = match body {
+            Some(b) => http
+                .post(format!("{base}{path}"))
+                .bearer_auth(TOKEN)
+                .body(b),
+            None => http.get(format!("{base}{path}")),
+        };
+        let r = req.send().await.unwrap();
+        assert!(r.status().is_client_error(), "{path}: {}", r.status());
+        assert!(
+            r.json::<Value>().await.unwrap()["error"].is_string(),
+            "{path}"
+        );
+    }
+    let r = http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    crate::service::send("-TERM", &child.id().to_string());
+    let out = tokio::task::spawn_blocking(move || {
+        let mut log = String::new();
+        use std::io::Read;
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut log)
+            .unwrap();
+        let _ = child.wait();
+        log
+    })
+    .await
+    .unwrap();
+    assert!(out.contains("DEBUG"), "the log ran at debug");
+    assert!(!out.contains(TOKEN), "the token is in the log");
+
+    // A corrupt database: a clear error, no panic.
+    std::fs::write(dir.path().join("mxwatch.db"), vec![0x42u8; 8192]).unwrap();
+    let out = mxwatch_async(dir.path(), &["windows"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("mxwatch.db") && err.contains("not a database"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}

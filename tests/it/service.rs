@@ -10,7 +10,7 @@ use crate::TOKEN;
 use crate::alerts::post_burst_at;
 
 /// Sends a signal with kill(1).
-fn send(signal: &str, pid: &str) {
+pub fn send(signal: &str, pid: &str) {
     assert!(
         Command::new("kill")
             .args([signal, pid])
@@ -81,7 +81,7 @@ pub async fn wait_healthy(base: &str) {
     panic!("the daemon did not come up");
 }
 
-fn watchlist(dir: &std::path::Path, port: u16, hook: &str, domains: &str) {
+pub fn watchlist(dir: &std::path::Path, port: u16, hook: &str, domains: &str) {
     std::fs::write(dir.join("token"), TOKEN).unwrap();
     std::fs::write(
         dir.join("watchlist.yaml"),

@@ -1,0 +1,57 @@
+//! The shapes of issue 11's attacks, built from the fuzzer's bytes so that
+//! their size is the fuzzer's to choose: messages nested up to 50,000
+//! deep, lists of up to 100,000 addresses, and JSON bodies. The parsers
+//! must neither panic nor overflow the stack, keep at most MAX_PROBLEMS
+//! problems, and take every address whole or not at all.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use mxwatch::bounce::parse::{self, Format, MAX_PROBLEMS};
+
+fuzz_target!(|data: &[u8]| {
+    let now = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+    let Some((&shape, rest)) = data.split_first() else {
+        return;
+    };
+    let (count, rest) = match rest {
+        [a, b, rest @ ..] => (usize::from(u16::from_le_bytes([*a, *b])), rest),
+        _ => (0, rest),
+    };
+    let inner = String::from_utf8_lossy(rest);
+    let out = match shape % 3 {
+        0 => {
+            // Nested message/rfc822 (or multipart/digest) parts around the bytes.
+            let mut raw = String::from("From: MAILER-DAEMON@a.test\nSubject: nested\n");
+            let part = if shape & 0x80 == 0 {
+                "Content-Type: message/rfc822\n\nFrom: a@b.test\n"
+            } else {
+                "Content-Type: multipart/digest; boundary=\"b\"\n\n--b\n\n"
+            };
+            for _ in 0..count.min(50_000) {
+                raw.push_str(part);
+            }
+            raw.push('\n');
+            raw.push_str(&inner);
+            parse::parse(raw.as_bytes(), Some(Format::Email), now)
+        }
+        1 => {
+            // A list of addresses built from the bytes, in a bounce text.
+            let mut raw = String::from("From: MAILER-DAEMON@a.test\nSubject: Undelivered Mail\n\n");
+            let words: Vec<&str> = inner.split_whitespace().collect();
+            for i in 0..count.min(100_000) {
+                let w = words.get(i % words.len().max(1)).copied().unwrap_or("u");
+                raw.push_str(&format!("<{w}{i}@a.test>: 550 5.1.1 user unknown\n"));
+            }
+            let out = parse::parse(raw.as_bytes(), Some(Format::Email), now);
+            for b in &out.bounces {
+                assert!(raw.to_lowercase().contains(&b.recipient), "{} is not in the text", b.recipient);
+            }
+            out
+        }
+        _ => parse::parse(rest, Some(Format::Json), now),
+    };
+    assert!(out.problems.len() <= MAX_PROBLEMS);
+    for b in &out.bounces {
+        assert!(b.recipient.ends_with(&format!("@{}", b.domain)));
+    }
+});

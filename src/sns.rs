@@ -1,0 +1,212 @@
+//! Amazon SNS message signatures: whether an SNS message (a notification,
+//! a subscription or unsubscribe confirmation) was signed by the key of
+//! an SNS signing certificate. No IO here: the caller fetches the
+//! certificate from the message's `SigningCertURL`, which must be an HTTPS
+//! URL of `sns.<region>.amazonaws.com` (checked by [`cert_url_allowed`]).
+//!
+//! The rules are AWS's ("Verifying the signatures of Amazon SNS
+//! messages"): the string to sign is `Name\nvalue\n` for a fixed list of
+//! fields in a fixed order; `SignatureVersion` 1 is RSA with SHA-1, 2 is
+//! RSA with SHA-256; the certificate names `sns.amazonaws.com`.
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{
+    AlgorithmIdentifier, CertificateDer, InvalidSignature, ServerName,
+    SignatureVerificationAlgorithm, alg_id,
+};
+use serde_json::Value;
+
+/// The name every SNS signing certificate is issued for.
+pub const SIGNER: &str = "sns.amazonaws.com";
+
+/// Whether `url` may be fetched as a signing certificate: HTTPS, the
+/// default port, an `sns.<region>.amazonaws.com` host (or `.com.cn`), a
+/// `.pem` path, and nothing else in it.
+pub fn cert_url_allowed(url: &str) -> bool {
+    let Ok(u) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    let host = u.host_str().unwrap_or("");
+    let labels: Vec<&str> = host.split('.').collect();
+    let aws = matches!(
+        labels.as_slice(),
+        ["sns", region, "amazonaws", "com"] | ["sns", region, "amazonaws", "com", "cn"]
+            if !region.is_empty()
+                && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    );
+    u.scheme() == "https"
+        && u.port().is_none()
+        && u.username().is_empty()
+        && u.password().is_none()
+        && u.query().is_none()
+        && aws
+        && u.path().ends_with(".pem")
+}
+
+/// The fields signed for each message type, in the order they are signed.
+fn signed_fields(kind: &str) -> Option<&'static [&'static str]> {
+    match kind {
+        "Notification" => Some(&[
+            "Message",
+            "MessageId",
+            "Subject",
+            "Timestamp",
+            "TopicArn",
+            "Type",
+        ]),
+        "SubscriptionConfirmation" | "UnsubscribeConfirmation" => Some(&[
+            "Message",
+            "MessageId",
+            "SubscribeURL",
+            "Timestamp",
+            "Token",
+            "TopicArn",
+            "Type",
+        ]),
+        _ => None,
+    }
+}
+
+/// The string an SNS message's signature covers. `Subject` is left out
+/// when the message has none; every other field must be there.
+pub fn string_to_sign(msg: &Value) -> Result<String, String> {
+    let kind = msg
+        .get("Type")
+        .and_then(Value::as_str)
+        .ok_or("an SNS message without a Type")?;
+    let fields = signed_fields(kind).ok_or_else(|| format!("unknown SNS message Type {kind:?}"))?;
+    let mut out = String::new();
+    for &name in fields {
+        match msg.get(name) {
+            Some(Value::String(v)) => {
+                out.push_str(name);
+                out.push('\n');
+                out.push_str(v);
+                out.push('\n');
+            }
+            None | Some(Value::Null) if name == "Subject" => {}
+            _ => return Err(format!("an SNS {kind} without a {name} string")),
+        }
+    }
+    Ok(out)
+}
+
+/// Checks `msg`'s signature against the PEM certificate `cert`.
+pub fn verify(msg: &Value, cert: &[u8]) -> Result<(), String> {
+    let text = |name: &str| msg.get(name).and_then(Value::as_str);
+    let alg: &dyn SignatureVerificationAlgorithm = match text("SignatureVersion") {
+        Some("1") => &RSA_SHA1,
+        Some("2") => webpki::ring::RSA_PKCS1_2048_8192_SHA256,
+        Some(v) => {
+            return Err(format!(
+                "unknown SignatureVersion {v:?} (1 and 2 are known)"
+            ));
+        }
+        None => return Err("the message is not signed (no SignatureVersion)".into()),
+    };
+    let signature = {
+        use base64::Engine;
+        let s = text("Signature").ok_or("the message is not signed (no Signature)")?;
+        base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .map_err(|e| format!("Signature is not base64: {e}"))?
+    };
+    let der = CertificateDer::from_pem_slice(cert)
+        .map_err(|e| format!("the signing certificate is not a PEM certificate: {e}"))?;
+    let cert = webpki::EndEntityCert::try_from(&der)
+        .map_err(|e| format!("the signing certificate does not parse: {e}"))?;
+    let signer = ServerName::try_from(SIGNER).expect("a DNS name");
+    cert.verify_is_valid_for_subject_name(&signer)
+        .map_err(|_| format!("the signing certificate is not issued for {SIGNER}"))?;
+    let signed = string_to_sign(msg)?;
+    cert.verify_signature(alg, signed.as_bytes(), &signature)
+        .map_err(|_| "the signature does not match the message".to_string())
+}
+
+/// RSA PKCS#1 v1.5 with SHA-1: what `SignatureVersion` 1 means. Legacy,
+/// but SNS still signs with it unless the topic asks for version 2.
+#[derive(Debug)]
+struct RsaSha1;
+
+static RSA_SHA1: RsaSha1 = RsaSha1;
+
+impl SignatureVerificationAlgorithm for RsaSha1 {
+    fn verify_signature(
+        &self,
+        public_key: &[u8],
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), InvalidSignature> {
+        ring::signature::UnparsedPublicKey::new(
+            &ring::signature::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY,
+            public_key,
+        )
+        .verify(message, signature)
+        .map_err(|_| InvalidSignature)
+    }
+
+    fn public_key_alg_id(&self) -> AlgorithmIdentifier {
+        alg_id::RSA_ENCRYPTION
+    }
+
+    fn signature_alg_id(&self) -> AlgorithmIdentifier {
+        // sha1WithRSAEncryption (1.2.840.113549.1.1.5), NULL parameters.
+        AlgorithmIdentifier::from_slice(&[
+            0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x05, 0x05, 0x00,
+        ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_string_to_sign_follows_the_type() {
+        let n = serde_json::json!({
+            "Type": "Notification", "MessageId": "m", "TopicArn": "t",
+            "Message": "hi", "Timestamp": "2021-04-26T11:05:00.000Z",
+        });
+        assert_eq!(
+            string_to_sign(&n).unwrap(),
+            "Message\nhi\nMessageId\nm\nTimestamp\n2021-04-26T11:05:00.000Z\nTopicArn\nt\nType\nNotification\n"
+        );
+        let c = serde_json::json!({
+            "Type": "SubscriptionConfirmation", "MessageId": "m", "TopicArn": "t",
+            "Message": "hi", "Timestamp": "x", "Token": "k", "SubscribeURL": "u",
+        });
+        assert_eq!(
+            string_to_sign(&c).unwrap(),
+            "Message\nhi\nMessageId\nm\nSubscribeURL\nu\nTimestamp\nx\nToken\nk\nTopicArn\nt\nType\nSubscriptionConfirmation\n"
+        );
+        let mut bad = c.clone();
+        bad["Token"] = serde_json::json!(7);
+        assert!(
+            string_to_sign(&bad)
+                .unwrap_err()
+                .contains("without a Token")
+        );
+    }
+
+    #[test]
+    fn certificates_come_only_from_sns_over_https() {
+        for ok in [
+            "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem",
+            "https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-abc.pem",
+        ] {
+            assert!(cert_url_allowed(ok), "{ok}");
+        }
+        for bad in [
+            "http://sns.us-east-1.amazonaws.com/x.pem",
+            "https://sns.us-east-1.amazonaws.com:8443/x.pem",
+            "https://sns.us-east-1.amazonaws.com.evil.test/x.pem",
+            "https://sns.amazonaws.com@evil.test/x.pem",
+            "https://evil.test/sns.us-east-1.amazonaws.com/x.pem",
+            "https://sns.us-east-1.amazonaws.com/x.pem?redirect=1",
+            "https://sns.us-east-1.amazonaws.com/x.txt",
+            "https://s3.us-east-1.amazonaws.com/x.pem",
+        ] {
+            assert!(!cert_url_allowed(bad), "{bad}");
+        }
+    }
+}
