@@ -475,7 +475,10 @@ impl Worker {
                         Attempt::Failed(e) => {
                             let delay = backoff(self.target.backoff, d.attempts, d.id);
                             tracing::info!(target = %name, id = %event_id(&ev), attempts, retry_in = ?delay, "alert not delivered: {e}");
-                            let next = at + chrono::Duration::from_std(delay).unwrap_or_default();
+                            let next = chrono::Duration::from_std(delay)
+                                .ok()
+                                .and_then(|d| at.checked_add_signed(d))
+                                .unwrap_or(DateTime::<Utc>::MAX_UTC);
                             (DeliveryStatus::Pending, Some(e), Some(next))
                         }
                     };
@@ -505,7 +508,9 @@ async fn wait(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
 /// The daily digest's text: the last day's events by type, windows active
 /// now, and reinstatements.
 pub fn digest_summary(store: &Store, now: DateTime<Utc>) -> Result<String, StoreError> {
-    let since = now - chrono::Duration::days(1);
+    let since = now
+        .checked_sub_signed(chrono::Duration::days(1))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
     let counts = store.outbox_counts_since(since)?;
     let active = store.windows(Some(now))?;
     let reinstated = store.reinstatements(Some(since))?.len();

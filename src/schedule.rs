@@ -71,7 +71,10 @@ impl Schedule {
     pub fn next_tick(&self, t: DateTime<Utc>) -> DateTime<Utc> {
         self.cron
             .find_next_occurrence(&t, false)
-            .unwrap_or(t + chrono::Duration::days(366))
+            .unwrap_or_else(|_| {
+                t.checked_add_signed(chrono::Duration::days(366))
+                    .unwrap_or(DateTime::<Utc>::MAX_UTC)
+            })
     }
 
     /// The first check slot strictly after `now` for a domain whose offset is

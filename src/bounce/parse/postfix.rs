@@ -101,7 +101,10 @@ fn bsd_time(s: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let t = NaiveDateTime::parse_from_str(&format!("{year} {s}"), "%Y %b %e %H:%M:%S")
             .ok()?
             .and_utc();
-        if t <= now + chrono::Duration::days(1) {
+        if now
+            .checked_add_signed(chrono::Duration::days(1))
+            .is_none_or(|limit| t <= limit)
+        {
             return Some(t);
         }
     }
