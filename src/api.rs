@@ -69,7 +69,7 @@ pub struct ApiState {
     token: Option<String>,
     /// Whether reads need the token too: the listener is not loopback.
     reads_need_token: bool,
-    limits: Limits,
+    limits: crate::config::ApiLimits,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     sns_subscribe_allow: Vec<String>,
@@ -99,7 +99,7 @@ impl ApiState {
             bounce_times: config.bounce_times,
             token: config.api_token.clone(),
             reads_need_token: config.listen.is_some_and(|a| !a.ip().is_loopback()),
-            limits: Limits {
+            limits: crate::config::ApiLimits {
                 max_connections: fit_descriptors(config.api_limits.max_connections),
                 ..config.api_limits
             },
@@ -228,34 +228,6 @@ pub fn router(state: Arc<ApiState>) -> Router {
 /// writes are committed before they are answered, so cutting a slow client
 /// off loses nothing acknowledged.
 pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// What a stranger's connections may hold. A thousand idle connections
-/// once used up the process's descriptors, and then the API and every DNS
-/// check failed; 2,000 slowloris connections stayed open for a minute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Connections served at once; more wait in the kernel's backlog,
-    /// holding none of our descriptors.
-    pub max_connections: usize,
-    /// The whole request head must arrive within this, once it started.
-    pub header_timeout: std::time::Duration,
-    /// A connection that sends nothing for this long is closed (between
-    /// requests, or in the middle of a body).
-    pub idle_timeout: std::time::Duration,
-    /// One request, body included, must be done within this.
-    pub request_timeout: std::time::Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_connections: 512,
-            header_timeout: std::time::Duration::from_secs(10),
-            idle_timeout: std::time::Duration::from_secs(20),
-            request_timeout: std::time::Duration::from_secs(60),
-        }
-    }
-}
 
 /// At most half the process's descriptors go to API connections: the rest
 /// are the reserve of DNS checks, SQLite and alert deliveries, so a full

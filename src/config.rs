@@ -69,6 +69,34 @@ impl<'de> Deserialize<'de> for Schedule {
     }
 }
 
+/// What a stranger's connections may hold. A thousand idle connections
+/// once used up the process's descriptors, and then the API and every DNS
+/// check failed; 2,000 slowloris connections stayed open for a minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiLimits {
+    /// Connections served at once; more wait in the kernel's backlog,
+    /// holding none of our descriptors.
+    pub max_connections: usize,
+    /// The whole request head must arrive within this, once it started.
+    pub header_timeout: std::time::Duration,
+    /// A connection that sends nothing for this long is closed (between
+    /// requests, or in the middle of a body).
+    pub idle_timeout: std::time::Duration,
+    /// One request, body included, must be done within this.
+    pub request_timeout: std::time::Duration,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits {
+            max_connections: 512,
+            header_timeout: std::time::Duration::from_secs(10),
+            idle_timeout: std::time::Duration::from_secs(20),
+            request_timeout: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
 /// The shortest API token accepted, from a file or the environment.
 pub const MIN_TOKEN_CHARS: usize = 16;
 
@@ -244,7 +272,7 @@ pub struct Config {
     /// The dates a bounce may claim around its arrival.
     pub bounce_times: crate::bounce::TimeRange,
     /// What the API's clients may hold (connections, timeouts).
-    pub api_limits: crate::api::Limits,
+    pub api_limits: ApiLimits,
     /// URL prefixes, besides `https://sns.<region>.amazonaws.com/`, whose
     /// SNS subscription confirmations the SES webhook visits.
     pub sns_subscribe_allow: Vec<String>,
@@ -804,7 +832,7 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
             ));
         }
     }
-    let api_limits = crate::api::Limits {
+    let api_limits = ApiLimits {
         max_connections: match raw.api_max_connections {
             Some(0) => {
                 return Err(err(
@@ -813,9 +841,9 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
                 ));
             }
             Some(n) => n,
-            None => crate::api::Limits::default().max_connections,
+            None => ApiLimits::default().max_connections,
         },
-        ..crate::api::Limits::default()
+        ..ApiLimits::default()
     };
     let bounce_times = {
         let d = crate::bounce::TimeRange::default();
