@@ -29,8 +29,8 @@ use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::detect::Severity;
+use crate::event::time;
 use crate::provider::Providers;
-use crate::report::time;
 use crate::store::{
     AlertEvent, Delivery, DeliveryStatus, DeliveryWrite, Store, StoreError, Writer,
 };
@@ -38,17 +38,7 @@ use crate::store::{
 /// Version of the generic JSON body.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// Event types, as the outbox names them and `events:` filters take them.
-pub const EVENT_TYPES: &[&str] = &[
-    "window_opened",
-    "window_closed",
-    "anomaly_opened",
-    "anomaly_closed",
-    "resolver_outage_started",
-    "resolver_outage_ended",
-    "reinstatements",
-    "digest",
-];
+pub use crate::event::{EVENT_TYPES, event_id_of};
 
 /// A secret that never prints.
 #[derive(Clone, PartialEq, Eq)]
@@ -210,11 +200,6 @@ fn answer_value(a: &Option<crate::resolve::Answer>, providers: &Providers) -> Va
 /// The stable id of an event, the same in every attempt and every body.
 pub fn event_id(ev: &AlertEvent) -> String {
     event_id_of(ev.outbox.id)
-}
-
-/// The event id of an outbox row.
-pub fn event_id_of(outbox_id: i64) -> String {
-    format!("mxwatch-{outbox_id}")
 }
 
 /// The generic JSON body (schema version 1).
@@ -582,40 +567,42 @@ pub struct Workers {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// What the alert workers need: their targets, the digest's schedule,
+/// and what a body names (providers, domain tags). `config` composes it.
+pub struct Setup {
+    pub targets: Vec<AlertTarget>,
+    pub digest: Option<crate::schedule::Schedule>,
+    pub database: std::path::PathBuf,
+    pub providers: Providers,
+    /// Each watched domain's tags, by name.
+    pub tags: HashMap<String, Vec<String>>,
+}
+
 impl Workers {
-    /// Starts a worker per target of the config.
-    pub fn start(
-        config: &crate::config::Config,
-        writer: &Writer,
-        clock: &Arc<dyn Clock>,
-    ) -> Workers {
+    /// Starts a worker per target.
+    pub fn start(setup: Setup, writer: &Writer, clock: &Arc<dyn Clock>) -> Workers {
         let (stop, rx) = watch::channel(false);
         let http = crate::http_client();
-        let tags: HashMap<String, Vec<String>> = config
-            .domains
-            .iter()
-            .map(|d| (d.name.as_str().to_string(), d.tags.clone()))
-            .collect();
-        let mut tasks: Vec<tokio::task::JoinHandle<()>> = config
-            .alerts
+        let mut tasks: Vec<tokio::task::JoinHandle<()>> = setup
+            .targets
             .iter()
             .map(|t| {
                 let w = Worker {
                     target: t.clone(),
-                    database: config.database.clone(),
+                    database: setup.database.clone(),
                     writer: writer.clone(),
                     clock: clock.clone(),
                     http: http.clone(),
-                    providers: config.providers(),
-                    tags: tags.clone(),
+                    providers: setup.providers.clone(),
+                    tags: setup.tags.clone(),
                 };
                 tokio::spawn(w.run(rx.clone()))
             })
             .collect();
-        if let Some(schedule) = &config.digest {
+        if let Some(schedule) = &setup.digest {
             tasks.push(tokio::spawn(digest_loop(
                 schedule.clone(),
-                config.database.clone(),
+                setup.database.clone(),
                 writer.clone(),
                 clock.clone(),
                 rx.clone(),

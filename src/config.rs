@@ -372,6 +372,21 @@ impl Config {
         }
     }
 
+    /// What the alert workers need.
+    pub fn alerting(&self) -> crate::alerts::Setup {
+        crate::alerts::Setup {
+            targets: self.alerts.clone(),
+            digest: self.digest.clone(),
+            database: self.database.clone(),
+            providers: self.providers(),
+            tags: self
+                .domains
+                .iter()
+                .map(|d| (d.name.as_str().to_string(), d.tags.clone()))
+                .collect(),
+        }
+    }
+
     /// The schedule a domain runs on.
     pub fn schedule_of<'a>(&'a self, d: &'a WatchedDomain) -> &'a Schedule {
         d.schedule.as_ref().unwrap_or(&self.schedule)

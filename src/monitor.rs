@@ -566,7 +566,7 @@ impl Daemon {
             None => (None, None, None),
         };
         let tick_task = tokio::spawn(ticks(monitor.clone(), clock.clone()));
-        let alerts = crate::alerts::Workers::start(config, &monitor.writer, &clock);
+        let alerts = crate::alerts::Workers::start(config.alerting(), &monitor.writer, &clock);
         let m = monitor.clone();
         let task = tokio::spawn(schedule::run(
             jobs,
@@ -614,7 +614,7 @@ impl Daemon {
             old.stop().await;
         }
         *alerts = Some(crate::alerts::Workers::start(
-            config,
+            config.alerting(),
             &self.monitor.writer,
             &self.clock,
         ));

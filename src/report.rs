@@ -2,7 +2,7 @@
 //! aligned text otherwise. Times are RFC 3339 in UTC. Only this module and
 //! `main` know these shapes.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use crate::domain::{DomainName, Mx};
@@ -10,9 +10,8 @@ use crate::provider::Providers;
 use crate::resolve::{Answer, Observation};
 use crate::store::{AsOf, ChangeRow, Run, WindowRow};
 
-pub fn time(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
-}
+/// A time as every outward shape writes it (defined with the vocabulary).
+pub use crate::event::time;
 
 fn mx_json(mx: &[Mx]) -> Value {
     Value::Array(
@@ -301,7 +300,7 @@ pub fn delivery_json(d: &crate::store::Delivery) -> Value {
     json!({
         "id": d.id,
         "target": d.target,
-        "event_id": crate::alerts::event_id_of(d.outbox_id),
+        "event_id": crate::event::event_id_of(d.outbox_id),
         "event": d.event,
         "created_at": time(d.created_at),
         "status": d.status.as_str(),

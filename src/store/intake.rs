@@ -469,7 +469,7 @@ impl Intaker {
                     Some(id),
                     &format!(
                         "{kind} {scope}: burst of unknown-user bounces since {}: {}",
-                        crate::report::time(a.start),
+                        crate::event::time(a.start),
                         a.detail
                     ),
                 )?;
@@ -524,7 +524,7 @@ fn close_anomaly(
             Some(id),
             &format!(
                 "{kind} {scope}: the burst since {} is over ({} unknown-user bounces)",
-                crate::report::time(a.start),
+                crate::event::time(a.start),
                 a.bounces
             ),
         )?;
@@ -655,7 +655,7 @@ pub(super) fn reconsider(
             &format!(
                 "{} suppression(s) since {} should be undone: {}{more}",
                 flipped.len(),
-                crate::report::time(since),
+                crate::event::time(since),
                 names.join(", ")
             ),
         )?;
