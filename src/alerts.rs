@@ -186,7 +186,7 @@ fn meaning(ev: &AlertEvent) -> String {
     }
 }
 
-fn answer_value(a: &Option<crate::resolve::Answer>, providers: &Providers) -> Value {
+fn answer_value(a: &Option<crate::dns::Answer>, providers: &Providers) -> Value {
     match a {
         None => Value::Null,
         Some(a) => json!({
@@ -239,7 +239,7 @@ pub fn slack_body(ev: &AlertEvent, providers: &Providers) -> Value {
         lines.insert(0, format!("*Domain:* {d}"));
     }
     if let Some(w) = &ev.window {
-        let provider = |a: &Option<crate::resolve::Answer>| {
+        let provider = |a: &Option<crate::dns::Answer>| {
             a.as_ref()
                 .map(|a| {
                     providers
@@ -655,8 +655,8 @@ mod tests {
 
     fn flip_event() -> AlertEvent {
         use crate::detect::WindowStatus;
+        use crate::dns::{Answer, Outcome};
         use crate::domain::{Mx, MxHost};
-        use crate::resolve::{Answer, Outcome};
         use chrono::TimeZone;
         let mx = |h: &str| {
             vec![Mx {

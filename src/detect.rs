@@ -23,8 +23,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::dns::{Answer, Observation};
 use crate::provider::Providers;
-use crate::resolve::{Answer, Observation};
 
 /// Tunables of the window rules.
 #[derive(Debug, Clone, Copy)]

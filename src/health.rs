@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::resolve::Answer;
+use crate::dns::Answer;
 
 /// Our own resolver is the likely culprit when most domains fail at once.
 /// Each domain counts once, by its latest check within the last `span`

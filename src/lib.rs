@@ -4,6 +4,7 @@
 //! The layout, in the order data flows:
 //! - [`config`]: the watchlist YAML, parsed in two stages into a [`config::Config`].
 //! - [`event`]: vocabulary: event types and ids, and how times are written.
+//! - [`dns`]: vocabulary: what DNS said ([`dns::Observation`], [`dns::Answer`], [`dns::Outcome`]).
 //! - [`domain`]: newtypes that parse: [`domain::DomainName`], [`domain::MxHost`], [`domain::Mx`].
 //! - [`schedule`]: crontab schedules, per-domain spread, the scheduler loop, rate limits.
 //! - [`resolve`]: hickory resolvers per upstream; every answer becomes an [`resolve::Observation`].
@@ -31,6 +32,7 @@ pub mod bounce;
 pub mod clock;
 pub mod config;
 pub mod detect;
+pub mod dns;
 pub mod domain;
 pub mod event;
 pub mod health;

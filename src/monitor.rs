@@ -17,10 +17,11 @@ use tokio::sync::{broadcast, mpsc};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::detect::{self, ChangeKind, DomainState, Params, Severity, WindowEvent, WindowStatus};
+use crate::dns::Observation;
 use crate::domain::DomainName;
 use crate::health::{Health, Trust};
 use crate::provider::Providers;
-use crate::resolve::{MxResolver, Observation, ResolveOptions};
+use crate::resolve::{MxResolver, ResolveOptions};
 use crate::schedule::{self, Job, SchedulerOptions};
 use crate::store::{self, CheckRecord, StoreError, Writer};
 
@@ -216,7 +217,7 @@ impl Monitor {
             Some(r) => r.observe(domain).await,
             None => vec![Observation::failure(
                 "recorded",
-                crate::resolve::Outcome::Error,
+                crate::dns::Outcome::Error,
                 "a replaying monitor asks nothing",
             )],
         };
@@ -376,11 +377,7 @@ fn consensus_observation(
         None => Observation {
             upstream: store::CONSENSUS.into(),
             ..observations.first().cloned().unwrap_or_else(|| {
-                Observation::failure(
-                    store::CONSENSUS,
-                    crate::resolve::Outcome::Error,
-                    "no upstreams",
-                )
+                Observation::failure(store::CONSENSUS, crate::dns::Outcome::Error, "no upstreams")
             })
         },
     }

@@ -22,9 +22,9 @@ use serde::Deserialize;
 
 use crate::bounce::{Bounce, Kind};
 use crate::config::{Config, WatchedDomain};
+use crate::dns::{Observation, Outcome};
 use crate::domain::{DomainName, Mx, MxHost};
 use crate::monitor::Monitor;
-use crate::resolve::{Observation, Outcome};
 use crate::store::{self, Knowledge, Store, Writer};
 use crate::verdict::{Judgement, Verdict};
 

@@ -5,9 +5,9 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
+use crate::dns::{Answer, Observation};
 use crate::domain::{DomainName, Mx};
 use crate::provider::Providers;
-use crate::resolve::{Answer, Observation};
 use crate::store::{AsOf, ChangeRow, Run, WindowRow};
 
 /// A time as every outward shape writes it (defined with the vocabulary).

@@ -1,6 +1,6 @@
 use super::*;
+use crate::dns::Outcome;
 use crate::domain::{Mx, MxHost};
-use crate::resolve::Outcome;
 use chrono::TimeZone;
 
 const H: i64 = 3600;

@@ -15,9 +15,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::{StoreError, from_ms, ms, parse_mx_text};
 use crate::anomaly::{self, Anomaly};
 use crate::bounce::{Bounce, Kind};
+use crate::dns::Outcome;
 use crate::domain::Mx;
 use crate::provider::Providers;
-use crate::resolve::Outcome;
 use crate::verdict::{self, Evidence, EvidenceKind, Judgement, Scope, Verdict};
 
 /// What the writer needs to judge: the provider table and the anomaly

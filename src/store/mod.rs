@@ -24,9 +24,9 @@ use crate::bounce::{Bounce, Kind};
 use crate::detect::{
     Change, ChangeKind, CloseReason, DomainState, Severity, Window, WindowEvent, WindowStatus,
 };
+use crate::dns::{Answer, Observation, Outcome};
 use crate::domain::{DomainName, Mx, MxHost};
 use crate::health::OutageEvent;
-use crate::resolve::{Answer, Observation, Outcome};
 mod deliveries;
 mod intake;
 mod model;

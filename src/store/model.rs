@@ -18,9 +18,9 @@ use rusqlite::Connection;
 
 use super::intake::{WINDOW_EVIDENCE, evidence_from_row};
 use super::{Circumstances, StoreError, from_ms, parse_mx_text};
+use crate::dns::{Observation, Outcome};
 use crate::domain::Mx;
 use crate::provider::Providers;
-use crate::resolve::{Observation, Outcome};
 use crate::verdict::{self, Evidence};
 
 /// A consensus run: when it started, its outcome and MX.

@@ -12,6 +12,7 @@ mod cli;
 mod conformance;
 mod feeds;
 mod hostile;
+mod layers;
 mod monitoring;
 mod service;
 mod trust;
