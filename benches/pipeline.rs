@@ -114,7 +114,7 @@ fn main() {
 
         let (bare1, ok1) = bare(dns.addr, &names, concurrency).await;
 
-        let (m, writer) = monitor::open_for_sweep(&config, Arc::new(SystemClock)).unwrap();
+        let (m, writer) = mxwatch::daemon::open_for_sweep(&config, Arc::new(SystemClock)).unwrap();
         let t = Instant::now();
         let s1 = monitor::sweep(&m, &names, concurrency, &tokio::sync::watch::channel(false).1).await;
         let sweep1 = n as f64 / t.elapsed().as_secs_f64();
@@ -123,7 +123,7 @@ fn main() {
         let bytes1 = db_bytes(&config.database);
         let rows1 = Store::open(&config.database).unwrap().counts().unwrap();
 
-        let (m, writer) = monitor::open_for_sweep(&config, Arc::new(SystemClock)).unwrap();
+        let (m, writer) = mxwatch::daemon::open_for_sweep(&config, Arc::new(SystemClock)).unwrap();
         let t = Instant::now();
         let s2 = monitor::sweep(&m, &names, concurrency, &tokio::sync::watch::channel(false).1).await;
         let sweep2 = n as f64 / t.elapsed().as_secs_f64();

@@ -372,6 +372,37 @@ impl Config {
         }
     }
 
+    /// The resolvers' settings.
+    pub fn resolve_options(&self) -> crate::resolve::ResolveOptions {
+        crate::resolve::ResolveOptions {
+            timeout: self.timeout,
+            rate_limit: self.rate_limit,
+            authoritative_port: self.authoritative_port,
+        }
+    }
+
+    /// What a monitor needs.
+    pub fn monitoring(&self) -> crate::monitor::Setup {
+        crate::monitor::Setup {
+            upstreams: self.upstreams.clone(),
+            resolve: self.resolve_options(),
+            providers: self.providers(),
+            params: crate::detect::Params {
+                grace: self.grace,
+                settle: self.settle,
+            },
+            watchlist: self.watchlist(),
+        }
+    }
+
+    /// The watched domains with the provider ids each is expected to use.
+    pub fn watchlist(&self) -> Vec<(DomainName, Vec<String>)> {
+        self.domains
+            .iter()
+            .map(|d| (d.name.clone(), d.expect.clone()))
+            .collect()
+    }
+
     /// What the alert workers need.
     pub fn alerting(&self) -> crate::alerts::Setup {
         crate::alerts::Setup {

@@ -12,6 +12,7 @@
 //! - [`detect`]: pure change detection: baselines, changes, windows.
 //! - [`health`]: pure: our resolver's health across domains (outages, answers held as suspect).
 //! - [`store`]: SQLite: schema, migrations, the single writer, as-of queries. Only it knows SQL.
+//! - [`daemon`]: the daemon assembled from the watchlist (monitor, scheduler, API, alerts, ticks) and stopped together.
 //! - [`monitor`]: one check end to end (resolve → detect → store) and the daemon's loop.
 //! - [`bounce`]: bounce feeds parsed into normalised, classified [`bounce::Bounce`]s.
 //! - [`anomaly`]: pure burst detection: unknown-user bounces far above a scope's own rate.
@@ -31,6 +32,7 @@ pub mod api;
 pub mod bounce;
 pub mod clock;
 pub mod config;
+pub mod daemon;
 pub mod detect;
 pub mod dns;
 pub mod domain;

@@ -14,9 +14,10 @@ use mxwatch::bounce::parse::{self, Format};
 use mxwatch::bounce::{Bounce, Kind};
 use mxwatch::clock::{Clock, SystemClock};
 use mxwatch::config::{Config, Upstream};
+use mxwatch::daemon::{self, Daemon};
 use mxwatch::domain::DomainName;
 use mxwatch::judge::JudgeError;
-use mxwatch::monitor::{self, Daemon};
+use mxwatch::monitor;
 use mxwatch::report;
 use mxwatch::resolve::MxResolver;
 use mxwatch::store::Store;
@@ -740,8 +741,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cli = &cli;
             runtime()?.block_on(async move {
                 if *once {
-                    let (m, writer) = monitor::open_for_sweep(&config, clock)?;
-                    m.watch(&config).await?;
+                    let (m, writer) = daemon::open_for_sweep(&config, clock)?;
+                    m.watch(&config.watchlist()).await?;
                     let names: Vec<DomainName> = config.domains.iter().map(|d| d.name.clone()).collect();
                     // SIGINT/SIGTERM: no further check starts; those in flight commit.
                     let (stop_tx, stop) = tokio::sync::watch::channel(false);
@@ -822,7 +823,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(c) => c,
                 None => defaults()?,
             };
-            let opts = monitor::resolve_options(&config);
+            let opts = config.resolve_options();
             let providers = config.providers();
             runtime()?.block_on(async move {
                 let r = MxResolver::new(&upstreams, &opts).context("setting up resolvers")?;

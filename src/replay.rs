@@ -211,7 +211,7 @@ pub async fn replay(
     let (writer, writer_task) = Writer::start(&config.database, judging.clone())?;
     let clock: Arc<dyn crate::clock::Clock> = Arc::new(crate::clock::SystemClock);
     let monitor = Monitor::recorded(
-        &config,
+        &config.monitoring(),
         writer.clone(),
         store::Memory::default(),
         clock,

@@ -25,8 +25,9 @@ use std::time::Duration;
 use chrono::TimeZone;
 use mxwatch::clock::TokioClock;
 use mxwatch::config::Config;
+use mxwatch::daemon::Daemon;
 use mxwatch::domain::DomainName;
-use mxwatch::monitor::{CheckEvent, Daemon};
+use mxwatch::monitor::CheckEvent;
 use mxwatch::store::Store;
 use tokio::sync::{broadcast, oneshot};
 

@@ -317,9 +317,9 @@ async fn a_restart_keeps_history_and_open_windows() {
     let clock: std::sync::Arc<dyn mxwatch::clock::Clock> =
         std::sync::Arc::new(mxwatch::clock::TokioClock::starting_at(chrono::Utc::now()));
     for second in [
-        mxwatch::monitor::Daemon::start(&app.config, clock.clone(), std::future::pending::<()>())
+        mxwatch::daemon::Daemon::start(&app.config, clock.clone(), std::future::pending::<()>())
             .map(|_| ()),
-        mxwatch::monitor::open_for_sweep(&app.config, clock.clone()).map(|_| ()),
+        mxwatch::daemon::open_for_sweep(&app.config, clock.clone()).map(|_| ()),
     ] {
         let e = format!("{:#}", second.expect_err("a second monitor is refused"));
         assert!(e.contains("monitored by another mxwatch process"), "{e}");
