@@ -75,7 +75,7 @@ fn differs_beyond_last_seen(a: &DomainState, b: &DomainState) -> bool {
 }
 
 /// What a monitor needs from the watchlist; `config` composes it
-/// ([`crate::config::Config::monitoring`]).
+/// (`Config::monitoring`).
 #[derive(Debug, Clone)]
 pub struct Setup {
     pub upstreams: Vec<Upstream>,
