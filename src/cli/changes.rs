@@ -1,0 +1,26 @@
+//! `mxwatch changes`: changes across domains.
+
+use super::*;
+
+pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let Command::Changes {
+        since,
+        domain: d,
+        json,
+    } = &cli.command
+    else {
+        bail!("internal: `changes::run` called for another command");
+    };
+    let d = d.as_deref().map(domain).transpose()?;
+    let since = since.as_deref().map(parse_time).transpose()?;
+    let store = open_store(cli)?;
+    let rows = store.changes(since, d.as_ref())?;
+    print_lines(rows.iter().map(|c| {
+        if *json {
+            report::change_json(c).to_string()
+        } else {
+            report::change_text(c)
+        }
+    }))?;
+    Ok(ExitCode::SUCCESS)
+}

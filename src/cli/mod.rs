@@ -1,0 +1,575 @@
+//! The `mxwatch` command line: its arguments, the context every command
+//! shares (the watchlist, the store, a runtime, output), and one module
+//! per subcommand.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use mxwatch::bounce::input::{self, Input};
+use mxwatch::bounce::parse::{self, Format};
+use mxwatch::bounce::{Bounce, Kind};
+use mxwatch::clock::{Clock, SystemClock};
+use mxwatch::config::{Config, Upstream};
+use mxwatch::daemon::{self, Daemon};
+use mxwatch::domain::DomainName;
+use mxwatch::judge::JudgeError;
+use mxwatch::monitor;
+use mxwatch::report;
+use mxwatch::resolve::MxResolver;
+use mxwatch::store::Store;
+
+mod alerts;
+mod bounces;
+mod changes;
+mod check;
+mod history;
+mod reinstatements;
+mod replay;
+mod run;
+mod verdict;
+mod watchlist;
+mod windows;
+
+#[derive(Parser)]
+#[command(
+    name = "mxwatch",
+    version,
+    about = "Watch recipient domains' MX records; tell bounce handlers which hard bounces came from a broken window."
+)]
+pub struct Cli {
+    /// The watchlist.
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "MXWATCH_CONFIG",
+        default_value = "watchlist.yaml"
+    )]
+    config: PathBuf,
+    /// Use this database instead of the watchlist's `database`.
+    #[arg(long, global = true, env = "MXWATCH_DATABASE")]
+    database: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the monitor in the foreground until SIGINT or SIGTERM.
+    Run {
+        /// Check every domain once, now, then exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Query domains now and print what each upstream says (no database).
+    Check {
+        /// The domains to ask about.
+        #[arg(required = true)]
+        domains: Vec<String>,
+        /// Ask this upstream (repeatable): `system`, `authoritative`, or IP[:port].
+        /// Default: the watchlist's upstreams, or `system` without a watchlist.
+        #[arg(long)]
+        upstream: Vec<Upstream>,
+        /// One JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A domain's answer history, as runs of identical answers per upstream.
+    History {
+        /// The domain.
+        domain: String,
+        /// Only runs seen since T (RFC 3339, a date, or an age like `24h`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Instead: what each upstream answered at T.
+        #[arg(long, conflicts_with = "since")]
+        at: Option<String>,
+        /// One JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Detected changes, oldest first.
+    Changes {
+        /// Only changes since T (RFC 3339, a date, or an age like `24h`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only this domain's changes.
+        #[arg(long)]
+        domain: Option<String>,
+        /// One JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change windows, newest first.
+    Windows {
+        /// Only windows open now (or inside their closing grace).
+        #[arg(long)]
+        active: bool,
+        /// One JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Judge a bounce against the stored history: suppress, transient,
+    /// retry or ignore, with reasons and evidence.
+    Verdict {
+        /// The bounced address.
+        recipient: String,
+        /// When the bounce happened (RFC 3339, a date, or an age); default now.
+        #[arg(long)]
+        at: Option<String>,
+        /// Enhanced status code, e.g. 5.1.1.
+        #[arg(long)]
+        status: Option<String>,
+        /// SMTP reply code, e.g. 550.
+        #[arg(long)]
+        reply_code: Option<u16>,
+        /// The remote server's words.
+        #[arg(long)]
+        diagnostic: Option<String>,
+        /// The host that refused.
+        #[arg(long)]
+        remote_mta: Option<String>,
+        /// One JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Suppressions that windows found late turned over: recipients whose
+    /// suppression should be undone.
+    Reinstatements {
+        /// Only those recorded since T (RFC 3339, a date, or an age like `24h`).
+        #[arg(long)]
+        since: Option<String>,
+        /// One JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Backtest with no network: the daemon's own code over recorded
+    /// observations and bounces in time order, in a temporary database.
+    Replay {
+        /// Observations, one JSON object per line: {"domain","at","upstream"?,"outcome","mx":[{"preference","exchange"}],"ttl"}.
+        #[arg(long)]
+        observations: Option<PathBuf>,
+        /// Bounce inputs (anything `bounces parse` reads).
+        #[arg(long, required = true, num_args = 1..)]
+        bounces: Vec<PathBuf>,
+        /// One JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bounce feeds: parse, store and list bounces.
+    Bounces {
+        #[command(subcommand)]
+        command: BounceCommand,
+    },
+    /// Webhook alert deliveries.
+    Alerts {
+        #[command(subcommand)]
+        command: AlertCommand,
+    },
+    /// Watchlist commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BounceCommand {
+    /// Parse bounce inputs and print one normalised bounce per recipient.
+    /// Problems go to stderr as `path:line: message`; exit 1 when any input
+    /// had one.
+    Parse {
+        /// Files, folders (Maildir or any folder of files), or `-` for stdin.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Input format (default: detected per input): email, mbox, maildir,
+        /// json, ses, sendgrid, mailgun, postmark, jsonl, postfix.
+        #[arg(long)]
+        format: Option<Format>,
+        /// One JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Parse bounce inputs and store them in the database (idempotently).
+    Ingest {
+        /// Files, folders (Maildir or any folder of files), or `-` for stdin.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Input format (default: detected per input), as for `bounces parse`.
+        #[arg(long)]
+        format: Option<Format>,
+        /// Oldest bounce accepted, as an age before now (default: 20 years:
+        /// files are often past feeds); older ones, like those dated after
+        /// `bounce_times.max_ahead`, are reported and left out.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        max_age: Option<std::time::Duration>,
+    },
+    /// Stored bounces, oldest first.
+    List {
+        /// Only bounces of this domain.
+        #[arg(long)]
+        domain: Option<String>,
+        /// Only bounces since T (RFC 3339, a date, or an age like `24h`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only bounces of this kind (user_unknown, mailbox_full, ...).
+        #[arg(long)]
+        kind: Option<Kind>,
+        /// One JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AlertCommand {
+    /// Deliveries, newest first: target, event, status, attempts, last error.
+    List {
+        /// Only those given up on (refused, or too old to retry).
+        #[arg(long)]
+        failed: bool,
+        /// One JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Try a failed delivery again (a running daemon picks it up, in order).
+    Retry {
+        /// The delivery's id, as `alerts list` shows it.
+        id: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a watchlist without running anything.
+    Check {
+        /// The watchlist to check (default: --config).
+        file: Option<PathBuf>,
+    },
+}
+
+/// Logging as the command line and the watchlist ask: the level is
+/// RUST_LOG, else the watchlist's `log_level`, else info.
+pub fn init(cli: &Cli) {
+    let level = std::env::var_os("RUST_LOG")
+        .is_none()
+        .then(|| Config::load(&cli.config).ok().and_then(|c| c.log_level))
+        .flatten();
+    init_logging(cli.log_format, level);
+}
+
+/// The daemon under systemd (or in a terminal): READY once the database is
+/// open and the API listens; SIGHUP reloads the watchlist (a broken one is
+/// logged and the old one stays); watchdog pings while the scheduler and the
+/// writer work; STOPPING on SIGTERM/SIGINT, then in-flight work commits.
+async fn serve(cli: &Cli, config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<ExitCode> {
+    use sd_notify::NotifyState;
+    use tokio::signal::unix::{SignalKind, signal};
+    let signalled = shutdown_signal();
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        signalled.await;
+        let _ = sd_notify::notify(&[NotifyState::Stopping]);
+        let _ = stop_tx.send(true);
+    });
+    let mut daemon_stop = stop_rx.clone();
+    let daemon = Daemon::start(&config, clock, async move {
+        let _ = daemon_stop.wait_for(|s| *s).await;
+    })?;
+    let _ = sd_notify::notify(&[
+        NotifyState::Ready,
+        NotifyState::Status(&format!("watching {} domains", config.domains.len())),
+    ]);
+    let watchdog = sd_notify::watchdog_enabled();
+    let mut stopping = stop_rx;
+    loop {
+        let ping = watchdog.map_or(std::time::Duration::from_secs(3600), |d| d / 2);
+        tokio::select! {
+            _ = stopping.wait_for(|s| *s) => break,
+            _ = hup.recv() => {
+                let _ = sd_notify::notify(&[NotifyState::Reloading, NotifyState::monotonic_usec_now()?]);
+                match load(cli).and_then(|c| Ok(c.require_secrets()?)) {
+                    Ok(new) => {
+                        daemon.reload(&new).await;
+                        tracing::info!(domains = new.domains.len(), "SIGHUP: watchlist reloaded");
+                    }
+                    Err(e) => tracing::error!("SIGHUP: the new watchlist is refused, the old one stays in force: {e:#}"),
+                }
+                let _ = sd_notify::notify(&[NotifyState::Ready]);
+            }
+            _ = tokio::time::sleep(ping), if watchdog.is_some() => {
+                if daemon.healthy(ping).await {
+                    let _ = sd_notify::notify(&[NotifyState::Watchdog]);
+                } else {
+                    tracing::error!("the scheduler or the database writer does not respond: not feeding the watchdog");
+                }
+            }
+        }
+    }
+    daemon.wait().await?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_logging(format: LogFormat, config_level: Option<String>) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        config_level
+            .and_then(|l| tracing_subscriber::EnvFilter::try_new(l).ok())
+            .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info,hickory=warn"))
+    });
+    // Colours only on a terminal: journald and log files get plain text.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn load(cli: &Cli) -> anyhow::Result<Config> {
+    let mut c = Config::load(&cli.config)?;
+    if let Some(db) = &cli.database {
+        c.database = db.clone();
+    }
+    Ok(c)
+}
+
+/// The settings every default gives (no watchlist).
+fn defaults() -> anyhow::Result<Config> {
+    Ok(Config::from_yaml(
+        "domains: []\n",
+        std::path::Path::new("(defaults)"),
+    )?)
+}
+
+/// The watchlist's settings; with `--database` and no watchlist file, the
+/// defaults: the commands that read or add to a database need nothing else.
+fn settings(cli: &Cli) -> anyhow::Result<Config> {
+    match &cli.database {
+        Some(db) if !cli.config.exists() => {
+            let mut c = defaults()?;
+            c.database = db.clone();
+            Ok(c)
+        }
+        _ => load(cli),
+    }
+}
+
+/// RFC 3339, a date, or an age (`90m`, `24h`, `7d`) counted back from now.
+fn parse_time(s: &str) -> anyhow::Result<DateTime<Utc>> {
+    mxwatch::clock::parse_moment(s, Utc::now()).map_err(|e| anyhow::anyhow!(e))
+}
+
+fn domain(s: &str) -> anyhow::Result<DomainName> {
+    DomainName::parse(s).with_context(|| format!("{s:?} is not a domain name"))
+}
+
+fn open_store(cli: &Cli) -> anyhow::Result<Store> {
+    let c = settings(cli)?;
+    if !c.database.exists() {
+        bail!(
+            "no database at {} yet: run `mxwatch run` first (or pass --database)",
+            c.database.display()
+        );
+    }
+    Ok(Store::open(&c.database)?)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn print_lines(lines: impl IntoIterator<Item = String>) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    for l in lines {
+        if let Err(e) = writeln!(out, "{l}") {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(());
+            }
+            return Err(e.into());
+        }
+    }
+    Ok(())
+}
+
+fn bounce_text(b: &Bounce) -> String {
+    format!(
+        "{}  {:<32} {:<16} {:<7} {:<4} {:<8} {}",
+        b.at.map(report::time).unwrap_or_else(|| "-".into()),
+        b.recipient,
+        b.kind.as_str(),
+        b.status.as_deref().unwrap_or("-"),
+        b.reply_code
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "-".into()),
+        b.source.as_str(),
+        b.diagnostic.as_deref().unwrap_or("")
+    )
+}
+
+/// Parses every input; hands each input's bounces to `sink`; reports
+/// problems on stderr. Returns whether every input parsed cleanly. With a
+/// `range`, bounces dated outside it are left out (and reported).
+fn parse_inputs(
+    paths: &[PathBuf],
+    format: Option<Format>,
+    progress: bool,
+    range: Option<mxwatch::bounce::TimeRange>,
+    mut sink: impl FnMut(Vec<Bounce>) -> anyhow::Result<()>,
+) -> anyhow::Result<(bool, usize)> {
+    let (inputs, missing) = input::expand(paths);
+    let mut clean = missing.is_empty();
+    for (path, e) in missing {
+        eprintln!("{path}: {e}");
+    }
+    let total: u64 = inputs.iter().map(Input::size).sum();
+    let bar = (progress
+        && std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && (total > 4 << 20 || inputs.len() > 200))
+        .then(|| {
+            let bar = indicatif::ProgressBar::new(total);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {bytes}/{total_bytes} {per_sec} eta {eta}",
+                )
+                .expect("progress template"),
+            );
+            bar
+        });
+    let now = Utc::now();
+    let mut count = 0;
+    for inp in &inputs {
+        let bytes = match inp.read() {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("{}: {e}", inp.name());
+                clean = false;
+                continue;
+            }
+        };
+        let mut out = parse::parse(&bytes, format, now);
+        if let Some(range) = range {
+            out.keep_within(range, now, mxwatch::bounce::OutOfRange::Refuse);
+        }
+        for p in &out.problems {
+            clean = false;
+            let msg = format!(
+                "{}{}: {}",
+                inp.name(),
+                p.line.map(|l| format!(":{l}")).unwrap_or_default(),
+                p.message
+            );
+            match &bar {
+                Some(b) => b.println(msg),
+                None => eprintln!("{msg}"),
+            }
+        }
+        if let Some(note) = out.omitted_note() {
+            match &bar {
+                Some(b) => b.println(format!("{}: {note}", inp.name())),
+                None => eprintln!("{}: {note}", inp.name()),
+            }
+        }
+        count += out.bounces.len();
+        sink(out.bounces)?;
+        if let Some(b) = &bar {
+            b.inc(bytes.len() as u64);
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    Ok((clean, count))
+}
+
+/// Runs the command; its exit code, or the error to print.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Verdict { .. } => verdict::run(&cli),
+        Command::Replay { .. } => replay::run(&cli),
+        Command::Bounces { .. } => bounces::run(&cli),
+        Command::Config { .. } => watchlist::run(&cli),
+        Command::Run { .. } => run::run(&cli),
+        Command::Check { .. } => check::run(&cli),
+        Command::History { .. } => history::run(&cli),
+        Command::Changes { .. } => changes::run(&cli),
+        Command::Alerts {
+            command: AlertCommand::List { .. },
+        } => alerts::list(&cli),
+        Command::Alerts {
+            command: AlertCommand::Retry { .. },
+        } => alerts::retry(&cli),
+        Command::Reinstatements { .. } => reinstatements::run(&cli),
+        Command::Windows { .. } => windows::run(&cli),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM. The handlers are installed at the call,
+/// not at the first poll, so a signal that comes early is not lost to the
+/// default action (killing the process mid-write).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    async move {
+        tokio::select! {
+            _ = int.recv() => tracing::info!("SIGINT: stopping"),
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every option and argument of every command says what it is for.
+    #[test]
+    fn every_option_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            if cmd.get_about().is_none() && !path.is_empty() {
+                missing.push(format!("{path}: the command itself"));
+            }
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_name() != "help" {
+                    walk(sub, &format!("{path} {}", sub.get_name()), missing);
+                }
+            }
+        }
+        let cmd = Cli::command();
+        cmd.clone().debug_assert();
+        let mut missing = Vec::new();
+        walk(&cmd, "", &mut missing);
+        assert_eq!(missing, Vec::<String>::new());
+    }
+}

@@ -1,0 +1,71 @@
+//! `mxwatch replay`: the daemon's verdicts over recorded checks and bounces.
+
+use super::*;
+
+pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let Command::Replay {
+        observations,
+        bounces,
+        json,
+    } = &cli.command
+    else {
+        bail!("internal: `replay::run` called for another command");
+    };
+    // The watchlist's settings when there is one; the defaults otherwise.
+    let config = if cli.config.exists() {
+        load(cli)?
+    } else {
+        defaults()?
+    };
+    let mut clean = true;
+    let recorded = match observations {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let (ok, bad) = mxwatch::replay::read_observations(&text);
+            for (line, e) in bad {
+                eprintln!("{}:{line}: {e}", path.display());
+                clean = false;
+            }
+            ok
+        }
+        None => Vec::new(),
+    };
+    let mut all = Vec::new();
+    let (parsed_clean, _) = parse_inputs(bounces, None, false, None, |list| {
+        all.extend(list);
+        Ok(())
+    })?;
+    clean &= parsed_clean;
+    let (out, summary) = runtime()?.block_on(mxwatch::replay::replay(&config, &recorded, &all))?;
+    print_lines(out.iter().map(|r| {
+        let at = r.bounce.at.unwrap_or_default();
+        if *json {
+            let mut v = report::judgement_json(&r.bounce, at, &r.final_judgement);
+            v["initial_verdict"] = serde_json::json!(r.initial.verdict.as_str());
+            v.to_string()
+        } else {
+            format!(
+                "{}  {:<32} {:<9} (when it arrived: {}){}",
+                report::time(at),
+                r.bounce.recipient,
+                r.final_judgement.verdict.as_str(),
+                r.initial.verdict.as_str(),
+                if r.is_reinstatement() {
+                    "  REINSTATE"
+                } else {
+                    ""
+                }
+            )
+        }
+    }))?;
+    eprintln!(
+        "{} bounces replayed: {} suppressions prevented, {} reinstatements recommended",
+        summary.bounces, summary.prevented, summary.reinstatements
+    );
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,20 @@
+//! `mxwatch windows`: change windows.
+
+use super::*;
+
+pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let Command::Windows { active, json } = &cli.command else {
+        bail!("internal: `windows::run` called for another command");
+    };
+    let store = open_store(cli)?;
+    let now = Utc::now();
+    let rows = store.windows(active.then_some(now))?;
+    print_lines(rows.iter().map(|w| {
+        if *json {
+            report::window_json(w, now).to_string()
+        } else {
+            report::window_text(w, now)
+        }
+    }))?;
+    Ok(ExitCode::SUCCESS)
+}
