@@ -7,113 +7,130 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         bail!("internal: `bounces::run` called for another command");
     };
     match command {
-        BounceCommand::Parse {
-            paths,
-            format,
-            json,
-        } => {
-            let mut out = std::io::stdout().lock();
-            let (clean, _) = parse_inputs(paths, *format, false, None, |list| {
-                for b in list {
-                    let line = if *json {
-                        serde_json::to_string(&b)?
-                    } else {
-                        bounce_text(&b)
-                    };
-                    if let Err(e) = writeln!(out, "{line}") {
-                        if e.kind() == std::io::ErrorKind::BrokenPipe {
-                            return Ok(());
-                        }
-                        return Err(e.into());
-                    }
-                }
-                Ok(())
-            })?;
-            Ok(if clean {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
-        }
-        BounceCommand::Ingest {
-            paths,
-            format,
-            max_age,
-        } => {
-            let config = settings(cli)?;
-            let range = mxwatch::bounce::TimeRange {
-                max_age: max_age.unwrap_or(mxwatch::bounce::TimeRange::FILE_MAX_AGE),
-                ..config.bounce_times
-            };
-            runtime()?.block_on(async {
-                let (writer, task) =
-                    mxwatch::store::Writer::start(&config.database, config.judging())?;
-                let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bounce>>(16);
-                let w = writer.clone();
-                let stored = tokio::spawn(async move {
-                    let (mut n, mut reinstated) = (0, 0);
-                    while let Some(list) = rx.recv().await {
-                        let intake = w.bounces(list, Utc::now()).await?;
-                        n += intake.stored;
-                        reinstated += intake.reinstated;
-                    }
-                    anyhow::Ok((n, reinstated))
-                });
-                let paths = paths.clone();
-                let format = *format;
-                let (clean, parsed) = tokio::task::spawn_blocking(move || {
-                    parse_inputs(&paths, format, true, Some(range), |list| {
-                        tx.blocking_send(list)
-                            .map_err(|_| anyhow::anyhow!("the database writer stopped"))
-                    })
-                })
-                .await??;
-                let (new, reinstated) = stored.await??;
-                drop(writer);
-                task.await?;
-                eprintln!(
-                    "{parsed} bounces parsed, {new} new stored, {} already known, {reinstated} \
-                     suppressions reinstated; database {}{}",
-                    parsed - new,
-                    config.database.display(),
-                    if clean {
-                        ""
-                    } else {
-                        " (some inputs had problems: see above)"
-                    }
-                );
-                Ok(if clean {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::FAILURE
-                })
-            })
-        }
-        BounceCommand::List {
-            domain: d,
-            since,
-            kind,
-            json,
-        } => {
-            let d = d.as_deref().map(domain).transpose()?;
-            let since = since.as_deref().map(parse_time).transpose()?;
-            let store = open_store(cli)?;
-            let rows = store.stored_bounces(d.as_ref().map(|d| d.as_str()), since, *kind)?;
-            print_lines(rows.iter().map(|r| {
-                // The verdict it holds now (null: stored before verdicts were kept).
-                if *json {
-                    let mut v = serde_json::to_value(&r.bounce).expect("a bounce serialises");
-                    v["verdict"] = serde_json::json!(r.verdict);
-                    v.to_string()
-                } else {
-                    format!(
-                        "{:<9} {}",
-                        r.verdict.as_deref().unwrap_or("-"),
-                        bounce_text(&r.bounce)
-                    )
-                }
-            }))?;
-            Ok(ExitCode::SUCCESS)
-        }
+        BounceCommand::Parse { .. } => parse(command),
+        BounceCommand::Ingest { .. } => ingest(cli, command),
+        BounceCommand::List { .. } => list(cli, command),
     }
+}
+
+fn parse(command: &BounceCommand) -> anyhow::Result<ExitCode> {
+    let BounceCommand::Parse {
+        paths,
+        format,
+        json,
+    } = command
+    else {
+        bail!("internal: `bounces::parse` called for another command");
+    };
+    let mut out = std::io::stdout().lock();
+    let (clean, _) = parse_inputs(paths, *format, false, None, |list| {
+        for b in list {
+            let line = if *json {
+                serde_json::to_string(&b)?
+            } else {
+                bounce_text(&b)
+            };
+            if let Err(e) = writeln!(out, "{line}") {
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    return Ok(());
+                }
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    })?;
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn ingest(cli: &Cli, command: &BounceCommand) -> anyhow::Result<ExitCode> {
+    let BounceCommand::Ingest {
+        paths,
+        format,
+        max_age,
+    } = command
+    else {
+        bail!("internal: `bounces::ingest` called for another command");
+    };
+    let config = settings(cli)?;
+    let range = mxwatch::bounce::TimeRange {
+        max_age: max_age.unwrap_or(mxwatch::bounce::TimeRange::FILE_MAX_AGE),
+        ..config.bounce_times
+    };
+    runtime()?.block_on(async {
+        let (writer, task) = mxwatch::store::Writer::start(&config.database, config.judging())?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bounce>>(16);
+        let w = writer.clone();
+        let stored = tokio::spawn(async move {
+            let (mut n, mut reinstated) = (0, 0);
+            while let Some(list) = rx.recv().await {
+                let intake = w.bounces(list, Utc::now()).await?;
+                n += intake.stored;
+                reinstated += intake.reinstated;
+            }
+            anyhow::Ok((n, reinstated))
+        });
+        let paths = paths.clone();
+        let format = *format;
+        let (clean, parsed) = tokio::task::spawn_blocking(move || {
+            parse_inputs(&paths, format, true, Some(range), |list| {
+                tx.blocking_send(list)
+                    .map_err(|_| anyhow::anyhow!("the database writer stopped"))
+            })
+        })
+        .await??;
+        let (new, reinstated) = stored.await??;
+        drop(writer);
+        task.await?;
+        eprintln!(
+            "{parsed} bounces parsed, {new} new stored, {} already known, {reinstated} \
+                     suppressions reinstated; database {}{}",
+            parsed - new,
+            config.database.display(),
+            if clean {
+                ""
+            } else {
+                " (some inputs had problems: see above)"
+            }
+        );
+        Ok(if clean {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
+    })
+}
+
+fn list(cli: &Cli, command: &BounceCommand) -> anyhow::Result<ExitCode> {
+    let BounceCommand::List {
+        domain: d,
+        since,
+        kind,
+        json,
+    } = command
+    else {
+        bail!("internal: `bounces::list` called for another command");
+    };
+    let d = d.as_deref().map(domain).transpose()?;
+    let since = since.as_deref().map(parse_time).transpose()?;
+    let store = open_store(cli)?;
+    let rows = store.stored_bounces(d.as_ref().map(|d| d.as_str()), since, *kind)?;
+    print_lines(rows.iter().map(|r| {
+        // The verdict it holds now (null: stored before verdicts were kept).
+        if *json {
+            let mut v = serde_json::to_value(&r.bounce).expect("a bounce serialises");
+            v["verdict"] = serde_json::json!(r.verdict);
+            v.to_string()
+        } else {
+            format!(
+                "{:<9} {}",
+                r.verdict.as_deref().unwrap_or("-"),
+                bounce_text(&r.bounce)
+            )
+        }
+    }))?;
+    Ok(ExitCode::SUCCESS)
 }
