@@ -11,13 +11,7 @@ pub fn list(cli: &Cli) -> anyhow::Result<ExitCode> {
     };
     let store = open_store(cli)?;
     let rows = store.deliveries(*failed)?;
-    print_lines(rows.iter().map(|d| {
-        if *json {
-            report::delivery_json(d).to_string()
-        } else {
-            report::delivery_text(d)
-        }
-    }))?;
+    print_rows(&rows, *json, report::delivery_json, report::delivery_text)?;
     Ok(ExitCode::SUCCESS)
 }
 

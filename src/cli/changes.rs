@@ -15,12 +15,6 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let since = since.as_deref().map(parse_time).transpose()?;
     let store = open_store(cli)?;
     let rows = store.changes(since, d.as_ref())?;
-    print_lines(rows.iter().map(|c| {
-        if *json {
-            report::change_json(c).to_string()
-        } else {
-            report::change_text(c)
-        }
-    }))?;
+    print_rows(&rows, *json, report::change_json, report::change_text)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -41,12 +41,6 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     if rows.is_empty() {
         eprintln!("no history of {d}");
     }
-    print_lines(rows.iter().map(|r| {
-        if *json {
-            report::run_json(r).to_string()
-        } else {
-            report::run_text(r)
-        }
-    }))?;
+    print_rows(&rows, *json, report::run_json, report::run_text)?;
     Ok(ExitCode::SUCCESS)
 }

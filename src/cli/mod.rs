@@ -399,6 +399,22 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// Prints rows, one a line: JSON with `--json`, text otherwise.
+fn print_rows<T>(
+    rows: &[T],
+    json: bool,
+    as_json: impl Fn(&T) -> serde_json::Value,
+    as_text: impl Fn(&T) -> String,
+) -> anyhow::Result<()> {
+    print_lines(rows.iter().map(|r| {
+        if json {
+            as_json(r).to_string()
+        } else {
+            as_text(r)
+        }
+    }))
+}
+
 fn print_lines(lines: impl IntoIterator<Item = String>) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     for l in lines {

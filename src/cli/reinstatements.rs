@@ -9,12 +9,11 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let since = since.as_deref().map(parse_time).transpose()?;
     let store = open_store(cli)?;
     let rows = store.reinstatements(since)?;
-    print_lines(rows.iter().map(|r| {
-        if *json {
-            report::reinstatement_json(r).to_string()
-        } else {
-            report::reinstatement_text(r)
-        }
-    }))?;
+    print_rows(
+        &rows,
+        *json,
+        report::reinstatement_json,
+        report::reinstatement_text,
+    )?;
     Ok(ExitCode::SUCCESS)
 }
