@@ -138,8 +138,7 @@ impl ApiState {
         tokio::task::spawn_blocking(move || {
             let mut guard = me.reader()?;
             if guard.is_none() {
-                *guard =
-                    Some(Store::open(&me.database).map_err(|e| ApiError::internal(e.to_string()))?);
+                *guard = Some(Store::open(&me.database)?);
             }
             guard.as_ref().expect("opened above").snapshot(f)
         })
@@ -416,9 +415,8 @@ async fn metrics(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> 
     let now = st.clock.now();
     let stored = st
         .read(move |s| {
-            let internal = |e: crate::store::StoreError| ApiError::internal(e.to_string());
             let mut open: Vec<(String, i64)> = Vec::new();
-            for w in s.windows(Some(now)).map_err(internal)? {
+            for w in s.windows(Some(now))? {
                 match open.iter_mut().find(|(k, _)| *k == w.kind) {
                     Some((_, n)) => *n += 1,
                     None => open.push((w.kind.clone(), 1)),
@@ -426,8 +424,8 @@ async fn metrics(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> 
             }
             Ok(crate::metrics::Stored {
                 open_windows: open,
-                bounces: s.bounce_count().map_err(internal)?,
-                deliveries: s.delivery_counts().map_err(internal)?,
+                bounces: s.bounce_count()?,
+                deliveries: s.delivery_counts()?,
             })
         })
         .await?;
@@ -489,7 +487,7 @@ async fn verdict(
             judge::JudgeError::Recipient(_) | judge::JudgeError::Parts(_) => {
                 ApiError::bad_request(e.to_string())
             }
-            judge::JudgeError::Store(e) => ApiError::internal(e.to_string()),
+            judge::JudgeError::Store(e) => ApiError::from(e),
         })?;
     st.metrics
         .verdict(answer.bounce.kind, answer.judgement.verdict);
@@ -598,10 +596,7 @@ async fn windows(
     }
     let now = st.clock.now();
     let rows = st
-        .read(move |s| {
-            s.windows(active.then_some(now))
-                .map_err(|e| ApiError::internal(e.to_string()))
-        })
+        .read(move |s| Ok(s.windows(active.then_some(now))?))
         .await?;
     Ok(axum::Json(
         rows.iter()
@@ -621,8 +616,7 @@ async fn domain(
     let me = st.clone();
     let body = st
         .read(move |s| {
-            let internal = |e: crate::store::StoreError| ApiError::internal(e.to_string());
-            let history = s.history(&d, None).map_err(internal)?;
+            let history = s.history(&d, None)?;
             if history.is_empty() {
                 return Err(ApiError::new(
                     StatusCode::NOT_FOUND,
@@ -632,7 +626,7 @@ async fn domain(
                     ),
                 ));
             }
-            let current = s.as_of(&d, now).map_err(internal)?;
+            let current = s.as_of(&d, now)?;
             let consensus = current
                 .iter()
                 .find(|a| a.upstream == crate::store::CONSENSUS);
@@ -646,16 +640,14 @@ async fn domain(
                 })
                 .unwrap_or_default();
             let windows: Vec<serde_json::Value> = s
-                .windows(None)
-                .map_err(internal)?
+                .windows(None)?
                 .iter()
                 .filter(|w| w.domain.as_deref() == Some(d.as_str()))
                 .map(|w| report::window_json(w, now))
                 .collect();
             use crate::store::Knowledge;
             let grounds = s
-                .circumstances(d.as_str(), now, None, &me.judging.providers)
-                .map_err(internal)?
+                .circumstances(d.as_str(), now, None, &me.judging.providers)?
                 .grounds(now, &me.judging.anomaly);
             Ok(json!({
                 "domain": d.as_str(),
@@ -702,12 +694,7 @@ async fn reinstatements(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let since = parse_since(query, st.clock.now())?;
-    let rows = st
-        .read(move |s| {
-            s.reinstatements(since)
-                .map_err(|e| ApiError::internal(e.to_string()))
-        })
-        .await?;
+    let rows = st.read(move |s| Ok(s.reinstatements(since)?)).await?;
     Ok(axum::Json(
         rows.iter()
             .map(report::reinstatement_json)
