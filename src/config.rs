@@ -515,16 +515,332 @@ fn strip_location(msg: &str, field: &str) -> String {
     }
 }
 
-fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
-    let err = |field: String, message: String| ConfigError {
-        file: path.to_path_buf(),
-        line: None,
-        column: None,
-        field,
-        message,
+/// Where the watchlist is: errors name it, relative paths start there.
+struct Ctx<'a> {
+    path: &'a Path,
+}
+
+impl Ctx<'_> {
+    fn err(&self, field: String, message: String) -> ConfigError {
+        ConfigError {
+            file: self.path.to_path_buf(),
+            line: None,
+            column: None,
+            field,
+            message,
+        }
+    }
+
+    fn relative(&self, p: PathBuf) -> PathBuf {
+        if p.is_absolute() {
+            p
+        } else {
+            self.path.parent().unwrap_or(Path::new(".")).join(p)
+        }
+    }
+}
+
+/// The anomaly thresholds, checked against each other.
+fn anomaly_params(
+    ctx: &Ctx,
+    raw: Option<RawAnomaly>,
+) -> Result<crate::anomaly::Params, ConfigError> {
+    let d = crate::anomaly::Params::default();
+    let a = raw.unwrap_or_default();
+    let p = crate::anomaly::Params {
+        window: a.window.map_or(d.window, |x| x.0),
+        baseline: a.baseline.map_or(d.baseline, |x| x.0),
+        factor: a.factor.unwrap_or(d.factor),
+        min_bounces: a.min_bounces.unwrap_or(d.min_bounces),
+        min_recipients: a.min_recipients.unwrap_or(d.min_recipients),
+        warmup: a.warmup.map_or(d.warmup, |x| x.0),
+        max_duration: a.max_duration.map_or(d.max_duration, |x| x.0),
     };
-    let base = path.parent().unwrap_or(Path::new("."));
-    let relative = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+    if p.max_duration <= p.window {
+        return Err(ctx.err(
+            "anomaly.max_duration".into(),
+            "must be longer than anomaly.window".into(),
+        ));
+    }
+    if p.window.is_zero() {
+        return Err(ctx.err("anomaly.window".into(), "must be more than 0s".into()));
+    }
+    if p.baseline <= p.window {
+        return Err(ctx.err(
+            "anomaly.baseline".into(),
+            "must be longer than anomaly.window".into(),
+        ));
+    }
+    if !(p.factor.is_finite() && p.factor >= 1.0) {
+        return Err(ctx.err("anomaly.factor".into(), "must be at least 1".into()));
+    }
+    if p.min_bounces == 0 || p.min_recipients == 0 {
+        return Err(ctx.err(
+            "anomaly".into(),
+            "min_bounces and min_recipients must be at least 1".into(),
+        ));
+    }
+    Ok(p)
+}
+
+/// The alert targets: names, URLs, formats, filters, secrets (a secret
+/// that cannot be read is kept aside: only `run` needs it).
+fn alert_targets(
+    ctx: &Ctx,
+    raw: Vec<RawAlert>,
+    secret_problems: &mut Vec<ConfigError>,
+) -> Result<Vec<crate::alerts::AlertTarget>, ConfigError> {
+    let mut alerts: Vec<crate::alerts::AlertTarget> = Vec::new();
+    for (i, a) in raw.into_iter().enumerate() {
+        let at = |f: &str| format!("alerts[{i}].{f}");
+        let name = a.name.trim().to_string();
+        if name.is_empty() {
+            return Err(ctx.err(at("name"), "must not be empty".into()));
+        }
+        if let Some(j) = alerts.iter().position(|t| t.name == name) {
+            return Err(ctx.err(
+                at("name"),
+                format!("{name:?} is used twice (first at alerts[{j}])"),
+            ));
+        }
+        match reqwest::Url::parse(&a.url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            Ok(u) => {
+                return Err(ctx.err(
+                    at("url"),
+                    format!("scheme {:?} is not http or https", u.scheme()),
+                ));
+            }
+            Err(e) => return Err(ctx.err(at("url"), format!("{:?} is not a URL: {e}", a.url))),
+        }
+        let format = match a.format.as_deref().unwrap_or("json") {
+            "json" => crate::alerts::BodyFormat::Json,
+            "slack" | "mattermost" => crate::alerts::BodyFormat::Slack,
+            other => {
+                return Err(ctx.err(
+                    at("format"),
+                    format!("{other:?} is not json, slack or mattermost"),
+                ));
+            }
+        };
+        let secret = match (&a.secret_env, &a.secret_file) {
+            (Some(_), Some(_)) => {
+                return Err(ctx.err(
+                    at("secret_env"),
+                    "give secret_env or secret_file, not both".into(),
+                ));
+            }
+            (Some(var), None) => match std::env::var(var) {
+                Ok(v) if !v.trim().is_empty() => {
+                    Some(crate::alerts::Secret::new(v.trim().to_string()))
+                }
+                _ => {
+                    secret_problems.push(ctx.err(
+                        at("secret_env"),
+                        format!("environment variable {var} is not set"),
+                    ));
+                    None
+                }
+            },
+            (None, Some(f)) => {
+                let f = ctx.relative(f.clone());
+                match std::fs::read_to_string(&f) {
+                    Err(e) => {
+                        secret_problems
+                            .push(ctx.err(at("secret_file"), format!("{}: {e}", f.display())));
+                        None
+                    }
+                    Ok(text) => {
+                        let line = text.lines().next().unwrap_or("").trim().to_string();
+                        if line.is_empty() {
+                            secret_problems.push(
+                                ctx.err(at("secret_file"), format!("{} is empty", f.display())),
+                            );
+                            None
+                        } else {
+                            Some(crate::alerts::Secret::new(line))
+                        }
+                    }
+                }
+            }
+            (None, None) => None,
+        };
+        for (j, e) in a.events.iter().enumerate() {
+            if !crate::alerts::EVENT_TYPES.contains(&e.as_str()) {
+                return Err(ctx.err(
+                    format!("alerts[{i}].events[{j}]"),
+                    format!(
+                        "unknown event {e:?} (one of: {})",
+                        crate::alerts::EVENT_TYPES.join(", ")
+                    ),
+                ));
+            }
+        }
+        let min_severity = match a.min_severity.as_deref() {
+            None => crate::detect::Severity::Info,
+            Some(s) => crate::detect::Severity::parse(s).ok_or_else(|| {
+                ctx.err(
+                    at("min_severity"),
+                    format!("{s:?} is not info, warning or critical"),
+                )
+            })?,
+        };
+        let positive = |d: Option<HumanDuration>, default: Duration, f: &str| {
+            let d = d.map_or(default, |d| d.0);
+            if d.is_zero() {
+                Err(ctx.err(at(f), "must be more than 0s".into()))
+            } else {
+                Ok(d)
+            }
+        };
+        alerts.push(crate::alerts::AlertTarget {
+            name,
+            url: a.url,
+            format,
+            secret,
+            events: a.events,
+            domains: a.domains.iter().map(|d| d.as_str().to_string()).collect(),
+            tags: a.tags,
+            min_severity,
+            timeout: positive(a.timeout, Duration::from_secs(10), "timeout")?,
+            max_age: positive(a.max_age, Duration::from_secs(72 * 3600), "max_age")?,
+            backoff: positive(a.backoff, Duration::from_secs(30), "backoff")?,
+        });
+    }
+    Ok(alerts)
+}
+
+/// The watched domains: those listed (each once, its expectations known
+/// providers or registrable domains), then the domains file's (a repeat of
+/// an earlier entry is merged and counted).
+fn watched_domains(
+    ctx: &Ctx,
+    listed: Vec<RawDomain>,
+    file: Option<PathBuf>,
+    table: &Providers,
+) -> Result<(Vec<WatchedDomain>, usize), ConfigError> {
+    let mut domains: Vec<WatchedDomain> = Vec::new();
+    let mut index: HashMap<DomainName, usize> = HashMap::new();
+    for (i, RawDomain(d)) in listed.into_iter().enumerate() {
+        if let Some(first) = index.get(&d.name) {
+            return Err(ctx.err(
+                format!("domains[{i}]"),
+                format!("{} is listed twice (first at domains[{first}])", d.name),
+            ));
+        }
+        let mut expect = Vec::new();
+        for (j, e) in d.expect.iter().enumerate() {
+            let id = e.trim().to_ascii_lowercase();
+            if !table.is_known(&id) && !id.contains('.') {
+                return Err(ctx.err(
+                    format!("domains[{i}].expect[{j}]"),
+                    format!(
+                        "unknown provider {e:?}: use a provider id (icloud, google, microsoft, …, \
+                         or one from `providers:`) or a registrable domain such as example.net"
+                    ),
+                ));
+            }
+            expect.push(id);
+        }
+        index.insert(d.name.clone(), i);
+        domains.push(WatchedDomain {
+            name: d.name,
+            schedule: d.schedule,
+            tags: d.tags,
+            expect,
+        });
+    }
+
+    let mut duplicates_merged = 0;
+    if let Some(file) = file {
+        let file = ctx.relative(file);
+        let text = std::fs::read_to_string(&file).map_err(|e| ConfigError {
+            file: ctx.path.to_path_buf(),
+            line: None,
+            column: None,
+            field: "domains_file".into(),
+            message: format!("cannot read {}: {e}", file.display()),
+        })?;
+        for (n, line) in text.lines().enumerate() {
+            let entry = line.split('#').next().unwrap_or("").trim();
+            if entry.is_empty() {
+                continue;
+            }
+            let name = DomainName::parse(entry).map_err(|e| ConfigError {
+                file: file.clone(),
+                line: Some(n + 1),
+                column: None,
+                field: String::new(),
+                message: e.to_string(),
+            })?;
+            if index.contains_key(&name) {
+                duplicates_merged += 1;
+                continue;
+            }
+            index.insert(name.clone(), domains.len());
+            domains.push(WatchedDomain {
+                name,
+                schedule: None,
+                tags: vec![],
+                expect: vec![],
+            });
+        }
+    }
+    Ok((domains, duplicates_merged))
+}
+
+/// The API token: the first line of `api_token_file`, else
+/// `MXWATCH_API_TOKEN`; one that cannot be read, or is too short, is kept
+/// aside as a secret problem (only `run` needs it).
+fn api_token(
+    ctx: &Ctx,
+    file: Option<PathBuf>,
+    secret_problems: &mut Vec<ConfigError>,
+) -> Option<String> {
+    // One rule for the token wherever it comes from: a short one is
+    // guessed, so it is refused (a secret problem: `run` stops on it).
+    let token_rule = |token: String, field: &str, origin: String| {
+        if token.chars().count() < MIN_TOKEN_CHARS {
+            Err(ctx.err(
+                field.into(),
+                format!("{origin}the token must be at least {MIN_TOKEN_CHARS} characters"),
+            ))
+        } else {
+            Ok(token)
+        }
+    };
+    match file {
+        Some(f) => {
+            let f = ctx.relative(f);
+            match std::fs::read_to_string(&f) {
+                Err(e) => Err(ctx.err(
+                    "api_token_file".into(),
+                    format!("cannot read {}: {e}", f.display()),
+                )),
+                Ok(text) => {
+                    let token = text.lines().next().unwrap_or("").trim().to_string();
+                    token_rule(token, "api_token_file", format!("{}: ", f.display()))
+                }
+            }
+            .map(Some)
+        }
+        None => match std::env::var("MXWATCH_API_TOKEN") {
+            Ok(t) if !t.trim().is_empty() => {
+                token_rule(t.trim().to_string(), "MXWATCH_API_TOKEN", String::new()).map(Some)
+            }
+            _ => Ok(None),
+        },
+    }
+    .unwrap_or_else(|e| {
+        secret_problems.push(e);
+        None
+    })
+}
+
+fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
+    let ctx = Ctx { path };
+    let err = |field: String, message: String| ctx.err(field, message);
+    let relative = |p: PathBuf| ctx.relative(p);
     // Secrets only `run` needs: the other commands work without them.
     let mut secret_problems = Vec::new();
 
@@ -563,161 +879,8 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
         }
     }
 
-    let anomaly = {
-        let d = crate::anomaly::Params::default();
-        let a = raw.anomaly.unwrap_or_default();
-        let p = crate::anomaly::Params {
-            window: a.window.map_or(d.window, |x| x.0),
-            baseline: a.baseline.map_or(d.baseline, |x| x.0),
-            factor: a.factor.unwrap_or(d.factor),
-            min_bounces: a.min_bounces.unwrap_or(d.min_bounces),
-            min_recipients: a.min_recipients.unwrap_or(d.min_recipients),
-            warmup: a.warmup.map_or(d.warmup, |x| x.0),
-            max_duration: a.max_duration.map_or(d.max_duration, |x| x.0),
-        };
-        if p.max_duration <= p.window {
-            return Err(err(
-                "anomaly.max_duration".into(),
-                "must be longer than anomaly.window".into(),
-            ));
-        }
-        if p.window.is_zero() {
-            return Err(err("anomaly.window".into(), "must be more than 0s".into()));
-        }
-        if p.baseline <= p.window {
-            return Err(err(
-                "anomaly.baseline".into(),
-                "must be longer than anomaly.window".into(),
-            ));
-        }
-        if !(p.factor.is_finite() && p.factor >= 1.0) {
-            return Err(err("anomaly.factor".into(), "must be at least 1".into()));
-        }
-        if p.min_bounces == 0 || p.min_recipients == 0 {
-            return Err(err(
-                "anomaly".into(),
-                "min_bounces and min_recipients must be at least 1".into(),
-            ));
-        }
-        p
-    };
-
-    let mut alerts: Vec<crate::alerts::AlertTarget> = Vec::new();
-    for (i, a) in raw.alerts.into_iter().enumerate() {
-        let at = |f: &str| format!("alerts[{i}].{f}");
-        let name = a.name.trim().to_string();
-        if name.is_empty() {
-            return Err(err(at("name"), "must not be empty".into()));
-        }
-        if let Some(j) = alerts.iter().position(|t| t.name == name) {
-            return Err(err(
-                at("name"),
-                format!("{name:?} is used twice (first at alerts[{j}])"),
-            ));
-        }
-        match reqwest::Url::parse(&a.url) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-            Ok(u) => {
-                return Err(err(
-                    at("url"),
-                    format!("scheme {:?} is not http or https", u.scheme()),
-                ));
-            }
-            Err(e) => return Err(err(at("url"), format!("{:?} is not a URL: {e}", a.url))),
-        }
-        let format = match a.format.as_deref().unwrap_or("json") {
-            "json" => crate::alerts::BodyFormat::Json,
-            "slack" | "mattermost" => crate::alerts::BodyFormat::Slack,
-            other => {
-                return Err(err(
-                    at("format"),
-                    format!("{other:?} is not json, slack or mattermost"),
-                ));
-            }
-        };
-        let secret = match (&a.secret_env, &a.secret_file) {
-            (Some(_), Some(_)) => {
-                return Err(err(
-                    at("secret_env"),
-                    "give secret_env or secret_file, not both".into(),
-                ));
-            }
-            (Some(var), None) => match std::env::var(var) {
-                Ok(v) if !v.trim().is_empty() => {
-                    Some(crate::alerts::Secret::new(v.trim().to_string()))
-                }
-                _ => {
-                    secret_problems.push(err(
-                        at("secret_env"),
-                        format!("environment variable {var} is not set"),
-                    ));
-                    None
-                }
-            },
-            (None, Some(f)) => {
-                let f = relative(f.clone());
-                match std::fs::read_to_string(&f) {
-                    Err(e) => {
-                        secret_problems
-                            .push(err(at("secret_file"), format!("{}: {e}", f.display())));
-                        None
-                    }
-                    Ok(text) => {
-                        let line = text.lines().next().unwrap_or("").trim().to_string();
-                        if line.is_empty() {
-                            secret_problems
-                                .push(err(at("secret_file"), format!("{} is empty", f.display())));
-                            None
-                        } else {
-                            Some(crate::alerts::Secret::new(line))
-                        }
-                    }
-                }
-            }
-            (None, None) => None,
-        };
-        for (j, e) in a.events.iter().enumerate() {
-            if !crate::alerts::EVENT_TYPES.contains(&e.as_str()) {
-                return Err(err(
-                    format!("alerts[{i}].events[{j}]"),
-                    format!(
-                        "unknown event {e:?} (one of: {})",
-                        crate::alerts::EVENT_TYPES.join(", ")
-                    ),
-                ));
-            }
-        }
-        let min_severity = match a.min_severity.as_deref() {
-            None => crate::detect::Severity::Info,
-            Some(s) => crate::detect::Severity::parse(s).ok_or_else(|| {
-                err(
-                    at("min_severity"),
-                    format!("{s:?} is not info, warning or critical"),
-                )
-            })?,
-        };
-        let positive = |d: Option<HumanDuration>, default: Duration, f: &str| {
-            let d = d.map_or(default, |d| d.0);
-            if d.is_zero() {
-                Err(err(at(f), "must be more than 0s".into()))
-            } else {
-                Ok(d)
-            }
-        };
-        alerts.push(crate::alerts::AlertTarget {
-            name,
-            url: a.url,
-            format,
-            secret,
-            events: a.events,
-            domains: a.domains.iter().map(|d| d.as_str().to_string()).collect(),
-            tags: a.tags,
-            min_severity,
-            timeout: positive(a.timeout, Duration::from_secs(10), "timeout")?,
-            max_age: positive(a.max_age, Duration::from_secs(72 * 3600), "max_age")?,
-            backoff: positive(a.backoff, Duration::from_secs(30), "backoff")?,
-        });
-    }
+    let anomaly = anomaly_params(&ctx, raw.anomaly)?;
+    let alerts = alert_targets(&ctx, raw.alerts, &mut secret_problems)?;
     if let Some(level) = &raw.log_level {
         tracing_subscriber::EnvFilter::try_new(level)
             .map_err(|e| err("log_level".into(), format!("{level:?}: {e}")))?;
@@ -746,73 +909,8 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
     }
     let table = Providers::new(&providers);
 
-    let mut domains: Vec<WatchedDomain> = Vec::new();
-    let mut index: HashMap<DomainName, usize> = HashMap::new();
-    for (i, RawDomain(d)) in raw.domains.into_iter().enumerate() {
-        if let Some(first) = index.get(&d.name) {
-            return Err(err(
-                format!("domains[{i}]"),
-                format!("{} is listed twice (first at domains[{first}])", d.name),
-            ));
-        }
-        let mut expect = Vec::new();
-        for (j, e) in d.expect.iter().enumerate() {
-            let id = e.trim().to_ascii_lowercase();
-            if !table.is_known(&id) && !id.contains('.') {
-                return Err(err(
-                    format!("domains[{i}].expect[{j}]"),
-                    format!(
-                        "unknown provider {e:?}: use a provider id (icloud, google, microsoft, …, \
-                         or one from `providers:`) or a registrable domain such as example.net"
-                    ),
-                ));
-            }
-            expect.push(id);
-        }
-        index.insert(d.name.clone(), i);
-        domains.push(WatchedDomain {
-            name: d.name,
-            schedule: d.schedule,
-            tags: d.tags,
-            expect,
-        });
-    }
-
-    let mut duplicates_merged = 0;
-    if let Some(file) = raw.domains_file {
-        let file = relative(file);
-        let text = std::fs::read_to_string(&file).map_err(|e| ConfigError {
-            file: path.to_path_buf(),
-            line: None,
-            column: None,
-            field: "domains_file".into(),
-            message: format!("cannot read {}: {e}", file.display()),
-        })?;
-        for (n, line) in text.lines().enumerate() {
-            let entry = line.split('#').next().unwrap_or("").trim();
-            if entry.is_empty() {
-                continue;
-            }
-            let name = DomainName::parse(entry).map_err(|e| ConfigError {
-                file: file.clone(),
-                line: Some(n + 1),
-                column: None,
-                field: String::new(),
-                message: e.to_string(),
-            })?;
-            if index.contains_key(&name) {
-                duplicates_merged += 1;
-                continue;
-            }
-            index.insert(name.clone(), domains.len());
-            domains.push(WatchedDomain {
-                name,
-                schedule: None,
-                tags: vec![],
-                expect: vec![],
-            });
-        }
-    }
+    let (domains, duplicates_merged) =
+        watched_domains(&ctx, raw.domains, raw.domains_file, &table)?;
 
     let listen = match raw.listen.as_deref().map(str::trim) {
         None => Some(std::net::SocketAddr::from(([127, 0, 0, 1], 8025))),
@@ -825,44 +923,7 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
         })?),
     };
 
-    // One rule for the token wherever it comes from: a short one is
-    // guessed, so it is refused (a secret problem: `run` stops on it).
-    let token_rule = |token: String, field: &str, origin: String| {
-        if token.chars().count() < MIN_TOKEN_CHARS {
-            Err(err(
-                field.into(),
-                format!("{origin}the token must be at least {MIN_TOKEN_CHARS} characters"),
-            ))
-        } else {
-            Ok(token)
-        }
-    };
-    let api_token = match raw.api_token_file {
-        Some(f) => {
-            let f = relative(f);
-            match std::fs::read_to_string(&f) {
-                Err(e) => Err(err(
-                    "api_token_file".into(),
-                    format!("cannot read {}: {e}", f.display()),
-                )),
-                Ok(text) => {
-                    let token = text.lines().next().unwrap_or("").trim().to_string();
-                    token_rule(token, "api_token_file", format!("{}: ", f.display()))
-                }
-            }
-            .map(Some)
-        }
-        None => match std::env::var("MXWATCH_API_TOKEN") {
-            Ok(t) if !t.trim().is_empty() => {
-                token_rule(t.trim().to_string(), "MXWATCH_API_TOKEN", String::new()).map(Some)
-            }
-            _ => Ok(None),
-        },
-    }
-    .unwrap_or_else(|e| {
-        secret_problems.push(e);
-        None
-    });
+    let api_token = api_token(&ctx, raw.api_token_file, &mut secret_problems);
 
     for (i, prefix) in raw.sns_subscribe_allow.iter().enumerate() {
         let ok = reqwest::Url::parse(prefix).is_ok_and(|u| {
