@@ -26,6 +26,9 @@
 //! - [`report`]: the JSON and text shapes the CLI prints.
 //! - [`alerts`]: webhook alerts from the outbox: filters, bodies, signatures, durable delivery.
 
+// Output is the CLI's and the API's; the library logs with tracing.
+#![warn(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod alerts;
 pub mod anomaly;
 pub mod api;

@@ -67,7 +67,7 @@ fn ingest(cli: &Cli, command: &BounceCommand) -> anyhow::Result<ExitCode> {
         let stored = tokio::spawn(async move {
             let (mut n, mut reinstated) = (0, 0);
             while let Some(list) = rx.recv().await {
-                let intake = w.bounces(list, Utc::now()).await?;
+                let intake = w.bounces(list, SystemClock.now()).await?;
                 n += intake.stored;
                 reinstated += intake.reinstated;
             }

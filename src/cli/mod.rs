@@ -375,7 +375,7 @@ fn settings(cli: &Cli) -> anyhow::Result<Config> {
 
 /// RFC 3339, a date, or an age (`90m`, `24h`, `7d`) counted back from now.
 fn parse_time(s: &str) -> anyhow::Result<DateTime<Utc>> {
-    mxwatch::clock::parse_moment(s, Utc::now()).map_err(|e| anyhow::anyhow!(e))
+    mxwatch::clock::parse_moment(s, SystemClock.now()).map_err(|e| anyhow::anyhow!(e))
 }
 
 fn domain(s: &str) -> anyhow::Result<DomainName> {
@@ -472,7 +472,7 @@ fn parse_inputs(
             );
             bar
         });
-    let now = Utc::now();
+    let now = SystemClock.now();
     let mut count = 0;
     for inp in &inputs {
         let bytes = match inp.read() {

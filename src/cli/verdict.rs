@@ -29,7 +29,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         bounce,
         at,
         judgement,
-    } = match mxwatch::judge::judge(&store, &config.judging(), parts, Utc::now()) {
+    } = match mxwatch::judge::judge(&store, &config.judging(), parts, SystemClock.now()) {
         Ok(a) => a,
         // Too little or malformed: a usage error, nothing guessed.
         Err(e @ (JudgeError::Parts(_) | JudgeError::Recipient(_))) => {

@@ -7,7 +7,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         bail!("internal: `windows::run` called for another command");
     };
     let store = open_store(cli)?;
-    let now = Utc::now();
+    let now = SystemClock.now();
     let rows = store.windows(active.then_some(now))?;
     print_lines(rows.iter().map(|w| {
         if *json {
