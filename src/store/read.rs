@@ -1,0 +1,510 @@
+//! The read side: rows as the CLI and the API see them, and the queries.
+
+use super::*;
+
+/// A stretch of identical answers from one upstream: the first
+/// observation of the stretch (TTL: the largest seen), and its span.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    pub domain: String,
+    pub observation: Observation,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    pub checks: i64,
+}
+
+/// A stored change and its domain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeRow {
+    pub domain: String,
+    pub change: Change,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowRow {
+    pub id: i64,
+    /// `None` for a global window (resolver outage).
+    pub domain: Option<String>,
+    pub kind: String,
+    pub start: DateTime<Utc>,
+    pub detected_at: DateTime<Utc>,
+    pub end: Option<DateTime<Utc>>,
+    pub status: WindowStatus,
+    pub close_reason: Option<CloseReason>,
+    pub severity: Severity,
+    pub before: Option<Answer>,
+    pub after: Option<Answer>,
+    pub flaps: u32,
+    /// Anomaly windows: (`domain` | `provider`, its name).
+    pub scope: Option<(String, String)>,
+    /// What made an anomaly an anomaly.
+    pub detail: Option<String>,
+}
+
+impl WindowRow {
+    /// Open, or closing with its grace not yet over at `now`.
+    pub fn is_active(&self, now: DateTime<Utc>) -> bool {
+        match self.status {
+            WindowStatus::Open => true,
+            WindowStatus::Closing => self.end.is_none_or(|e| e > now),
+            WindowStatus::Closed => false,
+        }
+    }
+}
+
+/// What an upstream answered at a moment, from history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AsOf {
+    pub upstream: String,
+    /// The run in force: the latest that started at or before the moment.
+    pub run: Run,
+    /// Whether the moment lies within the run's observed span; if not, it
+    /// lies after the run's last check and before the next observation.
+    pub observed: bool,
+    /// When the next run started, if any.
+    pub next_change: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub created_at: DateTime<Utc>,
+    pub event: String,
+    pub domain: Option<String>,
+    pub window_id: Option<i64>,
+    pub summary: String,
+}
+
+pub(super) const WINDOW_COLUMNS: &str = "w.id, d.name, w.kind, w.start, w.detected_at, w.end, w.status, w.close_reason, \
+     w.severity, w.before, w.after, w.flaps, w.scope_kind, w.scope, w.detail";
+
+pub(super) fn window_from_row(r: &rusqlite::Row) -> rusqlite::Result<WindowRow> {
+    Ok(WindowRow {
+        id: r.get(0)?,
+        domain: r.get(1)?,
+        kind: r.get(2)?,
+        start: from_ms(r.get(3)?),
+        detected_at: from_ms(r.get(4)?),
+        end: r.get::<_, Option<i64>>(5)?.map(from_ms),
+        status: WindowStatus::parse(&r.get::<_, String>(6)?).unwrap_or(WindowStatus::Open),
+        close_reason: r
+            .get::<_, Option<String>>(7)?
+            .and_then(|s| CloseReason::parse(&s)),
+        severity: Severity::parse(&r.get::<_, String>(8)?).unwrap_or(Severity::Info),
+        before: r
+            .get::<_, Option<String>>(9)?
+            .and_then(|s| parse_answer_text(&s)),
+        after: r
+            .get::<_, Option<String>>(10)?
+            .and_then(|s| parse_answer_text(&s)),
+        flaps: r.get(11)?,
+        scope: match (
+            r.get::<_, Option<String>>(12)?,
+            r.get::<_, Option<String>>(13)?,
+        ) {
+            (Some(kind), Some(name)) => Some((kind, name)),
+            _ => None,
+        },
+        detail: r.get(14)?,
+    })
+}
+
+/// A stored bounce with its row id and the verdict it holds now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredBounce {
+    pub id: i64,
+    /// `None` for bounces stored before verdicts were kept.
+    pub verdict: Option<String>,
+    pub bounce: Bounce,
+}
+
+/// A suppression a later window turned over.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reinstatement {
+    pub id: i64,
+    pub created_at: DateTime<Utc>,
+    /// The verdict the bounce holds now (it was `suppress`).
+    pub verdict: String,
+    pub reason: String,
+    pub bounce_id: i64,
+    pub bounce: Bounce,
+    pub window: Option<ReinstatementWindow>,
+}
+
+/// The window behind a reinstatement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReinstatementWindow {
+    pub id: i64,
+    pub kind: String,
+    /// `domain`, `provider` or `global`.
+    pub scope: String,
+    /// The domain or provider; `None` for global windows.
+    pub name: Option<String>,
+    pub start: DateTime<Utc>,
+    pub end: Option<DateTime<Utc>>,
+}
+
+/// What the detectors of an earlier process left in the store.
+#[derive(Debug, Clone, Default)]
+pub struct Memory {
+    pub states: HashMap<DomainName, DomainState>,
+    /// The start of the earliest resolver outage window still open.
+    pub outage_since: Option<DateTime<Utc>>,
+}
+
+/// Read access. Open one per thread or task that reads.
+pub struct Store {
+    pub(super) conn: Connection,
+}
+
+pub(super) fn run_from_row(r: &rusqlite::Row) -> rusqlite::Result<Run> {
+    Ok(Run {
+        domain: r.get(0)?,
+        observation: Observation {
+            upstream: r.get(1)?,
+            outcome: r.get::<_, String>(2)?.parse().unwrap_or(Outcome::Error),
+            mx: parse_mx_text(&r.get::<_, String>(3)?),
+            ttl: r.get(4)?,
+            implicit_mx: r.get(5)?,
+            detail: r.get(6)?,
+        },
+        first_seen: from_ms(r.get(7)?),
+        last_seen: from_ms(r.get(8)?),
+        checks: r.get(9)?,
+    })
+}
+
+pub(super) const RUN_COLUMNS: &str = "d.name, r.upstream, r.outcome, r.mx, r.ttl, r.implicit_mx, r.detail, r.first_seen, r.last_seen, r.checks";
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Ok(Store { conn: open(path)? })
+    }
+
+    /// What a monitor restores at start: every domain's detector state, and
+    /// the start of a resolver outage left open.
+    pub fn memory(&self) -> Result<Memory, StoreError> {
+        let outage_since: Option<i64> = self.conn.query_row(
+            "SELECT min(start) FROM windows \
+             WHERE domain_id IS NULL AND kind = 'resolver_outage' AND status != 'closed'",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(Memory {
+            states: self.load_states()?,
+            outage_since: outage_since.map(from_ms),
+        })
+    }
+
+    /// The detector state of every domain that has one.
+    pub fn load_states(&self) -> Result<HashMap<DomainName, DomainState>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT d.name, d.state, \
+               (SELECT max(r.last_seen) FROM runs r WHERE r.domain_id = d.id AND r.upstream = '*') \
+             FROM domains d WHERE d.state IS NOT NULL",
+        )?;
+        let mut out = HashMap::new();
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (name, json, last) = row?;
+            let Ok(domain) = DomainName::parse(&name) else {
+                continue;
+            };
+            // One unreadable state costs that domain its memory (it starts
+            // over from its next answer), not the whole start.
+            let mut state: DomainState = match serde_json::from_str(&json) {
+                Ok(s) => s,
+                Err(source) => {
+                    let e = StoreError::State {
+                        domain: name.clone(),
+                        source,
+                    };
+                    tracing::warn!("{e}; starting that domain afresh");
+                    continue;
+                }
+            };
+            // `last_seen` is not rewritten on every check; the consensus
+            // runs know it.
+            if let (Some(b), Some(last)) = (state.baseline.as_mut(), last)
+                && state.window.is_none()
+            {
+                b.last_seen = b.last_seen.max(from_ms(last));
+            }
+            out.insert(domain, state);
+        }
+        Ok(out)
+    }
+
+    /// Runs of one domain, oldest first; `since` keeps runs seen after it.
+    pub fn history(
+        &self,
+        domain: &DomainName,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Vec<Run>, StoreError> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs r JOIN domains d ON d.id = r.domain_id \
+             WHERE d.name = ?1 AND r.last_seen >= ?2 ORDER BY r.first_seen, r.id"
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map(
+            params![domain.as_str(), since.map(ms).unwrap_or(i64::MIN)],
+            run_from_row,
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// What each upstream (and the consensus, `*`) answered at `at`.
+    pub fn as_of(&self, domain: &DomainName, at: DateTime<Utc>) -> Result<Vec<AsOf>, StoreError> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS}, \
+               (SELECT min(n.first_seen) FROM runs n WHERE n.domain_id = r.domain_id AND n.upstream = r.upstream \
+                  AND n.first_seen > r.first_seen) \
+             FROM runs r JOIN domains d ON d.id = r.domain_id \
+             WHERE d.name = ?1 AND r.first_seen <= ?2 \
+               AND r.first_seen = (SELECT max(m.first_seen) FROM runs m WHERE m.domain_id = r.domain_id \
+                                   AND m.upstream = r.upstream AND m.first_seen <= ?2) \
+             ORDER BY r.upstream"
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map(params![domain.as_str(), ms(at)], |r| {
+            let run = run_from_row(r)?;
+            let next: Option<i64> = r.get(10)?;
+            Ok(AsOf {
+                upstream: run.observation.upstream.clone(),
+                observed: at <= run.last_seen,
+                next_change: next.map(from_ms),
+                run,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn changes(
+        &self,
+        since: Option<DateTime<Utc>>,
+        domain: Option<&DomainName>,
+    ) -> Result<Vec<ChangeRow>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT d.name, c.at, c.kind, c.severity, c.before, c.after, c.detail \
+             FROM changes c JOIN domains d ON d.id = c.domain_id \
+             WHERE c.at >= ?1 AND (?2 IS NULL OR d.name = ?2) ORDER BY c.at, c.id",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                since.map(ms).unwrap_or(i64::MIN),
+                domain.map(|d| d.as_str())
+            ],
+            |r| {
+                Ok(ChangeRow {
+                    domain: r.get(0)?,
+                    change: Change {
+                        at: from_ms(r.get(1)?),
+                        kind: ChangeKind::parse(&r.get::<_, String>(2)?)
+                            .unwrap_or(ChangeKind::HostsAdded),
+                        severity: Severity::parse(&r.get::<_, String>(3)?)
+                            .unwrap_or(Severity::Info),
+                        before: r
+                            .get::<_, Option<String>>(4)?
+                            .and_then(|s| parse_answer_text(&s)),
+                        after: r
+                            .get::<_, Option<String>>(5)?
+                            .and_then(|s| parse_answer_text(&s)),
+                        detail: r.get(6)?,
+                    },
+                })
+            },
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Windows, newest first; with `active_at`, only those active then.
+    pub fn windows(&self, active_at: Option<DateTime<Utc>>) -> Result<Vec<WindowRow>, StoreError> {
+        let sql = format!(
+            "SELECT {WINDOW_COLUMNS} FROM windows w LEFT JOIN domains d ON d.id = w.domain_id \
+             WHERE ?1 IS NULL OR w.status != 'closed' ORDER BY w.start DESC, w.id DESC"
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map(params![active_at.map(ms)], window_from_row)?;
+        let all: Vec<WindowRow> = rows.collect::<Result<_, _>>()?;
+        Ok(match active_at {
+            Some(now) => all.into_iter().filter(|w| w.is_active(now)).collect(),
+            None => all,
+        })
+    }
+
+    /// One window by id.
+    pub fn window(&self, id: i64) -> Result<Option<WindowRow>, StoreError> {
+        let sql = format!(
+            "SELECT {WINDOW_COLUMNS} FROM windows w LEFT JOIN domains d ON d.id = w.domain_id WHERE w.id = ?1"
+        );
+        Ok(self
+            .conn
+            .prepare_cached(&sql)?
+            .query_row([id], window_from_row)
+            .optional()?)
+    }
+
+    /// The whole outbox, oldest first.
+    pub fn outbox(&self) -> Result<Vec<OutboxRow>, StoreError> {
+        self.outbox_after(0, None)
+    }
+
+    /// Outbox rows after id `after`, oldest first, at most `limit`.
+    pub fn outbox_after(
+        &self,
+        after: i64,
+        limit: Option<usize>,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT o.id, o.created_at, o.event, d.name, o.window_id, o.summary \
+             FROM outbox o LEFT JOIN domains d ON d.id = o.domain_id WHERE o.id > ?1 ORDER BY o.id LIMIT ?2",
+        )?;
+        let limit = limit.map_or(-1, |n| n as i64); // SQLite: -1 is no limit
+        let rows = stmt.query_map(params![after, limit], |r| {
+            Ok(OutboxRow {
+                id: r.get(0)?,
+                created_at: from_ms(r.get(1)?),
+                event: r.get(2)?,
+                domain: r.get(3)?,
+                window_id: r.get(4)?,
+                summary: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Stored bounces, oldest first, filtered by domain, time and kind.
+    pub fn bounces(
+        &self,
+        domain: Option<&str>,
+        since: Option<DateTime<Utc>>,
+        kind: Option<Kind>,
+    ) -> Result<Vec<Bounce>, StoreError> {
+        Ok(self
+            .stored_bounces(domain, since, kind)?
+            .into_iter()
+            .map(|s| s.bounce)
+            .collect())
+    }
+
+    /// Stored bounces with their ids and verdicts, oldest first.
+    pub fn stored_bounces(
+        &self,
+        domain: Option<&str>,
+        since: Option<DateTime<Utc>>,
+        kind: Option<Kind>,
+    ) -> Result<Vec<StoredBounce>, StoreError> {
+        let sql = format!(
+            "SELECT b.id, b.verdict, {} FROM bounces b \
+             WHERE (?1 IS NULL OR b.domain = ?1) AND (?2 IS NULL OR b.at >= ?2) AND (?3 IS NULL OR b.kind = ?3) \
+             ORDER BY b.at, b.id",
+            intake::BOUNCE_COLUMNS
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map(
+            params![domain, since.map(ms), kind.map(|k| k.as_str())],
+            |r| {
+                Ok(StoredBounce {
+                    id: r.get(0)?,
+                    verdict: r.get(1)?,
+                    bounce: intake::bounce_from_row(r, 2)?,
+                })
+            },
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Reinstatements recorded at or after `since`, oldest first.
+    pub fn reinstatements(
+        &self,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Vec<Reinstatement>, StoreError> {
+        let sql = format!(
+            "SELECT i.id, i.created_at, i.verdict, i.reason, i.bounce_id, i.window_id, w.kind, \
+               coalesce(w.scope_kind, CASE WHEN w.domain_id IS NULL THEN 'global' ELSE 'domain' END), \
+               coalesce(w.scope, d.name), w.start, w.end, {} \
+             FROM reinstatements i JOIN bounces b ON b.id = i.bounce_id \
+               LEFT JOIN windows w ON w.id = i.window_id LEFT JOIN domains d ON d.id = w.domain_id \
+             WHERE i.created_at >= ?1 ORDER BY i.created_at, i.id",
+            intake::BOUNCE_COLUMNS
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map([since.map(ms).unwrap_or(i64::MIN)], |r| {
+            let window_id: Option<i64> = r.get(5)?;
+            let window = match window_id {
+                Some(id) => Some(ReinstatementWindow {
+                    id,
+                    kind: r.get::<_, Option<String>>(6)?.unwrap_or_default(),
+                    scope: r.get::<_, Option<String>>(7)?.unwrap_or_default(),
+                    name: r.get(8)?,
+                    start: from_ms(r.get::<_, Option<i64>>(9)?.unwrap_or(0)),
+                    end: r.get::<_, Option<i64>>(10)?.map(from_ms),
+                }),
+                None => None,
+            };
+            Ok(Reinstatement {
+                id: r.get(0)?,
+                created_at: from_ms(r.get(1)?),
+                verdict: r.get(2)?,
+                reason: r.get(3)?,
+                bounce_id: r.get(4)?,
+                window,
+                bounce: intake::bounce_from_row(r, 11)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Runs `f` inside one read transaction: its queries see one snapshot,
+    /// and take SQLite's file locks once rather than once per query.
+    pub fn snapshot<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(|e| E::from(StoreError::Sql(e)))?;
+        let out = f(self);
+        // A read transaction has nothing to keep: ending it cannot lose data.
+        let _ = tx.finish();
+        out
+    }
+
+    /// How many bounces are stored.
+    pub fn bounce_count(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT count(*) FROM bounces", [], |r| r.get(0))?)
+    }
+
+    /// Whether the database answers a read of its tables: one indexed
+    /// lookup, cheap enough for a readiness probe every few seconds.
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.conn
+            .query_row("SELECT max(id) FROM domains", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    /// Row counts of the history tables: (runs, changes, windows).
+    pub fn counts(&self) -> Result<(i64, i64, i64), StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM changes), (SELECT count(*) FROM windows)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?)
+    }
+
+    /// Folds the WAL into the main file (for size measurements and backups).
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,189 @@
+//! The schema and its migrations, and opening a database (created private).
+
+use super::*;
+
+pub(super) fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![
+        M::up(
+            r#"
+        CREATE TABLE domains (
+            id          INTEGER PRIMARY KEY,
+            name        TEXT NOT NULL UNIQUE,
+            -- the detector's memory (detect::DomainState), opaque to SQL
+            state       TEXT
+        );
+        CREATE TABLE runs (
+            id          INTEGER PRIMARY KEY,
+            domain_id   INTEGER NOT NULL REFERENCES domains(id),
+            upstream    TEXT NOT NULL,          -- label, or '*' for the consensus
+            outcome     TEXT NOT NULL,
+            mx          TEXT NOT NULL,          -- '10 a.example,20 b.example'
+            ttl         INTEGER,
+            implicit_mx INTEGER NOT NULL DEFAULT 0,
+            detail      TEXT,
+            first_seen  INTEGER NOT NULL,       -- unix milliseconds, UTC
+            last_seen   INTEGER NOT NULL,
+            checks      INTEGER NOT NULL
+        );
+        CREATE INDEX runs_by_domain ON runs(domain_id, upstream, first_seen);
+        CREATE TABLE changes (
+            id          INTEGER PRIMARY KEY,
+            domain_id   INTEGER NOT NULL REFERENCES domains(id),
+            at          INTEGER NOT NULL,
+            kind        TEXT NOT NULL,
+            severity    TEXT NOT NULL,
+            before      TEXT,
+            after       TEXT,
+            detail      TEXT NOT NULL
+        );
+        CREATE INDEX changes_by_time ON changes(at);
+        CREATE INDEX changes_by_domain ON changes(domain_id, at);
+        CREATE TABLE windows (
+            id           INTEGER PRIMARY KEY,
+            domain_id    INTEGER REFERENCES domains(id),   -- NULL: global
+            kind         TEXT NOT NULL,                    -- mx_change | resolver_outage
+            start        INTEGER NOT NULL,
+            detected_at  INTEGER NOT NULL,
+            end          INTEGER,
+            status       TEXT NOT NULL,
+            close_reason TEXT,
+            severity     TEXT NOT NULL,
+            before       TEXT,
+            after        TEXT,
+            flaps        INTEGER NOT NULL DEFAULT 0,
+            UNIQUE (domain_id, kind, start)
+        );
+        CREATE INDEX windows_by_status ON windows(status);
+        CREATE TABLE outbox (
+            id          INTEGER PRIMARY KEY,
+            created_at  INTEGER NOT NULL,
+            event       TEXT NOT NULL,   -- window_opened | window_closed | resolver_outage_started | ...
+            domain_id   INTEGER REFERENCES domains(id),
+            window_id   INTEGER REFERENCES windows(id),
+            summary     TEXT NOT NULL
+        );
+        "#,
+        ),
+        M::up(
+            r#"
+        CREATE TABLE bounces (
+            id            INTEGER PRIMARY KEY,
+            recipient     TEXT NOT NULL,
+            domain        TEXT NOT NULL,
+            at            INTEGER,              -- unix milliseconds, UTC
+            action        TEXT,
+            status        TEXT,
+            reply_code    INTEGER,
+            diagnostic    TEXT,
+            remote_mta    TEXT,
+            reporting_mta TEXT,
+            kind          TEXT NOT NULL,
+            hard          INTEGER NOT NULL,
+            source        TEXT NOT NULL,
+            message_id    TEXT,
+            ingested_at   INTEGER NOT NULL
+        );
+        -- The same bounce ingested twice is stored once.
+        CREATE UNIQUE INDEX bounces_identity ON bounces(
+            source, recipient, coalesce(at, -1), coalesce(status, ''), coalesce(reply_code, 0),
+            coalesce(action, ''), coalesce(message_id, ''), coalesce(diagnostic, ''));
+        CREATE INDEX bounces_by_domain ON bounces(domain, at);
+        CREATE INDEX bounces_by_time ON bounces(at);
+        "#,
+        ),
+        M::up(
+            r#"
+        -- Anomaly windows have no domain row: they cover a scope, a domain
+        -- (watched or not) or a provider.
+        ALTER TABLE windows ADD COLUMN scope_kind TEXT;   -- 'domain' | 'provider'
+        ALTER TABLE windows ADD COLUMN scope TEXT;
+        ALTER TABLE windows ADD COLUMN detail TEXT;
+        CREATE UNIQUE INDEX windows_by_scope ON windows(kind, scope_kind, scope, start)
+            WHERE scope IS NOT NULL;
+        -- The verdict answered when the bounce came in (NULL for bounces
+        -- stored before verdicts existed), and the provider it counts under.
+        ALTER TABLE bounces ADD COLUMN verdict TEXT;
+        ALTER TABLE bounces ADD COLUMN provider TEXT;
+        CREATE INDEX bounces_by_verdict ON bounces(verdict, at);
+        -- A suppression a later window turned over.
+        CREATE TABLE reinstatements (
+            id          INTEGER PRIMARY KEY,
+            bounce_id   INTEGER NOT NULL UNIQUE REFERENCES bounces(id),
+            window_id   INTEGER REFERENCES windows(id),
+            created_at  INTEGER NOT NULL,
+            verdict     TEXT NOT NULL,       -- what it is now
+            reason      TEXT NOT NULL
+        );
+        CREATE INDEX reinstatements_by_time ON reinstatements(created_at);
+        "#,
+        ),
+        M::up(
+            r#"
+        -- Alert delivery: how far each webhook target got through the outbox.
+        CREATE TABLE alert_cursors (
+            target      TEXT PRIMARY KEY,
+            last_id     INTEGER NOT NULL      -- last outbox id taken on or skipped
+        );
+        CREATE TABLE alert_deliveries (
+            id           INTEGER PRIMARY KEY,
+            outbox_id    INTEGER NOT NULL REFERENCES outbox(id),
+            target       TEXT NOT NULL,
+            status       TEXT NOT NULL,       -- pending | delivered | failed
+            attempts     INTEGER NOT NULL,
+            next_attempt INTEGER,
+            last_attempt INTEGER,
+            last_error   TEXT,
+            delivered_at INTEGER,
+            UNIQUE (outbox_id, target)
+        );
+        CREATE INDEX alert_deliveries_pending ON alert_deliveries(target, status, outbox_id);
+        "#,
+        ),
+    ])
+}
+
+/// Opens (creating if needed) and migrates a database.
+pub fn open(path: &Path) -> Result<Connection, StoreError> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    create_private(path);
+    let mut conn = Connection::open(path).map_err(|source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let pragma = |conn: &Connection| -> rusqlite::Result<()> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+    };
+    pragma(&conn).map_err(|source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    migrations()
+        .to_latest(&mut conn)
+        .map_err(|source| StoreError::Migrate {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(conn)
+}
+
+/// Creates a missing database file readable by its owner only: it holds
+/// recipient addresses. SQLite gives its `-wal` and `-shm` files the same
+/// mode. An existing file keeps the mode its owner chose.
+pub(super) fn create_private(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path);
+    }
+}

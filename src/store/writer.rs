@@ -1,0 +1,669 @@
+//! The single writer: one task owns the connection and commits batches of
+//! checks, outages, bounces and deliveries per transaction.
+
+use super::*;
+
+/// Everything one check wrote, sent to the writer.
+#[derive(Debug, Clone)]
+pub struct CheckRecord {
+    pub domain: DomainName,
+    pub at: DateTime<Utc>,
+    pub observations: Vec<Observation>,
+    /// The consensus answer, or the first failure when all failed.
+    pub consensus: Observation,
+    pub changes: Vec<Change>,
+    pub window: Option<(WindowEvent, Window)>,
+    /// The detector's new memory, when it changed in more than `last_seen`.
+    pub state: Option<DomainState>,
+}
+
+pub(super) enum Op {
+    /// A check, and who to tell once it is committed.
+    Check(Box<CheckRecord>, Option<oneshot::Sender<()>>),
+    Outage(OutageEvent, DateTime<Utc>),
+    /// Bounces to judge and store.
+    Bounces(Vec<Bounce>, DateTime<Utc>, oneshot::Sender<Intake>),
+    /// Time passes: anomalies whose bounces stopped close.
+    Tick(DateTime<Utc>),
+    /// The watchlist is these domains: windows of any other close.
+    Watched(std::collections::HashSet<DomainName>, DateTime<Utc>),
+    /// Alert delivery bookkeeping, and who to tell once it is committed.
+    Delivery(DeliveryWrite, oneshot::Sender<()>),
+    /// An event of its own for the outbox (the daily digest).
+    Announce {
+        event: String,
+        summary: String,
+        at: DateTime<Utc>,
+    },
+    Flush(oneshot::Sender<()>),
+    /// Commit what came before, then take no more: handles that linger
+    /// (a request cut off at shutdown) get `WriterGone`.
+    Close(oneshot::Sender<()>),
+}
+
+/// Handle to the single writer. Cloneable; the writer stops when every
+/// handle is dropped, after committing what it was sent.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Op>,
+    /// Why the last commit failed, while it is the last one.
+    failing: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+/// How many checks one transaction holds at most.
+pub(super) const BATCH: usize = 2048;
+
+impl Writer {
+    /// Opens the database and starts the writer task (inside a tokio
+    /// runtime). Each batch is committed on the blocking pool; between
+    /// batches the task waits asynchronously. A failed commit is logged and
+    /// its waiters are told (their `check` returns an error); the writer
+    /// goes on with the next batch.
+    pub fn start(
+        path: &Path,
+        judging: Judging,
+    ) -> Result<(Writer, tokio::task::JoinHandle<()>), StoreError> {
+        Self::spawn(path, judging, None)
+    }
+
+    /// [`Writer::start`], also keeping an in-memory read model current for
+    /// the API's verdicts (what a one-off command does not need to load).
+    pub fn start_serving(
+        path: &Path,
+        judging: Judging,
+    ) -> Result<(Writer, Arc<Model>, tokio::task::JoinHandle<()>), StoreError> {
+        let model = Arc::new(Model::default());
+        let (writer, handle) = Self::spawn(path, judging, Some(model.clone()))?;
+        Ok((writer, model, handle))
+    }
+
+    fn spawn(
+        path: &Path,
+        judging: Judging,
+        model: Option<Arc<Model>>,
+    ) -> Result<(Writer, tokio::task::JoinHandle<()>), StoreError> {
+        let mut conn = open(path)?;
+        let mut intaker = intake::Intaker::new(judging);
+        intaker.warm(&mut conn)?;
+        if let Some(m) = &model {
+            m.reload(&conn)?;
+        }
+        let data_version = data_version(&conn)?;
+        let (tx, mut rx) = mpsc::channel::<Op>(BATCH * 4);
+        let failing = Arc::new(std::sync::Mutex::new(None));
+        let failed = failing.clone();
+        let handle = tokio::spawn(async move {
+            let mut w = WriterState {
+                conn,
+                domain_ids: HashMap::new(),
+                heads: HashMap::new(),
+                intaker,
+                model,
+                data_version,
+            };
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < BATCH {
+                    match rx.try_recv() {
+                        Ok(op) => batch.push(op),
+                        Err(_) => break,
+                    }
+                }
+                let failed = failed.clone();
+                let (back, ok, counts) = match tokio::task::spawn_blocking(move || {
+                    let outcome = w.commit(&mut batch);
+                    if let Ok(mut f) = failed.lock() {
+                        *f = outcome.as_ref().err().map(ToString::to_string);
+                    }
+                    let (ok, counts) = match outcome {
+                        Ok(counts) => (true, counts),
+                        Err(e) => {
+                            tracing::error!(
+                                "database write failed, {} operations lost: {e}",
+                                batch.len()
+                            );
+                            // Forget cached heads: the rollback undid them.
+                            w.heads.clear();
+                            w.domain_ids.clear();
+                            // And the detector saw bounces that are not stored.
+                            if let Err(e) = w.intaker.warm(&mut w.conn) {
+                                tracing::error!("rebuilding the anomaly detector: {e}");
+                            }
+                            (false, Vec::new())
+                        }
+                    };
+                    (w, batch, ok, counts)
+                })
+                .await
+                {
+                    Ok((state, batch, ok, counts)) => {
+                        w = state;
+                        (batch, ok, counts)
+                    }
+                    Err(e) => {
+                        tracing::error!("database writer panicked: {e}");
+                        return;
+                    }
+                };
+                let mut counts = counts.into_iter();
+                for op in back {
+                    // Dropping an ack unanswered tells its waiter the write failed.
+                    match (ok, op) {
+                        (_, Op::Close(ack)) => {
+                            // Ops queued before the close still commit.
+                            rx.close();
+                            let _ = ack.send(());
+                        }
+                        (true, Op::Flush(ack) | Op::Check(_, Some(ack)) | Op::Delivery(_, ack)) => {
+                            let _ = ack.send(());
+                        }
+                        (true, Op::Bounces(_, _, ack)) => {
+                            let _ = ack.send(counts.next().unwrap_or_default());
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        });
+        Ok((Writer { tx, failing }, handle))
+    }
+
+    /// Why the last commit failed, if it did (a full disk, say): the
+    /// daemon is not ready until a commit succeeds again.
+    pub fn failing(&self) -> Option<String> {
+        self.failing.lock().ok().and_then(|f| f.clone())
+    }
+
+    /// Writes a check and returns once it is committed. Waits while the
+    /// writer is a full queue behind: the back-pressure that bounds memory.
+    /// Concurrent callers share transactions (group commit).
+    pub async fn check(&self, rec: CheckRecord) -> Result<(), StoreError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Op::Check(Box::new(rec), Some(ack)))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        done.await.map_err(|_| StoreError::WriterGone)
+    }
+
+    /// Queues a check without waiting for its commit.
+    pub async fn check_queued(&self, rec: CheckRecord) -> Result<(), StoreError> {
+        self.tx
+            .send(Op::Check(Box::new(rec), None))
+            .await
+            .map_err(|_| StoreError::WriterGone)
+    }
+
+    pub async fn outage(&self, ev: OutageEvent, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.tx
+            .send(Op::Outage(ev, at))
+            .await
+            .map_err(|_| StoreError::WriterGone)
+    }
+
+    /// Judges and stores bounces (those already stored are judged, not
+    /// stored again); answers once committed.
+    pub async fn bounces(
+        &self,
+        list: Vec<Bounce>,
+        now: DateTime<Utc>,
+    ) -> Result<Intake, StoreError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Op::Bounces(list, now, ack))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        done.await.map_err(|_| StoreError::WriterGone)
+    }
+
+    /// Closes anomaly windows whose bounces have stopped by `now`.
+    pub async fn tick(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.tx
+            .send(Op::Tick(now))
+            .await
+            .map_err(|_| StoreError::WriterGone)
+    }
+
+    /// Tells the writer the watchlist: open windows of domains not on it
+    /// close (reason `unwatched`, at their last check), since nothing
+    /// watches over them any more.
+    pub async fn watched(
+        &self,
+        names: std::collections::HashSet<DomainName>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.tx
+            .send(Op::Watched(names, now))
+            .await
+            .map_err(|_| StoreError::WriterGone)
+    }
+
+    /// Records alert delivery progress; returns once committed.
+    pub async fn delivery(&self, w: DeliveryWrite) -> Result<(), StoreError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Op::Delivery(w, ack))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        done.await.map_err(|_| StoreError::WriterGone)
+    }
+
+    /// Adds an event of its own to the outbox (the daily digest).
+    pub async fn announce(
+        &self,
+        event: &str,
+        summary: String,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.tx
+            .send(Op::Announce {
+                event: event.to_string(),
+                summary,
+                at,
+            })
+            .await
+            .map_err(|_| StoreError::WriterGone)
+    }
+
+    /// Waits until everything sent before is committed.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Op::Flush(ack))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        done.await.map_err(|_| StoreError::WriterGone)
+    }
+
+    /// Commits everything sent before and stops the writer, even while
+    /// other handles still exist (their writes then fail with
+    /// [`StoreError::WriterGone`]). The writer task ends once the ops
+    /// already queued are committed.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Op::Close(ack))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        done.await.map_err(|_| StoreError::WriterGone)
+    }
+}
+
+/// The latest run per (domain, upstream), cached so that a repeated answer
+/// costs one UPDATE and no SELECT.
+#[derive(Debug, Clone)]
+pub(super) struct Head {
+    id: i64,
+    outcome: Outcome,
+    mx: String,
+}
+
+pub(super) struct WriterState {
+    conn: Connection,
+    domain_ids: HashMap<DomainName, i64>,
+    heads: HashMap<(i64, String), Option<Head>>,
+    intaker: intake::Intaker,
+    /// The read model to keep current, when serving.
+    model: Option<Arc<Model>>,
+    /// SQLite's `data_version` when the model was last in step: it moves
+    /// when another connection commits.
+    data_version: i64,
+}
+
+pub(super) fn data_version(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
+}
+
+impl WriterState {
+    /// Commits a batch; returns what each `Bounces` op came to.
+    fn commit(&mut self, batch: &mut [Op]) -> Result<Vec<Intake>, StoreError> {
+        let mut counts = Vec::new();
+        let tx = self.conn.transaction()?;
+        let judging = self.intaker.judging.clone();
+        for op in batch.iter() {
+            match op {
+                Op::Check(rec, _) => {
+                    write_check(&tx, &mut self.domain_ids, &mut self.heads, rec, &judging)?
+                }
+                Op::Outage(ev, at) => write_outage(&tx, *ev, *at, &judging)?,
+                Op::Bounces(list, now, _) => counts.push(self.intaker.bounces(&tx, list, *now)?),
+                Op::Tick(now) => self.intaker.tick(&tx, *now)?,
+                Op::Watched(names, now) => close_unwatched(&tx, names, *now)?,
+                Op::Delivery(w, _) => deliveries::write(&tx, w)?,
+                Op::Announce { event, summary, at } => {
+                    tx.prepare_cached(
+                        "INSERT INTO outbox(created_at, event, domain_id, window_id, summary) VALUES (?1, ?2, NULL, NULL, ?3)",
+                    )?
+                    .execute(params![ms(*at), event, summary])?;
+                }
+                Op::Flush(_) | Op::Close(_) => {}
+            }
+        }
+        tx.commit()?;
+        // The read model follows, before anyone hears of the commit. Its
+        // failure does not undo the commit: it is logged, and the model
+        // catches up at the next reload.
+        if let Err(e) = self.follow(batch) {
+            tracing::error!("updating the in-memory read model: {e}");
+        }
+        Ok(counts)
+    }
+
+    /// Brings the read model (and, after another process wrote, the anomaly
+    /// detector) up to what `batch` committed.
+    fn follow(&mut self, batch: &[Op]) -> Result<(), StoreError> {
+        // Bounces and ticks touch windows only when an anomaly opens or closes.
+        let mut windows = self.intaker.take_windows_changed();
+        let mut ticked = false;
+        for op in batch.iter() {
+            match op {
+                Op::Check(rec, _) => {
+                    if let Some(m) = &self.model {
+                        m.note_check(rec.domain.as_str(), rec.at, &rec.consensus);
+                    }
+                    windows |= rec.window.is_some();
+                }
+                Op::Outage(..) | Op::Watched(..) => windows = true,
+                Op::Tick(_) => ticked = true,
+                Op::Bounces(list, now, _) => {
+                    if let (Some(m), Some(earliest)) =
+                        (&self.model, list.iter().map(|b| b.at.unwrap_or(*now)).min())
+                    {
+                        m.note_bounces(earliest);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if ticked {
+            let v = data_version(&self.conn)?;
+            if v != self.data_version {
+                self.data_version = v;
+                self.intaker.warm(&mut self.conn)?;
+                self.intaker.take_windows_changed();
+                if let Some(m) = &self.model {
+                    m.reload(&self.conn)?;
+                }
+                windows = false;
+            }
+        }
+        if windows && let Some(m) = &self.model {
+            m.reload_windows(&self.conn)?;
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn domain_id(
+    tx: &rusqlite::Transaction,
+    cache: &mut HashMap<DomainName, i64>,
+    d: &DomainName,
+) -> rusqlite::Result<i64> {
+    if let Some(id) = cache.get(d) {
+        return Ok(*id);
+    }
+    tx.prepare_cached("INSERT INTO domains(name) VALUES (?1) ON CONFLICT(name) DO NOTHING")?
+        .execute([d.as_str()])?;
+    let id = tx
+        .prepare_cached("SELECT id FROM domains WHERE name = ?1")?
+        .query_row([d.as_str()], |r| r.get(0))?;
+    cache.insert(d.clone(), id);
+    Ok(id)
+}
+
+pub(super) fn write_run(
+    tx: &rusqlite::Transaction,
+    heads: &mut HashMap<(i64, String), Option<Head>>,
+    domain: i64,
+    upstream: &str,
+    at: DateTime<Utc>,
+    o: &Observation,
+) -> rusqlite::Result<()> {
+    let key = (domain, upstream.to_string());
+    if !heads.contains_key(&key) {
+        let head = tx
+            .prepare_cached(
+                "SELECT id, outcome, mx FROM runs WHERE domain_id = ?1 AND upstream = ?2 \
+                 ORDER BY first_seen DESC, id DESC LIMIT 1",
+            )?
+            .query_row(params![domain, upstream], |r| {
+                Ok(Head {
+                    id: r.get(0)?,
+                    outcome: r.get::<_, String>(1)?.parse().unwrap_or(Outcome::Error),
+                    mx: r.get(2)?,
+                })
+            })
+            .optional()?;
+        heads.insert(key.clone(), head);
+    }
+    let mx = mx_text(&o.mx);
+    let slot = heads.get_mut(&key).expect("inserted above");
+    match slot {
+        Some(h) if h.outcome == o.outcome && h.mx == mx => {
+            tx.prepare_cached(
+                "UPDATE runs SET last_seen = ?2, checks = checks + 1, ttl = max(coalesce(ttl, ?3), coalesce(?3, ttl)) \
+                 WHERE id = ?1",
+            )?
+            .execute(params![h.id, ms(at), o.ttl])?;
+        }
+        _ => {
+            tx.prepare_cached(
+                "INSERT INTO runs(domain_id, upstream, outcome, mx, ttl, implicit_mx, detail, first_seen, last_seen, checks) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, 1)",
+            )?
+            .execute(params![domain, upstream, o.outcome.as_str(), mx, o.ttl, o.implicit_mx, o.detail, ms(at)])?;
+            *slot = Some(Head {
+                id: tx.last_insert_rowid(),
+                outcome: o.outcome,
+                mx,
+            });
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn write_check(
+    tx: &rusqlite::Transaction,
+    ids: &mut HashMap<DomainName, i64>,
+    heads: &mut HashMap<(i64, String), Option<Head>>,
+    rec: &CheckRecord,
+    judging: &Judging,
+) -> Result<(), StoreError> {
+    let id = domain_id(tx, ids, &rec.domain)?;
+    for o in &rec.observations {
+        write_run(tx, heads, id, &o.upstream, rec.at, o)?;
+    }
+    write_run(tx, heads, id, CONSENSUS, rec.at, &rec.consensus)?;
+    for c in &rec.changes {
+        tx.prepare_cached(
+            "INSERT INTO changes(domain_id, at, kind, severity, before, after, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            id,
+            ms(c.at),
+            c.kind.as_str(),
+            c.severity.as_str(),
+            c.before.as_ref().map(answer_text),
+            c.after.as_ref().map(answer_text),
+            c.detail
+        ])?;
+    }
+    if let Some((event, w)) = &rec.window {
+        tx.prepare_cached(
+            "INSERT INTO windows(domain_id, kind, start, detected_at, end, status, close_reason, severity, before, after, flaps) \
+             VALUES (?1, 'mx_change', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+             ON CONFLICT(domain_id, kind, start) DO UPDATE SET end = ?4, status = ?5, close_reason = ?6, \
+             severity = ?7, after = ?9, flaps = ?10",
+        )?
+        .execute(params![
+            id,
+            ms(w.start),
+            ms(w.detected_at),
+            w.end.map(ms),
+            w.status.as_str(),
+            w.close_reason.map(|r| r.as_str()),
+            w.severity.as_str(),
+            answer_text(&w.before),
+            answer_text(&w.current),
+            w.flaps
+        ])?;
+        let outbox = match event {
+            WindowEvent::Opened => Some((
+                "window_opened",
+                summarise_changes(&rec.domain, &rec.changes),
+            )),
+            WindowEvent::Closed => Some((
+                "window_closed",
+                format!(
+                    "{}: window since {} closed ({})",
+                    rec.domain,
+                    w.start.to_rfc3339(),
+                    w.close_reason.map(|r| r.as_str()).unwrap_or("closed")
+                ),
+            )),
+            WindowEvent::Updated => None,
+        };
+        if let Some((event, summary)) = outbox {
+            let window_id: i64 = tx
+                .prepare_cached("SELECT id FROM windows WHERE domain_id = ?1 AND kind = 'mx_change' AND start = ?2")?
+                .query_row(params![id, ms(w.start)], |r| r.get(0))?;
+            tx.prepare_cached(
+                "INSERT INTO outbox(created_at, event, domain_id, window_id, summary) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![ms(rec.at), event, id, window_id, summary])?;
+        }
+        if *event == WindowEvent::Opened {
+            // The change happened after the last check that saw the old
+            // answer: suppressions since then are reconsidered.
+            intake::reconsider(
+                tx,
+                judging,
+                intake::Covered::Domain(rec.domain.as_str()),
+                w.start,
+                rec.at,
+            )?;
+        }
+    }
+    if let Some(state) = &rec.state {
+        let json = serde_json::to_string(state).expect("detector state serialises");
+        tx.prepare_cached("UPDATE domains SET state = ?2 WHERE id = ?1")?
+            .execute(params![id, json])?;
+    }
+    Ok(())
+}
+
+/// Closes the open MX windows of domains not in `watched`, at their last
+/// check, and forgets the window in their stored detector state.
+pub(super) fn close_unwatched(
+    tx: &rusqlite::Transaction,
+    watched: &std::collections::HashSet<DomainName>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    /// window id, domain id, name, stored state, start, last check
+    type OpenWindow = (i64, i64, String, Option<String>, i64, Option<i64>);
+    let open: Vec<OpenWindow> = tx
+        .prepare_cached(
+            "SELECT w.id, d.id, d.name, d.state, w.start, \
+               (SELECT max(r.last_seen) FROM runs r WHERE r.domain_id = d.id AND r.upstream = '*') \
+             FROM windows w JOIN domains d ON d.id = w.domain_id \
+             WHERE w.kind = 'mx_change' AND w.status != 'closed'",
+        )?
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    for (window, domain_id, name, state, start, last) in open {
+        if DomainName::parse(&name).is_ok_and(|d| watched.contains(&d)) {
+            continue;
+        }
+        let end = last.unwrap_or(start).max(start);
+        tx.prepare_cached(
+            "UPDATE windows SET status = 'closed', close_reason = 'unwatched', \
+             end = CASE WHEN end IS NULL OR end > ?2 THEN ?2 ELSE end END WHERE id = ?1",
+        )?
+        .execute(params![window, end])?;
+        if let Some(mut s) = state.and_then(|j| serde_json::from_str::<DomainState>(&j).ok()) {
+            s.window = None;
+            let json = serde_json::to_string(&s).expect("detector state serialises");
+            tx.prepare_cached("UPDATE domains SET state = ?2 WHERE id = ?1")?
+                .execute(params![domain_id, json])?;
+        }
+        tx.prepare_cached(
+            "INSERT INTO outbox(created_at, event, domain_id, window_id, summary) VALUES (?1, 'window_closed', ?2, ?3, ?4)",
+        )?
+        .execute(params![
+            ms(now),
+            domain_id,
+            window,
+            format!(
+                "{name}: window since {} closed (unwatched): the domain left the watchlist",
+                from_ms(start).to_rfc3339()
+            )
+        ])?;
+    }
+    Ok(())
+}
+
+pub(super) fn summarise_changes(d: &DomainName, changes: &[Change]) -> String {
+    let parts: Vec<String> = changes
+        .iter()
+        .map(|c| format!("{}: {}", c.kind, c.detail))
+        .collect();
+    format!("{d}: {}", parts.join("; "))
+}
+
+pub(super) fn write_outage(
+    tx: &rusqlite::Transaction,
+    ev: OutageEvent,
+    at: DateTime<Utc>,
+    judging: &Judging,
+) -> Result<(), StoreError> {
+    let (event, start, summary) = match ev {
+        OutageEvent::Started(start) => {
+            tx.prepare_cached(
+                "INSERT INTO windows(domain_id, kind, start, detected_at, status, severity) \
+                 VALUES (NULL, 'resolver_outage', ?1, ?2, 'open', 'critical')",
+            )?
+            .execute(params![ms(start), ms(at)])?;
+            (
+                "resolver_outage_started",
+                start,
+                "most watched domains fail to resolve, or answer NXDOMAIN or one identical answer, at once: our own resolver is likely at fault"
+                    .to_string(),
+            )
+        }
+        OutageEvent::Ended { start, end } => {
+            // Resolution works: every outage window still open ends, also
+            // those an earlier process opened and could not close.
+            tx.prepare_cached(
+                "UPDATE windows SET end = max(start, ?1), status = 'closed', close_reason = 'reverted' \
+                 WHERE domain_id IS NULL AND kind = 'resolver_outage' AND status != 'closed'",
+            )?
+            .execute(params![ms(end)])?;
+            (
+                "resolver_outage_ended",
+                start,
+                "resolution works again".to_string(),
+            )
+        }
+    };
+    let window_id: Option<i64> = tx
+        .prepare_cached("SELECT id FROM windows WHERE domain_id IS NULL AND kind = 'resolver_outage' AND start = ?1")?
+        .query_row([ms(start)], |r| r.get(0))
+        .optional()?;
+    tx.prepare_cached("INSERT INTO outbox(created_at, event, domain_id, window_id, summary) VALUES (?1, ?2, NULL, ?3, ?4)")?
+        .execute(params![ms(at), event, window_id, summary])?;
+    if let OutageEvent::Started(start) = ev {
+        intake::reconsider(tx, judging, intake::Covered::All, start, at)?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- reading
