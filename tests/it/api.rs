@@ -465,7 +465,7 @@ async fn esp_receivers_take_their_own_events_and_confirm_sns_subscriptions() {
 #[test]
 fn openapi_describes_every_route() {
     let root = env!("CARGO_MANIFEST_DIR");
-    let api = std::fs::read_to_string(format!("{root}/src/api.rs")).unwrap();
+    let api = std::fs::read_to_string(format!("{root}/src/api/mod.rs")).unwrap();
     let doc: Value =
         yaml_serde::from_str(&std::fs::read_to_string(format!("{root}/openapi.yaml")).unwrap())
             .unwrap();
