@@ -1,0 +1,246 @@
+use super::*;
+
+fn parse(yaml: &str) -> Result<Config, ConfigError> {
+    Config::from_yaml(yaml, Path::new("/etc/mxwatch/watchlist.yaml"))
+}
+
+#[test]
+fn defaults_are_sensible() {
+    let c = parse("domains: [example.com]").unwrap();
+    assert_eq!(c.upstreams, vec![Upstream::System]);
+    assert_eq!(c.schedule.as_str(), "*/5 * * * *");
+    assert_eq!(c.database, PathBuf::from("/etc/mxwatch/mxwatch.db"));
+    assert_eq!(c.settle, Duration::from_secs(72 * 3600));
+    assert_eq!(c.domains[0].name.as_str(), "example.com");
+}
+
+#[test]
+fn full_domain_entries() {
+    let c = parse(
+        "upstreams: [system, 127.0.0.1:5353, authoritative, '::1']\n\
+         domains:\n  - name: Web.DE.\n    schedule: '*/1 * * * *'\n    tags: [de]\n    expect: [united-internet]\n  - gmx.net\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.upstreams[1],
+        Upstream::Recursive("127.0.0.1:5353".parse().unwrap())
+    );
+    assert_eq!(
+        c.upstreams[3],
+        Upstream::Recursive("[::1]:53".parse().unwrap())
+    );
+    assert_eq!(c.domains[0].name.as_str(), "web.de");
+    assert_eq!(c.domains[0].expect, vec!["united-internet"]);
+    assert_eq!(c.domains[1].name.as_str(), "gmx.net");
+}
+
+#[test]
+fn errors_carry_line_column_and_field_path() {
+    let e = parse("domains:\n  - example.com\n  - name: bad..name\n").unwrap_err();
+    let shown = e.to_string();
+    assert_eq!(e.line, Some(3), "{shown}");
+    assert!(shown.contains("domains[1]"), "{shown}");
+    assert!(shown.contains("empty label"), "{shown}");
+
+    let e = parse("schedule: '61 * * * *'\n").unwrap_err();
+    assert_eq!(e.field, "schedule");
+    assert_eq!(e.line, Some(1));
+
+    let e = parse("timeout: soon\n").unwrap_err();
+    assert!(e.to_string().contains("timeout"), "{e}");
+
+    let e = parse("upstreams: [dns.google]\n").unwrap_err();
+    assert!(e.to_string().contains("unknown upstream"), "{e}");
+
+    let e = parse("domain: [example.com]\n").unwrap_err();
+    assert!(e.to_string().contains("unknown field"), "{e}");
+}
+
+#[test]
+fn whole_file_checks() {
+    let e = parse("domains: [a.com, A.com.]").unwrap_err();
+    assert!(e.to_string().contains("listed twice"), "{e}");
+    let e = parse("domains: [{name: a.com, expect: [gogle]}]").unwrap_err();
+    assert_eq!(e.field, "domains[0].expect[0]");
+    let e = parse("concurrency: 0").unwrap_err();
+    assert_eq!(e.field, "concurrency");
+}
+
+#[test]
+fn bounce_times_default_to_thirty_days_back_and_one_ahead() {
+    let c = parse("domains: []\n").unwrap();
+    assert_eq!(c.bounce_times, crate::bounce::TimeRange::default());
+    assert_eq!(c.bounce_times.max_age, Duration::from_secs(30 * 86_400));
+    let c = parse("bounce_times: {max_age: 7d, max_ahead: 2h}\ndomains: []\n").unwrap();
+    assert_eq!(c.bounce_times.max_age, Duration::from_secs(7 * 86_400));
+    assert_eq!(c.bounce_times.max_ahead, Duration::from_secs(7200));
+    let e = parse("bounce_times: {max_age: soon}\n").unwrap_err();
+    assert_eq!(e.field, "bounce_times.max_age");
+}
+
+#[test]
+fn alert_targets_and_anomaly_thresholds() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), "s3cret\n").unwrap();
+    let cfg = dir.path().join("w.yaml");
+    std::fs::write(
+        &cfg,
+        "anomaly: {window: 10m, baseline: 2d, factor: 5, min_bounces: 8, min_recipients: 4}\n\
+         digest: '0 8 * * *'\nlog_level: 'mxwatch=debug'\n\
+         alerts:\n  - name: ops\n    url: https://hooks.example.com/x\n    secret_file: secret\n\
+         \x20   events: [window_opened, reinstatements]\n    min_severity: warning\n    max_age: 1h\n\
+         \x20 - name: chat\n    url: http://127.0.0.1:9/slack\n    format: mattermost\n\
+         domains: [example.com]\n",
+    )
+    .unwrap();
+    let c = Config::load(&cfg).unwrap();
+    assert_eq!(c.anomaly.window, Duration::from_secs(600));
+    assert_eq!((c.anomaly.min_bounces, c.anomaly.min_recipients), (8, 4));
+    assert_eq!(c.alerts.len(), 2);
+    assert_eq!(
+        c.alerts[0].secret,
+        Some(crate::alerts::Secret::new("s3cret".into()))
+    );
+    assert_eq!(c.alerts[0].max_age, Duration::from_secs(3600));
+    assert_eq!(c.alerts[0].backoff, Duration::from_secs(30));
+    assert_eq!(c.alerts[1].format, crate::alerts::BodyFormat::Slack);
+    assert!(c.digest.is_some());
+    // The secret never shows, even in the config's debug print.
+    assert!(!format!("{c:?}").contains("s3cret"));
+
+    for (yaml, field, words) in [
+        (
+            "alerts: [{name: a, url: 'ftp://x'}]",
+            "alerts[0].url",
+            "scheme",
+        ),
+        (
+            "alerts: [{name: a, url: 'not a url'}]",
+            "alerts[0].url",
+            "not a URL",
+        ),
+        (
+            "alerts: [{name: a, url: 'http://x', events: [boom]}]",
+            "alerts[0].events[0]",
+            "unknown event",
+        ),
+        (
+            "alerts: [{name: a, url: 'http://x', min_severity: loud}]",
+            "alerts[0].min_severity",
+            "loud",
+        ),
+        (
+            "alerts: [{name: a, url: 'http://x'}, {name: a, url: 'http://y'}]",
+            "alerts[1].name",
+            "twice",
+        ),
+        (
+            "alerts: [{name: a, url: 'http://x', format: xml}]",
+            "alerts[0].format",
+            "xml",
+        ),
+        (
+            "anomaly: {window: 1h, baseline: 30m}",
+            "anomaly.baseline",
+            "longer",
+        ),
+        ("anomaly: {factor: 0.5}", "anomaly.factor", "at least 1"),
+        ("log_level: 'mxwatch=[bad'", "log_level", "bad"),
+    ] {
+        let e = parse(yaml).unwrap_err();
+        assert_eq!(e.field, field, "{yaml}: {e}");
+        assert!(e.to_string().contains(words), "{yaml}: {e}");
+    }
+}
+
+#[test]
+fn domains_file_is_read_relative_to_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("domains.txt"),
+        "# recipients\nexample.org\nEXAMPLE.org.\n\nexample.net # comment\n",
+    )
+    .unwrap();
+    let cfg = dir.path().join("w.yaml");
+    std::fs::write(&cfg, "domains: [example.net]\ndomains_file: domains.txt\n").unwrap();
+    let c = Config::load(&cfg).unwrap();
+    let names: Vec<_> = c.domains.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["example.net", "example.org"]);
+    assert_eq!(c.duplicates_merged, 2);
+
+    std::fs::write(dir.path().join("domains.txt"), "ok.com\nnot a domain\n").unwrap();
+    let e = Config::load(&cfg).unwrap_err();
+    assert_eq!(e.line, Some(2));
+    assert!(e.file.ends_with("domains.txt"));
+}
+
+#[test]
+fn every_error_names_the_line_of_its_field() {
+    let text = "database: x.db\n# a comment\n\nschedule: '*/5 * * * *'\nanomaly:\n  window: 10m\n  factor: 0.5\n\
+                alerts:\n  - name: a\n    url: 'http://x'\n  - name: b\n    url: 'ftp://y'\n\
+                fast_recheck: 1x\ndomains:\n  - a.example\n  - name: b.example\n    schedule: 'nope'\n";
+    assert_eq!(locate(text, "fast_recheck"), Some((13, 1)));
+    assert_eq!(locate(text, "anomaly.factor"), Some((7, 3)));
+    assert_eq!(locate(text, "alerts[1].url"), Some((12, 5)));
+    assert_eq!(locate(text, "alerts[1]"), Some((11, 3)));
+    assert_eq!(locate(text, "domains[1].schedule"), Some((17, 5)));
+    assert_eq!(locate(text, "domains[0]"), Some((15, 3)));
+    assert_eq!(locate(text, "nothing.here"), None);
+    // Flow style: the key is as close as it gets.
+    assert_eq!(
+        locate("anomaly: {factor: 0.5}\n", "anomaly.factor"),
+        Some((1, 1))
+    );
+    assert_eq!(locate("domains: [a, b]\n", "domains[1]"), Some((1, 1)));
+
+    // A bad value of a top-level key is reported at its own line...
+    let e = Config::from_yaml(
+        "database: x.db\n\n\nfast_recheck: 1x\ndomains: [a.example]\n",
+        Path::new("w.yaml"),
+    )
+    .unwrap_err();
+    assert_eq!(
+        (e.line, e.column, e.field.as_str()),
+        (Some(4), Some(1), "fast_recheck")
+    );
+    // ...and so is a check made after parsing.
+    let e = Config::from_yaml(
+        "domains: [a.example]\nconcurrency: 0\n",
+        Path::new("w.yaml"),
+    )
+    .unwrap_err();
+    assert_eq!((e.line, e.field.as_str()), (Some(2), "concurrency"));
+    assert!(
+        e.to_string().starts_with("w.yaml:2:1: concurrency: "),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_missing_secret_stops_only_run() {
+    let c = parse(
+        "domains: [a.example]\napi_token_file: /nonexistent/token\n\
+         alerts:\n  - name: a\n    url: 'http://x'\n    secret_env: MXWATCH_TEST_UNSET_VAR\n",
+    )
+    .expect("the other commands work without secrets");
+    let problems: Vec<String> = c.secret_problems.iter().map(|e| e.to_string()).collect();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(
+        problems[0].contains(
+            ":6:5: alerts[0].secret_env: environment variable MXWATCH_TEST_UNSET_VAR is not set"
+        ),
+        "{problems:?}"
+    );
+    assert!(
+        problems[1].contains(":2:1: api_token_file: cannot read /nonexistent/token"),
+        "{problems:?}"
+    );
+    let e = c.require_secrets().unwrap_err();
+    assert_eq!(e.field, "alerts[0].secret_env");
+    assert!(
+        parse("domains: [a.example]")
+            .unwrap()
+            .require_secrets()
+            .is_ok()
+    );
+}
