@@ -10,17 +10,16 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-use serde::de::{self, Deserializer, MapAccess, Visitor};
-
 use crate::domain::DomainName;
 use crate::provider::{ProviderRule, Providers};
 pub use crate::resolve::Upstream;
 use crate::schedule::Schedule;
 
 mod locate;
+mod raw;
 
 use locate::*;
+use raw::*;
 
 /// A configuration problem, located as precisely as we know.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -46,30 +45,6 @@ impl fmt::Display for ConfigError {
             write!(f, ": {}", self.field)?;
         }
         write!(f, ": {}", self.message)
-    }
-}
-
-/// A duration written the human way: `30s`, `5m`, `72h`, `1h 30m`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct HumanDuration(Duration);
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(s.trim())
-            .map(HumanDuration)
-            .map_err(|e| {
-                de::Error::custom(format!(
-                    "{s:?} is not a duration like `30s`, `5m` or `72h`: {e}"
-                ))
-            })
-    }
-}
-
-impl<'de> Deserialize<'de> for Schedule {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Schedule::parse(&s).map_err(de::Error::custom)
     }
 }
 
@@ -103,134 +78,6 @@ impl Default for ApiLimits {
 
 /// The shortest API token accepted, from a file or the environment.
 pub const MIN_TOKEN_CHARS: usize = 16;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    database: Option<PathBuf>,
-    schedule: Option<Schedule>,
-    upstreams: Option<Vec<Upstream>>,
-    timeout: Option<HumanDuration>,
-    concurrency: Option<usize>,
-    rate_limit: Option<u32>,
-    fast_recheck: Option<HumanDuration>,
-    grace: Option<HumanDuration>,
-    settle: Option<HumanDuration>,
-    authoritative_port: Option<u16>,
-    listen: Option<String>,
-    api_token_file: Option<PathBuf>,
-    anomaly: Option<RawAnomaly>,
-    bounce_times: Option<RawBounceTimes>,
-    api_max_connections: Option<usize>,
-    #[serde(default)]
-    sns_subscribe_allow: Vec<String>,
-    sns_verify_signatures: Option<bool>,
-    #[serde(default)]
-    sns_topics: Vec<String>,
-    sns_signing_cert_base: Option<String>,
-    #[serde(default)]
-    alerts: Vec<RawAlert>,
-    /// Crontab line of the daily digest (off when absent).
-    digest: Option<Schedule>,
-    log_level: Option<String>,
-    #[serde(default)]
-    providers: Vec<RawProvider>,
-    #[serde(default)]
-    domains: Vec<RawDomain>,
-    domains_file: Option<PathBuf>,
-}
-
-/// A webhook target.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAlert {
-    name: String,
-    url: String,
-    format: Option<String>,
-    /// Name of an environment variable holding the signing secret.
-    secret_env: Option<String>,
-    /// A file whose first line is the signing secret.
-    secret_file: Option<PathBuf>,
-    #[serde(default)]
-    events: Vec<String>,
-    #[serde(default)]
-    domains: Vec<DomainName>,
-    #[serde(default)]
-    tags: Vec<String>,
-    min_severity: Option<String>,
-    timeout: Option<HumanDuration>,
-    max_age: Option<HumanDuration>,
-    backoff: Option<HumanDuration>,
-}
-
-/// The dates a bounce may claim; see [`crate::bounce::TimeRange`].
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawBounceTimes {
-    max_age: Option<HumanDuration>,
-    max_ahead: Option<HumanDuration>,
-}
-
-/// Thresholds of anomaly windows; see [`crate::anomaly::Params`].
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAnomaly {
-    window: Option<HumanDuration>,
-    baseline: Option<HumanDuration>,
-    factor: Option<f64>,
-    min_bounces: Option<usize>,
-    min_recipients: Option<usize>,
-    warmup: Option<HumanDuration>,
-    max_duration: Option<HumanDuration>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawProvider {
-    id: String,
-    name: Option<String>,
-    suffixes: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDomainMap {
-    name: DomainName,
-    schedule: Option<Schedule>,
-    #[serde(default)]
-    tags: Vec<String>,
-    #[serde(default)]
-    expect: Vec<String>,
-}
-
-/// A watched domain is either a bare name or a map with options.
-#[derive(Debug)]
-struct RawDomain(RawDomainMap);
-
-impl<'de> Deserialize<'de> for RawDomain {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = RawDomain;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a domain name or a map with `name` and options")
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<RawDomain, E> {
-                let name = DomainName::parse(s).map_err(E::custom)?;
-                Ok(RawDomain(RawDomainMap {
-                    name,
-                    schedule: None,
-                    tags: vec![],
-                    expect: vec![],
-                }))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawDomain, A::Error> {
-                RawDomainMap::deserialize(de::value::MapAccessDeserializer::new(map)).map(RawDomain)
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
 
 /// One watched domain.
 #[derive(Debug, Clone, PartialEq)]
