@@ -343,6 +343,55 @@ fn anomaly_params(
     Ok(p)
 }
 
+/// An alert target's signing secret: from the environment or a file (not
+/// both); one that cannot be read is kept aside, as only `run` needs it.
+fn alert_secret(
+    ctx: &Ctx,
+    at: &dyn Fn(&str) -> String,
+    a: &RawAlert,
+    secret_problems: &mut Vec<ConfigError>,
+) -> Result<Option<crate::alerts::Secret>, ConfigError> {
+    Ok(match (&a.secret_env, &a.secret_file) {
+        (Some(_), Some(_)) => {
+            return Err(ctx.err(
+                at("secret_env"),
+                "give secret_env or secret_file, not both".into(),
+            ));
+        }
+        (Some(var), None) => match std::env::var(var) {
+            Ok(v) if !v.trim().is_empty() => Some(crate::alerts::Secret::new(v.trim().to_string())),
+            _ => {
+                secret_problems.push(ctx.err(
+                    at("secret_env"),
+                    format!("environment variable {var} is not set"),
+                ));
+                None
+            }
+        },
+        (None, Some(f)) => {
+            let f = ctx.relative(f.clone());
+            match std::fs::read_to_string(&f) {
+                Err(e) => {
+                    secret_problems
+                        .push(ctx.err(at("secret_file"), format!("{}: {e}", f.display())));
+                    None
+                }
+                Ok(text) => {
+                    let line = text.lines().next().unwrap_or("").trim().to_string();
+                    if line.is_empty() {
+                        secret_problems
+                            .push(ctx.err(at("secret_file"), format!("{} is empty", f.display())));
+                        None
+                    } else {
+                        Some(crate::alerts::Secret::new(line))
+                    }
+                }
+            }
+        }
+        (None, None) => None,
+    })
+}
+
 /// The alert targets: names, URLs, formats, filters, secrets (a secret
 /// that cannot be read is kept aside: only `run` needs it).
 fn alert_targets(
@@ -383,48 +432,7 @@ fn alert_targets(
                 ));
             }
         };
-        let secret = match (&a.secret_env, &a.secret_file) {
-            (Some(_), Some(_)) => {
-                return Err(ctx.err(
-                    at("secret_env"),
-                    "give secret_env or secret_file, not both".into(),
-                ));
-            }
-            (Some(var), None) => match std::env::var(var) {
-                Ok(v) if !v.trim().is_empty() => {
-                    Some(crate::alerts::Secret::new(v.trim().to_string()))
-                }
-                _ => {
-                    secret_problems.push(ctx.err(
-                        at("secret_env"),
-                        format!("environment variable {var} is not set"),
-                    ));
-                    None
-                }
-            },
-            (None, Some(f)) => {
-                let f = ctx.relative(f.clone());
-                match std::fs::read_to_string(&f) {
-                    Err(e) => {
-                        secret_problems
-                            .push(ctx.err(at("secret_file"), format!("{}: {e}", f.display())));
-                        None
-                    }
-                    Ok(text) => {
-                        let line = text.lines().next().unwrap_or("").trim().to_string();
-                        if line.is_empty() {
-                            secret_problems.push(
-                                ctx.err(at("secret_file"), format!("{} is empty", f.display())),
-                            );
-                            None
-                        } else {
-                            Some(crate::alerts::Secret::new(line))
-                        }
-                    }
-                }
-            }
-            (None, None) => None,
-        };
+        let secret = alert_secret(ctx, &at, &a, secret_problems)?;
         for (j, e) in a.events.iter().enumerate() {
             if !crate::alerts::EVENT_TYPES.contains(&e.as_str()) {
                 return Err(ctx.err(
@@ -597,6 +605,50 @@ fn api_token(
     })
 }
 
+/// The upstreams: the system resolver when none are listed, each once.
+fn upstreams(ctx: &Ctx, raw: Option<Vec<Upstream>>) -> Result<Vec<Upstream>, ConfigError> {
+    let upstreams = raw.unwrap_or_else(|| vec![Upstream::System]);
+    if upstreams.is_empty() {
+        return Err(ctx.err("upstreams".into(), "needs at least one upstream".into()));
+    }
+    let mut seen_up = HashMap::new();
+    for (i, u) in upstreams.iter().enumerate() {
+        if let Some(first) = seen_up.insert(u.label(), i) {
+            return Err(ctx.err(
+                format!("upstreams[{i}]"),
+                format!(
+                    "{} is listed twice (first at upstreams[{first}])",
+                    u.label()
+                ),
+            ));
+        }
+    }
+    Ok(upstreams)
+}
+
+/// The watchlist's own provider rules (ids, names, MX suffixes).
+fn provider_rules(ctx: &Ctx, raw: Vec<RawProvider>) -> Result<Vec<ProviderRule>, ConfigError> {
+    let mut providers = Vec::new();
+    for (i, p) in raw.into_iter().enumerate() {
+        let id = p.id.trim().to_ascii_lowercase();
+        if id.is_empty() {
+            return Err(ctx.err(format!("providers[{i}].id"), "must not be empty".into()));
+        }
+        let mut suffixes = Vec::new();
+        for (j, s) in p.suffixes.iter().enumerate() {
+            let host = crate::domain::MxHost::parse(s)
+                .map_err(|e| ctx.err(format!("providers[{i}].suffixes[{j}]"), e.to_string()))?;
+            suffixes.push(host.as_str().to_string());
+        }
+        providers.push(ProviderRule {
+            name: p.name.unwrap_or_else(|| id.clone()),
+            id,
+            suffixes,
+        });
+    }
+    Ok(providers)
+}
+
 fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
     let ctx = Ctx { path };
     let err = |field: String, message: String| ctx.err(field, message);
@@ -619,25 +671,7 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
     if fast_recheck.is_zero() {
         return Err(err("fast_recheck".into(), "must be more than 0s".into()));
     }
-    let upstreams = raw.upstreams.unwrap_or_else(|| vec![Upstream::System]);
-    if upstreams.is_empty() {
-        return Err(err(
-            "upstreams".into(),
-            "needs at least one upstream".into(),
-        ));
-    }
-    let mut seen_up = HashMap::new();
-    for (i, u) in upstreams.iter().enumerate() {
-        if let Some(first) = seen_up.insert(u.label(), i) {
-            return Err(err(
-                format!("upstreams[{i}]"),
-                format!(
-                    "{} is listed twice (first at upstreams[{first}])",
-                    u.label()
-                ),
-            ));
-        }
-    }
+    let upstreams = upstreams(&ctx, raw.upstreams)?;
 
     let anomaly = anomaly_params(&ctx, raw.anomaly)?;
     let alerts = alert_targets(&ctx, raw.alerts, &mut secret_problems)?;
@@ -646,27 +680,7 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
             .map_err(|e| err("log_level".into(), format!("{level:?}: {e}")))?;
     }
 
-    let mut providers = Vec::new();
-    for (i, p) in raw.providers.into_iter().enumerate() {
-        let id = p.id.trim().to_ascii_lowercase();
-        if id.is_empty() {
-            return Err(err(
-                format!("providers[{i}].id"),
-                "must not be empty".into(),
-            ));
-        }
-        let mut suffixes = Vec::new();
-        for (j, s) in p.suffixes.iter().enumerate() {
-            let host = crate::domain::MxHost::parse(s)
-                .map_err(|e| err(format!("providers[{i}].suffixes[{j}]"), e.to_string()))?;
-            suffixes.push(host.as_str().to_string());
-        }
-        providers.push(ProviderRule {
-            name: p.name.unwrap_or_else(|| id.clone()),
-            id,
-            suffixes,
-        });
-    }
+    let providers = provider_rules(&ctx, raw.providers)?;
     let table = Providers::new(&providers);
 
     let (domains, duplicates_merged) =
