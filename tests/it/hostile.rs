@@ -726,3 +726,44 @@ async fn what_held_stays_held() {
     );
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// Item 2, the body side: a client that sends its body a byte every 15 s
+/// (never silent for the 20 s idle cut) is answered 408 at the 60 s
+/// request deadline instead of holding its connection for hours.
+#[tokio::test(start_paused = true)]
+async fn a_body_sent_a_byte_at_a_time_meets_the_request_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dns = TestDns::start().await;
+    let (app, base) = daemon(&dns, "");
+    let addr = base.trim_start_matches("http://").to_string();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /v1/bounces HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Length: 1000\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let (mut rd, mut wr) = s.into_split();
+    let trickle = tokio::spawn(async move {
+        while wr.write_all(b"{").await.is_ok() {
+            tokio::time::sleep(std::time::Duration::from_secs(15)).await;
+            if started.elapsed() > std::time::Duration::from_secs(300) {
+                break;
+            }
+        }
+    });
+    let mut buf = vec![0u8; 512];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(120), rd.read(&mut buf))
+        .await
+        .expect("an answer before two minutes")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let took = started.elapsed();
+    assert!(
+        took >= std::time::Duration::from_secs(60) && took < std::time::Duration::from_secs(80),
+        "answered after {took:?}"
+    );
+    trickle.abort();
+    app.stop().await;
+}
