@@ -15,9 +15,11 @@ use crate::provider::{ProviderRule, Providers};
 pub use crate::resolve::Upstream;
 use crate::schedule::Schedule;
 
+mod inputs;
 mod locate;
 mod raw;
 
+use inputs::Inputs;
 use locate::*;
 use raw::*;
 
@@ -347,6 +349,7 @@ fn anomaly_params(
 /// both); one that cannot be read is kept aside, as only `run` needs it.
 fn alert_secret(
     ctx: &Ctx,
+    inputs: &Inputs,
     at: &dyn Fn(&str) -> String,
     a: &RawAlert,
     secret_problems: &mut Vec<ConfigError>,
@@ -358,8 +361,10 @@ fn alert_secret(
                 "give secret_env or secret_file, not both".into(),
             ));
         }
-        (Some(var), None) => match std::env::var(var) {
-            Ok(v) if !v.trim().is_empty() => Some(crate::alerts::Secret::new(v.trim().to_string())),
+        (Some(var), None) => match inputs.var(var) {
+            Some(v) if !v.trim().is_empty() => {
+                Some(crate::alerts::Secret::new(v.trim().to_string()))
+            }
             _ => {
                 secret_problems.push(ctx.err(
                     at("secret_env"),
@@ -370,7 +375,7 @@ fn alert_secret(
         },
         (None, Some(f)) => {
             let f = ctx.relative(f.clone());
-            match std::fs::read_to_string(&f) {
+            match inputs.file(&f) {
                 Err(e) => {
                     secret_problems
                         .push(ctx.err(at("secret_file"), format!("{}: {e}", f.display())));
@@ -396,6 +401,7 @@ fn alert_secret(
 /// that cannot be read is kept aside: only `run` needs it).
 fn alert_targets(
     ctx: &Ctx,
+    inputs: &Inputs,
     raw: Vec<RawAlert>,
     secret_problems: &mut Vec<ConfigError>,
 ) -> Result<Vec<crate::alerts::AlertTarget>, ConfigError> {
@@ -432,7 +438,7 @@ fn alert_targets(
                 ));
             }
         };
-        let secret = alert_secret(ctx, &at, &a, secret_problems)?;
+        let secret = alert_secret(ctx, inputs, &at, &a, secret_problems)?;
         for (j, e) in a.events.iter().enumerate() {
             if !crate::alerts::EVENT_TYPES.contains(&e.as_str()) {
                 return Err(ctx.err(
@@ -483,6 +489,7 @@ fn alert_targets(
 /// an earlier entry is merged and counted).
 fn watched_domains(
     ctx: &Ctx,
+    inputs: &Inputs,
     listed: Vec<RawDomain>,
     file: Option<PathBuf>,
     table: &Providers,
@@ -522,7 +529,7 @@ fn watched_domains(
     let mut duplicates_merged = 0;
     if let Some(file) = file {
         let file = ctx.relative(file);
-        let text = std::fs::read_to_string(&file).map_err(|e| ConfigError {
+        let text = inputs.file(&file).map_err(|e| ConfigError {
             file: ctx.path.to_path_buf(),
             line: None,
             column: None,
@@ -562,6 +569,7 @@ fn watched_domains(
 /// aside as a secret problem (only `run` needs it).
 fn api_token(
     ctx: &Ctx,
+    inputs: &Inputs,
     file: Option<PathBuf>,
     secret_problems: &mut Vec<ConfigError>,
 ) -> Option<String> {
@@ -580,7 +588,7 @@ fn api_token(
     match file {
         Some(f) => {
             let f = ctx.relative(f);
-            match std::fs::read_to_string(&f) {
+            match inputs.file(&f) {
                 Err(e) => Err(ctx.err(
                     "api_token_file".into(),
                     format!("cannot read {}: {e}", f.display()),
@@ -592,8 +600,8 @@ fn api_token(
             }
             .map(Some)
         }
-        None => match std::env::var("MXWATCH_API_TOKEN") {
-            Ok(t) if !t.trim().is_empty() => {
+        None => match inputs.var(inputs::TOKEN_VAR) {
+            Some(t) if !t.trim().is_empty() => {
                 token_rule(t.trim().to_string(), "MXWATCH_API_TOKEN", String::new()).map(Some)
             }
             _ => Ok(None),
@@ -651,6 +659,7 @@ fn provider_rules(ctx: &Ctx, raw: Vec<RawProvider>) -> Result<Vec<ProviderRule>,
 
 fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
     let ctx = Ctx { path };
+    let inputs = Inputs::gather(&raw, &ctx);
     let err = |field: String, message: String| ctx.err(field, message);
     let relative = |p: PathBuf| ctx.relative(p);
     // Secrets only `run` needs: the other commands work without them.
@@ -674,7 +683,7 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
     let upstreams = upstreams(&ctx, raw.upstreams)?;
 
     let anomaly = anomaly_params(&ctx, raw.anomaly)?;
-    let alerts = alert_targets(&ctx, raw.alerts, &mut secret_problems)?;
+    let alerts = alert_targets(&ctx, &inputs, raw.alerts, &mut secret_problems)?;
     if let Some(level) = &raw.log_level {
         tracing_subscriber::EnvFilter::try_new(level)
             .map_err(|e| err("log_level".into(), format!("{level:?}: {e}")))?;
@@ -684,7 +693,7 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
     let table = Providers::new(&providers);
 
     let (domains, duplicates_merged) =
-        watched_domains(&ctx, raw.domains, raw.domains_file, &table)?;
+        watched_domains(&ctx, &inputs, raw.domains, raw.domains_file, &table)?;
 
     let listen = match raw.listen.as_deref().map(str::trim) {
         None => Some(std::net::SocketAddr::from(([127, 0, 0, 1], 8025))),
@@ -697,7 +706,7 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
         })?),
     };
 
-    let api_token = api_token(&ctx, raw.api_token_file, &mut secret_problems);
+    let api_token = api_token(&ctx, &inputs, raw.api_token_file, &mut secret_problems);
 
     for (i, prefix) in raw.sns_subscribe_allow.iter().enumerate() {
         let ok = reqwest::Url::parse(prefix).is_ok_and(|u| {
