@@ -341,7 +341,9 @@ impl Monitor {
         observations: Vec<Observation>,
     ) -> CheckEvent {
         let why = observations[0].detail.clone().unwrap_or_default();
-        tracing::error!(%domain, "not checked: {why}; nothing recorded, the schedule asks again");
+        // Per domain at debug: when descriptors run out, they run out for
+        // every domain at once; the summaries say it once, at ERROR.
+        tracing::debug!(%domain, "not checked: {why}; nothing recorded, the schedule asks again");
         self.metrics.check("local_error", 0);
         let event = CheckEvent {
             domain: domain.clone(),

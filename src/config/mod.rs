@@ -302,6 +302,24 @@ impl Ctx<'_> {
     }
 }
 
+/// A URL the daemon will fetch from: http(s), a host, no user name.
+fn http_url(ctx: &Ctx, field: String, url: &str) -> Result<(), ConfigError> {
+    let ok = reqwest::Url::parse(url).is_ok_and(|u| {
+        matches!(u.scheme(), "http" | "https")
+            && u.host_str().is_some()
+            && u.username().is_empty()
+            && u.password().is_none()
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(ctx.err(
+            field,
+            format!("{url:?} is not an http(s) URL with a host (and no user name)"),
+        ))
+    }
+}
+
 /// The anomaly thresholds, checked against each other.
 fn anomaly_params(
     ctx: &Ctx,
@@ -709,18 +727,10 @@ fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
     let api_token = api_token(&ctx, &inputs, raw.api_token_file, &mut secret_problems);
 
     for (i, prefix) in raw.sns_subscribe_allow.iter().enumerate() {
-        let ok = reqwest::Url::parse(prefix).is_ok_and(|u| {
-            matches!(u.scheme(), "http" | "https")
-                && u.host_str().is_some()
-                && u.username().is_empty()
-                && u.password().is_none()
-        });
-        if !ok {
-            return Err(err(
-                format!("sns_subscribe_allow[{i}]"),
-                format!("{prefix:?} is not an http(s) URL with a host (and no user name)"),
-            ));
-        }
+        http_url(&ctx, format!("sns_subscribe_allow[{i}]"), prefix)?;
+    }
+    if let Some(base) = &raw.sns_signing_cert_base {
+        http_url(&ctx, "sns_signing_cert_base".into(), base)?;
     }
     let api_limits = ApiLimits {
         max_connections: match raw.api_max_connections {

@@ -11,7 +11,7 @@ async fn app_with_api(dns: &TestDns) -> (crate::App, String) {
 }
 
 /// The API with a token, watching example.de; `extra` adds YAML settings.
-async fn app_with_api_and(dns: &TestDns, extra: &str) -> (crate::App, String) {
+pub async fn app_with_api_and(dns: &TestDns, extra: &str) -> (crate::App, String) {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();

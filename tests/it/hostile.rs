@@ -6,20 +6,6 @@ use serde_json::Value;
 use crate::cli::{mxwatch_async, stderr};
 use crate::{Behaviour, TOKEN, TestDns, post_bounces, unknown_user};
 
-/// The daemon with an API token, watching example.de; `extra` adds YAML.
-fn daemon(dns: &TestDns, extra: &str) -> (crate::App, String) {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("token"), TOKEN).unwrap();
-    let yaml = format!(
-        "{}api_token_file: token\n{extra}domains: [example.de]\n",
-        crate::base_yaml(dns)
-    );
-    let config = crate::write_config(&dir, &yaml);
-    let app = crate::start(config, std::sync::Arc::new(dir));
-    let addr = app.daemon.as_ref().unwrap().api_addr.unwrap();
-    (app, format!("http://{addr}"))
-}
-
 /// The daemon's clock at start (see `crate::start`).
 fn t0() -> chrono::DateTime<chrono::Utc> {
     chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2021, 4, 26, 11, 0, 0).unwrap()
@@ -45,7 +31,7 @@ fn dated(recipient: &str, at: &str) -> String {
 async fn bounce_dates_far_from_arrival_are_dated_on_arrival() {
     let dns = TestDns::start().await;
     dns.set("example.de", Behaviour::mx(&[(10, "mx00.example.de")], 300));
-    let (app, base) = daemon(&dns, "");
+    let (app, base) = crate::api::app_with_api_and(&dns, "").await;
     post_bounces(&base, crate::history_line(t0())).await;
 
     let body = [
@@ -170,7 +156,7 @@ fn a_short_token_from_the_environment_is_refused() {
 async fn not_ready_while_writes_fail() {
     let dns = TestDns::start().await;
     dns.set("example.de", Behaviour::mx(&[(10, "mx00.example.de")], 300));
-    let (app, base) = daemon(&dns, "");
+    let (app, base) = crate::api::app_with_api_and(&dns, "").await;
     let http = mxwatch::http_client();
     let ready = || async {
         let r = http.get(format!("{base}/readyz")).send().await.unwrap();
@@ -253,7 +239,7 @@ async fn answer_without_body(base: &str, path: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_token_is_checked_before_the_body_is_read() {
     let dns = TestDns::start().await;
-    let (app, base) = daemon(&dns, "");
+    let (app, base) = crate::api::app_with_api_and(&dns, "").await;
     for path in ["/v1/bounces", "/v1/webhooks/sendgrid"] {
         let first = answer_without_body(&base, path).await;
         assert_eq!(
@@ -319,7 +305,7 @@ async fn reads_need_the_token_on_a_public_listener() {
     app.stop().await;
 
     // On loopback, reads stay open.
-    let (app, base) = daemon(&dns, "");
+    let (app, base) = crate::api::app_with_api_and(&dns, "").await;
     let r = http
         .get(format!("{base}/v1/reinstatements"))
         .send()
@@ -334,7 +320,7 @@ async fn reads_need_the_token_on_a_public_listener() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn problems_are_capped() {
     let dns = TestDns::start().await;
-    let (app, base) = daemon(&dns, "");
+    let (app, base) = crate::api::app_with_api_and(&dns, "").await;
     let mut body = "{}\n".repeat(50_000);
     body.push_str(&unknown_user("kim@example.de", t0(), "mx00.example.de"));
     let r = crate::post(&base, "/v1/bounces", Some(TOKEN), body).await;
@@ -358,7 +344,7 @@ async fn problems_are_capped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verdict_batches_are_bounded_while_read() {
     let dns = TestDns::start().await;
-    let (app, base) = daemon(&dns, "");
+    let (app, base) = crate::api::app_with_api_and(&dns, "").await;
     let many = format!("[{}[]]", "[],".repeat(200_000));
     let r = crate::post(&base, "/v1/verdicts", None, many).await;
     assert_eq!(r.status(), 400);
@@ -451,7 +437,7 @@ async fn idle_and_slow_connections_are_capped_and_cut() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dns = TestDns::start().await;
     dns.set("example.de", Behaviour::mx(&[(10, "mx00.example.de")], 300));
-    let (mut app, base) = daemon(&dns, "api_max_connections: 4\n");
+    let (mut app, base) = crate::api::app_with_api_and(&dns, "api_max_connections: 4\n").await;
     let addr = base.trim_start_matches("http://").to_string();
     let started = tokio::time::Instant::now();
 
@@ -576,7 +562,7 @@ async fn sns_messages_need_a_valid_signature() {
         "sns_signing_cert_base: '{}'\nsns_topics: ['arn:aws:sns:us-east-1:123456789012:ses-bounces']\n",
         certs.uri()
     );
-    let (app, base) = daemon(&dns, &extra);
+    let (app, base) = crate::api::app_with_api_and(&dns, &extra).await;
     let send = |body: String| {
         let base = base.clone();
         async move {
@@ -734,7 +720,7 @@ async fn what_held_stays_held() {
 async fn a_body_sent_a_byte_at_a_time_meets_the_request_deadline() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dns = TestDns::start().await;
-    let (app, base) = daemon(&dns, "");
+    let (app, base) = crate::api::app_with_api_and(&dns, "").await;
     let addr = base.trim_start_matches("http://").to_string();
     let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let head = format!(

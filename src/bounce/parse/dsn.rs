@@ -231,9 +231,9 @@ fn looks_like_email(raw: &[u8]) -> Result<(), String> {
 /// nested messages (a 1.5 MB email) overflowed the stack and aborted the
 /// daemon. Unnesting them here bounds the stack whatever the nesting;
 /// everything else that walks a message (`collect`) stops at a fixed depth.
-struct Parsed<'x>(Message<'x>);
+struct Email<'x>(Message<'x>);
 
-impl Drop for Parsed<'_> {
+impl Drop for Email<'_> {
     fn drop(&mut self) {
         let mut pending = std::mem::take(&mut self.0.parts);
         while let Some(mut part) = pending.pop() {
@@ -249,7 +249,7 @@ impl Drop for Parsed<'_> {
 pub fn parse(raw: &[u8]) -> Result<Vec<Facts>, String> {
     let raw = normalise_newlines(raw);
     looks_like_email(&raw)?;
-    let parsed = Parsed(
+    let parsed = Email(
         MessageParser::default()
             .parse(raw.as_ref())
             .ok_or_else(|| "not an email: no header block".to_string())?,
