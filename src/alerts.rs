@@ -38,7 +38,8 @@ use crate::store::{
 /// Version of the generic JSON body.
 pub const SCHEMA_VERSION: u32 = 1;
 
-pub use crate::event::{EVENT_TYPES, event_id_of};
+pub use crate::event::{EventType, event_id_of};
+use crate::window::Scope;
 
 /// A secret that never prints.
 #[derive(Clone, PartialEq, Eq)]
@@ -74,7 +75,7 @@ pub struct AlertTarget {
     pub format: BodyFormat,
     pub secret: Option<Secret>,
     /// Event types wanted; empty means all.
-    pub events: Vec<String>,
+    pub events: Vec<EventType>,
     /// Domains wanted; empty means all. Events without a domain pass.
     pub domains: Vec<String>,
     /// Tags of watched domains wanted; empty means all.
@@ -96,23 +97,14 @@ pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-fn severity_rank(s: Severity) -> u8 {
-    match s {
-        Severity::Info => 0,
-        Severity::Warning => 1,
-        Severity::Critical => 2,
-    }
-}
-
 /// How much an event matters.
 pub fn severity_of(ev: &AlertEvent) -> Severity {
-    match ev.outbox.event.as_str() {
-        "resolver_outage_started" | "anomaly_opened" => Severity::Critical,
-        "reinstatements" => Severity::Warning,
-        "window_opened" | "window_closed" => {
-            ev.window.as_ref().map_or(Severity::Warning, |w| w.severity)
-        }
-        _ => Severity::Info,
+    use EventType::*;
+    match ev.outbox.event {
+        ResolverOutageStarted | AnomalyOpened => Severity::Critical,
+        Reinstatements => Severity::Warning,
+        WindowOpened | WindowClosed => ev.window.as_ref().map_or(Severity::Warning, |w| w.severity),
+        AnomalyClosed | ResolverOutageEnded | Digest => Severity::Info,
     }
 }
 
@@ -120,7 +112,7 @@ pub fn severity_of(ev: &AlertEvent) -> Severity {
 fn domain_of(ev: &AlertEvent) -> Option<String> {
     ev.outbox.domain.clone().or_else(|| {
         ev.window.as_ref().and_then(|w| match &w.scope {
-            Some((kind, name)) if kind == "domain" => Some(name.clone()),
+            Some(Scope::Domain(name)) => Some(name.clone()),
             _ => None,
         })
     })
@@ -133,7 +125,7 @@ impl AlertTarget {
         if !self.events.is_empty() && !self.events.contains(&ev.outbox.event) {
             return false;
         }
-        if severity_rank(severity_of(ev)) < severity_rank(self.min_severity) {
+        if severity_of(ev) < self.min_severity {
             return false;
         }
         let Some(domain) = domain_of(ev) else {
@@ -158,7 +150,7 @@ fn meaning(ev: &AlertEvent) -> String {
         .or_else(|| {
             ev.window
                 .as_ref()
-                .and_then(|w| w.scope.as_ref().map(|s| s.1.clone()))
+                .and_then(|w| w.scope.as_ref().map(|s| s.name().to_string()))
         })
         .unwrap_or_else(|| "all domains".into());
     let start = ev
@@ -166,23 +158,23 @@ fn meaning(ev: &AlertEvent) -> String {
         .as_ref()
         .map(|w| time(w.start))
         .unwrap_or_default();
-    match ev.outbox.event.as_str() {
-        "window_opened" => format!(
+    match ev.outbox.event {
+        EventType::WindowOpened => format!(
             "Hard bounces for {scope} since {start} are answered `transient`: do not suppress them. \
              The window lasts until the MX settles or reverts, plus the old TTL as grace."
         ),
-        "window_closed" => format!("Bounces for {scope} after the window are judged normally again."),
-        "anomaly_opened" => format!(
+        EventType::WindowClosed => format!("Bounces for {scope} after the window are judged normally again."),
+        EventType::AnomalyOpened => format!(
             "Unknown-user bounces for {scope} since {start} are answered `transient`; \
              suppressions made since then are listed as reinstatements."
         ),
-        "anomaly_closed" => format!("The burst for {scope} is over; new bounces are judged normally."),
-        "resolver_outage_started" => format!(
+        EventType::AnomalyClosed => format!("The burst for {scope} is over; new bounces are judged normally."),
+        EventType::ResolverOutageStarted => format!(
             "Our own DNS resolution is failing (since {start}): hard bounces in this time are answered `transient`."
         ),
-        "resolver_outage_ended" => "Our DNS resolution works again.".into(),
-        "reinstatements" => "Undo these suppressions: GET /v1/reinstatements or `mxwatch reinstatements` lists them.".into(),
-        _ => String::new(),
+        EventType::ResolverOutageEnded => "Our DNS resolution works again.".into(),
+        EventType::Reinstatements => "Undo these suppressions: GET /v1/reinstatements or `mxwatch reinstatements` lists them.".into(),
+        EventType::Digest => String::new(),
     }
 }
 
@@ -217,8 +209,8 @@ pub fn json_body(ev: &AlertEvent, providers: &Providers) -> Value {
         "window": ev.window.as_ref().map(|w| json!({
             "id": w.id,
             "kind": w.kind,
-            "scope": match &w.scope { Some((k, _)) => k.as_str(), None if w.domain.is_some() => "domain", None => "global" },
-            "name": w.scope.as_ref().map(|s| s.1.clone()).or_else(|| w.domain.clone()),
+            "scope": w.covers().0,
+            "name": w.covers().1,
             "start": time(w.start),
             "end": w.end.map(time),
             "status": w.status.as_str(),
@@ -233,7 +225,7 @@ pub fn json_body(ev: &AlertEvent, providers: &Providers) -> Value {
 pub fn slack_body(ev: &AlertEvent, providers: &Providers) -> Value {
     let o = &ev.outbox;
     let sev = severity_of(ev).as_str().to_uppercase();
-    let title = format!("[{sev}] mxwatch: {}", o.event.replace('_', " "));
+    let title = format!("[{sev}] mxwatch: {}", o.event.as_str().replace('_', " "));
     let mut lines = vec![format!("*What:* {}", o.summary)];
     if let Some(d) = domain_of(ev) {
         lines.insert(0, format!("*Domain:* {d}"));
@@ -504,8 +496,8 @@ pub fn digest_summary(store: &Store, now: DateTime<Utc>) -> Result<String, Store
     } else {
         counts
             .iter()
-            .filter(|(e, _)| e != "digest")
-            .map(|(e, n)| format!("{n} {}", e.replace('_', " ")))
+            .filter(|(e, _)| *e != EventType::Digest)
+            .map(|(e, n)| format!("{n} {}", e.as_str().replace('_', " ")))
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -516,13 +508,9 @@ pub fn digest_summary(store: &Store, now: DateTime<Utc>) -> Result<String, Store
             .iter()
             .take(20)
             .map(|w| {
-                let who = w
-                    .scope
-                    .as_ref()
-                    .map(|s| s.1.clone())
-                    .or_else(|| w.domain.clone())
-                    .unwrap_or_else(|| "all domains".into());
-                format!("{} {who} since {}", w.kind.replace('_', " "), time(w.start))
+                let who = w.covers().1.unwrap_or("all domains");
+                let kind = w.kind.as_str().replace('_', " ");
+                format!("{kind} {who} since {}", time(w.start))
             })
             .collect();
         format!("{} window(s) active: {}", active.len(), names.join("; "))
@@ -551,7 +539,7 @@ pub async fn digest_loop(
             tokio::task::spawn_blocking(move || digest_summary(&Store::open(&db)?, at)).await;
         match summary {
             Ok(Ok(text)) => {
-                if writer.announce("digest", text, at).await.is_err() {
+                if writer.announce(EventType::Digest, text, at).await.is_err() {
                     return;
                 }
             }
@@ -669,15 +657,15 @@ mod tests {
             outbox: crate::store::OutboxRow {
                 id: 42,
                 created_at: t(11, 1),
-                event: "window_opened".into(),
+                event: EventType::WindowOpened,
                 domain: Some("example.de".into()),
                 window_id: Some(7),
                 summary: "example.de: provider_changed: example.de → icloud".into(),
             },
-            window: Some(crate::store::WindowRow {
+            window: Some(crate::store::Window {
                 id: 7,
                 domain: Some("example.de".into()),
-                kind: "mx_change".into(),
+                kind: crate::window::WindowKind::MxChange,
                 start: t(11, 0),
                 detected_at: t(11, 1),
                 end: None,
@@ -711,7 +699,7 @@ mod tests {
                 url: "http://127.0.0.1:9".into(),
                 format: BodyFormat::Json,
                 secret: None,
-                events: events.iter().map(|s| s.to_string()).collect(),
+                events: events.iter().map(|s| s.parse().unwrap()).collect(),
                 domains: domains.iter().map(|s| s.to_string()).collect(),
                 tags: tags.iter().map(|s| s.to_string()).collect(),
                 min_severity: min,
@@ -740,7 +728,7 @@ mod tests {
         // Events without a domain pass domain and tag filters.
         let mut global = ev;
         global.outbox.domain = None;
-        global.outbox.event = "resolver_outage_started".into();
+        global.outbox.event = EventType::ResolverOutageStarted;
         global.window = None;
         assert!(target(&[], &["web.de"], &["staff"], Severity::Critical).wants(&global, &tags));
     }

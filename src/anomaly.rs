@@ -23,6 +23,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use crate::window::Scope;
+
 /// Thresholds. The defaults, and why:
 /// - `window` 30 min: long enough to gather a burst from a mid-size sender,
 ///   short enough that a six-hour outage is recognised in its first half hour;
@@ -79,8 +81,8 @@ fn elapsed(a: DateTime<Utc>, b: DateTime<Utc>) -> chrono::Duration {
 /// One anomaly window of one scope.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Anomaly {
-    /// `example.com`, or a provider id such as `icloud`.
-    pub scope: String,
+    /// A domain such as `example.com`, or a provider such as `icloud`.
+    pub scope: Scope,
     pub start: DateTime<Utc>,
     /// The last bounce of the burst, once it is over.
     pub end: Option<DateTime<Utc>>,
@@ -125,11 +127,11 @@ struct Rate {
 #[derive(Debug, Default)]
 pub struct Detector {
     params: Params,
-    scopes: HashMap<String, ScopeState>,
+    scopes: HashMap<Scope, ScopeState>,
     /// The scopes with an open anomaly: the few `close_idle` looks at
     /// before every bounce (looking at every scope made ingest slow in
     /// proportion to the number of domains).
-    open_scopes: std::collections::BTreeSet<String>,
+    open_scopes: std::collections::BTreeSet<Scope>,
     /// The earliest bounce of the feed (any kind, any scope): how much
     /// history the expected rates rest on.
     history_since: Option<DateTime<Utc>>,
@@ -219,7 +221,7 @@ impl Detector {
 
     /// An unknown-user bounce for `recipient` at `at` in `scope`. The bounce
     /// should also be [`noted`](Detector::note) (as every bounce is).
-    pub fn observe(&mut self, scope: &str, at: DateTime<Utc>, recipient: &str) -> Vec<Event> {
+    pub fn observe(&mut self, scope: &Scope, at: DateTime<Utc>, recipient: &str) -> Vec<Event> {
         self.note(at);
         let window = span(self.params.window);
         let baseline = span(self.params.baseline);
@@ -272,7 +274,7 @@ impl Detector {
                 _ => start,
             };
             let a = Anomaly {
-                scope: scope.to_string(),
+                scope: scope.clone(),
                 start,
                 end: None,
                 bounces: rate.recent,
@@ -296,11 +298,11 @@ impl Detector {
             out.push(Event::Opened(a));
         }
         if st.open.is_some() {
-            self.open_scopes.insert(scope.to_string());
+            self.open_scopes.insert(scope.clone());
         } else {
             self.open_scopes.remove(scope);
         }
-        self.scopes.insert(scope.to_string(), st);
+        self.scopes.insert(scope.clone(), st);
         out
     }
 
@@ -340,7 +342,7 @@ impl Detector {
     }
 
     /// The open anomaly of a scope, if any.
-    pub fn open(&self, scope: &str) -> Option<&Anomaly> {
+    pub fn open(&self, scope: &Scope) -> Option<&Anomaly> {
         self.scopes.get(scope).and_then(|s| s.open.as_ref())
     }
 
@@ -382,10 +384,19 @@ mod tests {
             for k in 0..3 {
                 let at = t0() + chrono::Duration::days(day) + chrono::Duration::hours(8 * k);
                 assert_eq!(
-                    d.observe("icloud", at, &format!("old{day}-{k}@icloud.com")),
+                    d.observe(&sc("icloud"), at, &format!("old{day}-{k}@icloud.com")),
                     []
                 );
             }
+        }
+    }
+
+    /// A scope by name: providers have no dot.
+    fn sc(name: &str) -> Scope {
+        if name.contains('.') {
+            Scope::Domain(name.into())
+        } else {
+            Scope::Provider(name.into())
         }
     }
 
@@ -400,7 +411,7 @@ mod tests {
     ) -> Vec<(i32, Event)> {
         let mut out = Vec::new();
         for i in 0..n {
-            for ev in d.observe(scope, start + every * i, &format!("u{i}@{scope}")) {
+            for ev in d.observe(&sc(scope), start + every * i, &format!("u{i}@{scope}")) {
                 out.push((i, ev));
             }
         }
@@ -514,10 +525,10 @@ mod tests {
         };
         let detail_at = |age: chrono::Duration| {
             let mut d = Detector::new(p);
-            d.observe("x", t0(), "old@x");
+            d.observe(&sc("x"), t0(), "old@x");
             let at = t0() + age;
-            d.observe("x", at, "a@x");
-            match &d.observe("x", at, "b@x")[..] {
+            d.observe(&sc("x"), at, "a@x");
+            match &d.observe(&sc("x"), at, "b@x")[..] {
                 [Event::Opened(a)] => a.detail.clone(),
                 other => panic!("{other:?}"),
             }
@@ -586,7 +597,7 @@ mod tests {
             ],
             "one window, closed as the rate met the scope's own history"
         );
-        assert!(d.open("gmail.com").is_none());
+        assert!(d.open(&sc("gmail.com")).is_none());
     }
 
     #[test]
@@ -602,7 +613,7 @@ mod tests {
         let mut events = Vec::new();
         for k in 1..=10 {
             let at = start + mins(59 + 5 * k);
-            for ev in d.observe("icloud", at, &format!("late{k}@icloud.com")) {
+            for ev in d.observe(&sc("icloud"), at, &format!("late{k}@icloud.com")) {
                 events.push((at, ev));
             }
         }
@@ -635,7 +646,7 @@ mod tests {
         normal_week(&mut d);
         feed(&mut d, "icloud", start, secs(30), 40);
         d.adopt(Anomaly {
-            scope: "icloud".into(),
+            scope: Scope::Provider("icloud".into()),
             start: start - chrono::Duration::hours(13),
             end: None,
             bounces: 1,
@@ -654,13 +665,13 @@ mod tests {
         let mut d = Detector::new(Params::default());
         let start = Utc.with_ymd_and_hms(2021, 4, 26, 11, 0, 0).unwrap();
         d.adopt(Anomaly {
-            scope: "icloud".into(),
+            scope: Scope::Provider("icloud".into()),
             start,
             end: None,
             bounces: 20,
             detail: "stored".into(),
         });
-        assert!(d.open("icloud").is_some());
+        assert!(d.open(&sc("icloud")).is_some());
         assert_eq!(d.open_all().count(), 1);
         let ev = d.close_idle(start + mins(30));
         assert_eq!(
@@ -678,10 +689,10 @@ mod tests {
         let start = Utc.with_ymd_and_hms(2021, 4, 26, 11, 0, 0).unwrap();
         for i in 0..100 {
             let who = format!("user{}@icloud.com", i % 9);
-            assert_eq!(d.observe("icloud", start + mins(i / 10), &who), []);
+            assert_eq!(d.observe(&sc("icloud"), start + mins(i / 10), &who), []);
         }
         // Ten recipients are enough.
-        let ev = d.observe("icloud", start + mins(10), "user9@icloud.com");
+        let ev = d.observe(&sc("icloud"), start + mins(10), "user9@icloud.com");
         assert!(matches!(ev[..], [Event::Opened(_)]), "{ev:?}");
     }
 
@@ -691,10 +702,14 @@ mod tests {
         normal_week(&mut d);
         let start = Utc.with_ymd_and_hms(2021, 4, 26, 11, 0, 0).unwrap();
         for i in 0..40 {
-            d.observe("icloud", start + mins(i / 2), &format!("a{i}@icloud.com"));
+            d.observe(
+                &sc("icloud"),
+                start + mins(i / 2),
+                &format!("a{i}@icloud.com"),
+            );
         }
-        assert!(d.open("icloud").is_some());
-        assert!(d.open("me.com").is_none());
+        assert!(d.open(&sc("icloud")).is_some());
+        assert!(d.open(&sc("me.com")).is_none());
     }
 
     #[test]
@@ -708,12 +723,12 @@ mod tests {
         };
         let mut d = Detector::new(p);
         for at in [DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC, t0()] {
-            d.observe("x", at, "a@x");
+            d.observe(&sc("x"), at, "a@x");
             d.close_idle(at);
         }
         let mut d = Detector::new(Params::default());
         for at in [DateTime::<Utc>::MAX_UTC, DateTime::<Utc>::MIN_UTC] {
-            d.observe("x", at, "a@x");
+            d.observe(&sc("x"), at, "a@x");
             d.close_idle(at);
         }
     }

@@ -17,14 +17,15 @@
 //! a separate condition and never a records change.
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::dns::{Answer, Observation};
+use crate::names::named;
 use crate::provider::Providers;
+pub use crate::window::{CloseReason, Severity, WindowStatus};
 
 /// Tunables of the window rules.
 #[derive(Debug, Clone, Copy)]
@@ -36,105 +37,34 @@ pub struct Params {
     pub settle: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    Info,
-    Warning,
-    Critical,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Warning => "warning",
-            Severity::Critical => "critical",
-        }
+named! {
+    /// What kind of change a check revealed.
+    pub enum ChangeKind {
+        HostsAdded => "hosts_added",
+        HostsRemoved => "hosts_removed",
+        PreferenceChanged => "preference_changed",
+        /// The set of providers behind the MX changed (e.g. to iCloud).
+        ProviderChanged => "provider_changed",
+        /// The answer's provider is not among the domain's expected ones.
+        UnexpectedProvider => "unexpected_provider",
+        /// MX records gone, the name still exists.
+        MxRemoved => "mx_removed",
+        /// MX records where there were none.
+        MxAppeared => "mx_appeared",
+        NullMx => "null_mx",
+        Nxdomain => "nxdomain",
+        /// Back to the baseline answer.
+        Reverted => "reverted",
+        /// A new answer held for the settle period and became the baseline.
+        Settled => "settled",
+        UpstreamDisagreement => "upstream_disagreement",
+        UpstreamsAgree => "upstreams_agree",
+        ResolutionFailed => "resolution_failed",
+        ResolutionRecovered => "resolution_recovered",
     }
-    pub fn parse(s: &str) -> Option<Severity> {
-        [Severity::Info, Severity::Warning, Severity::Critical]
-            .into_iter()
-            .find(|v| v.as_str() == s)
-    }
-}
-
-impl fmt::Display for Severity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// What kind of change a check revealed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ChangeKind {
-    HostsAdded,
-    HostsRemoved,
-    PreferenceChanged,
-    /// The set of providers behind the MX changed (e.g. to iCloud).
-    ProviderChanged,
-    /// The answer's provider is not among the domain's expected ones.
-    UnexpectedProvider,
-    /// MX records gone, the name still exists.
-    MxRemoved,
-    /// MX records where there were none.
-    MxAppeared,
-    NullMx,
-    Nxdomain,
-    /// Back to the baseline answer.
-    Reverted,
-    /// A new answer held for the settle period and became the baseline.
-    Settled,
-    UpstreamDisagreement,
-    UpstreamsAgree,
-    ResolutionFailed,
-    ResolutionRecovered,
 }
 
 impl ChangeKind {
-    pub const ALL: [ChangeKind; 15] = [
-        ChangeKind::HostsAdded,
-        ChangeKind::HostsRemoved,
-        ChangeKind::PreferenceChanged,
-        ChangeKind::ProviderChanged,
-        ChangeKind::UnexpectedProvider,
-        ChangeKind::MxRemoved,
-        ChangeKind::MxAppeared,
-        ChangeKind::NullMx,
-        ChangeKind::Nxdomain,
-        ChangeKind::Reverted,
-        ChangeKind::Settled,
-        ChangeKind::UpstreamDisagreement,
-        ChangeKind::UpstreamsAgree,
-        ChangeKind::ResolutionFailed,
-        ChangeKind::ResolutionRecovered,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChangeKind::HostsAdded => "hosts_added",
-            ChangeKind::HostsRemoved => "hosts_removed",
-            ChangeKind::PreferenceChanged => "preference_changed",
-            ChangeKind::ProviderChanged => "provider_changed",
-            ChangeKind::UnexpectedProvider => "unexpected_provider",
-            ChangeKind::MxRemoved => "mx_removed",
-            ChangeKind::MxAppeared => "mx_appeared",
-            ChangeKind::NullMx => "null_mx",
-            ChangeKind::Nxdomain => "nxdomain",
-            ChangeKind::Reverted => "reverted",
-            ChangeKind::Settled => "settled",
-            ChangeKind::UpstreamDisagreement => "upstream_disagreement",
-            ChangeKind::UpstreamsAgree => "upstreams_agree",
-            ChangeKind::ResolutionFailed => "resolution_failed",
-            ChangeKind::ResolutionRecovered => "resolution_recovered",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<ChangeKind> {
-        ChangeKind::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-
     pub fn severity(self) -> Severity {
         use ChangeKind::*;
         match self {
@@ -148,12 +78,6 @@ impl ChangeKind {
                 Severity::Info
             }
         }
-    }
-}
-
-impl fmt::Display for ChangeKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -179,67 +103,11 @@ pub struct Baseline {
     pub ttl: Option<u32>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WindowStatus {
-    /// The domain answers something other than its baseline.
-    Open,
-    /// Back to the baseline; open until the grace runs out.
-    Closing,
-    Closed,
-}
-
-impl WindowStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WindowStatus::Open => "open",
-            WindowStatus::Closing => "closing",
-            WindowStatus::Closed => "closed",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Self> {
-        [
-            WindowStatus::Open,
-            WindowStatus::Closing,
-            WindowStatus::Closed,
-        ]
-        .into_iter()
-        .find(|v| v.as_str() == s)
-    }
-}
-
-/// Why a window closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CloseReason {
-    Reverted,
-    Settled,
-    /// The domain left the watchlist: nothing watches over the window any more.
-    Unwatched,
-}
-
-impl CloseReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CloseReason::Reverted => "reverted",
-            CloseReason::Settled => "settled",
-            CloseReason::Unwatched => "unwatched",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "reverted" => Some(CloseReason::Reverted),
-            "settled" => Some(CloseReason::Settled),
-            "unwatched" => Some(CloseReason::Unwatched),
-            _ => None,
-        }
-    }
-}
-
-/// A period in which a domain's mail routing was not its baseline. Identified
-/// by (domain, start).
+/// An MX-change window while detect tracks it: a period in which a
+/// domain's mail routing was not its baseline. Identified by (domain,
+/// start); the store keeps it as a [`crate::window::Window`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Window {
+pub struct LiveWindow {
     /// The last moment the old answer was seen.
     pub start: DateTime<Utc>,
     /// The check that saw the change.
@@ -262,7 +130,7 @@ pub struct Window {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DomainState {
     pub baseline: Option<Baseline>,
-    pub window: Option<Window>,
+    pub window: Option<LiveWindow>,
     pub failing_since: Option<DateTime<Utc>>,
     pub disagreeing: bool,
 }
@@ -401,7 +269,7 @@ pub struct Detection {
     pub consensus: Consensus,
     pub changes: Vec<Change>,
     /// The window this check created or touched, with what happened to it.
-    pub window: Option<(WindowEvent, Window)>,
+    pub window: Option<(WindowEvent, LiveWindow)>,
     /// Re-check soon: a window is open or closing.
     pub fast_recheck: bool,
 }
@@ -578,7 +446,7 @@ pub fn detect(
                             d,
                         );
                     }
-                    state.window = Some(Window {
+                    state.window = Some(LiveWindow {
                         start: base.last_seen,
                         detected_at: at,
                         end: None,

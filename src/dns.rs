@@ -4,65 +4,34 @@
 //! asking is `resolve`'s job.
 
 use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
 use crate::domain::Mx;
+use crate::names::named;
 
 /// How the detail of a [`Observation::local_failure`] starts.
 const LOCAL: &str = "on our side, no question was sent: ";
 
-/// What one upstream said about one domain's MX.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Outcome {
-    /// One or more MX records.
-    #[serde(rename = "records")]
-    Records,
-    /// RFC 7505 null MX (`0 .`): the domain accepts no mail.
-    #[serde(rename = "null_mx")]
-    NullMx,
-    /// The name exists but has no MX; RFC 5321 §5.1 then delivers to its
-    /// A/AAAA (the implicit MX), see [`Observation::implicit_mx`].
-    #[serde(rename = "no_mx")]
-    NoMx,
-    #[serde(rename = "nxdomain")]
-    NxDomain,
-    #[serde(rename = "servfail")]
-    ServFail,
-    #[serde(rename = "refused")]
-    Refused,
-    #[serde(rename = "timeout")]
-    Timeout,
-    #[serde(rename = "error")]
-    Error,
+named! {
+    /// What one upstream said about one domain's MX.
+    pub enum Outcome {
+        /// One or more MX records.
+        Records => "records",
+        /// RFC 7505 null MX (`0 .`): the domain accepts no mail.
+        NullMx => "null_mx",
+        /// The name exists but has no MX; RFC 5321 §5.1 then delivers to its
+        /// A/AAAA (the implicit MX), see [`Observation::implicit_mx`].
+        NoMx => "no_mx",
+        NxDomain => "nxdomain",
+        ServFail => "servfail",
+        Refused => "refused",
+        Timeout => "timeout",
+        Error => "error",
+    }
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 8] = [
-        Outcome::Records,
-        Outcome::NullMx,
-        Outcome::NoMx,
-        Outcome::NxDomain,
-        Outcome::ServFail,
-        Outcome::Refused,
-        Outcome::Timeout,
-        Outcome::Error,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Records => "records",
-            Outcome::NullMx => "null_mx",
-            Outcome::NoMx => "no_mx",
-            Outcome::NxDomain => "nxdomain",
-            Outcome::ServFail => "servfail",
-            Outcome::Refused => "refused",
-            Outcome::Timeout => "timeout",
-            Outcome::Error => "error",
-        }
-    }
-
     /// A failure says nothing about the domain's records: only that we could
     /// not learn them.
     pub fn is_failure(self) -> bool {
@@ -70,22 +39,6 @@ impl Outcome {
             self,
             Outcome::ServFail | Outcome::Refused | Outcome::Timeout | Outcome::Error
         )
-    }
-}
-
-impl FromStr for Outcome {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Outcome::ALL
-            .into_iter()
-            .find(|o| o.as_str() == s)
-            .ok_or_else(|| format!("unknown outcome {s:?}"))
-    }
-}
-
-impl fmt::Display for Outcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -129,6 +82,26 @@ impl Answer {
             _ => return None,
         })
     }
+}
+
+impl Answer {
+    /// The answer in one word: `10 a.example,20 b.example`, or its outcome
+    /// (`nxdomain`, `servfail`, …). The store keeps answers so, and
+    /// evidence shows them so.
+    pub fn compact(&self) -> String {
+        match self {
+            Answer::Records(mx) => compact_mx(mx),
+            other => other.outcome().as_str().to_string(),
+        }
+    }
+}
+
+/// MX records in one word: `10 a.example,20 b.example`.
+pub fn compact_mx(mx: &[Mx]) -> String {
+    mx.iter()
+        .map(|m| m.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 impl fmt::Display for Answer {

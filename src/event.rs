@@ -4,17 +4,21 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-/// Event types, as the outbox names them and `events:` filters take them.
-pub const EVENT_TYPES: &[&str] = &[
-    "window_opened",
-    "window_closed",
-    "anomaly_opened",
-    "anomaly_closed",
-    "resolver_outage_started",
-    "resolver_outage_ended",
-    "reinstatements",
-    "digest",
-];
+use crate::names::named;
+
+named! {
+    /// Event types, as the outbox names them and `events:` filters take them.
+    pub enum EventType {
+        WindowOpened => "window_opened",
+        WindowClosed => "window_closed",
+        AnomalyOpened => "anomaly_opened",
+        AnomalyClosed => "anomaly_closed",
+        ResolverOutageStarted => "resolver_outage_started",
+        ResolverOutageEnded => "resolver_outage_ended",
+        Reinstatements => "reinstatements",
+        Digest => "digest",
+    }
+}
 
 /// The event id of an outbox row, as alerts and reports name it.
 pub fn event_id_of(outbox_id: i64) -> String {

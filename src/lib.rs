@@ -4,6 +4,8 @@
 //! The layout, in the order data flows:
 //! - [`config`]: the watchlist YAML, parsed in two stages into a [`config::Config`].
 //! - [`event`]: vocabulary: event types and ids, and how times are written.
+//! - [`names`]: vocabulary: `named!`, the closed sets of names (one word per variant everywhere).
+//! - [`window`]: vocabulary: windows (kinds, scopes, status) and the stored [`window::Window`].
 //! - [`dns`]: vocabulary: what DNS said ([`dns::Observation`], [`dns::Answer`], [`dns::Outcome`]).
 //! - [`domain`]: newtypes that parse: [`domain::DomainName`], [`domain::MxHost`], [`domain::Mx`].
 //! - [`schedule`]: crontab schedules, per-domain spread, the scheduler loop, rate limits.
@@ -15,6 +17,7 @@
 //! - [`daemon`]: the daemon assembled from the watchlist (monitor, scheduler, API, alerts, ticks) and stopped together.
 //! - [`monitor`]: one check end to end (resolve → detect → store) and the daemon's loop.
 //! - [`bounce`]: bounce feeds parsed into normalised, classified [`bounce::Bounce`]s.
+//! - [`summary`]: pure: the sentences events and evidence carry for a person (the store words nothing).
 //! - [`anomaly`]: pure burst detection: unknown-user bounces far above a scope's own rate.
 //! - [`verdict`]: pure rules: a bounce and the evidence around it → suppress, transient, retry, ignore.
 //! - [`clock`]: where "now" comes from, so tests and replays control time.
@@ -44,6 +47,7 @@ pub mod health;
 pub mod judge;
 pub mod metrics;
 pub mod monitor;
+pub mod names;
 pub mod provider;
 pub mod replay;
 pub mod report;
@@ -51,7 +55,9 @@ pub mod resolve;
 pub mod schedule;
 pub mod sns;
 pub mod store;
+pub mod summary;
 pub mod verdict;
+pub mod window;
 
 /// The HTTP client for outgoing requests (SNS confirmations, alerts):
 /// rustls with the ring provider, the system's trust roots.

@@ -14,6 +14,7 @@ use prometheus_client::registry::Registry;
 use crate::bounce::Kind;
 use crate::store::DeliveryStatus;
 use crate::verdict::Verdict;
+use crate::window::WindowKind;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Outcome {
@@ -33,8 +34,8 @@ struct Route {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct WindowKind {
-    kind: String,
+struct WindowLabel {
+    kind: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -47,7 +48,7 @@ struct DeliveryLabel {
 #[derive(Debug, Default)]
 pub struct Stored {
     /// Active windows by kind.
-    pub open_windows: Vec<(String, i64)>,
+    pub open_windows: Vec<(WindowKind, i64)>,
     pub bounces: i64,
     /// Alert deliveries by target and status.
     pub deliveries: Vec<(String, DeliveryStatus, i64)>,
@@ -69,7 +70,7 @@ pub struct Metrics {
     reinstatements: Counter,
     verdicts: Family<VerdictLabel, Counter>,
     requests: Latency,
-    open_windows: Family<WindowKind, Gauge>,
+    open_windows: Family<WindowLabel, Gauge>,
     stored_bounces: Gauge,
     deliveries: Family<DeliveryLabel, Gauge>,
 }
@@ -115,7 +116,7 @@ impl Metrics {
             "HTTP request latency by route",
             requests.clone(),
         );
-        let open_windows = Family::<WindowKind, Gauge>::default();
+        let open_windows = Family::<WindowLabel, Gauge>::default();
         registry.register(
             "open_windows",
             "Windows active now, by kind",
@@ -185,16 +186,18 @@ impl Metrics {
     /// The text exposition, with the database's figures as of now.
     pub fn render(&self, stored: &Stored) -> String {
         self.open_windows.clear();
-        for kind in ["mx_change", "anomaly", "resolver_outage"] {
+        for kind in WindowKind::ALL {
             self.open_windows
-                .get_or_create(&WindowKind {
-                    kind: kind.to_string(),
+                .get_or_create(&WindowLabel {
+                    kind: kind.as_str(),
                 })
                 .set(0);
         }
         for (kind, n) in &stored.open_windows {
             self.open_windows
-                .get_or_create(&WindowKind { kind: kind.clone() })
+                .get_or_create(&WindowLabel {
+                    kind: kind.as_str(),
+                })
                 .set(*n);
         }
         self.stored_bounces.set(stored.bounces);
@@ -225,7 +228,7 @@ mod tests {
         m.verdict(Kind::UserUnknown, Verdict::Transient);
         m.request("/v1/verdict", 0.0004);
         let text = m.render(&Stored {
-            open_windows: vec![("anomaly".into(), 1)],
+            open_windows: vec![(WindowKind::Anomaly, 1)],
             bounces: 42,
             deliveries: vec![("ops".into(), DeliveryStatus::Failed, 3)],
         });

@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 use crate::dns::{Answer, Observation};
 use crate::domain::{DomainName, Mx};
 use crate::provider::Providers;
-use crate::store::{AsOf, ChangeRow, Run, WindowRow};
+use crate::store::{AsOf, ChangeRow, Run};
+use crate::window::{ScopeKind, Window};
 
 /// A time as every outward shape writes it (defined with the vocabulary).
 pub use crate::event::time;
@@ -168,12 +169,11 @@ pub fn change_text(row: &ChangeRow) -> String {
     )
 }
 
-pub fn window_json(w: &WindowRow, now: DateTime<Utc>) -> Value {
-    let (scope, domain, provider) = match &w.scope {
-        Some((kind, name)) if kind == "provider" => ("provider", None, Some(name.as_str())),
-        Some((_, name)) => ("domain", Some(name.as_str()), None),
-        None if w.domain.is_some() => ("domain", w.domain.as_deref(), None),
-        None => ("global", None, None),
+pub fn window_json(w: &Window, now: DateTime<Utc>) -> Value {
+    let (scope, name) = w.covers();
+    let (domain, provider) = match scope {
+        ScopeKind::Provider => (None, name),
+        _ => (name, None),
     };
     json!({
         "id": w.id,
@@ -195,7 +195,7 @@ pub fn window_json(w: &WindowRow, now: DateTime<Utc>) -> Value {
     })
 }
 
-pub fn window_text(w: &WindowRow, now: DateTime<Utc>) -> String {
+pub fn window_text(w: &Window, now: DateTime<Utc>) -> String {
     let end = match (w.end, w.is_active(now)) {
         (None, _) => "open".to_string(),
         (Some(e), true) => format!("closing {}", time(e)),
@@ -203,7 +203,7 @@ pub fn window_text(w: &WindowRow, now: DateTime<Utc>) -> String {
     };
     let what = match (&w.before, &w.after) {
         (Some(b), Some(a)) => format!("{b} → {a}"),
-        _ => w.kind.clone(),
+        _ => w.kind.to_string(),
     };
     format!(
         "#{:<5} {} .. {:<28} {:<8} {}  {}{}",
@@ -223,10 +223,10 @@ pub fn window_text(w: &WindowRow, now: DateTime<Utc>) -> String {
 
 /// Whom a window covers: its domain, an anomaly's domain or provider, or
 /// every domain (a resolver outage).
-fn window_scope(w: &crate::store::WindowRow) -> String {
+fn window_scope(w: &Window) -> String {
     match (&w.domain, &w.scope) {
         (Some(d), _) => d.clone(),
-        (None, Some((kind, name))) => format!("{kind} {name}"),
+        (None, Some(scope)) => scope.to_string(),
         (None, None) => "(all domains)".to_string(),
     }
 }
@@ -274,8 +274,8 @@ pub fn reinstatement_json(r: &crate::store::Reinstatement) -> Value {
         "window": r.window.as_ref().map(|w| json!({
             "id": w.id,
             "kind": w.kind,
-            "scope": w.scope,
-            "name": w.name,
+            "scope": w.covers().0,
+            "name": w.covers().1,
             "start": time(w.start),
             "end": w.end.map(time),
         })),
@@ -346,15 +346,15 @@ pub fn judgement_text(b: &crate::bounce::Bounce, j: &crate::verdict::Judgement) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::{Severity, WindowStatus};
+    use crate::window::{Scope, Severity, WindowStatus};
     use chrono::TimeZone;
 
-    fn row(domain: Option<&str>, kind: &str, scope: Option<(&str, &str)>) -> WindowRow {
+    fn row(domain: Option<&str>, kind: &str, scope: Option<(&str, &str)>) -> Window {
         let t = Utc.with_ymd_and_hms(2021, 4, 26, 11, 0, 0).unwrap();
-        WindowRow {
+        Window {
             id: 1,
             domain: domain.map(str::to_string),
-            kind: kind.into(),
+            kind: kind.parse().unwrap(),
             start: t,
             detected_at: t,
             end: None,
@@ -364,7 +364,7 @@ mod tests {
             before: None,
             after: None,
             flaps: 0,
-            scope: scope.map(|(k, n)| (k.to_string(), n.to_string())),
+            scope: scope.and_then(|(k, n)| Scope::of(k.parse().unwrap(), n.to_string())),
             detail: None,
         }
     }

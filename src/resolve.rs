@@ -522,7 +522,7 @@ mod tests {
 
     #[test]
     fn outcomes_round_trip() {
-        for o in Outcome::ALL {
+        for &o in Outcome::ALL {
             assert_eq!(o.as_str().parse::<Outcome>().unwrap(), o);
             assert_eq!(serde_json::to_string(&o).unwrap(), format!("\"{o}\""));
         }

@@ -11,77 +11,44 @@
 //! - `retry`: a soft failure;
 //! - `ignore`: not the recipient's fault.
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
 
 use crate::bounce::Kind;
 use crate::domain::{Mx, MxHost};
+use crate::names::named;
 use crate::provider::Providers;
+use crate::window::{ScopeKind, Window, WindowKind};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Verdict {
-    Suppress,
-    Transient,
-    Retry,
-    Ignore,
-}
-
-impl Verdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Suppress => "suppress",
-            Verdict::Transient => "transient",
-            Verdict::Retry => "retry",
-            Verdict::Ignore => "ignore",
-        }
+named! {
+    pub enum Verdict {
+        Suppress => "suppress",
+        Transient => "transient",
+        Retry => "retry",
+        Ignore => "ignore",
     }
 }
 
-impl fmt::Display for Verdict {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+named! {
+    /// What a piece of evidence is.
+    pub enum EvidenceKind {
+        /// The recipient domain's MX changed (window incl. propagation grace).
+        MxChange => "mx_change",
+        /// The server that refused is not among the domain's MX at that time.
+        WrongMx => "wrong_mx",
+        /// A burst of unknown-user bounces for a domain or provider.
+        Anomaly => "anomaly",
+        /// Our own resolution failed for most domains.
+        ResolverOutage => "resolver_outage",
     }
 }
 
-/// What a piece of evidence is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EvidenceKind {
-    /// The recipient domain's MX changed (window incl. propagation grace).
-    MxChange,
-    /// The server that refused is not among the domain's MX at that time.
-    WrongMx,
-    /// A burst of unknown-user bounces for a domain or provider.
-    Anomaly,
-    /// Our own resolution failed for most domains.
-    ResolverOutage,
-}
-
-impl EvidenceKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EvidenceKind::MxChange => "mx_change",
-            EvidenceKind::WrongMx => "wrong_mx",
-            EvidenceKind::Anomaly => "anomaly",
-            EvidenceKind::ResolverOutage => "resolver_outage",
-        }
-    }
-}
-
-/// What a piece of evidence covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Scope {
-    Domain,
-    Provider,
-    Global,
-}
-
-impl Scope {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::Domain => "domain",
-            Scope::Provider => "provider",
-            Scope::Global => "global",
+/// A stored window is evidence of its own kind.
+impl From<WindowKind> for EvidenceKind {
+    fn from(k: WindowKind) -> Self {
+        match k {
+            WindowKind::MxChange => EvidenceKind::MxChange,
+            WindowKind::ResolverOutage => EvidenceKind::ResolverOutage,
+            WindowKind::Anomaly => EvidenceKind::Anomaly,
         }
     }
 }
@@ -94,7 +61,7 @@ pub struct Evidence {
     /// (a wrong MX).
     pub id: Option<i64>,
     pub kind: EvidenceKind,
-    pub scope: Scope,
+    pub scope: ScopeKind,
     pub start: DateTime<Utc>,
     /// `None` while open.
     pub end: Option<DateTime<Utc>>,
@@ -102,6 +69,18 @@ pub struct Evidence {
 }
 
 impl Evidence {
+    /// A stored window as evidence.
+    pub fn of(w: &Window) -> Evidence {
+        Evidence {
+            id: Some(w.id),
+            kind: w.kind.into(),
+            scope: w.covers().0,
+            start: w.start,
+            end: w.end,
+            detail: crate::summary::evidence_detail(w),
+        }
+    }
+
     /// Whether the window covers `at` (both ends included).
     pub fn covers(&self, at: DateTime<Utc>) -> bool {
         self.start <= at && self.end.is_none_or(|end| at <= end)
@@ -230,7 +209,7 @@ fn wrong_mx(q: &Question, c: &Circumstances) -> Option<Evidence> {
     Some(Evidence {
         id: None,
         kind: EvidenceKind::WrongMx,
-        scope: Scope::Domain,
+        scope: ScopeKind::Domain,
         start: q.at,
         end: Some(q.at),
         detail: format!(
@@ -377,7 +356,7 @@ mod tests {
         Evidence {
             id: Some(7),
             kind,
-            scope: Scope::Domain,
+            scope: ScopeKind::Domain,
             start: t(start),
             end: end.map(t),
             detail: "web.de → Apple iCloud".into(),
@@ -579,7 +558,7 @@ mod tests {
             Evidence {
                 id: Some(9),
                 kind: EvidenceKind::ResolverOutage,
-                scope: Scope::Global,
+                scope: ScopeKind::Global,
                 start: t(11),
                 end: None,
                 detail: "most domains fail".into(),
@@ -631,7 +610,7 @@ mod tests {
             ["mx_change", "wrong_mx", "anomaly", "resolver_outage"]
         );
         assert_eq!(
-            [Scope::Domain, Scope::Provider, Scope::Global].map(Scope::as_str),
+            [ScopeKind::Domain, ScopeKind::Provider, ScopeKind::Global].map(ScopeKind::as_str),
             ["domain", "provider", "global"]
         );
     }

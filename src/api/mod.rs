@@ -40,6 +40,7 @@ use crate::judge::{self, Parts};
 use crate::metrics::Metrics;
 use crate::report;
 use crate::store::{Store, Writer};
+use crate::window::WindowKind;
 
 mod auth;
 mod feeds;
@@ -313,11 +314,11 @@ async fn metrics(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> 
     let now = st.clock.now();
     let stored = st
         .read(move |s| {
-            let mut open: Vec<(String, i64)> = Vec::new();
+            let mut open: Vec<(WindowKind, i64)> = Vec::new();
             for w in s.windows(Some(now))? {
                 match open.iter_mut().find(|(k, _)| *k == w.kind) {
                     Some((_, n)) => *n += 1,
-                    None => open.push((w.kind.clone(), 1)),
+                    None => open.push((w.kind, 1)),
                 }
             }
             Ok(crate::metrics::Stored {

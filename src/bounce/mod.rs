@@ -7,11 +7,10 @@ pub mod classify;
 pub mod input;
 pub mod parse;
 
-use std::fmt;
-use std::str::FromStr;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+use crate::names::named;
 
 pub use classify::classify;
 
@@ -99,44 +98,9 @@ impl Action {
     }
 }
 
-macro_rules! string_enum {
-    ($(#[$m:meta])* $name:ident { $($variant:ident => $s:literal),+ $(,)? }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        pub enum $name {
-            $(#[serde(rename = $s)] $variant),+
-        }
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $s),+ }
-            }
-        }
-        impl FromStr for $name {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                $name::ALL
-                    .iter()
-                    .copied()
-                    .find(|v| v.as_str() == s)
-                    .ok_or_else(|| format!(
-                        "unknown {} {s:?} (one of: {})",
-                        stringify!($name).to_lowercase(),
-                        $name::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", ")
-                    ))
-            }
-        }
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-
-string_enum!(
+named! {
     /// Why the message bounced, as far as the bounce tells.
-    Kind {
+    pub enum Kind {
         UserUnknown => "user_unknown",
         MailboxFull => "mailbox_full",
         MailboxDisabled => "mailbox_disabled",
@@ -156,11 +120,11 @@ string_enum!(
         Delivered => "delivered",
         Other => "other",
     }
-);
+}
 
-string_enum!(
+named! {
     /// Where a bounce came from.
-    Source {
+    pub enum Source {
         Dsn => "dsn",
         Ses => "ses",
         Sendgrid => "sendgrid",
@@ -169,7 +133,7 @@ string_enum!(
         Postfix => "postfix",
         Jsonl => "jsonl",
     }
-);
+}
 
 /// One bounced recipient, normalised.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -127,7 +127,7 @@ fn list(cli: &Cli, command: &BounceCommand) -> anyhow::Result<ExitCode> {
         } else {
             format!(
                 "{:<9} {}",
-                r.verdict.as_deref().unwrap_or("-"),
+                r.verdict.map_or("-", |v| v.as_str()),
                 bounce_text(&r.bounce)
             )
         }

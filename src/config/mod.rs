@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::domain::DomainName;
+use crate::event::EventType;
 use crate::provider::{ProviderRule, Providers};
 pub use crate::resolve::Upstream;
 use crate::schedule::Schedule;
@@ -457,16 +458,16 @@ fn alert_targets(
             }
         };
         let secret = alert_secret(ctx, inputs, &at, &a, secret_problems)?;
+        let mut events = Vec::with_capacity(a.events.len());
         for (j, e) in a.events.iter().enumerate() {
-            if !crate::alerts::EVENT_TYPES.contains(&e.as_str()) {
+            let Some(t) = EventType::parse(e) else {
+                let all: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
                 return Err(ctx.err(
                     format!("alerts[{i}].events[{j}]"),
-                    format!(
-                        "unknown event {e:?} (one of: {})",
-                        crate::alerts::EVENT_TYPES.join(", ")
-                    ),
+                    format!("unknown event {e:?} (one of: {})", all.join(", ")),
                 ));
-            }
+            };
+            events.push(t);
         }
         let min_severity = match a.min_severity.as_deref() {
             None => crate::detect::Severity::Info,
@@ -490,7 +491,7 @@ fn alert_targets(
             url: a.url,
             format,
             secret,
-            events: a.events,
+            events,
             domains: a.domains.iter().map(|d| d.as_str().to_string()).collect(),
             tags: a.tags,
             min_severity,

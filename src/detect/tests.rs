@@ -324,7 +324,7 @@ fn unexpected_provider_is_flagged() {
 
 #[test]
 fn names_round_trip_and_are_the_stored_ones() {
-    for k in ChangeKind::ALL {
+    for &k in ChangeKind::ALL {
         assert_eq!(ChangeKind::parse(k.as_str()), Some(k));
         assert_eq!(k.to_string(), k.as_str());
     }

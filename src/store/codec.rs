@@ -10,14 +10,6 @@ pub(super) fn from_ms(v: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(v).unwrap_or_default()
 }
 
-/// MX list as stored: `10 a.example,20 b.example`.
-pub(super) fn mx_text(mx: &[Mx]) -> String {
-    mx.iter()
-        .map(|m| m.to_string())
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 pub(super) fn parse_mx_text(s: &str) -> Vec<Mx> {
     s.split(',')
         .filter_map(|item| {
@@ -30,11 +22,9 @@ pub(super) fn parse_mx_text(s: &str) -> Vec<Mx> {
         .collect()
 }
 
+/// An answer as stored: [`Answer::compact`].
 pub(super) fn answer_text(a: &Answer) -> String {
-    match a {
-        Answer::Records(mx) => mx_text(mx),
-        other => other.outcome().as_str().to_string(),
-    }
+    a.compact()
 }
 
 pub(super) fn parse_answer_text(s: &str) -> Option<Answer> {
@@ -43,3 +33,36 @@ pub(super) fn parse_answer_text(s: &str) -> Option<Answer> {
         Err(_) => Some(Answer::Records(parse_mx_text(s))),
     }
 }
+
+/// The closed sets of names are stored as their words; a word the program
+/// no longer knows reads as an error that names it, not as a default.
+macro_rules! stored_as_word {
+    ($($t:ty),+ $(,)?) => {$(
+        impl rusqlite::ToSql for $t {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                Ok(self.as_str().into())
+            }
+        }
+        impl rusqlite::types::FromSql for $t {
+            fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+                let s = v.as_str()?;
+                s.parse::<$t>().map_err(|e| rusqlite::types::FromSqlError::Other(e.into()))
+            }
+        }
+    )+};
+}
+
+stored_as_word!(
+    crate::window::WindowKind,
+    crate::window::WindowStatus,
+    crate::window::CloseReason,
+    crate::window::Severity,
+    crate::window::ScopeKind,
+    crate::event::EventType,
+    crate::detect::ChangeKind,
+    crate::verdict::Verdict,
+    crate::bounce::Kind,
+    crate::bounce::Source,
+    crate::dns::Outcome,
+    super::DeliveryStatus,
+);

@@ -6,40 +6,26 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 
-use super::{OutboxRow, Store, StoreError, WindowRow, from_ms, ms};
+use super::{OutboxRow, Store, StoreError, Window, from_ms, ms};
+use crate::event::EventType;
+use crate::names::named;
 
 /// One outbox event with what an alert needs to describe it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlertEvent {
     pub outbox: OutboxRow,
-    pub window: Option<WindowRow>,
+    pub window: Option<Window>,
 }
 
-/// Where a delivery stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeliveryStatus {
-    /// Being tried (or waiting for its next attempt).
-    Pending,
-    Delivered,
-    /// Refused for good (4xx other than 408/429) or given up after
-    /// `max_age`; kept for inspection and `alerts retry`.
-    Failed,
-}
-
-impl DeliveryStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryStatus::Pending => "pending",
-            DeliveryStatus::Delivered => "delivered",
-            DeliveryStatus::Failed => "failed",
-        }
-    }
-    fn parse(s: &str) -> Self {
-        match s {
-            "delivered" => DeliveryStatus::Delivered,
-            "failed" => DeliveryStatus::Failed,
-            _ => DeliveryStatus::Pending,
-        }
+named! {
+    /// Where a delivery stands.
+    pub enum DeliveryStatus {
+        /// Being tried (or waiting for its next attempt).
+        Pending => "pending",
+        Delivered => "delivered",
+        /// Refused for good (4xx other than 408/429) or given up after
+        /// `max_age`; kept for inspection and `alerts retry`.
+        Failed => "failed",
     }
 }
 
@@ -53,7 +39,7 @@ pub struct Delivery {
     pub next_attempt: Option<DateTime<Utc>>,
     pub last_attempt: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
-    pub event: String,
+    pub event: EventType,
     pub summary: String,
     pub created_at: DateTime<Utc>,
 }
@@ -145,7 +131,7 @@ fn delivery_from_row(r: &rusqlite::Row) -> rusqlite::Result<Delivery> {
         id: r.get(0)?,
         outbox_id: r.get(1)?,
         target: r.get(2)?,
-        status: DeliveryStatus::parse(&r.get::<_, String>(3)?),
+        status: r.get(3)?,
         attempts: r.get(4)?,
         next_attempt: r.get::<_, Option<i64>>(5)?.map(from_ms),
         last_attempt: r.get::<_, Option<i64>>(6)?.map(from_ms),
@@ -221,7 +207,7 @@ impl Store {
     pub fn outbox_counts_since(
         &self,
         since: DateTime<Utc>,
-    ) -> Result<Vec<(String, i64)>, StoreError> {
+    ) -> Result<Vec<(EventType, i64)>, StoreError> {
         let mut stmt = self.conn.prepare(
             "SELECT event, count(*) FROM outbox WHERE created_at >= ?1 GROUP BY event ORDER BY event",
         )?;
@@ -235,13 +221,7 @@ impl Store {
             "SELECT target, status, count(*) FROM alert_deliveries GROUP BY target, status \
              ORDER BY target, status",
         )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get(0)?,
-                DeliveryStatus::parse(&r.get::<_, String>(1)?),
-                r.get(2)?,
-            ))
-        })?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

@@ -12,13 +12,17 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::read::{WINDOW_COLUMNS, window_from_row};
 use super::{StoreError, from_ms, ms, parse_mx_text};
 use crate::anomaly::{self, Anomaly};
 use crate::bounce::{Bounce, Kind};
 use crate::dns::Outcome;
 use crate::domain::Mx;
+use crate::event::EventType;
 use crate::provider::Providers;
-use crate::verdict::{self, Evidence, EvidenceKind, Judgement, Scope, Verdict};
+use crate::summary;
+use crate::verdict::{self, Evidence, Judgement, Verdict};
+use crate::window::{Scope, ScopeKind, WindowKind};
 
 /// What the writer needs to judge: the provider table and the anomaly
 /// thresholds (both from the config).
@@ -111,50 +115,9 @@ pub(super) fn consensus_mx_at(
     ))
 }
 
-pub(super) const WINDOW_EVIDENCE: &str = "w.id, w.kind, w.domain_id IS NULL, w.start, w.end, w.before, w.after, \
-     w.flaps, w.scope_kind, w.scope, w.detail";
-
+/// A stored window, from [`WINDOW_COLUMNS`](super::read::WINDOW_COLUMNS), as evidence.
 pub(super) fn evidence_from_row(r: &rusqlite::Row) -> rusqlite::Result<Evidence> {
-    let kind: String = r.get(1)?;
-    let global: bool = r.get(2)?;
-    let before: Option<String> = r.get(5)?;
-    let after: Option<String> = r.get(6)?;
-    let flaps: i64 = r.get(7)?;
-    let scope_kind: Option<String> = r.get(8)?;
-    let scope: Option<String> = r.get(9)?;
-    let stored_detail: Option<String> = r.get(10)?;
-    let detail = match (before, after, stored_detail) {
-        (Some(b), Some(a), _) => {
-            let flaps = if flaps > 0 {
-                format!(" ({flaps} flaps)")
-            } else {
-                String::new()
-            };
-            format!("{b} → {a}{flaps}")
-        }
-        (_, _, Some(d)) => match &scope {
-            Some(s) => format!("{s}: {d}"),
-            None => d,
-        },
-        _ => kind.replace('_', " "),
-    };
-    Ok(Evidence {
-        id: Some(r.get(0)?),
-        kind: match kind.as_str() {
-            "resolver_outage" => EvidenceKind::ResolverOutage,
-            "anomaly" => EvidenceKind::Anomaly,
-            _ => EvidenceKind::MxChange,
-        },
-        scope: match scope_kind.as_deref() {
-            Some("provider") => Scope::Provider,
-            Some(_) => Scope::Domain,
-            None if global => Scope::Global,
-            None => Scope::Domain,
-        },
-        start: from_ms(r.get(3)?),
-        end: r.get::<_, Option<i64>>(4)?.map(from_ms),
-        detail,
-    })
+    Ok(Evidence::of(&window_from_row(r, 0)?))
 }
 
 /// What was known about `domain` at `at`; `remote_mta` places an unwatched
@@ -174,12 +137,12 @@ pub(super) fn circumstances(
     // Two index lookups: the domain's own windows, then those without a
     // domain (global windows and anomalies, matched by scope).
     let own = format!(
-        "SELECT {WINDOW_EVIDENCE} FROM windows w \
+        "SELECT {WINDOW_COLUMNS} FROM windows w LEFT JOIN domains d ON d.id = w.domain_id \
          WHERE w.domain_id = (SELECT id FROM domains WHERE name = ?1) \
            AND w.start <= ?2 AND (w.end IS NULL OR w.end >= ?2)"
     );
     let other = format!(
-        "SELECT {WINDOW_EVIDENCE} FROM windows w \
+        "SELECT {WINDOW_COLUMNS} FROM windows w LEFT JOIN domains d ON d.id = w.domain_id \
          WHERE w.domain_id IS NULL AND w.start <= ?2 AND (w.end IS NULL OR w.end >= ?2) \
            AND (w.scope IS NULL OR (w.scope_kind = 'domain' AND w.scope = ?1) \
                 OR (w.scope_kind = 'provider' AND w.scope = ?3))"
@@ -299,7 +262,7 @@ impl Intaker {
         conn: &mut Connection,
         now: Option<DateTime<Utc>>,
     ) -> Result<(), StoreError> {
-        let stored: Vec<(String, String, i64, Option<String>)> = conn
+        let stored: Vec<(ScopeKind, String, i64, Option<String>)> = conn
             .prepare(
                 "SELECT scope_kind, scope, start, detail FROM windows \
                  WHERE kind = 'anomaly' AND status != 'closed' AND scope IS NOT NULL",
@@ -310,28 +273,29 @@ impl Intaker {
             return Ok(());
         }
         let tx = conn.transaction()?;
-        for (kind, scope, start, detail) in stored {
-            let key = scope_key(&kind, &scope);
+        for (kind, name, start, detail) in stored {
+            let Some(scope) = Scope::of(kind, name) else {
+                continue;
+            };
             let start = from_ms(start);
-            if self.detector.open(&key).is_some_and(|a| a.start == start) {
+            if self.detector.open(&scope).is_some_and(|a| a.start == start) {
                 continue;
             }
-            let column = if kind == "provider" {
-                "provider"
-            } else {
-                "domain"
+            let column = match scope {
+                Scope::Provider(_) => "provider",
+                Scope::Domain(_) => "domain",
             };
             let (last, count): (Option<i64>, i64) = tx.query_row(
                 &format!(
                     "SELECT max(at), count(*) FROM bounces \
                      WHERE kind = 'user_unknown' AND {column} = ?1 AND at >= ?2"
                 ),
-                params![scope, ms(start)],
+                params![scope.name(), ms(start)],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
             let end = last.map_or(start, from_ms);
             let a = Anomaly {
-                scope: key,
+                scope,
                 start,
                 end: Some(end),
                 bounces: usize::try_from(count).unwrap_or(0),
@@ -351,15 +315,11 @@ impl Intaker {
         recipient: &str,
     ) -> Vec<anomaly::Event> {
         let mut out = Vec::new();
-        out.extend(
-            self.detector
-                .observe(&scope_key("domain", domain), at, recipient),
-        );
+        let domain = Scope::Domain(domain.to_string());
+        out.extend(self.detector.observe(&domain, at, recipient));
         if let Some(p) = provider {
-            out.extend(
-                self.detector
-                    .observe(&scope_key("provider", p), at, recipient),
-            );
+            let provider = Scope::Provider(p.to_string());
+            out.extend(self.detector.observe(&provider, at, recipient));
         }
         out
     }
@@ -411,7 +371,7 @@ impl Intaker {
             let j = c.judge(b, at, &self.judging);
             if let Some(id) = new {
                 tx.prepare_cached("UPDATE bounces SET verdict = ?2, provider = ?3 WHERE id = ?1")?
-                    .execute(params![id, j.verdict.as_str(), c.provider])?;
+                    .execute(params![id, j.verdict, c.provider])?;
             }
             judgements[i] = Some(j);
         }
@@ -449,34 +409,30 @@ impl Intaker {
     ) -> Result<usize, StoreError> {
         match ev {
             anomaly::Event::Opened(a) => {
-                let (kind, scope) = split_scope(&a.scope);
                 let inserted = tx
                     .prepare_cached(
                         "INSERT OR IGNORE INTO windows(domain_id, kind, start, detected_at, status, severity, \
                            scope_kind, scope, detail) \
-                         VALUES (NULL, 'anomaly', ?1, ?2, 'open', 'critical', ?3, ?4, ?5)",
+                         VALUES (NULL, ?1, ?2, ?3, 'open', 'critical', ?4, ?5, ?6)",
                     )?
-                    .execute(params![ms(a.start), ms(now), kind, scope, a.detail])?;
+                    .execute(params![
+                        WindowKind::Anomaly,
+                        ms(a.start),
+                        ms(now),
+                        a.scope.kind(),
+                        a.scope.name(),
+                        a.detail
+                    ])?;
                 if inserted == 0 {
                     return Ok(0);
                 }
                 self.windows_changed = true;
                 let id = tx.last_insert_rowid();
-                outbox(
-                    tx,
-                    now,
-                    "anomaly_opened",
-                    Some(id),
-                    &format!(
-                        "{kind} {scope}: burst of unknown-user bounces since {}: {}",
-                        crate::event::time(a.start),
-                        a.detail
-                    ),
-                )?;
-                let covered = if kind == "provider" {
-                    Covered::Provider(scope)
-                } else {
-                    Covered::Domain(scope)
+                let summary = summary::anomaly_opened(&a);
+                outbox(tx, now, EventType::AnomalyOpened, Some(id), &summary)?;
+                let covered = match &a.scope {
+                    Scope::Provider(p) => Covered::Provider(p),
+                    Scope::Domain(d) => Covered::Domain(d),
                 };
                 reconsider(tx, &self.judging, covered, a.start, now)
             }
@@ -488,22 +444,12 @@ impl Intaker {
     }
 }
 
-/// The anomaly detector's scope names: `domain:web.de`, `provider:icloud`.
-fn scope_key(kind: &str, name: &str) -> String {
-    format!("{kind}:{name}")
-}
-
-fn split_scope(key: &str) -> (&str, &str) {
-    key.split_once(':').unwrap_or(("domain", key))
-}
-
 /// Closes a stored anomaly window; whether one was open.
 fn close_anomaly(
     tx: &rusqlite::Transaction,
     a: &Anomaly,
     now: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
-    let (kind, scope) = split_scope(&a.scope);
     let id: Option<i64> = tx
         .prepare_cached(
             "UPDATE windows SET end = ?4, status = 'closed', close_reason = 'subsided', detail = ?5 \
@@ -511,23 +457,20 @@ fn close_anomaly(
              RETURNING id",
         )?
         .query_row(
-            params![kind, scope, ms(a.start), a.end.map(ms), format!("{} ({} bounces)", a.detail, a.bounces)],
+            params![
+                a.scope.kind(),
+                a.scope.name(),
+                ms(a.start),
+                a.end.map(ms),
+                summary::anomaly_detail(a)
+            ],
             |r| r.get(0),
         )
         .optional()?;
     let closed = id.is_some();
     if let Some(id) = id {
-        outbox(
-            tx,
-            now,
-            "anomaly_closed",
-            Some(id),
-            &format!(
-                "{kind} {scope}: the burst since {} is over ({} unknown-user bounces)",
-                crate::event::time(a.start),
-                a.bounces
-            ),
-        )?;
+        let summary = summary::anomaly_closed(a);
+        outbox(tx, now, EventType::AnomalyClosed, Some(id), &summary)?;
     }
     Ok(closed)
 }
@@ -535,7 +478,7 @@ fn close_anomaly(
 fn outbox(
     tx: &rusqlite::Transaction,
     now: DateTime<Utc>,
-    event: &str,
+    event: EventType,
     window_id: Option<i64>,
     summary: &str,
 ) -> Result<(), StoreError> {
@@ -569,9 +512,9 @@ fn insert_bounce(
             b.diagnostic,
             b.remote_mta,
             b.reporting_mta,
-            b.kind.as_str(),
+            b.kind,
             b.hard,
-            b.source.as_str(),
+            b.source,
             b.message_id,
             ms(now)
         ])?;
@@ -625,40 +568,18 @@ pub(super) fn reconsider(
         }
         let window = j.evidence.iter().find_map(|e| e.id);
         tx.prepare_cached("UPDATE bounces SET verdict = ?2 WHERE id = ?1")?
-            .execute(params![id, j.verdict.as_str()])?;
+            .execute(params![id, j.verdict])?;
         tx.prepare_cached(
             "INSERT OR IGNORE INTO reinstatements(bounce_id, window_id, created_at, verdict, reason) \
              VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
-        .execute(params![id, window, ms(now), j.verdict.as_str(), j.reasons.join("; ")])?;
+        .execute(params![id, window, ms(now), j.verdict, j.reasons.join("; ")])?;
         flipped.push((b.recipient, window));
     }
     if let Some((_, window)) = flipped.first() {
-        const SHOWN: usize = 20;
-        let mut names: Vec<&str> = flipped
-            .iter()
-            .take(SHOWN)
-            .map(|(r, _)| r.as_str())
-            .collect();
-        let more = flipped.len().saturating_sub(SHOWN);
-        let more = if more > 0 {
-            format!(" and {more} more")
-        } else {
-            String::new()
-        };
-        names.dedup();
-        outbox(
-            tx,
-            now,
-            "reinstatements",
-            *window,
-            &format!(
-                "{} suppression(s) since {} should be undone: {}{more}",
-                flipped.len(),
-                crate::event::time(since),
-                names.join(", ")
-            ),
-        )?;
+        let names: Vec<&str> = flipped.iter().map(|(r, _)| r.as_str()).collect();
+        let summary = summary::reinstatements(&names, since);
+        outbox(tx, now, EventType::Reinstatements, *window, &summary)?;
     }
     Ok(flipped.len())
 }

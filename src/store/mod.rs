@@ -21,12 +21,15 @@ use rusqlite_migration::{M, Migrations};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::bounce::{Bounce, Kind};
-use crate::detect::{
-    Change, ChangeKind, CloseReason, DomainState, Severity, Window, WindowEvent, WindowStatus,
-};
+use crate::detect::{Change, DomainState, LiveWindow, WindowEvent};
 use crate::dns::{Answer, Observation, Outcome};
 use crate::domain::{DomainName, Mx, MxHost};
+use crate::event::EventType;
 use crate::health::OutageEvent;
+use crate::summary;
+use crate::verdict::Verdict;
+pub use crate::window::Window;
+use crate::window::{Scope, ScopeKind};
 mod codec;
 mod deliveries;
 mod intake;

@@ -16,12 +16,13 @@ use std::sync::{Arc, RwLock};
 use chrono::{DateTime, Utc};
 use rusqlite::Connection;
 
-use super::intake::{WINDOW_EVIDENCE, evidence_from_row};
+use super::read::{WINDOW_COLUMNS, window_from_row};
 use super::{Circumstances, StoreError, from_ms, parse_mx_text};
 use crate::dns::{Observation, Outcome};
 use crate::domain::Mx;
 use crate::provider::Providers;
 use crate::verdict::{self, Evidence};
+use crate::window::Scope;
 
 /// A consensus run: when it started, its outcome and MX.
 type RunStart = (DateTime<Utc>, Outcome, Arc<[Mx]>);
@@ -31,9 +32,8 @@ struct State {
     runs: HashMap<String, Vec<RunStart>>,
     /// Windows with a domain row, by domain.
     own: HashMap<String, Vec<Evidence>>,
-    /// Windows without one: global (`None`), or an anomaly's
-    /// (`domain` | `provider`, name).
-    scoped: Vec<(Option<(String, String)>, Evidence)>,
+    /// Windows without one: global (`None`), or an anomaly's.
+    scoped: Vec<(Option<Scope>, Evidence)>,
     /// The earliest stored bounce.
     feed_since: Option<DateTime<Utc>>,
 }
@@ -77,10 +77,8 @@ impl super::Knowledge for Model {
                     e.covers(at)
                         && match scope {
                             None => true,
-                            Some((kind, name)) if kind == "provider" => {
-                                provider.as_deref() == Some(name.as_str())
-                            }
-                            Some((_, name)) => name == domain,
+                            Some(Scope::Provider(name)) => provider.as_deref() == Some(name),
+                            Some(Scope::Domain(name)) => name == domain,
                         }
                 })
                 .map(|(_, e)| e.clone()),
@@ -119,21 +117,16 @@ impl Model {
     /// Reloads the windows from the database.
     pub(super) fn reload_windows(&self, conn: &Connection) -> Result<(), StoreError> {
         let sql = format!(
-            "SELECT {WINDOW_EVIDENCE}, d.name FROM windows w LEFT JOIN domains d ON d.id = w.domain_id"
+            "SELECT {WINDOW_COLUMNS} FROM windows w LEFT JOIN domains d ON d.id = w.domain_id"
         );
         let mut own: HashMap<String, Vec<Evidence>> = HashMap::new();
         let mut scoped = Vec::new();
         let mut stmt = conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map([], |r| {
-            let e = evidence_from_row(r)?;
-            let scope_kind: Option<String> = r.get(8)?;
-            let scope: Option<String> = r.get(9)?;
-            let domain: Option<String> = r.get(11)?;
-            Ok((e, scope_kind.zip(scope), domain))
-        })?;
-        for row in rows {
-            let (e, scope, domain) = row?;
-            match (domain, scope) {
+        let rows = stmt.query_map([], |r| window_from_row(r, 0))?;
+        for w in rows {
+            let w = w?;
+            let e = Evidence::of(&w);
+            match (w.domain, w.scope) {
                 (Some(d), None) => own.entry(d).or_default().push(e),
                 (_, scope) => scoped.push((scope, e)),
             }

@@ -20,38 +20,6 @@ pub struct ChangeRow {
     pub change: Change,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct WindowRow {
-    pub id: i64,
-    /// `None` for a global window (resolver outage).
-    pub domain: Option<String>,
-    pub kind: String,
-    pub start: DateTime<Utc>,
-    pub detected_at: DateTime<Utc>,
-    pub end: Option<DateTime<Utc>>,
-    pub status: WindowStatus,
-    pub close_reason: Option<CloseReason>,
-    pub severity: Severity,
-    pub before: Option<Answer>,
-    pub after: Option<Answer>,
-    pub flaps: u32,
-    /// Anomaly windows: (`domain` | `provider`, its name).
-    pub scope: Option<(String, String)>,
-    /// What made an anomaly an anomaly.
-    pub detail: Option<String>,
-}
-
-impl WindowRow {
-    /// Open, or closing with its grace not yet over at `now`.
-    pub fn is_active(&self, now: DateTime<Utc>) -> bool {
-        match self.status {
-            WindowStatus::Open => true,
-            WindowStatus::Closing => self.end.is_none_or(|e| e > now),
-            WindowStatus::Closed => false,
-        }
-    }
-}
-
 /// What an upstream answered at a moment, from history.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AsOf {
@@ -69,7 +37,7 @@ pub struct AsOf {
 pub struct OutboxRow {
     pub id: i64,
     pub created_at: DateTime<Utc>,
-    pub event: String,
+    pub event: EventType,
     pub domain: Option<String>,
     pub window_id: Option<i64>,
     pub summary: String,
@@ -78,34 +46,35 @@ pub struct OutboxRow {
 pub(super) const WINDOW_COLUMNS: &str = "w.id, d.name, w.kind, w.start, w.detected_at, w.end, w.status, w.close_reason, \
      w.severity, w.before, w.after, w.flaps, w.scope_kind, w.scope, w.detail";
 
-pub(super) fn window_from_row(r: &rusqlite::Row) -> rusqlite::Result<WindowRow> {
-    Ok(WindowRow {
-        id: r.get(0)?,
-        domain: r.get(1)?,
-        kind: r.get(2)?,
-        start: from_ms(r.get(3)?),
-        detected_at: from_ms(r.get(4)?),
-        end: r.get::<_, Option<i64>>(5)?.map(from_ms),
-        status: WindowStatus::parse(&r.get::<_, String>(6)?).unwrap_or(WindowStatus::Open),
-        close_reason: r
-            .get::<_, Option<String>>(7)?
-            .and_then(|s| CloseReason::parse(&s)),
-        severity: Severity::parse(&r.get::<_, String>(8)?).unwrap_or(Severity::Info),
-        before: r
-            .get::<_, Option<String>>(9)?
-            .and_then(|s| parse_answer_text(&s)),
-        after: r
-            .get::<_, Option<String>>(10)?
-            .and_then(|s| parse_answer_text(&s)),
-        flaps: r.get(11)?,
-        scope: match (
-            r.get::<_, Option<String>>(12)?,
-            r.get::<_, Option<String>>(13)?,
-        ) {
-            (Some(kind), Some(name)) => Some((kind, name)),
-            _ => None,
+/// How many columns [`WINDOW_COLUMNS`] names.
+pub(super) const WINDOW_FIELDS: usize = 15;
+
+/// A window from [`WINDOW_COLUMNS`], starting at column `o`.
+pub(super) fn window_from_row(r: &rusqlite::Row, o: usize) -> rusqlite::Result<Window> {
+    let answer = |i: usize| -> rusqlite::Result<Option<Answer>> {
+        Ok(r.get::<_, Option<String>>(o + i)?
+            .and_then(|s| parse_answer_text(&s)))
+    };
+    Ok(Window {
+        id: r.get(o)?,
+        domain: r.get(o + 1)?,
+        kind: r.get(o + 2)?,
+        start: from_ms(r.get(o + 3)?),
+        detected_at: from_ms(r.get(o + 4)?),
+        end: r.get::<_, Option<i64>>(o + 5)?.map(from_ms),
+        status: r.get(o + 6)?,
+        close_reason: r.get(o + 7)?,
+        severity: r.get(o + 8)?,
+        before: answer(9)?,
+        after: answer(10)?,
+        flaps: r.get(o + 11)?,
+        scope: match r.get::<_, Option<ScopeKind>>(o + 12)? {
+            Some(kind) => r
+                .get::<_, Option<String>>(o + 13)?
+                .and_then(|name| Scope::of(kind, name)),
+            None => None,
         },
-        detail: r.get(14)?,
+        detail: r.get(o + 14)?,
     })
 }
 
@@ -114,7 +83,7 @@ pub(super) fn window_from_row(r: &rusqlite::Row) -> rusqlite::Result<WindowRow> 
 pub struct StoredBounce {
     pub id: i64,
     /// `None` for bounces stored before verdicts were kept.
-    pub verdict: Option<String>,
+    pub verdict: Option<Verdict>,
     pub bounce: Bounce,
 }
 
@@ -124,24 +93,12 @@ pub struct Reinstatement {
     pub id: i64,
     pub created_at: DateTime<Utc>,
     /// The verdict the bounce holds now (it was `suppress`).
-    pub verdict: String,
+    pub verdict: Verdict,
     pub reason: String,
     pub bounce_id: i64,
     pub bounce: Bounce,
-    pub window: Option<ReinstatementWindow>,
-}
-
-/// The window behind a reinstatement.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ReinstatementWindow {
-    pub id: i64,
-    pub kind: String,
-    /// `domain`, `provider` or `global`.
-    pub scope: String,
-    /// The domain or provider; `None` for global windows.
-    pub name: Option<String>,
-    pub start: DateTime<Utc>,
-    pub end: Option<DateTime<Utc>>,
+    /// The window behind it.
+    pub window: Option<Window>,
 }
 
 /// What the detectors of an earlier process left in the store.
@@ -305,10 +262,8 @@ impl Store {
                     domain: r.get(0)?,
                     change: Change {
                         at: from_ms(r.get(1)?),
-                        kind: ChangeKind::parse(&r.get::<_, String>(2)?)
-                            .unwrap_or(ChangeKind::HostsAdded),
-                        severity: Severity::parse(&r.get::<_, String>(3)?)
-                            .unwrap_or(Severity::Info),
+                        kind: r.get(2)?,
+                        severity: r.get(3)?,
                         before: r
                             .get::<_, Option<String>>(4)?
                             .and_then(|s| parse_answer_text(&s)),
@@ -324,14 +279,14 @@ impl Store {
     }
 
     /// Windows, newest first; with `active_at`, only those active then.
-    pub fn windows(&self, active_at: Option<DateTime<Utc>>) -> Result<Vec<WindowRow>, StoreError> {
+    pub fn windows(&self, active_at: Option<DateTime<Utc>>) -> Result<Vec<Window>, StoreError> {
         let sql = format!(
             "SELECT {WINDOW_COLUMNS} FROM windows w LEFT JOIN domains d ON d.id = w.domain_id \
              WHERE ?1 IS NULL OR w.status != 'closed' ORDER BY w.start DESC, w.id DESC"
         );
         let mut stmt = self.conn.prepare(&sql)?;
-        let rows = stmt.query_map(params![active_at.map(ms)], window_from_row)?;
-        let all: Vec<WindowRow> = rows.collect::<Result<_, _>>()?;
+        let rows = stmt.query_map(params![active_at.map(ms)], |r| window_from_row(r, 0))?;
+        let all: Vec<Window> = rows.collect::<Result<_, _>>()?;
         Ok(match active_at {
             Some(now) => all.into_iter().filter(|w| w.is_active(now)).collect(),
             None => all,
@@ -339,14 +294,14 @@ impl Store {
     }
 
     /// One window by id.
-    pub fn window(&self, id: i64) -> Result<Option<WindowRow>, StoreError> {
+    pub fn window(&self, id: i64) -> Result<Option<Window>, StoreError> {
         let sql = format!(
             "SELECT {WINDOW_COLUMNS} FROM windows w LEFT JOIN domains d ON d.id = w.domain_id WHERE w.id = ?1"
         );
         Ok(self
             .conn
             .prepare_cached(&sql)?
-            .query_row([id], window_from_row)
+            .query_row([id], |r| window_from_row(r, 0))
             .optional()?)
     }
 
@@ -426,9 +381,7 @@ impl Store {
         since: Option<DateTime<Utc>>,
     ) -> Result<Vec<Reinstatement>, StoreError> {
         let sql = format!(
-            "SELECT i.id, i.created_at, i.verdict, i.reason, i.bounce_id, i.window_id, w.kind, \
-               coalesce(w.scope_kind, CASE WHEN w.domain_id IS NULL THEN 'global' ELSE 'domain' END), \
-               coalesce(w.scope, d.name), w.start, w.end, {} \
+            "SELECT i.id, i.created_at, i.verdict, i.reason, i.bounce_id, {WINDOW_COLUMNS}, {} \
              FROM reinstatements i JOIN bounces b ON b.id = i.bounce_id \
                LEFT JOIN windows w ON w.id = i.window_id LEFT JOIN domains d ON d.id = w.domain_id \
              WHERE i.created_at >= ?1 ORDER BY i.created_at, i.id",
@@ -436,16 +389,8 @@ impl Store {
         );
         let mut stmt = self.conn.prepare(&sql)?;
         let rows = stmt.query_map([since.map(ms).unwrap_or(i64::MIN)], |r| {
-            let window_id: Option<i64> = r.get(5)?;
-            let window = match window_id {
-                Some(id) => Some(ReinstatementWindow {
-                    id,
-                    kind: r.get::<_, Option<String>>(6)?.unwrap_or_default(),
-                    scope: r.get::<_, Option<String>>(7)?.unwrap_or_default(),
-                    name: r.get(8)?,
-                    start: from_ms(r.get::<_, Option<i64>>(9)?.unwrap_or(0)),
-                    end: r.get::<_, Option<i64>>(10)?.map(from_ms),
-                }),
+            let window = match r.get::<_, Option<i64>>(5)? {
+                Some(_) => Some(window_from_row(r, 5)?),
                 None => None,
             };
             Ok(Reinstatement {
@@ -455,7 +400,7 @@ impl Store {
                 reason: r.get(3)?,
                 bounce_id: r.get(4)?,
                 window,
-                bounce: intake::bounce_from_row(r, 11)?,
+                bounce: intake::bounce_from_row(r, 5 + WINDOW_FIELDS)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

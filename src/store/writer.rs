@@ -12,7 +12,7 @@ pub struct CheckRecord {
     /// The consensus answer, or the first failure when all failed.
     pub consensus: Observation,
     pub changes: Vec<Change>,
-    pub window: Option<(WindowEvent, Window)>,
+    pub window: Option<(WindowEvent, LiveWindow)>,
     /// The detector's new memory, when it changed in more than `last_seen`.
     pub state: Option<DomainState>,
 }
@@ -31,7 +31,7 @@ pub(super) enum Op {
     Delivery(DeliveryWrite, oneshot::Sender<()>),
     /// An event of its own for the outbox (the daily digest).
     Announce {
-        event: String,
+        event: EventType,
         summary: String,
         at: DateTime<Utc>,
     },
@@ -251,16 +251,12 @@ impl Writer {
     /// Adds an event of its own to the outbox (the daily digest).
     pub async fn announce(
         &self,
-        event: &str,
+        event: EventType,
         summary: String,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         self.tx
-            .send(Op::Announce {
-                event: event.to_string(),
-                summary,
-                at,
-            })
+            .send(Op::Announce { event, summary, at })
             .await
             .map_err(|_| StoreError::WriterGone)
     }
@@ -436,7 +432,7 @@ pub(super) fn write_run(
             .optional()?;
         heads.insert(key.clone(), head);
     }
-    let mx = mx_text(&o.mx);
+    let mx = crate::dns::compact_mx(&o.mx);
     let slot = heads.get_mut(&key).expect("inserted above");
     match slot {
         Some(h) if h.outcome == o.outcome && h.mx == mx => {
@@ -481,8 +477,8 @@ pub(super) fn write_check(
         .execute(params![
             id,
             ms(c.at),
-            c.kind.as_str(),
-            c.severity.as_str(),
+            c.kind,
+            c.severity,
             c.before.as_ref().map(answer_text),
             c.after.as_ref().map(answer_text),
             c.detail
@@ -500,26 +496,21 @@ pub(super) fn write_check(
             ms(w.start),
             ms(w.detected_at),
             w.end.map(ms),
-            w.status.as_str(),
-            w.close_reason.map(|r| r.as_str()),
-            w.severity.as_str(),
+            w.status,
+            w.close_reason,
+            w.severity,
             answer_text(&w.before),
             answer_text(&w.current),
             w.flaps
         ])?;
         let outbox = match event {
             WindowEvent::Opened => Some((
-                "window_opened",
-                summarise_changes(&rec.domain, &rec.changes),
+                EventType::WindowOpened,
+                summary::window_opened(rec.domain.as_str(), &rec.changes),
             )),
             WindowEvent::Closed => Some((
-                "window_closed",
-                format!(
-                    "{}: window since {} closed ({})",
-                    rec.domain,
-                    w.start.to_rfc3339(),
-                    w.close_reason.map(|r| r.as_str()).unwrap_or("closed")
-                ),
+                EventType::WindowClosed,
+                summary::window_closed(rec.domain.as_str(), w.start, w.close_reason),
             )),
             WindowEvent::Updated => None,
         };
@@ -596,27 +587,17 @@ pub(super) fn close_unwatched(
                 .execute(params![domain_id, json])?;
         }
         tx.prepare_cached(
-            "INSERT INTO outbox(created_at, event, domain_id, window_id, summary) VALUES (?1, 'window_closed', ?2, ?3, ?4)",
+            "INSERT INTO outbox(created_at, event, domain_id, window_id, summary) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
         .execute(params![
             ms(now),
+            EventType::WindowClosed,
             domain_id,
             window,
-            format!(
-                "{name}: window since {} closed (unwatched): the domain left the watchlist",
-                from_ms(start).to_rfc3339()
-            )
+            summary::window_unwatched(&name, from_ms(start))
         ])?;
     }
     Ok(())
-}
-
-pub(super) fn summarise_changes(d: &DomainName, changes: &[Change]) -> String {
-    let parts: Vec<String> = changes
-        .iter()
-        .map(|c| format!("{}: {}", c.kind, c.detail))
-        .collect();
-    format!("{d}: {}", parts.join("; "))
 }
 
 pub(super) fn write_outage(
@@ -625,19 +606,14 @@ pub(super) fn write_outage(
     at: DateTime<Utc>,
     judging: &Judging,
 ) -> Result<(), StoreError> {
-    let (event, start, summary) = match ev {
+    let (event, start) = match ev {
         OutageEvent::Started(start) => {
             tx.prepare_cached(
                 "INSERT INTO windows(domain_id, kind, start, detected_at, status, severity) \
                  VALUES (NULL, 'resolver_outage', ?1, ?2, 'open', 'critical')",
             )?
             .execute(params![ms(start), ms(at)])?;
-            (
-                "resolver_outage_started",
-                start,
-                "most watched domains fail to resolve, or answer NXDOMAIN or one identical answer, at once: our own resolver is likely at fault"
-                    .to_string(),
-            )
+            (EventType::ResolverOutageStarted, start)
         }
         OutageEvent::Ended { start, end } => {
             // Resolution works: every outage window still open ends, also
@@ -647,11 +623,7 @@ pub(super) fn write_outage(
                  WHERE domain_id IS NULL AND kind = 'resolver_outage' AND status != 'closed'",
             )?
             .execute(params![ms(end)])?;
-            (
-                "resolver_outage_ended",
-                start,
-                "resolution works again".to_string(),
-            )
+            (EventType::ResolverOutageEnded, start)
         }
     };
     let window_id: Option<i64> = tx
@@ -659,7 +631,7 @@ pub(super) fn write_outage(
         .query_row([ms(start)], |r| r.get(0))
         .optional()?;
     tx.prepare_cached("INSERT INTO outbox(created_at, event, domain_id, window_id, summary) VALUES (?1, ?2, NULL, ?3, ?4)")?
-        .execute(params![ms(at), event, window_id, summary])?;
+        .execute(params![ms(at), event, window_id, summary::outage(ev)])?;
     if let OutageEvent::Started(start) = ev {
         intake::reconsider(tx, judging, intake::Covered::All, start, at)?;
     }

@@ -276,6 +276,8 @@ async fn an_apple_like_burst_without_dns_change_reinstates_the_early_suppression
     let windows: Vec<Value> = get_json(format!("{base}/v1/windows")).await;
     let anomaly = windows.iter().find(|w| w["kind"] == "anomaly").unwrap();
     assert_eq!(anomaly["status"], "closed", "{anomaly}");
+    // The store wrote `subsided`; it used to read back as null.
+    assert_eq!(anomaly["close_reason"], "subsided", "{anomaly}");
     assert_eq!(anomaly["end"], mxwatch::report::time(t0 + minute * 24));
     model_agrees_with_the_database(&app, &["icloud.com", "me.com", "example.de"], t0);
     let events: Vec<String> = app.outbox_events();
@@ -309,7 +311,10 @@ async fn suppressions_between_the_last_check_and_an_mx_change_are_reinstated() {
     assert_eq!(list[0].verdict, "transient");
     assert_eq!(list[0].window.as_ref().unwrap().kind, "mx_change");
     let stored = app.store().stored_bounces(None, None, None).unwrap();
-    assert_eq!(stored[0].verdict.as_deref(), Some("transient"));
+    assert_eq!(
+        stored[0].verdict,
+        Some(mxwatch::verdict::Verdict::Transient)
+    );
     model_agrees_with_the_database(&app, &["example.de", "icloud.com"], first.at);
     app.stop().await;
 }

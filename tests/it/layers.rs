@@ -9,10 +9,15 @@ use std::path::{Path, PathBuf};
 /// The layers, bottom up. Root items of `lib.rs` (`http_client`,
 /// `redirect_target`) are adapters.
 const LAYERS: &[(&str, &[&str])] = &[
-    ("vocabulary", &["domain", "dns", "event", "provider"]),
+    (
+        "vocabulary",
+        &["domain", "dns", "event", "names", "provider", "window"],
+    ),
     (
         "pure logic",
-        &["detect", "anomaly", "verdict", "bounce", "health", "sns"],
+        &[
+            "detect", "anomaly", "verdict", "bounce", "health", "sns", "summary",
+        ],
     ),
     (
         "adapters",

@@ -125,7 +125,7 @@ impl App {
             .outbox()
             .unwrap()
             .into_iter()
-            .map(|o| o.event)
+            .map(|o| o.event.to_string())
             .collect()
     }
 

@@ -154,7 +154,11 @@ async fn believed(
     domain: &str,
 ) -> (mxwatch::monitor::CheckEvent, mxwatch::monitor::CheckEvent) {
     let held = app.next_check(domain).await;
-    assert_eq!(held.changes, vec![], "held first: {held:?}");
+    assert_eq!(
+        held.changes,
+        Vec::<mxwatch::detect::ChangeKind>::new(),
+        "held first: {held:?}"
+    );
     assert!(held.fast_recheck, "a held answer is checked again soon");
     for _ in 0..30 {
         let ev = app.next_check(domain).await;

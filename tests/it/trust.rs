@@ -268,7 +268,7 @@ async fn replay_gives_the_daemons_verdicts_through_an_outage_of_our_resolver() {
         .stored_bounces(None, None, Some(mxwatch::bounce::Kind::UserUnknown))
         .unwrap()
         .into_iter()
-        .map(|b| b.verdict.unwrap())
+        .map(|b| b.verdict.unwrap().to_string())
         .collect();
     assert_eq!(
         stored,

@@ -1,0 +1,113 @@
+//! Pure: the sentences events and evidence carry for a person. The store
+//! keeps each with what it records (an outbox event's summary, a piece of
+//! evidence's detail), so the wording lives here and the store words
+//! nothing. No IO.
+
+use chrono::{DateTime, Utc};
+
+use crate::anomaly::Anomaly;
+use crate::detect::Change;
+use crate::event::time;
+use crate::health::OutageEvent;
+use crate::window::{CloseReason, Window};
+
+/// `window_opened`: the domain and what changed.
+pub fn window_opened(domain: &str, changes: &[Change]) -> String {
+    let parts: Vec<String> = changes
+        .iter()
+        .map(|c| format!("{}: {}", c.kind, c.detail))
+        .collect();
+    format!("{domain}: {}", parts.join("; "))
+}
+
+/// `window_closed`, as detect closed it.
+pub fn window_closed(domain: &str, start: DateTime<Utc>, reason: Option<CloseReason>) -> String {
+    format!(
+        "{domain}: window since {} closed ({})",
+        start.to_rfc3339(),
+        reason.map_or("closed", |r| r.as_str())
+    )
+}
+
+/// `window_closed`, because the domain left the watchlist.
+pub fn window_unwatched(domain: &str, start: DateTime<Utc>) -> String {
+    format!(
+        "{domain}: window since {} closed (unwatched): the domain left the watchlist",
+        start.to_rfc3339()
+    )
+}
+
+/// `resolver_outage_started` and `_ended`.
+pub fn outage(ev: OutageEvent) -> &'static str {
+    match ev {
+        OutageEvent::Started(_) => {
+            "most watched domains fail to resolve, or answer NXDOMAIN or one identical answer, at once: our own resolver is likely at fault"
+        }
+        OutageEvent::Ended { .. } => "resolution works again",
+    }
+}
+
+/// `anomaly_opened`.
+pub fn anomaly_opened(a: &Anomaly) -> String {
+    format!(
+        "{}: burst of unknown-user bounces since {}: {}",
+        a.scope,
+        time(a.start),
+        a.detail
+    )
+}
+
+/// `anomaly_closed`.
+pub fn anomaly_closed(a: &Anomaly) -> String {
+    format!(
+        "{}: the burst since {} is over ({} unknown-user bounces)",
+        a.scope,
+        time(a.start),
+        a.bounces
+    )
+}
+
+/// A closed anomaly window's detail: what opened it, and its size.
+pub fn anomaly_detail(a: &Anomaly) -> String {
+    format!("{} ({} bounces)", a.detail, a.bounces)
+}
+
+/// `reinstatements`: how many suppressions since when, naming the first
+/// twenty recipients.
+pub fn reinstatements(recipients: &[&str], since: DateTime<Utc>) -> String {
+    const SHOWN: usize = 20;
+    let mut names: Vec<&str> = recipients.iter().take(SHOWN).copied().collect();
+    names.dedup();
+    let more = recipients.len().saturating_sub(SHOWN);
+    let more = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    format!(
+        "{} suppression(s) since {} should be undone: {}{more}",
+        recipients.len(),
+        time(since),
+        names.join(", ")
+    )
+}
+
+/// What a window shows as evidence: the answers it went between, or what
+/// made an anomaly one, or its kind.
+pub fn evidence_detail(w: &Window) -> String {
+    match (&w.before, &w.after, &w.detail) {
+        (Some(b), Some(a), _) => {
+            let flaps = if w.flaps > 0 {
+                format!(" ({} flaps)", w.flaps)
+            } else {
+                String::new()
+            };
+            format!("{} → {}{flaps}", b.compact(), a.compact())
+        }
+        (_, _, Some(d)) => match &w.scope {
+            Some(s) => format!("{}: {d}", s.name()),
+            None => d.clone(),
+        },
+        _ => w.kind.as_str().replace('_', " "),
+    }
+}
