@@ -16,7 +16,6 @@
 //! may have happened any time after it. Failures (SERVFAIL, time-outs) are
 //! a separate condition and never a records change.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -135,133 +134,6 @@ pub struct DomainState {
     pub disagreeing: bool,
 }
 
-/// The one answer a check settles on, from all upstreams.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Consensus {
-    /// `None` when every upstream failed.
-    pub answer: Option<Answer>,
-    pub ttl: Option<u32>,
-    /// `upstream: answer` for each upstream when definitive answers differ.
-    pub disagreement: Option<String>,
-}
-
-/// The majority of the definitive answers; a tie goes to the upstream listed
-/// first. Failures do not vote.
-pub fn consensus(observations: &[Observation]) -> Consensus {
-    let answers: Vec<(usize, Answer)> = observations
-        .iter()
-        .enumerate()
-        .filter_map(|(i, o)| o.answer().map(|a| (i, a)))
-        .collect();
-    let mut best: Option<(&Answer, usize)> = None;
-    for (_, a) in &answers {
-        let votes = answers.iter().filter(|(_, b)| b == a).count();
-        if best.is_none_or(|(_, v)| votes > v) {
-            best = Some((a, votes));
-        }
-    }
-    let Some((answer, _)) = best else {
-        return Consensus {
-            answer: None,
-            ttl: None,
-            disagreement: None,
-        };
-    };
-    let ttl = answers
-        .iter()
-        .filter(|(_, a)| a == answer)
-        .filter_map(|(i, _)| observations[*i].ttl)
-        .max();
-    let distinct: BTreeSet<&Answer> = answers.iter().map(|(_, a)| a).collect();
-    let disagreement = (distinct.len() > 1).then(|| {
-        answers
-            .iter()
-            .map(|(i, a)| format!("{}: {a}", observations[*i].upstream))
-            .collect::<Vec<_>>()
-            .join("; ")
-    });
-    Consensus {
-        answer: Some(answer.clone()),
-        ttl,
-        disagreement,
-    }
-}
-
-/// Compares two answers and names every way they differ.
-pub fn classify(
-    before: &Answer,
-    after: &Answer,
-    providers: &Providers,
-) -> Vec<(ChangeKind, String)> {
-    use Answer::*;
-    let mut out = Vec::new();
-    match (before, after) {
-        (Records(a), Records(b)) => {
-            let hosts = |s: &[crate::domain::Mx]| {
-                s.iter()
-                    .map(|m| m.exchange.clone())
-                    .collect::<BTreeSet<_>>()
-            };
-            let (ha, hb) = (hosts(a), hosts(b));
-            let added: Vec<String> = hb.difference(&ha).map(|h| h.to_string()).collect();
-            let removed: Vec<String> = ha.difference(&hb).map(|h| h.to_string()).collect();
-            if !added.is_empty() {
-                out.push((
-                    ChangeKind::HostsAdded,
-                    format!("added {}", added.join(", ")),
-                ));
-            }
-            if !removed.is_empty() {
-                out.push((
-                    ChangeKind::HostsRemoved,
-                    format!("removed {}", removed.join(", ")),
-                ));
-            }
-            let repref: Vec<String> = a
-                .iter()
-                .filter_map(|m| {
-                    b.iter()
-                        .find(|n| n.exchange == m.exchange && n.preference != m.preference)
-                        .map(|n| format!("{} {}→{}", m.exchange, m.preference, n.preference))
-                })
-                .collect();
-            if !repref.is_empty() {
-                out.push((ChangeKind::PreferenceChanged, repref.join(", ")));
-            }
-            let (pa, pb) = (providers.of_set(a), providers.of_set(b));
-            if pa != pb {
-                let show = |s: &BTreeSet<String>| {
-                    s.iter()
-                        .map(|p| providers.display_name(p).to_string())
-                        .collect::<Vec<_>>()
-                        .join(" + ")
-                };
-                out.push((
-                    ChangeKind::ProviderChanged,
-                    format!("provider {} → {}", show(&pa), show(&pb)),
-                ));
-            }
-        }
-        (_, Records(b)) => out.push((
-            ChangeKind::MxAppeared,
-            format!("MX now {}", Records(b.clone())),
-        )),
-        (_, NoMx) => out.push((
-            ChangeKind::MxRemoved,
-            format!("no MX any more (was {before})"),
-        )),
-        (_, NullMx) => out.push((
-            ChangeKind::NullMx,
-            format!("null MX: accepts no mail (was {before})"),
-        )),
-        (_, NxDomain) => out.push((
-            ChangeKind::Nxdomain,
-            format!("domain does not exist (was {before})"),
-        )),
-    }
-    out
-}
-
 /// Everything one check produced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Detection {
@@ -282,24 +154,6 @@ pub enum WindowEvent {
     Closed,
 }
 
-fn unexpected(answer: &Answer, expect: &[String], providers: &Providers) -> Option<String> {
-    if expect.is_empty() || answer.mx().is_empty() {
-        return None;
-    }
-    let got = providers.of_set(answer.mx());
-    let bad: Vec<&String> = got.iter().filter(|p| !expect.contains(p)).collect();
-    (!bad.is_empty()).then(|| {
-        format!(
-            "served by {} but expected {}",
-            bad.iter()
-                .map(|p| providers.display_name(p))
-                .collect::<Vec<_>>()
-                .join(" + "),
-            expect.join(", ")
-        )
-    })
-}
-
 /// Applies one check at time `at` to a domain's state. `expect` is the
 /// domain's expected provider ids (may be empty).
 pub fn detect(
@@ -310,225 +164,301 @@ pub fn detect(
     providers: &Providers,
     params: &Params,
 ) -> Detection {
-    let mut state = prev.clone();
     let cons = consensus(observations);
-    let mut changes = Vec::new();
-    let mut push =
-        |kind: ChangeKind, before: Option<&Answer>, after: Option<&Answer>, detail: String| {
-            changes.push(Change {
-                at,
-                kind,
-                severity: kind.severity(),
-                before: before.cloned(),
-                after: after.cloned(),
-                detail,
-            })
-        };
-
-    // Disagreement between upstreams is recorded when it starts and ends.
-    match (&cons.disagreement, state.disagreeing) {
-        (Some(d), false) => {
-            push(ChangeKind::UpstreamDisagreement, None, None, d.clone());
-            state.disagreeing = true;
-        }
-        (None, true) if cons.answer.is_some() => {
-            push(
-                ChangeKind::UpstreamsAgree,
-                None,
-                cons.answer.as_ref(),
-                "upstreams agree again".into(),
-            );
-            state.disagreeing = false;
-        }
-        _ => {}
-    }
-
+    let mut step = Step {
+        state: prev.clone(),
+        changes: Vec::new(),
+        at,
+        providers,
+    };
+    step.disagreement(&cons);
     let Some(answer) = cons.answer.clone() else {
-        if state.failing_since.is_none() {
-            state.failing_since = Some(at);
-            let detail = observations
-                .iter()
-                .map(|o| {
-                    format!(
-                        "{}: {}{}",
-                        o.upstream,
-                        o.outcome,
-                        o.detail
-                            .as_deref()
-                            .map(|d| format!(" ({d})"))
-                            .unwrap_or_default()
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("; ");
-            push(ChangeKind::ResolutionFailed, None, None, detail);
-        }
-        let fast = state.window.is_some();
+        step.failed(observations);
+        let fast = step.state.window.is_some();
         return Detection {
-            state,
+            state: step.state,
             consensus: cons,
-            changes,
+            changes: step.changes,
             window: None,
             fast_recheck: fast,
         };
     };
-    if let Some(since) = state.failing_since.take() {
-        push(
-            ChangeKind::ResolutionRecovered,
-            None,
-            Some(&answer),
-            format!("answers again after failing since {}", since.to_rfc3339()),
-        );
-    }
-
-    let mut window_event = None;
-    match state.baseline.clone() {
+    step.recovered(&answer);
+    let window_event = match step.state.baseline.clone() {
         None => {
-            if let Some(d) = unexpected(&answer, expect, providers) {
-                push(ChangeKind::UnexpectedProvider, None, Some(&answer), d);
-            }
-            state.baseline = Some(Baseline {
-                answer: answer.clone(),
-                since: at,
-                last_seen: at,
-                ttl: cons.ttl,
-            });
+            step.first_answer(answer, expect, cons.ttl);
+            None
         }
-        Some(base) if base.answer == answer => {
-            let b = state.baseline.as_mut().expect("baseline present");
-            b.last_seen = at;
-            b.ttl = cons.ttl.or(b.ttl);
-            if let Some(w) = state.window.as_mut() {
-                match w.status {
-                    WindowStatus::Open => {
-                        let grace = params
-                            .grace
-                            .max(Duration::from_secs(u64::from(base.ttl.unwrap_or(0))));
-                        // Checked: a grace of centuries ends at the calendar's end.
-                        w.end = Some(
-                            chrono::Duration::from_std(grace)
-                                .ok()
-                                .and_then(|g| at.checked_add_signed(g))
-                                .unwrap_or(DateTime::<Utc>::MAX_UTC),
-                        );
-                        w.status = WindowStatus::Closing;
-                        push(
-                            ChangeKind::Reverted,
-                            Some(&w.current),
-                            Some(&answer),
-                            format!(
-                                "back to {answer}; window stays open for {} of grace",
-                                humantime::format_duration(grace)
-                            ),
-                        );
-                        window_event = Some(WindowEvent::Updated);
-                    }
-                    WindowStatus::Closing if w.end.is_some_and(|end| at >= end) => {
-                        w.status = WindowStatus::Closed;
-                        w.close_reason = Some(CloseReason::Reverted);
-                        window_event = Some(WindowEvent::Closed);
-                    }
-                    _ => {}
-                }
+        Some(base) if base.answer == answer => step.at_baseline(&base, &answer, cons.ttl, params),
+        Some(base) => step.off_baseline(&base, answer, expect, cons.ttl, params),
+    };
+    step.finish(cons, window_event)
+}
+
+/// One check being applied: the state so far and the changes it found.
+struct Step<'a> {
+    state: DomainState,
+    changes: Vec<Change>,
+    at: DateTime<Utc>,
+    providers: &'a Providers,
+}
+
+impl Step<'_> {
+    fn push(
+        &mut self,
+        kind: ChangeKind,
+        before: Option<&Answer>,
+        after: Option<&Answer>,
+        detail: String,
+    ) {
+        self.changes.push(Change {
+            at: self.at,
+            kind,
+            severity: kind.severity(),
+            before: before.cloned(),
+            after: after.cloned(),
+            detail,
+        })
+    }
+
+    /// Disagreement between upstreams is recorded when it starts and ends.
+    fn disagreement(&mut self, cons: &Consensus) {
+        match (&cons.disagreement, self.state.disagreeing) {
+            (Some(d), false) => {
+                self.push(ChangeKind::UpstreamDisagreement, None, None, d.clone());
+                self.state.disagreeing = true;
             }
+            (None, true) if cons.answer.is_some() => {
+                let detail = "upstreams agree again".into();
+                self.push(
+                    ChangeKind::UpstreamsAgree,
+                    None,
+                    cons.answer.as_ref(),
+                    detail,
+                );
+                self.state.disagreeing = false;
+            }
+            _ => {}
         }
-        Some(base) => {
-            match state.window.as_mut() {
-                None => {
-                    for (kind, detail) in classify(&base.answer, &answer, providers) {
-                        push(kind, Some(&base.answer), Some(&answer), detail);
-                    }
-                    if let Some(d) = unexpected(&answer, expect, providers) {
-                        push(
-                            ChangeKind::UnexpectedProvider,
-                            Some(&base.answer),
-                            Some(&answer),
-                            d,
-                        );
-                    }
-                    state.window = Some(LiveWindow {
-                        start: base.last_seen,
-                        detected_at: at,
-                        end: None,
-                        status: WindowStatus::Open,
-                        close_reason: None,
-                        severity: Severity::Info,
-                        before: base.answer.clone(),
-                        current: answer.clone(),
-                        current_since: at,
-                        flaps: 0,
-                    });
-                    window_event = Some(WindowEvent::Opened);
-                }
-                Some(w) if w.status == WindowStatus::Open && w.current == answer => {
-                    let held = at - w.current_since;
-                    let settle =
-                        chrono::Duration::from_std(params.settle).unwrap_or(chrono::Duration::MAX);
-                    if held >= settle {
-                        w.status = WindowStatus::Closed;
-                        w.close_reason = Some(CloseReason::Settled);
-                        w.end = Some(at);
-                        push(
-                            ChangeKind::Settled,
-                            Some(&base.answer),
-                            Some(&answer),
-                            format!(
-                                "{answer} held since {}; it is the new baseline",
-                                w.current_since.to_rfc3339()
-                            ),
-                        );
-                        state.baseline = Some(Baseline {
-                            answer: answer.clone(),
-                            since: w.current_since,
-                            last_seen: at,
-                            ttl: cons.ttl,
-                        });
-                        window_event = Some(WindowEvent::Closed);
-                    }
-                }
-                Some(w) => {
-                    // A flap: a different answer while open, or any
-                    // non-baseline answer while closing. Same window.
-                    let from = if w.status == WindowStatus::Closing {
-                        &base.answer
-                    } else {
-                        &w.current
-                    };
-                    for (kind, detail) in classify(from, &answer, providers) {
-                        push(kind, Some(from), Some(&answer), detail);
-                    }
-                    w.flaps += 1;
-                    w.status = WindowStatus::Open;
-                    w.end = None;
-                    w.current = answer.clone();
-                    w.current_since = at;
-                    window_event = Some(WindowEvent::Updated);
-                }
+    }
+
+    /// No answer: a failure starts (once), never a records change.
+    fn failed(&mut self, observations: &[Observation]) {
+        if self.state.failing_since.is_some() {
+            return;
+        }
+        self.state.failing_since = Some(self.at);
+        let detail = observations
+            .iter()
+            .map(|o| {
+                let why = o
+                    .detail
+                    .as_deref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default();
+                format!("{}: {}{why}", o.upstream, o.outcome)
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        self.push(ChangeKind::ResolutionFailed, None, None, detail);
+    }
+
+    fn recovered(&mut self, answer: &Answer) {
+        if let Some(since) = self.state.failing_since.take() {
+            let detail = format!("answers again after failing since {}", since.to_rfc3339());
+            self.push(ChangeKind::ResolutionRecovered, None, Some(answer), detail);
+        }
+    }
+
+    /// The first answer becomes the baseline.
+    fn first_answer(&mut self, answer: Answer, expect: &[String], ttl: Option<u32>) {
+        if let Some(d) = unexpected(&answer, expect, self.providers) {
+            self.push(ChangeKind::UnexpectedProvider, None, Some(&answer), d);
+        }
+        self.state.baseline = Some(Baseline {
+            answer,
+            since: self.at,
+            last_seen: self.at,
+            ttl,
+        });
+    }
+
+    /// The baseline answer again: an open window starts closing (grace:
+    /// the old answer's TTL at least), a closing one closes when its grace
+    /// is over.
+    fn at_baseline(
+        &mut self,
+        base: &Baseline,
+        answer: &Answer,
+        ttl: Option<u32>,
+        params: &Params,
+    ) -> Option<WindowEvent> {
+        let at = self.at;
+        let b = self.state.baseline.as_mut().expect("baseline present");
+        b.last_seen = at;
+        b.ttl = ttl.or(b.ttl);
+        let w = self.state.window.as_mut()?;
+        match w.status {
+            WindowStatus::Open => {
+                let grace = params
+                    .grace
+                    .max(Duration::from_secs(u64::from(base.ttl.unwrap_or(0))));
+                // Checked: a grace of centuries ends at the calendar's end.
+                w.end = Some(
+                    chrono::Duration::from_std(grace)
+                        .ok()
+                        .and_then(|g| at.checked_add_signed(g))
+                        .unwrap_or(DateTime::<Utc>::MAX_UTC),
+                );
+                w.status = WindowStatus::Closing;
+                let from = w.current.clone();
+                let detail = format!(
+                    "back to {answer}; window stays open for {} of grace",
+                    humantime::format_duration(grace)
+                );
+                self.push(ChangeKind::Reverted, Some(&from), Some(answer), detail);
+                Some(WindowEvent::Updated)
+            }
+            WindowStatus::Closing if w.end.is_some_and(|end| at >= end) => {
+                w.status = WindowStatus::Closed;
+                w.close_reason = Some(CloseReason::Reverted);
+                Some(WindowEvent::Closed)
+            }
+            _ => None,
+        }
+    }
+
+    /// An answer other than the baseline: a window opens, settles into the
+    /// new baseline once the answer has held for `settle`, or flaps.
+    fn off_baseline(
+        &mut self,
+        base: &Baseline,
+        answer: Answer,
+        expect: &[String],
+        ttl: Option<u32>,
+        params: &Params,
+    ) -> Option<WindowEvent> {
+        match self.state.window.as_ref() {
+            None => Some(self.open(base, answer, expect)),
+            Some(w) if w.status == WindowStatus::Open && w.current == answer => {
+                let since = w.current_since;
+                let settle =
+                    chrono::Duration::from_std(params.settle).unwrap_or(chrono::Duration::MAX);
+                (self.at - since >= settle).then(|| self.settle(base, answer, since, ttl))
+            }
+            Some(w) => {
+                // A flap: a different answer while open, or any
+                // non-baseline answer while closing. Same window.
+                let from = if w.status == WindowStatus::Closing {
+                    base.answer.clone()
+                } else {
+                    w.current.clone()
+                };
+                Some(self.flap(&from, answer))
             }
         }
     }
 
-    // The window's severity is the worst change it has seen.
-    if let Some(w) = state.window.as_mut() {
-        for c in &changes {
-            if !matches!(c.kind, ChangeKind::Reverted | ChangeKind::Settled) {
-                w.severity = w.severity.max(c.severity);
+    fn open(&mut self, base: &Baseline, answer: Answer, expect: &[String]) -> WindowEvent {
+        for (kind, detail) in classify(&base.answer, &answer, self.providers) {
+            self.push(kind, Some(&base.answer), Some(&answer), detail);
+        }
+        if let Some(d) = unexpected(&answer, expect, self.providers) {
+            self.push(
+                ChangeKind::UnexpectedProvider,
+                Some(&base.answer),
+                Some(&answer),
+                d,
+            );
+        }
+        self.state.window = Some(LiveWindow {
+            start: base.last_seen,
+            detected_at: self.at,
+            end: None,
+            status: WindowStatus::Open,
+            close_reason: None,
+            severity: Severity::Info,
+            before: base.answer.clone(),
+            current: answer,
+            current_since: self.at,
+            flaps: 0,
+        });
+        WindowEvent::Opened
+    }
+
+    /// The new answer held since `since`: it is the new baseline.
+    fn settle(
+        &mut self,
+        base: &Baseline,
+        answer: Answer,
+        since: DateTime<Utc>,
+        ttl: Option<u32>,
+    ) -> WindowEvent {
+        let detail = format!(
+            "{answer} held since {}; it is the new baseline",
+            since.to_rfc3339()
+        );
+        self.push(
+            ChangeKind::Settled,
+            Some(&base.answer),
+            Some(&answer),
+            detail,
+        );
+        let w = self.state.window.as_mut().expect("window present");
+        w.status = WindowStatus::Closed;
+        w.close_reason = Some(CloseReason::Settled);
+        w.end = Some(self.at);
+        self.state.baseline = Some(Baseline {
+            answer,
+            since,
+            last_seen: self.at,
+            ttl,
+        });
+        WindowEvent::Closed
+    }
+
+    fn flap(&mut self, from: &Answer, answer: Answer) -> WindowEvent {
+        for (kind, detail) in classify(from, &answer, self.providers) {
+            self.push(kind, Some(from), Some(&answer), detail);
+        }
+        let w = self.state.window.as_mut().expect("window present");
+        w.flaps += 1;
+        w.status = WindowStatus::Open;
+        w.end = None;
+        w.current = answer;
+        w.current_since = self.at;
+        WindowEvent::Updated
+    }
+
+    /// The window's severity is the worst change it has seen; a closed
+    /// window leaves the state.
+    fn finish(mut self, consensus: Consensus, event: Option<WindowEvent>) -> Detection {
+        if let Some(w) = self.state.window.as_mut() {
+            for c in &self.changes {
+                if !matches!(c.kind, ChangeKind::Reverted | ChangeKind::Settled) {
+                    w.severity = w.severity.max(c.severity);
+                }
             }
         }
-    }
-    let window = window_event.map(|e| (e, state.window.clone().expect("event has a window")));
-    if matches!(window_event, Some(WindowEvent::Closed)) {
-        state.window = None;
-    }
-    let fast = state.window.is_some();
-    Detection {
-        state,
-        consensus: cons,
-        changes,
-        window,
-        fast_recheck: fast,
+        let window = event.map(|e| (e, self.state.window.clone().expect("event has a window")));
+        if matches!(event, Some(WindowEvent::Closed)) {
+            self.state.window = None;
+        }
+        let fast = self.state.window.is_some();
+        Detection {
+            state: self.state,
+            consensus,
+            changes: self.changes,
+            window,
+            fast_recheck: fast,
+        }
     }
 }
+
+mod changes;
+
+use changes::unexpected;
+pub use changes::{Consensus, classify, consensus};
 
 #[cfg(test)]
 pub(crate) mod tests;

@@ -1,4 +1,5 @@
 use super::*;
+use std::collections::BTreeSet;
 use crate::dns::Outcome;
 use crate::domain::{Mx, MxHost};
 use chrono::TimeZone;
