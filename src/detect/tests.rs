@@ -1,8 +1,8 @@
 use super::*;
-use std::collections::BTreeSet;
 use crate::dns::Outcome;
 use crate::domain::{Mx, MxHost};
 use chrono::TimeZone;
+use std::collections::BTreeSet;
 
 const H: i64 = 3600;
 
