@@ -175,56 +175,86 @@ pub async fn run<F, Fut>(
     F: Fn(DomainName) -> Fut,
     Fut: Future<Output = bool> + Send + 'static,
 {
-    let mut entries: HashMap<DomainName, Entry> = HashMap::new();
-    let mut heap: BinaryHeap<Reverse<(DateTime<Utc>, DomainName)>> = BinaryHeap::new();
+    let mut queue = Queue::default();
     let mut in_flight: JoinSet<(DomainName, bool)> = JoinSet::new();
     let concurrency = opts.concurrency.max(1);
     let fast = chrono::Duration::from_std(opts.fast_recheck).expect("fast_recheck fits");
-
-    let schedule_at = |entries: &mut HashMap<DomainName, Entry>,
-                       heap: &mut BinaryHeap<Reverse<(DateTime<Utc>, DomainName)>>,
-                       name: &DomainName,
-                       due: DateTime<Utc>| {
-        if let Some(e) = entries.get_mut(name) {
-            e.due = Some(due);
-            heap.push(Reverse((due, name.clone())));
-        }
-    };
-    let add_jobs = |jobs: Vec<Job>,
-                    entries: &mut HashMap<DomainName, Entry>,
-                    heap: &mut BinaryHeap<Reverse<(DateTime<Utc>, DomainName)>>,
-                    now: DateTime<Utc>| {
-        for job in jobs {
-            let name = job.name.clone();
-            let frac = offset_fraction(&name);
-            let due = job.schedule.next_slot(frac, now);
-            entries.insert(
-                name.clone(),
-                Entry {
-                    job,
-                    frac,
-                    due: None,
-                    in_flight: false,
-                },
-            );
-            schedule_at(entries, heap, &name, due);
-        }
-    };
-    add_jobs(jobs, &mut entries, &mut heap, clock.now());
+    queue.add(jobs, clock.now());
 
     tokio::pin!(shutdown);
     loop {
         let now = clock.now();
         // Dispatch everything due, as far as concurrency allows.
         while in_flight.len() < concurrency {
-            let Some(Reverse((due, _))) = heap.peek() else {
+            let Some(name) = queue.take_due(now) else {
                 break;
             };
-            if *due > now {
-                break;
+            let fut = check(name.clone());
+            in_flight.spawn(async move { (name, fut.await) });
+        }
+        let sleep_for = if in_flight.len() >= concurrency {
+            MAX_SLEEP
+        } else {
+            queue.until_next(now)
+        };
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                match done {
+                    Ok((name, wants_fast)) => queue.done(&name, wants_fast.then_some(fast), clock.now()),
+                    Err(e) => tracing::error!("a check task failed: {e:?}"),
+                }
             }
-            let Reverse((due, name)) = heap.pop().expect("peeked");
-            let Some(entry) = entries.get_mut(&name) else {
+            Some(jobs) = reload.recv() => queue.reload(jobs, clock.now()),
+            _ = tokio::time::sleep(sleep_for) => {}
+        }
+    }
+    while in_flight.join_next().await.is_some() {}
+}
+
+/// The domains and when each is due next: a min-heap of (due, domain),
+/// where an entry whose `due` no longer matches is stale and skipped.
+#[derive(Default)]
+struct Queue {
+    entries: HashMap<DomainName, Entry>,
+    heap: BinaryHeap<Reverse<(DateTime<Utc>, DomainName)>>,
+}
+
+impl Queue {
+    fn schedule_at(&mut self, name: &DomainName, due: DateTime<Utc>) {
+        if let Some(e) = self.entries.get_mut(name) {
+            e.due = Some(due);
+            self.heap.push(Reverse((due, name.clone())));
+        }
+    }
+
+    /// New jobs take their slot after `now`.
+    fn add(&mut self, jobs: Vec<Job>, now: DateTime<Utc>) {
+        for job in jobs {
+            let name = job.name.clone();
+            let frac = offset_fraction(&name);
+            let due = job.schedule.next_slot(frac, now);
+            let entry = Entry {
+                job,
+                frac,
+                due: None,
+                in_flight: false,
+            };
+            self.entries.insert(name.clone(), entry);
+            self.schedule_at(&name, due);
+        }
+    }
+
+    /// The next domain due by `now`, marked in flight.
+    fn take_due(&mut self, now: DateTime<Utc>) -> Option<DomainName> {
+        loop {
+            let Reverse((due, _)) = self.heap.peek()?;
+            if *due > now {
+                return None;
+            }
+            let Reverse((due, name)) = self.heap.pop().expect("peeked");
+            let Some(entry) = self.entries.get_mut(&name) else {
                 continue;
             };
             if entry.due != Some(due) || entry.in_flight {
@@ -232,60 +262,58 @@ pub async fn run<F, Fut>(
             }
             // Missed a whole interval (the process was stopped or starved):
             // do not replay it now, take the next slot.
-            let following = entry.job.schedule.next_slot(entry.frac, due);
-            if following <= now {
+            if entry.job.schedule.next_slot(entry.frac, due) <= now {
                 let next = entry.job.schedule.next_slot(entry.frac, now);
-                schedule_at(&mut entries, &mut heap, &name, next);
+                self.schedule_at(&name, next);
                 continue;
             }
             entry.due = None;
             entry.in_flight = true;
-            let fut = check(name.clone());
-            in_flight.spawn(async move { (name, fut.await) });
+            return Some(name);
         }
+    }
 
-        let sleep_for = match heap.peek() {
-            _ if in_flight.len() >= concurrency => MAX_SLEEP,
+    /// How long until the next domain is due (at most [`MAX_SLEEP`]).
+    fn until_next(&self, now: DateTime<Utc>) -> Duration {
+        match self.heap.peek() {
             Some(Reverse((due, _))) => (*due - now)
                 .to_std()
                 .unwrap_or(Duration::ZERO)
                 .min(MAX_SLEEP),
             None => MAX_SLEEP,
-        };
-        tokio::select! {
-            biased;
-            _ = &mut shutdown => break,
-            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
-                let Ok((name, wants_fast)) = done else {
-                    tracing::error!("a check task failed: {:?}", done.err());
-                    continue;
-                };
-                let now = clock.now();
-                let Some(entry) = entries.get_mut(&name) else { continue };
-                entry.in_flight = false;
-                let regular = entry.job.schedule.next_slot(entry.frac, now);
-                let due = if wants_fast { regular.min(now + fast) } else { regular };
-                schedule_at(&mut entries, &mut heap, &name, due);
-            }
-            Some(jobs) = reload.recv() => {
-                let now = clock.now();
-                let mut keep: HashMap<DomainName, Job> = jobs.into_iter().map(|j| (j.name.clone(), j)).collect();
-                entries.retain(|name, e| {
-                    let same = keep.get(name) == Some(&e.job);
-                    if same {
-                        keep.remove(name);
-                    }
-                    same
-                });
-                // Changed schedules come back as new entries; in-flight
-                // checks of removed domains finish and are then forgotten.
-                add_jobs(keep.into_values().collect(), &mut entries, &mut heap, now);
-                heap.retain(|Reverse((due, name))| entries.get(name).is_some_and(|e| e.due == Some(*due)));
-            }
-            _ = tokio::time::sleep(sleep_for) => {}
         }
     }
-    while in_flight.join_next().await.is_some() {}
+
+    /// A check finished: its next slot, or sooner when it asked for a
+    /// fast re-check.
+    fn done(&mut self, name: &DomainName, fast: Option<chrono::Duration>, now: DateTime<Utc>) {
+        let Some(entry) = self.entries.get_mut(name) else {
+            return;
+        };
+        entry.in_flight = false;
+        let regular = entry.job.schedule.next_slot(entry.frac, now);
+        let due = fast.map_or(regular, |f| regular.min(now + f));
+        self.schedule_at(name, due);
+    }
+
+    /// The job list is now `jobs`: unchanged ones keep their slot, changed
+    /// schedules come back as new entries; in-flight checks of removed
+    /// domains finish and are then forgotten.
+    fn reload(&mut self, jobs: Vec<Job>, now: DateTime<Utc>) {
+        let mut keep: HashMap<DomainName, Job> =
+            jobs.into_iter().map(|j| (j.name.clone(), j)).collect();
+        self.entries.retain(|name, e| {
+            let same = keep.get(name) == Some(&e.job);
+            if same {
+                keep.remove(name);
+            }
+            same
+        });
+        self.add(keep.into_values().collect(), now);
+        let entries = &self.entries;
+        self.heap
+            .retain(|Reverse((due, name))| entries.get(name).is_some_and(|e| e.due == Some(*due)));
+    }
 }
 
 #[cfg(test)]
