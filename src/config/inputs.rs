@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::Ctx;
 use super::raw::RawConfig;
+use super::validate::Ctx;
 
 /// The environment variable the API token may come from.
 pub(super) const TOKEN_VAR: &str = "MXWATCH_API_TOKEN";
