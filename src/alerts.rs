@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
-use serde_json::{Value, json};
 use sha2::Sha256;
 use tokio::sync::watch;
 
@@ -35,11 +34,8 @@ use crate::store::{
     AlertEvent, Delivery, DeliveryStatus, DeliveryWrite, Store, StoreError, Writer,
 };
 
-/// Version of the generic JSON body.
-pub const SCHEMA_VERSION: u32 = 1;
-
 pub use crate::event::{EventType, event_id_of};
-use crate::window::Scope;
+use crate::report;
 
 /// A secret that never prints.
 #[derive(Clone, PartialEq, Eq)]
@@ -97,27 +93,6 @@ pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// How much an event matters.
-pub fn severity_of(ev: &AlertEvent) -> Severity {
-    use EventType::*;
-    match ev.outbox.event {
-        ResolverOutageStarted | AnomalyOpened => Severity::Critical,
-        Reinstatements => Severity::Warning,
-        WindowOpened | WindowClosed => ev.window.as_ref().map_or(Severity::Warning, |w| w.severity),
-        AnomalyClosed | ResolverOutageEnded | Digest => Severity::Info,
-    }
-}
-
-/// The domain an event is about, if one.
-fn domain_of(ev: &AlertEvent) -> Option<String> {
-    ev.outbox.domain.clone().or_else(|| {
-        ev.window.as_ref().and_then(|w| match &w.scope {
-            Some(Scope::Domain(name)) => Some(name.clone()),
-            _ => None,
-        })
-    })
-}
-
 impl AlertTarget {
     /// Whether this target wants the event. `tags` maps watched domains to
     /// their tags.
@@ -125,10 +100,10 @@ impl AlertTarget {
         if !self.events.is_empty() && !self.events.contains(&ev.outbox.event) {
             return false;
         }
-        if severity_of(ev) < self.min_severity {
+        if ev.severity() < self.min_severity {
             return false;
         }
-        let Some(domain) = domain_of(ev) else {
+        let Some(domain) = ev.domain() else {
             return true;
         };
         if !self.domains.is_empty() && !self.domains.contains(&domain) {
@@ -142,123 +117,6 @@ impl AlertTarget {
         }
         true
     }
-}
-
-/// What the event means for a bounce handler.
-fn meaning(ev: &AlertEvent) -> String {
-    let scope = domain_of(ev)
-        .or_else(|| {
-            ev.window
-                .as_ref()
-                .and_then(|w| w.scope.as_ref().map(|s| s.name().to_string()))
-        })
-        .unwrap_or_else(|| "all domains".into());
-    let start = ev
-        .window
-        .as_ref()
-        .map(|w| time(w.start))
-        .unwrap_or_default();
-    match ev.outbox.event {
-        EventType::WindowOpened => format!(
-            "Hard bounces for {scope} since {start} are answered `transient`: do not suppress them. \
-             The window lasts until the MX settles or reverts, plus the old TTL as grace."
-        ),
-        EventType::WindowClosed => format!("Bounces for {scope} after the window are judged normally again."),
-        EventType::AnomalyOpened => format!(
-            "Unknown-user bounces for {scope} since {start} are answered `transient`; \
-             suppressions made since then are listed as reinstatements."
-        ),
-        EventType::AnomalyClosed => format!("The burst for {scope} is over; new bounces are judged normally."),
-        EventType::ResolverOutageStarted => format!(
-            "Our own DNS resolution is failing (since {start}): hard bounces in this time are answered `transient`."
-        ),
-        EventType::ResolverOutageEnded => "Our DNS resolution works again.".into(),
-        EventType::Reinstatements => "Undo these suppressions: GET /v1/reinstatements or `mxwatch reinstatements` lists them.".into(),
-        EventType::Digest => String::new(),
-    }
-}
-
-fn answer_value(a: &Option<crate::dns::Answer>, providers: &Providers) -> Value {
-    match a {
-        None => Value::Null,
-        Some(a) => json!({
-            "outcome": a.outcome().as_str(),
-            "mx": a.mx().iter().map(|m| json!({"preference": m.preference, "exchange": m.exchange.as_str()})).collect::<Vec<_>>(),
-            "provider": providers.of_set(a.mx()).into_iter().collect::<Vec<_>>(),
-        }),
-    }
-}
-
-/// The stable id of an event, the same in every attempt and every body.
-pub fn event_id(ev: &AlertEvent) -> String {
-    event_id_of(ev.outbox.id)
-}
-
-/// The generic JSON body (schema version 1).
-pub fn json_body(ev: &AlertEvent, providers: &Providers) -> Value {
-    let o = &ev.outbox;
-    json!({
-        "version": SCHEMA_VERSION,
-        "id": event_id(ev),
-        "type": o.event,
-        "at": time(o.created_at),
-        "severity": severity_of(ev).as_str(),
-        "domain": domain_of(ev),
-        "summary": o.summary,
-        "meaning": meaning(ev),
-        "window": ev.window.as_ref().map(|w| json!({
-            "id": w.id,
-            "kind": w.kind,
-            "scope": w.covers().0,
-            "name": w.covers().1,
-            "start": time(w.start),
-            "end": w.end.map(time),
-            "status": w.status.as_str(),
-            "before": answer_value(&w.before, providers),
-            "after": answer_value(&w.after, providers),
-            "detail": w.detail,
-        })),
-    })
-}
-
-/// A Slack/Mattermost body: readable by a person.
-pub fn slack_body(ev: &AlertEvent, providers: &Providers) -> Value {
-    let o = &ev.outbox;
-    let sev = severity_of(ev).as_str().to_uppercase();
-    let title = format!("[{sev}] mxwatch: {}", o.event.as_str().replace('_', " "));
-    let mut lines = vec![format!("*What:* {}", o.summary)];
-    if let Some(d) = domain_of(ev) {
-        lines.insert(0, format!("*Domain:* {d}"));
-    }
-    if let Some(w) = &ev.window {
-        let provider = |a: &Option<crate::dns::Answer>| {
-            a.as_ref()
-                .map(|a| {
-                    providers
-                        .of_set(a.mx())
-                        .into_iter()
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                })
-                .filter(|p| !p.is_empty())
-        };
-        if let (Some(b), Some(a)) = (provider(&w.before), provider(&w.after)) {
-            lines.push(format!("*Provider:* {b} → {a}"));
-        }
-        lines.push(format!("*Since:* {}", time(w.start)));
-    }
-    let m = meaning(ev);
-    if !m.is_empty() {
-        lines.push(format!("*For suppression:* {m}"));
-    }
-    json!({
-        "text": format!("{title}: {}", o.summary),
-        "blocks": [
-            {"type": "header", "text": {"type": "plain_text", "text": title}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": lines.join("\n")}},
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": format!("event {}", event_id(ev))}]},
-        ],
-    })
 }
 
 /// How an attempt went.
@@ -279,8 +137,8 @@ async fn attempt(
     now: DateTime<Utc>,
 ) -> Attempt {
     let body = match target.format {
-        BodyFormat::Json => json_body(ev, providers),
-        BodyFormat::Slack => slack_body(ev, providers),
+        BodyFormat::Json => report::alert_json(ev, providers),
+        BodyFormat::Slack => report::alert_slack_json(ev, providers),
     };
     let body = serde_json::to_vec(&body).expect("a JSON value serialises");
     let ts = now.timestamp();
@@ -288,7 +146,7 @@ async fn attempt(
         .post(&target.url)
         .timeout(target.timeout)
         .header("content-type", "application/json")
-        .header("x-mxwatch-id", event_id(ev))
+        .header("x-mxwatch-id", ev.id())
         .header("x-mxwatch-event", ev.outbox.event.as_str())
         .header("x-mxwatch-timestamp", ts.to_string());
     if let Some(secret) = &target.secret {
@@ -369,43 +227,13 @@ impl Worker {
             if *stop.borrow() {
                 return Ok(());
             }
-            let (s, n) = (store.clone(), name.clone());
-            let work = tokio::task::spawn_blocking(move || -> Result<Work, StoreError> {
-                let s = s.lock().expect("store lock");
-                if let Some(d) = s.next_delivery(&n)? {
-                    let ev = s.alert_event(d.outbox_id)?;
-                    return Ok(match ev {
-                        Some(ev) => Work::Send(Box::new((d, ev))),
-                        None => Work::Orphan(d.id),
-                    });
-                }
-                let cursor = s.alert_cursor(&n)?.unwrap_or(0);
-                Ok(Work::New(s.alert_events(cursor, 256)?))
-            })
-            .await
-            .map_err(|_| StoreError::WriterGone)??;
-            match work {
+            match self.next(&store).await? {
                 Work::New(events) if events.is_empty() => {
                     if wait(stop, POLL).await {
                         return Ok(());
                     }
                 }
-                Work::New(events) => {
-                    for ev in events {
-                        let w = if self.target.wants(&ev, &self.tags) {
-                            DeliveryWrite::Enqueue {
-                                target: name.clone(),
-                                outbox_id: ev.outbox.id,
-                            }
-                        } else {
-                            DeliveryWrite::Skip {
-                                target: name.clone(),
-                                outbox_id: ev.outbox.id,
-                            }
-                        };
-                        self.writer.delivery(w).await?;
-                    }
-                }
+                Work::New(events) => self.take(events).await?,
                 Work::Orphan(delivery) => {
                     self.writer
                         .delivery(DeliveryWrite::Attempted {
@@ -428,49 +256,97 @@ impl Worker {
                         }
                         continue;
                     }
-                    let result = attempt(&self.http, &self.target, &ev, &self.providers, now).await;
-                    let at = self.clock.now();
-                    let attempts = d.attempts + 1;
-                    let age = (at - ev.outbox.created_at).to_std().unwrap_or_default();
-                    let (status, error, next_attempt) = match result {
-                        Attempt::Delivered => {
-                            tracing::debug!(target = %name, id = %event_id(&ev), "alert delivered");
-                            (DeliveryStatus::Delivered, None, None)
-                        }
-                        Attempt::Refused(e) => {
-                            tracing::warn!(target = %name, id = %event_id(&ev), "alert refused for good: {e}");
-                            (DeliveryStatus::Failed, Some(e), None)
-                        }
-                        Attempt::Failed(e) if age >= self.target.max_age => {
-                            let e = format!(
-                                "gave up after {attempts} attempts over {}: {e}",
-                                humantime::format_duration(Duration::from_secs(age.as_secs()))
-                            );
-                            tracing::warn!(target = %name, id = %event_id(&ev), "alert {e}");
-                            (DeliveryStatus::Failed, Some(e), None)
-                        }
-                        Attempt::Failed(e) => {
-                            let delay = backoff(self.target.backoff, d.attempts, d.id);
-                            tracing::info!(target = %name, id = %event_id(&ev), attempts, retry_in = ?delay, "alert not delivered: {e}");
-                            let next = chrono::Duration::from_std(delay)
-                                .ok()
-                                .and_then(|d| at.checked_add_signed(d))
-                                .unwrap_or(DateTime::<Utc>::MAX_UTC);
-                            (DeliveryStatus::Pending, Some(e), Some(next))
-                        }
-                    };
-                    self.writer
-                        .delivery(DeliveryWrite::Attempted {
-                            delivery: d.id,
-                            at,
-                            status,
-                            error,
-                            next_attempt,
-                        })
-                        .await?;
+                    self.send(&d, &ev, now).await?;
                 }
             }
         }
+    }
+
+    /// What to do next: the oldest pending delivery, else the events past
+    /// the cursor.
+    async fn next(&self, store: &Arc<Mutex<Store>>) -> Result<Work, StoreError> {
+        let (s, n) = (store.clone(), self.target.name.clone());
+        tokio::task::spawn_blocking(move || -> Result<Work, StoreError> {
+            let s = s.lock().expect("store lock");
+            if let Some(d) = s.next_delivery(&n)? {
+                let ev = s.alert_event(d.outbox_id)?;
+                return Ok(match ev {
+                    Some(ev) => Work::Send(Box::new((d, ev))),
+                    None => Work::Orphan(d.id),
+                });
+            }
+            let cursor = s.alert_cursor(&n)?.unwrap_or(0);
+            Ok(Work::New(s.alert_events(cursor, 256)?))
+        })
+        .await
+        .map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// New events: those the filters want become deliveries, the others
+    /// are passed.
+    async fn take(&self, events: Vec<AlertEvent>) -> Result<(), StoreError> {
+        for ev in events {
+            let target = self.target.name.clone();
+            let outbox_id = ev.outbox.id;
+            let w = if self.target.wants(&ev, &self.tags) {
+                DeliveryWrite::Enqueue { target, outbox_id }
+            } else {
+                DeliveryWrite::Skip { target, outbox_id }
+            };
+            self.writer.delivery(w).await?;
+        }
+        Ok(())
+    }
+
+    /// One attempt, and what it leaves: delivered, failed for good, or
+    /// pending with the time of the next attempt.
+    async fn send(
+        &self,
+        d: &Delivery,
+        ev: &AlertEvent,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let name = &self.target.name;
+        let result = attempt(&self.http, &self.target, ev, &self.providers, now).await;
+        let at = self.clock.now();
+        let attempts = d.attempts + 1;
+        let age = (at - ev.outbox.created_at).to_std().unwrap_or_default();
+        let (status, error, next_attempt) = match result {
+            Attempt::Delivered => {
+                tracing::debug!(target = %name, id = %ev.id(), "alert delivered");
+                (DeliveryStatus::Delivered, None, None)
+            }
+            Attempt::Refused(e) => {
+                tracing::warn!(target = %name, id = %ev.id(), "alert refused for good: {e}");
+                (DeliveryStatus::Failed, Some(e), None)
+            }
+            Attempt::Failed(e) if age >= self.target.max_age => {
+                let e = format!(
+                    "gave up after {attempts} attempts over {}: {e}",
+                    humantime::format_duration(Duration::from_secs(age.as_secs()))
+                );
+                tracing::warn!(target = %name, id = %ev.id(), "alert {e}");
+                (DeliveryStatus::Failed, Some(e), None)
+            }
+            Attempt::Failed(e) => {
+                let delay = backoff(self.target.backoff, d.attempts, d.id);
+                tracing::info!(target = %name, id = %ev.id(), attempts, retry_in = ?delay, "alert not delivered: {e}");
+                let next = chrono::Duration::from_std(delay)
+                    .ok()
+                    .and_then(|d| at.checked_add_signed(d))
+                    .unwrap_or(DateTime::<Utc>::MAX_UTC);
+                (DeliveryStatus::Pending, Some(e), Some(next))
+            }
+        };
+        self.writer
+            .delivery(DeliveryWrite::Attempted {
+                delivery: d.id,
+                at,
+                status,
+                error,
+                next_attempt,
+            })
+            .await
     }
 }
 
@@ -686,8 +562,8 @@ mod tests {
     #[test]
     fn bodies_of_an_mx_flip() {
         let p = Providers::default();
-        insta::assert_json_snapshot!("json_body_v1", json_body(&flip_event(), &p));
-        insta::assert_json_snapshot!("slack_body", slack_body(&flip_event(), &p));
+        insta::assert_json_snapshot!("json_body_v1", report::alert_json(&flip_event(), &p));
+        insta::assert_json_snapshot!("slack_body", report::alert_slack_json(&flip_event(), &p));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::names::named;
+use crate::window::Severity;
 
 named! {
     /// Event types, as the outbox names them and `events:` filters take them.
@@ -17,6 +18,20 @@ named! {
         ResolverOutageEnded => "resolver_outage_ended",
         Reinstatements => "reinstatements",
         Digest => "digest",
+    }
+}
+
+impl EventType {
+    /// How much an event of this type matters; a window's events matter
+    /// as much as the window (`None`: warning).
+    pub fn severity(self, window: Option<Severity>) -> Severity {
+        use EventType::*;
+        match self {
+            ResolverOutageStarted | AnomalyOpened => Severity::Critical,
+            Reinstatements => Severity::Warning,
+            WindowOpened | WindowClosed => window.unwrap_or(Severity::Warning),
+            AnomalyClosed | ResolverOutageEnded | Digest => Severity::Info,
+        }
     }
 }
 

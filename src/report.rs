@@ -1,14 +1,15 @@
-//! What the command line prints: one JSON object per line with `--json`,
-//! aligned text otherwise. Times are RFC 3339 in UTC. Only this module and
-//! `main` know these shapes.
+//! Every outward shape: what the command line prints (one JSON object per
+//! line with `--json`, aligned text otherwise), the API's documents and the
+//! alert bodies. Times are RFC 3339 in UTC. Only this module builds them.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use crate::dns::{Answer, Observation};
 use crate::domain::{DomainName, Mx};
+use crate::event::EventType;
 use crate::provider::Providers;
-use crate::store::{AsOf, ChangeRow, Run};
+use crate::store::{AlertEvent, AsOf, ChangeRow, Run};
 use crate::window::{ScopeKind, Window};
 
 /// A time as every outward shape writes it (defined with the vocabulary).
@@ -341,6 +342,124 @@ pub fn judgement_text(b: &crate::bounce::Bounce, j: &crate::verdict::Judgement) 
         out.push_str(&format!("  ! {c}\n"));
     }
     out
+}
+
+// ---------------------------------------------------------------- alerts
+
+/// Version of the generic JSON alert body.
+pub const ALERT_SCHEMA_VERSION: u32 = 1;
+
+/// What the event means for a bounce handler.
+fn alert_meaning(ev: &AlertEvent) -> String {
+    let scope = ev
+        .domain()
+        .or_else(|| {
+            ev.window
+                .as_ref()
+                .and_then(|w| w.scope.as_ref().map(|s| s.name().to_string()))
+        })
+        .unwrap_or_else(|| "all domains".into());
+    let start = ev
+        .window
+        .as_ref()
+        .map(|w| time(w.start))
+        .unwrap_or_default();
+    match ev.outbox.event {
+        EventType::WindowOpened => format!(
+            "Hard bounces for {scope} since {start} are answered `transient`: do not suppress them. \
+             The window lasts until the MX settles or reverts, plus the old TTL as grace."
+        ),
+        EventType::WindowClosed => format!("Bounces for {scope} after the window are judged normally again."),
+        EventType::AnomalyOpened => format!(
+            "Unknown-user bounces for {scope} since {start} are answered `transient`; \
+             suppressions made since then are listed as reinstatements."
+        ),
+        EventType::AnomalyClosed => format!("The burst for {scope} is over; new bounces are judged normally."),
+        EventType::ResolverOutageStarted => format!(
+            "Our own DNS resolution is failing (since {start}): hard bounces in this time are answered `transient`."
+        ),
+        EventType::ResolverOutageEnded => "Our DNS resolution works again.".into(),
+        EventType::Reinstatements => "Undo these suppressions: GET /v1/reinstatements or `mxwatch reinstatements` lists them.".into(),
+        EventType::Digest => String::new(),
+    }
+}
+
+fn answer_with_providers(a: &Option<crate::dns::Answer>, providers: &Providers) -> Value {
+    match a {
+        None => Value::Null,
+        Some(a) => json!({
+            "outcome": a.outcome().as_str(),
+            "mx": a.mx().iter().map(|m| json!({"preference": m.preference, "exchange": m.exchange.as_str()})).collect::<Vec<_>>(),
+            "provider": providers.of_set(a.mx()).into_iter().collect::<Vec<_>>(),
+        }),
+    }
+}
+
+/// The generic JSON body (schema version 1).
+pub fn alert_json(ev: &AlertEvent, providers: &Providers) -> Value {
+    let o = &ev.outbox;
+    json!({
+        "version": ALERT_SCHEMA_VERSION,
+        "id": ev.id(),
+        "type": o.event,
+        "at": time(o.created_at),
+        "severity": ev.severity().as_str(),
+        "domain": ev.domain(),
+        "summary": o.summary,
+        "meaning": alert_meaning(ev),
+        "window": ev.window.as_ref().map(|w| json!({
+            "id": w.id,
+            "kind": w.kind,
+            "scope": w.covers().0,
+            "name": w.covers().1,
+            "start": time(w.start),
+            "end": w.end.map(time),
+            "status": w.status.as_str(),
+            "before": answer_with_providers(&w.before, providers),
+            "after": answer_with_providers(&w.after, providers),
+            "detail": w.detail,
+        })),
+    })
+}
+
+/// A Slack/Mattermost body: readable by a person.
+pub fn alert_slack_json(ev: &AlertEvent, providers: &Providers) -> Value {
+    let o = &ev.outbox;
+    let sev = ev.severity().as_str().to_uppercase();
+    let title = format!("[{sev}] mxwatch: {}", o.event.as_str().replace('_', " "));
+    let mut lines = vec![format!("*What:* {}", o.summary)];
+    if let Some(d) = ev.domain() {
+        lines.insert(0, format!("*Domain:* {d}"));
+    }
+    if let Some(w) = &ev.window {
+        let provider = |a: &Option<crate::dns::Answer>| {
+            a.as_ref()
+                .map(|a| {
+                    providers
+                        .of_set(a.mx())
+                        .into_iter()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .filter(|p| !p.is_empty())
+        };
+        if let (Some(b), Some(a)) = (provider(&w.before), provider(&w.after)) {
+            lines.push(format!("*Provider:* {b} → {a}"));
+        }
+        lines.push(format!("*Since:* {}", time(w.start)));
+    }
+    let m = alert_meaning(ev);
+    if !m.is_empty() {
+        lines.push(format!("*For suppression:* {m}"));
+    }
+    json!({
+        "text": format!("{title}: {}", o.summary),
+        "blocks": [
+            {"type": "header", "text": {"type": "plain_text", "text": title}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": lines.join("\n")}},
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": format!("event {}", ev.id())}]},
+        ],
+    })
 }
 
 #[cfg(test)]

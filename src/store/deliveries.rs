@@ -17,6 +17,30 @@ pub struct AlertEvent {
     pub window: Option<Window>,
 }
 
+impl AlertEvent {
+    /// Its stable id, the same in every attempt and every body.
+    pub fn id(&self) -> String {
+        crate::event::event_id_of(self.outbox.id)
+    }
+
+    /// How much it matters.
+    pub fn severity(&self) -> crate::window::Severity {
+        self.outbox
+            .event
+            .severity(self.window.as_ref().map(|w| w.severity))
+    }
+
+    /// The domain it is about, if one: its own, or an anomaly's.
+    pub fn domain(&self) -> Option<String> {
+        self.outbox.domain.clone().or_else(|| {
+            self.window.as_ref().and_then(|w| match &w.scope {
+                Some(crate::window::Scope::Domain(name)) => Some(name.clone()),
+                _ => None,
+            })
+        })
+    }
+}
+
 named! {
     /// Where a delivery stands.
     pub enum DeliveryStatus {
