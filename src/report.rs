@@ -344,6 +344,70 @@ pub fn judgement_text(b: &crate::bounce::Bounce, j: &crate::verdict::Judgement) 
     out
 }
 
+/// `GET /v1/domains/{name}`: what is known about one domain now.
+pub fn domain_json(
+    domain: &DomainName,
+    warming_up: Option<String>,
+    consensus: Option<&AsOf>,
+    provider: &[String],
+    history: &[Run],
+    windows: Vec<Value>,
+) -> Value {
+    json!({
+        "domain": domain.as_str(),
+        "caveats": warming_up.into_iter().collect::<Vec<_>>(),
+        "current": consensus.map(as_of_json),
+        "provider": provider,
+        "history": history.iter().map(run_json).collect::<Vec<_>>(),
+        "windows": windows,
+    })
+}
+
+/// How many bounces an ingest received, stored, skipped and reinstated.
+#[derive(Debug, Clone, Copy)]
+pub struct IntakeCounts {
+    pub received: usize,
+    pub stored: usize,
+    pub skipped: usize,
+    pub reinstated: usize,
+}
+
+/// The answer to posted bounces: counts, problems, and the verdicts
+/// listed (`verdicts_omitted` counts those left out).
+pub fn intake_json(c: IntakeCounts, problems: &[String], verdicts: Vec<Value>) -> Value {
+    json!({
+        "received": c.received,
+        "stored": c.stored,
+        // Stored before (the same bounce sent again): judged, not stored twice.
+        "duplicates": c.received - c.stored,
+        "skipped": c.skipped,
+        "reinstated": c.reinstated,
+        "problems": problems,
+        "verdicts_omitted": c.received.saturating_sub(verdicts.len()),
+        "verdicts": verdicts,
+    })
+}
+
+/// A stored bounce and the verdict it holds now (null: stored before
+/// verdicts were kept).
+pub fn stored_bounce_json(r: &crate::store::StoredBounce) -> Value {
+    let mut v = serde_json::to_value(&r.bounce).expect("a bounce serialises");
+    v["verdict"] = json!(r.verdict);
+    v
+}
+
+/// A replayed bounce: its verdict with hindsight (`last`), and the one
+/// it got when it arrived.
+pub fn replayed_json(
+    b: &crate::bounce::Bounce,
+    last: &crate::verdict::Judgement,
+    initial: crate::verdict::Verdict,
+) -> Value {
+    let mut v = judgement_json(b, b.at.unwrap_or_default(), last);
+    v["initial_verdict"] = json!(initial.as_str());
+    v
+}
+
 // ---------------------------------------------------------------- alerts
 
 /// Version of the generic JSON alert body.

@@ -70,18 +70,13 @@ pub(super) async fn ingest(
         .take(MAX_VERDICTS)
         .map(|(b, j)| report::judgement_json(b, b.at.unwrap_or(now), j))
         .collect();
-    Ok(axum::Json(json!({
-        "received": received,
-        "stored": intake.stored,
-        // Stored before (the same bounce sent again): judged, not stored twice.
-        "duplicates": received - intake.stored,
-        "skipped": parsed.skipped,
-        "reinstated": intake.reinstated,
-        "problems": problems,
-        "verdicts_omitted": received.saturating_sub(MAX_VERDICTS),
-        "verdicts": verdicts,
-    }))
-    .into_response())
+    let counts = report::IntakeCounts {
+        received,
+        stored: intake.stored,
+        skipped: parsed.skipped,
+        reinstated: intake.reinstated,
+    };
+    Ok(axum::Json(report::intake_json(counts, &problems, verdicts)).into_response())
 }
 
 /// `POST /v1/webhooks/{esp}`: one ESP's event webhook. For SES (through

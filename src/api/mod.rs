@@ -548,14 +548,14 @@ async fn domain(
             let grounds = s
                 .circumstances(d.as_str(), now, None, &me.judging.providers)?
                 .grounds(now, &me.judging.anomaly);
-            Ok(json!({
-                "domain": d.as_str(),
-                "caveats": grounds.warming_up.into_iter().collect::<Vec<_>>(),
-                "current": consensus.map(report::as_of_json),
-                "provider": provider,
-                "history": history.iter().map(report::run_json).collect::<Vec<_>>(),
-                "windows": windows,
-            }))
+            Ok(report::domain_json(
+                &d,
+                grounds.warming_up,
+                consensus,
+                &provider,
+                &history,
+                windows,
+            ))
         })
         .await?;
     Ok(axum::Json(body).into_response())

@@ -121,9 +121,7 @@ fn list(cli: &Cli, command: &BounceCommand) -> anyhow::Result<ExitCode> {
     print_lines(rows.iter().map(|r| {
         // The verdict it holds now (null: stored before verdicts were kept).
         if *json {
-            let mut v = serde_json::to_value(&r.bounce).expect("a bounce serialises");
-            v["verdict"] = serde_json::json!(r.verdict);
-            v.to_string()
+            report::stored_bounce_json(r).to_string()
         } else {
             format!(
                 "{:<9} {}",

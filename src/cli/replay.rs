@@ -41,9 +41,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     print_lines(out.iter().map(|r| {
         let at = r.bounce.at.unwrap_or_default();
         if *json {
-            let mut v = report::judgement_json(&r.bounce, at, &r.final_judgement);
-            v["initial_verdict"] = serde_json::json!(r.initial.verdict.as_str());
-            v.to_string()
+            report::replayed_json(&r.bounce, &r.final_judgement, r.initial.verdict).to_string()
         } else {
             format!(
                 "{}  {:<32} {:<9} (when it arrived: {}){}",
