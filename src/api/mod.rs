@@ -24,12 +24,11 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, RawQuery, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use crate::bounce::parse::{self, Format};
@@ -44,11 +43,13 @@ use crate::window::WindowKind;
 
 mod auth;
 mod feeds;
+mod query;
 mod server;
 
 use auth::*;
 pub use feeds::subscribe_url_allowed;
 use feeds::*;
+use query::Query;
 use server::*;
 pub use server::{DRAIN, serve};
 
@@ -336,50 +337,11 @@ async fn metrics(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> 
     Ok(resp)
 }
 
-fn parse_parts(query: Option<String>, now: DateTime<Utc>) -> Result<Parts, ApiError> {
-    let q = query.unwrap_or_default();
-    let mut parts: Parts = serde_urlencoded::from_str::<Vec<(String, String)>>(&q)
-        .map_err(|e| ApiError::bad_request(format!("query: {e}")))
-        .and_then(|pairs| {
-            let mut p = Parts::default();
-            for (k, v) in pairs {
-                match k.as_str() {
-                    "recipient" => p.recipient = v,
-                    "at" => {
-                        p.at = Some(
-                            crate::clock::parse_moment(&v, now)
-                                .map_err(|e| ApiError::bad_request(format!("at: {e}")))?,
-                        )
-                    }
-                    "status" => p.status = Some(v).filter(|s| !s.is_empty()),
-                    "reply_code" => {
-                        p.reply_code = Some(v.parse().map_err(|_| {
-                            ApiError::bad_request(format!("reply_code: {v:?} is not a number"))
-                        })?)
-                    }
-                    "diagnostic" => p.diagnostic = Some(v).filter(|s| !s.is_empty()),
-                    "remote_mta" => p.remote_mta = Some(v).filter(|s| !s.is_empty()),
-                    other => {
-                        return Err(ApiError::bad_request(format!(
-                            "unknown parameter {other:?}"
-                        )));
-                    }
-                }
-            }
-            Ok(p)
-        })?;
-    parts.recipient = parts.recipient.trim().to_string();
-    if parts.recipient.is_empty() {
-        return Err(ApiError::bad_request("recipient is required"));
-    }
-    Ok(parts)
-}
-
 async fn verdict(
     State(st): State<Arc<ApiState>>,
-    RawQuery(query): RawQuery,
+    Query(q): Query<query::Verdict>,
 ) -> Result<Response, ApiError> {
-    let parts = parse_parts(query, st.clock.now())?;
+    let parts = q.parts(st.clock.now())?;
     // Microseconds of work over the in-memory model: done on this worker.
     let answer =
         judge::judge(&*st.model, &st.judging, parts, st.clock.now()).map_err(|e| match e {
@@ -472,27 +434,9 @@ impl<'de> serde::Deserialize<'de> for Questions {
 
 async fn windows(
     State(st): State<Arc<ApiState>>,
-    RawQuery(query): RawQuery,
+    Query(q): Query<query::Windows>,
 ) -> Result<Response, ApiError> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(&query.unwrap_or_default())
-        .map_err(|e| ApiError::bad_request(format!("query: {e}")))?;
-    let mut active = false;
-    for (k, v) in pairs {
-        match (k.as_str(), v.as_str()) {
-            ("active", "true" | "1" | "") => active = true,
-            ("active", "false" | "0") => active = false,
-            ("active", other) => {
-                return Err(ApiError::bad_request(format!(
-                    "active: {other:?} is not true or false"
-                )));
-            }
-            (other, _) => {
-                return Err(ApiError::bad_request(format!(
-                    "unknown parameter {other:?}"
-                )));
-            }
-        }
-    }
+    let active = q.active;
     let now = st.clock.now();
     let rows = st
         .read(move |s| Ok(s.windows(active.then_some(now))?))
@@ -561,38 +505,11 @@ async fn domain(
     Ok(axum::Json(body).into_response())
 }
 
-/// Parses `since=` (RFC 3339, a date, or an age such as `24h`, as on the
-/// command line), the only parameter of listing endpoints.
-fn parse_since(
-    query: Option<String>,
-    now: DateTime<Utc>,
-) -> Result<Option<DateTime<Utc>>, ApiError> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(&query.unwrap_or_default())
-        .map_err(|e| ApiError::bad_request(format!("query: {e}")))?;
-    let mut since = None;
-    for (k, v) in pairs {
-        match k.as_str() {
-            "since" => {
-                since = Some(
-                    crate::clock::parse_moment(&v, now)
-                        .map_err(|e| ApiError::bad_request(format!("since: {e}")))?,
-                )
-            }
-            other => {
-                return Err(ApiError::bad_request(format!(
-                    "unknown parameter {other:?}"
-                )));
-            }
-        }
-    }
-    Ok(since)
-}
-
 async fn reinstatements(
     State(st): State<Arc<ApiState>>,
-    RawQuery(query): RawQuery,
+    Query(q): Query<query::Since>,
 ) -> Result<Response, ApiError> {
-    let since = parse_since(query, st.clock.now())?;
+    let since = q.at(st.clock.now())?;
     let rows = st.read(move |s| Ok(s.reinstatements(since)?)).await?;
     Ok(axum::Json(
         rows.iter()

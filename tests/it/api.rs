@@ -85,6 +85,20 @@ async fn health_verdicts_and_errors() {
             "{bad}: {v}"
         );
     }
+    // A bad parameter is named.
+    for (bad, named) in [
+        ("reply_code=abc", "reply_code"),
+        ("nonsense=1", "nonsense"),
+        ("at=yesterday", "at"),
+    ] {
+        let r = http
+            .get(format!("{base}/v1/verdict?recipient=a@example.de&{bad}"))
+            .send()
+            .await
+            .unwrap();
+        let v: Value = r.json().await.unwrap();
+        assert!(v["error"].as_str().unwrap().contains(named), "{bad}: {v}");
+    }
     let r = http.get(format!("{base}/nowhere")).send().await.unwrap();
     assert_eq!(r.status(), 404);
 
@@ -112,6 +126,13 @@ async fn health_verdicts_and_errors() {
     for (path, status) in [
         ("/v1/windows?active=true", 200),
         ("/v1/windows?active=maybe", 400),
+        // The token may come in the query (README), on reads too.
+        ("/v1/windows?active=true&token=t", 200),
+        ("/v1/reinstatements?since=24h&token=t", 200),
+        (
+            "/v1/verdict?recipient=kim@example.de&status=5.1.1&token=t",
+            200,
+        ),
         ("/v1/domains/never-checked.example", 404),
         ("/v1/domains/not..valid", 400),
     ] {
