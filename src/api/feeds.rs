@@ -28,8 +28,7 @@ pub(super) async fn ingest(
         parsed.keep_within(range, now, crate::bounce::OutOfRange::Redate);
         parsed
     })
-    .await
-    .map_err(|e| ApiError::internal(format!("parser failed: {e}")))?;
+    .await?;
     let mut problems: Vec<String> = parsed
         .problems
         .iter()

@@ -154,8 +154,7 @@ impl ApiState {
             }
             guard.as_ref().expect("opened above").snapshot(f)
         })
-        .await
-        .map_err(|e| ApiError::internal(format!("handler failed: {e}")))?
+        .await?
     }
 }
 
@@ -192,6 +191,13 @@ impl From<crate::store::StoreError> for ApiError {
             ),
             e => ApiError::internal(e.to_string()),
         }
+    }
+}
+
+/// Work on the blocking pool panicked or was cancelled.
+impl From<tokio::task::JoinError> for ApiError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        ApiError::internal(format!("handler failed: {e}"))
     }
 }
 
@@ -389,8 +395,7 @@ async fn verdicts(
             })
             .collect::<Vec<_>>())
     })
-    .await
-    .map_err(|e| ApiError::internal(format!("handler failed: {e}")))??;
+    .await??;
     Ok(axum::Json(out).into_response())
 }
 
