@@ -120,7 +120,7 @@ fn main() {
 
         let (m, writer) = mxwatch::daemon::open_for_sweep(&config, Arc::new(SystemClock)).unwrap();
         let t = Instant::now();
-        let s1 = monitor::sweep(&m, &names, concurrency, &tokio::sync::watch::channel(false).1).await;
+        let s1 = monitor::sweep(&m, &names, concurrency, &tokio_util::sync::CancellationToken::new()).await;
         let sweep1 = n as f64 / t.elapsed().as_secs_f64();
         drop(m);
         writer.await.unwrap();
@@ -129,7 +129,7 @@ fn main() {
 
         let (m, writer) = mxwatch::daemon::open_for_sweep(&config, Arc::new(SystemClock)).unwrap();
         let t = Instant::now();
-        let s2 = monitor::sweep(&m, &names, concurrency, &tokio::sync::watch::channel(false).1).await;
+        let s2 = monitor::sweep(&m, &names, concurrency, &tokio_util::sync::CancellationToken::new()).await;
         let sweep2 = n as f64 / t.elapsed().as_secs_f64();
         drop(m);
         writer.await.unwrap();

@@ -24,7 +24,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
 use crate::detect::Severity;
@@ -208,14 +209,14 @@ enum Work {
 
 impl Worker {
     /// Delivers until `stop` turns true; an attempt in flight finishes first.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+    pub async fn run(self, stop: CancellationToken) {
         let name = self.target.name.clone();
-        if let Err(e) = self.work(&mut stop).await {
+        if let Err(e) = self.work(&stop).await {
             tracing::error!(target = %name, "alert delivery stopped: {e}");
         }
     }
 
-    async fn work(&self, stop: &mut watch::Receiver<bool>) -> Result<(), StoreError> {
+    async fn work(&self, stop: &CancellationToken) -> Result<(), StoreError> {
         let store = Arc::new(Mutex::new(Store::open(&self.database)?));
         let name = self.target.name.clone();
         self.writer
@@ -224,7 +225,7 @@ impl Worker {
             })
             .await?;
         loop {
-            if *stop.borrow() {
+            if stop.is_cancelled() {
                 return Ok(());
             }
             match self.next(&store).await? {
@@ -351,10 +352,10 @@ impl Worker {
 }
 
 /// Sleeps for `d` unless told to stop; true when told to stop.
-async fn wait(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
+async fn wait(stop: &CancellationToken, d: Duration) -> bool {
     tokio::select! {
-        _ = tokio::time::sleep(d) => *stop.borrow(),
-        r = stop.changed() => r.is_err() || *stop.borrow(),
+        _ = tokio::time::sleep(d) => stop.is_cancelled(),
+        _ = stop.cancelled() => true,
     }
 }
 
@@ -402,12 +403,12 @@ pub async fn digest_loop(
     database: PathBuf,
     writer: Writer,
     clock: Arc<dyn Clock>,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     loop {
         let now = clock.now();
         let next = schedule.next_tick(now);
-        if wait(&mut stop, (next - now).to_std().unwrap_or_default()).await {
+        if wait(&stop, (next - now).to_std().unwrap_or_default()).await {
             return;
         }
         let (db, at) = (database.clone(), clock.now());
@@ -427,8 +428,8 @@ pub async fn digest_loop(
 
 /// Running workers, one per target.
 pub struct Workers {
-    stop: watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
 }
 
 /// What the alert workers need: their targets, the digest's schedule,
@@ -443,44 +444,46 @@ pub struct Setup {
 }
 
 impl Workers {
-    /// Starts a worker per target.
-    pub fn start(setup: Setup, writer: &Writer, clock: &Arc<dyn Clock>) -> Workers {
-        let (stop, rx) = watch::channel(false);
+    /// Starts a worker per target, and the digest; they stop when `stop`
+    /// is cancelled or [`Workers::stop`] is called.
+    pub fn start(
+        setup: Setup,
+        writer: &Writer,
+        clock: &Arc<dyn Clock>,
+        stop: &CancellationToken,
+    ) -> Workers {
+        let stop = stop.child_token();
+        let tasks = TaskTracker::new();
         let http = crate::http_client();
-        let mut tasks: Vec<tokio::task::JoinHandle<()>> = setup
-            .targets
-            .iter()
-            .map(|t| {
-                let w = Worker {
-                    target: t.clone(),
-                    database: setup.database.clone(),
-                    writer: writer.clone(),
-                    clock: clock.clone(),
-                    http: http.clone(),
-                    providers: setup.providers.clone(),
-                    tags: setup.tags.clone(),
-                };
-                tokio::spawn(w.run(rx.clone()))
-            })
-            .collect();
+        for t in &setup.targets {
+            let w = Worker {
+                target: t.clone(),
+                database: setup.database.clone(),
+                writer: writer.clone(),
+                clock: clock.clone(),
+                http: http.clone(),
+                providers: setup.providers.clone(),
+                tags: setup.tags.clone(),
+            };
+            tasks.spawn(w.run(stop.clone()));
+        }
         if let Some(schedule) = &setup.digest {
-            tasks.push(tokio::spawn(digest_loop(
+            tasks.spawn(digest_loop(
                 schedule.clone(),
                 setup.database.clone(),
                 writer.clone(),
                 clock.clone(),
-                rx.clone(),
-            )));
+                stop.clone(),
+            ));
         }
+        tasks.close();
         Workers { stop, tasks }
     }
 
     /// Stops every worker after its attempt in flight.
     pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        for t in self.tasks {
-            let _ = t.await;
-        }
+        self.stop.cancel();
+        self.tasks.wait().await;
     }
 }
 

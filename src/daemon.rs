@@ -1,5 +1,7 @@
 //! The daemon: a monitor on the schedule, the API, the alert workers and
-//! the ticks, assembled from the watchlist and stopped together.
+//! the ticks, assembled from the watchlist and stopped together: every
+//! task runs in one [`TaskTracker`] and stops on one [`CancellationToken`];
+//! the writer, which they all write through, is closed last.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -7,6 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -38,17 +43,20 @@ pub struct Daemon {
     pub monitor: Arc<Monitor>,
     /// Where the HTTP API listens, when it does.
     pub api_addr: Option<std::net::SocketAddr>,
-    api_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    api_stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Cancelled when the daemon is to stop.
+    stop: CancellationToken,
+    /// Every task but the writer's.
+    tasks: TaskTracker,
+    /// The scheduler (for [`Daemon::healthy`]) and the API (for its
+    /// result), both also in `tasks`.
+    scheduler: JoinHandle<()>,
+    api: Option<JoinHandle<std::io::Result<()>>>,
     reload: mpsc::Sender<Vec<Job>>,
-    task: tokio::task::JoinHandle<()>,
-    /// Closes anomaly windows once their bounces stop.
-    tick_task: tokio::task::JoinHandle<()>,
     /// Alert delivery, one worker per webhook target (restarted on reload).
     alerts: tokio::sync::Mutex<Option<crate::alerts::Workers>>,
     clock: Arc<dyn Clock>,
     model: Arc<store::Model>,
-    writer_task: tokio::task::JoinHandle<()>,
+    writer_task: JoinHandle<()>,
 }
 
 /// How often the daemon lets anomaly windows close.
@@ -58,11 +66,14 @@ const TICK: Duration = Duration::from_secs(60);
 const SUMMARY_TICKS: u64 = 5;
 
 /// Every minute: anomalies whose bounces stopped close; every five, a
-/// summary line. Ends when the writer is gone.
-async fn ticks(m: Arc<Monitor>, clock: Arc<dyn Clock>) {
+/// summary line. Ends when stopped or the writer is gone.
+async fn ticks(m: Arc<Monitor>, clock: Arc<dyn Clock>, stop: CancellationToken) {
     let mut ticks = 0u64;
     loop {
-        tokio::time::sleep(TICK).await;
+        tokio::select! {
+            _ = tokio::time::sleep(TICK) => {}
+            _ = stop.cancelled() => return,
+        }
         if m.writer.tick(clock.now()).await.is_err() {
             return;
         }
@@ -108,89 +119,44 @@ impl Daemon {
         let (writer, model, writer_task) =
             Writer::start_serving(&config.database, config.judging())?;
         let monitor = Monitor::new(&config.monitoring(), writer, memory, clock.clone(), lock)?;
+        let (stop, tasks) = (CancellationToken::new(), TaskTracker::new());
+        {
+            let stop = stop.clone();
+            tasks.spawn(async move {
+                tokio::select! {
+                    _ = shutdown => stop.cancel(),
+                    _ = stop.cancelled() => {}
+                }
+            });
+        }
         {
             // Windows of domains that left the watchlist while we were away.
             let (m, c) = (monitor.clone(), config.clone());
-            tokio::spawn(async move {
+            tasks.spawn(async move {
                 if let Err(e) = m.watch(&c.watchlist()).await {
                     tracing::error!("closing the windows of domains no longer watched: {e}");
                 }
             });
         }
+        let api = match config.listen {
+            Some(addr) => Some(api(config, addr, &monitor, &model, &clock, &tasks, &stop)?),
+            None => None,
+        };
+        tasks.spawn(ticks(monitor.clone(), clock.clone(), stop.clone()));
+        let alerts =
+            crate::alerts::Workers::start(config.alerting(), &monitor.writer, &clock, &stop);
         let (reload, reload_rx) = mpsc::channel(4);
-        let opts = SchedulerOptions {
-            concurrency: config.concurrency,
-            fast_recheck: config.fast_recheck,
-        };
-        let jobs = jobs_of(config);
-        tracing::info!(
-            domains = jobs.len(),
-            upstreams = ?monitor.upstream_labels(),
-            database = %config.database.display(),
-            "watching; checks are spread over each schedule interval"
-        );
-        let (api_addr, api_task, api_stop) = match config.listen {
-            Some(addr) => {
-                let std_listener = std::net::TcpListener::bind(addr)
-                    .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for the API: {e}"))?;
-                std_listener.set_nonblocking(true)?;
-                let listener = tokio::net::TcpListener::from_std(std_listener)?;
-                let bound = listener.local_addr()?;
-                let state = Arc::new(crate::api::ApiState::new(
-                    config,
-                    monitor.writer.clone(),
-                    model.clone(),
-                    clock.clone(),
-                    monitor.metrics.clone(),
-                ));
-                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-                let task = tokio::spawn(crate::api::serve(listener, state, async move {
-                    let _ = stopped.await;
-                }));
-                if bound.ip().is_loopback() {
-                    tracing::info!(%bound, "API listening on loopback: reads are open, writes need the token");
-                } else {
-                    tracing::info!(
-                        %bound,
-                        "API listening on a public address: reads and writes need the token"
-                    );
-                }
-                (Some(bound), Some(task), Some(stop))
-            }
-            None => (None, None, None),
-        };
-        let tick_task = tokio::spawn(ticks(monitor.clone(), clock.clone()));
-        let alerts = crate::alerts::Workers::start(config.alerting(), &monitor.writer, &clock);
-        let m = monitor.clone();
-        let task = tokio::spawn(schedule::run(
-            jobs,
-            opts,
-            clock.clone(),
-            reload_rx,
-            move |d: DomainName| {
-                let m = m.clone();
-                async move {
-                    match m.check(&d).await {
-                        Ok(ev) => ev.fast_recheck,
-                        Err(e) => {
-                            tracing::error!(domain = %d, "check not recorded: {e}");
-                            false
-                        }
-                    }
-                }
-            },
-            shutdown,
-        ));
+        let scheduler = tasks.spawn(scheduler(config, &monitor, &clock, reload_rx, &stop));
         Ok(Daemon {
             monitor,
-            api_addr,
-            api_task,
-            api_stop,
+            api_addr: api.as_ref().map(|(addr, _)| *addr),
+            stop,
+            tasks,
+            scheduler,
+            api: api.map(|(_, task)| task),
             reload,
-            task,
-            tick_task,
             alerts: tokio::sync::Mutex::new(Some(alerts)),
-            clock: clock.clone(),
+            clock,
             model,
             writer_task,
         })
@@ -211,6 +177,7 @@ impl Daemon {
             config.alerting(),
             &self.monitor.writer,
             &self.clock,
+            &self.stop,
         ));
     }
 
@@ -223,35 +190,33 @@ impl Daemon {
     /// commits within `within`. The systemd watchdog is fed only then, so a
     /// hung scheduler or a stuck database gets the service restarted.
     pub async fn healthy(&self, within: Duration) -> bool {
-        !self.task.is_finished()
+        !self.scheduler.is_finished()
             && tokio::time::timeout(within, self.monitor.writer.flush())
                 .await
                 .is_ok_and(|r| r.is_ok())
     }
 
-    /// Waits for the scheduler to stop (after shutdown) and the writer to
-    /// commit everything.
+    /// Waits for the daemon to be told to stop, for every task to finish
+    /// (in-flight checks and alert attempts, the API's drain), and for the
+    /// writer to commit everything.
     pub async fn wait(self) -> anyhow::Result<()> {
-        self.task.await?;
+        self.stop.cancelled().await;
         if let Some(alerts) = self.alerts.lock().await.take() {
             alerts.stop().await;
         }
+        self.tasks.close();
+        self.tasks.wait().await;
         let Daemon {
             monitor,
             writer_task,
             reload,
-            api_task,
-            api_stop,
-            tick_task,
+            api,
+            scheduler,
             ..
         } = self;
-        tick_task.abort();
-        let _ = tick_task.await;
-        if let Some(stop) = api_stop {
-            let _ = stop.send(());
-        }
-        if let Some(task) = api_task {
-            task.await??;
+        scheduler.await?;
+        if let Some(api) = api {
+            api.await??;
         }
         // A request cut off by the API's drain limit may still hold a
         // writer handle: close the writer rather than wait for the handles.
@@ -260,6 +225,87 @@ impl Daemon {
         writer_task.await?;
         Ok(())
     }
+}
+
+/// Binds the API's listener and serves it until `stop`.
+fn api(
+    config: &Config,
+    addr: std::net::SocketAddr,
+    monitor: &Monitor,
+    model: &Arc<store::Model>,
+    clock: &Arc<dyn Clock>,
+    tasks: &TaskTracker,
+    stop: &CancellationToken,
+) -> anyhow::Result<(std::net::SocketAddr, JoinHandle<std::io::Result<()>>)> {
+    let std_listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for the API: {e}"))?;
+    std_listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(std_listener)?;
+    let bound = listener.local_addr()?;
+    let state = Arc::new(crate::api::ApiState::new(
+        config,
+        monitor.writer.clone(),
+        model.clone(),
+        clock.clone(),
+        monitor.metrics.clone(),
+    ));
+    let task = tasks.spawn(crate::api::serve(
+        listener,
+        state,
+        stop.clone().cancelled_owned(),
+    ));
+    if bound.ip().is_loopback() {
+        tracing::info!(%bound, "API listening on loopback: reads are open, writes need the token");
+    } else {
+        tracing::info!(
+            %bound,
+            "API listening on a public address: reads and writes need the token"
+        );
+    }
+    Ok((bound, task))
+}
+
+/// The scheduler over the watchlist's domains, each check through the
+/// monitor, until `stop`.
+fn scheduler(
+    config: &Config,
+    monitor: &Arc<Monitor>,
+    clock: &Arc<dyn Clock>,
+    reload: mpsc::Receiver<Vec<Job>>,
+    stop: &CancellationToken,
+) -> impl Future<Output = ()> + Send + 'static {
+    let opts = SchedulerOptions {
+        concurrency: config.concurrency,
+        fast_recheck: config.fast_recheck,
+    };
+    let jobs = jobs_of(config);
+    tracing::info!(
+        domains = jobs.len(),
+        upstreams = ?monitor.upstream_labels(),
+        database = %config.database.display(),
+        "watching; checks are spread over each schedule interval"
+    );
+    let m = monitor.clone();
+    let check = move |d: DomainName| {
+        let m = m.clone();
+        async move {
+            match m.check(&d).await {
+                Ok(ev) => ev.fast_recheck,
+                Err(e) => {
+                    tracing::error!(domain = %d, "check not recorded: {e}");
+                    false
+                }
+            }
+        }
+    };
+    schedule::run(
+        jobs,
+        opts,
+        clock.clone(),
+        reload,
+        check,
+        stop.clone().cancelled_owned(),
+    )
 }
 
 /// Opens what a sweep needs: returns the monitor and the writer task to

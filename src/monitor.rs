@@ -458,16 +458,16 @@ impl SweepSummary {
 /// Checks every domain once, now, at most `concurrency` at a time; then,
 /// when answers were held, a few others again and the held ones once more
 /// (a held answer is believed only when fresh checks of the others are fine).
-/// Once `stop` turns true no further check starts; those in flight commit.
+/// Once `stop` is cancelled no further check starts; those in flight commit.
 pub async fn sweep(
     monitor: &Monitor,
     domains: &[DomainName],
     concurrency: usize,
-    stop: &tokio::sync::watch::Receiver<bool>,
+    stop: &tokio_util::sync::CancellationToken,
 ) -> SweepSummary {
     let mut s = SweepSummary::default();
     let held = sweep_pass(monitor, domains, concurrency, stop, &mut s).await;
-    if !held.is_empty() && !*stop.borrow() {
+    if !held.is_empty() && !stop.is_cancelled() {
         // Fresh evidence of the others first (as many as the outage
         // detector needs), then the held ones again.
         let sample: Vec<DomainName> = domains
@@ -486,7 +486,7 @@ pub async fn sweep(
             .await
             .len();
     }
-    s.stopped = *stop.borrow();
+    s.stopped = stop.is_cancelled();
     s
 }
 
@@ -495,17 +495,12 @@ async fn sweep_pass(
     monitor: &Monitor,
     domains: &[DomainName],
     concurrency: usize,
-    stop: &tokio::sync::watch::Receiver<bool>,
+    stop: &tokio_util::sync::CancellationToken,
     s: &mut SweepSummary,
 ) -> Vec<DomainName> {
     use futures::StreamExt;
     let mut held = Vec::new();
-    let mut stop = stop.clone();
-    let stopped = Box::pin(async move {
-        if stop.wait_for(|s| *s).await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    });
+    let stopped = Box::pin(stop.clone().cancelled_owned());
     let mut results = futures::stream::iter(domains.iter())
         .take_until(stopped)
         .map(|d| monitor.check(d))

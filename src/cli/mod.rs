@@ -282,26 +282,23 @@ async fn serve(cli: &Cli, config: Config, clock: Arc<dyn Clock>) -> anyhow::Resu
     use tokio::signal::unix::{SignalKind, signal};
     let signalled = shutdown_signal();
     let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let on_signal = stop.clone();
     tokio::spawn(async move {
         signalled.await;
         let _ = sd_notify::notify(&[NotifyState::Stopping]);
-        let _ = stop_tx.send(true);
+        on_signal.cancel();
     });
-    let mut daemon_stop = stop_rx.clone();
-    let daemon = Daemon::start(&config, clock, async move {
-        let _ = daemon_stop.wait_for(|s| *s).await;
-    })?;
+    let daemon = Daemon::start(&config, clock, stop.clone().cancelled_owned())?;
     let _ = sd_notify::notify(&[
         NotifyState::Ready,
         NotifyState::Status(&format!("watching {} domains", config.domains.len())),
     ]);
     let watchdog = sd_notify::watchdog_enabled();
-    let mut stopping = stop_rx;
     loop {
         let ping = watchdog.map_or(std::time::Duration::from_secs(3600), |d| d / 2);
         tokio::select! {
-            _ = stopping.wait_for(|s| *s) => break,
+            _ = stop.cancelled() => break,
             _ = hup.recv() => {
                 let _ = sd_notify::notify(&[NotifyState::Reloading, NotifyState::monotonic_usec_now()?]);
                 match load(cli).and_then(|c| Ok(c.require_secrets()?)) {

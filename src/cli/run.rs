@@ -21,14 +21,15 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
                 m.watch(&config.watchlist()).await?;
                 let names: Vec<DomainName> = config.domains.iter().map(|d| d.name.clone()).collect();
                 // SIGINT/SIGTERM: no further check starts; those in flight commit.
-                let (stop_tx, stop) = tokio::sync::watch::channel(false);
+                let stop = tokio_util::sync::CancellationToken::new();
+                let stop_tx = stop.clone();
                 let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
                 tokio::spawn(async move {
                     tokio::select! {
                         _ = tokio::signal::ctrl_c() => eprintln!("mxwatch: SIGINT: stopping the sweep"),
                         _ = term.recv() => eprintln!("mxwatch: SIGTERM: stopping the sweep"),
                     }
-                    let _ = stop_tx.send(true);
+                    stop_tx.cancel();
                 });
                 let s = monitor::sweep(&m, &names, config.concurrency, &stop).await;
                 drop(m);
