@@ -242,13 +242,6 @@ impl Monitor {
         if !observations.is_empty() && observations.iter().all(Observation::is_local_failure) {
             return Ok(self.not_asked(domain, at, observations));
         }
-        let expect = self
-            .watched
-            .read()
-            .expect("watchlist lock")
-            .get(domain)
-            .map(|w| w.expect.clone())
-            .unwrap_or_default();
         let prev = self
             .states
             .lock()
@@ -256,33 +249,7 @@ impl Monitor {
             .get(domain)
             .cloned()
             .unwrap_or_default();
-        let trust = {
-            let consensus = detect::consensus(&observations);
-            self.health.lock().expect("health lock").assess(
-                domain.as_str(),
-                prev.baseline.as_ref().map(|b| &b.answer),
-                consensus.answer.as_ref(),
-            )
-        };
-        let det = match &trust {
-            Trust::Believe => detect::detect(
-                &prev,
-                &observations,
-                at,
-                &expect,
-                &self.providers,
-                &self.params,
-            ),
-            // Nothing about the domain: no change, no baseline; soon again,
-            // unless our resolver is known to be out (then its schedule will do).
-            Trust::Hold(_) => detect::Detection {
-                state: prev.clone(),
-                consensus: detect::consensus(&observations),
-                changes: Vec::new(),
-                window: None,
-                fast_recheck: prev.window.is_some() || !self.in_outage(),
-            },
-        };
+        let (trust, det) = self.detect(domain, &prev, &observations, at);
         let persist = differs_beyond_last_seen(&prev, &det.state);
         self.states
             .lock()
@@ -330,6 +297,50 @@ impl Monitor {
 }
 
 impl Monitor {
+    /// Whether to believe what the upstreams said (our resolver's health),
+    /// and what the domain's detector makes of it if so.
+    fn detect(
+        &self,
+        domain: &DomainName,
+        prev: &detect::DomainState,
+        observations: &[Observation],
+        at: DateTime<Utc>,
+    ) -> (Trust, detect::Detection) {
+        let expect = self
+            .watched
+            .read()
+            .expect("watchlist lock")
+            .get(domain)
+            .map(|w| w.expect.clone())
+            .unwrap_or_default();
+        let consensus = detect::consensus(observations);
+        let trust = self.health.lock().expect("health lock").assess(
+            domain.as_str(),
+            prev.baseline.as_ref().map(|b| &b.answer),
+            consensus.answer.as_ref(),
+        );
+        let det = match &trust {
+            Trust::Believe => detect::detect(
+                prev,
+                observations,
+                at,
+                &expect,
+                &self.providers,
+                &self.params,
+            ),
+            // Nothing about the domain: no change, no baseline; soon again,
+            // unless our resolver is known to be out (then its schedule will do).
+            Trust::Hold(_) => detect::Detection {
+                state: prev.clone(),
+                consensus,
+                changes: Vec::new(),
+                window: None,
+                fast_recheck: prev.window.is_some() || !self.in_outage(),
+            },
+        };
+        (trust, det)
+    }
+
     /// A check whose every question failed on our side (no socket: the
     /// descriptors ran out). That says nothing about the domain nor about
     /// the resolvers of the world: no detector, no outage count, nothing

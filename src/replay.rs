@@ -206,9 +206,27 @@ pub async fn replay(
             });
         }
     }
+    let (initial, last) = feed(&config, observations, bounces).await?;
+    let store = Store::open(&config.database)?;
+    Ok(hindsight(
+        &store,
+        &config.judging(),
+        bounces,
+        initial,
+        last,
+    )?)
+}
+
+/// Feeds the recording through a monitor and a writer of its own, as
+/// the daemon would have met it; returns each bounce's verdict on arrival
+/// and the recording's last moment.
+async fn feed(
+    config: &Config,
+    observations: &[Recorded],
+    bounces: &[Bounce],
+) -> anyhow::Result<(Vec<Judgement>, DateTime<Utc>)> {
     let lock = store::MonitorLock::acquire(&config.database)?;
-    let judging = config.judging();
-    let (writer, writer_task) = Writer::start(&config.database, judging.clone())?;
+    let (writer, writer_task) = Writer::start(&config.database, config.judging())?;
     let clock: Arc<dyn crate::clock::Clock> = Arc::new(crate::clock::SystemClock);
     let monitor = Monitor::recorded(
         &config.monitoring(),
@@ -217,11 +235,9 @@ pub async fn replay(
         clock,
         lock,
     );
-
-    let steps = steps(observations, bounces);
     let mut initial: Vec<Option<Judgement>> = vec![None; bounces.len()];
     let mut last = DateTime::<Utc>::MIN_UTC;
-    for step in steps {
+    for step in steps(observations, bounces) {
         match step {
             Step::Check(at, domain, obs) => {
                 last = last.max(at);
@@ -256,15 +272,27 @@ pub async fn replay(
     writer.close().await?;
     drop(writer);
     writer_task.await?;
+    let initial = initial
+        .into_iter()
+        .map(|j| j.expect("every bounce judged"))
+        .collect();
+    Ok((initial, last))
+}
 
-    let store = Store::open(&config.database)?;
+/// Each bounce judged again with everything the recording taught.
+fn hindsight(
+    store: &Store,
+    judging: &crate::store::Judging,
+    bounces: &[Bounce],
+    initial: Vec<Judgement>,
+    last: DateTime<Utc>,
+) -> Result<(Vec<Replayed>, Summary), crate::store::StoreError> {
     let mut out = Vec::new();
     let mut summary = Summary::default();
-    for (i, b) in bounces.iter().enumerate() {
-        let initial = initial[i].clone().expect("every bounce judged");
+    for (b, initial) in bounces.iter().zip(initial) {
         let at = b.at.unwrap_or(last);
         let c = store.circumstances(&b.domain, at, b.remote_mta.as_deref(), &judging.providers)?;
-        let final_judgement = c.judge(b, at, &judging);
+        let final_judgement = c.judge(b, at, judging);
         let r = Replayed {
             bounce: b.clone(),
             initial,

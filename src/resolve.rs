@@ -397,38 +397,9 @@ impl Authoritative {
                     if hosts.is_empty() {
                         break;
                     }
-                    let mut addrs: Vec<SocketAddr> = Vec::new();
-                    for h in &hosts {
-                        if let Ok(ips) = self.lookup.lookup_ip(h.as_str()).await {
-                            addrs.extend(
-                                ips.iter().map(|ip: IpAddr| SocketAddr::new(ip, self.port)),
-                            );
-                        }
-                    }
-                    addrs.sort();
-                    addrs.dedup();
-                    if addrs.is_empty() {
-                        return Err(Observation::failure(
-                            label,
-                            Outcome::Error,
-                            format!(
-                                "no address for the name servers of {name}: {}",
-                                hosts.join(", ")
-                            ),
-                        ));
-                    }
-                    let resolver = resolver_for(&addrs, false, &self.opts);
-                    let ttl = Duration::from_secs(u64::from(ttl).clamp(60, 3600));
-                    let entry = ZoneServers {
-                        resolver: resolver.clone(),
-                        expires: now + ttl,
-                    };
-                    let mut zones = self.zones.lock().expect("zone cache lock");
-                    if zones.len() > 100_000 {
-                        zones.retain(|_, z| z.expires > now);
-                    }
-                    zones.insert(domain.fqdn(), entry);
-                    return Ok(resolver);
+                    return self
+                        .zone_servers(label, domain, &name, &hosts, ttl, now)
+                        .await;
                 }
                 Err(NetError::Dns(DnsError::NoRecordsFound(nr)))
                     if nr.response_code == ResponseCode::NoError =>
@@ -467,6 +438,49 @@ impl Authoritative {
             Outcome::Error,
             format!("no name servers found for {domain}"),
         ))
+    }
+
+    /// A resolver over the addresses of the zone's name servers `hosts`,
+    /// cached for the NS records' TTL (a minute to an hour).
+    async fn zone_servers(
+        &self,
+        label: &str,
+        domain: &DomainName,
+        zone: &str,
+        hosts: &[String],
+        ttl: u32,
+        now: Instant,
+    ) -> Result<TokioResolver, Observation> {
+        let mut addrs: Vec<SocketAddr> = Vec::new();
+        for h in hosts {
+            if let Ok(ips) = self.lookup.lookup_ip(h.as_str()).await {
+                addrs.extend(ips.iter().map(|ip: IpAddr| SocketAddr::new(ip, self.port)));
+            }
+        }
+        addrs.sort();
+        addrs.dedup();
+        if addrs.is_empty() {
+            return Err(Observation::failure(
+                label,
+                Outcome::Error,
+                format!(
+                    "no address for the name servers of {zone}: {}",
+                    hosts.join(", ")
+                ),
+            ));
+        }
+        let resolver = resolver_for(&addrs, false, &self.opts);
+        let ttl = Duration::from_secs(u64::from(ttl).clamp(60, 3600));
+        let entry = ZoneServers {
+            resolver: resolver.clone(),
+            expires: now + ttl,
+        };
+        let mut zones = self.zones.lock().expect("zone cache lock");
+        if zones.len() > 100_000 {
+            zones.retain(|_, z| z.expires > now);
+        }
+        zones.insert(domain.fqdn(), entry);
+        Ok(resolver)
     }
 }
 

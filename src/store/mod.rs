@@ -30,6 +30,7 @@ use crate::summary;
 use crate::verdict::Verdict;
 pub use crate::window::Window;
 use crate::window::{Scope, ScopeKind};
+mod checks;
 mod codec;
 mod deliveries;
 mod intake;
@@ -43,6 +44,7 @@ pub use deliveries::{AlertEvent, Delivery, DeliveryStatus, DeliveryWrite};
 pub use intake::{Circumstances, Intake, Judging};
 pub use model::Model;
 
+use checks::*;
 use codec::*;
 pub use lock::*;
 pub use read::*;
