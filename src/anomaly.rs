@@ -112,6 +112,42 @@ struct ScopeState {
     open: Option<Anomaly>,
 }
 
+impl ScopeState {
+    /// A bounce at `at` from recipient hash `who`: bounces leave the recent
+    /// window for the baseline, and the baseline's oldest leave it.
+    fn slide(
+        &mut self,
+        at: DateTime<Utc>,
+        who: u64,
+        window: chrono::Duration,
+        baseline: chrono::Duration,
+    ) {
+        self.recent.push_back((at, who));
+        *self.distinct.entry(who).or_default() += 1;
+        self.last = Some(self.last.map_or(at, |l| l.max(at)));
+        while let Some(&(t, who)) = self.recent.front() {
+            if elapsed(t, at) < window {
+                break;
+            }
+            self.recent.pop_front();
+            if let Some(n) = self.distinct.get_mut(&who) {
+                *n -= 1;
+                if *n == 0 {
+                    self.distinct.remove(&who);
+                }
+            }
+            self.older.push_back(t);
+        }
+        while self
+            .older
+            .front()
+            .is_some_and(|t| elapsed(*t, at) > baseline)
+        {
+            self.older.pop_front();
+        }
+    }
+}
+
 /// A scope's rate at one moment.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Rate {
@@ -219,6 +255,25 @@ impl Detector {
             && r.recent as f64 * 2.0 >= p.factor * r.expected.max(1.0)
     }
 
+    /// What made a burst an anomaly, for a person.
+    fn describe(&self, rate: Rate) -> String {
+        let warm_up = if rate.warm {
+            String::new()
+        } else {
+            format!(
+                " (warm-up: under {} of history, {WARMUP_STRENGTH}x the usual evidence)",
+                humantime::format_duration(self.params.warmup)
+            )
+        };
+        format!(
+            "{} unknown-user bounces to {} recipients in {}, against {:.1} expected{warm_up}",
+            rate.recent,
+            rate.distinct,
+            humantime::format_duration(self.params.window),
+            rate.expected,
+        )
+    }
+
     /// An unknown-user bounce for `recipient` at `at` in `scope`. The bounce
     /// should also be [`noted`](Detector::note) (as every bounce is).
     pub fn observe(&mut self, scope: &Scope, at: DateTime<Utc>, recipient: &str) -> Vec<Event> {
@@ -228,26 +283,7 @@ impl Detector {
         let max_duration = span(self.params.max_duration);
         let mut st = self.scopes.remove(scope).unwrap_or_default();
         let previous = st.last;
-        let r = fnv(recipient);
-        st.recent.push_back((at, r));
-        *st.distinct.entry(r).or_default() += 1;
-        st.last = Some(previous.map_or(at, |l| l.max(at)));
-        while let Some(&(t, who)) = st.recent.front() {
-            if elapsed(t, at) < window {
-                break;
-            }
-            st.recent.pop_front();
-            if let Some(n) = st.distinct.get_mut(&who) {
-                *n -= 1;
-                if *n == 0 {
-                    st.distinct.remove(&who);
-                }
-            }
-            st.older.push_back(t);
-        }
-        while st.older.front().is_some_and(|t| elapsed(*t, at) > baseline) {
-            st.older.pop_front();
-        }
+        st.slide(at, fnv(recipient), window, baseline);
         let rate = self.rate(&st, at);
         let mut out = Vec::new();
         if let Some(a) = st.open.as_mut() {
@@ -278,21 +314,7 @@ impl Detector {
                 start,
                 end: None,
                 bounces: rate.recent,
-                detail: format!(
-                    "{} unknown-user bounces to {} recipients in {}, against {:.1} expected{}",
-                    rate.recent,
-                    rate.distinct,
-                    humantime::format_duration(self.params.window),
-                    rate.expected,
-                    if rate.warm {
-                        String::new()
-                    } else {
-                        format!(
-                            " (warm-up: under {} of history, {WARMUP_STRENGTH}x the usual evidence)",
-                            humantime::format_duration(self.params.warmup)
-                        )
-                    }
-                ),
+                detail: self.describe(rate),
             };
             st.open = Some(a.clone());
             out.push(Event::Opened(a));

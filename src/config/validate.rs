@@ -447,6 +447,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
         "fast_recheck".into(),
         raw.fast_recheck.map_or(Duration::from_secs(60), |d| d.0),
     )?;
+    let api_limits = api_limits(&ctx, &raw)?;
     let upstreams = upstreams(&ctx, raw.upstreams)?;
     let anomaly = anomaly_params(&ctx, raw.anomaly)?;
     let alerts = alert_targets(&ctx, &inputs, raw.alerts, &mut secret_problems)?;
@@ -460,23 +461,6 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
         watched_domains(&ctx, &inputs, raw.domains, raw.domains_file, &table)?;
     let listen = listen(&ctx, raw.listen.as_deref())?;
     let api_token = api_token(&ctx, &inputs, raw.api_token_file, &mut secret_problems);
-    for (i, prefix) in raw.sns_subscribe_allow.iter().enumerate() {
-        http_url(&ctx, format!("sns_subscribe_allow[{i}]"), prefix)?;
-    }
-    if let Some(base) = &raw.sns_signing_cert_base {
-        http_url(&ctx, "sns_signing_cert_base".into(), base)?;
-    }
-    let api_limits = ApiLimits {
-        max_connections: match raw.api_max_connections {
-            Some(0) => {
-                let why = "must be at least 1".into();
-                return Err(ctx.err("api_max_connections".into(), why));
-            }
-            Some(n) => n,
-            None => ApiLimits::default().max_connections,
-        },
-        ..ApiLimits::default()
-    };
     let bounce_times = {
         let d = crate::bounce::TimeRange::default();
         let t = raw.bounce_times.unwrap_or_default();
@@ -520,6 +504,28 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
         providers,
         domains,
         duplicates_merged,
+    })
+}
+
+/// The API's connection limits, and the SNS URLs it may fetch.
+fn api_limits(ctx: &Ctx, raw: &RawConfig) -> Result<ApiLimits, ConfigError> {
+    for (i, prefix) in raw.sns_subscribe_allow.iter().enumerate() {
+        http_url(ctx, format!("sns_subscribe_allow[{i}]"), prefix)?;
+    }
+    if let Some(base) = &raw.sns_signing_cert_base {
+        http_url(ctx, "sns_signing_cert_base".into(), base)?;
+    }
+    let max_connections = match raw.api_max_connections {
+        Some(0) => {
+            let why = "must be at least 1".into();
+            return Err(ctx.err("api_max_connections".into(), why));
+        }
+        Some(n) => n,
+        None => ApiLimits::default().max_connections,
+    };
+    Ok(ApiLimits {
+        max_connections,
+        ..ApiLimits::default()
     })
 }
 

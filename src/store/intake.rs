@@ -12,16 +12,14 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::read::{WINDOW_COLUMNS, window_from_row};
-use super::{StoreError, from_ms, ms, parse_mx_text};
+use super::knowledge::{circumstances, feed_since};
+use super::{StoreError, from_ms, ms};
 use crate::anomaly::{self, Anomaly};
 use crate::bounce::{Bounce, Kind};
-use crate::dns::Outcome;
-use crate::domain::Mx;
 use crate::event::EventType;
 use crate::provider::Providers;
 use crate::summary;
-use crate::verdict::{self, Evidence, Judgement, Verdict};
+use crate::verdict::{Judgement, Verdict};
 use crate::window::{Scope, ScopeKind, WindowKind};
 
 /// What the writer needs to judge: the provider table and the anomaly
@@ -41,134 +39,6 @@ pub struct Intake {
     pub judgements: Vec<Judgement>,
     /// Suppressions this batch's windows turned over.
     pub reinstated: usize,
-}
-
-/// What was known about a domain at a moment.
-#[derive(Debug, Clone, Default)]
-pub struct Circumstances {
-    /// Windows covering the moment: the domain's, global ones, and anomaly
-    /// windows of the domain or its provider.
-    pub windows: Vec<Evidence>,
-    /// The consensus MX then, when history has records.
-    pub mx_at: Option<Vec<Mx>>,
-    /// The provider the domain's bounces count under.
-    pub provider: Option<String>,
-    /// Whether the domain had any recorded answer by then.
-    pub domain_known: bool,
-    /// The earliest stored bounce: how far the feed's history reaches
-    /// (anomaly detection warms up on it).
-    pub feed_since: Option<DateTime<Utc>>,
-}
-
-impl Circumstances {
-    /// How much the verdict at `at` can rest on.
-    pub fn grounds(&self, at: DateTime<Utc>, anomaly: &anomaly::Params) -> verdict::Grounds {
-        verdict::Grounds {
-            domain_known: self.domain_known,
-            warming_up: (!anomaly.warmed_up(self.feed_since, at))
-                .then(|| anomaly.warmup_caveat(self.feed_since, at)),
-        }
-    }
-
-    /// Judges `b` at `at` in these circumstances.
-    pub fn judge(&self, b: &Bounce, at: DateTime<Utc>, judging: &Judging) -> Judgement {
-        verdict::judge_bounce(
-            b,
-            at,
-            &self.windows,
-            self.mx_at.as_deref(),
-            &judging.providers,
-            &self.grounds(at, &judging.anomaly),
-        )
-    }
-}
-
-/// The earliest dated bounce stored.
-pub(super) fn feed_since(conn: &Connection) -> Result<Option<DateTime<Utc>>, StoreError> {
-    let v: Option<i64> = conn
-        .prepare_cached("SELECT min(at) FROM bounces")?
-        .query_row([], |r| r.get(0))?;
-    Ok(v.map(from_ms))
-}
-
-/// Whether `domain` had a consensus answer by `at`, and its MX then when
-/// the run in force had records.
-pub(super) fn consensus_mx_at(
-    conn: &Connection,
-    domain: &str,
-    at: DateTime<Utc>,
-) -> Result<(bool, Option<Vec<Mx>>), StoreError> {
-    let row: Option<(String, String)> = conn
-        .prepare_cached(
-            "SELECT r.outcome, r.mx FROM runs r \
-             WHERE r.domain_id = (SELECT id FROM domains WHERE name = ?1) AND r.upstream = '*' \
-               AND r.first_seen <= ?2 \
-             ORDER BY r.first_seen DESC LIMIT 1",
-        )?
-        .query_row(params![domain, ms(at)], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    Ok((
-        row.is_some(),
-        row.and_then(|(outcome, mx)| {
-            (outcome.parse::<Outcome>().ok() == Some(Outcome::Records)).then(|| parse_mx_text(&mx))
-        }),
-    ))
-}
-
-/// A stored window, from [`WINDOW_COLUMNS`](super::read::WINDOW_COLUMNS), as evidence.
-pub(super) fn evidence_from_row(r: &rusqlite::Row) -> rusqlite::Result<Evidence> {
-    Ok(Evidence::of(&window_from_row(r, 0)?))
-}
-
-/// What was known about `domain` at `at`; `remote_mta` places an unwatched
-/// domain under the provider that refused.
-/// `feed_since` is the earliest stored bounce, when the caller knows it
-/// (the intake's detector does); `None` reads it from the table.
-pub(super) fn circumstances(
-    conn: &Connection,
-    domain: &str,
-    at: DateTime<Utc>,
-    remote_mta: Option<&str>,
-    providers: &Providers,
-    feed_since_known: Option<Option<DateTime<Utc>>>,
-) -> Result<Circumstances, StoreError> {
-    let (domain_known, mx_at) = consensus_mx_at(conn, domain, at)?;
-    let provider = verdict::provider_scope(mx_at.as_deref(), remote_mta, providers);
-    // Two index lookups: the domain's own windows, then those without a
-    // domain (global windows and anomalies, matched by scope).
-    let own = format!(
-        "SELECT {WINDOW_COLUMNS} FROM windows w LEFT JOIN domains d ON d.id = w.domain_id \
-         WHERE w.domain_id = (SELECT id FROM domains WHERE name = ?1) \
-           AND w.start <= ?2 AND (w.end IS NULL OR w.end >= ?2)"
-    );
-    let other = format!(
-        "SELECT {WINDOW_COLUMNS} FROM windows w LEFT JOIN domains d ON d.id = w.domain_id \
-         WHERE w.domain_id IS NULL AND w.start <= ?2 AND (w.end IS NULL OR w.end >= ?2) \
-           AND (w.scope IS NULL OR (w.scope_kind = 'domain' AND w.scope = ?1) \
-                OR (w.scope_kind = 'provider' AND w.scope = ?3))"
-    );
-    let mut windows = Vec::new();
-    for rows in [
-        conn.prepare_cached(&own)?
-            .query_map(params![domain, ms(at)], evidence_from_row)?
-            .collect::<Result<Vec<_>, _>>()?,
-        conn.prepare_cached(&other)?
-            .query_map(params![domain, ms(at), provider], evidence_from_row)?
-            .collect::<Result<Vec<_>, _>>()?,
-    ] {
-        windows.extend(rows);
-    }
-    windows.sort_by_key(|w| (w.start, w.id));
-    Ok(Circumstances {
-        windows,
-        mx_at,
-        provider,
-        domain_known,
-        feed_since: match feed_since_known {
-            Some(known) => known,
-            None => feed_since(conn)?,
-        },
-    })
 }
 
 /// The columns of a stored bounce, as [`bounce_from_row`] reads them.

@@ -34,6 +34,7 @@ mod checks;
 mod codec;
 mod deliveries;
 mod intake;
+mod knowledge;
 mod lock;
 mod model;
 mod read;
@@ -41,7 +42,8 @@ mod schema;
 mod writer;
 
 pub use deliveries::{AlertEvent, Delivery, DeliveryStatus, DeliveryWrite};
-pub use intake::{Circumstances, Intake, Judging};
+pub use intake::{Intake, Judging};
+pub use knowledge::{Circumstances, Knowledge};
 pub use model::Model;
 
 use checks::*;
@@ -50,35 +52,6 @@ pub use lock::*;
 pub use read::*;
 pub use schema::open;
 pub use writer::*;
-
-/// What was known about a domain at `at`, for a verdict: the windows that
-/// covered that moment (its own, global ones such as resolver outages,
-/// anomalies of the domain or its provider), and its consensus MX then
-/// (when history has records). `remote_mta` places an unwatched domain
-/// under the provider that refused. The database answers it (the CLI), and
-/// so does the serving writer's in-memory read model (the API); a test
-/// holds the two to the same answers.
-pub trait Knowledge {
-    fn circumstances(
-        &self,
-        domain: &str,
-        at: DateTime<Utc>,
-        remote_mta: Option<&str>,
-        providers: &crate::provider::Providers,
-    ) -> Result<Circumstances, StoreError>;
-}
-
-impl Knowledge for Store {
-    fn circumstances(
-        &self,
-        domain: &str,
-        at: DateTime<Utc>,
-        remote_mta: Option<&str>,
-        providers: &crate::provider::Providers,
-    ) -> Result<Circumstances, StoreError> {
-        intake::circumstances(&self.conn, domain, at, remote_mta, providers, None)
-    }
-}
 
 /// The upstream label of consensus runs.
 pub const CONSENSUS: &str = "*";

@@ -160,7 +160,7 @@ impl Model {
                 parse_mx_text(&mx).into(),
             ));
         }
-        let feed_since = super::intake::feed_since(conn)?;
+        let feed_since = super::knowledge::feed_since(conn)?;
         {
             let mut st = self.state.write().expect("model lock");
             st.runs = runs;
