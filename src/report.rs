@@ -272,14 +272,7 @@ pub fn reinstatement_json(r: &crate::store::Reinstatement) -> Value {
         "previous_verdict": "suppress",
         "verdict": r.verdict,
         "reason": r.reason,
-        "window": r.window.as_ref().map(|w| json!({
-            "id": w.id,
-            "kind": w.kind,
-            "scope": w.covers().0,
-            "name": w.covers().1,
-            "start": time(w.start),
-            "end": w.end.map(time),
-        })),
+        "window": r.window.as_ref().map(window_brief_json),
     })
 }
 
@@ -471,18 +464,27 @@ pub fn alert_json(ev: &AlertEvent, providers: &Providers) -> Value {
         "domain": ev.domain(),
         "summary": o.summary,
         "meaning": alert_meaning(ev),
-        "window": ev.window.as_ref().map(|w| json!({
-            "id": w.id,
-            "kind": w.kind,
-            "scope": w.covers().0,
-            "name": w.covers().1,
-            "start": time(w.start),
-            "end": w.end.map(time),
-            "status": w.status.as_str(),
-            "before": answer_with_providers(&w.before, providers),
-            "after": answer_with_providers(&w.after, providers),
-            "detail": w.detail,
-        })),
+        "window": ev.window.as_ref().map(|w| {
+            let mut v = window_brief_json(w);
+            v["status"] = json!(w.status);
+            v["before"] = answer_with_providers(&w.before, providers);
+            v["after"] = answer_with_providers(&w.after, providers);
+            v["detail"] = json!(w.detail);
+            v
+        }),
+    })
+}
+
+/// A window in brief, as a reinstatement or an alert names it.
+fn window_brief_json(w: &Window) -> Value {
+    let (scope, name) = w.covers();
+    json!({
+        "id": w.id,
+        "kind": w.kind,
+        "scope": scope,
+        "name": name,
+        "start": time(w.start),
+        "end": w.end.map(time),
     })
 }
 
