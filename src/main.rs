@@ -1,6 +1,9 @@
 //! The `mxwatch` binary: arguments, logging, the command, an exit code.
 //! Every subcommand lives in `cli/`, over the library.
 
+// Results go through `cli::Output`, which a closed pipe cannot panic.
+#![warn(clippy::print_stdout)]
+
 mod cli;
 
 use std::process::ExitCode;

@@ -22,7 +22,7 @@ fn parse(command: &BounceCommand) -> anyhow::Result<ExitCode> {
     else {
         bail!("internal: `bounces::parse` called for another command");
     };
-    let mut out = std::io::stdout().lock();
+    let mut out = Output::new();
     let (clean, _) = parse_inputs(paths, *format, false, None, |list| {
         for b in list {
             let line = if *json {
@@ -30,12 +30,7 @@ fn parse(command: &BounceCommand) -> anyhow::Result<ExitCode> {
             } else {
                 bounce_text(&b)
             };
-            if let Err(e) = writeln!(out, "{line}") {
-                if e.kind() == std::io::ErrorKind::BrokenPipe {
-                    return Ok(());
-                }
-                return Err(e.into());
-            }
+            out.line(&line)?;
         }
         Ok(())
     })?;

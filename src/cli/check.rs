@@ -34,6 +34,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let providers = config.providers();
     runtime()?.block_on(async move {
         let r = MxResolver::new(&upstreams, &opts).context("setting up resolvers")?;
+        let mut out = Output::new();
         let mut unanswered = Vec::new();
         for d in &names {
             let obs = r.observe(d).await;
@@ -41,9 +42,9 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
                 unanswered.push(d.to_string());
             }
             if *json {
-                print_lines([report::check_json(d, &obs, &providers).to_string()])?;
+                out.line(&report::check_json(d, &obs, &providers).to_string())?;
             } else {
-                print!("{}", report::check_text(d, &obs, &providers));
+                out.text(&report::check_text(d, &obs, &providers))?;
             }
         }
         if unanswered.is_empty() {

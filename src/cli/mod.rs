@@ -413,16 +413,48 @@ fn print_rows<T>(
 }
 
 fn print_lines(lines: impl IntoIterator<Item = String>) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
+    let mut out = Output::new();
     for l in lines {
-        if let Err(e) = writeln!(out, "{l}") {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                return Ok(());
-            }
-            return Err(e.into());
-        }
+        out.line(&l)?;
     }
     Ok(())
+}
+
+/// Where results go: standard output, where a reader that has gone (`|
+/// head -1`) ends the output quietly: nothing more is written, nothing
+/// panics. Diagnostics go to standard error.
+struct Output {
+    out: std::io::StdoutLock<'static>,
+    closed: bool,
+}
+
+impl Output {
+    fn new() -> Self {
+        Output {
+            out: std::io::stdout().lock(),
+            closed: false,
+        }
+    }
+
+    /// One line (a newline is added).
+    fn line(&mut self, l: &str) -> anyhow::Result<()> {
+        self.text(l)?;
+        self.text("\n")
+    }
+
+    /// Text as it is.
+    fn text(&mut self, t: &str) -> anyhow::Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        match self.out.write_all(t.as_bytes()) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(())
+            }
+            r => Ok(r?),
+        }
+    }
 }
 
 fn bounce_text(b: &Bounce) -> String {

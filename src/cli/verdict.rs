@@ -41,7 +41,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     if *json {
         print_lines([report::judgement_json(&bounce, at, &judgement).to_string()])?;
     } else {
-        print!("{}", report::judgement_text(&bounce, &judgement));
+        Output::new().text(&report::judgement_text(&bounce, &judgement))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -14,7 +14,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     for e in &c.secret_problems {
         eprintln!("mxwatch: warning: {e} (only `mxwatch run` needs it)");
     }
-    println!(
+    Output::new().line(&format!(
         "{}: ok: {} domains ({} duplicates merged), {} upstreams ({}), schedule {:?}, database {}",
         path.display(),
         c.domains.len(),
@@ -27,6 +27,6 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             .join(", "),
         c.schedule.as_str(),
         c.database.display()
-    );
+    ))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -65,6 +65,39 @@ fn config_check_accepts_the_bundled_example_and_locates_errors() {
     );
 }
 
+/// `mxwatch … | head -1`: once the reader has gone, output ends quietly;
+/// nothing panics (Rust's `print!` does, on a closed pipe).
+#[test]
+fn a_reader_that_has_gone_ends_the_output_without_a_panic() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let line = "Aug 28 10:12:10 mx postfix/smtp[28345]: 7A7D47BDC: to=<u{i}@example.de>, relay=mx.example.de[192.0.2.1]:25, dsn=5.1.1, status=bounced (host mx.example.de[192.0.2.1] said: 550 5.1.1 user unknown (in reply to RCPT TO command))";
+    let many: String = (0..2000)
+        .map(|i| line.replace("{i}", &i.to_string()) + "\n")
+        .collect();
+    let log = dir.path().join("mail.log");
+    std::fs::write(&log, many).unwrap();
+    let log = log.to_str().unwrap();
+    for args in [
+        &["config", "check", "watchlist.yaml"][..],
+        &["bounces", "parse", "--format", "postfix", log],
+        &["bounces", "parse", "--format", "postfix", "--json", log],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_mxwatch"))
+            .current_dir(root)
+            .args(args)
+            .env_remove("MXWATCH_CONFIG")
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_ne!(out.status.code(), Some(101), "{args:?}: {err}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_prints_each_upstream_without_a_database() {
     let dns = TestDns::start().await;
