@@ -11,9 +11,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let args = cli::Cli::parse();
-    cli::init(&args);
-    match cli::run(args) {
+    let context = cli::init(cli::Cli::parse());
+    match cli::run(context) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("mxwatch: {e:#}");

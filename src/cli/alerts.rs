@@ -2,28 +2,28 @@
 
 use super::*;
 
-pub fn list(cli: &Cli) -> anyhow::Result<ExitCode> {
+pub fn list(cli: &Context) -> anyhow::Result<ExitCode> {
     let Command::Alerts {
         command: AlertCommand::List { failed, json },
     } = &cli.command
     else {
         bail!("internal: `alerts::list` called for another command");
     };
-    let store = open_store(cli)?;
+    let store = cli.store()?;
     let rows = store.deliveries(*failed)?;
     print_rows(&rows, *json, report::delivery_json, report::delivery_text)?;
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn retry(cli: &Cli) -> anyhow::Result<ExitCode> {
+pub fn retry(cli: &Context) -> anyhow::Result<ExitCode> {
     let Command::Alerts {
         command: AlertCommand::Retry { id },
     } = &cli.command
     else {
         bail!("internal: `alerts::retry` called for another command");
     };
-    let config = settings(cli)?;
-    let store = open_store(cli)?;
+    let config = cli.settings()?;
+    let store = open_store(&config)?;
     let Some(d) = store.delivery(*id)? else {
         anyhow::bail!("no delivery {id} (see `mxwatch alerts list`)");
     };

@@ -2,7 +2,7 @@
 
 use super::*;
 
-pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
     let Command::Bounces { command } = &cli.command else {
         bail!("internal: `bounces::run` called for another command");
     };
@@ -41,7 +41,7 @@ fn parse(command: &BounceCommand) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn ingest(cli: &Cli, command: &BounceCommand) -> anyhow::Result<ExitCode> {
+fn ingest(cli: &Context, command: &BounceCommand) -> anyhow::Result<ExitCode> {
     let BounceCommand::Ingest {
         paths,
         format,
@@ -50,7 +50,7 @@ fn ingest(cli: &Cli, command: &BounceCommand) -> anyhow::Result<ExitCode> {
     else {
         bail!("internal: `bounces::ingest` called for another command");
     };
-    let config = settings(cli)?;
+    let config = cli.settings()?;
     let range = mxwatch::bounce::TimeRange {
         max_age: max_age.unwrap_or(mxwatch::bounce::TimeRange::FILE_MAX_AGE),
         ..config.bounce_times
@@ -99,7 +99,7 @@ fn ingest(cli: &Cli, command: &BounceCommand) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn list(cli: &Cli, command: &BounceCommand) -> anyhow::Result<ExitCode> {
+fn list(cli: &Context, command: &BounceCommand) -> anyhow::Result<ExitCode> {
     let BounceCommand::List {
         domain: d,
         since,
@@ -111,7 +111,7 @@ fn list(cli: &Cli, command: &BounceCommand) -> anyhow::Result<ExitCode> {
     };
     let d = d.as_deref().map(domain).transpose()?;
     let since = since.as_deref().map(parse_time).transpose()?;
-    let store = open_store(cli)?;
+    let store = cli.store()?;
     let rows = store.stored_bounces(d.as_ref().map(|d| d.as_str()), since, *kind)?;
     print_lines(rows.iter().map(|r| {
         // The verdict it holds now (null: stored before verdicts were kept).

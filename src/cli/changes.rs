@@ -2,7 +2,7 @@
 
 use super::*;
 
-pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
     let Command::Changes {
         since,
         domain: d,
@@ -13,7 +13,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     };
     let d = d.as_deref().map(domain).transpose()?;
     let since = since.as_deref().map(parse_time).transpose()?;
-    let store = open_store(cli)?;
+    let store = cli.store()?;
     let rows = store.changes(since, d.as_ref())?;
     print_rows(&rows, *json, report::change_json, report::change_text)?;
     Ok(ExitCode::SUCCESS)

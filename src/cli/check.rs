@@ -2,7 +2,7 @@
 
 use super::*;
 
-pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
     let Command::Check {
         domains,
         upstream,
@@ -17,7 +17,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     // A watchlist is optional here: use it when it exists.
     let config = if cli.config.exists() {
-        Some(load(cli)?)
+        Some(cli.load()?)
     } else {
         None
     };

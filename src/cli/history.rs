@@ -2,7 +2,7 @@
 
 use super::*;
 
-pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
     let Command::History {
         domain: d,
         since,
@@ -13,7 +13,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         bail!("internal: `history::run` called for another command");
     };
     let d = domain(d)?;
-    let store = open_store(cli)?;
+    let store = cli.store()?;
     if let Some(at) = at {
         let rows = store.as_of(&d, parse_time(at)?)?;
         if rows.is_empty() {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::{Context as _, bail};
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -263,21 +263,73 @@ enum ConfigCommand {
     },
 }
 
+/// What a subcommand starts from: its arguments, and the watchlist, read
+/// at most once (the log level's look at it is kept for the command).
+pub struct Context {
+    cli: Cli,
+    preloaded: std::cell::RefCell<Option<Config>>,
+}
+
+impl std::ops::Deref for Context {
+    type Target = Cli;
+    fn deref(&self) -> &Cli {
+        &self.cli
+    }
+}
+
 /// Logging as the command line and the watchlist ask: the level is
 /// RUST_LOG, else the watchlist's `log_level`, else info.
-pub fn init(cli: &Cli) {
-    let level = std::env::var_os("RUST_LOG")
+pub fn init(cli: Cli) -> Context {
+    let preloaded = std::env::var_os("RUST_LOG")
         .is_none()
-        .then(|| Config::load(&cli.config).ok().and_then(|c| c.log_level))
+        .then(|| Config::load(&cli.config).ok())
         .flatten();
+    let level = preloaded.as_ref().and_then(|c| c.log_level.clone());
     init_logging(cli.log_format, level);
+    Context {
+        cli,
+        preloaded: std::cell::RefCell::new(preloaded),
+    }
+}
+
+impl Context {
+    /// The watchlist (`--database` overrides its database).
+    fn load(&self) -> anyhow::Result<Config> {
+        let mut c = match self.preloaded.borrow_mut().take() {
+            Some(c) => c,
+            None => Config::load(&self.cli.config)?,
+        };
+        if let Some(db) = &self.cli.database {
+            c.database = db.clone();
+        }
+        Ok(c)
+    }
+
+    /// The watchlist's settings; with `--database` and no watchlist file,
+    /// the defaults: the commands that read or add to a database need
+    /// nothing else.
+    fn settings(&self) -> anyhow::Result<Config> {
+        match &self.cli.database {
+            Some(db) if !self.cli.config.exists() => {
+                let mut c = defaults()?;
+                c.database = db.clone();
+                Ok(c)
+            }
+            _ => self.load(),
+        }
+    }
+
+    /// The database of [`Context::settings`].
+    fn store(&self) -> anyhow::Result<Store> {
+        open_store(&self.settings()?)
+    }
 }
 
 /// The daemon under systemd (or in a terminal): READY once the database is
 /// open and the API listens; SIGHUP reloads the watchlist (a broken one is
 /// logged and the old one stays); watchdog pings while the scheduler and the
 /// writer work; STOPPING on SIGTERM/SIGINT, then in-flight work commits.
-async fn serve(cli: &Cli, config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<ExitCode> {
+async fn serve(cli: &Context, config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<ExitCode> {
     use sd_notify::NotifyState;
     use tokio::signal::unix::{SignalKind, signal};
     let signalled = shutdown_signal();
@@ -301,7 +353,7 @@ async fn serve(cli: &Cli, config: Config, clock: Arc<dyn Clock>) -> anyhow::Resu
             _ = stop.cancelled() => break,
             _ = hup.recv() => {
                 let _ = sd_notify::notify(&[NotifyState::Reloading, NotifyState::monotonic_usec_now()?]);
-                match load(cli).and_then(|c| Ok(c.require_secrets()?)) {
+                match cli.load().and_then(|c| Ok(c.require_secrets()?)) {
                     Ok(new) => {
                         daemon.reload(&new).await;
                         tracing::info!(domains = new.domains.len(), "SIGHUP: watchlist reloaded");
@@ -341,33 +393,12 @@ fn init_logging(format: LogFormat, config_level: Option<String>) {
     }
 }
 
-fn load(cli: &Cli) -> anyhow::Result<Config> {
-    let mut c = Config::load(&cli.config)?;
-    if let Some(db) = &cli.database {
-        c.database = db.clone();
-    }
-    Ok(c)
-}
-
 /// The settings every default gives (no watchlist).
 fn defaults() -> anyhow::Result<Config> {
     Ok(Config::from_yaml(
         "domains: []\n",
         std::path::Path::new("(defaults)"),
     )?)
-}
-
-/// The watchlist's settings; with `--database` and no watchlist file, the
-/// defaults: the commands that read or add to a database need nothing else.
-fn settings(cli: &Cli) -> anyhow::Result<Config> {
-    match &cli.database {
-        Some(db) if !cli.config.exists() => {
-            let mut c = defaults()?;
-            c.database = db.clone();
-            Ok(c)
-        }
-        _ => load(cli),
-    }
 }
 
 /// RFC 3339, a date, or an age (`90m`, `24h`, `7d`) counted back from now.
@@ -379,8 +410,8 @@ fn domain(s: &str) -> anyhow::Result<DomainName> {
     DomainName::parse(s).with_context(|| format!("{s:?} is not a domain name"))
 }
 
-fn open_store(cli: &Cli) -> anyhow::Result<Store> {
-    let c = settings(cli)?;
+/// The settings' database, which must exist.
+fn open_store(c: &Config) -> anyhow::Result<Store> {
     if !c.database.exists() {
         bail!(
             "no database at {} yet: run `mxwatch run` first (or pass --database)",
@@ -548,7 +579,7 @@ fn parse_inputs(
 }
 
 /// Runs the command; its exit code, or the error to print.
-pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+pub fn run(cli: Context) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Verdict { .. } => verdict::run(&cli),
         Command::Replay { .. } => replay::run(&cli),

@@ -2,12 +2,12 @@
 
 use super::*;
 
-pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
     let Command::Reinstatements { since, json } = &cli.command else {
         bail!("internal: `reinstatements::run` called for another command");
     };
     let since = since.as_deref().map(parse_time).transpose()?;
-    let store = open_store(cli)?;
+    let store = cli.store()?;
     let rows = store.reinstatements(since)?;
     print_rows(
         &rows,

@@ -2,7 +2,7 @@
 
 use super::*;
 
-pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
     let Command::Replay {
         observations,
         bounces,
@@ -13,7 +13,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     };
     // The watchlist's settings when there is one; the defaults otherwise.
     let config = if cli.config.exists() {
-        load(cli)?
+        cli.load()?
     } else {
         defaults()?
     };

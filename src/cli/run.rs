@@ -2,11 +2,11 @@
 
 use super::*;
 
-pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
     let Command::Run { once } = &cli.command else {
         bail!("internal: `run::run` called for another command");
     };
-    let config = load(cli)?.require_secrets()?;
+    let config = cli.load()?.require_secrets()?;
     // Descriptors: as many as the hard limit allows (the soft limit
     // of 1,024 is a default for select(), which nothing here uses).
     match rlimit::increase_nofile_limit(u64::MAX) {

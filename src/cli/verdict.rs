@@ -2,7 +2,7 @@
 
 use super::*;
 
-pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
     let Command::Verdict {
         recipient,
         at,
@@ -23,8 +23,8 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         diagnostic: diagnostic.clone(),
         remote_mta: remote_mta.clone(),
     };
-    let config = settings(cli)?;
-    let store = open_store(cli)?;
+    let config = cli.settings()?;
+    let store = open_store(&config)?;
     let mxwatch::judge::Answer {
         bounce,
         at,

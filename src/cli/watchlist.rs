@@ -2,7 +2,7 @@
 
 use super::*;
 
-pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
     let Command::Config {
         command: ConfigCommand::Check { file },
     } = &cli.command

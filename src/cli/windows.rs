@@ -2,11 +2,11 @@
 
 use super::*;
 
-pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
     let Command::Windows { active, json } = &cli.command else {
         bail!("internal: `windows::run` called for another command");
     };
-    let store = open_store(cli)?;
+    let store = cli.store()?;
     let now = SystemClock.now();
     let rows = store.windows(active.then_some(now))?;
     print_lines(rows.iter().map(|w| {
