@@ -32,7 +32,7 @@ pub enum JudgeError {
 
 /// A judged bounce.
 #[derive(Debug, Clone)]
-pub struct Answer {
+pub struct Ruling {
     pub bounce: Bounce,
     pub at: DateTime<Utc>,
     pub judgement: Judgement,
@@ -97,7 +97,7 @@ pub fn judge(
     judging: &Judging,
     parts: Parts,
     now: DateTime<Utc>,
-) -> Result<Answer, JudgeError> {
+) -> Result<Ruling, JudgeError> {
     let mut parts = parts;
     validate(&mut parts)?;
     let at = parts.at.unwrap_or(now);
@@ -129,7 +129,7 @@ pub fn judge(
         &judging.providers,
     )?;
     let judgement = c.judge(&bounce, at, judging);
-    Ok(Answer {
+    Ok(Ruling {
         bounce,
         at,
         judgement,
@@ -208,7 +208,7 @@ mod tests {
         assert_eq!(p.status.as_deref(), Some("5.1.1"), "trimmed");
     }
 
-    fn judged(p: Parts) -> Answer {
+    fn judged(p: Parts) -> Ruling {
         let now = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2026, 4, 26, 11, 0, 0).unwrap();
         judge(&crate::store::Model::default(), &Judging::default(), p, now).unwrap()
     }

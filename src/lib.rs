@@ -26,7 +26,7 @@
 //! - [`api`]: the HTTP API (axum): routes, auth, JSON errors. Only it serves HTTP.
 //! - [`sns`]: pure: Amazon SNS message signatures (the SES receiver checks them).
 //! - [`metrics`]: Prometheus counters and the `/metrics` text.
-//! - [`report`]: the JSON and text shapes the CLI prints.
+//! - [`report`]: every outward shape: the CLI's JSON and text, the API's documents, alert bodies.
 //! - [`alerts`]: webhook alerts from the outbox: filters, bodies, signatures, durable delivery.
 
 // Output is the CLI's and the API's; the library logs with tracing.

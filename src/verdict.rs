@@ -100,7 +100,7 @@ pub struct Question<'a> {
 
 /// What was known about the recipient's side around the bounce.
 #[derive(Debug, Clone, Copy)]
-pub struct Circumstances<'a> {
+pub struct Around<'a> {
     /// Candidate windows (of the domain, its provider, global); those not
     /// covering the bounce's time are passed over.
     pub windows: &'a [Evidence],
@@ -192,7 +192,7 @@ pub fn provider_scope(
 /// A wrong MX: the host that refused is none of the domain's MX hosts then
 /// and belongs to another provider (a web.de address refused by
 /// `mx01.mail.icloud.com`).
-fn wrong_mx(q: &Question, c: &Circumstances) -> Option<Evidence> {
+fn wrong_mx(q: &Question, c: &Around) -> Option<Evidence> {
     let mx = c.mx_at?;
     if mx.is_empty() {
         return None;
@@ -228,7 +228,7 @@ fn wrong_mx(q: &Question, c: &Circumstances) -> Option<Evidence> {
 }
 
 /// Judges one bounce.
-pub fn judge(q: &Question, c: &Circumstances, grounds: &Grounds) -> Judgement {
+pub fn judge(q: &Question, c: &Around, grounds: &Grounds) -> Judgement {
     // History matters only where the bounce says the address is bad.
     let caveats: Vec<String> = if permanent_recipient_failure(q.kind) && q.hard {
         (!grounds.domain_known)
@@ -324,7 +324,7 @@ pub fn judge_bounce(
             at,
             remote_mta: b.remote_mta.as_deref(),
         },
-        &Circumstances {
+        &Around {
             windows,
             mx_at,
             providers,
@@ -376,7 +376,7 @@ mod tests {
         let providers = Providers::default();
         judge(
             &q,
-            &Circumstances {
+            &Around {
                 windows,
                 mx_at: None,
                 providers: &providers,
@@ -396,7 +396,7 @@ mod tests {
     #[test]
     fn caveats_say_what_the_verdict_could_not_know() {
         let providers = Providers::default();
-        let c = Circumstances {
+        let c = Around {
             windows: &[],
             mx_at: None,
             providers: &providers,
@@ -530,7 +530,7 @@ mod tests {
     fn a_web_de_address_refused_by_icloud_is_a_wrong_mx() {
         let providers = Providers::default();
         let own = mx(&["mx00.web.de", "mx01.web.de"]);
-        let c = Circumstances {
+        let c = Around {
             windows: &[],
             mx_at: Some(&own),
             providers: &providers,
@@ -565,7 +565,7 @@ mod tests {
             },
             window(EvidenceKind::Anomaly, 15, Some(16)),
         ];
-        let c = Circumstances {
+        let c = Around {
             windows: &windows,
             mx_at: None,
             providers: &providers,

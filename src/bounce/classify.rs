@@ -10,7 +10,7 @@ use super::{Action, Kind, SmtpCommand, Source};
 
 /// The outcome of classification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Verdict {
+pub struct Classification {
     pub kind: Kind,
     /// Would a conventional bounce handler suppress on this? (A permanent
     /// failure of any kind but auto replies, complaints and deliveries.)
@@ -236,7 +236,7 @@ fn status_matches(pattern: &str, status: &str, diagnostic: &str) -> bool {
 
 /// Everything classification looks at.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Evidence<'a> {
+pub struct Clues<'a> {
     pub action: Option<Action>,
     pub status: Option<&'a str>,
     pub reply_code: Option<u16>,
@@ -328,13 +328,13 @@ static UNNAMED: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// Classifies one bounce.
-pub fn classify(e: &Evidence) -> Verdict {
+pub fn classify(e: &Clues) -> Classification {
     let text = e.diagnostic.to_lowercase();
     let v = classify_table(e.action, e.status, e.reply_code, &text, e.hint);
     if v.kind != Kind::UserUnknown || e.hint.is_some() {
         return v;
     }
-    let kind = |kind: Kind, rule: &'static str| Verdict { kind, rule, ..v };
+    let kind = |kind: Kind, rule: &'static str| Classification { kind, rule, ..v };
     if UNNAMED.is_match(&text) {
         return kind(Kind::PolicyBlocked, "unnamed-recipient");
     }
@@ -395,7 +395,7 @@ fn classify_table(
     reply_code: Option<u16>,
     text: &str,
     hint: Option<Kind>,
-) -> Verdict {
+) -> Classification {
     let permanent = match (status, reply_code) {
         (Some(s), _) if s.starts_with('5') => true,
         (Some(s), _) if s.starts_with('4') || s.starts_with('2') => false,
@@ -403,7 +403,7 @@ fn classify_table(
         (None, None) => action == Some(Action::Failed),
         _ => false,
     };
-    let verdict = |kind: Kind, rule: &'static str| Verdict {
+    let verdict = |kind: Kind, rule: &'static str| Classification {
         kind,
         hard: permanent && !matches!(kind, Kind::AutoReply | Kind::Complaint | Kind::Delivered),
         rule,

@@ -269,7 +269,7 @@ impl Facts {
         let (recipient, domain) = normalise_address(&self.recipient)?;
         let status = self.status.as_deref().and_then(classify::normalise_status);
         let reply_code = self.reply_code.filter(|c| (200..600).contains(c));
-        let verdict = classify(&classify::Evidence {
+        let class = classify(&classify::Clues {
             action: self.action,
             status: status.as_deref(),
             reply_code,
@@ -299,8 +299,8 @@ impl Facts {
                 .reporting_mta
                 .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
                 .filter(|h| !h.is_empty()),
-            kind: verdict.kind,
-            hard: verdict.hard,
+            kind: class.kind,
+            hard: class.hard,
             source,
             message_id: self
                 .message_id

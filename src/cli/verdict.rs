@@ -25,7 +25,7 @@ pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
     };
     let config = cli.settings()?;
     let store = open_store(&config)?;
-    let mxwatch::judge::Answer {
+    let mxwatch::judge::Ruling {
         bounce,
         at,
         judgement,

@@ -250,7 +250,7 @@ const CASES: &[Case] = &[
 #[test]
 fn rule_table_cases() {
     for (action, status, reply, diag, kind, rule) in CASES {
-        let v = classify(&Evidence {
+        let v = classify(&Clues {
             action: *action,
             status: *status,
             reply_code: *reply,
@@ -287,8 +287,8 @@ fn ev<'a>(
     reply_code: Option<u16>,
     diagnostic: &'a str,
     hint: Option<Kind>,
-) -> Evidence<'a> {
-    Evidence {
+) -> Clues<'a> {
+    Clues {
         action,
         status,
         reply_code,
