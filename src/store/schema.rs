@@ -2,10 +2,18 @@
 
 use super::*;
 
+/// The migrations, in order: each is SQL text applied once (the database
+/// records how far it got). Never edit one that has shipped; add another.
 pub(super) fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![
-        M::up(
-            r#"
+    Migrations::new(
+        [M1_HISTORY, M2_BOUNCES, M3_ANOMALY_SCOPES, M4_ALERTS]
+            .into_iter()
+            .map(M::up)
+            .collect(),
+    )
+}
+
+const M1_HISTORY: &str = r#"
         CREATE TABLE domains (
             id          INTEGER PRIMARY KEY,
             name        TEXT NOT NULL UNIQUE,
@@ -62,10 +70,9 @@ pub(super) fn migrations() -> Migrations<'static> {
             window_id   INTEGER REFERENCES windows(id),
             summary     TEXT NOT NULL
         );
-        "#,
-        ),
-        M::up(
-            r#"
+        "#;
+
+const M2_BOUNCES: &str = r#"
         CREATE TABLE bounces (
             id            INTEGER PRIMARY KEY,
             recipient     TEXT NOT NULL,
@@ -89,10 +96,9 @@ pub(super) fn migrations() -> Migrations<'static> {
             coalesce(action, ''), coalesce(message_id, ''), coalesce(diagnostic, ''));
         CREATE INDEX bounces_by_domain ON bounces(domain, at);
         CREATE INDEX bounces_by_time ON bounces(at);
-        "#,
-        ),
-        M::up(
-            r#"
+        "#;
+
+const M3_ANOMALY_SCOPES: &str = r#"
         -- Anomaly windows have no domain row: they cover a scope, a domain
         -- (watched or not) or a provider.
         ALTER TABLE windows ADD COLUMN scope_kind TEXT;   -- 'domain' | 'provider'
@@ -115,10 +121,9 @@ pub(super) fn migrations() -> Migrations<'static> {
             reason      TEXT NOT NULL
         );
         CREATE INDEX reinstatements_by_time ON reinstatements(created_at);
-        "#,
-        ),
-        M::up(
-            r#"
+        "#;
+
+const M4_ALERTS: &str = r#"
         -- Alert delivery: how far each webhook target got through the outbox.
         CREATE TABLE alert_cursors (
             target      TEXT PRIMARY KEY,
@@ -137,10 +142,7 @@ pub(super) fn migrations() -> Migrations<'static> {
             UNIQUE (outbox_id, target)
         );
         CREATE INDEX alert_deliveries_pending ON alert_deliveries(target, status, outbox_id);
-        "#,
-        ),
-    ])
-}
+        "#;
 
 /// Opens (creating if needed) and migrates a database.
 pub fn open(path: &Path) -> Result<Connection, StoreError> {
