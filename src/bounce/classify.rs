@@ -142,7 +142,7 @@ const RULES: &[Rule] = &[
         kind: Kind::Expired,
         statuses: &["X.4.7"],
         words: Some(
-            r"expired|too long in queue|retry time(out)? (exceeded|reached)|delivery time expired|message timed out|could not be delivered within|giving up|undeliverable for \d+ (days|hours)|delivery temporarily suspended",
+            r"expired|too long in queue|retry time(out)? (exceeded|reached)|retry time not reached|have been failing for a long time|delivery time expired|message timed out|could not be delivered within|giving up|undeliverable for \d+ (days|hours)|delivery temporarily suspended",
         ),
     },
     Rule {
@@ -405,7 +405,12 @@ fn classify_table(
     };
     let verdict = |kind: Kind, rule: &'static str| Classification {
         kind,
-        hard: permanent && !matches!(kind, Kind::AutoReply | Kind::Complaint | Kind::Delivered),
+        hard: permanent
+            && !matches!(kind, Kind::AutoReply | Kind::Complaint | Kind::Delivered)
+            // An expiry is our side giving up: permanent only when the
+            // remote server's last word was (Exim reports expiries as
+            // `5.0.0` with no reply at all).
+            && (kind != Kind::Expired || reply_code.is_some_and(|c| c >= 500)),
         rule,
     };
     // Facts stated outright win: a delivery is a delivery, a complaint a complaint.

@@ -131,6 +131,7 @@ named! {
         Mailgun => "mailgun",
         Postmark => "postmark",
         Postfix => "postfix",
+        Exim => "exim",
         Jsonl => "jsonl",
     }
 }

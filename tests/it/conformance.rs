@@ -83,6 +83,7 @@ fn agreement_with_sisimai() {
     let mut by_reason: BTreeMap<String, Tally> = BTreeMap::new();
     let (mut uu_expected, mut uu_found, mut uu_said, mut uu_right) = (0, 0, 0, 0);
     let mut misses = Vec::new();
+    let (mut expiries, mut expiries_hard) = (0, 0);
     for r in rows.iter().filter(|r| r.reliable) {
         let ours = &parsed[&r.path];
         let found = ours
@@ -102,6 +103,10 @@ fn agreement_with_sisimai() {
             *t.kinds.entry(kind).or_default() += 1;
         }
         let said_uu = found.is_some_and(|b| b.kind == Kind::UserUnknown);
+        if let Some(b) = found.filter(|b| b.kind == Kind::Expired) {
+            expiries += 1;
+            expiries_hard += usize::from(b.hard && b.reply_code.is_none_or(|c| c < 500));
+        }
         if r.reason == "userunknown" {
             uu_expected += 1;
             uu_found += usize::from(said_uu);
@@ -161,6 +166,7 @@ fn agreement_with_sisimai() {
         "| `user_unknown` precision | {uu_right}/{uu_said} = {:.1} % |",
         pct(uu_right, uu_said)
     );
+    println!("| expiries marked hard without a permanent reply | {expiries_hard} of {expiries} |");
     println!("\n| Sisimai reason | rows | recipient | status | our kinds |\n|---|---|---|---|---|");
     for (reason, t) in &by_reason {
         let kinds: Vec<String> = t.kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
@@ -197,6 +203,8 @@ fn agreement_with_sisimai() {
         pct(uu_right, uu_said) >= 95.0,
         "user_unknown precision below 95 %"
     );
+    // An expiry is our side giving up; suppressing on it is wrong.
+    assert_eq!(expiries_hard, 0, "expiries marked hard");
 }
 
 #[test]

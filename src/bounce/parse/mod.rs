@@ -3,6 +3,7 @@
 
 pub mod dsn;
 pub mod esp;
+pub mod exim;
 pub mod postfix;
 
 use std::fmt;
@@ -22,11 +23,13 @@ pub enum Format {
     /// normalised bounce; a document or one value per line.
     Json,
     Postfix,
+    /// Exim's main log.
+    Exim,
 }
 
 impl Format {
     pub const NAMES: &'static str =
-        "email, mbox, maildir, json, ses, sendgrid, mailgun, postmark, jsonl, postfix";
+        "email, mbox, maildir, json, ses, sendgrid, mailgun, postmark, jsonl, postfix, exim";
 }
 
 impl FromStr for Format {
@@ -37,6 +40,7 @@ impl FromStr for Format {
             "mbox" => Format::Mbox,
             "json" | "jsonl" | "ses" | "sns" | "sendgrid" | "mailgun" | "postmark" => Format::Json,
             "postfix" | "log" => Format::Postfix,
+            "exim" | "mainlog" => Format::Exim,
             _ => return Err(format!("unknown format {s:?} (one of: {})", Format::NAMES)),
         })
     }
@@ -49,6 +53,7 @@ impl fmt::Display for Format {
             Format::Mbox => "mbox",
             Format::Json => "json",
             Format::Postfix => "postfix",
+            Format::Exim => "exim",
         })
     }
 }
@@ -68,8 +73,18 @@ pub fn detect(bytes: &[u8]) -> Format {
     if first.contains("status=") || first.contains("postfix/") {
         return Format::Postfix;
     }
+    if t.lines().take(20).any(|l| EXIM_ID.is_match(l)) {
+        return Format::Exim;
+    }
     Format::Email
 }
+
+/// An Exim log line: a time stamp, then a message id such as
+/// `1tHqXg-0003rC-1A` (or the syslog prefix `exim[pid]:`).
+static EXIM_ID: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(r"^(?:\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\S* (?:[+-]\d{4} )?(?:\[\d+\] )?[0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}-[0-9A-Za-z]{2,4} |.{0,64}\bexim[\w\-./]*\[\d+\]: )")
+        .expect("exim id regex")
+});
 
 /// A problem with one part of an input: which line (or item), and what.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,21 +186,32 @@ pub fn parse(bytes: &[u8], format: Option<Format>, now: DateTime<Utc>) -> Parsed
             }
         }
         Format::Json => json(bytes, &mut out),
-        Format::Postfix => {
-            let text = String::from_utf8_lossy(bytes);
-            for (i, line) in text.lines().enumerate() {
-                match postfix::parse_line(line, now) {
-                    Ok(Some(f)) => match f.into_bounce(Source::Postfix) {
-                        Some(b) => out.bounces.push(b),
-                        None => out.problem(Some(i + 1), "the recipient is not an email address"),
-                    },
-                    Ok(None) => {}
-                    Err(e) => out.problem(Some(i + 1), e),
-                }
-            }
-        }
+        Format::Postfix => log(bytes, Source::Postfix, postfix::parse_line, now, &mut out),
+        Format::Exim => log(bytes, Source::Exim, exim::parse_line, now, &mut out),
     }
     out
+}
+
+/// An MTA's log, a line at a time; lines that are not bounces are passed
+/// over, bad ones noted with their number.
+fn log(
+    bytes: &[u8],
+    source: Source,
+    parse_line: fn(&str, DateTime<Utc>) -> Result<Option<super::Facts>, String>,
+    now: DateTime<Utc>,
+    out: &mut Parsed,
+) {
+    let text = String::from_utf8_lossy(bytes);
+    for (i, line) in text.lines().enumerate() {
+        match parse_line(line, now) {
+            Ok(Some(f)) => match f.into_bounce(source) {
+                Some(b) => out.bounces.push(b),
+                None => out.problem(Some(i + 1), "the recipient is not an email address"),
+            },
+            Ok(None) => {}
+            Err(e) => out.problem(Some(i + 1), e),
+        }
+    }
 }
 
 fn email(bytes: &[u8], line: Option<usize>, out: &mut Parsed) {

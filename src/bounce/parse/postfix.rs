@@ -96,7 +96,7 @@ pub fn parse_line(line: &str, now: DateTime<Utc>) -> Result<Option<Facts>, Strin
 
 /// Syslog's `Aug 24 09:24:11` has no year: the latest such moment not more
 /// than a day after `now`.
-fn bsd_time(s: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+pub(super) fn bsd_time(s: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     for year in [now.year(), now.year() - 1] {
         let t = NaiveDateTime::parse_from_str(&format!("{year} {s}"), "%Y %b %e %H:%M:%S")
             .ok()?

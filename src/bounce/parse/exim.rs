@@ -1,0 +1,272 @@
+//! Exim's main log: delivery failures (`**`) and deferrals (`==`), with or
+//! without a syslog prefix. Arrivals (`<=`), deliveries (`=>`, `->`),
+//! `Completed` and the rest are not bounces of ours and are skipped.
+//!
+//! A failure line is `[date time] id ** address [<parent>] [R=router]
+//! [T=transport] [defer (errno)] [H=host [ip]] [more fields]: message`;
+//! the message is the remote server's reply ("SMTP error from remote mail
+//! server after RCPT TO:<…>: 550 5.1.1 …", older Exims name the host
+//! there: "host mx.example [192.0.2.1]: 550 …") or Exim's own words
+//! ("Unrouteable address", "retry timeout exceeded", "all hosts for
+//! 'example.com' have been failing for a long time (and retry time not
+//! reached)"). The layout follows Exim's specification, chapter "Log
+//! files" (the `**`/`==` flags and the `R=`, `T=`, `H=` fields).
+
+use std::sync::LazyLock;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use regex::Regex;
+
+use crate::bounce::{Action, Facts, SmtpCommand};
+
+/// `[syslog prefix] [exim[pid]:] [date time[.ms] [tz]] [[pid]] id flag rest`.
+static LINE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"^(?:(?P<bsd>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d)|(?P<iso>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?))?\s*(?:\S+\s+[\w\-./]*exim[\w\-./]*(?:\[\d+\])?:\s*)?(?:(?P<date>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?:\.\d+)?(?: (?P<tz>[+-]\d{4}))?\s+)?(?:\[\d+\]\s+)?(?P<id>[0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}-[0-9A-Za-z]{2,4})\s+(?P<flag>\*\*|==)\s+(?P<rest>.*)$",
+    )
+    .expect("exim line regex")
+});
+
+/// `H=mx.example.com [192.0.2.1]` (or `H=[192.0.2.1]`), and the older
+/// "host mx.example.com [192.0.2.1]:" inside the message.
+static HOST: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?:^|\s)(?:H=|host )(?P<name>[^\s\[\]:]+)?\s*(?:\[(?P<ip>[0-9A-Fa-f.:]+)\](?::\d+)?)?",
+    )
+    .expect("exim host regex")
+});
+
+/// One line: `Ok(None)` for a line that is not a failure or deferral.
+pub fn parse_line(line: &str, now: DateTime<Utc>) -> Result<Option<Facts>, String> {
+    let line = line.trim_end();
+    if !line.contains(" ** ") && !line.contains(" == ") {
+        return Ok(None);
+    }
+    let Some(caps) = LINE.captures(line) else {
+        return Ok(None);
+    };
+    let rest = &caps["rest"];
+    let (fields, message) = split_message(rest);
+    let mut words = fields.split_whitespace();
+    let recipient = words
+        .next()
+        .map(|a| {
+            a.trim_end_matches(':')
+                .trim_matches(|c| c == '<' || c == '>')
+        })
+        .filter(|a| a.contains('@'))
+        .ok_or("an exim failure line without an address")?
+        .to_string();
+    let host = HOST
+        .captures(fields)
+        .or_else(|| HOST.captures(message))
+        .filter(|c| c.name("name").is_some() || c.name("ip").is_some());
+    let remote_mta = host.as_ref().and_then(|c| {
+        c.name("name")
+            .or_else(|| c.name("ip"))
+            .map(|m| m.as_str().to_string())
+    });
+    let diagnostic = match host.as_ref().and_then(|c| c.name("ip")) {
+        // The address stays in the words: the host name alone may not say
+        // which of its addresses answered.
+        Some(ip) if !message.contains(ip.as_str()) => format!("{message} (host [{}])", ip.as_str()),
+        _ => message.to_string(),
+    };
+    let at = match (caps.name("date"), caps.name("iso"), caps.name("bsd")) {
+        (Some(d), _, _) => exim_time(d.as_str(), caps.name("tz").map(|m| m.as_str())),
+        (None, Some(iso), _) => DateTime::parse_from_rfc3339(iso.as_str())
+            .ok()
+            .map(|t| t.with_timezone(&Utc)),
+        (None, None, Some(bsd)) => super::postfix::bsd_time(bsd.as_str(), now),
+        _ => None,
+    };
+    let diagnostic = Some(diagnostic).filter(|d| !d.is_empty());
+    Ok(Some(Facts {
+        recipient,
+        at,
+        action: Some(if &caps["flag"] == "**" {
+            Action::Failed
+        } else {
+            Action::Delayed
+        }),
+        status: diagnostic
+            .as_deref()
+            .and_then(crate::bounce::classify::normalise_status),
+        reply_code: diagnostic.as_deref().and_then(super::dsn::reply_code),
+        command: diagnostic.as_deref().and_then(SmtpCommand::find),
+        diagnostic,
+        remote_mta,
+        reporting_mta: None,
+        message_id: None,
+        kind_hint: None,
+    }))
+}
+
+/// The fields before the message, and the message: the message starts at
+/// the first ": " that is not inside a field's value (`X=TLS1.3:…` holds
+/// colons but no space after them).
+fn split_message(rest: &str) -> (&str, &str) {
+    match rest.find(": ") {
+        Some(i) => (&rest[..i], rest[i + 2..].trim()),
+        None => (rest, ""),
+    }
+}
+
+/// Exim's own time stamp, local time unless `log_timezone` added an
+/// offset; without one it is taken as UTC (servers log in UTC, and a
+/// bounce's time only needs to fall in the right window).
+fn exim_time(s: &str, tz: Option<&str>) -> Option<DateTime<Utc>> {
+    match tz {
+        Some(tz) => DateTime::parse_from_str(&format!("{s} {tz}"), "%Y-%m-%d %H:%M:%S %z")
+            .ok()
+            .map(|t| t.with_timezone(&Utc)),
+        None => NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S")
+            .ok()
+            .map(|t| t.and_utc()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bounce::{Kind, Source};
+    use chrono::TimeZone;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 0).unwrap()
+    }
+
+    fn bounce(line: &str) -> crate::bounce::Bounce {
+        parse_line(line, now())
+            .unwrap()
+            .unwrap_or_else(|| panic!("no bounce in {line}"))
+            .into_bounce(Source::Exim)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_refusal_at_rcpt_to_with_the_host_field() {
+        // Exim 4.96's layout: H= before the message.
+        let b = bounce(
+            "2026-11-30 10:12:01 1tHqXg-0003rC-1A ** kim@example.test R=dnslookup T=remote_smtp H=mx.example.test [192.0.2.25] X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=no: SMTP error from remote mail server after RCPT TO:<kim@example.test>: 550 5.1.1 <kim@example.test>: Recipient address rejected: User unknown in virtual mailbox table",
+        );
+        assert_eq!(b.recipient, "kim@example.test");
+        assert_eq!(
+            b.at,
+            Some(Utc.with_ymd_and_hms(2026, 11, 30, 10, 12, 1).unwrap())
+        );
+        assert_eq!(b.status.as_deref(), Some("5.1.1"));
+        assert_eq!(b.reply_code, Some(550));
+        assert_eq!(b.remote_mta.as_deref(), Some("mx.example.test"));
+        assert!(b.diagnostic.as_deref().unwrap().contains("192.0.2.25"));
+        assert_eq!(b.kind, Kind::UserUnknown);
+        assert!(b.hard);
+    }
+
+    #[test]
+    fn the_older_layout_names_the_host_in_the_message() {
+        // As in "Linux Network Administrator's Guide", 19.2.
+        let b = bounce(
+            "2000-01-30 14:48:28 12EvcH-0003rC-00 ** bill@lager.vbrew.com R=lookuphost T=smtp: SMTP error from remote mailer after RCPT TO:<bill@lager.vbrew.com>: host lager.vbrew.com [192.168.157.2]: 550 <bill@lager.vbrew.com>... User unknown",
+        );
+        assert_eq!(b.recipient, "bill@lager.vbrew.com");
+        assert_eq!(b.remote_mta.as_deref(), Some("lager.vbrew.com"));
+        assert_eq!(b.reply_code, Some(550));
+        assert_eq!(b.kind, Kind::UserUnknown);
+    }
+
+    #[test]
+    fn a_deferral_is_delayed_and_soft() {
+        let b = bounce(
+            "2026-11-30 10:20:00 1tHqXg-0004Wq-2B == jo@example.test R=dnslookup T=remote_smtp defer (-44) H=mx.example.test [192.0.2.25]: SMTP error from remote mail server after RCPT TO:<jo@example.test>: 451 4.7.1 Greylisted, please try again later",
+        );
+        assert_eq!(b.action, Some(Action::Delayed));
+        assert_eq!(b.status.as_deref(), Some("4.7.1"));
+        assert_eq!(b.kind, Kind::Greylisted);
+        assert!(!b.hard);
+    }
+
+    #[test]
+    fn a_connection_failure_without_a_reply() {
+        let b = bounce(
+            "2026-11-30 10:20:00 1tHqXg-0004Wq-2B == jo@example.test R=dnslookup T=remote_smtp defer (111): Connection refused",
+        );
+        assert_eq!(b.kind, Kind::Network);
+        assert_eq!(b.reply_code, None);
+        assert!(!b.hard);
+    }
+
+    #[test]
+    fn exims_own_words() {
+        let b =
+            bounce("2026-11-30 10:20:00 1tHqXg-0004Wq-2B ** ann@nowhere.test: Unrouteable address");
+        assert_eq!(b.kind, Kind::DomainUnknown);
+        let b = bounce(
+            "2026-11-30 10:20:00 1tHqXg-0004Wq-2B ** ann@example.test R=dnslookup T=remote_smtp: retry timeout exceeded",
+        );
+        assert_eq!(b.kind, Kind::Expired);
+        assert!(!b.hard, "nothing permanent was said");
+        let b = bounce(
+            "2026-11-30 10:20:00 1tHqXg-0004Wq-2B ** ann@example.test R=dnslookup T=remote_smtp: all hosts for 'example.test' have been failing for a long time (and retry time not reached)",
+        );
+        assert_eq!(b.kind, Kind::Expired);
+        assert!(!b.hard);
+    }
+
+    #[test]
+    fn an_alias_names_its_parent_and_syslog_prefixes_are_read() {
+        let b = bounce(
+            "Nov 30 10:12:01 mail exim[2211]: 2026-11-30 10:12:01 1tHqXg-0003rC-1A ** info@example.test <sales@local.test> R=dnslookup T=remote_smtp H=mx.example.test [192.0.2.25]: SMTP error from remote mail server after RCPT TO:<info@example.test>: 550 5.1.1 unknown user",
+        );
+        assert_eq!(b.recipient, "info@example.test");
+        assert_eq!(b.kind, Kind::UserUnknown);
+        let b = bounce(
+            "Nov 30 10:12:01 mail exim[2211]: 1tHqXg-0003rC-1A ** info@example.test R=dnslookup T=remote_smtp H=[192.0.2.25]: SMTP error from remote mail server after RCPT TO:<info@example.test>: 550 5.1.1 unknown user",
+        );
+        assert_eq!(
+            b.at,
+            Some(Utc.with_ymd_and_hms(2026, 11, 30, 10, 12, 1).unwrap())
+        );
+        assert_eq!(b.remote_mta.as_deref(), Some("192.0.2.25"));
+        let b = bounce(
+            "2026-11-30 10:12:01.123 +0100 [2211] 1tHqXg-0003rC-1A ** info@example.test R=dnslookup T=remote_smtp H=mx.example.test [192.0.2.25]: SMTP error from remote mail server after end of data: 550 5.7.1 Message rejected as spam",
+        );
+        assert_eq!(
+            b.at,
+            Some(Utc.with_ymd_and_hms(2026, 11, 30, 9, 12, 1).unwrap())
+        );
+        assert_eq!(b.kind, Kind::SpamBlocked);
+    }
+
+    #[test]
+    fn other_lines_are_not_bounces() {
+        for line in [
+            "2026-11-30 10:12:00 1tHqXg-0003rC-1A <= sender@local.test H=localhost [127.0.0.1] P=esmtp S=1234",
+            "2026-11-30 10:12:01 1tHqXg-0003rC-1A => kim@example.test R=dnslookup T=remote_smtp H=mx.example.test [192.0.2.25]",
+            "2026-11-30 10:12:01 1tHqXg-0003rC-1A Completed",
+            "2026-11-30 10:12:01 1tHqXg-0003rC-1A <= <> R=1tHqXg-0003rB-00 U=Debian-exim P=local S=2345",
+            "2026-11-30 10:12:01 Start queue run: pid=1234",
+        ] {
+            assert_eq!(parse_line(line, now()), Ok(None), "{line}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod detection {
+    use super::super::{Format, detect};
+
+    #[test]
+    fn exim_logs_are_recognised_with_and_without_syslog() {
+        for log in [
+            "2026-11-30 10:12:00 1tHqXg-0003rC-1A <= sender@local.test H=localhost [127.0.0.1] P=esmtp S=1234\n",
+            "2026-11-30 10:12:00.123 +0100 [2211] 1tHqXg-0003rC-1A ** a@example.test: Unrouteable address\n",
+            "Nov 30 10:12:01 mail exim[2211]: 1tHqXg-0003rC-1A Completed\n",
+        ] {
+            assert_eq!(detect(log.as_bytes()), Format::Exim, "{log}");
+        }
+        let postfix = "Nov 30 10:12:01 mail postfix/smtp[2211]: 7A7D47BDC: to=<a@example.test>, status=bounced (x)\n";
+        assert_eq!(detect(postfix.as_bytes()), Format::Postfix);
+        assert_eq!(detect(b"From: a@example.test\n\nhi\n"), Format::Email);
+    }
+}
