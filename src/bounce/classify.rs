@@ -86,7 +86,9 @@ const RULES: &[Rule] = &[
     Rule {
         name: "domain-unknown",
         kind: Kind::DomainUnknown,
-        statuses: &["X.1.2", "X.4.4"],
+        // X.1.10 (RFC 7505): the domain has a null MX, it takes no mail;
+        // after the words, for Microsoft's RecipientNotFound shares it.
+        statuses: &["X.1.2", "X.4.4", "X.1.10*"],
         words: Some(
             r"host (or domain name )?not found|host unknown|unrouteable address|unknown host|unrouteable (mail )?domain|domain (name )?(not found|does not exist|not exist|is not valid)|no such domain|unknown domain|name service error|nxdomain|no mx (record|host)|mx (record )?(not found|lookup failed)|domain (has no|without) (mx|mail)|dns lookup failure|could not resolve|no valid (hosts|mx)|(domain|host) (lookup|name) (failed|failure)|malformed or unexpected name server reply",
         ),
@@ -97,9 +99,11 @@ const RULES: &[Rule] = &[
     Rule {
         name: "user-unknown",
         kind: Kind::UserUnknown,
+        // Not X.1.10: RFC 7505 made it "recipient address has null MX",
+        // and Microsoft uses it for RecipientNotFound; its words decide.
         statuses: &["X.1.1", "X.1.0*", "X.1.3*"],
         words: Some(
-            r"user (is )?unknown|unknown (user|recipient|address|local[- ]part|mailbox)|no such (user|mailbox|recipient|address|account|person)|user not found|(mailbox|recipient|address|account|user(name)?|addressee)( address)? (does not|doesn't|did not|does no longer) exist|(mailbox|recipient|address|account|user)( address)? (not found|unavailable|not available)|no (user record|mailbox here|mailbox by that name)|user lookup success but no user record|invalid (recipient|mailbox|address|user)|(recipient|address|user|mailbox) (is )?(invalid|not valid|not listed|unknown|rejected: user unknown)|not a (valid|known) (user|mailbox|recipient)|no account by that name|addressee unknown|nosuchuser|user doesn't have a|account (that you tried to reach )?does not exist|not our customer|mailbox not found|bad destination mailbox|recipient (unknown|not found)|unknown or illegal alias|no valid recipients|undeliverable address|no such local user|user not exist|cannot be delivered to this user|no such user here|#?5\.1\.0 address rejected|not listed in (the )?(domino directory|public name & address book)|\(and other recipients in the same domain\)|recipient name is not recognized|address (couldn.t|could not|wasn.t|was not) (be )?found|recipient address rejected(\.|: access denied|$)|check if (the )?address is correct|address (is )?not recognized|no longer (a )?valid (user|address|recipient)",
+            r"user (is )?unknown|unknown (user|recipient|address|local[- ]part|mailbox)|no such (user|mailbox|recipient|address|account|person)|user not found|(mailbox|recipient|address|account|user(name)?|addressee)( address)? (does not|doesn't|did not|does no longer) exist|(mailbox|recipient|address|account|user)( address)? (not found|unavailable|not available)|no (user record|mailbox here|mailbox by that name)|user lookup success but no user record|invalid (recipient|mailbox|address|user)|(recipient|address|user|mailbox) (is )?(invalid|not valid|not listed|unknown|rejected: user unknown)|not a (valid|known) (user|mailbox|recipient)|no account by that name|addressee unknown|nosuchuser|user doesn't have a|account (that you tried to reach )?does not exist|not our customer|mailbox not found|bad destination mailbox|recipient (unknown|not found)|unknown or illegal alias|no valid recipients|undeliverable address|no such local user|user not exist|cannot be delivered to this user|no such user here|#?5\.1\.0 address rejected|not listed in (the )?(domino directory|public name & address book)|\(and other recipients in the same domain\)|recipient name is not recognized|address (couldn.t|could not|wasn.t|was not) (be )?found|recipient address rejected(\.|: access denied|$)|resolver\.adr\.recip(ient)?notfound|recipient \S+ not found by smtp address lookup|check if (the )?address is correct|address (is )?not recognized|no longer (a )?valid (user|address|recipient)",
         ),
     },
     Rule {
@@ -269,16 +273,18 @@ pub const OVERRIDES: &[&str] = &[
 /// "the address couldn't be found", TrendMicro's "check if address is
 /// correct".
 static STRONG: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"recipient name is not recognized|not listed in (the )?(domino directory|public name & address book)|\(and other recipients in the same domain\)|address (couldn.t|could not) be found|recipient not found by smtp address lookup|please check if (the )?address is correct")
+    Regex::new(r"recipient name is not recognized|not listed in (the )?(domino directory|public name & address book)|\(and other recipients in the same domain\)|address (couldn.t|could not) be found|not found by smtp address lookup|resolver\.adr\.recip(ient)?notfound|recipient address rejected: access denied|please check if (the )?address is correct")
         .expect("strong regex")
 });
 
 /// Wordings that confirm an unknown user when they stand in the server's
-/// own reply (after its code), even after DATA: Yahoo's "554 delivery
-/// error: dd This user doesn't have a yahoo.com account", Microsoft's
-/// "550 Requested action not taken: mailbox unavailable".
+/// own reply (after its code), even after DATA or under a policy code:
+/// Yahoo's "554 delivery error: dd This user doesn't have a yahoo.com
+/// account", Microsoft's "550 Requested action not taken: mailbox
+/// unavailable", Yandex's "550 5.7.1 No such user!" (its standard reply to
+/// an unknown recipient, under a policy code).
 static STRONG_IN_REPLY: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"this user doesn.t have a \S+ account|requested action not taken: mailbox unavailable|invalid recipient")
+    Regex::new(r"this user doesn.t have a \S+ account|requested action not taken: mailbox unavailable|invalid recipient|no such user!")
         .expect("strong reply regex")
 });
 

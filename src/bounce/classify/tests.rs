@@ -484,3 +484,133 @@ fn statuses_normalise() {
     assert_eq!(normalise_status("1.2.3.4"), None);
     assert_eq!(normalise_status("no code"), None);
 }
+
+/// Providers' own wordings for an unknown recipient, in a bounce email that
+/// shows neither the SMTP phase nor (mostly) an address code: the case the
+/// rules trust least. Each names where the wording is documented or seen.
+#[test]
+fn providers_wordings_for_an_unknown_recipient() {
+    let cases: &[(&str, Option<&str>, &str)] = &[
+        // Microsoft 365 / Exchange Online: Microsoft Learn, "Fix email
+        // delivery issues for error code 5.1.10 in Exchange Online".
+        (
+            "Microsoft 5.1.10",
+            Some("5.1.10"),
+            "550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient kim@contoso.com not found by SMTP address lookup",
+        ),
+        // The older Exchange wording, as Mailgun's legacy webhooks carry it.
+        (
+            "Microsoft RecipNotFound",
+            Some("5.1.1"),
+            "smtp;550 5.1.1 RESOLVER.ADR.RecipNotFound; not found",
+        ),
+        // Exchange Online's directory-based edge blocking: Microsoft Learn,
+        // "Fix email delivery issues for error code 550 5.4.1".
+        (
+            "Microsoft 5.4.1 DBEB",
+            Some("5.4.1"),
+            "550 5.4.1 Recipient address rejected: Access denied. AS(201806281) [DM6NAM12FT035.eop-nam12.prod.protection.outlook.com]",
+        ),
+        // Google: support.google.com/mail/?p=NoSuchUser.
+        (
+            "Gmail",
+            Some("5.1.1"),
+            "550-5.1.1 The email account that you tried to reach does not exist. Please try double-checking the recipient's email address for typos or unnecessary spaces.",
+        ),
+        // Yahoo's reply after DATA (Sisimai's corpus, rhost yahoo).
+        (
+            "Yahoo",
+            None,
+            "554 delivery error: dd This user doesn't have a yahoo.com account (kim@yahoo.com) [0] - mta1234.mail.ne1.yahoo.com",
+        ),
+        // Apple iCloud, the outage of 26 April 2021 and every day since.
+        (
+            "iCloud",
+            Some("5.1.1"),
+            "550 5.1.1 <kim@icloud.com>: user does not exist",
+        ),
+        // GMX and web.de (1&1): "Requested action not taken: mailbox unavailable".
+        (
+            "GMX",
+            None,
+            "550 Requested action not taken: mailbox unavailable",
+        ),
+        // Mail.ru (seen in Postfix logs of Russian senders).
+        (
+            "Mail.ru",
+            None,
+            "550 Message was not accepted -- invalid mailbox.  Local mailbox kim@mail.ru is unavailable: user not found",
+        ),
+        // Yandex answers an unknown recipient under a policy code.
+        ("Yandex", Some("5.7.1"), "550 5.7.1 No such user!"),
+        // qmail: "Sorry, no mailbox here by that name. (#5.1.1)".
+        (
+            "qmail",
+            Some("5.1.1"),
+            "Sorry, no mailbox here by that name. (#5.1.1)",
+        ),
+    ];
+    for &(who, status, diagnostic) in cases {
+        let mut e = ev(Some(Action::Failed), status, Some(550), diagnostic, None);
+        e.source = Some(Source::Dsn);
+        // The recipient as the bounce names it (kim@ at the provider).
+        let named = diagnostic
+            .split(|c: char| c.is_whitespace() || "<>()".contains(c))
+            .find(|w| w.starts_with("kim@"));
+        e.recipient = named.unwrap_or("kim@example.com");
+        let v = classify(&e);
+        assert_eq!(v.kind, Kind::UserUnknown, "{who}: {v:?}");
+        assert!(v.hard, "{who}");
+    }
+}
+
+#[test]
+fn an_expiry_is_hard_only_on_a_permanent_reply() {
+    // Exim reports an expiry as 5.0.0 with nothing from the remote side.
+    let v = classify(&ev(
+        Some(Action::Failed),
+        Some("5.0.0"),
+        None,
+        "retry timeout exceeded",
+        None,
+    ));
+    assert_eq!((v.kind, v.hard), (Kind::Expired, false));
+    let v = classify(&ev(
+        Some(Action::Failed),
+        Some("5.4.7"),
+        None,
+        "delivery time expired",
+        None,
+    ));
+    assert_eq!((v.kind, v.hard), (Kind::Expired, false));
+    let v = classify(&ev(
+        Some(Action::Failed),
+        Some("5.4.7"),
+        Some(550),
+        "550 message expired after its last attempt was refused",
+        None,
+    ));
+    assert_eq!((v.kind, v.hard), (Kind::Expired, true));
+}
+
+#[test]
+fn x_1_10_is_a_null_mx_unless_microsoft_says_recipient_not_found() {
+    // RFC 7505 §4.3: X.1.10 "Recipient address has null MX" (Oracle
+    // Messaging Server: "host/domain does not accept mail").
+    let v = classify(&ev(
+        Some(Action::Failed),
+        Some("5.1.10"),
+        None,
+        "host/domain does not accept mail",
+        None,
+    ));
+    assert_eq!(v.kind, Kind::DomainUnknown);
+    let v = classify(&ev(
+        Some(Action::Failed),
+        Some("5.1.10"),
+        Some(550),
+        "550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient kim@contoso.com not found by SMTP address lookup",
+        None,
+    ));
+    assert_eq!(v.kind, Kind::UserUnknown);
+}
