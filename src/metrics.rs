@@ -24,7 +24,7 @@ struct Outcome {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VerdictLabel {
     verdict: &'static str,
-    /// The bounce's kind (`user_unknown`, `mailbox_full`, …): 18 values.
+    /// The bounce's kind (`user_unknown`, `mailbox_full`, …): 19 values.
     kind: &'static str,
 }
 

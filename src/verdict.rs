@@ -136,10 +136,12 @@ pub struct Judgement {
 }
 
 /// Kinds that say the address itself is bad.
+/// An ESP's suppression counts as one: it stands on a bounce the ESP saw,
+/// so it is undone under the same evidence.
 fn permanent_recipient_failure(kind: Kind) -> bool {
     matches!(
         kind,
-        Kind::UserUnknown | Kind::MailboxDisabled | Kind::DomainUnknown
+        Kind::UserUnknown | Kind::MailboxDisabled | Kind::DomainUnknown | Kind::Suppressed
     )
 }
 
@@ -431,6 +433,18 @@ mod tests {
             (
                 "unknown user inside an open MX window",
                 q(Kind::UserUnknown, true, 12, None),
+                &open,
+                Verdict::Transient,
+            ),
+            (
+                "an ESP's suppression, nothing wrong: it stands",
+                q(Kind::Suppressed, true, 12, None),
+                &[],
+                Verdict::Suppress,
+            ),
+            (
+                "an ESP's suppression inside an MX window: undo it",
+                q(Kind::Suppressed, true, 12, None),
                 &open,
                 Verdict::Transient,
             ),

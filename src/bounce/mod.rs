@@ -118,6 +118,10 @@ named! {
         AutoReply => "auto_reply",
         Complaint => "complaint",
         Delivered => "delivered",
+        /// The ESP has suppressed the address for a bounce of its own
+        /// (Postmark's SubscriptionChange, SendGrid's "Bounced Address"
+        /// drop, SES's suppression lists): it will not send there again.
+        Suppressed => "suppressed",
         Other => "other",
     }
 }

@@ -560,7 +560,7 @@ fn parse_inputs(
                 None => eprintln!("{msg}"),
             }
         }
-        if let Some(note) = out.omitted_note() {
+        if let Some(note) = out.omitted_note().or_else(|| out.why_nothing()) {
             match &bar {
                 Some(b) => b.println(format!("{}: {note}", inp.name())),
                 None => eprintln!("{}: {note}", inp.name()),

@@ -181,11 +181,12 @@ fn sendgrid() {
     );
     check(
         "webhooks/sendgrid/sendgrid-docs-event-webhook--dropped.json",
+        // "Bounced Address": SendGrid's own suppression, said as such.
         &[(
             "example@test.com",
             Some("5.0.0"),
             None,
-            Other,
+            Suppressed,
             Some(Failed),
             sg,
         )],

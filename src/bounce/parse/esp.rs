@@ -15,6 +15,8 @@ pub struct Found {
     pub bounces: Vec<Bounce>,
     /// Recognised events that are not bounces.
     pub skipped: usize,
+    /// What those were, and how many of each (`mailgun "delivered"`).
+    pub passed: std::collections::BTreeMap<String, usize>,
     /// One message per bad item (`[3]: …` for an item of a batch).
     pub errors: Vec<String>,
 }
@@ -54,6 +56,22 @@ fn strip_type(d: &str) -> String {
     super::dsn::strip_type(d).to_string()
 }
 
+impl Found {
+    /// A recognised event that is not a bounce, passed over.
+    fn pass(&mut self, what: String) {
+        self.skipped += 1;
+        *self.passed.entry(what).or_default() += 1;
+    }
+
+    fn absorb(&mut self, f: Found) {
+        self.bounces.extend(f.bounces);
+        self.skipped += f.skipped;
+        for (what, n) in f.passed {
+            *self.passed.entry(what).or_default() += n;
+        }
+    }
+}
+
 fn push(found: &mut Found, source: Source, facts: Facts) -> Result<(), String> {
     let who = facts.recipient.clone();
     match facts.into_bounce(source) {
@@ -71,12 +89,12 @@ pub fn parse_value(v: &Value) -> Found {
     let mut found = Found::default();
     if let Some(items) = v.as_array() {
         for (i, item) in items.iter().enumerate() {
-            let f = parse_value(item);
-            found.bounces.extend(f.bounces);
-            found.skipped += f.skipped;
+            let mut f = parse_value(item);
+            let errors = std::mem::take(&mut f.errors);
+            found.absorb(f);
             found
                 .errors
-                .extend(f.errors.into_iter().map(|e| format!("[{i}]: {e}")));
+                .extend(errors.into_iter().map(|e| format!("[{i}]: {e}")));
         }
         return found;
     }
@@ -96,16 +114,13 @@ fn parse_object(v: &Value, found: &mut Found) -> Result<(), String> {
     {
         let inner: Value =
             serde_json::from_str(msg).map_err(|e| format!("SNS Message is not JSON: {e}"))?;
-        let f = parse_value(&inner);
-        found.bounces.extend(f.bounces);
-        found.skipped += f.skipped;
-        return f.errors.into_iter().next().map_or(Ok(()), Err);
+        let mut f = parse_value(&inner);
+        let errors = std::mem::take(&mut f.errors);
+        found.absorb(f);
+        return errors.into_iter().next().map_or(Ok(()), Err);
     }
-    if matches!(
-        s(v, "Type"),
-        Some("SubscriptionConfirmation" | "UnsubscribeConfirmation")
-    ) {
-        found.skipped += 1;
+    if let Some(t @ ("SubscriptionConfirmation" | "UnsubscribeConfirmation")) = s(v, "Type") {
+        found.pass(format!("SNS {t}"));
         return Ok(());
     }
     if let Some(kind) = s(v, "notificationType").or_else(|| s(v, "eventType")) {
@@ -298,8 +313,8 @@ fn ses(v: &Value, kind: &str, found: &mut Found) -> Result<(), String> {
             Some(Action::Delayed),
             None,
         ),
-        _ => {
-            found.skipped += 1; // Delivery, Send, Open, Click, Reject, …
+        other => {
+            found.pass(format!("SES {other:?}")); // Delivery, Send, Open, Click, Reject, …
             return Ok(());
         }
     };
@@ -314,6 +329,12 @@ fn ses(v: &Value, kind: &str, found: &mut Found) -> Result<(), String> {
         .and_then(Value::as_array)
         .ok_or_else(|| format!("SES {kind} without {list:?}"))?;
     let transient = s(sec, "bounceType") == Some("Transient");
+    // On SES's global or the account's suppression list: SES suppressed
+    // the address for an earlier bounce and sent nothing.
+    let hint = match s(sec, "bounceSubType") {
+        Some("Suppressed" | "OnAccountSuppressionList") => Some(Kind::Suppressed),
+        _ => hint,
+    };
     for r in recipients {
         let diagnostic = s(r, "diagnosticCode").map(strip_type);
         let facts = Facts {
@@ -343,6 +364,11 @@ fn ses(v: &Value, kind: &str, found: &mut Found) -> Result<(), String> {
 
 fn sendgrid(v: &Value, found: &mut Found) -> Result<(), String> {
     let event = s(v, "event").unwrap_or("");
+    // A drop for "Bounced Address": SendGrid suppressed it for an earlier
+    // bounce (its suppression list), and sent nothing.
+    let hint = (event == "dropped"
+        && s(v, "reason").is_some_and(|r| r.eq_ignore_ascii_case("Bounced Address")))
+    .then_some(Kind::Suppressed);
     let action = match event {
         "bounce" | "dropped" => Action::Failed,
         "deferred" => Action::Delayed,
@@ -355,8 +381,8 @@ fn sendgrid(v: &Value, found: &mut Found) -> Result<(), String> {
             };
             return push(found, Source::Sendgrid, facts);
         }
-        _ => {
-            found.skipped += 1; // processed, delivered, open, click, …
+        other => {
+            found.pass(format!("SendGrid {other:?}")); // processed, delivered, open, click, …
             return Ok(());
         }
     };
@@ -375,7 +401,7 @@ fn sendgrid(v: &Value, found: &mut Found) -> Result<(), String> {
         message_id: s(v, "smtp-id")
             .map(str::to_string)
             .or_else(|| s(v, "sg_message_id").map(str::to_string)),
-        kind_hint: None,
+        kind_hint: hint,
         command: None,
     };
     push(found, Source::Sendgrid, facts)
@@ -383,11 +409,14 @@ fn sendgrid(v: &Value, found: &mut Found) -> Result<(), String> {
 
 fn mailgun(v: &Value, found: &mut Found) -> Result<(), String> {
     let event = s(v, "event").unwrap_or("");
+    if matches!(event, "bounced" | "dropped") {
+        return mailgun_legacy(v, event, found);
+    }
     let hint = match event {
         "failed" | "temporary-fail" | "permanent-fail" => None,
         "complained" => Some(Kind::Complaint),
-        _ => {
-            found.skipped += 1; // accepted, delivered, opened, clicked, …
+        other => {
+            found.pass(format!("Mailgun {other:?}")); // accepted, delivered, opened, clicked, …
             return Ok(());
         }
     };
@@ -431,12 +460,92 @@ fn mailgun(v: &Value, found: &mut Found) -> Result<(), String> {
     push(found, Source::Mailgun, facts)
 }
 
+/// Mailgun's legacy webhooks (before its 2018 `event-data` shape), as
+/// their form fields in JSON: `event` `bounced` (with `code`, `error`,
+/// `notification`) or `dropped` (with `reason`, `code`, `description`; the
+/// reason `hardfail` is a drop for an address that bounced before).
+fn mailgun_legacy(v: &Value, event: &str, found: &mut Found) -> Result<(), String> {
+    let code = match v.get("code") {
+        Some(Value::String(c)) => c.trim().parse::<u16>().ok(),
+        Some(c) => c.as_u64().and_then(|c| u16::try_from(c).ok()),
+        None => None,
+    };
+    let diagnostic = s(v, "error")
+        .or_else(|| s(v, "notification"))
+        .or_else(|| s(v, "description"))
+        .map(strip_type);
+    let hint =
+        (event == "dropped" && s(v, "reason") == Some("hardfail")).then_some(Kind::Suppressed);
+    // Form fields are strings: "1619434800".
+    let at = match v.get("timestamp") {
+        Some(Value::String(t)) => t.trim().parse::<f64>().ok().map(Value::from),
+        other => other.cloned(),
+    };
+    let facts = Facts {
+        recipient: s(v, "recipient").unwrap_or_default().to_string(),
+        at: unix(at.as_ref()),
+        action: Some(Action::Failed),
+        status: diagnostic
+            .as_deref()
+            .and_then(crate::bounce::classify::normalise_status),
+        reply_code: code.filter(|c| (200..600).contains(c)),
+        diagnostic,
+        remote_mta: None,
+        reporting_mta: None,
+        message_id: s(v, "Message-Id")
+            .or_else(|| s(v, "message-id"))
+            .map(str::to_string),
+        kind_hint: hint,
+        command: None,
+    };
+    push(found, Source::Mailgun, facts)
+}
+
+/// Postmark's `SubscriptionChange`: the ESP stopped (or resumed) sending
+/// to an address. A stop for a hard bounce is the ESP's suppression; one
+/// for a complaint is a complaint; others (manual, reactivation) are
+/// passed over, named.
+fn postmark_subscription(v: &Value, found: &mut Found) -> Result<(), String> {
+    let reason = s(v, "SuppressionReason").unwrap_or("");
+    let suppress = v.get("SuppressSending").and_then(Value::as_bool) == Some(true);
+    let hint = match (suppress, reason) {
+        (true, "HardBounce") => Kind::Suppressed,
+        (true, "SpamComplaint") => Kind::Complaint,
+        (true, other) => {
+            found.pass(format!(
+                "Postmark SubscriptionChange ({other:?}, not a bounce)"
+            ));
+            return Ok(());
+        }
+        (false, _) => {
+            found.pass("Postmark SubscriptionChange (sending resumed)".into());
+            return Ok(());
+        }
+    };
+    let facts = Facts {
+        recipient: s(v, "Recipient").unwrap_or_default().to_string(),
+        at: rfc3339(s(v, "ChangedAt")),
+        action: Some(Action::Failed),
+        diagnostic: Some(format!(
+            "Postmark suppressed the address: {reason} (origin: {})",
+            s(v, "Origin").unwrap_or("unknown")
+        )),
+        message_id: s(v, "MessageID").map(str::to_string),
+        kind_hint: Some(hint),
+        ..Facts::default()
+    };
+    push(found, Source::Postmark, facts)
+}
+
 fn postmark(v: &Value, found: &mut Found) -> Result<(), String> {
+    if s(v, "RecordType") == Some("SubscriptionChange") {
+        return postmark_subscription(v, found);
+    }
     if let Some(rt) = s(v, "RecordType")
         && rt != "Bounce"
         && rt != "SpamComplaint"
     {
-        found.skipped += 1; // Delivery, Open, Click, SubscriptionChange
+        found.pass(format!("Postmark {rt:?}")); // Delivery, Open, Click
         return Ok(());
     }
     let kind = s(v, "Type").unwrap_or("");
@@ -444,8 +553,8 @@ fn postmark(v: &Value, found: &mut Found) -> Result<(), String> {
         "SpamComplaint" => (None, Some(Kind::Complaint)),
         "AutoResponder" => (None, Some(Kind::AutoReply)),
         "SoftBounce" | "Transient" | "DnsError" => (Some(Action::Delayed), None),
-        "Subscribe" | "Unsubscribe" | "OpenRelayTest" | "ChallengeVerification" => {
-            found.skipped += 1;
+        other @ ("Subscribe" | "Unsubscribe" | "OpenRelayTest" | "ChallengeVerification") => {
+            found.pass(format!("Postmark {other:?}"));
             return Ok(());
         }
         _ => (Some(Action::Failed), None),
@@ -469,6 +578,9 @@ fn postmark(v: &Value, found: &mut Found) -> Result<(), String> {
     };
     push(found, Source::Postmark, facts)
 }
+
+#[cfg(test)]
+mod tests;
 
 #[cfg(test)]
 mod unix_tests {

@@ -270,3 +270,30 @@ mod detection {
         assert_eq!(detect(b"From: a@example.test\n\nhi\n"), Format::Email);
     }
 }
+
+#[cfg(test)]
+mod nothing {
+    use super::super::{Format, parse};
+
+    #[test]
+    fn an_input_without_a_bounce_says_why() {
+        let now = chrono::DateTime::from_timestamp(1_764_500_000, 0).unwrap();
+        let log = "2026-11-30 10:12:01 1tHqXg-0003rC-1A Completed\n2026-11-30 10:12:02 1tHqXg-0003rC-1A <= a@local.test P=local S=1\n";
+        let p = parse(log.as_bytes(), Some(Format::Exim), now);
+        assert_eq!(
+            p.why_nothing().as_deref(),
+            Some("no bounce: none of its 2 lines is a failed or deferred delivery")
+        );
+        let p = parse(
+            br#"{"event":"delivered","recipient":"a@example.com"}"#,
+            None,
+            now,
+        );
+        assert_eq!(
+            p.why_nothing().as_deref(),
+            Some("no bounce: passed over 1 \u{d7} Mailgun \"delivered\"")
+        );
+        let p = parse(b"", Some(Format::Exim), now);
+        assert_eq!(p.why_nothing().as_deref(), Some("no bounce: it is empty"));
+    }
+}

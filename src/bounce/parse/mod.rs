@@ -99,6 +99,10 @@ pub struct Problem {
 pub struct Parsed {
     pub bounces: Vec<Bounce>,
     pub skipped: usize,
+    /// What was skipped, and how many of each (`Mailgun "delivered"`).
+    pub passed: std::collections::BTreeMap<String, usize>,
+    /// Log lines read that were not bounces.
+    pub lines_passed: usize,
     /// The first [`MAX_PROBLEMS`] problems.
     pub problems: Vec<Problem>,
     /// Problems past [`MAX_PROBLEMS`], counted but not kept: 16 MiB of
@@ -147,6 +151,29 @@ impl Parsed {
         for message in noted {
             self.problem(None, message);
         }
+    }
+
+    /// Why an input gave no bounce and no problem: what it held instead.
+    /// An input never yields nothing without saying why.
+    pub fn why_nothing(&self) -> Option<String> {
+        if !self.bounces.is_empty() || !self.problems.is_empty() {
+            return None;
+        }
+        Some(if !self.passed.is_empty() {
+            let what: Vec<String> = self
+                .passed
+                .iter()
+                .map(|(what, n)| format!("{n} × {what}"))
+                .collect();
+            format!("no bounce: passed over {}", what.join(", "))
+        } else if self.lines_passed > 0 {
+            format!(
+                "no bounce: none of its {} lines is a failed or deferred delivery",
+                self.lines_passed
+            )
+        } else {
+            "no bounce: it is empty".to_string()
+        })
     }
 
     /// The line that stands for the problems not kept, if any.
@@ -208,7 +235,7 @@ fn log(
                 Some(b) => out.bounces.push(b),
                 None => out.problem(Some(i + 1), "the recipient is not an email address"),
             },
-            Ok(None) => {}
+            Ok(None) => out.lines_passed += 1,
             Err(e) => out.problem(Some(i + 1), e),
         }
     }
@@ -262,6 +289,9 @@ fn json_value(v: &serde_json::Value, line: Option<usize>, out: &mut Parsed) {
     let found = esp::parse_value(v);
     out.bounces.extend(found.bounces);
     out.skipped += found.skipped;
+    for (what, n) in found.passed {
+        *out.passed.entry(what).or_default() += n;
+    }
     for e in found.errors {
         out.problem(line, e);
     }
