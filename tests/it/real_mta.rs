@@ -12,116 +12,40 @@ use mxwatch::bounce::parse::{self, Format};
 use mxwatch::bounce::{Bounce, Kind};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-/// (local part, refused at DATA?, the reply, the kind, whether hard).
-/// Temporary replies are repeated until Postfix's 25 s queue lifetime
-/// expires, then bounced: an expiry, never hard.
-const SCRIPT: &[(&str, bool, &str, Kind, bool)] = &[
-    (
-        "unknown",
-        false,
-        "550 5.1.1 <unknown@example.test>: Recipient address rejected: User unknown in virtual mailbox table",
-        Kind::UserUnknown,
-        true,
-    ),
-    (
-        "msnotfound",
-        false,
-        "550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient msnotfound@example.test not found by SMTP address lookup",
-        Kind::UserUnknown,
-        true,
-    ),
-    (
-        "dbeb",
-        false,
-        "550 5.4.1 Recipient address rejected: Access denied. AS(201806281)",
-        Kind::UserUnknown,
-        true,
-    ),
-    (
-        "yandex",
-        false,
-        "550 5.7.1 No such user!",
-        Kind::UserUnknown,
-        true,
-    ),
-    (
-        "gmail",
-        false,
-        "550-5.1.1 The email account that you tried to reach does not exist. Please try\r\n550 5.1.1 double-checking the recipient's email address for typos.",
-        Kind::UserUnknown,
-        true,
-    ),
-    ("nocode", false, "550 User unknown", Kind::UserUnknown, true),
-    (
-        "full",
-        false,
-        "552 5.2.2 <full@example.test>: Mailbox full",
-        Kind::MailboxFull,
-        true,
-    ),
-    (
-        "disabled",
-        false,
-        "550 5.2.1 The email account that you tried to reach is disabled.",
-        Kind::MailboxDisabled,
-        true,
-    ),
-    (
-        "relay",
-        false,
-        "554 5.7.1 <relay@example.test>: Relay access denied",
-        Kind::RelayDenied,
-        true,
-    ),
-    (
-        "spam",
-        true,
-        "554 5.7.1 Message rejected as spam",
-        Kind::SpamBlocked,
-        true,
-    ),
-    (
-        "virus",
-        true,
-        "550 5.7.0 Message rejected: virus found in attachment",
-        Kind::ContentRejected,
-        true,
-    ),
-    (
-        "big",
-        true,
-        "552 5.3.4 Message size exceeds fixed maximum message size",
-        Kind::TooLarge,
-        true,
-    ),
-    (
-        "greylist",
-        false,
-        "450 4.7.1 <greylist@example.test>: Recipient address rejected: Greylisted, please try again later",
-        Kind::Greylisted,
-        false,
-    ),
-    (
-        "busy",
-        false,
-        "421 4.3.2 System not accepting network messages",
-        Kind::System,
-        false,
-    ),
-    (
-        "quota",
-        false,
-        "452 4.2.2 Mailbox full, try again later",
-        Kind::MailboxFull,
-        false,
-    ),
-];
+/// One scripted reply: to whom, when, what, and what it must parse to.
+/// Temporary replies are repeated until the MTA's queue lifetime expires,
+/// then bounced: an expiry, never hard.
+struct Reply {
+    local: String,
+    at_data: bool,
+    reply: String,
+    kind: Kind,
+    hard: bool,
+}
+
+/// The script, shared with `scripts/smtp-script.py` (the Exim fixtures).
+fn script() -> Vec<Reply> {
+    include_str!("../fixtures/mta/replies.tsv")
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.splitn(5, '\t').collect();
+            Reply {
+                local: f[0].to_string(),
+                at_data: f[1] == "data",
+                kind: f[2].parse().unwrap(),
+                hard: f[3] == "true",
+                reply: f[4].replace("\\n", "\r\n"),
+            }
+        })
+        .collect()
+}
 
 /// Answers SMTP on `listener`, each recipient as the script says.
 async fn scripted_server(listener: tokio::net::TcpListener) {
-    let replies: BTreeMap<&str, (bool, &str)> = SCRIPT
-        .iter()
-        .map(|&(who, at_data, reply, _, _)| (who, (at_data, reply)))
+    let replies: BTreeMap<String, (bool, String)> = script()
+        .into_iter()
+        .map(|r| (r.local, (r.at_data, r.reply)))
         .collect();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -135,7 +59,7 @@ async fn scripted_server(listener: tokio::net::TcpListener) {
             let _ = w
                 .write_all(say("220 mx.example.test ESMTP scripted").as_bytes())
                 .await;
-            let mut at_data: Option<&str> = None;
+            let mut at_data: Option<String> = None;
             let mut accepted = 0;
             while let Ok(Some(line)) = lines.next_line().await {
                 let upper = line.to_ascii_uppercase();
@@ -152,9 +76,9 @@ async fn scripted_server(listener: tokio::net::TcpListener) {
                         .unwrap_or("")
                         .to_ascii_lowercase();
                     match replies.get(local.as_str()) {
-                        Some((false, reply)) => reply.to_string(),
+                        Some((false, reply)) => reply.clone(),
                         Some((true, reply)) => {
-                            at_data = Some(reply);
+                            at_data = Some(reply.clone());
                             accepted += 1;
                             "250 2.1.5 Ok".to_string()
                         }
@@ -173,7 +97,9 @@ async fn scripted_server(listener: tokio::net::TcpListener) {
                                 break;
                             }
                         }
-                        at_data.unwrap_or("250 2.0.0 Ok: queued").to_string()
+                        at_data
+                            .clone()
+                            .unwrap_or_else(|| "250 2.0.0 Ok: queued".to_string())
                     }
                 } else if upper == "QUIT" {
                     let _ = w.write_all(say("221 2.0.0 Bye").as_bytes()).await;
@@ -205,7 +131,8 @@ struct Agreement {
 
 fn agreement(bounces: &[Bounce], last_only: bool) -> Agreement {
     let mut a = Agreement::default();
-    for &(who, _, reply, kind, hard) in SCRIPT {
+    for r in script() {
+        let (who, reply, kind, hard) = (&r.local, &r.reply, r.kind, r.hard);
         a.rows += 1;
         let recipient = format!("{who}@example.test");
         let mine: Vec<&Bounce> = bounces
@@ -261,7 +188,9 @@ async fn postfix_bounces_and_logs_parse_to_what_the_remote_said() {
     let mbox = std::path::Path::new("/var/mail/mxwatchtest");
     let log = std::path::Path::new("/var/log/mxwatch-postfix.log");
     let before = std::fs::read(mbox).unwrap_or_default().len();
-    for &(who, ..) in SCRIPT {
+    let script = script();
+    for r in &script {
+        let who = &r.local;
         let mut child = std::process::Command::new("/usr/sbin/sendmail")
             .args([
                 "-f",
@@ -292,13 +221,13 @@ async fn postfix_bounces_and_logs_parse_to_what_the_remote_said() {
         let bytes = std::fs::read(mbox).unwrap_or_default();
         let new = bytes.get(before..).unwrap_or_default().to_vec();
         let n = parse::mbox_messages(&new).len();
-        if n >= SCRIPT.len() {
+        if n >= script.len() {
             break new;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
             "{n} of {} DSNs after 150 s; log:\n{}",
-            SCRIPT.len(),
+            script.len(),
             std::fs::read_to_string(log).unwrap_or_default()
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -314,7 +243,7 @@ async fn postfix_bounces_and_logs_parse_to_what_the_remote_said() {
     let logged = agreement(&from_log.bounces, true);
     println!(
         "\n| Postfix 3.7, {} scripted replies | recipient | status | kind | hard | expiries hard |\n|---|---|---|---|---|---|",
-        SCRIPT.len()
+        script.len()
     );
     report("bounce emails (DSNs)", &dsn);
     report("log lines", &logged);
