@@ -168,7 +168,8 @@ const RULES: &[Rule] = &[
     Rule {
         name: "system",
         kind: Kind::System,
-        statuses: &["X.3.*", "X.5.*"],
+        // X.3.2: "system not accepting network messages" (RFC 3463).
+        statuses: &["X.3.2", "X.3.*", "X.5.*"],
         words: Some(
             r"system (error|failure|not accepting|full|unavailable)|internal (server )?error|local error|mail system (full|error)|server (error|failure|busy)|temporary (local )?(problem|failure|error)|resources temporarily unavailable|service (not available|unavailable)|try again|mailer error|loop(s)? (back to|detected)|routing loop|too many hops",
         ),

@@ -258,3 +258,37 @@ async fn postfix_bounces_and_logs_parse_to_what_the_remote_said() {
         );
     }
 }
+
+/// The same script through a real Exim 4.96, recorded by
+/// `scripts/exim-fixtures` (Postfix and Exim cannot be installed together
+/// on Debian, so Exim's run is kept as fixtures).
+#[test]
+fn exim_bounces_and_mainlog_parse_to_what_the_remote_said() {
+    let now = chrono::Utc::now();
+    let dsns = parse::parse(
+        include_bytes!("../fixtures/mta/exim-dsns.mbox"),
+        Some(Format::Mbox),
+        now,
+    );
+    assert!(dsns.problems.is_empty(), "{:?}", dsns.problems);
+    let log = parse::parse(include_bytes!("../fixtures/mta/exim-mainlog"), None, now);
+    assert!(log.problems.is_empty(), "{:?}", log.problems);
+    let dsn = agreement(&dsns.bounces, false);
+    let logged = agreement(&log.bounces, true);
+    println!(
+        "\n| Exim 4.96, {} scripted replies | recipient | status | kind | hard | expiries hard |\n|---|---|---|---|---|---|",
+        script().len()
+    );
+    report("bounce emails (DSNs)", &dsn);
+    report("main log (detected)", &logged);
+    for (what, a) in [("DSNs", &dsn), ("log", &logged)] {
+        assert_eq!(a.recipient, a.rows, "{what}: recipients {:?}", a.misses);
+        assert_eq!(a.status, a.rows, "{what}: statuses {:?}", a.misses);
+        assert_eq!(a.kind, a.rows, "{what}: kinds {:?}", a.misses);
+        assert_eq!(
+            a.expiries_hard, 0,
+            "{what}: expiries marked hard {:?}",
+            a.misses
+        );
+    }
+}

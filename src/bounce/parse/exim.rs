@@ -38,6 +38,54 @@ static HOST: LazyLock<Regex> = LazyLock::new(|| {
 
 /// One line: `Ok(None)` for a line that is not a failure or deferral.
 pub fn parse_line(line: &str, now: DateTime<Utc>) -> Result<Option<Facts>, String> {
+    Ok(parse(line, now)?.map(|(_, f)| f))
+}
+
+/// A log read in order: a failure in Exim's own words ("retry timeout
+/// exceeded") takes the remote server's last reply from the deferrals
+/// before it, as Exim's own bounce message does ("450 4.7.1 … Greylisted:
+/// retry timeout exceeded"): the reply is what the refusal was about.
+#[derive(Debug, Default)]
+pub struct Reader {
+    /// The last deferral's diagnostic and host, by (message id, recipient).
+    deferred: std::collections::HashMap<(String, String), (String, Option<String>)>,
+}
+
+/// Deferrals remembered at most (a log of a busy server's whole day).
+const REMEMBERED: usize = 100_000;
+
+impl Reader {
+    pub fn line(&mut self, line: &str, now: DateTime<Utc>) -> Result<Option<Facts>, String> {
+        let Some((id, mut f)) = parse(line, now)? else {
+            return Ok(None);
+        };
+        let key = (id, f.recipient.to_ascii_lowercase());
+        if f.action == Some(Action::Delayed) {
+            if let Some(d) = &f.diagnostic
+                && f.reply_code.is_some()
+            {
+                if self.deferred.len() >= REMEMBERED {
+                    self.deferred.clear();
+                }
+                self.deferred.insert(key, (d.clone(), f.remote_mta.clone()));
+            }
+        } else if let Some((reply, host)) = self.deferred.remove(&key)
+            && f.reply_code.is_none()
+        {
+            let own = f.diagnostic.take().unwrap_or_default();
+            let d = format!("{reply}: {own}");
+            f.status = crate::bounce::classify::normalise_status(&d);
+            f.reply_code = super::dsn::reply_code(&d);
+            f.command = SmtpCommand::find(&d);
+            f.remote_mta = f.remote_mta.or(host);
+            f.diagnostic = Some(d);
+        }
+        Ok(Some(f))
+    }
+}
+
+/// One line, with its message id.
+fn parse(line: &str, now: DateTime<Utc>) -> Result<Option<(String, Facts)>, String> {
     let line = line.trim_end();
     if !line.contains(" ** ") && !line.contains(" == ") {
         return Ok(None);
@@ -81,25 +129,29 @@ pub fn parse_line(line: &str, now: DateTime<Utc>) -> Result<Option<Facts>, Strin
         _ => None,
     };
     let diagnostic = Some(diagnostic).filter(|d| !d.is_empty());
-    Ok(Some(Facts {
-        recipient,
-        at,
-        action: Some(if &caps["flag"] == "**" {
-            Action::Failed
-        } else {
-            Action::Delayed
-        }),
-        status: diagnostic
-            .as_deref()
-            .and_then(crate::bounce::classify::normalise_status),
-        reply_code: diagnostic.as_deref().and_then(super::dsn::reply_code),
-        command: diagnostic.as_deref().and_then(SmtpCommand::find),
-        diagnostic,
-        remote_mta,
-        reporting_mta: None,
-        message_id: None,
-        kind_hint: None,
-    }))
+    let id = caps["id"].to_string();
+    Ok(Some((
+        id,
+        Facts {
+            recipient,
+            at,
+            action: Some(if &caps["flag"] == "**" {
+                Action::Failed
+            } else {
+                Action::Delayed
+            }),
+            status: diagnostic
+                .as_deref()
+                .and_then(crate::bounce::classify::normalise_status),
+            reply_code: diagnostic.as_deref().and_then(super::dsn::reply_code),
+            command: diagnostic.as_deref().and_then(SmtpCommand::find),
+            diagnostic,
+            remote_mta,
+            reporting_mta: None,
+            message_id: None,
+            kind_hint: None,
+        },
+    )))
 }
 
 /// The fields before the message, and the message: the message starts at
@@ -236,6 +288,28 @@ mod tests {
             Some(Utc.with_ymd_and_hms(2026, 11, 30, 9, 12, 1).unwrap())
         );
         assert_eq!(b.kind, Kind::SpamBlocked);
+    }
+
+    #[test]
+    fn a_retry_timeout_carries_the_last_deferrals_reply() {
+        let mut r = Reader::default();
+        let lines = [
+            "2026-11-30 10:20:00 1tHqXg-0004Wq-2B == grey@example.test R=remote T=remote_smtp defer (-44) H=mx.example.test [192.0.2.25]: SMTP error from remote mail server after RCPT TO:<grey@example.test>: 450 4.7.1 Greylisted, please try again later",
+            "2026-11-30 10:40:00 1tHqXg-0004Wq-2B ** grey@example.test: retry timeout exceeded",
+        ];
+        let got: Vec<Facts> = lines
+            .iter()
+            .filter_map(|l| r.line(l, now()).unwrap())
+            .collect();
+        let b = got[1].clone().into_bounce(Source::Exim).unwrap();
+        assert_eq!(b.status.as_deref(), Some("4.7.1"));
+        assert_eq!(b.kind, Kind::Greylisted);
+        assert!(!b.hard, "an expiry of a temporary refusal");
+        assert_eq!(b.remote_mta.as_deref(), Some("mx.example.test"));
+        assert!(b.diagnostic.unwrap().ends_with("retry timeout exceeded"));
+        // Without a deferral before it, Exim's own words stand alone.
+        let alone = r.line(lines[1], now()).unwrap().unwrap();
+        assert_eq!(alone.diagnostic.as_deref(), Some("retry timeout exceeded"));
     }
 
     #[test]

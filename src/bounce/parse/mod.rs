@@ -214,7 +214,16 @@ pub fn parse(bytes: &[u8], format: Option<Format>, now: DateTime<Utc>) -> Parsed
         }
         Format::Json => json(bytes, &mut out),
         Format::Postfix => log(bytes, Source::Postfix, postfix::parse_line, now, &mut out),
-        Format::Exim => log(bytes, Source::Exim, exim::parse_line, now, &mut out),
+        Format::Exim => {
+            let mut reader = exim::Reader::default();
+            log(
+                bytes,
+                Source::Exim,
+                |l, now| reader.line(l, now),
+                now,
+                &mut out,
+            )
+        }
     }
     out
 }
@@ -224,7 +233,7 @@ pub fn parse(bytes: &[u8], format: Option<Format>, now: DateTime<Utc>) -> Parsed
 fn log(
     bytes: &[u8],
     source: Source,
-    parse_line: fn(&str, DateTime<Utc>) -> Result<Option<super::Facts>, String>,
+    mut parse_line: impl FnMut(&str, DateTime<Utc>) -> Result<Option<super::Facts>, String>,
     now: DateTime<Utc>,
     out: &mut Parsed,
 ) {
