@@ -126,6 +126,8 @@ struct Agreement {
     kind: usize,
     hard: usize,
     expiries_hard: usize,
+    /// Unknown users: scripted, found, said, said rightly.
+    uu: [usize; 4],
     misses: Vec<String>,
 }
 
@@ -151,6 +153,11 @@ fn agreement(bounces: &[Bounce], last_only: bool) -> Agreement {
         a.kind += usize::from(b.kind == kind);
         a.hard += usize::from(b.hard == hard);
         a.expiries_hard += usize::from(!hard && b.hard);
+        let (want_uu, said_uu) = (kind == Kind::UserUnknown, b.kind == Kind::UserUnknown);
+        a.uu[0] += usize::from(want_uu);
+        a.uu[1] += usize::from(want_uu && said_uu);
+        a.uu[2] += usize::from(said_uu);
+        a.uu[3] += usize::from(want_uu && said_uu);
         if !ok_status || b.kind != kind || b.hard != hard {
             a.misses.push(format!(
                 "{recipient}: want {want_status:?} {kind} hard={hard}, got {:?} {} hard={} ({:?})",
@@ -164,13 +171,17 @@ fn agreement(bounces: &[Bounce], last_only: bool) -> Agreement {
 fn report(what: &str, a: &Agreement) {
     let pct = |n: usize| 100.0 * n as f64 / a.rows as f64;
     println!(
-        "| {what} | {}/{} = {:.0} % | {:.0} % | {:.0} % | {:.0} % | {} |",
+        "| {what} | {}/{} = {:.0} % | {:.0} % | {:.0} % | {:.0} % | {}/{} | {}/{} | {} |",
         a.recipient,
         a.rows,
         pct(a.recipient),
         pct(a.status),
         pct(a.kind),
         pct(a.hard),
+        a.uu[1],
+        a.uu[0],
+        a.uu[3],
+        a.uu[2],
         a.expiries_hard
     );
     for m in &a.misses {
@@ -242,7 +253,7 @@ async fn postfix_bounces_and_logs_parse_to_what_the_remote_said() {
     // The log's last word on each recipient: the bounce, or the last deferral.
     let logged = agreement(&from_log.bounces, true);
     println!(
-        "\n| Postfix 3.7, {} scripted replies | recipient | status | kind | hard | expiries hard |\n|---|---|---|---|---|---|",
+        "\n| Postfix 3.7, {} scripted replies | recipient | status | kind | hard | unknown-user recall | precision | expiries hard |\n|---|---|---|---|---|---|---|---|",
         script.len()
     );
     report("bounce emails (DSNs)", &dsn);
@@ -276,7 +287,7 @@ fn exim_bounces_and_mainlog_parse_to_what_the_remote_said() {
     let dsn = agreement(&dsns.bounces, false);
     let logged = agreement(&log.bounces, true);
     println!(
-        "\n| Exim 4.96, {} scripted replies | recipient | status | kind | hard | expiries hard |\n|---|---|---|---|---|---|",
+        "\n| Exim 4.96, {} scripted replies | recipient | status | kind | hard | unknown-user recall | precision | expiries hard |\n|---|---|---|---|---|---|---|---|",
         script().len()
     );
     report("bounce emails (DSNs)", &dsn);
