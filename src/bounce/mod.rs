@@ -136,6 +136,7 @@ named! {
         Postmark => "postmark",
         Postfix => "postfix",
         Exim => "exim",
+        Sendmail => "sendmail",
         Jsonl => "jsonl",
     }
 }

@@ -198,7 +198,7 @@ enum BounceCommand {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
         /// Input format (default: detected per input): email, mbox, maildir,
-        /// json, ses, sendgrid, mailgun, postmark, jsonl, postfix, exim.
+        /// json, ses, sendgrid, mailgun, postmark, jsonl, postfix, exim, sendmail.
         #[arg(long)]
         format: Option<Format>,
         /// One JSON object per line instead of text.

@@ -341,6 +341,8 @@ mod detection {
         }
         let postfix = "Nov 30 10:12:01 mail postfix/smtp[2211]: 7A7D47BDC: to=<a@example.test>, status=bounced (x)\n";
         assert_eq!(detect(postfix.as_bytes()), Format::Postfix);
+        let sendmail = "Nov 30 10:00:00 mail sm-mta[1234]: 4AUA00Hx001234: to=<kim@example.test>, dsn=5.1.1, stat=User unknown\n";
+        assert_eq!(detect(sendmail.as_bytes()), Format::Sendmail);
         assert_eq!(detect(b"From: a@example.test\n\nhi\n"), Format::Email);
     }
 }

@@ -5,6 +5,7 @@ pub mod dsn;
 pub mod esp;
 pub mod exim;
 pub mod postfix;
+pub mod sendmail;
 
 use std::fmt;
 use std::str::FromStr;
@@ -25,11 +26,12 @@ pub enum Format {
     Postfix,
     /// Exim's main log.
     Exim,
+    /// Sendmail's log lines.
+    Sendmail,
 }
 
 impl Format {
-    pub const NAMES: &'static str =
-        "email, mbox, maildir, json, ses, sendgrid, mailgun, postmark, jsonl, postfix, exim";
+    pub const NAMES: &'static str = "email, mbox, maildir, json, ses, sendgrid, mailgun, postmark, jsonl, postfix, exim, sendmail";
 }
 
 impl FromStr for Format {
@@ -41,6 +43,7 @@ impl FromStr for Format {
             "json" | "jsonl" | "ses" | "sns" | "sendgrid" | "mailgun" | "postmark" => Format::Json,
             "postfix" | "log" => Format::Postfix,
             "exim" | "mainlog" => Format::Exim,
+            "sendmail" | "sm-mta" => Format::Sendmail,
             _ => return Err(format!("unknown format {s:?} (one of: {})", Format::NAMES)),
         })
     }
@@ -54,6 +57,7 @@ impl fmt::Display for Format {
             Format::Json => "json",
             Format::Postfix => "postfix",
             Format::Exim => "exim",
+            Format::Sendmail => "sendmail",
         })
     }
 }
@@ -70,6 +74,9 @@ pub fn detect(bytes: &[u8]) -> Format {
         return Format::Mbox;
     }
     let first = t.lines().next().unwrap_or("");
+    if first.contains("sm-mta[") || first.contains("sendmail[") {
+        return Format::Sendmail;
+    }
     if first.contains("status=") || first.contains("postfix/") {
         return Format::Postfix;
     }
@@ -214,6 +221,7 @@ pub fn parse(bytes: &[u8], format: Option<Format>, now: DateTime<Utc>) -> Parsed
         }
         Format::Json => json(bytes, &mut out),
         Format::Postfix => log(bytes, Source::Postfix, postfix::parse_line, now, &mut out),
+        Format::Sendmail => log(bytes, Source::Sendmail, sendmail::parse_line, now, &mut out),
         Format::Exim => {
             let mut reader = exim::Reader::default();
             log(
