@@ -2,7 +2,6 @@
 //! shares (the watchlist, the store, a runtime, output), and one module
 //! per subcommand.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -10,6 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
+use output::{Output, print_lines, print_rows};
 
 use mxwatch::bounce::input::{self, Input};
 use mxwatch::bounce::parse::{self, Format};
@@ -29,6 +29,7 @@ mod bounces;
 mod changes;
 mod check;
 mod history;
+mod output;
 mod reinstatements;
 mod replay;
 mod run;
@@ -425,67 +426,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
-}
-
-/// Prints rows, one a line: JSON with `--json`, text otherwise.
-fn print_rows<T>(
-    rows: &[T],
-    json: bool,
-    as_json: impl Fn(&T) -> serde_json::Value,
-    as_text: impl Fn(&T) -> String,
-) -> anyhow::Result<()> {
-    print_lines(rows.iter().map(|r| {
-        if json {
-            as_json(r).to_string()
-        } else {
-            as_text(r)
-        }
-    }))
-}
-
-fn print_lines(lines: impl IntoIterator<Item = String>) -> anyhow::Result<()> {
-    let mut out = Output::new();
-    for l in lines {
-        out.line(&l)?;
-    }
-    Ok(())
-}
-
-/// Where results go: standard output, where a reader that has gone (`|
-/// head -1`) ends the output quietly: nothing more is written, nothing
-/// panics. Diagnostics go to standard error.
-struct Output {
-    out: std::io::StdoutLock<'static>,
-    closed: bool,
-}
-
-impl Output {
-    fn new() -> Self {
-        Output {
-            out: std::io::stdout().lock(),
-            closed: false,
-        }
-    }
-
-    /// One line (a newline is added).
-    fn line(&mut self, l: &str) -> anyhow::Result<()> {
-        self.text(l)?;
-        self.text("\n")
-    }
-
-    /// Text as it is.
-    fn text(&mut self, t: &str) -> anyhow::Result<()> {
-        if self.closed {
-            return Ok(());
-        }
-        match self.out.write_all(t.as_bytes()) {
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-                self.closed = true;
-                Ok(())
-            }
-            r => Ok(r?),
-        }
-    }
 }
 
 fn bounce_text(b: &Bounce) -> String {

@@ -1,0 +1,65 @@
+//! Results on standard output: one row a line, JSON or text, and a reader
+//! that has gone (`| head -1`) ends them quietly.
+
+use std::io::Write;
+
+/// Prints rows, one a line: JSON with `--json`, text otherwise.
+pub(super) fn print_rows<T>(
+    rows: &[T],
+    json: bool,
+    as_json: impl Fn(&T) -> serde_json::Value,
+    as_text: impl Fn(&T) -> String,
+) -> anyhow::Result<()> {
+    print_lines(rows.iter().map(|r| {
+        if json {
+            as_json(r).to_string()
+        } else {
+            as_text(r)
+        }
+    }))
+}
+
+pub(super) fn print_lines(lines: impl IntoIterator<Item = String>) -> anyhow::Result<()> {
+    let mut out = Output::new();
+    for l in lines {
+        out.line(&l)?;
+    }
+    Ok(())
+}
+
+/// Where results go: standard output, where a reader that has gone (`|
+/// head -1`) ends the output quietly: nothing more is written, nothing
+/// panics. Diagnostics go to standard error.
+pub(super) struct Output {
+    out: std::io::StdoutLock<'static>,
+    closed: bool,
+}
+
+impl Output {
+    pub(super) fn new() -> Self {
+        Output {
+            out: std::io::stdout().lock(),
+            closed: false,
+        }
+    }
+
+    /// One line (a newline is added).
+    pub(super) fn line(&mut self, l: &str) -> anyhow::Result<()> {
+        self.text(l)?;
+        self.text("\n")
+    }
+
+    /// Text as it is.
+    pub(super) fn text(&mut self, t: &str) -> anyhow::Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        match self.out.write_all(t.as_bytes()) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(())
+            }
+            r => Ok(r?),
+        }
+    }
+}
