@@ -460,6 +460,14 @@ fn classify_table(
         }
     }
     if action == Some(Action::Delayed) {
+        // A delay that names the remote server's temporary refusal but no
+        // reason any rule knows (Exim's warning with only "450 4.2.0"):
+        // nothing has expired, and the reason is unknown: say so.
+        if reply_code.is_some_and(|c| (400..500).contains(&c))
+            || status.is_some_and(|s| s.starts_with('4'))
+        {
+            return verdict(Kind::Other, "delayed-unexplained");
+        }
         return verdict(Kind::Expired, "delayed");
     }
     verdict(Kind::Other, "other")

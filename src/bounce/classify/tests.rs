@@ -565,6 +565,25 @@ fn providers_wordings_for_an_unknown_recipient() {
 }
 
 #[test]
+fn a_delay_with_only_a_temporary_code_is_not_an_expiry() {
+    // Exim's delay warning whose only clue is "450 4.2.0".
+    let v = classify(&ev(
+        Some(Action::Delayed),
+        Some("4.2.0"),
+        Some(450),
+        "450 4.2.0",
+        None,
+    ));
+    assert_eq!(
+        (v.kind, v.hard, v.rule),
+        (Kind::Other, false, "delayed-unexplained")
+    );
+    // A delay notice that says nothing still reads as one that may expire.
+    let v = classify(&ev(Some(Action::Delayed), None, None, "", None));
+    assert_eq!((v.kind, v.hard), (Kind::Expired, false));
+}
+
+#[test]
 fn an_expiry_is_hard_only_on_a_permanent_reply() {
     // Exim reports an expiry as 5.0.0 with nothing from the remote side.
     let v = classify(&ev(
