@@ -265,7 +265,8 @@ mod tests {
             "the parts as the bounce keeps them"
         );
         // Words that match no rule: a permanent code is a failure that is
-        // not the address's fault (`ignore`); a temporary one is a delay.
+        // not the address's fault (`ignore`); a temporary one is a delay of
+        // unknown cause (`other`, not an expiry that has not happened): retry.
         for (status, reply, kind, verdict) in [
             (
                 Some("5.9.9"),
@@ -282,13 +283,13 @@ mod tests {
             (
                 Some("4.9.9"),
                 None,
-                crate::bounce::Kind::Expired,
+                crate::bounce::Kind::Other,
                 crate::verdict::Verdict::Retry,
             ),
             (
                 None,
                 Some(450),
-                crate::bounce::Kind::Expired,
+                crate::bounce::Kind::Other,
                 crate::verdict::Verdict::Retry,
             ),
         ] {
