@@ -17,6 +17,7 @@
 //! - [`daemon`]: the daemon assembled from the watchlist (monitor, scheduler, API, alerts, ticks) and stopped together.
 //! - [`monitor`]: one check end to end (resolve → detect → store) and the daemon's loop.
 //! - [`bounce`]: bounce feeds parsed into normalised, classified [`bounce::Bounce`]s.
+//! - [`passive`]: pure: passive DNS exports (DNSDB, SecurityTrails) read into sightings, and the excursions they show.
 //! - [`summary`]: pure: the sentences events and evidence carry for a person (the store words nothing).
 //! - [`anomaly`]: pure burst detection: unknown-user bounces far above a scope's own rate.
 //! - [`verdict`]: pure rules: a bounce and the evidence around it → suppress, transient, retry, ignore.
@@ -48,6 +49,7 @@ pub mod judge;
 pub mod metrics;
 pub mod monitor;
 pub mod names;
+pub mod passive;
 pub mod provider;
 pub mod replay;
 pub mod report;

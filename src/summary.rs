@@ -9,6 +9,7 @@ use crate::anomaly::Anomaly;
 use crate::detect::Change;
 use crate::event::time;
 use crate::health::OutageEvent;
+use crate::passive::{Excursion, PassiveSource};
 use crate::window::{CloseReason, Window};
 
 /// `window_opened`: the domain and what changed.
@@ -92,17 +93,39 @@ pub fn reinstatements(recipients: &[&str], since: DateTime<Utc>) -> String {
     )
 }
 
-/// What a window shows as evidence: the answers it went between, or what
-/// made an anomaly one, or its kind.
+/// A passive DNS run's detail: where it came from.
+pub fn passive_run(source: PassiveSource) -> String {
+    format!("passive DNS ({source})")
+}
+
+/// A window built from passive DNS: its source, when the answer was seen,
+/// and how much wider than that the window is.
+pub fn passive_window(e: &Excursion) -> String {
+    format!(
+        "passive DNS ({}) saw it from {} to {}; the window is {} wider on each side",
+        e.source,
+        time(e.seen.0),
+        time(e.seen.1),
+        humantime::format_duration(e.source.margin())
+    )
+}
+
+/// What a window shows as evidence: the answers it went between (and,
+/// for a window from passive DNS, its source), or what made an anomaly
+/// one, or its kind.
 pub fn evidence_detail(w: &Window) -> String {
     match (&w.before, &w.after, &w.detail) {
-        (Some(b), Some(a), _) => {
+        (Some(b), Some(a), detail) => {
             let flaps = if w.flaps > 0 {
                 format!(" ({} flaps)", w.flaps)
             } else {
                 String::new()
             };
-            format!("{} → {}{flaps}", b.compact(), a.compact())
+            let source = detail
+                .as_deref()
+                .map(|d| format!("; {d}"))
+                .unwrap_or_default();
+            format!("{} → {}{flaps}{source}", b.compact(), a.compact())
         }
         (_, _, Some(d)) => match &w.scope {
             Some(s) => format!("{}: {d}", s.name()),

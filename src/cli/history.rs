@@ -4,6 +4,7 @@ use super::*;
 
 pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
     let Command::History {
+        command,
         domain: d,
         since,
         at,
@@ -12,7 +13,15 @@ pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
     else {
         bail!("internal: `history::run` called for another command");
     };
-    let d = domain(d)?;
+    if let Some(HistoryCommand::Import {
+        format,
+        domain: about,
+        files,
+    }) = command
+    {
+        return import(cli, *format, about.as_deref(), files);
+    }
+    let d = domain(d.as_deref().unwrap_or_default())?;
     let store = cli.store()?;
     if let Some(at) = at {
         let rows = store.as_of(&d, parse_time(at)?)?;
@@ -43,4 +52,73 @@ pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
     }
     print_rows(&rows, *json, report::run_json, report::run_text)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `history import`: passive DNS exports into the history.
+fn import(
+    cli: &Context,
+    format: mxwatch::passive::PassiveSource,
+    about: Option<&str>,
+    files: &[PathBuf],
+) -> anyhow::Result<ExitCode> {
+    use mxwatch::passive::{self, PassiveSource};
+    let about = about.map(domain).transpose()?;
+    let mut clean = true;
+    let mut sightings = Vec::new();
+    for path in files {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let read = match (format, &about) {
+            (PassiveSource::Dnsdb, _) => passive::read_dnsdb(&text),
+            (PassiveSource::Securitytrails, Some(d)) => passive::read_securitytrails(&text, d),
+            (PassiveSource::Securitytrails, None) => {
+                bail!("a SecurityTrails answer does not name its domain: pass --domain")
+            }
+        };
+        for (line, p) in &read.problems {
+            clean = false;
+            let at = line.map(|l| format!(":{l}")).unwrap_or_default();
+            eprintln!("{}{at}: {p}", path.display());
+        }
+        if read.sightings.is_empty() && read.problems.is_empty() {
+            eprintln!(
+                "{}: no MX sighting in it ({} records of other types passed over)",
+                path.display(),
+                read.passed
+            );
+        }
+        sightings.extend(read.sightings);
+    }
+    // Excursions per domain, over everything read.
+    sightings.sort_by(|a, b| (&a.domain, a.first_seen).cmp(&(&b.domain, b.first_seen)));
+    let mut excursions = Vec::new();
+    for group in sightings.chunk_by(|a, b| a.domain == b.domain) {
+        excursions.extend(passive::excursions(group));
+    }
+    let config = cli.settings()?;
+    let (n, domains) = (
+        sightings.len(),
+        sightings.chunk_by(|a, b| a.domain == b.domain).count(),
+    );
+    let imported = runtime()?.block_on(async {
+        let (writer, task) = mxwatch::store::Writer::start(&config.database, config.judging())?;
+        let imported = writer
+            .passive(sightings, excursions, SystemClock.now())
+            .await?;
+        drop(writer);
+        task.await?;
+        anyhow::Ok(imported)
+    })?;
+    eprintln!(
+        "{n} sightings of {domains} domains: {} runs and {} windows added, {} suppressions reinstated; history in {}",
+        imported.runs,
+        imported.windows,
+        imported.reinstated,
+        config.database.display()
+    );
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

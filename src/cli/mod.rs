@@ -90,10 +90,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// A domain's answer history, as runs of identical answers per upstream.
+    /// A domain's answer history, as runs of identical answers per upstream
+    /// (`history import` adds passive DNS history from exports).
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     History {
+        /// Import passive DNS history instead.
+        #[command(subcommand)]
+        command: Option<HistoryCommand>,
         /// The domain.
-        domain: String,
+        #[arg(required = true)]
+        domain: Option<String>,
         /// Only runs seen since T (RFC 3339, a date, or an age like `24h`).
         #[arg(long)]
         since: Option<String>,
@@ -186,6 +192,24 @@ enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum HistoryCommand {
+    /// Reads passive DNS exports (Farsight DNSDB JSON lines, SecurityTrails
+    /// MX history answers) into the domains' history, idempotently: runs of
+    /// the source, and windows where an MX pointed elsewhere for a while.
+    Import {
+        /// dnsdb or securitytrails.
+        #[arg(long)]
+        format: mxwatch::passive::PassiveSource,
+        /// The domain a SecurityTrails answer is about (it does not say).
+        #[arg(long)]
+        domain: Option<String>,
+        /// The export files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }
 

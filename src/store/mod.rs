@@ -37,6 +37,7 @@ mod intake;
 mod knowledge;
 mod lock;
 mod model;
+mod passive;
 mod read;
 mod schema;
 mod writer;
@@ -45,6 +46,7 @@ pub use deliveries::{AlertEvent, Delivery, DeliveryStatus, DeliveryWrite};
 pub use intake::{Intake, Judging};
 pub use knowledge::{Circumstances, Knowledge};
 pub use model::Model;
+pub use passive::Imported;
 
 use checks::*;
 use codec::*;

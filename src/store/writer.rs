@@ -35,6 +35,13 @@ pub(super) enum Op {
         summary: String,
         at: DateTime<Utc>,
     },
+    /// A passive DNS import: sightings and the excursions among them.
+    Passive(
+        Vec<crate::passive::Sighting>,
+        Vec<crate::passive::Excursion>,
+        DateTime<Utc>,
+        oneshot::Sender<super::Imported>,
+    ),
     Flush(oneshot::Sender<()>),
     /// Commit what came before, then take no more: handles that linger
     /// (a request cut off at shutdown) get `WriterGone`.
@@ -223,6 +230,22 @@ impl Writer {
             .map_err(|_| StoreError::WriterGone)
     }
 
+    /// Imports passive DNS sightings and their excursions; returns what
+    /// was added, once committed.
+    pub async fn passive(
+        &self,
+        sightings: Vec<crate::passive::Sighting>,
+        excursions: Vec<crate::passive::Excursion>,
+        now: DateTime<Utc>,
+    ) -> Result<super::Imported, StoreError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Op::Passive(sightings, excursions, now, ack))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        done.await.map_err(|_| StoreError::WriterGone)
+    }
+
     /// Waits until everything sent before is committed.
     pub async fn flush(&self) -> Result<(), StoreError> {
         let (ack, done) = oneshot::channel();
@@ -272,10 +295,18 @@ pub(super) fn data_version(conn: &Connection) -> Result<i64, StoreError> {
     Ok(conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
 }
 
+/// What the ops of a committed batch came to, in their order.
+#[derive(Default)]
+pub(super) struct Committed {
+    intakes: Vec<Intake>,
+    imports: Vec<super::Imported>,
+}
+
 /// Tells each op's waiter how its batch went. Dropping an ack unanswered
 /// tells its waiter the write failed.
-fn answer(batch: Vec<Op>, ok: bool, counts: Vec<Intake>, rx: &mut mpsc::Receiver<Op>) {
-    let mut counts = counts.into_iter();
+fn answer(batch: Vec<Op>, ok: bool, done: Committed, rx: &mut mpsc::Receiver<Op>) {
+    let mut counts = done.intakes.into_iter();
+    let mut imports = done.imports.into_iter();
     for op in batch {
         match (ok, op) {
             (_, Op::Close(ack)) => {
@@ -288,6 +319,9 @@ fn answer(batch: Vec<Op>, ok: bool, counts: Vec<Intake>, rx: &mut mpsc::Receiver
             }
             (true, Op::Bounces(_, _, ack)) => {
                 let _ = ack.send(counts.next().unwrap_or_default());
+            }
+            (true, Op::Passive(.., ack)) => {
+                let _ = ack.send(imports.next().unwrap_or_default());
             }
             _ => {}
         }
@@ -303,7 +337,7 @@ impl WriterState {
         &mut self,
         batch: &mut [Op],
         failed: &std::sync::Mutex<Option<String>>,
-    ) -> (bool, Vec<Intake>) {
+    ) -> (bool, Committed) {
         let outcome = self.commit(batch);
         if let Ok(mut f) = failed.lock() {
             *f = outcome.as_ref().err().map(ToString::to_string);
@@ -322,14 +356,15 @@ impl WriterState {
                 if let Err(e) = self.intaker.warm(&mut self.conn) {
                     tracing::error!("rebuilding the anomaly detector: {e}");
                 }
-                (false, Vec::new())
+                (false, Committed::default())
             }
         }
     }
 
     /// Commits a batch; returns what each `Bounces` op came to.
-    fn commit(&mut self, batch: &mut [Op]) -> Result<Vec<Intake>, StoreError> {
+    fn commit(&mut self, batch: &mut [Op]) -> Result<Committed, StoreError> {
         let mut counts = Vec::new();
+        let mut imports = Vec::new();
         let tx = self.conn.transaction()?;
         let judging = self.intaker.judging.clone();
         for op in batch.iter() {
@@ -348,6 +383,16 @@ impl WriterState {
                     )?
                     .execute(params![ms(*at), event, summary])?;
                 }
+                Op::Passive(sightings, excursions, now, _) => {
+                    imports.push(super::passive::write_passive(
+                        &tx,
+                        &mut self.domain_ids,
+                        sightings,
+                        excursions,
+                        *now,
+                        &judging,
+                    )?)
+                }
                 Op::Flush(_) | Op::Close(_) => {}
             }
         }
@@ -358,7 +403,10 @@ impl WriterState {
         if let Err(e) = self.follow(batch) {
             tracing::error!("updating the in-memory read model: {e}");
         }
-        Ok(counts)
+        Ok(Committed {
+            intakes: counts,
+            imports,
+        })
     }
 
     /// Brings the read model (and, after another process wrote, the anomaly
@@ -375,7 +423,7 @@ impl WriterState {
                     }
                     windows |= rec.window.is_some();
                 }
-                Op::Outage(..) | Op::Watched(..) => windows = true,
+                Op::Outage(..) | Op::Watched(..) | Op::Passive(..) => windows = true,
                 Op::Tick(_) => ticked = true,
                 Op::Bounces(list, now, _) => {
                     if let (Some(m), Some(earliest)) =

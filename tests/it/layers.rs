@@ -16,7 +16,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "pure logic",
         &[
-            "detect", "anomaly", "verdict", "bounce", "health", "sns", "summary",
+            "detect", "anomaly", "verdict", "bounce", "health", "sns", "summary", "passive",
         ],
     ),
     (

@@ -18,6 +18,7 @@ mod feeds;
 mod hostile;
 mod layers;
 mod monitoring;
+mod passive;
 mod real_mta;
 mod service;
 mod trust;
