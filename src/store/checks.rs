@@ -29,7 +29,7 @@ pub(super) fn write_run(
     upstream: &str,
     at: DateTime<Utc>,
     o: &Observation,
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<bool> {
     let key = (domain, upstream.to_string());
     if !heads.contains_key(&key) {
         let head = tx
@@ -49,6 +49,7 @@ pub(super) fn write_run(
     }
     let mx = crate::dns::compact_mx(&o.mx);
     let slot = heads.get_mut(&key).expect("inserted above");
+    let first = slot.is_none();
     match slot {
         Some(h) if h.outcome == o.outcome && h.mx == mx => {
             tx.prepare_cached(
@@ -70,7 +71,7 @@ pub(super) fn write_run(
             });
         }
     }
-    Ok(())
+    Ok(first)
 }
 
 pub(super) fn write_check(
@@ -84,7 +85,18 @@ pub(super) fn write_check(
     for o in &rec.observations {
         write_run(tx, heads, id, &o.upstream, rec.at, o)?;
     }
-    write_run(tx, heads, id, CONSENSUS, rec.at, &rec.consensus)?;
+    let first = write_run(tx, heads, id, CONSENSUS, rec.at, &rec.consensus)?;
+    if first {
+        // The domain's first answer tells what its MX were just before it
+        // too (`knowledge::FIRST_CHECK_REACH`): the suppressions of bounces
+        // that came shortly before it are judged again.
+        let since = rec
+            .at
+            .checked_sub_signed(knowledge::FIRST_CHECK_REACH)
+            .unwrap_or(rec.at);
+        let covered = intake::Covered::Domain(rec.domain.as_str());
+        intake::reconsider(tx, judging, covered, since, rec.at)?;
+    }
     for c in &rec.changes {
         tx.prepare_cached(
             "INSERT INTO changes(domain_id, at, kind, severity, before, after, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",

@@ -95,12 +95,21 @@ pub(super) fn feed_since(conn: &Connection) -> Result<Option<DateTime<Utc>>, Sto
 
 /// Whether `domain` had a consensus answer by `at`, and its MX then when
 /// the run in force had records.
+/// How long after a bounce a domain's first check still tells what its MX
+/// were at the bounce: a domain checked because it bounced (or just added
+/// to the watchlist) was not watched at that moment, and DNS answers do
+/// not change by the minute.
+pub const FIRST_CHECK_REACH: chrono::Duration = chrono::Duration::minutes(10);
+
+/// The consensus answer in force at `at`: the last run that started by
+/// then, or else the domain's first run if it started within
+/// [`FIRST_CHECK_REACH`] after.
 pub(super) fn consensus_mx_at(
     conn: &Connection,
     domain: &str,
     at: DateTime<Utc>,
 ) -> Result<(bool, Option<Vec<Mx>>), StoreError> {
-    let row: Option<(String, String)> = conn
+    let mut row: Option<(String, String)> = conn
         .prepare_cached(
             "SELECT r.outcome, r.mx FROM runs r \
              WHERE r.domain_id = (SELECT id FROM domains WHERE name = ?1) AND r.upstream = '*' \
@@ -109,6 +118,18 @@ pub(super) fn consensus_mx_at(
         )?
         .query_row(params![domain, ms(at)], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
+    if row.is_none() {
+        let reach = at.checked_add_signed(FIRST_CHECK_REACH).unwrap_or(at);
+        row = conn
+            .prepare_cached(
+                "SELECT r.outcome, r.mx FROM runs r \
+                 WHERE r.domain_id = (SELECT id FROM domains WHERE name = ?1) AND r.upstream = '*' \
+                   AND r.first_seen <= ?2 \
+                 ORDER BY r.first_seen ASC LIMIT 1",
+            )?
+            .query_row(params![domain, ms(reach)], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+    }
     Ok((
         row.is_some(),
         row.and_then(|(outcome, mx)| {

@@ -57,7 +57,16 @@ impl super::Knowledge for Model {
         let st = self.state.read().expect("model lock");
         let in_force = st.runs.get(domain).and_then(|runs| {
             let i = runs.partition_point(|(start, _, _)| *start <= at);
-            runs.get(i.checked_sub(1)?)
+            match i.checked_sub(1) {
+                Some(i) => runs.get(i),
+                // The first check, shortly after (as the SQL reads it).
+                None => runs.first().filter(|(start, _, _)| {
+                    *start
+                        <= at
+                            .checked_add_signed(super::knowledge::FIRST_CHECK_REACH)
+                            .unwrap_or(at)
+                }),
+            }
         });
         let mx_at = in_force
             .and_then(|(_, outcome, mx)| (*outcome == Outcome::Records).then(|| mx.to_vec()));

@@ -435,3 +435,46 @@ fn replay_backtests_bounces_against_recorded_observations() {
         stderr(&out)
     );
 }
+
+/// A bounce that came shortly before its domain's first check is judged
+/// again when the check lands, with what the DNS said then (issue 14).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounce_just_before_the_first_check_is_judged_again_by_it() {
+    let dns = TestDns::start().await;
+    dns.set("example.de", Behaviour::mx(&[(10, "mx00.example.de")], 300));
+    let dir = watching_example_de(&dns);
+    // Refused by iCloud two minutes ago; nothing is known of example.de yet.
+    #[allow(clippy::disallowed_methods)]
+    let at = chrono::Utc::now() - chrono::Duration::minutes(2);
+    std::fs::write(
+        dir.path().join("b.jsonl"),
+        crate::unknown_user("kim@example.de", at, "mx01.mail.icloud.com") + "\n",
+    )
+    .unwrap();
+    let out = mxwatch_async(dir.path(), &["bounces", "ingest", "b.jsonl"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let list = mxwatch_async(dir.path(), &["bounces", "list", "--json"]).await;
+    assert_eq!(json_lines(&list)[0]["verdict"], "suppress");
+
+    // The first check: example.de's MX are its own, not iCloud's.
+    let out = mxwatch_async(dir.path(), &["run", "--once"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let list = mxwatch_async(dir.path(), &["bounces", "list", "--json"]).await;
+    assert_eq!(
+        json_lines(&list)[0]["verdict"],
+        "transient",
+        "{:?}",
+        json_lines(&list)
+    );
+    let undo = mxwatch_async(dir.path(), &["reinstatements", "--json"]).await;
+    let undo = json_lines(&undo);
+    assert_eq!(undo.len(), 1, "{undo:?}");
+    assert_eq!(undo[0]["recipient"], "kim@example.de");
+    assert!(
+        undo[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("mx01.mail.icloud.com"),
+        "{undo:?}"
+    );
+}
