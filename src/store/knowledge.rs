@@ -109,27 +109,24 @@ pub(super) fn consensus_mx_at(
     domain: &str,
     at: DateTime<Utc>,
 ) -> Result<(bool, Option<Vec<Mx>>), StoreError> {
-    let mut row: Option<(String, String)> = conn
-        .prepare_cached(
-            "SELECT r.outcome, r.mx FROM runs r \
-             WHERE r.domain_id = (SELECT id FROM domains WHERE name = ?1) AND r.upstream = '*' \
-               AND r.first_seen <= ?2 \
-             ORDER BY r.first_seen DESC LIMIT 1",
-        )?
-        .query_row(params![domain, ms(at)], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    if row.is_none() {
-        let reach = at.checked_add_signed(FIRST_CHECK_REACH).unwrap_or(at);
-        row = conn
-            .prepare_cached(
+    let run = |bound: DateTime<Utc>, order: &str| -> Result<Option<(String, String)>, StoreError> {
+        Ok(conn
+            .prepare_cached(&format!(
                 "SELECT r.outcome, r.mx FROM runs r \
                  WHERE r.domain_id = (SELECT id FROM domains WHERE name = ?1) AND r.upstream = '*' \
                    AND r.first_seen <= ?2 \
-                 ORDER BY r.first_seen ASC LIMIT 1",
-            )?
-            .query_row(params![domain, ms(reach)], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-    }
+                 ORDER BY r.first_seen {order} LIMIT 1"
+            ))?
+            .query_row(params![domain, ms(bound)], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+    };
+    let row = match run(at, "DESC")? {
+        Some(row) => Some(row),
+        None => run(
+            at.checked_add_signed(FIRST_CHECK_REACH).unwrap_or(at),
+            "ASC",
+        )?,
+    };
     Ok((
         row.is_some(),
         row.and_then(|(outcome, mx)| {

@@ -168,6 +168,20 @@ fn agreement(bounces: &[Bounce], last_only: bool) -> Agreement {
     a
 }
 
+/// Every row right, from the bounce emails and from the log.
+fn all_right(dsn: &Agreement, logged: &Agreement) {
+    for (what, a) in [("DSNs", dsn), ("log", logged)] {
+        assert_eq!(a.recipient, a.rows, "{what}: recipients {:?}", a.misses);
+        assert_eq!(a.status, a.rows, "{what}: statuses {:?}", a.misses);
+        assert_eq!(a.kind, a.rows, "{what}: kinds {:?}", a.misses);
+        assert_eq!(
+            a.expiries_hard, 0,
+            "{what}: expiries marked hard {:?}",
+            a.misses
+        );
+    }
+}
+
 fn report(what: &str, a: &Agreement) {
     let pct = |n: usize| 100.0 * n as f64 / a.rows as f64;
     println!(
@@ -258,16 +272,7 @@ async fn postfix_bounces_and_logs_parse_to_what_the_remote_said() {
     );
     report("bounce emails (DSNs)", &dsn);
     report("log lines", &logged);
-    for (what, a) in [("DSNs", &dsn), ("log", &logged)] {
-        assert_eq!(a.recipient, a.rows, "{what}: recipients {:?}", a.misses);
-        assert_eq!(a.status, a.rows, "{what}: statuses {:?}", a.misses);
-        assert_eq!(a.kind, a.rows, "{what}: kinds {:?}", a.misses);
-        assert_eq!(
-            a.expiries_hard, 0,
-            "{what}: expiries marked hard {:?}",
-            a.misses
-        );
-    }
+    all_right(&dsn, &logged);
 }
 
 /// The same script through a real Exim 4.96, recorded by
@@ -292,14 +297,5 @@ fn exim_bounces_and_mainlog_parse_to_what_the_remote_said() {
     );
     report("bounce emails (DSNs)", &dsn);
     report("main log (detected)", &logged);
-    for (what, a) in [("DSNs", &dsn), ("log", &logged)] {
-        assert_eq!(a.recipient, a.rows, "{what}: recipients {:?}", a.misses);
-        assert_eq!(a.status, a.rows, "{what}: statuses {:?}", a.misses);
-        assert_eq!(a.kind, a.rows, "{what}: kinds {:?}", a.misses);
-        assert_eq!(
-            a.expiries_hard, 0,
-            "{what}: expiries marked hard {:?}",
-            a.misses
-        );
-    }
+    all_right(&dsn, &logged);
 }

@@ -184,16 +184,10 @@ mod tests {
     use crate::bounce::{Kind, Source};
     use chrono::TimeZone;
 
-    fn now() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 0).unwrap()
-    }
+    use super::super::testing::now;
 
     fn bounce(line: &str) -> crate::bounce::Bounce {
-        parse_line(line, now())
-            .unwrap()
-            .unwrap_or_else(|| panic!("no bounce in {line}"))
-            .into_bounce(Source::Exim)
-            .unwrap()
+        super::super::testing::bounce(parse_line, Source::Exim, line)
     }
 
     #[test]

@@ -371,3 +371,28 @@ pub fn mbox_messages(bytes: &[u8]) -> Vec<(usize, &[u8])> {
     }
     out
 }
+
+/// What the log readers' tests share: one "now", and one line read to a bounce.
+#[cfg(test)]
+pub(crate) mod testing {
+    use chrono::{DateTime, TimeZone, Utc};
+
+    use crate::bounce::{Bounce, Facts, Source};
+
+    pub fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 0).unwrap()
+    }
+
+    /// The bounce a reader finds in `line` (the test fails if none).
+    pub fn bounce(
+        parse_line: impl Fn(&str, DateTime<Utc>) -> Result<Option<Facts>, String>,
+        source: Source,
+        line: &str,
+    ) -> Bounce {
+        parse_line(line, now())
+            .unwrap()
+            .unwrap_or_else(|| panic!("no bounce in {line}"))
+            .into_bounce(source)
+            .unwrap()
+    }
+}
