@@ -6,6 +6,7 @@
 //! - [`event`]: vocabulary: event types and ids, and how times are written.
 //! - [`names`]: vocabulary: `named!`, the closed sets of names (one word per variant everywhere).
 //! - [`window`]: vocabulary: windows (kinds, scopes, status) and the stored [`window::Window`].
+//! - [`secret`]: vocabulary: a secret that never prints.
 //! - [`dns`]: vocabulary: what DNS said ([`dns::Observation`], [`dns::Answer`], [`dns::Outcome`]).
 //! - [`domain`]: newtypes that parse: [`domain::DomainName`], [`domain::MxHost`], [`domain::Mx`].
 //! - [`schedule`]: crontab schedules, per-domain spread, the scheduler loop, rate limits.
@@ -18,6 +19,7 @@
 //! - [`monitor`]: one check end to end (resolve → detect → store) and the daemon's loop.
 //! - [`bounce`]: bounce feeds parsed into normalised, classified [`bounce::Bounce`]s.
 //! - [`passive`]: pure: passive DNS exports (DNSDB, SecurityTrails) read into sightings, and the excursions they show.
+//! - [`passive_dns`]: asking DNSDB and SecurityTrails over HTTP (only it knows their endpoints).
 //! - [`summary`]: pure: the sentences events and evidence carry for a person (the store words nothing).
 //! - [`anomaly`]: pure burst detection: unknown-user bounces far above a scope's own rate.
 //! - [`verdict`]: pure rules: a bounce and the evidence around it → suppress, transient, retry, ignore.
@@ -50,11 +52,13 @@ pub mod metrics;
 pub mod monitor;
 pub mod names;
 pub mod passive;
+pub mod passive_dns;
 pub mod provider;
 pub mod replay;
 pub mod report;
 pub mod resolve;
 pub mod schedule;
+pub mod secret;
 pub mod sns;
 pub mod store;
 pub mod summary;

@@ -13,13 +13,14 @@ pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
     else {
         bail!("internal: `history::run` called for another command");
     };
-    if let Some(HistoryCommand::Import {
-        format,
-        domain: about,
-        files,
-    }) = command
-    {
-        return import(cli, *format, about.as_deref(), files);
+    match command {
+        Some(HistoryCommand::Import {
+            format,
+            domain: about,
+            files,
+        }) => return import(cli, *format, about.as_deref(), files),
+        Some(HistoryCommand::Lookup { domains }) => return lookup(cli, domains),
+        None => {}
     }
     let d = domain(d.as_deref().unwrap_or_default())?;
     let store = cli.store()?;
@@ -89,36 +90,93 @@ fn import(
         }
         sightings.extend(read.sightings);
     }
-    // Excursions per domain, over everything read.
-    sightings.sort_by(|a, b| (&a.domain, a.first_seen).cmp(&(&b.domain, b.first_seen)));
-    let mut excursions = Vec::new();
-    for group in sightings.chunk_by(|a, b| a.domain == b.domain) {
-        excursions.extend(passive::excursions(group));
-    }
     let config = cli.settings()?;
-    let (n, domains) = (
-        sightings.len(),
-        sightings.chunk_by(|a, b| a.domain == b.domain).count(),
-    );
-    let imported = runtime()?.block_on(async {
-        let (writer, task) = mxwatch::store::Writer::start(&config.database, config.judging())?;
-        let imported = writer
-            .passive(sightings, excursions, SystemClock.now())
-            .await?;
-        drop(writer);
-        task.await?;
-        anyhow::Ok(imported)
-    })?;
-    eprintln!(
-        "{n} sightings of {domains} domains: {} runs and {} windows added, {} suppressions reinstated; history in {}",
-        imported.runs,
-        imported.windows,
-        imported.reinstated,
-        config.database.display()
-    );
+    runtime()?.block_on(keep(&config, sightings))?;
     Ok(if clean {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    })
+}
+
+/// Stores sightings (and the excursions among them, per domain and
+/// source), and says what was added.
+async fn keep(
+    config: &Config,
+    mut sightings: Vec<mxwatch::passive::Sighting>,
+) -> anyhow::Result<()> {
+    sightings.sort_by(|a, b| {
+        (&a.domain, a.source, a.first_seen).cmp(&(&b.domain, b.source, b.first_seen))
+    });
+    let mut excursions = Vec::new();
+    for group in sightings.chunk_by(|a, b| a.domain == b.domain && a.source == b.source) {
+        excursions.extend(mxwatch::passive::excursions(group));
+    }
+    let n = sightings.len();
+    let domains = sightings.chunk_by(|a, b| a.domain == b.domain).count();
+    let (writer, task) = mxwatch::store::Writer::start(&config.database, config.judging())?;
+    let added = writer
+        .passive(sightings, excursions, SystemClock.now())
+        .await?;
+    drop(writer);
+    task.await?;
+    eprintln!(
+        "{n} sightings of {domains} domains: {} runs and {} windows added, {} suppressions reinstated; history in {}",
+        added.runs,
+        added.windows,
+        added.reinstated,
+        config.database.display()
+    );
+    Ok(())
+}
+
+/// `history lookup`: the passive DNS providers asked now.
+fn lookup(cli: &Context, names: &[String]) -> anyhow::Result<ExitCode> {
+    let names = names
+        .iter()
+        .map(|d| domain(d))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let config = cli.settings()?;
+    for p in &config.secret_problems {
+        eprintln!("mxwatch: warning: {p}");
+    }
+    if config.passive_dns.is_empty() {
+        bail!(
+            "no passive_dns: provider with a key in {}",
+            config.source.display()
+        );
+    }
+    runtime()?.block_on(async {
+        let http = mxwatch::http_client();
+        let mut clean = true;
+        let mut sightings = Vec::new();
+        for provider in &config.passive_dns {
+            for d in &names {
+                match mxwatch::passive_dns::lookup(&http, provider, d).await {
+                    Ok(read) => {
+                        for (_, p) in &read.problems {
+                            clean = false;
+                            eprintln!("{d}: {}: {p}", provider.source);
+                        }
+                        sightings.extend(read.sightings);
+                    }
+                    Err(e @ mxwatch::passive_dns::LookupError::Quota { .. }) => {
+                        clean = false;
+                        eprintln!("mxwatch: {e}; not asking it again now");
+                        break;
+                    }
+                    Err(e) => {
+                        clean = false;
+                        eprintln!("{d}: {e}");
+                    }
+                }
+            }
+        }
+        keep(&config, sightings).await?;
+        anyhow::Ok(if clean {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
     })
 }

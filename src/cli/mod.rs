@@ -211,6 +211,14 @@ enum HistoryCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Asks the watchlist's `passive_dns:` providers for domains' MX history
+    /// now, and keeps the answers as `import` does. A spent quota (HTTP 429)
+    /// stops asking that provider.
+    Lookup {
+        /// The domains.
+        #[arg(required = true)]
+        domains: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]

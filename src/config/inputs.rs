@@ -31,6 +31,10 @@ impl Inputs {
             names.extend(a.secret_env.iter().cloned());
             paths.extend(a.secret_file.iter().map(|f| ctx.relative(f.clone())));
         }
+        for p in &raw.passive_dns {
+            names.extend(p.key_env.iter().cloned());
+            paths.extend(p.key_file.iter().map(|f| ctx.relative(f.clone())));
+        }
         Inputs {
             env: names
                 .into_iter()

@@ -139,6 +139,8 @@ pub struct Config {
     pub sns_signing_cert_base: Option<String>,
     /// Webhook targets of alerts.
     pub alerts: Vec<crate::alerts::AlertTarget>,
+    /// Passive DNS providers `history lookup` asks (those with a key).
+    pub passive_dns: Vec<crate::passive_dns::Provider>,
     /// When the daily digest is sent, if at all.
     pub digest: Option<Schedule>,
     /// Log level (`RUST_LOG` wins), e.g. `info` or `mxwatch=debug`.

@@ -62,6 +62,8 @@ pub(super) struct RawConfig {
     pub(super) sns_signing_cert_base: Option<String>,
     #[serde(default)]
     pub(super) alerts: Vec<RawAlert>,
+    #[serde(default)]
+    pub(super) passive_dns: Vec<RawPassiveDns>,
     /// Crontab line of the daily digest (off when absent).
     pub(super) digest: Option<Schedule>,
     pub(super) log_level: Option<String>,
@@ -70,6 +72,20 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) domains: Vec<RawDomain>,
     pub(super) domains_file: Option<PathBuf>,
+}
+
+/// A passive DNS provider `history lookup` asks.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPassiveDns {
+    /// `dnsdb` or `securitytrails`.
+    pub(super) provider: String,
+    /// Name of an environment variable holding the API key.
+    pub(super) key_env: Option<String>,
+    /// A file whose first line is the API key.
+    pub(super) key_file: Option<PathBuf>,
+    /// Where the provider answers (its own API by default).
+    pub(super) base_url: Option<String>,
 }
 
 /// A webhook target.

@@ -244,3 +244,48 @@ fn a_missing_secret_stops_only_run() {
             .is_ok()
     );
 }
+
+#[test]
+fn passive_dns_providers_are_checked() {
+    let ok = parse(
+        "domains: [example.com]\npassive_dns:\n  - provider: securitytrails\n    key_env: MXWATCH_NO_SUCH_VAR_FOR_TESTS\n",
+    )
+    .unwrap();
+    assert!(
+        ok.passive_dns.is_empty(),
+        "a provider without its key is left out"
+    );
+    assert!(
+        ok.secret_problems
+            .iter()
+            .any(|p| p.field == "passive_dns[0].key_env"),
+        "{:?}",
+        ok.secret_problems
+    );
+    for (yaml, field, words) in [
+        (
+            "  - provider: farsight\n    key_env: X\n",
+            "passive_dns[0].provider",
+            "unknown passive source",
+        ),
+        (
+            "  - provider: dnsdb\n",
+            "passive_dns[0].key_env",
+            "key_env or key_file",
+        ),
+        (
+            "  - provider: dnsdb\n    key_env: X\n    key_file: k\n",
+            "passive_dns[0].key_env",
+            "not both",
+        ),
+        (
+            "  - provider: dnsdb\n    key_env: X\n    base_url: 'ftp://x'\n",
+            "passive_dns[0].base_url",
+            "http(s) URL",
+        ),
+    ] {
+        let e = parse(&format!("domains: [example.com]\npassive_dns:\n{yaml}")).unwrap_err();
+        assert_eq!(e.field, field, "{e}");
+        assert!(e.to_string().contains(words), "{e}");
+    }
+}

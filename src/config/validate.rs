@@ -97,31 +97,33 @@ fn anomaly_params(
     Ok(p)
 }
 
-/// An alert target's signing secret: from the environment or a file (not
-/// both); one that cannot be read is kept aside, as only `run` needs it.
-fn alert_secret(
+/// A secret from an environment variable or a file's first line (one of
+/// the two); a missing one is a problem only `run` (or the command that
+/// needs it) minds.
+fn secret(
     ctx: &Ctx,
     inputs: &Inputs,
-    at: &dyn Fn(&str) -> String,
-    a: &RawAlert,
+    (env_field, env): (String, &Option<String>),
+    (file_field, file): (String, &Option<PathBuf>),
     secret_problems: &mut Vec<ConfigError>,
-) -> Result<Option<crate::alerts::Secret>, ConfigError> {
-    Ok(match (&a.secret_env, &a.secret_file) {
+) -> Result<Option<crate::secret::Secret>, ConfigError> {
+    Ok(match (env, file) {
         (Some(_), Some(_)) => {
-            return Err(ctx.err(
-                at("secret_env"),
-                "give secret_env or secret_file, not both".into(),
-            ));
+            let short = |f: &str| f.rsplit('.').next().unwrap_or(f).to_string();
+            let why = format!(
+                "give {} or {}, not both",
+                short(&env_field),
+                short(&file_field)
+            );
+            return Err(ctx.err(env_field, why));
         }
         (Some(var), None) => match inputs.var(var) {
             Some(v) if !v.trim().is_empty() => {
-                Some(crate::alerts::Secret::new(v.trim().to_string()))
+                Some(crate::secret::Secret::new(v.trim().to_string()))
             }
             _ => {
-                secret_problems.push(ctx.err(
-                    at("secret_env"),
-                    format!("environment variable {var} is not set"),
-                ));
+                secret_problems
+                    .push(ctx.err(env_field, format!("environment variable {var} is not set")));
                 None
             }
         },
@@ -129,24 +131,67 @@ fn alert_secret(
             let f = ctx.relative(f.clone());
             match inputs.file(&f) {
                 Err(e) => {
-                    secret_problems
-                        .push(ctx.err(at("secret_file"), format!("{}: {e}", f.display())));
+                    secret_problems.push(ctx.err(file_field, format!("{}: {e}", f.display())));
                     None
                 }
                 Ok(text) => {
                     let line = text.lines().next().unwrap_or("").trim().to_string();
                     if line.is_empty() {
                         secret_problems
-                            .push(ctx.err(at("secret_file"), format!("{} is empty", f.display())));
+                            .push(ctx.err(file_field, format!("{} is empty", f.display())));
                         None
                     } else {
-                        Some(crate::alerts::Secret::new(line))
+                        Some(crate::secret::Secret::new(line))
                     }
                 }
             }
         }
         (None, None) => None,
     })
+}
+
+/// The passive DNS providers; one whose key is missing is left out (and
+/// named among the secret problems).
+fn passive_dns(
+    ctx: &Ctx,
+    inputs: &Inputs,
+    raw: &[RawPassiveDns],
+    secret_problems: &mut Vec<ConfigError>,
+) -> Result<Vec<crate::passive_dns::Provider>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, p) in raw.iter().enumerate() {
+        let at = |f: &str| format!("passive_dns[{i}].{f}");
+        let source: crate::passive::PassiveSource = p
+            .provider
+            .parse()
+            .map_err(|e: String| ctx.err(at("provider"), e))?;
+        let base_url = match &p.base_url {
+            Some(u) => {
+                http_url(ctx, at("base_url"), u)?;
+                u.trim_end_matches('/').to_string()
+            }
+            None => crate::passive_dns::Provider::default_base(source).to_string(),
+        };
+        let key = secret(
+            ctx,
+            inputs,
+            (at("key_env"), &p.key_env),
+            (at("key_file"), &p.key_file),
+            secret_problems,
+        )?;
+        match key {
+            Some(key) => out.push(crate::passive_dns::Provider {
+                source,
+                base_url,
+                key,
+            }),
+            None if p.key_env.is_none() && p.key_file.is_none() => {
+                return Err(ctx.err(at("key_env"), "a provider needs key_env or key_file".into()));
+            }
+            None => {}
+        }
+    }
+    Ok(out)
 }
 
 /// The alert targets: names, URLs, formats, filters, secrets (a secret
@@ -206,7 +251,13 @@ fn alert_target(
             ));
         }
     };
-    let secret = alert_secret(ctx, inputs, &at, &a, secret_problems)?;
+    let secret = secret(
+        ctx,
+        inputs,
+        (at("secret_env"), &a.secret_env),
+        (at("secret_file"), &a.secret_file),
+        secret_problems,
+    )?;
     let mut events = Vec::with_capacity(a.events.len());
     for (j, e) in a.events.iter().enumerate() {
         let Some(t) = EventType::parse(e) else {
@@ -451,6 +502,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
     let upstreams = upstreams(&ctx, raw.upstreams)?;
     let anomaly = anomaly_params(&ctx, raw.anomaly)?;
     let alerts = alert_targets(&ctx, &inputs, raw.alerts, &mut secret_problems)?;
+    let passive_dns = passive_dns(&ctx, &inputs, &raw.passive_dns, &mut secret_problems)?;
     if let Some(level) = &raw.log_level {
         tracing_subscriber::EnvFilter::try_new(level)
             .map_err(|e| ctx.err("log_level".into(), format!("{level:?}: {e}")))?;
@@ -461,14 +513,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
         watched_domains(&ctx, &inputs, raw.domains, raw.domains_file, &table)?;
     let listen = listen(&ctx, raw.listen.as_deref())?;
     let api_token = api_token(&ctx, &inputs, raw.api_token_file, &mut secret_problems);
-    let bounce_times = {
-        let d = crate::bounce::TimeRange::default();
-        let t = raw.bounce_times.unwrap_or_default();
-        crate::bounce::TimeRange {
-            max_age: t.max_age.map_or(d.max_age, |x| x.0),
-            max_ahead: t.max_ahead.map_or(d.max_ahead, |x| x.0),
-        }
-    };
+    let bounce_times = bounce_times(raw.bounce_times.unwrap_or_default());
 
     Ok(Config {
         listen,
@@ -482,6 +527,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
         sns_topics: raw.sns_topics,
         sns_signing_cert_base: raw.sns_signing_cert_base,
         alerts,
+        passive_dns,
         digest: raw.digest,
         log_level: raw.log_level,
         source: path.to_path_buf(),
@@ -527,6 +573,15 @@ fn api_limits(ctx: &Ctx, raw: &RawConfig) -> Result<ApiLimits, ConfigError> {
         max_connections,
         ..ApiLimits::default()
     })
+}
+
+/// The dates a bounce may claim, the defaults filled in.
+fn bounce_times(t: RawBounceTimes) -> crate::bounce::TimeRange {
+    let d = crate::bounce::TimeRange::default();
+    crate::bounce::TimeRange {
+        max_age: t.max_age.map_or(d.max_age, |x| x.0),
+        max_ahead: t.max_ahead.map_or(d.max_ahead, |x| x.0),
+    }
 }
 
 /// Where the API listens: 127.0.0.1:8025 unless told, or `off`.

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, &[&str])] = &[
     (
         "vocabulary",
-        &["domain", "dns", "event", "names", "provider", "window"],
+        &[
+            "domain", "dns", "event", "names", "provider", "secret", "window",
+        ],
     ),
     (
         "pure logic",
@@ -28,6 +30,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "clock",
             "http_client",
             "redirect_target",
+            "passive_dns",
         ],
     ),
     (

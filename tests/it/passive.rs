@@ -140,3 +140,97 @@ fn a_bad_export_is_named_and_nothing_of_it_stored() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("--domain"), "{}", stderr(&out));
 }
+
+/// `history lookup` against providers answering in their documented shapes.
+async fn lookup(dir: &std::path::Path, base: &str, st_base: &str) -> std::process::Output {
+    std::fs::write(
+        dir.join("watchlist.yaml"),
+        format!(
+            "domains: [example.de]\npassive_dns:\n  - provider: dnsdb\n    key_env: MXWATCH_TEST_DNSDB_KEY\n    base_url: '{base}'\n  - provider: securitytrails\n    key_file: st.key\n    base_url: '{st_base}'\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("st.key"), "st-secret-key-2\n").unwrap();
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mxwatch"))
+            .current_dir(&dir)
+            .args(["--database", "mx.db", "history", "lookup", "example.de"])
+            .env_remove("MXWATCH_CONFIG")
+            .env("MXWATCH_TEST_DNSDB_KEY", "dnsdb-secret-key-1")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_ask_each_provider_as_documented_and_keep_the_answers() {
+    use wiremock::matchers::{header, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/dnsdb/v2/lookup/rrset/name/example.de/MX"))
+        .and(header("X-API-Key", "dnsdb-secret-key-1"))
+        .respond_with(ResponseTemplate::new(200).set_body_string(EXPORT))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1/history/example.de/dns/mx"))
+        .and(header("APIKEY", "st-secret-key-2"))
+        .respond_with(ResponseTemplate::new(200).set_body_string(
+            r#"{"type":"mx/dns","pages":1,"records":[{"values":[{"host":"mx00.example.de","priority":10},{"host":"mx01.example.de","priority":20}],"organizations":["Example"],"first_seen":"2014-04-20","last_seen":"2025-11-30"}]}"#,
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = lookup(dir.path(), &server.uri(), &server.uri()).await;
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("3 sightings of 1 domains: 3 runs and 1 windows added"),
+        "{err}"
+    );
+    assert!(!err.contains("secret-key"), "a key was printed: {err}");
+    let v = verdict_at(dir.path(), "2025-10-29T12:30:00Z");
+    assert_eq!(v["verdict"], "transient", "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_quota_or_a_hostile_answer_stores_nothing() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let spent = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "120"))
+        .mount(&spent)
+        .await;
+    let hostile = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1/history/example.de/dns/mx"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_string(r#"{"records":[{"values":[{"host":"..","priority":"x"}]}]}"#),
+        )
+        .mount(&hostile)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = lookup(dir.path(), &spent.uri(), &hostile.uri()).await;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("dnsdb: quota spent (HTTP 429); ask again in 2m"),
+        "{err}"
+    );
+    assert!(
+        err.contains("example.de: securitytrails: records[0]"),
+        "{err}"
+    );
+    assert!(
+        err.contains("0 sightings of 0 domains: 0 runs and 0 windows added"),
+        "{err}"
+    );
+}

@@ -1,0 +1,122 @@
+//! Adapter: asking passive DNS providers over HTTP for a domain's MX
+//! history (the answers are read by [`crate::passive`]). Only this module
+//! knows their endpoints:
+//! - Farsight DNSDB API v2: `GET {base}/dnsdb/v2/lookup/rrset/name/{name}/MX`
+//!   with the key in `X-API-Key`, answered in JSON lines with
+//!   `{"cond": …}`/`{"obj": …}` framing;
+//! - SecurityTrails: `GET {base}/v1/history/{hostname}/dns/mx` with the key
+//!   in the `APIKEY` header.
+//!
+//! A quota that is spent (HTTP 429) is an answer to wait on, not a failure
+//! to retry at once: the error says how long the provider asked for. No
+//! redirect is followed (`http_client`); an answer over 8 MiB is refused.
+
+use std::time::Duration;
+
+use crate::domain::DomainName;
+use crate::passive::{self, PassiveSource, Read};
+use crate::secret::Secret;
+
+/// The largest answer read.
+const MAX_ANSWER: usize = 8 << 20;
+
+/// One configured provider.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Provider {
+    pub source: PassiveSource,
+    /// Without a trailing slash.
+    pub base_url: String,
+    pub key: Secret,
+}
+
+impl Provider {
+    /// Where each provider answers when the watchlist does not say.
+    pub fn default_base(source: PassiveSource) -> &'static str {
+        match source {
+            PassiveSource::Dnsdb => "https://api.dnsdb.info",
+            PassiveSource::Securitytrails => "https://api.securitytrails.com",
+        }
+    }
+}
+
+/// Why a lookup gave nothing.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LookupError {
+    /// The quota is spent: ask again after this long.
+    #[error("{provider}: quota spent (HTTP 429); ask again in {}", humantime::format_duration(*wait))]
+    Quota {
+        provider: PassiveSource,
+        wait: Duration,
+    },
+    #[error("{0}: {1}")]
+    Failed(PassiveSource, String),
+}
+
+/// Asks `provider` for `domain`'s MX history.
+pub async fn lookup(
+    http: &reqwest::Client,
+    provider: &Provider,
+    domain: &DomainName,
+) -> Result<Read, LookupError> {
+    let source = provider.source;
+    let fail = |m: String| LookupError::Failed(source, m);
+    let request = match source {
+        PassiveSource::Dnsdb => http
+            .get(format!(
+                "{}/dnsdb/v2/lookup/rrset/name/{}/MX",
+                provider.base_url,
+                domain.as_str()
+            ))
+            .header("X-API-Key", provider.key.expose())
+            .header("Accept", "application/x-ndjson"),
+        PassiveSource::Securitytrails => http
+            .get(format!(
+                "{}/v1/history/{}/dns/mx",
+                provider.base_url,
+                domain.as_str()
+            ))
+            .header("APIKEY", provider.key.expose())
+            .header("Accept", "application/json"),
+    };
+    let mut answer = request
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .map_err(|e| fail(e.without_url().to_string()))?;
+    let status = answer.status();
+    if status.as_u16() == 429 {
+        let wait = answer
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(3600);
+        return Err(LookupError::Quota {
+            provider: source,
+            wait: Duration::from_secs(wait.min(86_400)),
+        });
+    }
+    // DNSDB answers "no records" with 404.
+    if source == PassiveSource::Dnsdb && status.as_u16() == 404 {
+        return Ok(Read::default());
+    }
+    if !status.is_success() {
+        return Err(fail(format!("the provider answered {status}")));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = answer
+        .chunk()
+        .await
+        .map_err(|e| fail(e.without_url().to_string()))?
+    {
+        if body.len() + chunk.len() > MAX_ANSWER {
+            return Err(fail(format!("the answer is over {MAX_ANSWER} bytes")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8_lossy(&body);
+    Ok(match source {
+        PassiveSource::Dnsdb => passive::read_dnsdb(&text),
+        PassiveSource::Securitytrails => passive::read_securitytrails(&text, domain),
+    })
+}
