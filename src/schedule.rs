@@ -177,6 +177,8 @@ pub async fn run<F, Fut>(
 {
     let mut queue = Queue::default();
     let mut in_flight: JoinSet<(DomainName, bool)> = JoinSet::new();
+    // Which domain each task checks, to reschedule one whose task panicked.
+    let mut running: HashMap<tokio::task::Id, DomainName> = HashMap::new();
     let concurrency = opts.concurrency.max(1);
     let fast = chrono::Duration::from_std(opts.fast_recheck).expect("fast_recheck fits");
     queue.add(jobs, clock.now());
@@ -190,7 +192,11 @@ pub async fn run<F, Fut>(
                 break;
             };
             let fut = check(name.clone());
-            in_flight.spawn(async move { (name, fut.await) });
+            let task = in_flight.spawn({
+                let name = name.clone();
+                async move { (name, fut.await) }
+            });
+            running.insert(task.id(), name);
         }
         let sleep_for = if in_flight.len() >= concurrency {
             MAX_SLEEP
@@ -200,10 +206,21 @@ pub async fn run<F, Fut>(
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
-            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+            Some(done) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
                 match done {
-                    Ok((name, wants_fast)) => queue.done(&name, wants_fast.then_some(fast), clock.now()),
-                    Err(e) => tracing::error!("a check task failed: {e:?}"),
+                    Ok((id, (name, wants_fast))) => {
+                        running.remove(&id);
+                        queue.done(&name, wants_fast.then_some(fast), clock.now());
+                    }
+                    // A check that panicked: its domain takes its next slot
+                    // (it would otherwise count as running for ever).
+                    Err(e) => {
+                        let name = running.remove(&e.id());
+                        tracing::error!(domain = ?name, "a check task failed: {e:?}");
+                        if let Some(name) = name {
+                            queue.done(&name, None, clock.now());
+                        }
+                    }
                 }
             }
             Some(jobs) = reload.recv() => queue.reload(jobs, clock.now()),
@@ -601,5 +618,46 @@ mod tests {
         assert_eq!(after("d1.example"), 1, "on its new schedule");
         assert_eq!(after("d2.example"), 2);
         h.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_check_that_panics_does_not_stop_its_domain() {
+        let clock = TokioClock::starting_at(Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap());
+        let calls: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (_reload, reload_rx) = mpsc::channel(1);
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let c = calls.clone();
+        let task = tokio::spawn(run(
+            jobs(1, "*/5 * * * *"),
+            SchedulerOptions {
+                concurrency: 4,
+                fast_recheck: Duration::from_secs(10),
+            },
+            Arc::new(clock),
+            reload_rx,
+            move |d: DomainName| {
+                let c = c.clone();
+                async move {
+                    let first = {
+                        let mut c = c.lock().unwrap();
+                        c.push(d.to_string());
+                        c.len() == 1
+                    };
+                    assert!(!first, "the first check panics");
+                    false
+                }
+            },
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        tokio::time::sleep(Duration::from_secs(16 * 60)).await;
+        let _ = stop.send(());
+        task.await.unwrap();
+        assert!(
+            calls.lock().unwrap().len() >= 3,
+            "{:?}",
+            calls.lock().unwrap()
+        );
     }
 }
