@@ -38,6 +38,58 @@ fn jobs_of(config: &Config) -> Vec<Job> {
         .collect()
 }
 
+/// What the daemon watches: the watchlist's domains, and the unlisted ones
+/// that bounced (`auto_watch:`). A watchlist entry always wins.
+struct Watching {
+    listed: Vec<Job>,
+    watchlist: Vec<(DomainName, Vec<String>)>,
+    schedule: Arc<schedule::Schedule>,
+    auto: Option<crate::autowatch::AutoWatched>,
+}
+
+impl Watching {
+    fn new(config: &Config) -> Self {
+        let mut w = Watching {
+            listed: Vec::new(),
+            watchlist: Vec::new(),
+            schedule: Arc::new(config.schedule.clone()),
+            auto: config.auto_watch.map(crate::autowatch::AutoWatched::new),
+        };
+        w.listed(config);
+        w
+    }
+
+    /// The watchlist is `config`'s: its domains leave the auto-watched.
+    fn listed(&mut self, config: &Config) {
+        self.listed = jobs_of(config);
+        self.watchlist = config.watchlist();
+        self.schedule = Arc::new(config.schedule.clone());
+        if let Some(auto) = &mut self.auto {
+            for (d, _) in &self.watchlist {
+                auto.forget(d);
+            }
+        }
+    }
+
+    fn is_listed(&self, d: &DomainName) -> bool {
+        self.watchlist.iter().any(|(n, _)| n == d)
+    }
+
+    /// Every domain watched: its jobs, and (name, expected providers).
+    fn all(&self) -> (Vec<Job>, Vec<(DomainName, Vec<String>)>) {
+        let mut jobs = self.listed.clone();
+        let mut list = self.watchlist.clone();
+        for (d, _) in self.auto.iter().flat_map(|a| a.domains()) {
+            jobs.push(Job {
+                name: d.clone(),
+                schedule: self.schedule.clone(),
+            });
+            list.push((d.clone(), Vec::new()));
+        }
+        (jobs, list)
+    }
+}
+
 /// A running daemon: the monitor, and the means to reload and stop it.
 pub struct Daemon {
     pub monitor: Arc<Monitor>,
@@ -52,6 +104,7 @@ pub struct Daemon {
     scheduler: JoinHandle<()>,
     api: Option<JoinHandle<std::io::Result<()>>>,
     reload: mpsc::Sender<Vec<Job>>,
+    watching: Arc<std::sync::Mutex<Watching>>,
     /// Alert delivery, one worker per webhook target (restarted on reload).
     alerts: tokio::sync::Mutex<Option<crate::alerts::Workers>>,
     clock: Arc<dyn Clock>,
@@ -119,6 +172,12 @@ impl Daemon {
         let (writer, model, writer_task) =
             Writer::start_serving(&config.database, config.judging())?;
         let monitor = Monitor::new(&config.monitoring(), writer, memory, clock.clone(), lock)?;
+        let mut watching = Watching::new(config);
+        if let Some(auto) = &mut watching.auto {
+            auto.restore(store::Store::open(&config.database)?.auto_watched()?);
+        }
+        watching.listed(config);
+        let watching = Arc::new(std::sync::Mutex::new(watching));
         let (stop, tasks) = (CancellationToken::new(), TaskTracker::new());
         {
             let stop = stop.clone();
@@ -131,9 +190,10 @@ impl Daemon {
         }
         {
             // Windows of domains that left the watchlist while we were away.
-            let (m, c) = (monitor.clone(), config.clone());
+            let m = monitor.clone();
+            let list = watching.lock().expect("watching lock").all().1;
             tasks.spawn(async move {
-                if let Err(e) = m.watch(&c.watchlist()).await {
+                if let Err(e) = m.watch(&list).await {
                     tracing::error!("closing the windows of domains no longer watched: {e}");
                 }
             });
@@ -146,7 +206,18 @@ impl Daemon {
         let alerts =
             crate::alerts::Workers::start(config.alerting(), &monitor.writer, &clock, &stop);
         let (reload, reload_rx) = mpsc::channel(4);
-        let scheduler = tasks.spawn(scheduler(config, &monitor, &clock, reload_rx, &stop));
+        let jobs = watching.lock().expect("watching lock").all().0;
+        let scheduler = tasks.spawn(scheduler(config, jobs, &monitor, &clock, reload_rx, &stop));
+        if config.auto_watch.is_some() {
+            tasks.spawn(auto_watch(
+                watching.clone(),
+                monitor.clone(),
+                config.database.clone(),
+                reload.clone(),
+                clock.clone(),
+                stop.clone(),
+            ));
+        }
         Ok(Daemon {
             monitor,
             api_addr: api.as_ref().map(|(addr, _)| *addr),
@@ -155,6 +226,7 @@ impl Daemon {
             scheduler,
             api: api.map(|(_, task)| task),
             reload,
+            watching,
             alerts: tokio::sync::Mutex::new(Some(alerts)),
             clock,
             model,
@@ -165,10 +237,15 @@ impl Daemon {
     /// Applies a new watchlist: added domains are scheduled, removed ones
     /// stop (their history stays; their open windows close).
     pub async fn reload(&self, config: &Config) {
-        if let Err(e) = self.monitor.watch(&config.watchlist()).await {
+        let (jobs, list) = {
+            let mut w = self.watching.lock().expect("watching lock");
+            w.listed(config);
+            w.all()
+        };
+        if let Err(e) = self.monitor.watch(&list).await {
             tracing::error!("closing the windows of domains no longer watched: {e}");
         }
-        let _ = self.reload.send(jobs_of(config)).await;
+        let _ = self.reload.send(jobs).await;
         let mut alerts = self.alerts.lock().await;
         if let Some(old) = alerts.take() {
             old.stop().await;
@@ -269,6 +346,7 @@ fn api(
 /// monitor, until `stop`.
 fn scheduler(
     config: &Config,
+    jobs: Vec<Job>,
     monitor: &Arc<Monitor>,
     clock: &Arc<dyn Clock>,
     reload: mpsc::Receiver<Vec<Job>>,
@@ -278,7 +356,6 @@ fn scheduler(
         concurrency: config.concurrency,
         fast_recheck: config.fast_recheck,
     };
-    let jobs = jobs_of(config);
     tracing::info!(
         domains = jobs.len(),
         upstreams = ?monitor.upstream_labels(),
@@ -306,6 +383,117 @@ fn scheduler(
         check,
         stop.clone().cancelled_owned(),
     )
+}
+
+/// How often the auto-watcher looks at the bounces stored since it last did.
+const AUTO_WATCH_EVERY: Duration = Duration::from_secs(2);
+/// How many new domains it checks at once.
+const AUTO_WATCH_CHECKS: usize = 16;
+
+/// Watches the unlisted domains that bounce: each is checked at once (so a
+/// bounce just before is judged by what the DNS said then), then on the
+/// schedule until `keep` after its last bounce; at the cap the least
+/// recently bounced goes. Bounces from any writer count (the API, webhooks,
+/// `bounces ingest` beside the daemon).
+async fn auto_watch(
+    watching: Arc<std::sync::Mutex<Watching>>,
+    monitor: Arc<Monitor>,
+    database: std::path::PathBuf,
+    reload: mpsc::Sender<Vec<Job>>,
+    clock: Arc<dyn Clock>,
+    stop: CancellationToken,
+) {
+    use futures::StreamExt;
+    let read = |after: i64| {
+        let db = database.clone();
+        tokio::task::spawn_blocking(move || {
+            let s = store::Store::open(&db)?;
+            if after < 0 {
+                return Ok((s.last_bounce_row()?, Vec::new()));
+            }
+            s.bounce_domains_after(after, 50_000)
+        })
+    };
+    let mut cursor = match read(-1).await {
+        Ok(Ok((last, _))) => last,
+        Ok(Err(e)) => return tracing::error!("auto-watch stopped: {e}"),
+        Err(e) => return tracing::error!("auto-watch stopped: {e}"),
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(AUTO_WATCH_EVERY) => {}
+            _ = stop.cancelled() => return,
+        }
+        let domains = match read(cursor).await {
+            Ok(Ok((last, domains))) => {
+                cursor = last;
+                domains
+            }
+            Ok(Err(e)) => {
+                tracing::error!("auto-watch: reading bounces: {e}");
+                continue;
+            }
+            Err(e) => return tracing::error!("auto-watch stopped: {e}"),
+        };
+        let now = clock.now();
+        let mut change = crate::autowatch::Change::default();
+        let (kept, jobs, list) = {
+            let mut w = watching.lock().expect("watching lock");
+            let mut touched = std::collections::BTreeSet::new();
+            for d in domains.iter().filter_map(|d| DomainName::parse(d).ok()) {
+                if w.is_listed(&d) {
+                    continue;
+                }
+                if let Some(auto) = &mut w.auto {
+                    auto.bounced(&d, now, &mut change);
+                    touched.insert(d);
+                }
+            }
+            if let Some(auto) = &mut w.auto {
+                auto.expire(now, &mut change);
+            }
+            let auto = w.auto.as_ref();
+            let kept: Vec<_> = touched
+                .into_iter()
+                .filter_map(|d| auto.and_then(|a| a.get(&d)).map(|e| (d, e)))
+                .collect();
+            let (jobs, list) = w.all();
+            (kept, jobs, list)
+        };
+        if kept.is_empty() && change.dropped.is_empty() {
+            continue;
+        }
+        if let Err(e) = monitor
+            .writer
+            .auto_watched(kept, change.dropped.clone())
+            .await
+        {
+            return tracing::error!("auto-watch stopped: {e}");
+        }
+        if change.added.is_empty() && change.dropped.is_empty() {
+            continue;
+        }
+        tracing::info!(
+            added = change.added.len(),
+            dropped = change.dropped.len(),
+            "auto-watch: domains that bounced without being listed"
+        );
+        if let Err(e) = monitor.watch(&list).await {
+            tracing::error!("auto-watch: {e}");
+        }
+        let _ = reload.send(jobs).await;
+        let mut checks = futures::stream::iter(change.added)
+            .map(|d| {
+                let m = monitor.clone();
+                async move { m.check(&d).await }
+            })
+            .buffer_unordered(AUTO_WATCH_CHECKS);
+        while let Some(r) = checks.next().await {
+            if let Err(e) = r {
+                tracing::error!("auto-watch: check not recorded: {e}");
+            }
+        }
+    }
 }
 
 /// Opens what a sweep needs: returns the monitor and the writer task to

@@ -21,6 +21,7 @@
 //! - [`passive`]: pure: passive DNS exports (DNSDB, SecurityTrails) read into sightings, and the excursions they show.
 //! - [`passive_dns`]: asking DNSDB and SecurityTrails over HTTP (only it knows their endpoints).
 //! - [`summary`]: pure: the sentences events and evidence carry for a person (the store words nothing).
+//! - [`autowatch`]: pure: which unlisted domains are watched because they bounced (keep, cap, eviction).
 //! - [`anomaly`]: pure burst detection: unknown-user bounces far above a scope's own rate.
 //! - [`verdict`]: pure rules: a bounce and the evidence around it → suppress, transient, retry, ignore.
 //! - [`clock`]: where "now" comes from, so tests and replays control time.
@@ -38,6 +39,7 @@
 pub mod alerts;
 pub mod anomaly;
 pub mod api;
+pub mod autowatch;
 pub mod bounce;
 pub mod clock;
 pub mod config;

@@ -345,15 +345,23 @@ pub fn domain_json(
     provider: &[String],
     history: &[Run],
     windows: Vec<Value>,
+    auto: Option<crate::autowatch::Entry>,
 ) -> Value {
     json!({
         "domain": domain.as_str(),
+        "auto_watched": auto.map(auto_watched_json),
         "caveats": warming_up.into_iter().collect::<Vec<_>>(),
         "current": consensus.map(as_of_json),
         "provider": provider,
         "history": history.iter().map(run_json).collect::<Vec<_>>(),
         "windows": windows,
     })
+}
+
+/// Why an unlisted domain is watched: since its first bounce, until
+/// `keep` after its last.
+pub fn auto_watched_json(e: crate::autowatch::Entry) -> Value {
+    json!({"since": time(e.since), "last_bounce": time(e.last_bounce)})
 }
 
 /// How many bounces an ingest received, stored, skipped and reinstated.

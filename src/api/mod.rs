@@ -497,6 +497,7 @@ async fn domain(
             let grounds = s
                 .circumstances(d.as_str(), now, None, &me.judging.providers)?
                 .grounds(now, &me.judging.anomaly);
+            let auto = s.auto_watched_one(&d)?;
             Ok(report::domain_json(
                 &d,
                 grounds.warming_up,
@@ -504,6 +505,7 @@ async fn domain(
                 &provider,
                 &history,
                 windows,
+                auto,
             ))
         })
         .await?;

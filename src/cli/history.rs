@@ -24,6 +24,13 @@ pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
     }
     let d = domain(d.as_deref().unwrap_or_default())?;
     let store = cli.store()?;
+    if let Some(e) = store.auto_watched_one(&d)? {
+        eprintln!(
+            "{d} is auto-watched (unlisted; it bounced): since {}, last bounce {}",
+            report::time(e.since),
+            report::time(e.last_bounce)
+        );
+    }
     if let Some(at) = at {
         let rows = store.as_of(&d, parse_time(at)?)?;
         if rows.is_empty() {

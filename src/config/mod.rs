@@ -141,6 +141,8 @@ pub struct Config {
     pub alerts: Vec<crate::alerts::AlertTarget>,
     /// Passive DNS providers `history lookup` asks (those with a key).
     pub passive_dns: Vec<crate::passive_dns::Provider>,
+    /// Watching the unlisted domains that bounce; `None`: off.
+    pub auto_watch: Option<crate::autowatch::Settings>,
     /// When the daily digest is sent, if at all.
     pub digest: Option<Schedule>,
     /// Log level (`RUST_LOG` wins), e.g. `info` or `mxwatch=debug`.

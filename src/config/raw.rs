@@ -64,6 +64,8 @@ pub(super) struct RawConfig {
     pub(super) alerts: Vec<RawAlert>,
     #[serde(default)]
     pub(super) passive_dns: Vec<RawPassiveDns>,
+    /// Watch the unlisted domains that bounce (off when absent).
+    pub(super) auto_watch: Option<RawAutoWatch>,
     /// Crontab line of the daily digest (off when absent).
     pub(super) digest: Option<Schedule>,
     pub(super) log_level: Option<String>,
@@ -72,6 +74,14 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) domains: Vec<RawDomain>,
     pub(super) domains_file: Option<PathBuf>,
+}
+
+/// `auto_watch:`: how long a bounced domain stays watched, and how many.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAutoWatch {
+    pub(super) keep: Option<HumanDuration>,
+    pub(super) max_domains: Option<usize>,
 }
 
 /// A passive DNS provider `history lookup` asks.

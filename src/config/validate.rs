@@ -503,6 +503,13 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
     let anomaly = anomaly_params(&ctx, raw.anomaly)?;
     let alerts = alert_targets(&ctx, &inputs, raw.alerts, &mut secret_problems)?;
     let passive_dns = passive_dns(&ctx, &inputs, &raw.passive_dns, &mut secret_problems)?;
+    let auto_watch = raw.auto_watch.map(|a| {
+        let d = crate::autowatch::Settings::default();
+        crate::autowatch::Settings {
+            keep: a.keep.map_or(d.keep, |k| k.0),
+            max_domains: a.max_domains.unwrap_or(d.max_domains),
+        }
+    });
     if let Some(level) = &raw.log_level {
         tracing_subscriber::EnvFilter::try_new(level)
             .map_err(|e| ctx.err("log_level".into(), format!("{level:?}: {e}")))?;
@@ -528,6 +535,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
         sns_signing_cert_base: raw.sns_signing_cert_base,
         alerts,
         passive_dns,
+        auto_watch,
         digest: raw.digest,
         log_level: raw.log_level,
         source: path.to_path_buf(),

@@ -375,6 +375,80 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The auto-watched domains, as the daemon left them.
+    pub fn auto_watched(&self) -> Result<Vec<(DomainName, crate::autowatch::Entry)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT domain, since, last_bounce FROM auto_watched ORDER BY domain")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (d, since, last) = row?;
+            if let Ok(d) = DomainName::parse(&d) {
+                let entry = crate::autowatch::Entry {
+                    since: from_ms(since),
+                    last_bounce: from_ms(last),
+                };
+                out.push((d, entry));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether `d` is auto-watched, and since when.
+    pub fn auto_watched_one(
+        &self,
+        d: &DomainName,
+    ) -> Result<Option<crate::autowatch::Entry>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT since, last_bounce FROM auto_watched WHERE domain = ?1")?
+            .query_row([d.as_str()], |r| {
+                Ok(crate::autowatch::Entry {
+                    since: from_ms(r.get(0)?),
+                    last_bounce: from_ms(r.get(1)?),
+                })
+            })
+            .optional()?)
+    }
+
+    /// The domains of the bounces stored after row `after` (at most
+    /// `limit`), and the last row read.
+    pub fn bounce_domains_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<(i64, Vec<String>), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, domain FROM bounces WHERE id > ?1 ORDER BY id LIMIT ?2")?;
+        let rows = stmt.query_map(
+            params![after, i64::try_from(limit).unwrap_or(i64::MAX)],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+        )?;
+        let mut last = after;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, d) = row?;
+            last = id;
+            out.push(d);
+        }
+        Ok((last, out))
+    }
+
+    /// The last stored bounce's row.
+    pub fn last_bounce_row(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT coalesce(max(id), 0) FROM bounces", [], |r| r.get(0))?)
+    }
+
     /// Reinstatements recorded at or after `since`, oldest first.
     pub fn reinstatements(
         &self,

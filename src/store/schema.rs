@@ -6,10 +6,16 @@ use super::*;
 /// records how far it got). Never edit one that has shipped; add another.
 pub(super) fn migrations() -> Migrations<'static> {
     Migrations::new(
-        [M1_HISTORY, M2_BOUNCES, M3_ANOMALY_SCOPES, M4_ALERTS]
-            .into_iter()
-            .map(M::up)
-            .collect(),
+        [
+            M1_HISTORY,
+            M2_BOUNCES,
+            M3_ANOMALY_SCOPES,
+            M4_ALERTS,
+            M5_AUTO_WATCH,
+        ]
+        .into_iter()
+        .map(M::up)
+        .collect(),
     )
 }
 
@@ -189,3 +195,11 @@ pub(super) fn create_private(path: &Path) {
             .open(path);
     }
 }
+
+const M5_AUTO_WATCH: &str = r#"
+        CREATE TABLE auto_watched (
+            domain      TEXT PRIMARY KEY,
+            since       INTEGER NOT NULL,   -- its first bounce, unix milliseconds
+            last_bounce INTEGER NOT NULL
+        );
+        "#;

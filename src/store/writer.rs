@@ -42,6 +42,12 @@ pub(super) enum Op {
         DateTime<Utc>,
         oneshot::Sender<super::Imported>,
     ),
+    /// The auto-watched domains now: these kept (with their entries), those gone.
+    AutoWatched(
+        Vec<(DomainName, crate::autowatch::Entry)>,
+        Vec<DomainName>,
+        oneshot::Sender<()>,
+    ),
     Flush(oneshot::Sender<()>),
     /// Commit what came before, then take no more: handles that linger
     /// (a request cut off at shutdown) get `WriterGone`.
@@ -246,6 +252,21 @@ impl Writer {
         done.await.map_err(|_| StoreError::WriterGone)
     }
 
+    /// Records which domains are auto-watched: `keep` upserted, `gone`
+    /// removed; returns once committed.
+    pub async fn auto_watched(
+        &self,
+        keep: Vec<(DomainName, crate::autowatch::Entry)>,
+        gone: Vec<DomainName>,
+    ) -> Result<(), StoreError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Op::AutoWatched(keep, gone, ack))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        done.await.map_err(|_| StoreError::WriterGone)
+    }
+
     /// Waits until everything sent before is committed.
     pub async fn flush(&self) -> Result<(), StoreError> {
         let (ack, done) = oneshot::channel();
@@ -314,7 +335,13 @@ fn answer(batch: Vec<Op>, ok: bool, done: Committed, rx: &mut mpsc::Receiver<Op>
                 rx.close();
                 let _ = ack.send(());
             }
-            (true, Op::Flush(ack) | Op::Check(_, Some(ack)) | Op::Delivery(_, ack)) => {
+            (
+                true,
+                Op::Flush(ack)
+                | Op::Check(_, Some(ack))
+                | Op::Delivery(_, ack)
+                | Op::AutoWatched(.., ack),
+            ) => {
                 let _ = ack.send(());
             }
             (true, Op::Bounces(_, _, ack)) => {
@@ -392,6 +419,19 @@ impl WriterState {
                         *now,
                         &judging,
                     )?)
+                }
+                Op::AutoWatched(keep, gone, _) => {
+                    for (d, e) in keep {
+                        tx.prepare_cached(
+                            "INSERT INTO auto_watched(domain, since, last_bounce) VALUES (?1, ?2, ?3) \
+                             ON CONFLICT(domain) DO UPDATE SET last_bounce = ?3",
+                        )?
+                        .execute(params![d.as_str(), ms(e.since), ms(e.last_bounce)])?;
+                    }
+                    for d in gone {
+                        tx.prepare_cached("DELETE FROM auto_watched WHERE domain = ?1")?
+                            .execute([d.as_str()])?;
+                    }
                 }
                 Op::Flush(_) | Op::Close(_) => {}
             }

@@ -764,3 +764,65 @@ async fn a_stalled_client_does_not_hold_up_the_stop() {
     let stored = mxwatch::store::Store::open(&db).unwrap();
     assert_eq!(stored.bounce_count().unwrap(), 0);
 }
+
+/// `auto_watch:`: an unlisted domain that bounces is checked at once (its
+/// bounce, refused by a host it does not use, turns transient), watched,
+/// evicted at the cap by a more recent one, and dropped `keep` after its
+/// last bounce (issue 14).
+#[tokio::test(start_paused = true)]
+async fn an_unlisted_domain_that_bounces_is_watched_then_let_go() {
+    let dns = TestDns::start().await;
+    dns.set("example.de", Behaviour::mx(&[(10, "mx00.example.de")], 300));
+    dns.set("example.org", Behaviour::mx(&[(10, "mx.example.org")], 300));
+    dns.set("example.net", Behaviour::mx(&[(10, "mx.example.net")], 300));
+    let started = tokio::time::Instant::now();
+    let (app, base) = app_with_api_and(&dns, "auto_watch:\n  keep: 1h\n  max_domains: 1\n").await;
+    // The app's clock starts at 2021-04-26 11:00 and follows tokio's.
+    let clock_now = || {
+        chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2021, 4, 26, 11, 0, 0).unwrap()
+            + chrono::Duration::from_std(started.elapsed()).unwrap()
+    };
+    let now = clock_now();
+    let a = post_bounces(
+        &base,
+        crate::unknown_user("kim@example.org", now, "mx01.mail.icloud.com"),
+    )
+    .await;
+    assert_eq!(
+        a["verdicts"][0]["verdict"], "suppress",
+        "nothing known yet: {a}"
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+
+    // Checked at once: example.org's MX are its own, not iCloud's.
+    let undo: Vec<Value> = get_json(format!("{base}/v1/reinstatements")).await;
+    assert_eq!(undo.len(), 1, "{undo:?}");
+    assert_eq!(undo[0]["recipient"], "kim@example.org");
+    assert_eq!(undo[0]["verdict"], "transient");
+    let d: Value = get_json(format!("{base}/v1/domains/example.org")).await;
+    assert!(d["auto_watched"]["since"].is_string(), "{d}");
+    let listed: Value = get_json(format!("{base}/v1/domains/example.de")).await;
+    assert!(
+        listed["auto_watched"].is_null(),
+        "a listed domain is not auto-watched"
+    );
+
+    // The cap is one: a bounce for example.net evicts example.org.
+    let later = clock_now();
+    post_bounces(
+        &base,
+        crate::unknown_user("ann@example.net", later, "mx.example.net"),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let org: Value = get_json(format!("{base}/v1/domains/example.org")).await;
+    assert!(org["auto_watched"].is_null(), "{org}");
+    let net: Value = get_json(format!("{base}/v1/domains/example.net")).await;
+    assert!(net["auto_watched"]["last_bounce"].is_string(), "{net}");
+
+    // An hour after its last bounce, example.net goes too.
+    tokio::time::sleep(std::time::Duration::from_secs(3700)).await;
+    let net: Value = get_json(format!("{base}/v1/domains/example.net")).await;
+    assert!(net["auto_watched"].is_null(), "{net}");
+    app.stop().await;
+}

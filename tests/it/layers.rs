@@ -18,7 +18,15 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "pure logic",
         &[
-            "detect", "anomaly", "verdict", "bounce", "health", "sns", "summary", "passive",
+            "detect",
+            "anomaly",
+            "verdict",
+            "bounce",
+            "health",
+            "sns",
+            "summary",
+            "passive",
+            "autowatch",
         ],
     ),
     (
