@@ -403,7 +403,6 @@ async fn auto_watch(
     clock: Arc<dyn Clock>,
     stop: CancellationToken,
 ) {
-    use futures::StreamExt;
     let read = |after: i64| {
         let db = database.clone();
         tokio::task::spawn_blocking(move || {
@@ -435,31 +434,7 @@ async fn auto_watch(
             }
             Err(e) => return tracing::error!("auto-watch stopped: {e}"),
         };
-        let now = clock.now();
-        let mut change = crate::autowatch::Change::default();
-        let (kept, jobs, list) = {
-            let mut w = watching.lock().expect("watching lock");
-            let mut touched = std::collections::BTreeSet::new();
-            for d in domains.iter().filter_map(|d| DomainName::parse(d).ok()) {
-                if w.is_listed(&d) {
-                    continue;
-                }
-                if let Some(auto) = &mut w.auto {
-                    auto.bounced(&d, now, &mut change);
-                    touched.insert(d);
-                }
-            }
-            if let Some(auto) = &mut w.auto {
-                auto.expire(now, &mut change);
-            }
-            let auto = w.auto.as_ref();
-            let kept: Vec<_> = touched
-                .into_iter()
-                .filter_map(|d| auto.and_then(|a| a.get(&d)).map(|e| (d, e)))
-                .collect();
-            let (jobs, list) = w.all();
-            (kept, jobs, list)
-        };
+        let (kept, change, jobs, list) = note_bounces(&watching, &domains, clock.now());
         if kept.is_empty() && change.dropped.is_empty() {
             continue;
         }
@@ -482,16 +457,59 @@ async fn auto_watch(
             tracing::error!("auto-watch: {e}");
         }
         let _ = reload.send(jobs).await;
-        let mut checks = futures::stream::iter(change.added)
-            .map(|d| {
-                let m = monitor.clone();
-                async move { m.check(&d).await }
-            })
-            .buffer_unordered(AUTO_WATCH_CHECKS);
-        while let Some(r) = checks.next().await {
-            if let Err(e) = r {
-                tracing::error!("auto-watch: check not recorded: {e}");
-            }
+        check_now(&monitor, change.added).await;
+    }
+}
+
+/// The bounced domains, noted: those kept (with their entries), what
+/// changed, and then every watched domain's jobs and names.
+#[allow(clippy::type_complexity)]
+fn note_bounces(
+    watching: &std::sync::Mutex<Watching>,
+    domains: &[String],
+    now: chrono::DateTime<chrono::Utc>,
+) -> (
+    Vec<(DomainName, crate::autowatch::Entry)>,
+    crate::autowatch::Change,
+    Vec<Job>,
+    Vec<(DomainName, Vec<String>)>,
+) {
+    let mut change = crate::autowatch::Change::default();
+    let mut w = watching.lock().expect("watching lock");
+    let mut touched = std::collections::BTreeSet::new();
+    for d in domains.iter().filter_map(|d| DomainName::parse(d).ok()) {
+        if w.is_listed(&d) {
+            continue;
+        }
+        if let Some(auto) = &mut w.auto {
+            auto.bounced(&d, now, &mut change);
+            touched.insert(d);
+        }
+    }
+    if let Some(auto) = &mut w.auto {
+        auto.expire(now, &mut change);
+    }
+    let auto = w.auto.as_ref();
+    let kept = touched
+        .into_iter()
+        .filter_map(|d| auto.and_then(|a| a.get(&d)).map(|e| (d, e)))
+        .collect();
+    let (jobs, list) = w.all();
+    (kept, change, jobs, list)
+}
+
+/// Checks newly watched domains now, a few at a time.
+async fn check_now(monitor: &Arc<Monitor>, added: Vec<DomainName>) {
+    use futures::StreamExt;
+    let mut checks = futures::stream::iter(added)
+        .map(|d| {
+            let m = monitor.clone();
+            async move { m.check(&d).await }
+        })
+        .buffer_unordered(AUTO_WATCH_CHECKS);
+    while let Some(r) = checks.next().await {
+        if let Err(e) = r {
+            tracing::error!("auto-watch: check not recorded: {e}");
         }
     }
 }

@@ -18,6 +18,7 @@ use crate::schedule::Schedule;
 mod inputs;
 mod locate;
 mod raw;
+mod targets;
 mod validate;
 
 use locate::*;

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use super::inputs::Inputs;
 use super::raw::*;
+use super::targets::{alert_targets, passive_dns};
 use super::*;
-use crate::window::Severity;
 
 /// Where errors point: the watchlist's path.
 pub(super) struct Ctx<'a> {
@@ -37,7 +37,7 @@ impl Ctx<'_> {
 }
 
 /// A URL the daemon will fetch from: http(s), a host, no user name.
-fn http_url(ctx: &Ctx, field: String, url: &str) -> Result<(), ConfigError> {
+pub(super) fn http_url(ctx: &Ctx, field: String, url: &str) -> Result<(), ConfigError> {
     let ok = reqwest::Url::parse(url).is_ok_and(|u| {
         matches!(u.scheme(), "http" | "https")
             && u.host_str().is_some()
@@ -100,7 +100,7 @@ fn anomaly_params(
 /// A secret from an environment variable or a file's first line (one of
 /// the two); a missing one is a problem only `run` (or the command that
 /// needs it) minds.
-fn secret(
+pub(super) fn secret(
     ctx: &Ctx,
     inputs: &Inputs,
     (env_field, env): (String, &Option<String>),
@@ -150,154 +150,8 @@ fn secret(
     })
 }
 
-/// The passive DNS providers; one whose key is missing is left out (and
-/// named among the secret problems).
-fn passive_dns(
-    ctx: &Ctx,
-    inputs: &Inputs,
-    raw: &[RawPassiveDns],
-    secret_problems: &mut Vec<ConfigError>,
-) -> Result<Vec<crate::passive_dns::Provider>, ConfigError> {
-    let mut out = Vec::new();
-    for (i, p) in raw.iter().enumerate() {
-        let at = |f: &str| format!("passive_dns[{i}].{f}");
-        let source: crate::passive::PassiveSource = p
-            .provider
-            .parse()
-            .map_err(|e: String| ctx.err(at("provider"), e))?;
-        let base_url = match &p.base_url {
-            Some(u) => {
-                http_url(ctx, at("base_url"), u)?;
-                u.trim_end_matches('/').to_string()
-            }
-            None => crate::passive_dns::Provider::default_base(source).to_string(),
-        };
-        let key = secret(
-            ctx,
-            inputs,
-            (at("key_env"), &p.key_env),
-            (at("key_file"), &p.key_file),
-            secret_problems,
-        )?;
-        match key {
-            Some(key) => out.push(crate::passive_dns::Provider {
-                source,
-                base_url,
-                key,
-            }),
-            None if p.key_env.is_none() && p.key_file.is_none() => {
-                return Err(ctx.err(at("key_env"), "a provider needs key_env or key_file".into()));
-            }
-            None => {}
-        }
-    }
-    Ok(out)
-}
-
-/// The alert targets: names, URLs, formats, filters, secrets (a secret
-/// that cannot be read is kept aside: only `run` needs it).
-fn alert_targets(
-    ctx: &Ctx,
-    inputs: &Inputs,
-    raw: Vec<RawAlert>,
-    secret_problems: &mut Vec<ConfigError>,
-) -> Result<Vec<crate::alerts::AlertTarget>, ConfigError> {
-    let mut alerts: Vec<crate::alerts::AlertTarget> = Vec::new();
-    for (i, a) in raw.into_iter().enumerate() {
-        let at = |f: &str| format!("alerts[{i}].{f}");
-        let name = a.name.trim().to_string();
-        if name.is_empty() {
-            return Err(ctx.err(at("name"), "must not be empty".into()));
-        }
-        if let Some(j) = alerts.iter().position(|t| t.name == name) {
-            return Err(ctx.err(
-                at("name"),
-                format!("{name:?} is used twice (first at alerts[{j}])"),
-            ));
-        }
-        let target = alert_target(ctx, inputs, i, name, a, secret_problems)?;
-        alerts.push(target);
-    }
-    Ok(alerts)
-}
-
-/// One alert target, `alerts[i]`, named `name`.
-fn alert_target(
-    ctx: &Ctx,
-    inputs: &Inputs,
-    i: usize,
-    name: String,
-    a: RawAlert,
-    secret_problems: &mut Vec<ConfigError>,
-) -> Result<crate::alerts::AlertTarget, ConfigError> {
-    let at = |f: &str| format!("alerts[{i}].{f}");
-    match reqwest::Url::parse(&a.url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-        Ok(u) => {
-            return Err(ctx.err(
-                at("url"),
-                format!("scheme {:?} is not http or https", u.scheme()),
-            ));
-        }
-        Err(e) => return Err(ctx.err(at("url"), format!("{:?} is not a URL: {e}", a.url))),
-    }
-    let format = match a.format.as_deref().unwrap_or("json") {
-        "json" => crate::alerts::BodyFormat::Json,
-        "slack" | "mattermost" => crate::alerts::BodyFormat::Slack,
-        other => {
-            return Err(ctx.err(
-                at("format"),
-                format!("{other:?} is not json, slack or mattermost"),
-            ));
-        }
-    };
-    let secret = secret(
-        ctx,
-        inputs,
-        (at("secret_env"), &a.secret_env),
-        (at("secret_file"), &a.secret_file),
-        secret_problems,
-    )?;
-    let mut events = Vec::with_capacity(a.events.len());
-    for (j, e) in a.events.iter().enumerate() {
-        let Some(t) = EventType::parse(e) else {
-            let all: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
-            return Err(ctx.err(
-                format!("alerts[{i}].events[{j}]"),
-                format!("unknown event {e:?} (one of: {})", all.join(", ")),
-            ));
-        };
-        events.push(t);
-    }
-    let min_severity = match a.min_severity.as_deref() {
-        None => Severity::Info,
-        Some(s) => Severity::parse(s).ok_or_else(|| {
-            ctx.err(
-                at("min_severity"),
-                format!("{s:?} is not info, warning or critical"),
-            )
-        })?,
-    };
-    let positive = |d: Option<HumanDuration>, default: Duration, f: &str| {
-        positive(ctx, at(f), d.map_or(default, |d| d.0))
-    };
-    Ok(crate::alerts::AlertTarget {
-        name,
-        url: a.url,
-        format,
-        secret,
-        events,
-        domains: a.domains.iter().map(|d| d.as_str().to_string()).collect(),
-        tags: a.tags,
-        min_severity,
-        timeout: positive(a.timeout, Duration::from_secs(10), "timeout")?,
-        max_age: positive(a.max_age, Duration::from_secs(72 * 3600), "max_age")?,
-        backoff: positive(a.backoff, Duration::from_secs(30), "backoff")?,
-    })
-}
-
 /// A duration that must be more than zero.
-fn positive(ctx: &Ctx, field: String, d: Duration) -> Result<Duration, ConfigError> {
+pub(super) fn positive(ctx: &Ctx, field: String, d: Duration) -> Result<Duration, ConfigError> {
     if d.is_zero() {
         Err(ctx.err(field, "must be more than 0s".into()))
     } else {
@@ -503,13 +357,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
     let anomaly = anomaly_params(&ctx, raw.anomaly)?;
     let alerts = alert_targets(&ctx, &inputs, raw.alerts, &mut secret_problems)?;
     let passive_dns = passive_dns(&ctx, &inputs, &raw.passive_dns, &mut secret_problems)?;
-    let auto_watch = raw.auto_watch.map(|a| {
-        let d = crate::autowatch::Settings::default();
-        crate::autowatch::Settings {
-            keep: a.keep.map_or(d.keep, |k| k.0),
-            max_domains: a.max_domains.unwrap_or(d.max_domains),
-        }
-    });
+    let auto_watch = raw.auto_watch.map(auto_watch);
     if let Some(level) = &raw.log_level {
         tracing_subscriber::EnvFilter::try_new(level)
             .map_err(|e| ctx.err("log_level".into(), format!("{level:?}: {e}")))?;
@@ -589,6 +437,15 @@ fn bounce_times(t: RawBounceTimes) -> crate::bounce::TimeRange {
     crate::bounce::TimeRange {
         max_age: t.max_age.map_or(d.max_age, |x| x.0),
         max_ahead: t.max_ahead.map_or(d.max_ahead, |x| x.0),
+    }
+}
+
+/// `auto_watch:`, the defaults filled in.
+fn auto_watch(a: RawAutoWatch) -> crate::autowatch::Settings {
+    let d = crate::autowatch::Settings::default();
+    crate::autowatch::Settings {
+        keep: a.keep.map_or(d.keep, |k| k.0),
+        max_domains: a.max_domains.unwrap_or(d.max_domains),
     }
 }
 
