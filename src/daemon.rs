@@ -13,6 +13,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod watching;
+use watching::{Watching, spawn_auto_watch};
+
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::DomainName;
@@ -36,58 +39,6 @@ fn jobs_of(config: &Config) -> Vec<Job> {
             }
         })
         .collect()
-}
-
-/// What the daemon watches: the watchlist's domains, and the unlisted ones
-/// that bounced (`auto_watch:`). A watchlist entry always wins.
-struct Watching {
-    listed: Vec<Job>,
-    watchlist: Vec<(DomainName, Vec<String>)>,
-    schedule: Arc<schedule::Schedule>,
-    auto: Option<crate::autowatch::AutoWatched>,
-}
-
-impl Watching {
-    fn new(config: &Config) -> Self {
-        let mut w = Watching {
-            listed: Vec::new(),
-            watchlist: Vec::new(),
-            schedule: Arc::new(config.schedule.clone()),
-            auto: config.auto_watch.map(crate::autowatch::AutoWatched::new),
-        };
-        w.listed(config);
-        w
-    }
-
-    /// The watchlist is `config`'s: its domains leave the auto-watched.
-    fn listed(&mut self, config: &Config) {
-        self.listed = jobs_of(config);
-        self.watchlist = config.watchlist();
-        self.schedule = Arc::new(config.schedule.clone());
-        if let Some(auto) = &mut self.auto {
-            for (d, _) in &self.watchlist {
-                auto.forget(d);
-            }
-        }
-    }
-
-    fn is_listed(&self, d: &DomainName) -> bool {
-        self.watchlist.iter().any(|(n, _)| n == d)
-    }
-
-    /// Every domain watched: its jobs, and (name, expected providers).
-    fn all(&self) -> (Vec<Job>, Vec<(DomainName, Vec<String>)>) {
-        let mut jobs = self.listed.clone();
-        let mut list = self.watchlist.clone();
-        for (d, _) in self.auto.iter().flat_map(|a| a.domains()) {
-            jobs.push(Job {
-                name: d.clone(),
-                schedule: self.schedule.clone(),
-            });
-            list.push((d.clone(), Vec::new()));
-        }
-        (jobs, list)
-    }
 }
 
 /// A running daemon: the monitor, and the means to reload and stop it.
@@ -209,14 +160,8 @@ impl Daemon {
         let jobs = watching.lock().expect("watching lock").all().0;
         let scheduler = tasks.spawn(scheduler(config, jobs, &monitor, &clock, reload_rx, &stop));
         if config.auto_watch.is_some() {
-            tasks.spawn(auto_watch(
-                watching.clone(),
-                monitor.clone(),
-                config.database.clone(),
-                reload.clone(),
-                clock.clone(),
-                stop.clone(),
-            ));
+            let clock = (clock.clone(), stop.clone());
+            spawn_auto_watch(config, &watching, &monitor, &reload, clock, &tasks);
         }
         Ok(Daemon {
             monitor,
@@ -383,135 +328,6 @@ fn scheduler(
         check,
         stop.clone().cancelled_owned(),
     )
-}
-
-/// How often the auto-watcher looks at the bounces stored since it last did.
-const AUTO_WATCH_EVERY: Duration = Duration::from_secs(2);
-/// How many new domains it checks at once.
-const AUTO_WATCH_CHECKS: usize = 16;
-
-/// Watches the unlisted domains that bounce: each is checked at once (so a
-/// bounce just before is judged by what the DNS said then), then on the
-/// schedule until `keep` after its last bounce; at the cap the least
-/// recently bounced goes. Bounces from any writer count (the API, webhooks,
-/// `bounces ingest` beside the daemon).
-async fn auto_watch(
-    watching: Arc<std::sync::Mutex<Watching>>,
-    monitor: Arc<Monitor>,
-    database: std::path::PathBuf,
-    reload: mpsc::Sender<Vec<Job>>,
-    clock: Arc<dyn Clock>,
-    stop: CancellationToken,
-) {
-    let read = |after: i64| {
-        let db = database.clone();
-        tokio::task::spawn_blocking(move || {
-            let s = store::Store::open(&db)?;
-            if after < 0 {
-                return Ok((s.last_bounce_row()?, Vec::new()));
-            }
-            s.bounce_domains_after(after, 50_000)
-        })
-    };
-    let mut cursor = match read(-1).await {
-        Ok(Ok((last, _))) => last,
-        Ok(Err(e)) => return tracing::error!("auto-watch stopped: {e}"),
-        Err(e) => return tracing::error!("auto-watch stopped: {e}"),
-    };
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(AUTO_WATCH_EVERY) => {}
-            _ = stop.cancelled() => return,
-        }
-        let domains = match read(cursor).await {
-            Ok(Ok((last, domains))) => {
-                cursor = last;
-                domains
-            }
-            Ok(Err(e)) => {
-                tracing::error!("auto-watch: reading bounces: {e}");
-                continue;
-            }
-            Err(e) => return tracing::error!("auto-watch stopped: {e}"),
-        };
-        let (kept, change, jobs, list) = note_bounces(&watching, &domains, clock.now());
-        if kept.is_empty() && change.dropped.is_empty() {
-            continue;
-        }
-        if let Err(e) = monitor
-            .writer
-            .auto_watched(kept, change.dropped.clone())
-            .await
-        {
-            return tracing::error!("auto-watch stopped: {e}");
-        }
-        if change.added.is_empty() && change.dropped.is_empty() {
-            continue;
-        }
-        tracing::info!(
-            added = change.added.len(),
-            dropped = change.dropped.len(),
-            "auto-watch: domains that bounced without being listed"
-        );
-        if let Err(e) = monitor.watch(&list).await {
-            tracing::error!("auto-watch: {e}");
-        }
-        let _ = reload.send(jobs).await;
-        check_now(&monitor, change.added).await;
-    }
-}
-
-/// The bounced domains, noted: those kept (with their entries), what
-/// changed, and then every watched domain's jobs and names.
-#[allow(clippy::type_complexity)]
-fn note_bounces(
-    watching: &std::sync::Mutex<Watching>,
-    domains: &[String],
-    now: chrono::DateTime<chrono::Utc>,
-) -> (
-    Vec<(DomainName, crate::autowatch::Entry)>,
-    crate::autowatch::Change,
-    Vec<Job>,
-    Vec<(DomainName, Vec<String>)>,
-) {
-    let mut change = crate::autowatch::Change::default();
-    let mut w = watching.lock().expect("watching lock");
-    let mut touched = std::collections::BTreeSet::new();
-    for d in domains.iter().filter_map(|d| DomainName::parse(d).ok()) {
-        if w.is_listed(&d) {
-            continue;
-        }
-        if let Some(auto) = &mut w.auto {
-            auto.bounced(&d, now, &mut change);
-            touched.insert(d);
-        }
-    }
-    if let Some(auto) = &mut w.auto {
-        auto.expire(now, &mut change);
-    }
-    let auto = w.auto.as_ref();
-    let kept = touched
-        .into_iter()
-        .filter_map(|d| auto.and_then(|a| a.get(&d)).map(|e| (d, e)))
-        .collect();
-    let (jobs, list) = w.all();
-    (kept, change, jobs, list)
-}
-
-/// Checks newly watched domains now, a few at a time.
-async fn check_now(monitor: &Arc<Monitor>, added: Vec<DomainName>) {
-    use futures::StreamExt;
-    let mut checks = futures::stream::iter(added)
-        .map(|d| {
-            let m = monitor.clone();
-            async move { m.check(&d).await }
-        })
-        .buffer_unordered(AUTO_WATCH_CHECKS);
-    while let Some(r) = checks.next().await {
-        if let Err(e) = r {
-            tracing::error!("auto-watch: check not recorded: {e}");
-        }
-    }
 }
 
 /// Opens what a sweep needs: returns the monitor and the writer task to

@@ -50,6 +50,8 @@ pub struct Stored {
     /// Active windows by kind.
     pub open_windows: Vec<(WindowKind, i64)>,
     pub bounces: i64,
+    /// Unlisted domains watched because they bounced.
+    pub auto_watched: i64,
     /// Alert deliveries by target and status.
     pub deliveries: Vec<(String, DeliveryStatus, i64)>,
 }
@@ -72,6 +74,7 @@ pub struct Metrics {
     requests: Latency,
     open_windows: Family<WindowLabel, Gauge>,
     stored_bounces: Gauge,
+    auto_watched: Gauge,
     deliveries: Family<DeliveryLabel, Gauge>,
 }
 
@@ -128,6 +131,12 @@ impl Metrics {
             "Bounces in the database",
             stored_bounces.clone(),
         );
+        let auto_watched = Gauge::default();
+        registry.register(
+            "auto_watched_domains",
+            "Unlisted domains watched because they bounced (auto_watch:)",
+            auto_watched.clone(),
+        );
         let deliveries = Family::<DeliveryLabel, Gauge>::default();
         registry.register(
             "alert_deliveries",
@@ -145,6 +154,7 @@ impl Metrics {
             requests,
             open_windows,
             stored_bounces,
+            auto_watched,
             deliveries,
         }
     }
@@ -201,6 +211,7 @@ impl Metrics {
                 .set(*n);
         }
         self.stored_bounces.set(stored.bounces);
+        self.auto_watched.set(stored.auto_watched);
         self.deliveries.clear();
         for (target, status, n) in &stored.deliveries {
             self.deliveries
@@ -230,6 +241,7 @@ mod tests {
         let text = m.render(&Stored {
             open_windows: vec![(WindowKind::Anomaly, 1)],
             bounces: 42,
+            auto_watched: 7,
             deliveries: vec![("ops".into(), DeliveryStatus::Failed, 3)],
         });
         for want in [
@@ -239,6 +251,7 @@ mod tests {
             "mxwatch_verdicts_total{verdict=\"transient\",kind=\"user_unknown\"} 1",
             "mxwatch_open_windows{kind=\"anomaly\"} 1",
             "mxwatch_stored_bounces 42",
+            "mxwatch_auto_watched_domains 7",
             "mxwatch_alert_deliveries{target=\"ops\",status=\"failed\"} 3",
             "mxwatch_http_request_duration_seconds_count{route=\"/v1/verdict\"} 1",
         ] {

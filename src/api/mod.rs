@@ -331,6 +331,7 @@ async fn metrics(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> 
             Ok(crate::metrics::Stored {
                 open_windows: open,
                 bounces: s.bounce_count()?,
+                auto_watched: s.auto_watched_count()?,
                 deliveries: s.delivery_counts()?,
             })
         })

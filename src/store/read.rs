@@ -401,6 +401,13 @@ impl Store {
         Ok(out)
     }
 
+    /// How many domains are auto-watched.
+    pub fn auto_watched_count(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT count(*) FROM auto_watched", [], |r| r.get(0))?)
+    }
+
     /// Whether `d` is auto-watched, and since when.
     pub fn auto_watched_one(
         &self,

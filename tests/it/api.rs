@@ -826,3 +826,63 @@ async fn an_unlisted_domain_that_bounces_is_watched_then_let_go() {
     assert!(net["auto_watched"].is_null(), "{net}");
     app.stop().await;
 }
+
+/// With `passive_dns:` too, a newly auto-watched domain's history before
+/// mxwatch is asked of the provider, and a past excursion to iCloud turns a
+/// bounce in it transient when the answer lands (issue 14).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newly_watched_domain_is_looked_up_in_passive_dns() {
+    use wiremock::matchers::{header, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let dns = TestDns::start().await;
+    dns.set("example.de", Behaviour::mx(&[(10, "mx00.example.de")], 300));
+    dns.set("example.org", Behaviour::mx(&[(10, "mx.example.org")], 300));
+    let provider = MockServer::start().await;
+    // example.org's usual MX for years, and iCloud's for an hour on
+    // 2021-04-20 (the app's clock starts on 2021-04-26).
+    let export = "{\"cond\":\"begin\"}\n\
+        {\"obj\":{\"count\":900,\"time_first\":1398000000,\"time_last\":1619400000,\"rrname\":\"example.org.\",\"rrtype\":\"MX\",\"rdata\":[\"10 mx.example.org.\"]}}\n\
+        {\"obj\":{\"count\":9,\"time_first\":1618916400,\"time_last\":1618920000,\"rrname\":\"example.org.\",\"rrtype\":\"MX\",\"rdata\":[\"10 mx01.mail.icloud.com.\"]}}\n\
+        {\"cond\":\"succeeded\"}\n";
+    Mock::given(method("GET"))
+        .and(path("/dnsdb/v2/lookup/rrset/name/example.org/MX"))
+        .and(header("X-API-Key", "dnsdb-test-key-0123"))
+        .respond_with(ResponseTemplate::new(200).set_body_string(export))
+        .expect(1)
+        .mount(&provider)
+        .await;
+    let key = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(key.path(), "dnsdb-test-key-0123\n").unwrap();
+    let extra = format!(
+        "auto_watch: {{}}\npassive_dns:\n  - provider: dnsdb\n    key_file: '{}'\n    base_url: '{}'\n",
+        key.path().display(),
+        provider.uri()
+    );
+    let (app, base) = app_with_api_and(&dns, &extra).await;
+    // A refusal by iCloud inside that hour, fed now (a past feed).
+    let at = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2021, 4, 20, 11, 30, 0).unwrap();
+    let a = post_bounces(
+        &base,
+        crate::unknown_user("kim@example.org", at, "mx01.mail.icloud.com"),
+    )
+    .await;
+    assert_eq!(a["verdicts"][0]["verdict"], "suppress", "{a}");
+    let mut undo: Vec<Value> = Vec::new();
+    for _ in 0..100 {
+        undo = get_json(format!("{base}/v1/reinstatements")).await;
+        if !undo.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(undo.len(), 1, "{undo:?}");
+    assert_eq!(undo[0]["recipient"], "kim@example.org");
+    assert!(
+        undo[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("passive DNS (dnsdb)"),
+        "{undo:?}"
+    );
+    app.stop().await;
+}

@@ -1,0 +1,291 @@
+//! What the daemon watches beyond the watchlist: the unlisted domains that
+//! bounce (`auto_watch:`), and the passive DNS lookups for them.
+
+use super::*;
+
+/// What the daemon watches: the watchlist's domains, and the unlisted ones
+/// that bounced (`auto_watch:`). A watchlist entry always wins.
+pub(super) struct Watching {
+    listed: Vec<Job>,
+    watchlist: Vec<(DomainName, Vec<String>)>,
+    schedule: Arc<schedule::Schedule>,
+    pub(super) auto: Option<crate::autowatch::AutoWatched>,
+}
+
+impl Watching {
+    pub(super) fn new(config: &Config) -> Self {
+        let mut w = Watching {
+            listed: Vec::new(),
+            watchlist: Vec::new(),
+            schedule: Arc::new(config.schedule.clone()),
+            auto: config.auto_watch.map(crate::autowatch::AutoWatched::new),
+        };
+        w.listed(config);
+        w
+    }
+
+    /// The watchlist is `config`'s: its domains leave the auto-watched.
+    pub(super) fn listed(&mut self, config: &Config) {
+        self.listed = jobs_of(config);
+        self.watchlist = config.watchlist();
+        self.schedule = Arc::new(config.schedule.clone());
+        if let Some(auto) = &mut self.auto {
+            for (d, _) in &self.watchlist {
+                auto.forget(d);
+            }
+        }
+    }
+
+    pub(super) fn is_listed(&self, d: &DomainName) -> bool {
+        self.watchlist.iter().any(|(n, _)| n == d)
+    }
+
+    /// Every domain watched: its jobs, and (name, expected providers).
+    pub(super) fn all(&self) -> (Vec<Job>, Vec<(DomainName, Vec<String>)>) {
+        let mut jobs = self.listed.clone();
+        let mut list = self.watchlist.clone();
+        for (d, _) in self.auto.iter().flat_map(|a| a.domains()) {
+            jobs.push(Job {
+                name: d.clone(),
+                schedule: self.schedule.clone(),
+            });
+            list.push((d.clone(), Vec::new()));
+        }
+        (jobs, list)
+    }
+}
+
+/// The auto-watcher, and the passive DNS lookups it asks for (when
+/// providers are configured).
+pub(super) fn spawn_auto_watch(
+    config: &Config,
+    watching: &Arc<std::sync::Mutex<Watching>>,
+    monitor: &Arc<Monitor>,
+    reload: &mpsc::Sender<Vec<Job>>,
+    (clock, stop): (Arc<dyn Clock>, CancellationToken),
+    tasks: &TaskTracker,
+) {
+    let (ask, asks) = mpsc::channel(PASSIVE_QUEUE);
+    let ask = (!config.passive_dns.is_empty()).then_some(ask);
+    if ask.is_some() {
+        let (providers, writer) = (config.passive_dns.clone(), monitor.writer.clone());
+        tasks.spawn(passive_lookups(
+            asks,
+            providers,
+            writer,
+            clock.clone(),
+            stop.clone(),
+        ));
+    }
+    tasks.spawn(auto_watch(
+        watching.clone(),
+        monitor.clone(),
+        config.database.clone(),
+        (reload.clone(), ask),
+        clock,
+        stop,
+    ));
+}
+
+/// How often the auto-watcher looks at the bounces stored since it last did.
+const AUTO_WATCH_EVERY: Duration = Duration::from_secs(2);
+/// How many new domains it checks at once.
+const AUTO_WATCH_CHECKS: usize = 16;
+
+/// Watches the unlisted domains that bounce: each is checked at once (so a
+/// bounce just before is judged by what the DNS said then), then on the
+/// schedule until `keep` after its last bounce; at the cap the least
+/// recently bounced goes. Bounces from any writer count (the API, webhooks,
+/// `bounces ingest` beside the daemon).
+async fn auto_watch(
+    watching: Arc<std::sync::Mutex<Watching>>,
+    monitor: Arc<Monitor>,
+    database: std::path::PathBuf,
+    (reload, ask): (mpsc::Sender<Vec<Job>>, Option<mpsc::Sender<DomainName>>),
+    clock: Arc<dyn Clock>,
+    stop: CancellationToken,
+) {
+    let read = |after: i64| {
+        let db = database.clone();
+        tokio::task::spawn_blocking(move || {
+            let s = store::Store::open(&db)?;
+            if after < 0 {
+                return Ok((s.last_bounce_row()?, Vec::new()));
+            }
+            s.bounce_domains_after(after, 50_000)
+        })
+    };
+    let mut cursor = match read(-1).await {
+        Ok(Ok((last, _))) => last,
+        Ok(Err(e)) => return tracing::error!("auto-watch stopped: {e}"),
+        Err(e) => return tracing::error!("auto-watch stopped: {e}"),
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(AUTO_WATCH_EVERY) => {}
+            _ = stop.cancelled() => return,
+        }
+        let domains = match read(cursor).await {
+            Ok(Ok((last, domains))) => {
+                cursor = last;
+                domains
+            }
+            Ok(Err(e)) => {
+                tracing::error!("auto-watch: reading bounces: {e}");
+                continue;
+            }
+            Err(e) => return tracing::error!("auto-watch stopped: {e}"),
+        };
+        let (kept, change, jobs, list) = note_bounces(&watching, &domains, clock.now());
+        if kept.is_empty() && change.dropped.is_empty() {
+            continue;
+        }
+        if let Err(e) = monitor
+            .writer
+            .auto_watched(kept, change.dropped.clone())
+            .await
+        {
+            return tracing::error!("auto-watch stopped: {e}");
+        }
+        if change.added.is_empty() && change.dropped.is_empty() {
+            continue;
+        }
+        tracing::info!(
+            added = change.added.len(),
+            dropped = change.dropped.len(),
+            "auto-watch: domains that bounced without being listed"
+        );
+        if let Err(e) = monitor.watch(&list).await {
+            tracing::error!("auto-watch: {e}");
+        }
+        let _ = reload.send(jobs).await;
+        if let Some(ask) = &ask {
+            // Passive DNS for the time before: a full queue drops the ask
+            // (the domain is watched from now on anyway).
+            for d in &change.added {
+                let _ = ask.try_send(d.clone());
+            }
+        }
+        check_now(&monitor, change.added).await;
+    }
+}
+
+/// The bounced domains, noted: those kept (with their entries), what
+/// changed, and then every watched domain's jobs and names.
+#[allow(clippy::type_complexity)]
+fn note_bounces(
+    watching: &std::sync::Mutex<Watching>,
+    domains: &[String],
+    now: chrono::DateTime<chrono::Utc>,
+) -> (
+    Vec<(DomainName, crate::autowatch::Entry)>,
+    crate::autowatch::Change,
+    Vec<Job>,
+    Vec<(DomainName, Vec<String>)>,
+) {
+    let mut change = crate::autowatch::Change::default();
+    let mut w = watching.lock().expect("watching lock");
+    let mut touched = std::collections::BTreeSet::new();
+    for d in domains.iter().filter_map(|d| DomainName::parse(d).ok()) {
+        if w.is_listed(&d) {
+            continue;
+        }
+        if let Some(auto) = &mut w.auto {
+            auto.bounced(&d, now, &mut change);
+            touched.insert(d);
+        }
+    }
+    if let Some(auto) = &mut w.auto {
+        auto.expire(now, &mut change);
+    }
+    let auto = w.auto.as_ref();
+    let kept = touched
+        .into_iter()
+        .filter_map(|d| auto.and_then(|a| a.get(&d)).map(|e| (d, e)))
+        .collect();
+    let (jobs, list) = w.all();
+    (kept, change, jobs, list)
+}
+
+/// Domains waiting for a passive DNS lookup, at most.
+const PASSIVE_QUEUE: usize = 10_000;
+/// A domain is asked about again after this long at the earliest.
+const PASSIVE_AGAIN: Duration = Duration::from_secs(7 * 86_400);
+
+/// Asks the passive DNS providers about newly watched domains, off every
+/// verdict's path: an answer is kept as an import is (its windows re-judge
+/// what they cover). A spent quota pauses that provider for as long as it
+/// asked; a domain is not asked about twice within a week.
+async fn passive_lookups(
+    mut asks: mpsc::Receiver<DomainName>,
+    providers: Vec<crate::passive_dns::Provider>,
+    writer: Writer,
+    clock: Arc<dyn Clock>,
+    stop: CancellationToken,
+) {
+    let http = crate::http_client();
+    let mut asked: HashMap<DomainName, chrono::DateTime<chrono::Utc>> = HashMap::new();
+    let mut paused: HashMap<crate::passive::PassiveSource, chrono::DateTime<chrono::Utc>> =
+        HashMap::new();
+    let again = chrono::Duration::from_std(PASSIVE_AGAIN).unwrap_or(chrono::Duration::MAX);
+    loop {
+        let d = tokio::select! {
+            d = asks.recv() => match d { Some(d) => d, None => return },
+            _ = stop.cancelled() => return,
+        };
+        let now = clock.now();
+        if asked.get(&d).is_some_and(|t| now - *t < again) {
+            continue;
+        }
+        if asked.len() >= 100_000 {
+            asked.clear();
+        }
+        asked.insert(d.clone(), now);
+        let (mut sightings, mut excursions) = (Vec::new(), Vec::new());
+        for p in &providers {
+            if paused.get(&p.source).is_some_and(|until| now < *until) {
+                continue;
+            }
+            match crate::passive_dns::lookup(&http, p, &d).await {
+                Ok(read) => {
+                    for (_, problem) in &read.problems {
+                        tracing::warn!(domain = %d, "passive DNS ({}): {problem}", p.source);
+                    }
+                    excursions.extend(crate::passive::excursions(&read.sightings));
+                    sightings.extend(read.sightings);
+                }
+                Err(crate::passive_dns::LookupError::Quota { provider, wait }) => {
+                    tracing::warn!(
+                        "passive DNS ({provider}): quota spent; pausing for {}",
+                        humantime::format_duration(wait)
+                    );
+                    let wait = chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
+                    paused.insert(provider, now.checked_add_signed(wait).unwrap_or(now));
+                }
+                Err(e) => tracing::warn!(domain = %d, "{e}"),
+            }
+        }
+        if sightings.is_empty() {
+            continue;
+        }
+        if let Err(e) = writer.passive(sightings, excursions, now).await {
+            return tracing::error!("passive DNS lookups stopped: {e}");
+        }
+    }
+}
+
+/// Checks newly watched domains now, a few at a time.
+async fn check_now(monitor: &Arc<Monitor>, added: Vec<DomainName>) {
+    use futures::StreamExt;
+    let mut checks = futures::stream::iter(added)
+        .map(|d| {
+            let m = monitor.clone();
+            async move { m.check(&d).await }
+        })
+        .buffer_unordered(AUTO_WATCH_CHECKS);
+    while let Some(r) = checks.next().await {
+        if let Err(e) = r {
+            tracing::error!("auto-watch: check not recorded: {e}");
+        }
+    }
+}
