@@ -89,6 +89,8 @@ pub(super) fn spawn_auto_watch(
 
 /// How often the auto-watcher looks at the bounces stored since it last did.
 const AUTO_WATCH_EVERY: Duration = Duration::from_secs(2);
+/// How many bounces it reads at a time.
+const AUTO_WATCH_PAGE: usize = 50_000;
 /// How many new domains it checks at once.
 const AUTO_WATCH_CHECKS: usize = 16;
 
@@ -112,7 +114,7 @@ async fn auto_watch(
             if after < 0 {
                 return Ok((s.last_bounce_row()?, Vec::new()));
             }
-            s.bounce_domains_after(after, 50_000)
+            s.bounce_domains_after(after, AUTO_WATCH_PAGE)
         })
     };
     let mut cursor = match read(-1).await {
@@ -120,14 +122,22 @@ async fn auto_watch(
         Ok(Err(e)) => return tracing::error!("auto-watch stopped: {e}"),
         Err(e) => return tracing::error!("auto-watch stopped: {e}"),
     };
+    let mut behind = false;
     loop {
+        // A full page read means more are waiting: no pause then.
+        let pause = if behind {
+            Duration::ZERO
+        } else {
+            AUTO_WATCH_EVERY
+        };
         tokio::select! {
-            _ = tokio::time::sleep(AUTO_WATCH_EVERY) => {}
+            _ = tokio::time::sleep(pause) => {}
             _ = stop.cancelled() => return,
         }
         let domains = match read(cursor).await {
             Ok(Ok((last, domains))) => {
                 cursor = last;
+                behind = domains.len() == AUTO_WATCH_PAGE;
                 domains
             }
             Ok(Err(e)) => {
