@@ -159,7 +159,7 @@ impl Daemon {
         let (reload, reload_rx) = mpsc::channel(4);
         let jobs = watching.lock().expect("watching lock").all().0;
         let scheduler = tasks.spawn(scheduler(config, jobs, &monitor, &clock, reload_rx, &stop));
-        if config.auto_watch.is_some() {
+        if config.auto_watch.is_some() || !config.passive_dns.is_empty() {
             let clock = (clock.clone(), stop.clone());
             spawn_auto_watch(config, &watching, &monitor, &reload, clock, &tasks);
         }

@@ -308,5 +308,17 @@ pub fn excursions(sightings: &[Sighting]) -> Vec<Excursion> {
         .collect()
 }
 
+/// The excursions among sightings of any domains and sources, each
+/// domain's from each source on its own (sorts `sightings` so).
+pub fn all_excursions(sightings: &mut [Sighting]) -> Vec<Excursion> {
+    sightings.sort_by(|a, b| {
+        (&a.domain, a.source, a.first_seen).cmp(&(&b.domain, b.source, b.first_seen))
+    });
+    sightings
+        .chunk_by(|a, b| a.domain == b.domain && a.source == b.source)
+        .flat_map(excursions)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests;

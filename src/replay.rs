@@ -192,6 +192,7 @@ pub async fn replay(
     config: &Config,
     observations: &[Recorded],
     bounces: &[Bounce],
+    passive: &[crate::passive::Sighting],
 ) -> anyhow::Result<(Vec<Replayed>, Summary)> {
     let dir = tempfile::tempdir()?;
     let mut config = config.clone();
@@ -206,7 +207,7 @@ pub async fn replay(
             });
         }
     }
-    let (initial, last) = feed(&config, observations, bounces).await?;
+    let (initial, last) = feed(&config, observations, bounces, passive).await?;
     let store = Store::open(&config.database)?;
     Ok(hindsight(
         &store,
@@ -224,9 +225,17 @@ async fn feed(
     config: &Config,
     observations: &[Recorded],
     bounces: &[Bounce],
+    passive: &[crate::passive::Sighting],
 ) -> anyhow::Result<(Vec<Judgement>, DateTime<Utc>)> {
     let lock = store::MonitorLock::acquire(&config.database)?;
     let (writer, writer_task) = Writer::start(&config.database, config.judging())?;
+    // Passive DNS is history from before the recording: stored first.
+    if !passive.is_empty() {
+        let mut sightings = passive.to_vec();
+        let excursions = crate::passive::all_excursions(&mut sightings);
+        let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+        writer.passive(sightings, excursions, now).await?;
+    }
     let clock: Arc<dyn crate::clock::Clock> = Arc::new(crate::clock::SystemClock);
     let monitor = Monitor::recorded(
         &config.monitoring(),
@@ -379,7 +388,7 @@ not json
             bounce("c@web.de", t(13, 30), None),
             bounce("d@web.de", t(15, 0), None),
         ];
-        let (out, summary) = replay(&config(), &obs, &bounces).await.unwrap();
+        let (out, summary) = replay(&config(), &obs, &bounces, &[]).await.unwrap();
         let finals: Vec<Verdict> = out.iter().map(|r| r.final_judgement.verdict).collect();
         assert_eq!(
             finals,
@@ -417,7 +426,7 @@ not json
                 None,
             ));
         }
-        let (out, summary) = replay(&config(), &[], &bounces).await.unwrap();
+        let (out, summary) = replay(&config(), &[], &bounces, &[]).await.unwrap();
         let out = &out[3..];
         // The first 19 were answered `suppress` before the burst was recognised.
         assert_eq!(out[0].initial.verdict, Verdict::Suppress);

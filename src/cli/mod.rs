@@ -174,6 +174,9 @@ enum Command {
         /// Bounce inputs (anything `bounces parse` reads).
         #[arg(long, required = true, num_args = 1..)]
         bounces: Vec<PathBuf>,
+        /// Passive DNS history from before the recording: DNSDB exports.
+        #[arg(long, num_args = 1..)]
+        dnsdb: Vec<PathBuf>,
         /// One JSON object per line instead of text.
         #[arg(long)]
         json: bool,

@@ -6,6 +6,7 @@ pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
     let Command::Replay {
         observations,
         bounces,
+        dnsdb,
         json,
     } = &cli.command
     else {
@@ -31,13 +32,26 @@ pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
         }
         None => Vec::new(),
     };
+    let mut passive = Vec::new();
+    for path in dnsdb {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let read = mxwatch::passive::read_dnsdb(&text);
+        for (line, e) in &read.problems {
+            clean = false;
+            let at = line.map(|l| format!(":{l}")).unwrap_or_default();
+            eprintln!("{}{at}: {e}", path.display());
+        }
+        passive.extend(read.sightings);
+    }
     let mut all = Vec::new();
     let (parsed_clean, _) = parse_inputs(bounces, None, false, None, |list| {
         all.extend(list);
         Ok(())
     })?;
     clean &= parsed_clean;
-    let (out, summary) = runtime()?.block_on(mxwatch::replay::replay(&config, &recorded, &all))?;
+    let (out, summary) =
+        runtime()?.block_on(mxwatch::replay::replay(&config, &recorded, &all, &passive))?;
     print_lines(out.iter().map(|r| {
         let at = r.bounce.at.unwrap_or_default();
         if *json {

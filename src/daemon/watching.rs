@@ -66,6 +66,7 @@ pub(super) fn spawn_auto_watch(
     tasks: &TaskTracker,
 ) {
     let (ask, asks) = mpsc::channel(PASSIVE_QUEUE);
+    // Called when auto_watch: or passive_dns: is set.
     let ask = (!config.passive_dns.is_empty()).then_some(ask);
     if ask.is_some() {
         let (providers, writer) = (config.passive_dns.clone(), monitor.writer.clone());
@@ -94,11 +95,13 @@ const AUTO_WATCH_PAGE: usize = 50_000;
 /// How many new domains it checks at once.
 const AUTO_WATCH_CHECKS: usize = 16;
 
-/// Watches the unlisted domains that bounce: each is checked at once (so a
-/// bounce just before is judged by what the DNS said then), then on the
-/// schedule until `keep` after its last bounce; at the cap the least
-/// recently bounced goes. Bounces from any writer count (the API, webhooks,
-/// `bounces ingest` beside the daemon).
+/// Follows the bounces stored (from any writer: the API, webhooks,
+/// `bounces ingest` beside the daemon). With `auto_watch:`, each unlisted
+/// domain is checked at once (so a bounce just before is judged by what the
+/// DNS said then), then on the schedule until `keep` after its last
+/// bounce; at the cap the least recently bounced goes. With `passive_dns:`,
+/// every domain that bounces without any history is asked about (a burst
+/// asks on its first bounce).
 async fn auto_watch(
     watching: Arc<std::sync::Mutex<Watching>>,
     monitor: Arc<Monitor>,
@@ -107,18 +110,10 @@ async fn auto_watch(
     clock: Arc<dyn Clock>,
     stop: CancellationToken,
 ) {
-    let read = |after: i64| {
-        let db = database.clone();
-        tokio::task::spawn_blocking(move || {
-            let s = store::Store::open(&db)?;
-            if after < 0 {
-                return Ok((s.last_bounce_row()?, Vec::new()));
-            }
-            s.bounce_domains_after(after, AUTO_WATCH_PAGE)
-        })
-    };
+    let asking = ask.is_some();
+    let read = |after: i64| read_feed(database.clone(), after, asking);
     let mut cursor = match read(-1).await {
-        Ok(Ok((last, _))) => last,
+        Ok(Ok((last, _, _))) => last,
         Ok(Err(e)) => return tracing::error!("auto-watch stopped: {e}"),
         Err(e) => return tracing::error!("auto-watch stopped: {e}"),
     };
@@ -135,9 +130,16 @@ async fn auto_watch(
             _ = stop.cancelled() => return,
         }
         let domains = match read(cursor).await {
-            Ok(Ok((last, domains))) => {
+            Ok(Ok((last, domains, unknown))) => {
                 cursor = last;
                 behind = domains.len() == AUTO_WATCH_PAGE;
+                if let Some(ask) = &ask {
+                    // Passive DNS for the time before: a full queue drops
+                    // the ask (the domain's next bounce asks again).
+                    for d in unknown {
+                        let _ = ask.try_send(d);
+                    }
+                }
                 domains
             }
             Ok(Err(e)) => {
@@ -169,13 +171,6 @@ async fn auto_watch(
             tracing::error!("auto-watch: {e}");
         }
         let _ = reload.send(jobs).await;
-        if let Some(ask) = &ask {
-            // Passive DNS for the time before: a full queue drops the ask
-            // (the domain is watched from now on anyway).
-            for d in &change.added {
-                let _ = ask.try_send(d.clone());
-            }
-        }
         check_now(&monitor, change.added).await;
     }
 }
@@ -282,6 +277,37 @@ async fn passive_lookups(
             return tracing::error!("passive DNS lookups stopped: {e}");
         }
     }
+}
+
+/// The bounces' domains stored after row `after` (or, for -1, only where
+/// the feed ends now), and, when `asking`, the domains among them without
+/// any history.
+async fn read_feed(
+    db: std::path::PathBuf,
+    after: i64,
+    asking: bool,
+) -> Result<Result<(i64, Vec<String>, Vec<DomainName>), store::StoreError>, tokio::task::JoinError>
+{
+    tokio::task::spawn_blocking(move || {
+        let s = store::Store::open(&db)?;
+        if after < 0 {
+            return Ok((s.last_bounce_row()?, Vec::new(), Vec::new()));
+        }
+        let (last, domains) = s.bounce_domains_after(after, AUTO_WATCH_PAGE)?;
+        let mut unknown = Vec::new();
+        if asking {
+            let distinct: std::collections::BTreeSet<&String> = domains.iter().collect();
+            for d in distinct {
+                if let Ok(name) = DomainName::parse(d)
+                    && !s.has_history(&name)?
+                {
+                    unknown.push(name);
+                }
+            }
+        }
+        Ok((last, domains, unknown))
+    })
+    .await
 }
 
 /// Checks newly watched domains now, a few at a time.

@@ -401,6 +401,18 @@ impl Store {
         Ok(out)
     }
 
+    /// Whether anything (a check, passive DNS) is known of `d`'s MX.
+    pub fn has_history(&self, d: &DomainName) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT 1 FROM runs WHERE domain_id = (SELECT id FROM domains WHERE name = ?1) LIMIT 1",
+            )?
+            .query_row([d.as_str()], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
     /// How many domains are auto-watched.
     pub fn auto_watched_count(&self) -> Result<i64, StoreError> {
         Ok(self

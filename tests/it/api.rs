@@ -832,6 +832,17 @@ async fn an_unlisted_domain_that_bounces_is_watched_then_let_go() {
 /// bounce in it transient when the answer lands (issue 14).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newly_watched_domain_is_looked_up_in_passive_dns() {
+    looked_up_in_passive_dns("auto_watch: {}\n").await;
+}
+
+/// Without auto-watch too: a domain that bounces without any history is
+/// asked about.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domain_without_history_is_looked_up_in_passive_dns() {
+    looked_up_in_passive_dns("").await;
+}
+
+async fn looked_up_in_passive_dns(auto: &str) {
     use wiremock::matchers::{header, method, path};
     use wiremock::{Mock, MockServer, ResponseTemplate};
     let dns = TestDns::start().await;
@@ -854,7 +865,7 @@ async fn a_newly_watched_domain_is_looked_up_in_passive_dns() {
     let key = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(key.path(), "dnsdb-test-key-0123\n").unwrap();
     let extra = format!(
-        "auto_watch: {{}}\npassive_dns:\n  - provider: dnsdb\n    key_file: '{}'\n    base_url: '{}'\n",
+        "{auto}passive_dns:\n  - provider: dnsdb\n    key_file: '{}'\n    base_url: '{}'\n",
         key.path().display(),
         provider.uri()
     );

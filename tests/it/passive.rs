@@ -99,6 +99,49 @@ fn an_imported_excursion_to_icloud_makes_its_hours_transient() {
 }
 
 #[test]
+fn replay_takes_the_export_as_history_before_the_recording() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("export.jsonl"), EXPORT).unwrap();
+    let bounce = |at: &str| {
+        let at = chrono::DateTime::parse_from_rfc3339(at)
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        crate::unknown_user("kim@example.de", at, "mx01.mail.icloud.com")
+    };
+    std::fs::write(
+        dir.path().join("b.jsonl"),
+        [
+            bounce("2025-10-29T12:30:00Z"),
+            bounce("2025-10-22T12:30:00Z"),
+        ]
+        .join("\n")
+            + "\n",
+    )
+    .unwrap();
+    let out = mxwatch(
+        dir.path(),
+        &[
+            "replay",
+            "--dnsdb",
+            "export.jsonl",
+            "--bounces",
+            "b.jsonl",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows = json_lines(&out);
+    let verdict = |at: &str| {
+        rows.iter()
+            .find(|r| r["at"].as_str().unwrap().starts_with(at))
+            .map(|r| r["verdict"].clone())
+            .unwrap()
+    };
+    assert_eq!(verdict("2025-10-29"), "transient", "{rows:?}");
+    assert_eq!(verdict("2025-10-22"), "suppress", "{rows:?}");
+}
+
+#[test]
 fn a_bad_export_is_named_and_nothing_of_it_stored() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
