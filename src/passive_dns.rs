@@ -52,32 +52,76 @@ pub enum LookupError {
     Failed(PassiveSource, String),
 }
 
-/// Asks `provider` for `domain`'s MX history.
+/// Pages of a SecurityTrails history read at most (each costs a query).
+const MAX_PAGES: u64 = 10;
+
+/// Asks `provider` for `domain`'s MX history (SecurityTrails page by page,
+/// up to ten).
 pub async fn lookup(
     http: &reqwest::Client,
     provider: &Provider,
     domain: &DomainName,
 ) -> Result<Read, LookupError> {
     let source = provider.source;
-    let fail = |m: String| LookupError::Failed(source, m);
-    let request = match source {
-        PassiveSource::Dnsdb => http
-            .get(format!(
+    match source {
+        PassiveSource::Dnsdb => {
+            let url = format!(
                 "{}/dnsdb/v2/lookup/rrset/name/{}/MX",
                 provider.base_url,
                 domain.as_str()
-            ))
-            .header("X-API-Key", provider.key.expose())
-            .header("Accept", "application/x-ndjson"),
-        PassiveSource::Securitytrails => http
-            .get(format!(
-                "{}/v1/history/{}/dns/mx",
-                provider.base_url,
-                domain.as_str()
-            ))
-            .header("APIKEY", provider.key.expose())
-            .header("Accept", "application/json"),
-    };
+            );
+            let request = http
+                .get(url)
+                .header("X-API-Key", provider.key.expose())
+                .header("Accept", "application/x-ndjson");
+            // DNSDB answers "no records" with 404.
+            Ok(match fetch(request, source).await? {
+                Some(text) => passive::read_dnsdb(&text),
+                None => Read::default(),
+            })
+        }
+        PassiveSource::Securitytrails => {
+            let mut all = Read::default();
+            let mut page = 1;
+            loop {
+                let url = format!(
+                    "{}/v1/history/{}/dns/mx?page={page}",
+                    provider.base_url,
+                    domain.as_str()
+                );
+                let request = http
+                    .get(url)
+                    .header("APIKEY", provider.key.expose())
+                    .header("Accept", "application/json");
+                let Some(text) = fetch(request, source).await? else {
+                    return Err(LookupError::Failed(
+                        source,
+                        "the provider answered 404".into(),
+                    ));
+                };
+                let read = passive::read_securitytrails(&text, domain);
+                let pages = serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .and_then(|v| v.get("pages").and_then(serde_json::Value::as_u64))
+                    .unwrap_or(1);
+                all.sightings.extend(read.sightings);
+                all.problems.extend(read.problems);
+                if page >= pages.min(MAX_PAGES) {
+                    return Ok(all);
+                }
+                page += 1;
+            }
+        }
+    }
+}
+
+/// One request: its text, `None` for a 404; a spent quota or another
+/// failure as an error.
+async fn fetch(
+    request: reqwest::RequestBuilder,
+    source: PassiveSource,
+) -> Result<Option<String>, LookupError> {
+    let fail = |m: String| LookupError::Failed(source, m);
     let mut answer = request
         .timeout(Duration::from_secs(30))
         .send()
@@ -96,9 +140,8 @@ pub async fn lookup(
             wait: Duration::from_secs(wait.min(86_400)),
         });
     }
-    // DNSDB answers "no records" with 404.
-    if source == PassiveSource::Dnsdb && status.as_u16() == 404 {
-        return Ok(Read::default());
+    if status.as_u16() == 404 {
+        return Ok(None);
     }
     if !status.is_success() {
         return Err(fail(format!("the provider answered {status}")));
@@ -114,9 +157,5 @@ pub async fn lookup(
         }
         body.extend_from_slice(&chunk);
     }
-    let text = String::from_utf8_lossy(&body);
-    Ok(match source {
-        PassiveSource::Dnsdb => passive::read_dnsdb(&text),
-        PassiveSource::Securitytrails => passive::read_securitytrails(&text, domain),
-    })
+    Ok(Some(String::from_utf8_lossy(&body).into_owned()))
 }

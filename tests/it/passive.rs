@@ -220,11 +220,23 @@ async fn lookups_ask_each_provider_as_documented_and_keep_the_answers() {
         .expect(1)
         .mount(&server)
         .await;
+    // Two pages: the answer says so, and the second is asked for.
     Mock::given(method("GET"))
         .and(path("/v1/history/example.de/dns/mx"))
+        .and(wiremock::matchers::query_param("page", "1"))
         .and(header("APIKEY", "st-secret-key-2"))
         .respond_with(ResponseTemplate::new(200).set_body_string(
-            r#"{"type":"mx/dns","pages":1,"records":[{"values":[{"host":"mx00.example.de","priority":10},{"host":"mx01.example.de","priority":20}],"organizations":["Example"],"first_seen":"2014-04-20","last_seen":"2025-11-30"}]}"#,
+            r#"{"type":"mx/dns","pages":2,"records":[{"values":[{"host":"mx00.example.de","priority":10},{"host":"mx01.example.de","priority":20}],"organizations":["Example"],"first_seen":"2014-04-20","last_seen":"2025-11-30"}]}"#,
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1/history/example.de/dns/mx"))
+        .and(wiremock::matchers::query_param("page", "2"))
+        .and(header("APIKEY", "st-secret-key-2"))
+        .respond_with(ResponseTemplate::new(200).set_body_string(
+            r#"{"type":"mx/dns","pages":2,"records":[{"values":[{"host":"mx.old-provider.example","priority":10}],"organizations":["Old"],"first_seen":"2010-01-01","last_seen":"2014-04-19"}]}"#,
         ))
         .expect(1)
         .mount(&server)
@@ -234,7 +246,7 @@ async fn lookups_ask_each_provider_as_documented_and_keep_the_answers() {
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
     assert!(
-        err.contains("3 sightings of 1 domains: 3 runs and 1 windows added"),
+        err.contains("4 sightings of 1 domains: 4 runs and 1 windows added"),
         "{err}"
     );
     assert!(!err.contains("secret-key"), "a key was printed: {err}");
