@@ -65,15 +65,8 @@ pub async fn lookup(
     let source = provider.source;
     match source {
         PassiveSource::Dnsdb => {
-            let url = format!(
-                "{}/dnsdb/v2/lookup/rrset/name/{}/MX",
-                provider.base_url,
-                domain.as_str()
-            );
-            let request = http
-                .get(url)
-                .header("X-API-Key", provider.key.expose())
-                .header("Accept", "application/x-ndjson");
+            let path = format!("/dnsdb/v2/lookup/rrset/name/{}/MX", domain.as_str());
+            let request = get(http, provider, &path, "application/x-ndjson");
             // DNSDB answers "no records" with 404.
             Ok(match fetch(request, source).await? {
                 Some(text) => passive::read_dnsdb(&text),
@@ -84,15 +77,8 @@ pub async fn lookup(
             let mut all = Read::default();
             let mut page = 1;
             loop {
-                let url = format!(
-                    "{}/v1/history/{}/dns/mx?page={page}",
-                    provider.base_url,
-                    domain.as_str()
-                );
-                let request = http
-                    .get(url)
-                    .header("APIKEY", provider.key.expose())
-                    .header("Accept", "application/json");
+                let path = format!("/v1/history/{}/dns/mx?page={page}", domain.as_str());
+                let request = get(http, provider, &path, "application/json");
                 let Some(text) = fetch(request, source).await? else {
                     return Err(LookupError::Failed(
                         source,
@@ -113,6 +99,17 @@ pub async fn lookup(
             }
         }
     }
+}
+
+/// A GET of `path` at the provider, its key in the header it documents.
+fn get(http: &reqwest::Client, p: &Provider, path: &str, accept: &str) -> reqwest::RequestBuilder {
+    let key_header = match p.source {
+        PassiveSource::Dnsdb => "X-API-Key",
+        PassiveSource::Securitytrails => "APIKEY",
+    };
+    http.get(format!("{}{path}", p.base_url))
+        .header(key_header, p.key.expose())
+        .header("Accept", accept)
 }
 
 /// One request: its text, `None` for a 404; a spent quota or another
