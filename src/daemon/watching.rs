@@ -111,7 +111,9 @@ async fn auto_watch(
     stop: CancellationToken,
 ) {
     let asking = ask.is_some();
-    let read = |after: i64| read_feed(database.clone(), after, asking);
+    // One connection for the task's life, opened on first use.
+    let conn: Arc<std::sync::Mutex<Option<store::Store>>> = Arc::default();
+    let read = |after: i64| read_feed(database.clone(), conn.clone(), after, asking);
     let mut cursor = match read(-1).await {
         Ok(Ok((last, _, _))) => last,
         Ok(Err(e)) => return tracing::error!("auto-watch stopped: {e}"),
@@ -284,12 +286,17 @@ async fn passive_lookups(
 /// any history.
 async fn read_feed(
     db: std::path::PathBuf,
+    conn: Arc<std::sync::Mutex<Option<store::Store>>>,
     after: i64,
     asking: bool,
 ) -> Result<Result<(i64, Vec<String>, Vec<DomainName>), store::StoreError>, tokio::task::JoinError>
 {
     tokio::task::spawn_blocking(move || {
-        let s = store::Store::open(&db)?;
+        let mut guard = conn.lock().expect("feed connection lock");
+        if guard.is_none() {
+            *guard = Some(store::Store::open(&db)?);
+        }
+        let s = guard.as_ref().expect("opened above");
         if after < 0 {
             return Ok((s.last_bounce_row()?, Vec::new(), Vec::new()));
         }
