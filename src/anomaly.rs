@@ -1,14 +1,33 @@
 //! Anomaly windows: a burst of unknown-user bounces for one domain or one
-//! provider, far above that scope's own trailing rate, over many distinct
-//! recipients, with no DNS change at all. Apple, 26 April 2021: six hours
-//! of `550 5.1.1 … user lookup success but no user record found` to valid
-//! iCloud, me.com and mac.com addresses.
+//! provider, far above what that scope's own traffic explains, over many
+//! distinct recipients, with no DNS change at all. Apple, 26 April 2021:
+//! six hours of `550 5.1.1 … user lookup success but no user record found`
+//! to valid iCloud, me.com and mac.com addresses.
 //!
-//! Pure: fed bounces in time order (time is data), it says when a burst
-//! starts and ends. A burst is recognised only after enough bounces; its
-//! window starts at the first of them, so earlier answers can be revisited.
+//! Pure: fed bounces and deliveries in time order (time is data), it says
+//! when a burst starts and ends. A burst is recognised only after enough
+//! bounces; its window starts at the first of them, so earlier answers can
+//! be revisited.
 //!
-//! Three rules keep an ordinary day from looking like an incident:
+//! Most senders send campaigns: a newsletter's bounces arrive within half
+//! an hour once a day, so every scope's rate against its own daily average
+//! looks like a burst every day. A burst is therefore judged against what
+//! else was happening at the same time, by the strongest comparison the
+//! feed allows ([`Basis`]):
+//! 1. **deliveries**: where the feed carries the scope's deliveries (and
+//!    carries deliveries now), its unknown users per delivery attempt now
+//!    against its usual share (a campaign raises both; an incident refuses
+//!    valid addresses, so the share rises);
+//! 2. **concurrent**: while the rest of the feed bounces too (a campaign is
+//!    going out), the scope's share of the unknown users now against its
+//!    usual share (a campaign raises every provider together, in proportion
+//!    to the list; an incident raises one);
+//! 3. **alone**: when nothing else bounces, the scope's rate against its own
+//!    trailing rate *and* against its busiest half hours of the last
+//!    [`PEAK_MEMORY`] baselines (a single-provider campaign is as busy as the
+//!    last one; an incident is several times busier).
+//!
+//! Three more rules keep an ordinary day from looking like an incident:
 //! - the expected rate is the scope's bounces over the history the detector
 //!   actually has (not over a nominal week it has not seen);
 //! - while that history is shorter than `warmup`, only a burst
@@ -29,8 +48,12 @@ use crate::window::Scope;
 /// - `window` 30 min: long enough to gather a burst from a mid-size sender,
 ///   short enough that a six-hour outage is recognised in its first half hour;
 /// - `baseline` 7 days: a week covers weekly sending rhythms;
-/// - `factor` 10×: a scope's unknown-user rate moves by a few times with
-///   campaign size; ten times its own normal is an event;
+/// - `factor` 10×: alone, a scope's unknown-user rate moves by a few times
+///   with sending volume; ten times its own normal is an event;
+/// - `concurrent_factor` 3×: against concurrent traffic the noise is far
+///   smaller (a campaign keeps each provider's share within a small
+///   factor); Apple's incident multiplied iCloud's unknown users 5 to 10
+///   times while the others bounced as usual;
 /// - `min_bounces` 20 and `min_recipients` 10: a handful of bounces, or one
 ///   address retried, is never an anomaly whatever the baseline;
 /// - `warmup` 24 h: with less history than a day, nobody knows what a
@@ -43,6 +66,7 @@ pub struct Params {
     pub window: Duration,
     pub baseline: Duration,
     pub factor: f64,
+    pub concurrent_factor: f64,
     pub min_bounces: usize,
     pub min_recipients: usize,
     pub warmup: Duration,
@@ -53,12 +77,18 @@ pub struct Params {
 /// `min_recipients`.
 pub const WARMUP_STRENGTH: usize = 5;
 
+/// How many baselines a scope's busiest half hours are remembered: two, so
+/// that a sender whose only traffic is one campaign a week, sent a little
+/// later than last week's, still has last week's to compare with.
+pub const PEAK_MEMORY: i32 = 2;
+
 impl Default for Params {
     fn default() -> Self {
         Params {
             window: Duration::from_secs(30 * 60),
             baseline: Duration::from_secs(7 * 24 * 3600),
             factor: 10.0,
+            concurrent_factor: 3.0,
             min_bounces: 20,
             min_recipients: 10,
             warmup: Duration::from_secs(24 * 3600),
@@ -89,7 +119,7 @@ pub struct Anomaly {
     /// Unknown-user bounces in the window so far.
     pub bounces: usize,
     /// The rate that made it an anomaly: bounces per `window`, and what the
-    /// scope's baseline predicted.
+    /// comparison predicted.
     pub detail: String,
 }
 
@@ -100,14 +130,104 @@ pub enum Event {
     Closed(Anomaly),
 }
 
-/// One scope's bounces, kept so that every update is O(1) amortised: the
-/// last `window` with recipients, the rest of the baseline as times only.
+/// Weighted events over time, split into the last `window` and the rest of
+/// the baseline before it, with their sums: every update O(1) amortised.
+#[derive(Debug, Default)]
+struct Tally {
+    recent: VecDeque<(DateTime<Utc>, u64)>,
+    recent_sum: u64,
+    older: VecDeque<(DateTime<Utc>, u64)>,
+    older_sum: u64,
+}
+
+impl Tally {
+    fn add(&mut self, at: DateTime<Utc>, n: u64) {
+        self.recent.push_back((at, n));
+        self.recent_sum += n;
+    }
+
+    /// Events leave the recent window for the baseline at `now`, and the
+    /// baseline's oldest leave it.
+    fn slide(&mut self, now: DateTime<Utc>, window: chrono::Duration, baseline: chrono::Duration) {
+        while let Some(&(t, n)) = self.recent.front() {
+            if elapsed(t, now) < window {
+                break;
+            }
+            self.recent.pop_front();
+            self.recent_sum -= n;
+            self.older.push_back((t, n));
+            self.older_sum += n;
+        }
+        while let Some(&(t, n)) = self.older.front() {
+            if elapsed(t, now) <= baseline {
+                break;
+            }
+            self.older.pop_front();
+            self.older_sum -= n;
+        }
+    }
+}
+
+/// Deliveries in buckets of [`SENT_BUCKET`], kept for a baseline and a
+/// window before the newest: asked for any stretch, in any order (a
+/// delivery log ingested before the bounce log of the same hours).
+#[derive(Debug, Default)]
+struct Sent {
+    buckets: std::collections::BTreeMap<i64, u64>,
+    newest: i64,
+}
+
+/// How finely deliveries are counted in time, in seconds.
+pub const SENT_BUCKET: i64 = 300;
+
+impl Sent {
+    fn bucket(at: DateTime<Utc>) -> i64 {
+        at.timestamp().div_euclid(SENT_BUCKET)
+    }
+
+    fn add(&mut self, at: DateTime<Utc>, n: u64, keep: chrono::Duration) {
+        let b = Self::bucket(at);
+        let e = self.buckets.entry(b).or_default();
+        *e = e.saturating_add(n);
+        if b > self.newest || self.buckets.len() == 1 {
+            self.newest = b;
+            let oldest = b.saturating_sub(keep.num_seconds() / SENT_BUCKET + 1);
+            while self
+                .buckets
+                .first_key_value()
+                .is_some_and(|(k, _)| *k < oldest)
+            {
+                self.buckets.pop_first();
+            }
+        }
+    }
+
+    /// Deliveries in buckets starting in `(from, to]`.
+    fn between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> u64 {
+        let (a, b) = (Self::bucket(from), Self::bucket(to));
+        if a >= b {
+            return 0;
+        }
+        self.buckets
+            .range(a + 1..=b)
+            .fold(0u64, |sum, (_, n)| sum.saturating_add(*n))
+    }
+}
+
+/// One scope's bounces and deliveries.
 #[derive(Debug, Default)]
 struct ScopeState {
+    /// Unknown-user bounces of the last `window`, by recipient hash.
     recent: VecDeque<(DateTime<Utc>, u64)>,
     /// How many bounces each recipient has in `recent`.
     distinct: HashMap<u64, u32>,
+    /// Unknown-user bounces of the baseline before the window, as times.
     older: VecDeque<DateTime<Utc>>,
+    /// Delivery attempts that succeeded, where the feed carries them.
+    sent: Sent,
+    /// The busiest `window` count of each hour (hour start, count), for
+    /// the last [`PEAK_MEMORY`] baselines; not kept while a window is open.
+    peaks: VecDeque<(DateTime<Utc>, usize)>,
     last: Option<DateTime<Utc>>,
     open: Option<Anomaly>,
 }
@@ -146,6 +266,54 @@ impl ScopeState {
             self.older.pop_front();
         }
     }
+
+    /// Notes the window's count at `at` in its hour (busiest per hour).
+    fn note_peak(&mut self, at: DateTime<Utc>, memory: chrono::Duration) {
+        let hour = at.duration_trunc(chrono::Duration::hours(1)).unwrap_or(at);
+        let n = self.recent.len();
+        match self.peaks.back_mut() {
+            Some((h, max)) if *h == hour => *max = (*max).max(n),
+            _ => self.peaks.push_back((hour, n)),
+        }
+        while self
+            .peaks
+            .front()
+            .is_some_and(|(h, _)| elapsed(*h, at) > memory)
+        {
+            self.peaks.pop_front();
+        }
+    }
+
+    /// The busiest window of the hours that ended before the current window
+    /// began (the burst being judged is never its own peak).
+    fn peak_before(&self, at: DateTime<Utc>, window: chrono::Duration) -> usize {
+        let begun = at.checked_sub_signed(window).unwrap_or(at);
+        self.peaks
+            .iter()
+            .filter(|(h, _)| {
+                h.checked_add_signed(chrono::Duration::hours(1))
+                    .is_some_and(|end| end <= begun)
+            })
+            .map(|(_, n)| *n)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+use chrono::DurationRound;
+
+/// What a burst was compared with: the strongest comparison the feed
+/// allowed at that moment.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Basis {
+    /// Unknown users per delivery attempt now, and usually.
+    Deliveries { now: f64, usual: f64 },
+    /// The rest of the feed's unknown users in the window, and how many of
+    /// the scope's that predicts from its usual share.
+    Concurrent { rest: u64, expected: f64 },
+    /// Nothing to compare with but the scope's own history: its trailing
+    /// rate per window, and its busiest window before.
+    Alone { expected: f64, peak: usize },
 }
 
 /// A scope's rate at one moment.
@@ -153,8 +321,7 @@ impl ScopeState {
 struct Rate {
     recent: usize,
     distinct: usize,
-    /// Bounces per `window` the scope's own history predicts.
-    expected: f64,
+    basis: Basis,
     /// Whether the detector had `warmup` of history.
     warm: bool,
 }
@@ -164,6 +331,13 @@ struct Rate {
 pub struct Detector {
     params: Params,
     scopes: HashMap<Scope, ScopeState>,
+    /// Every unknown-user bounce of the feed, once each (whatever its
+    /// scopes): what the rest of the feed was doing.
+    feed: Tally,
+    /// Every delivery of the feed: whether it carries deliveries now (a
+    /// scope with none while others have them is refusing; a feed with none
+    /// at all has not sent them yet, or never does).
+    feed_sent: Sent,
     /// The scopes with an open anomaly: the few `close_idle` looks at
     /// before every bounce (looking at every scope made ingest slow in
     /// proportion to the number of domains).
@@ -196,15 +370,20 @@ impl Params {
             humantime::format_duration(self.warmup)
         )
     }
+
+    /// How long a scope's busiest windows are remembered.
+    fn peak_memory(&self) -> chrono::Duration {
+        span(self.baseline)
+            .checked_mul(PEAK_MEMORY)
+            .unwrap_or(chrono::Duration::MAX)
+    }
 }
 
 impl Detector {
     pub fn new(params: Params) -> Self {
         Detector {
             params,
-            scopes: HashMap::new(),
-            open_scopes: std::collections::BTreeSet::new(),
-            history_since: None,
+            ..Detector::default()
         }
     }
 
@@ -218,23 +397,86 @@ impl Detector {
         self.history_since
     }
 
+    /// `count` successful deliveries at `at` to recipients of `scopes` (a
+    /// domain, and its provider). They count as feed history too.
+    pub fn delivered(&mut self, scopes: &[Scope], at: DateTime<Utc>, count: u64) {
+        if count == 0 {
+            return;
+        }
+        self.note(at);
+        let keep = span(self.params.baseline) + span(self.params.window);
+        self.feed_sent.add(at, count, keep);
+        for scope in scopes {
+            let st = self.scopes.entry(scope.clone()).or_default();
+            st.sent.add(at, count, keep);
+        }
+    }
+
     fn rate(&self, st: &ScopeState, at: DateTime<Utc>) -> Rate {
         let p = &self.params;
         let window = span(p.window);
-        // The stretch `older` covers: the history we have, at most the
-        // baseline, less the recent window; never less than one window.
-        let history = self
-            .history_since
-            .map_or(chrono::Duration::zero(), |s| elapsed(s, at));
-        let covered = (history.min(span(p.baseline)) - window).max(window);
-        let expected = st.older.len() as f64 * window.num_seconds().max(1) as f64
-            / covered.num_seconds().max(1) as f64;
+        let n = st.recent.len();
+        let older = st.older.len() as u64;
+        let begun = at.checked_sub_signed(window).unwrap_or(at);
+        let first = at
+            .checked_sub_signed(span(p.baseline))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        // Deliveries are asked for only where a burst could open or hold.
+        let sent = (n * 2 >= p.min_bounces && self.feed_sent.between(begun, at) > 0)
+            .then(|| (st.sent.between(begun, at), st.sent.between(first, begun)))
+            .filter(|(_, usual)| *usual >= p.min_bounces as u64);
+        let basis = if let Some((recent_sent, older_sent)) = sent {
+            Basis::Deliveries {
+                now: n as f64 / (n as u64 + recent_sent).max(1) as f64,
+                usual: (older + 1) as f64 / (older + older_sent + 2) as f64,
+            }
+        } else if let rest = self.feed.recent_sum.saturating_sub(n as u64)
+            && rest >= p.min_bounces as u64
+        {
+            // Smoothed: with no history the scope is expected to bounce as
+            // much as the rest of the feed together (odds of one).
+            let others = self.feed.older_sum.saturating_sub(older);
+            Basis::Concurrent {
+                rest,
+                expected: rest as f64 * (older + 1) as f64 / (others + 1) as f64,
+            }
+        } else {
+            // The stretch `older` covers: the history we have, at most the
+            // baseline, less the recent window; never less than one window.
+            let history = self
+                .history_since
+                .map_or(chrono::Duration::zero(), |s| elapsed(s, at));
+            let covered = (history.min(span(p.baseline)) - window).max(window);
+            Basis::Alone {
+                expected: older as f64 * window.num_seconds().max(1) as f64
+                    / covered.num_seconds().max(1) as f64,
+                peak: st.peak_before(at, window),
+            }
+        };
         Rate {
-            recent: st.recent.len(),
+            recent: n,
             distinct: st.distinct.len(),
-            expected,
+            basis,
             warm: p.warmed_up(self.history_since, at),
         }
+    }
+
+    /// Whether a rate is at least `share` of what opens a window (1 to
+    /// open; 1/2 to hold one open).
+    fn above(&self, r: Rate, share: f64) -> bool {
+        let p = &self.params;
+        let n = r.recent as f64;
+        n >= p.min_bounces as f64 * share
+            && match r.basis {
+                Basis::Deliveries { now, usual } => now >= p.concurrent_factor * usual * share,
+                Basis::Concurrent { expected, .. } => {
+                    n >= p.concurrent_factor * expected.max(1.0) * share
+                }
+                Basis::Alone { expected, peak } => {
+                    n >= p.factor * expected.max(1.0) * share
+                        && n >= p.concurrent_factor * peak as f64 * share
+                }
+            }
     }
 
     /// Whether a rate opens a window.
@@ -243,16 +485,14 @@ impl Detector {
         let strength = if r.warm { 1 } else { WARMUP_STRENGTH };
         r.recent >= p.min_bounces.saturating_mul(strength)
             && r.distinct >= p.min_recipients.saturating_mul(strength)
-            && r.recent as f64 >= p.factor * r.expected.max(1.0)
+            && self.above(r, 1.0)
     }
 
     /// Whether an open window's rate still holds it open: half of what
     /// opens one (hysteresis: a burst hovering at the threshold is one
     /// window, not many).
     fn holding(&self, r: Rate) -> bool {
-        let p = &self.params;
-        r.recent.saturating_mul(2) >= p.min_bounces
-            && r.recent as f64 * 2.0 >= p.factor * r.expected.max(1.0)
+        self.above(r, 0.5)
     }
 
     /// What made a burst an anomaly, for a person.
@@ -265,19 +505,45 @@ impl Detector {
                 humantime::format_duration(self.params.warmup)
             )
         };
+        let against = match rate.basis {
+            Basis::Deliveries { now, usual } => format!(
+                "{:.1}% of delivery attempts, against {:.1}% usually",
+                now * 100.0,
+                usual * 100.0
+            ),
+            Basis::Concurrent { rest, expected } => format!(
+                "against {expected:.1} expected from its usual share of the {rest} other \
+                 unknown-user bounces at the same time"
+            ),
+            Basis::Alone { expected, peak: 0 } => format!("against {expected:.1} expected"),
+            Basis::Alone { expected, peak } => {
+                format!("against {expected:.1} expected and {peak} at its busiest before")
+            }
+        };
         format!(
-            "{} unknown-user bounces to {} recipients in {}, against {:.1} expected{warm_up}",
+            "{} unknown-user bounces to {} recipients in {}, {against}{warm_up}",
             rate.recent,
             rate.distinct,
             humantime::format_duration(self.params.window),
-            rate.expected,
         )
     }
 
-    /// An unknown-user bounce for `recipient` at `at` in `scope`. The bounce
+    /// An unknown-user bounce for `recipient` at `at`, counted in each of
+    /// `scopes` (a domain, its provider) and once in the feed. The bounce
     /// should also be [`noted`](Detector::note) (as every bounce is).
-    pub fn observe(&mut self, scope: &Scope, at: DateTime<Utc>, recipient: &str) -> Vec<Event> {
+    pub fn observe(&mut self, scopes: &[Scope], at: DateTime<Utc>, recipient: &str) -> Vec<Event> {
         self.note(at);
+        let (window, baseline) = (span(self.params.window), span(self.params.baseline));
+        self.feed.add(at, 1);
+        self.feed.slide(at, window, baseline);
+        let mut out = Vec::new();
+        for scope in scopes {
+            out.extend(self.observe_scope(scope, at, recipient));
+        }
+        out
+    }
+
+    fn observe_scope(&mut self, scope: &Scope, at: DateTime<Utc>, recipient: &str) -> Vec<Event> {
         let window = span(self.params.window);
         let baseline = span(self.params.baseline);
         let max_duration = span(self.params.max_duration);
@@ -322,6 +588,10 @@ impl Detector {
         if st.open.is_some() {
             self.open_scopes.insert(scope.clone());
         } else {
+            // An incident is never the measure of the next one.
+            if out.is_empty() {
+                st.note_peak(at, self.params.peak_memory());
+            }
             self.open_scopes.remove(scope);
         }
         self.scopes.insert(scope.clone(), st);
@@ -384,374 +654,7 @@ impl Detector {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::TimeZone;
+mod tests;
 
-    fn t0() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2021, 4, 19, 0, 0, 0).unwrap()
-    }
-
-    fn mins(m: i64) -> chrono::Duration {
-        chrono::Duration::minutes(m)
-    }
-
-    fn secs(s: i64) -> chrono::Duration {
-        chrono::Duration::seconds(s)
-    }
-
-    /// A week of normal life: a few unknown users a day for icloud.
-    fn normal_week(d: &mut Detector) {
-        for day in 0..7 {
-            for k in 0..3 {
-                let at = t0() + chrono::Duration::days(day) + chrono::Duration::hours(8 * k);
-                assert_eq!(
-                    d.observe(&sc("icloud"), at, &format!("old{day}-{k}@icloud.com")),
-                    []
-                );
-            }
-        }
-    }
-
-    /// A scope by name: providers have no dot.
-    fn sc(name: &str) -> Scope {
-        if name.contains('.') {
-            Scope::Domain(name.into())
-        } else {
-            Scope::Provider(name.into())
-        }
-    }
-
-    /// Feeds `n` bounces, one every `every`, from `start`; returns each
-    /// event with the index of the bounce that caused it.
-    fn feed(
-        d: &mut Detector,
-        scope: &str,
-        start: DateTime<Utc>,
-        every: chrono::Duration,
-        n: i32,
-    ) -> Vec<(i32, Event)> {
-        let mut out = Vec::new();
-        for i in 0..n {
-            for ev in d.observe(&sc(scope), start + every * i, &format!("u{i}@{scope}")) {
-                out.push((i, ev));
-            }
-        }
-        out
-    }
-
-    /// (bounce index, opened?, start, end) of each event.
-    type Row = (i32, bool, DateTime<Utc>, Option<DateTime<Utc>>);
-
-    fn summarise(events: &[(i32, Event)]) -> Vec<Row> {
-        events
-            .iter()
-            .map(|(i, ev)| match ev {
-                Event::Opened(a) => (*i, true, a.start, a.end),
-                Event::Closed(a) => (*i, false, a.start, a.end),
-            })
-            .collect()
-    }
-
-    fn opened(ev: &Event) -> &Anomaly {
-        match ev {
-            Event::Opened(a) => a,
-            Event::Closed(a) => panic!("expected an opening, got the close of {a:?}"),
-        }
-    }
-
-    fn closed(ev: &Event) -> &Anomaly {
-        match ev {
-            Event::Closed(a) => a,
-            Event::Opened(a) => panic!("expected a close, got the opening of {a:?}"),
-        }
-    }
-
-    #[test]
-    fn an_apple_like_burst_opens_a_window_at_its_first_bounce_and_closes_after() {
-        let mut d = Detector::new(Params::default());
-        normal_week(&mut d);
-        let start = Utc.with_ymd_and_hms(2021, 4, 26, 11, 0, 0).unwrap();
-        // One a minute for six hours, each a different valid address.
-        let events = feed(&mut d, "icloud", start, mins(1), 360);
-        assert_eq!(events.len(), 1, "one window, not many: {events:?}");
-        let (i, ev) = &events[0];
-        assert_eq!(*i, 19, "after min_bounces bounces");
-        let a = opened(ev);
-        assert_eq!(
-            a.start, start,
-            "the window starts at the first bounce of the burst"
-        );
-        assert_eq!(
-            a.detail,
-            "20 unknown-user bounces to 20 recipients in 30m, against 0.1 expected"
-        );
-        let last = start + mins(359);
-        assert_eq!(
-            d.close_idle(last + mins(30) - secs(1)),
-            [],
-            "not idle for a full window yet"
-        );
-        let closed_now = d.close_idle(last + mins(30));
-        assert_eq!(closed_now.len(), 1);
-        let a = closed(&closed_now[0]);
-        assert_eq!(a.end, Some(last));
-        assert_eq!(a.bounces, 360);
-        assert_eq!(d.close_idle(last + mins(60)), [], "closed once");
-    }
-
-    #[test]
-    fn the_burst_must_be_factor_times_the_scopes_own_rate() {
-        let mut d = Detector::new(Params::default());
-        // Six an hour for a week: 3 expected per 30 minutes.
-        let week = feed(&mut d, "gmail.com", t0(), mins(10), 7 * 24 * 6);
-        assert_eq!(week, []);
-        let start = t0() + chrono::Duration::days(7);
-        let events = feed(&mut d, "gmail.com", start, secs(30), 60);
-        let (i, ev) = &events[0];
-        // The week's last two bounces share the burst's half hour: 31
-        // bounces is the first count at or above 10 x 3.0 (3.003 in full).
-        assert_eq!(*i, 28, "factor x expected");
-        assert!(
-            opened(ev).detail.ends_with("against 3.0 expected"),
-            "{ev:?}"
-        );
-    }
-
-    #[test]
-    fn bounces_older_than_the_baseline_do_not_count() {
-        let mut d = Detector::new(Params::default());
-        // A heavy day two weeks ago (one a minute: in warm-up, no window),
-        // then quiet.
-        assert_eq!(feed(&mut d, "gmail.com", t0(), mins(1), 24 * 60), []);
-        let start = t0() + chrono::Duration::days(14);
-        let events = feed(&mut d, "gmail.com", start, mins(1), 30);
-        let (i, ev) = &events[0];
-        assert_eq!(*i, 19, "nothing expected any more: min_bounces decides");
-        assert!(
-            opened(ev).detail.ends_with("against 0.0 expected"),
-            "{ev:?}"
-        );
-    }
-
-    #[test]
-    fn a_bounce_exactly_one_baseline_old_still_counts() {
-        let p = Params {
-            window: Duration::from_secs(600),
-            baseline: Duration::from_secs(3600),
-            factor: 2.0,
-            min_bounces: 2,
-            min_recipients: 1,
-            warmup: Duration::ZERO,
-            max_duration: Duration::from_secs(7200),
-        };
-        let detail_at = |age: chrono::Duration| {
-            let mut d = Detector::new(p);
-            d.observe(&sc("x"), t0(), "old@x");
-            let at = t0() + age;
-            d.observe(&sc("x"), at, "a@x");
-            match &d.observe(&sc("x"), at, "b@x")[..] {
-                [Event::Opened(a)] => a.detail.clone(),
-                other => panic!("{other:?}"),
-            }
-        };
-        // One bounce in the 50 minutes before the window: 1 x 10 / 50.
-        assert!(detail_at(mins(60)).ends_with("against 0.2 expected"));
-        assert!(detail_at(mins(60) + secs(1)).ends_with("against 0.0 expected"));
-    }
-
-    #[test]
-    fn a_fresh_database_needs_much_stronger_evidence() {
-        // The cold-start report: 25 unknown users to gmail.com within 30
-        // minutes on a fresh database is an ordinary day, not an incident.
-        let mut d = Detector::new(Params::default());
-        let start = Utc.with_ymd_and_hms(2021, 4, 26, 11, 0, 0).unwrap();
-        assert_eq!(feed(&mut d, "gmail.com", start, mins(1), 25), []);
-        assert!(!Params::default().warmed_up(d.history_since(), start + mins(30)));
-
-        // Five times min_bounces to five times min_recipients does.
-        let mut d = Detector::new(Params::default());
-        let events = feed(&mut d, "gmail.com", start, secs(10), 120);
-        let (i, ev) = &events[0];
-        assert_eq!(*i, 99, "WARMUP_STRENGTH x min_bounces");
-        assert!(opened(ev).detail.contains("warm-up"), "{ev:?}");
-
-        // Once history reaches `warmup`, normal strength applies.
-        let mut d = Detector::new(Params::default());
-        d.note(start - chrono::Duration::hours(24));
-        assert!(Params::default().warmed_up(d.history_since(), start));
-        let events = feed(&mut d, "gmail.com", start, mins(1), 25);
-        assert_eq!(events[0].0, 19);
-        let mut d = Detector::new(Params::default());
-        d.note(start - chrono::Duration::hours(24) + secs(1));
-        assert!(!Params::default().warmed_up(d.history_since(), start));
-    }
-
-    #[test]
-    fn the_warm_up_caveat_says_how_much_history_there_is() {
-        let p = Params::default();
-        let at = t0() + chrono::Duration::days(1);
-        assert_eq!(
-            p.warmup_caveat(Some(at - mins(19)), at),
-            "too little bounce history to judge bursts: 19m of the 1day anomaly detection \
-             needs (until then only a burst 5x stronger counts)"
-        );
-        assert!(p.warmup_caveat(None, at).contains(": 0s of the 1day"));
-        assert!(!p.warmed_up(None, at), "no history at all is not warm");
-    }
-
-    #[test]
-    fn steady_traffic_on_a_fresh_scope_ends_its_window_while_bounces_keep_coming() {
-        // Five a minute, every minute, for two days, from a fresh start:
-        // strong enough to open a window in warm-up, but once the scope's
-        // own history shows that this is its normal rate, the window ends.
-        let mut d = Detector::new(Params::default());
-        let start = t0();
-        let events = feed(&mut d, "gmail.com", start, secs(12), 5 * 60 * 48);
-        let summary = summarise(&events);
-        assert_eq!(
-            summary,
-            [
-                (99, true, start, None),
-                // At 36:00 the half hour holds 150 bounces and the 36
-                // minutes of history predict 31: 300 < 10 x 31.
-                (180, false, start, Some(start + secs(12 * 179))),
-            ],
-            "one window, closed as the rate met the scope's own history"
-        );
-        assert!(d.open(&sc("gmail.com")).is_none());
-    }
-
-    #[test]
-    fn a_burst_that_falls_back_closes_at_its_last_bounce_above_half_the_threshold() {
-        let mut d = Detector::new(Params::default());
-        normal_week(&mut d);
-        let start = Utc.with_ymd_and_hms(2021, 4, 26, 11, 0, 0).unwrap();
-        let burst = feed(&mut d, "icloud", start, mins(1), 60);
-        assert_eq!(burst.len(), 1);
-        // Then one every five minutes (12:04, 12:09, ...): at 12:29 the last
-        // 30 minutes hold 6 bounces, fewer than min_bounces / 2 = 10; at
-        // 12:24 they still held 10.
-        let mut events = Vec::new();
-        for k in 1..=10 {
-            let at = start + mins(59 + 5 * k);
-            for ev in d.observe(&sc("icloud"), at, &format!("late{k}@icloud.com")) {
-                events.push((at, ev));
-            }
-        }
-        assert_eq!(events.len(), 1, "{events:?}");
-        let (at, ev) = &events[0];
-        assert_eq!(*at, start + mins(89));
-        assert_eq!(closed(ev).end, Some(start + mins(84)));
-    }
-
-    #[test]
-    fn no_window_outlives_max_duration_without_fresh_evidence() {
-        let mut d = Detector::new(Params::default());
-        normal_week(&mut d);
-        let start = Utc.with_ymd_and_hms(2021, 4, 26, 11, 0, 0).unwrap();
-        // Two a minute for 20 hours: ten times the norm all along.
-        let events = feed(&mut d, "icloud", start, secs(30), 2 * 60 * 20);
-        let summary = summarise(&events);
-        let twelve = chrono::Duration::hours(12);
-        assert_eq!(
-            summary[..3],
-            [
-                (19, true, start, None),
-                (1440, false, start, Some(start + twelve)),
-                (1440, true, start + twelve, None),
-            ],
-            "closed at 12 h, reopened on the evidence of that moment"
-        );
-        // Idle ticks close at max_duration too, at the last bounce before it.
-        let mut d = Detector::new(Params::default());
-        normal_week(&mut d);
-        feed(&mut d, "icloud", start, secs(30), 40);
-        d.adopt(Anomaly {
-            scope: Scope::Provider("icloud".into()),
-            start: start - chrono::Duration::hours(13),
-            end: None,
-            bounces: 1,
-            detail: String::new(),
-        });
-        let closed_now = d.close_idle(start + mins(20));
-        assert_eq!(
-            closed(&closed_now[0]).end,
-            Some(start - chrono::Duration::hours(1)),
-            "capped at start + max_duration"
-        );
-    }
-
-    #[test]
-    fn an_adopted_window_closes_by_the_same_rules() {
-        let mut d = Detector::new(Params::default());
-        let start = Utc.with_ymd_and_hms(2021, 4, 26, 11, 0, 0).unwrap();
-        d.adopt(Anomaly {
-            scope: Scope::Provider("icloud".into()),
-            start,
-            end: None,
-            bounces: 20,
-            detail: "stored".into(),
-        });
-        assert!(d.open(&sc("icloud")).is_some());
-        assert_eq!(d.open_all().count(), 1);
-        let ev = d.close_idle(start + mins(30));
-        assert_eq!(
-            closed(&ev[0]).end,
-            Some(start),
-            "no bounce seen: it ends where it began"
-        );
-        assert_eq!(closed(&ev[0]).detail, "stored");
-    }
-
-    #[test]
-    fn one_address_retried_is_no_anomaly() {
-        let mut d = Detector::new(Params::default());
-        normal_week(&mut d);
-        let start = Utc.with_ymd_and_hms(2021, 4, 26, 11, 0, 0).unwrap();
-        for i in 0..100 {
-            let who = format!("user{}@icloud.com", i % 9);
-            assert_eq!(d.observe(&sc("icloud"), start + mins(i / 10), &who), []);
-        }
-        // Ten recipients are enough.
-        let ev = d.observe(&sc("icloud"), start + mins(10), "user9@icloud.com");
-        assert!(matches!(ev[..], [Event::Opened(_)]), "{ev:?}");
-    }
-
-    #[test]
-    fn scopes_are_separate() {
-        let mut d = Detector::new(Params::default());
-        normal_week(&mut d);
-        let start = Utc.with_ymd_and_hms(2021, 4, 26, 11, 0, 0).unwrap();
-        for i in 0..40 {
-            d.observe(
-                &sc("icloud"),
-                start + mins(i / 2),
-                &format!("a{i}@icloud.com"),
-            );
-        }
-        assert!(d.open(&sc("icloud")).is_some());
-        assert!(d.open(&sc("me.com")).is_none());
-    }
-
-    #[test]
-    fn absurd_times_and_durations_do_not_panic() {
-        let p = Params {
-            window: Duration::from_secs(u64::MAX / 4),
-            baseline: Duration::from_secs(u64::MAX / 2),
-            max_duration: Duration::from_secs(u64::MAX),
-            warmup: Duration::from_secs(u64::MAX),
-            ..Params::default()
-        };
-        let mut d = Detector::new(p);
-        for at in [DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC, t0()] {
-            d.observe(&sc("x"), at, "a@x");
-            d.close_idle(at);
-        }
-        let mut d = Detector::new(Params::default());
-        for at in [DateTime::<Utc>::MAX_UTC, DateTime::<Utc>::MIN_UTC] {
-            d.observe(&sc("x"), at, "a@x");
-            d.close_idle(at);
-        }
-    }
-}
+#[cfg(test)]
+mod campaign_tests;

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use crate::bounce::{Bounce, Kind};
+use crate::bounce::{Bounce, Delivered, Kind};
 use crate::config::{Config, WatchedDomain};
 use crate::dns::{Observation, Outcome};
 use crate::domain::{DomainName, Mx, MxHost};
@@ -192,6 +192,7 @@ pub async fn replay(
     config: &Config,
     observations: &[Recorded],
     bounces: &[Bounce],
+    delivered: &[Delivered],
     passive: &[crate::passive::Sighting],
 ) -> anyhow::Result<(Vec<Replayed>, Summary)> {
     let dir = tempfile::tempdir()?;
@@ -207,7 +208,7 @@ pub async fn replay(
             });
         }
     }
-    let (initial, last) = feed(&config, observations, bounces, passive).await?;
+    let (initial, last) = feed(&config, observations, bounces, delivered, passive).await?;
     let store = Store::open(&config.database)?;
     Ok(hindsight(
         &store,
@@ -225,8 +226,13 @@ async fn feed(
     config: &Config,
     observations: &[Recorded],
     bounces: &[Bounce],
+    delivered: &[Delivered],
     passive: &[crate::passive::Sighting],
 ) -> anyhow::Result<(Vec<Judgement>, DateTime<Utc>)> {
+    // Deliveries go with the bounces of their time (undated ones last).
+    let mut delivered = delivered.to_vec();
+    delivered.sort_by_key(|d| (d.at.is_none(), d.at));
+    let mut delivered = delivered.into_iter().peekable();
     let lock = store::MonitorLock::acquire(&config.database)?;
     let (writer, writer_task) = Writer::start(&config.database, config.judging())?;
     // Passive DNS is history from before the recording: stored first.
@@ -262,13 +268,27 @@ async fn feed(
                         .unwrap_or(last)
                         .max(last);
                     last = now;
-                    let intake = writer.bounces(batch, now).await?;
+                    let mut sent = Vec::new();
+                    while let Some(d) = delivered.next_if(|d| d.at.is_some_and(|at| at <= now)) {
+                        sent.push(d);
+                    }
+                    let intake = writer.feed(batch, sent, now).await?;
                     for (&i, j) in chunk.iter().zip(intake.judgements) {
                         initial[i] = Some(j);
                     }
                 }
             }
         }
+    }
+    let rest: Vec<Delivered> = delivered.collect();
+    if !rest.is_empty() {
+        let now = rest
+            .iter()
+            .filter_map(|d| d.at)
+            .max()
+            .unwrap_or(last)
+            .max(last);
+        writer.feed(Vec::new(), rest, now).await?;
     }
     // The recording is over: bursts whose bounces stopped end, as the
     // daemon's tick would end them.
@@ -388,7 +408,7 @@ not json
             bounce("c@web.de", t(13, 30), None),
             bounce("d@web.de", t(15, 0), None),
         ];
-        let (out, summary) = replay(&config(), &obs, &bounces, &[]).await.unwrap();
+        let (out, summary) = replay(&config(), &obs, &bounces, &[], &[]).await.unwrap();
         let finals: Vec<Verdict> = out.iter().map(|r| r.final_judgement.verdict).collect();
         assert_eq!(
             finals,
@@ -426,7 +446,7 @@ not json
                 None,
             ));
         }
-        let (out, summary) = replay(&config(), &[], &bounces, &[]).await.unwrap();
+        let (out, summary) = replay(&config(), &[], &bounces, &[], &[]).await.unwrap();
         let out = &out[3..];
         // The first 19 were answered `suppress` before the burst was recognised.
         assert_eq!(out[0].initial.verdict, Verdict::Suppress);

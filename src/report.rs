@@ -371,6 +371,8 @@ pub struct IntakeCounts {
     pub stored: usize,
     pub skipped: usize,
     pub reinstated: usize,
+    /// Deliveries new to the store.
+    pub delivered: u64,
 }
 
 /// The answer to posted bounces: counts, problems, and the verdicts
@@ -383,6 +385,9 @@ pub fn intake_json(c: IntakeCounts, problems: &[String], verdicts: Vec<Value>) -
         "duplicates": c.received - c.stored,
         "skipped": c.skipped,
         "reinstated": c.reinstated,
+        // Delivery events counted (per domain and minute) as the
+        // denominator of unknown-user rates; a lot sent again counts once.
+        "delivered": c.delivered,
         "problems": problems,
         "verdicts_omitted": c.received.saturating_sub(verdicts.len()),
         "verdicts": verdicts,

@@ -49,6 +49,12 @@ pub(super) async fn ingest(
             s.as_str()
         ));
     }
+    // Deliveries are the same ESP's events: a receiver takes only its own.
+    let delivered: Vec<crate::bounce::Delivered> = parsed
+        .delivered
+        .into_iter()
+        .filter(|d| only.is_none_or(|s| d.source == s))
+        .collect();
     if list.is_empty() && parsed.skipped == 0 {
         return Err(ApiError::bad_request(if problems.is_empty() {
             "no bounce found in the body".to_string()
@@ -57,7 +63,7 @@ pub(super) async fn ingest(
         }));
     }
     let received = list.len();
-    let intake = st.writer.bounces(list.clone(), now).await?;
+    let intake = st.writer.feed(list.clone(), delivered, now).await?;
     st.metrics.ingested(intake.stored, intake.reinstated);
     for (b, j) in list.iter().zip(&intake.judgements) {
         st.metrics.verdict(b.kind, j.verdict);
@@ -74,6 +80,7 @@ pub(super) async fn ingest(
         stored: intake.stored,
         skipped: parsed.skipped,
         reinstated: intake.reinstated,
+        delivered: intake.delivered,
     };
     Ok(axum::Json(report::intake_json(counts, &problems, verdicts)).into_response())
 }

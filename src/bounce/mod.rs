@@ -141,6 +141,37 @@ named! {
     }
 }
 
+/// A delivery attempt that succeeded, as a feed reports it (SES
+/// `Delivery`, SendGrid `delivered`, Mailgun `delivered`, Postmark
+/// `Delivery`, Postfix `status=sent`, Exim `=>`, Sendmail `stat=Sent`):
+/// the denominator of a provider's unknown-user rate. Only the domain is
+/// kept, never the address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    pub domain: String,
+    /// `None`: dated on arrival.
+    pub at: Option<DateTime<Utc>>,
+    /// The host that accepted it, when the feed says (an unwatched domain
+    /// counts under that host's provider).
+    pub remote_mta: Option<String>,
+    pub source: Source,
+    /// A digest of what identifies the event (source, recipient, time,
+    /// message id): the same delivery read twice counts once.
+    pub identity: u64,
+    /// How many deliveries: 1 for an event, more for a record of counts
+    /// (`{"delivered": N, "domain": …}` in normalised JSONL).
+    pub count: u64,
+}
+
+/// FNV-1a: a stable 64-bit digest (the same on every build and machine).
+pub fn digest(parts: &[&str]) -> u64 {
+    parts.iter().fold(0xcbf29ce484222325u64, |h, part| {
+        part.bytes()
+            .chain(std::iter::once(0xff))
+            .fold(h, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3))
+    })
+}
+
 /// One bounced recipient, normalised.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bounce {
@@ -271,6 +302,30 @@ pub fn normalise_address(raw: &str) -> Option<(String, String)> {
 impl Facts {
     /// Classifies the facts into a bounce; `None` when the recipient is not
     /// an address.
+    /// A delivery event's facts as a [`Delivered`]; `None` when the
+    /// recipient is not an address.
+    pub fn into_delivered(self, source: Source) -> Option<Delivered> {
+        let (recipient, domain) = normalise_address(&self.recipient)?;
+        let at = self.at.map(|t| t.timestamp_millis().to_string());
+        let identity = digest(&[
+            source.as_str(),
+            &recipient,
+            at.as_deref().unwrap_or(""),
+            self.message_id.as_deref().unwrap_or(""),
+        ]);
+        Some(Delivered {
+            domain,
+            at: self.at,
+            remote_mta: self
+                .remote_mta
+                .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
+                .filter(|h| !h.is_empty()),
+            source,
+            identity,
+            count: 1,
+        })
+    }
+
     pub fn into_bounce(self, source: Source) -> Option<Bounce> {
         let (recipient, domain) = normalise_address(&self.recipient)?;
         let status = self.status.as_deref().and_then(classify::normalise_status);

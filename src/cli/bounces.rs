@@ -23,7 +23,7 @@ fn parse(command: &BounceCommand) -> anyhow::Result<ExitCode> {
         bail!("internal: `bounces::parse` called for another command");
     };
     let mut out = Output::new();
-    let (clean, _) = parse_inputs(paths, *format, false, None, |list| {
+    let (clean, _) = parse_inputs(paths, *format, false, None, |list, _| {
         for b in list {
             let line = if *json {
                 serde_json::to_string(&b)?
@@ -57,32 +57,39 @@ fn ingest(cli: &Context, command: &BounceCommand) -> anyhow::Result<ExitCode> {
     };
     runtime()?.block_on(async {
         let (writer, task) = mxwatch::store::Writer::start(&config.database, config.judging())?;
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bounce>>(16);
+        type Batch = (Vec<Bounce>, Vec<mxwatch::bounce::Delivered>);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(16);
         let w = writer.clone();
         let stored = tokio::spawn(async move {
-            let (mut n, mut reinstated) = (0, 0);
-            while let Some(list) = rx.recv().await {
-                let intake = w.bounces(list, SystemClock.now()).await?;
+            let (mut n, mut reinstated, mut delivered) = (0, 0, 0);
+            while let Some((list, sent)) = rx.recv().await {
+                let intake = w.feed(list, sent, SystemClock.now()).await?;
                 n += intake.stored;
                 reinstated += intake.reinstated;
+                delivered += intake.delivered;
             }
-            anyhow::Ok((n, reinstated))
+            anyhow::Ok((n, reinstated, delivered))
         });
         let paths = paths.clone();
         let format = *format;
         let (clean, parsed) = tokio::task::spawn_blocking(move || {
-            parse_inputs(&paths, format, true, Some(range), |list| {
-                tx.blocking_send(list)
+            parse_inputs(&paths, format, true, Some(range), |list, sent| {
+                tx.blocking_send((list, sent))
                     .map_err(|_| anyhow::anyhow!("the database writer stopped"))
             })
         })
         .await??;
-        let (new, reinstated) = stored.await??;
+        let (new, reinstated, delivered) = stored.await??;
         drop(writer);
         task.await?;
+        let delivered = if delivered > 0 {
+            format!(", {delivered} new deliveries counted")
+        } else {
+            String::new()
+        };
         eprintln!(
             "{parsed} bounces parsed, {new} new stored, {} already known, {reinstated} \
-                     suppressions reinstated; database {}{}",
+                     suppressions reinstated{delivered}; database {}{}",
             parsed - new,
             config.database.display(),
             if clean {

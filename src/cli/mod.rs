@@ -486,7 +486,7 @@ fn parse_inputs(
     format: Option<Format>,
     progress: bool,
     range: Option<mxwatch::bounce::TimeRange>,
-    mut sink: impl FnMut(Vec<Bounce>) -> anyhow::Result<()>,
+    mut sink: impl FnMut(Vec<Bounce>, Vec<mxwatch::bounce::Delivered>) -> anyhow::Result<()>,
 ) -> anyhow::Result<(bool, usize)> {
     let (inputs, missing) = input::expand(paths);
     let mut clean = missing.is_empty();
@@ -542,7 +542,7 @@ fn parse_inputs(
             }
         }
         count += out.bounces.len();
-        sink(out.bounces)?;
+        sink(out.bounces, out.delivered)?;
         if let Some(b) = &bar {
             b.inc(bytes.len() as u64);
         }

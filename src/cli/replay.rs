@@ -44,14 +44,16 @@ pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
         }
         passive.extend(read.sightings);
     }
-    let mut all = Vec::new();
-    let (parsed_clean, _) = parse_inputs(bounces, None, false, None, |list| {
+    let (mut all, mut delivered) = (Vec::new(), Vec::new());
+    let (parsed_clean, _) = parse_inputs(bounces, None, false, None, |list, sent| {
         all.extend(list);
+        delivered.extend(sent);
         Ok(())
     })?;
     clean &= parsed_clean;
-    let (out, summary) =
-        runtime()?.block_on(mxwatch::replay::replay(&config, &recorded, &all, &passive))?;
+    let (out, summary) = runtime()?.block_on(mxwatch::replay::replay(
+        &config, &recorded, &all, &delivered, &passive,
+    ))?;
     print_lines(out.iter().map(|r| {
         let at = r.bounce.at.unwrap_or_default();
         if *json {

@@ -136,6 +136,7 @@ pub(super) struct RawAnomaly {
     pub(super) window: Option<HumanDuration>,
     pub(super) baseline: Option<HumanDuration>,
     pub(super) factor: Option<f64>,
+    pub(super) concurrent_factor: Option<f64>,
     pub(super) min_bounces: Option<usize>,
     pub(super) min_recipients: Option<usize>,
     pub(super) warmup: Option<HumanDuration>,

@@ -65,6 +65,7 @@ fn anomaly_params(
         window: a.window.map_or(d.window, |x| x.0),
         baseline: a.baseline.map_or(d.baseline, |x| x.0),
         factor: a.factor.unwrap_or(d.factor),
+        concurrent_factor: a.concurrent_factor.unwrap_or(d.concurrent_factor),
         min_bounces: a.min_bounces.unwrap_or(d.min_bounces),
         min_recipients: a.min_recipients.unwrap_or(d.min_recipients),
         warmup: a.warmup.map_or(d.warmup, |x| x.0),
@@ -87,6 +88,12 @@ fn anomaly_params(
     }
     if !(p.factor.is_finite() && p.factor >= 1.0) {
         return Err(ctx.err("anomaly.factor".into(), "must be at least 1".into()));
+    }
+    if !(p.concurrent_factor.is_finite() && p.concurrent_factor > 1.0) {
+        return Err(ctx.err(
+            "anomaly.concurrent_factor".into(),
+            "must be more than 1".into(),
+        ));
     }
     if p.min_bounces == 0 || p.min_recipients == 0 {
         return Err(ctx.err(

@@ -9,13 +9,13 @@
 //! The judging itself is `verdict`'s and the burst detection `anomaly`'s;
 //! this file only gathers their inputs and stores their outputs.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, DurationRound, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::knowledge::{circumstances, feed_since};
+use super::knowledge::{circumstances, consensus_mx_at, feed_since};
 use super::{StoreError, from_ms, ms};
 use crate::anomaly::{self, Anomaly};
-use crate::bounce::{Bounce, Kind};
+use crate::bounce::{Bounce, Delivered, Kind};
 use crate::event::EventType;
 use crate::provider::Providers;
 use crate::summary;
@@ -39,6 +39,47 @@ pub struct Intake {
     pub judgements: Vec<Judgement>,
     /// Suppressions this batch's windows turned over.
     pub reinstated: usize,
+    /// Deliveries new to the store (a lot read before counts once).
+    pub delivered: u64,
+}
+
+/// The deliveries of one domain in one minute of one batch.
+struct Lot {
+    minute: DateTime<Utc>,
+    domain: String,
+    remote_mta: Option<String>,
+    /// (identity, count) of each delivery event or record in it.
+    identities: Vec<(u64, u64)>,
+}
+
+/// Deliveries grouped into lots, in time order (undated ones at `now`).
+fn lots(delivered: &[Delivered], now: DateTime<Utc>) -> Vec<Lot> {
+    let mut by: std::collections::BTreeMap<(DateTime<Utc>, &str), Lot> = Default::default();
+    for d in delivered {
+        let at = d.at.unwrap_or(now);
+        let minute = at
+            .duration_trunc(chrono::Duration::minutes(1))
+            .unwrap_or(at);
+        let lot = by
+            .entry((minute, d.domain.as_str()))
+            .or_insert_with(|| Lot {
+                minute,
+                domain: d.domain.clone(),
+                remote_mta: None,
+                identities: Vec::new(),
+            });
+        lot.identities.push((d.identity, d.count));
+        if lot.remote_mta.is_none() {
+            lot.remote_mta.clone_from(&d.remote_mta);
+        }
+    }
+    by.into_values()
+        .map(|mut lot| {
+            lot.identities.sort_unstable();
+            lot.identities.dedup_by_key(|(id, _)| *id);
+            lot
+        })
+        .collect()
 }
 
 /// The columns of a stored bounce, as [`bounce_from_row`] reads them.
@@ -77,18 +118,22 @@ impl Intaker {
         std::mem::take(&mut self.windows_changed)
     }
 
-    /// Rebuilds the detector from the unknown-user bounces of the last
-    /// baseline before the newest stored bounce; bursts it finds again are
-    /// already stored (their rows are matched, nothing is announced twice).
+    /// Rebuilds the detector from the unknown-user bounces and delivery
+    /// lots before the newest stored one (two baselines: the busiest half
+    /// hours are remembered that long); bursts it finds again are already
+    /// stored (their rows are matched, nothing is announced twice).
     pub(super) fn warm(&mut self, conn: &mut Connection) -> Result<(), StoreError> {
         self.detector = anomaly::Detector::new(self.judging.anomaly);
         if let Some(first) = feed_since(conn)? {
             self.detector.note(first);
         }
-        let baseline = chrono::Duration::from_std(self.judging.anomaly.baseline)
-            .unwrap_or(chrono::Duration::days(7));
+        let reach = chrono::Duration::from_std(self.judging.anomaly.baseline)
+            .ok()
+            .and_then(|b| b.checked_mul(anomaly::PEAK_MEMORY))
+            .unwrap_or(chrono::Duration::days(14));
         let newest: Option<i64> = conn.query_row(
-            "SELECT max(at) FROM bounces WHERE kind = 'user_unknown'",
+            "SELECT max(t) FROM (SELECT max(at) AS t FROM bounces WHERE kind = 'user_unknown' \
+             UNION ALL SELECT max(minute) FROM delivered)",
             [],
             |r| r.get(0),
         )?;
@@ -96,20 +141,34 @@ impl Intaker {
             return self.adopt_stored(conn, None);
         };
         let since = from_ms(newest)
-            .checked_sub_signed(baseline)
+            .checked_sub_signed(reach)
             .unwrap_or(DateTime::<Utc>::MIN_UTC);
-        let rows: Vec<(String, Option<String>, String, i64)> = conn
+        // Bounces (a recipient) and lots (a count), merged in time order.
+        // (at, domain, provider, recipient of a bounce or none, lot count)
+        type Row = (i64, String, Option<String>, Option<String>, i64);
+        let rows: Vec<Row> = conn
             .prepare(
-                "SELECT domain, provider, recipient, at FROM bounces \
-                 WHERE kind = 'user_unknown' AND at >= ?1 ORDER BY at, id",
+                "SELECT at, domain, provider, recipient, 0 FROM bounces \
+                   WHERE kind = 'user_unknown' AND at >= ?1 \
+                 UNION ALL SELECT minute, domain, provider, NULL, count FROM delivered \
+                   WHERE minute >= ?1 \
+                 ORDER BY 1, 4 IS NOT NULL",
             )?
             .query_map([ms(since)], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
             })?
             .collect::<Result<_, _>>()?;
         let mut events = Vec::new();
-        for (domain, provider, recipient, at) in &rows {
-            events.extend(self.observe(domain, provider.as_deref(), from_ms(*at), recipient));
+        for (at, domain, provider, recipient, count) in &rows {
+            let scopes = scopes(domain, provider.as_deref());
+            match recipient {
+                Some(r) => events.extend(self.detector.observe(&scopes, from_ms(*at), r)),
+                None => self.detector.delivered(
+                    &scopes,
+                    from_ms(*at),
+                    u64::try_from(*count).unwrap_or(0),
+                ),
+            }
         }
         events.extend(self.detector.close_idle(from_ms(newest)));
         if !events.is_empty() {
@@ -184,25 +243,66 @@ impl Intaker {
         at: DateTime<Utc>,
         recipient: &str,
     ) -> Vec<anomaly::Event> {
-        let mut out = Vec::new();
-        let domain = Scope::Domain(domain.to_string());
-        out.extend(self.detector.observe(&domain, at, recipient));
-        if let Some(p) = provider {
-            let provider = Scope::Provider(p.to_string());
-            out.extend(self.detector.observe(&provider, at, recipient));
-        }
-        out
+        self.detector
+            .observe(&scopes(domain, provider), at, recipient)
     }
 
-    /// Stores a batch of bounces with their verdicts, in time order.
+    /// Stores a lot of deliveries (once) and counts it; how many.
+    fn lot(&mut self, tx: &rusqlite::Transaction, lot: &Lot) -> Result<u64, StoreError> {
+        let (_, mx) = consensus_mx_at(tx, &lot.domain, lot.minute)?;
+        let provider = crate::verdict::provider_scope(
+            mx.as_deref(),
+            lot.remote_mta.as_deref(),
+            &self.judging.providers,
+        );
+        let ids: Vec<String> = lot
+            .identities
+            .iter()
+            .map(|(id, n)| format!("{id}x{n}"))
+            .collect();
+        let mut parts = vec![lot.domain.as_str()];
+        let minute = ms(lot.minute).to_string();
+        parts.push(&minute);
+        parts.extend(ids.iter().map(String::as_str));
+        let digest = crate::bounce::digest(&parts) as i64;
+        let count = lot
+            .identities
+            .iter()
+            .fold(0u64, |sum, (_, n)| sum.saturating_add(*n));
+        let n = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO delivered(domain, provider, minute, count, digest) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                lot.domain,
+                provider,
+                ms(lot.minute),
+                count as i64,
+                digest
+            ])?;
+        if n == 0 {
+            return Ok(0);
+        }
+        self.detector.note(lot.minute);
+        self.detector
+            .delivered(&scopes(&lot.domain, provider.as_deref()), lot.minute, count);
+        Ok(count)
+    }
+
+    /// Stores a batch of bounces with their verdicts, and counts a batch of
+    /// deliveries, all in time order.
     pub(super) fn bounces(
         &mut self,
         tx: &rusqlite::Transaction,
         list: &[Bounce],
+        delivered: &[Delivered],
         now: DateTime<Utc>,
     ) -> Result<Intake, StoreError> {
         let mut order: Vec<usize> = (0..list.len()).collect();
         order.sort_by_key(|&i| list[i].at.unwrap_or(now));
+        let lots = lots(delivered, now);
+        let mut lots = lots.iter().peekable();
         let mut judgements: Vec<Option<Judgement>> = vec![None; list.len()];
         let mut intake = Intake::default();
         let mut latest: Option<DateTime<Utc>> = None;
@@ -210,6 +310,9 @@ impl Intaker {
             let b = &list[i];
             let at = b.at.unwrap_or(now);
             latest = latest.max(Some(at));
+            while let Some(lot) = lots.next_if(|l| l.minute <= at) {
+                intake.delivered += self.lot(tx, lot)?;
+            }
             // Bursts over by this bounce's time end before it is judged,
             // whenever the daemon's tick last ran: the verdict must not
             // depend on it.
@@ -244,6 +347,10 @@ impl Intaker {
                     .execute(params![id, j.verdict, c.provider])?;
             }
             judgements[i] = Some(j);
+        }
+        for lot in lots {
+            intake.delivered += self.lot(tx, lot)?;
+            latest = latest.max(Some(lot.minute));
         }
         if let Some(latest) = latest {
             for ev in self.detector.close_idle(latest) {
@@ -311,6 +418,20 @@ impl Intaker {
                 Ok(0)
             }
         }
+    }
+}
+
+/// The anomaly scopes a bounce counts in: its domain and its provider, or
+/// only the provider when that is the domain itself (a domain whose MX
+/// hosts are its own): one burst, one window.
+pub(crate) fn scopes(domain: &str, provider: Option<&str>) -> Vec<Scope> {
+    match provider {
+        Some(p) if p == domain => vec![Scope::Provider(p.to_string())],
+        Some(p) => vec![
+            Scope::Domain(domain.to_string()),
+            Scope::Provider(p.to_string()),
+        ],
+        None => vec![Scope::Domain(domain.to_string())],
     }
 }
 

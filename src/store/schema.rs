@@ -12,6 +12,7 @@ pub(super) fn migrations() -> Migrations<'static> {
             M3_ANOMALY_SCOPES,
             M4_ALERTS,
             M5_AUTO_WATCH,
+            M6_DELIVERED,
         ]
         .into_iter()
         .map(M::up)
@@ -202,4 +203,20 @@ const M5_AUTO_WATCH: &str = r#"
             since       INTEGER NOT NULL,   -- its first bounce, unix milliseconds
             last_bounce INTEGER NOT NULL
         );
+        "#;
+
+const M6_DELIVERED: &str = r#"
+        -- Successful deliveries, counted per domain and minute (never one
+        -- row per delivery): the denominator of a provider's unknown-user
+        -- rate. One row per lot: the deliveries of one domain in one minute
+        -- of one input; the same lot read twice counts once (digest).
+        CREATE TABLE delivered (
+            id          INTEGER PRIMARY KEY,
+            domain      TEXT NOT NULL,
+            provider    TEXT,                 -- what the domain counted under then
+            minute      INTEGER NOT NULL,     -- unix milliseconds, the minute's start
+            count       INTEGER NOT NULL,
+            digest      INTEGER NOT NULL UNIQUE
+        );
+        CREATE INDEX delivered_by_time ON delivered(minute);
         "#;

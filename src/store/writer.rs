@@ -21,8 +21,13 @@ pub(super) enum Op {
     /// A check, and who to tell once it is committed.
     Check(Box<CheckRecord>, Option<oneshot::Sender<()>>),
     Outage(OutageEvent, DateTime<Utc>),
-    /// Bounces to judge and store.
-    Bounces(Vec<Bounce>, DateTime<Utc>, oneshot::Sender<Intake>),
+    /// Bounces to judge and store, and deliveries to count.
+    Bounces(
+        Vec<Bounce>,
+        Vec<crate::bounce::Delivered>,
+        DateTime<Utc>,
+        oneshot::Sender<Intake>,
+    ),
     /// Time passes: anomalies whose bounces stopped close.
     Tick(DateTime<Utc>),
     /// The watchlist is these domains: windows of any other close.
@@ -183,9 +188,21 @@ impl Writer {
         list: Vec<Bounce>,
         now: DateTime<Utc>,
     ) -> Result<Intake, StoreError> {
+        self.feed(list, Vec::new(), now).await
+    }
+
+    /// [`Writer::bounces`], with the deliveries the same input reported
+    /// (counted per domain and minute: the denominator of unknown-user
+    /// rates).
+    pub async fn feed(
+        &self,
+        list: Vec<Bounce>,
+        delivered: Vec<crate::bounce::Delivered>,
+        now: DateTime<Utc>,
+    ) -> Result<Intake, StoreError> {
         let (ack, done) = oneshot::channel();
         self.tx
-            .send(Op::Bounces(list, now, ack))
+            .send(Op::Bounces(list, delivered, now, ack))
             .await
             .map_err(|_| StoreError::WriterGone)?;
         done.await.map_err(|_| StoreError::WriterGone)
@@ -344,7 +361,7 @@ fn answer(batch: Vec<Op>, ok: bool, done: Committed, rx: &mut mpsc::Receiver<Op>
             ) => {
                 let _ = ack.send(());
             }
-            (true, Op::Bounces(_, _, ack)) => {
+            (true, Op::Bounces(.., ack)) => {
                 let _ = ack.send(counts.next().unwrap_or_default());
             }
             (true, Op::Passive(.., ack)) => {
@@ -400,7 +417,9 @@ impl WriterState {
                     write_check(&tx, &mut self.domain_ids, &mut self.heads, rec, &judging)?
                 }
                 Op::Outage(ev, at) => write_outage(&tx, *ev, *at, &judging)?,
-                Op::Bounces(list, now, _) => counts.push(self.intaker.bounces(&tx, list, *now)?),
+                Op::Bounces(list, delivered, now, _) => {
+                    counts.push(self.intaker.bounces(&tx, list, delivered, *now)?)
+                }
                 Op::Tick(now) => self.intaker.tick(&tx, *now)?,
                 Op::Watched(names, now) => close_unwatched(&tx, names, *now)?,
                 Op::Delivery(w, _) => deliveries::write(&tx, w)?,
@@ -465,7 +484,7 @@ impl WriterState {
                 }
                 Op::Outage(..) | Op::Watched(..) | Op::Passive(..) => windows = true,
                 Op::Tick(_) => ticked = true,
-                Op::Bounces(list, now, _) => {
+                Op::Bounces(list, _, now, _) => {
                     if let (Some(m), Some(earliest)) =
                         (&self.model, list.iter().map(|b| b.at.unwrap_or(*now)).min())
                     {

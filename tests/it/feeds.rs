@@ -486,7 +486,7 @@ async fn replay_over_a_corpus_bounce_with_scripted_observations() {
     let replay_over = async |text: &str| {
         let (recorded, bad) = replay::read_observations(text);
         assert!(bad.is_empty(), "{bad:?}");
-        replay::replay(&config, &recorded, std::slice::from_ref(&b), &[])
+        replay::replay(&config, &recorded, std::slice::from_ref(&b), &[], &[])
             .await
             .unwrap()
     };

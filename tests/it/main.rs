@@ -12,6 +12,7 @@ mod dns;
 
 mod alerts;
 mod api;
+mod campaigns;
 mod cli;
 mod conformance;
 mod feeds;

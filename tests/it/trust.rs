@@ -310,7 +310,7 @@ async fn replay_gives_the_daemons_verdicts_through_an_outage_of_our_resolver() {
     .map(|l| serde_json::from_str(&l).unwrap())
     .collect();
     let config = app.config.clone();
-    let (out, _) = mxwatch::replay::replay(&config, &observations, &bounces, &[])
+    let (out, _) = mxwatch::replay::replay(&config, &observations, &bounces, &[], &[])
         .await
         .unwrap();
     let replay_initial: Vec<&str> = out[1..]

@@ -22,7 +22,7 @@ use crate::bounce::{Action, Facts, SmtpCommand};
 /// `[syslog prefix] [exim[pid]:] [date time[.ms] [tz]] [[pid]] id flag rest`.
 static LINE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"^(?:(?P<bsd>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d)|(?P<iso>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?))?\s*(?:\S+\s+[\w\-./]*exim[\w\-./]*(?:\[\d+\])?:\s*)?(?:(?P<date>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?:\.\d+)?(?: (?P<tz>[+-]\d{4}))?\s+)?(?:\[\d+\]\s+)?(?P<id>[0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}-[0-9A-Za-z]{2,4})\s+(?P<flag>\*\*|==)\s+(?P<rest>.*)$",
+        r"^(?:(?P<bsd>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d)|(?P<iso>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?))?\s*(?:\S+\s+[\w\-./]*exim[\w\-./]*(?:\[\d+\])?:\s*)?(?:(?P<date>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?:\.\d+)?(?: (?P<tz>[+-]\d{4}))?\s+)?(?:\[\d+\]\s+)?(?P<id>[0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}-[0-9A-Za-z]{2,4})\s+(?P<flag>\*\*|==|=>|->)\s+(?P<rest>.*)$",
     )
     .expect("exim line regex")
 });
@@ -60,7 +60,9 @@ impl Reader {
             return Ok(None);
         };
         let key = (id, f.recipient.to_ascii_lowercase());
-        if f.action == Some(Action::Delayed) {
+        if f.action == Some(Action::Delivered) {
+            self.deferred.remove(&key);
+        } else if f.action == Some(Action::Delayed) {
             if let Some(d) = &f.diagnostic
                 && f.reply_code.is_some()
             {
@@ -87,7 +89,10 @@ impl Reader {
 /// One line, with its message id.
 fn parse(line: &str, now: DateTime<Utc>) -> Result<Option<(String, Facts)>, String> {
     let line = line.trim_end();
-    if !line.contains(" ** ") && !line.contains(" == ") {
+    if ![" ** ", " == ", " => ", " -> "]
+        .iter()
+        .any(|flag| line.contains(flag))
+    {
         return Ok(None);
     }
     let Some(caps) = LINE.captures(line) else {
@@ -95,6 +100,41 @@ fn parse(line: &str, now: DateTime<Utc>) -> Result<Option<(String, Facts)>, Stri
     };
     let rest = &caps["rest"];
     let (fields, message) = split_message(rest);
+    let delivered = matches!(&caps["flag"], "=>" | "->");
+    if delivered {
+        // `=> kim@example.test R=… H=…`, or `=> kim <kim@example.test> R=…`
+        // (a local part first); a delivery to a file or pipe has no address.
+        let mut words = fields.split_whitespace();
+        let first = words.next().unwrap_or("");
+        let recipient = if first.contains('@') {
+            first
+        } else {
+            words
+                .next()
+                .filter(|w| w.starts_with('<') && w.contains('@'))
+                .unwrap_or("")
+        };
+        let recipient = recipient.trim_matches(|c| c == '<' || c == '>');
+        if recipient.is_empty() {
+            return Ok(None);
+        }
+        let remote_mta = HOST
+            .captures(fields)
+            .and_then(|c| c.name("name").or_else(|| c.name("ip")))
+            .map(|m| m.as_str().to_string());
+        let id = caps["id"].to_string();
+        return Ok(Some((
+            id.clone(),
+            Facts {
+                recipient: recipient.to_string(),
+                at: time(&caps, now),
+                action: Some(Action::Delivered),
+                remote_mta,
+                message_id: Some(id),
+                ..Facts::default()
+            },
+        )));
+    }
     let mut words = fields.split_whitespace();
     let recipient = words
         .next()
@@ -120,14 +160,7 @@ fn parse(line: &str, now: DateTime<Utc>) -> Result<Option<(String, Facts)>, Stri
         Some(ip) if !message.contains(ip.as_str()) => format!("{message} (host [{}])", ip.as_str()),
         _ => message.to_string(),
     };
-    let at = match (caps.name("date"), caps.name("iso"), caps.name("bsd")) {
-        (Some(d), _, _) => exim_time(d.as_str(), caps.name("tz").map(|m| m.as_str())),
-        (None, Some(iso), _) => DateTime::parse_from_rfc3339(iso.as_str())
-            .ok()
-            .map(|t| t.with_timezone(&Utc)),
-        (None, None, Some(bsd)) => super::postfix::bsd_time(bsd.as_str(), now),
-        _ => None,
-    };
+    let at = time(&caps, now);
     let diagnostic = Some(diagnostic).filter(|d| !d.is_empty());
     let id = caps["id"].to_string();
     Ok(Some((
@@ -152,6 +185,18 @@ fn parse(line: &str, now: DateTime<Utc>) -> Result<Option<(String, Facts)>, Stri
             kind_hint: None,
         },
     )))
+}
+
+/// A line's time: Exim's own stamp (with its zone), or the syslog prefix's.
+fn time(caps: &regex::Captures, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    match (caps.name("date"), caps.name("iso"), caps.name("bsd")) {
+        (Some(d), _, _) => exim_time(d.as_str(), caps.name("tz").map(|m| m.as_str())),
+        (None, Some(iso), _) => DateTime::parse_from_rfc3339(iso.as_str())
+            .ok()
+            .map(|t| t.with_timezone(&Utc)),
+        (None, None, Some(bsd)) => super::postfix::bsd_time(bsd.as_str(), now),
+        _ => None,
+    }
 }
 
 /// The fields before the message, and the message: the message starts at
@@ -307,10 +352,32 @@ mod tests {
     }
 
     #[test]
+    fn deliveries_are_read_as_deliveries() {
+        let lines = [
+            "2026-11-30 10:12:01 1tHqXg-0003rC-1A => kim@example.test R=dnslookup T=remote_smtp H=mx.example.test [192.0.2.25] X=TLS1.3:TLS_AES_256_GCM_SHA384:256 C=\"250 2.0.0 OK\"",
+            "2026-11-30 10:12:01 1tHqXg-0003rC-1A -> jo@example.test R=dnslookup T=remote_smtp H=mx.example.test [192.0.2.25]",
+            "2026-11-30 10:12:01 1tHqXg-0003rC-1A => kim <kim@example.test> R=dnslookup T=remote_smtp H=[192.0.2.25]",
+        ];
+        for line in lines {
+            let f = parse_line(line, now()).unwrap().unwrap();
+            assert_eq!(f.action, Some(Action::Delivered), "{line}");
+            let d = f.into_delivered(Source::Exim).unwrap();
+            assert_eq!(d.domain, "example.test");
+            assert_eq!(
+                d.at,
+                Some(Utc.with_ymd_and_hms(2026, 11, 30, 10, 12, 1).unwrap())
+            );
+        }
+        let host = |l: &str| parse_line(l, now()).unwrap().unwrap().remote_mta;
+        assert_eq!(host(lines[0]).as_deref(), Some("mx.example.test"));
+        assert_eq!(host(lines[2]).as_deref(), Some("192.0.2.25"));
+    }
+
+    #[test]
     fn other_lines_are_not_bounces() {
         for line in [
             "2026-11-30 10:12:00 1tHqXg-0003rC-1A <= sender@local.test H=localhost [127.0.0.1] P=esmtp S=1234",
-            "2026-11-30 10:12:01 1tHqXg-0003rC-1A => kim@example.test R=dnslookup T=remote_smtp H=mx.example.test [192.0.2.25]",
+            "2026-11-30 10:12:01 1tHqXg-0003rC-1A => /var/mail/kim R=local T=appendfile",
             "2026-11-30 10:12:01 1tHqXg-0003rC-1A Completed",
             "2026-11-30 10:12:01 1tHqXg-0003rC-1A <= <> R=1tHqXg-0003rB-00 U=Debian-exim P=local S=2345",
             "2026-11-30 10:12:01 Start queue run: pid=1234",
@@ -361,7 +428,7 @@ mod nothing {
         );
         assert_eq!(
             p.why_nothing().as_deref(),
-            Some("no bounce: passed over 1 \u{d7} Mailgun \"delivered\"")
+            Some("no bounce: passed over 1 \u{d7} Mailgun \"delivered\" (1 delivery counted)")
         );
         let p = parse(b"", Some(Format::Exim), now);
         assert_eq!(p.why_nothing().as_deref(), Some("no bounce: it is empty"));

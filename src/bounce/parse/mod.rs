@@ -12,7 +12,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 
-use super::{Bounce, OutOfRange, Source, TimeRange};
+use super::{Action, Bounce, Delivered, OutOfRange, Source, TimeRange};
 
 /// An input format. `Mbox` and `Maildir` hold DSN emails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +105,10 @@ pub struct Problem {
 #[derive(Debug, Default)]
 pub struct Parsed {
     pub bounces: Vec<Bounce>,
+    /// Successful deliveries the input reported (ESP delivery events, MTA
+    /// log lines of sent mail): counted per domain and minute, never stored
+    /// one by one.
+    pub delivered: Vec<Delivered>,
     pub skipped: usize,
     /// What was skipped, and how many of each (`Mailgun "delivered"`).
     pub passed: std::collections::BTreeMap<String, usize>,
@@ -158,6 +162,31 @@ impl Parsed {
         for message in noted {
             self.problem(None, message);
         }
+        // Deliveries too: a forged date must not steer the detector's
+        // denominators either. Counted, not listed one by one.
+        let before = self.delivered.len();
+        let mut moved = 0;
+        self.delivered.retain_mut(|d| {
+            if d.at.is_none_or(|at| range.contains(at, now)) {
+                return true;
+            }
+            moved += 1;
+            d.at = None;
+            outside == OutOfRange::Redate
+        });
+        if moved > 0 {
+            let fate = if self.delivered.len() < before {
+                "not counted"
+            } else {
+                "dated on arrival instead"
+            };
+            self.problem(
+                None,
+                format!(
+                    "{moved} deliveries are dated outside the times this input may claim: {fate}"
+                ),
+            );
+        }
     }
 
     /// Why an input gave no bounce and no problem: what it held instead.
@@ -166,7 +195,12 @@ impl Parsed {
         if !self.bounces.is_empty() || !self.problems.is_empty() {
             return None;
         }
-        Some(if !self.passed.is_empty() {
+        let counted = match self.delivered.iter().map(|d| d.count).sum::<u64>() {
+            0 => String::new(),
+            1 => " (1 delivery counted)".to_string(),
+            n => format!(" ({n} deliveries counted)"),
+        };
+        let why = if !self.passed.is_empty() {
             let what: Vec<String> = self
                 .passed
                 .iter()
@@ -180,7 +214,8 @@ impl Parsed {
             )
         } else {
             "no bounce: it is empty".to_string()
-        })
+        };
+        Some(why + &counted)
     }
 
     /// The line that stands for the problems not kept, if any.
@@ -248,6 +283,10 @@ fn log(
     let text = String::from_utf8_lossy(bytes);
     for (i, line) in text.lines().enumerate() {
         match parse_line(line, now) {
+            Ok(Some(f)) if f.action == Some(Action::Delivered) => {
+                out.lines_passed += 1;
+                out.delivered.extend(f.into_delivered(source));
+            }
             Ok(Some(f)) => match f.into_bounce(source) {
                 Some(b) => out.bounces.push(b),
                 None => out.problem(Some(i + 1), "the recipient is not an email address"),
@@ -305,6 +344,7 @@ fn embedded_json(bytes: &[u8]) -> Option<serde_json::Value> {
 fn json_value(v: &serde_json::Value, line: Option<usize>, out: &mut Parsed) {
     let found = esp::parse_value(v);
     out.bounces.extend(found.bounces);
+    out.delivered.extend(found.delivered);
     out.skipped += found.skipped;
     for (what, n) in found.passed {
         *out.passed.entry(what).or_default() += n;

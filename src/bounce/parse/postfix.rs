@@ -1,5 +1,6 @@
 //! Postfix log lines: `status=bounced`, `deferred`, `expired` and
-//! `undeliverable` delivery lines, with or without the syslog prefix.
+//! `undeliverable` delivery lines, with or without the syslog prefix, and
+//! `status=sent` as a delivery (the denominator of unknown-user rates).
 //! Other lines (connections, `NOQUEUE` rejects of incoming mail, …) are
 //! not bounces of ours and are skipped.
 
@@ -45,7 +46,8 @@ pub fn parse_line(line: &str, now: DateTime<Utc>) -> Result<Option<Facts>, Strin
         "bounced" | "undeliverable" | "undeliverable-but-not-cached" => Action::Failed,
         "deferred" => Action::Delayed,
         "expired" => Action::Failed,
-        _ => return Ok(None), // sent, deliverable, …
+        "sent" => Action::Delivered,
+        _ => return Ok(None), // deliverable (a verify probe), …
     };
     let Some(to) = TO.captures(rest) else {
         // `from=<…>, status=expired, returned to sender`: no recipient here.
@@ -88,7 +90,9 @@ pub fn parse_line(line: &str, now: DateTime<Utc>) -> Result<Option<Facts>, Strin
         diagnostic,
         remote_mta: remote,
         reporting_mta: None,
-        message_id: None,
+        // A delivery is told apart from a second reading of the same line
+        // by its queue id.
+        message_id: (action == Action::Delivered).then(|| caps["queue"].to_string()),
         kind_hint: None,
         command,
     }))
@@ -159,12 +163,32 @@ mod tests {
             ),
             Ok(None)
         );
-        assert_eq!(
-            parse_line(
-                "ABC: to=<a@b.example>, relay=x, dsn=2.0.0, status=sent (250 ok)",
-                now()
-            ),
-            Ok(None)
-        );
+    }
+
+    #[test]
+    fn sent_mail_is_a_delivery() {
+        let f = parse_line(
+            "Nov 30 09:59:00 mail postfix/smtp[7]: ABC: to=<a@b.example>, relay=mx.b.example[192.0.2.9]:25, delay=1, dsn=2.0.0, status=sent (250 ok)",
+            now(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(f.action, Some(Action::Delivered));
+        let d = f.into_delivered(crate::bounce::Source::Postfix).unwrap();
+        assert_eq!(d.domain, "b.example");
+        assert_eq!(d.remote_mta.as_deref(), Some("mx.b.example"));
+        assert!(d.at.is_some());
+        // The same line read twice is the same delivery; another queue id is not.
+        let again = |l: &str| {
+            parse_line(l, now())
+                .unwrap()
+                .unwrap()
+                .into_delivered(crate::bounce::Source::Postfix)
+                .unwrap()
+                .identity
+        };
+        let a = "Nov 30 09:59:00 mail postfix/smtp[7]: ABC: to=<a@b.example>, status=sent (250 ok)";
+        assert_eq!(again(a), again(a));
+        assert_ne!(again(a), again(&a.replace("ABC:", "ABD:")));
     }
 }

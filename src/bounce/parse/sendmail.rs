@@ -1,6 +1,6 @@
 //! Sendmail's log lines (`sendmail[pid]` or Debian's `sm-mta[pid]`):
-//! delivery lines `to=<…>, …, dsn=X.Y.Z, stat=…` that did not succeed.
-//! `stat=Sent` and the other lines are passed over. The layout follows
+//! delivery lines `to=<…>, …, dsn=X.Y.Z, stat=…` that did not succeed,
+//! and `stat=Sent` as a delivery. The other lines are passed over. The layout follows
 //! Sendmail's operations guide ("Log file entries": `to=`, `relay=`,
 //! `dsn=`, `stat=`; a temporary failure's `stat=Deferred: <reply>`).
 
@@ -43,15 +43,19 @@ pub fn parse_line(line: &str, now: DateTime<Utc>) -> Result<Option<Facts>, Strin
         .captures(rest)
         .map(|c| c[1].trim().to_string())
         .unwrap_or_default();
-    if stat.starts_with("Sent") || stat.starts_with("Deliverable") {
+    if stat.starts_with("Deliverable") {
         return Ok(None);
     }
-    let (action, diagnostic) = match stat.strip_prefix("Deferred") {
-        Some(why) => (
-            Action::Delayed,
-            why.trim_start_matches(':').trim().to_string(),
-        ),
-        None => (Action::Failed, stat.clone()),
+    let (action, diagnostic) = if stat.starts_with("Sent") {
+        (Action::Delivered, String::new())
+    } else {
+        match stat.strip_prefix("Deferred") {
+            Some(why) => (
+                Action::Delayed,
+                why.trim_start_matches(':').trim().to_string(),
+            ),
+            None => (Action::Failed, stat.clone()),
+        }
     };
     let status = DSN.captures(rest).map(|c| c[1].to_string());
     let at = match (caps.name("iso"), caps.name("bsd")) {
@@ -72,7 +76,7 @@ pub fn parse_line(line: &str, now: DateTime<Utc>) -> Result<Option<Facts>, Strin
         diagnostic,
         remote_mta: RELAY.captures(rest).map(|c| c[1].to_string()),
         reporting_mta: None,
-        message_id: None,
+        message_id: (action == Action::Delivered).then(|| caps["queue"].to_string()),
         kind_hint: None,
     }))
 }
@@ -125,9 +129,19 @@ mod tests {
     }
 
     #[test]
-    fn sent_mail_and_other_lines_are_not_bounces() {
+    fn sent_mail_is_a_delivery() {
+        let line = "Nov 30 10:00:00 mail sm-mta[1234]: 4AUA00Hx001234: to=<kim@example.test>, delay=00:00:01, xdelay=00:00:01, mailer=esmtp, pri=30321, relay=mx.example.test. [192.0.2.25], dsn=2.0.0, stat=Sent (Ok: queued as 12345)";
+        let f = parse_line(line, now()).unwrap().unwrap();
+        assert_eq!(f.action, Some(Action::Delivered));
+        let d = f.into_delivered(Source::Sendmail).unwrap();
+        assert_eq!(d.domain, "example.test");
+        assert_eq!(d.remote_mta.as_deref(), Some("mx.example.test"));
+        assert_eq!(d.at, Some(now() - chrono::Duration::hours(2)));
+    }
+
+    #[test]
+    fn other_lines_are_not_bounces() {
         for line in [
-            "Nov 30 10:00:00 mail sm-mta[1234]: 4AUA00Hx001234: to=<kim@example.test>, delay=00:00:01, xdelay=00:00:01, mailer=esmtp, pri=30321, relay=mx.example.test. [192.0.2.25], dsn=2.0.0, stat=Sent (Ok: queued as 12345)",
             "Nov 30 10:00:00 mail sm-mta[1234]: 4AUA00Hx001234: from=<me@mail.test>, size=321, class=0, nrcpts=1, msgid=<x@mail.test>, proto=ESMTP, daemon=MTA-v4, relay=localhost [127.0.0.1]",
             "Nov 30 10:00:00 mail sm-mta[1234]: 4AUA00Hx001234: <kim@example.test>... User unknown",
         ] {

@@ -157,3 +157,108 @@ fn what_was_passed_over_is_named() {
     assert_eq!(f.passed.get("Mailgun \"delivered\""), Some(&2));
     assert_eq!(f.passed.get("Mailgun \"opened\""), Some(&1));
 }
+
+/// The deliveries of one value, with no error.
+fn deliveries(v: Value) -> Vec<Delivered> {
+    let f = parse_value(&v);
+    assert!(f.errors.is_empty(), "{:?}", f.errors);
+    assert!(f.bounces.is_empty(), "{v}");
+    f.delivered
+}
+
+#[test]
+fn each_esps_delivery_event_is_a_delivery() {
+    // SES: a Delivery notification (or event-publishing record) lists its
+    // recipients in `delivery.recipients` (SES developer guide, "Amazon SES
+    // notification contents": the delivery object).
+    let d = deliveries(json!({
+        "notificationType": "Delivery",
+        "mail": {"messageId": "m-1", "timestamp": "2021-04-26T10:59:59.000Z", "source": "a@example.org",
+                 "destination": ["kim@example.com", "jo@Example.com"]},
+        "delivery": {"timestamp": "2021-04-26T11:00:01.000Z", "processingTimeMillis": 2000,
+                     "recipients": ["kim@example.com", "jo@Example.com"], "smtpResponse": "250 ok",
+                     "remoteMtaIp": "192.0.2.9", "reportingMTA": "a8-70.smtp-out.amazonses.com"}
+    }));
+    assert_eq!(d.len(), 2);
+    assert!(
+        d.iter()
+            .all(|d| d.domain == "example.com" && d.source == Source::Ses)
+    );
+    assert_eq!(d[0].at.unwrap().to_rfc3339(), "2021-04-26T11:00:01+00:00");
+    assert_ne!(d[0].identity, d[1].identity);
+    let d = deliveries(json!({
+        "eventType": "Delivery", "mail": {"messageId": "m-2"},
+        "delivery": {"timestamp": "2021-04-26T11:00:01.000Z", "recipients": ["kim@example.com"]}
+    }));
+    assert_eq!(d.len(), 1);
+    // SendGrid's `delivered` (the project's fixture of its documentation).
+    let f = parse_value(
+        &serde_json::from_str(include_str!(
+            "../../../../tests/fixtures/webhooks/sendgrid/sendgrid-docs-event-webhook--delivered.json"
+        ))
+        .unwrap(),
+    );
+    assert_eq!(f.delivered.len(), 1);
+    assert_eq!(f.delivered[0].domain, "test.com");
+    assert_eq!(f.delivered[0].source, Source::Sendgrid);
+    assert_eq!(f.delivered[0].at.unwrap().timestamp(), 1513299569);
+    // Mailgun's `delivered` (Events API / webhook event-data).
+    let d = deliveries(json!({"event-data": {
+        "event": "delivered", "id": "CPgfbmQMTCKtHW6uIWtuVe", "timestamp": 1619434800.5,
+        "recipient": "kim@example.com", "delivery-status": {"code": 250, "mx-host": "mx01.mail.icloud.com"}
+    }}));
+    assert_eq!(d[0].remote_mta.as_deref(), Some("mx01.mail.icloud.com"));
+    // Postmark's Delivery webhook.
+    let d = deliveries(json!({
+        "RecordType": "Delivery", "ServerID": 23, "MessageStream": "outbound",
+        "MessageID": "883953f4-6105-42a2-a16a-77a8eac79483", "Recipient": "john@example.com",
+        "Tag": "welcome-email", "DeliveredAt": "2019-11-05T16:33:54.9070259Z", "Details": "Test delivery webhook details"
+    }));
+    assert_eq!(d[0].domain, "example.com");
+    assert_eq!(d[0].source, Source::Postmark);
+}
+
+#[test]
+fn a_delivery_record_counts_deliveries_and_names_every_problem() {
+    let d =
+        deliveries(json!({"delivered": 25, "domain": "Gmail.com.", "at": "2026-03-02T09:00:00Z"}));
+    assert_eq!((d[0].domain.as_str(), d[0].count), ("gmail.com", 25));
+    let again =
+        deliveries(json!({"delivered": 25, "domain": "gmail.com", "at": "2026-03-02T09:00:00Z"}));
+    assert_eq!(
+        d[0].identity, again[0].identity,
+        "the same record counts once"
+    );
+    for (v, want) in [
+        (
+            json!({"delivered": 0, "domain": "gmail.com"}),
+            "delivered: 0 is not a count",
+        ),
+        (
+            json!({"delivered": 1e12, "domain": "gmail.com"}),
+            "is not a count from 1 to 1000000",
+        ),
+        (
+            json!({"delivered": "5", "domain": "gmail.com"}),
+            "delivered: expected a count",
+        ),
+        (json!({"delivered": 5}), "domain: required"),
+        (json!({"delivered": 5, "domain": "not a domain"}), "domain:"),
+        (
+            json!({"delivered": 5, "domain": "gmail.com", "at": "yesterday"}),
+            "at: \"yesterday\"",
+        ),
+        (
+            json!({"delivered": 5, "domain": "gmail.com", "recipient": "a@gmail.com"}),
+            "recipient: not a field",
+        ),
+    ] {
+        let f = parse_value(&v);
+        assert!(f.delivered.is_empty(), "{v}");
+        assert!(
+            f.errors.iter().any(|e| e.contains(want)),
+            "{v}: {:?}",
+            f.errors
+        );
+    }
+}

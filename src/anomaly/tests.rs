@@ -1,0 +1,381 @@
+use super::*;
+use chrono::TimeZone;
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2021, 4, 19, 0, 0, 0).unwrap()
+}
+
+fn mins(m: i64) -> chrono::Duration {
+    chrono::Duration::minutes(m)
+}
+
+fn secs(s: i64) -> chrono::Duration {
+    chrono::Duration::seconds(s)
+}
+
+/// A week of normal life: a few unknown users a day for icloud.
+fn normal_week(d: &mut Detector) {
+    for day in 0..7 {
+        for k in 0..3 {
+            let at = t0() + chrono::Duration::days(day) + chrono::Duration::hours(8 * k);
+            assert_eq!(
+                d.observe(&[sc("icloud")], at, &format!("old{day}-{k}@icloud.com")),
+                []
+            );
+        }
+    }
+}
+
+/// A scope by name: providers have no dot.
+fn sc(name: &str) -> Scope {
+    if name.contains('.') {
+        Scope::Domain(name.into())
+    } else {
+        Scope::Provider(name.into())
+    }
+}
+
+/// Feeds `n` bounces, one every `every`, from `start`; returns each
+/// event with the index of the bounce that caused it.
+fn feed(
+    d: &mut Detector,
+    scope: &str,
+    start: DateTime<Utc>,
+    every: chrono::Duration,
+    n: i32,
+) -> Vec<(i32, Event)> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        for ev in d.observe(&[sc(scope)], start + every * i, &format!("u{i}@{scope}")) {
+            out.push((i, ev));
+        }
+    }
+    out
+}
+
+/// (bounce index, opened?, start, end) of each event.
+type Row = (i32, bool, DateTime<Utc>, Option<DateTime<Utc>>);
+
+fn summarise(events: &[(i32, Event)]) -> Vec<Row> {
+    events
+        .iter()
+        .map(|(i, ev)| match ev {
+            Event::Opened(a) => (*i, true, a.start, a.end),
+            Event::Closed(a) => (*i, false, a.start, a.end),
+        })
+        .collect()
+}
+
+fn opened(ev: &Event) -> &Anomaly {
+    match ev {
+        Event::Opened(a) => a,
+        Event::Closed(a) => panic!("expected an opening, got the close of {a:?}"),
+    }
+}
+
+fn closed(ev: &Event) -> &Anomaly {
+    match ev {
+        Event::Closed(a) => a,
+        Event::Opened(a) => panic!("expected a close, got the opening of {a:?}"),
+    }
+}
+
+#[test]
+fn an_apple_like_burst_opens_a_window_at_its_first_bounce_and_closes_after() {
+    let mut d = Detector::new(Params::default());
+    normal_week(&mut d);
+    let start = Utc.with_ymd_and_hms(2021, 4, 26, 11, 0, 0).unwrap();
+    // One a minute for six hours, each a different valid address.
+    let events = feed(&mut d, "icloud", start, mins(1), 360);
+    assert_eq!(events.len(), 1, "one window, not many: {events:?}");
+    let (i, ev) = &events[0];
+    assert_eq!(*i, 19, "after min_bounces bounces");
+    let a = opened(ev);
+    assert_eq!(
+        a.start, start,
+        "the window starts at the first bounce of the burst"
+    );
+    assert_eq!(
+        a.detail,
+        "20 unknown-user bounces to 20 recipients in 30m, against 0.1 expected and 1 at \
+         its busiest before"
+    );
+    let last = start + mins(359);
+    assert_eq!(
+        d.close_idle(last + mins(30) - secs(1)),
+        [],
+        "not idle for a full window yet"
+    );
+    let closed_now = d.close_idle(last + mins(30));
+    assert_eq!(closed_now.len(), 1);
+    let a = closed(&closed_now[0]);
+    assert_eq!(a.end, Some(last));
+    assert_eq!(a.bounces, 360);
+    assert_eq!(d.close_idle(last + mins(60)), [], "closed once");
+}
+
+#[test]
+fn the_burst_must_be_factor_times_the_scopes_own_rate() {
+    let mut d = Detector::new(Params::default());
+    // Six an hour for a week: 3 expected per 30 minutes.
+    let week = feed(&mut d, "gmail.com", t0(), mins(10), 7 * 24 * 6);
+    assert_eq!(week, []);
+    let start = t0() + chrono::Duration::days(7);
+    let events = feed(&mut d, "gmail.com", start, secs(30), 60);
+    let (i, ev) = &events[0];
+    // The week's last two bounces share the burst's half hour: 31
+    // bounces is the first count at or above 10 x 3.0 (3.003 in full).
+    assert_eq!(*i, 28, "factor x expected");
+    assert!(
+        opened(ev)
+            .detail
+            .ends_with("against 3.0 expected and 3 at its busiest before"),
+        "{ev:?}"
+    );
+}
+
+#[test]
+fn bounces_older_than_the_baseline_do_not_count() {
+    // A heavy day (one a minute: in warm-up, no window), then quiet.
+    let heavy = |d: &mut Detector| assert_eq!(feed(d, "gmail.com", t0(), mins(1), 24 * 60), []);
+    // Two weeks later its rate is forgotten, but its busiest half hour
+    // (30) is still remembered: 30 a minute is no incident...
+    let mut d = Detector::new(Params::default());
+    heavy(&mut d);
+    let start = t0() + chrono::Duration::days(14);
+    let events = feed(&mut d, "gmail.com", start, mins(1), 30);
+    assert_eq!(events, [], "as busy as before");
+    // ...until the peaks are two baselines old too.
+    let mut d = Detector::new(Params::default());
+    heavy(&mut d);
+    let start = t0() + chrono::Duration::days(16);
+    let events = feed(&mut d, "gmail.com", start, mins(1), 30);
+    let (i, ev) = &events[0];
+    assert_eq!(*i, 19, "nothing expected any more: min_bounces decides");
+    assert!(
+        opened(ev).detail.ends_with("against 0.0 expected"),
+        "{ev:?}"
+    );
+}
+
+#[test]
+fn a_bounce_exactly_one_baseline_old_still_counts() {
+    let p = Params {
+        window: Duration::from_secs(600),
+        baseline: Duration::from_secs(3600),
+        factor: 2.0,
+        concurrent_factor: 2.0,
+        min_bounces: 2,
+        min_recipients: 1,
+        warmup: Duration::ZERO,
+        max_duration: Duration::from_secs(7200),
+    };
+    let detail_at = |age: chrono::Duration| {
+        let mut d = Detector::new(p);
+        d.observe(&[sc("x")], t0(), "old@x");
+        let at = t0() + age;
+        d.observe(&[sc("x")], at, "a@x");
+        match &d.observe(&[sc("x")], at, "b@x")[..] {
+            [Event::Opened(a)] => a.detail.clone(),
+            other => panic!("{other:?}"),
+        }
+    };
+    // One bounce in the 50 minutes before the window: 1 x 10 / 50.
+    assert!(detail_at(mins(60)).ends_with("against 0.2 expected"));
+    assert!(detail_at(mins(60) + secs(1)).ends_with("against 0.0 expected"));
+}
+
+#[test]
+fn a_fresh_database_needs_much_stronger_evidence() {
+    // The cold-start report: 25 unknown users to gmail.com within 30
+    // minutes on a fresh database is an ordinary day, not an incident.
+    let mut d = Detector::new(Params::default());
+    let start = Utc.with_ymd_and_hms(2021, 4, 26, 11, 0, 0).unwrap();
+    assert_eq!(feed(&mut d, "gmail.com", start, mins(1), 25), []);
+    assert!(!Params::default().warmed_up(d.history_since(), start + mins(30)));
+
+    // Five times min_bounces to five times min_recipients does.
+    let mut d = Detector::new(Params::default());
+    let events = feed(&mut d, "gmail.com", start, secs(10), 120);
+    let (i, ev) = &events[0];
+    assert_eq!(*i, 99, "WARMUP_STRENGTH x min_bounces");
+    assert!(opened(ev).detail.contains("warm-up"), "{ev:?}");
+
+    // Once history reaches `warmup`, normal strength applies.
+    let mut d = Detector::new(Params::default());
+    d.note(start - chrono::Duration::hours(24));
+    assert!(Params::default().warmed_up(d.history_since(), start));
+    let events = feed(&mut d, "gmail.com", start, mins(1), 25);
+    assert_eq!(events[0].0, 19);
+    let mut d = Detector::new(Params::default());
+    d.note(start - chrono::Duration::hours(24) + secs(1));
+    assert!(!Params::default().warmed_up(d.history_since(), start));
+}
+
+#[test]
+fn the_warm_up_caveat_says_how_much_history_there_is() {
+    let p = Params::default();
+    let at = t0() + chrono::Duration::days(1);
+    assert_eq!(
+        p.warmup_caveat(Some(at - mins(19)), at),
+        "too little bounce history to judge bursts: 19m of the 1day anomaly detection \
+         needs (until then only a burst 5x stronger counts)"
+    );
+    assert!(p.warmup_caveat(None, at).contains(": 0s of the 1day"));
+    assert!(!p.warmed_up(None, at), "no history at all is not warm");
+}
+
+#[test]
+fn steady_traffic_on_a_fresh_scope_ends_its_window_while_bounces_keep_coming() {
+    // Five a minute, every minute, for two days, from a fresh start:
+    // strong enough to open a window in warm-up, but once the scope's
+    // own history shows that this is its normal rate, the window ends.
+    let mut d = Detector::new(Params::default());
+    let start = t0();
+    let events = feed(&mut d, "gmail.com", start, secs(12), 5 * 60 * 48);
+    let summary = summarise(&events);
+    assert_eq!(
+        summary,
+        [
+            (99, true, start, None),
+            // At 36:00 the half hour holds 150 bounces and the 36
+            // minutes of history predict 31: 300 < 10 x 31.
+            (180, false, start, Some(start + secs(12 * 179))),
+        ],
+        "one window, closed as the rate met the scope's own history"
+    );
+    assert!(d.open(&sc("gmail.com")).is_none());
+}
+
+#[test]
+fn a_burst_that_falls_back_closes_at_its_last_bounce_above_half_the_threshold() {
+    let mut d = Detector::new(Params::default());
+    normal_week(&mut d);
+    let start = Utc.with_ymd_and_hms(2021, 4, 26, 11, 0, 0).unwrap();
+    let burst = feed(&mut d, "icloud", start, mins(1), 60);
+    assert_eq!(burst.len(), 1);
+    // Then one every five minutes (12:04, 12:09, ...): at 12:29 the last
+    // 30 minutes hold 6 bounces, fewer than min_bounces / 2 = 10; at
+    // 12:24 they still held 10.
+    let mut events = Vec::new();
+    for k in 1..=10 {
+        let at = start + mins(59 + 5 * k);
+        for ev in d.observe(&[sc("icloud")], at, &format!("late{k}@icloud.com")) {
+            events.push((at, ev));
+        }
+    }
+    assert_eq!(events.len(), 1, "{events:?}");
+    let (at, ev) = &events[0];
+    assert_eq!(*at, start + mins(89));
+    assert_eq!(closed(ev).end, Some(start + mins(84)));
+}
+
+#[test]
+fn no_window_outlives_max_duration_without_fresh_evidence() {
+    let mut d = Detector::new(Params::default());
+    normal_week(&mut d);
+    let start = Utc.with_ymd_and_hms(2021, 4, 26, 11, 0, 0).unwrap();
+    // Two a minute for 20 hours: ten times the norm all along.
+    let events = feed(&mut d, "icloud", start, secs(30), 2 * 60 * 20);
+    let summary = summarise(&events);
+    let twelve = chrono::Duration::hours(12);
+    assert_eq!(
+        summary[..3],
+        [
+            (19, true, start, None),
+            (1440, false, start, Some(start + twelve)),
+            (1440, true, start + twelve, None),
+        ],
+        "closed at 12 h, reopened on the evidence of that moment"
+    );
+    // Idle ticks close at max_duration too, at the last bounce before it.
+    let mut d = Detector::new(Params::default());
+    normal_week(&mut d);
+    feed(&mut d, "icloud", start, secs(30), 40);
+    d.adopt(Anomaly {
+        scope: Scope::Provider("icloud".into()),
+        start: start - chrono::Duration::hours(13),
+        end: None,
+        bounces: 1,
+        detail: String::new(),
+    });
+    let closed_now = d.close_idle(start + mins(20));
+    assert_eq!(
+        closed(&closed_now[0]).end,
+        Some(start - chrono::Duration::hours(1)),
+        "capped at start + max_duration"
+    );
+}
+
+#[test]
+fn an_adopted_window_closes_by_the_same_rules() {
+    let mut d = Detector::new(Params::default());
+    let start = Utc.with_ymd_and_hms(2021, 4, 26, 11, 0, 0).unwrap();
+    d.adopt(Anomaly {
+        scope: Scope::Provider("icloud".into()),
+        start,
+        end: None,
+        bounces: 20,
+        detail: "stored".into(),
+    });
+    assert!(d.open(&sc("icloud")).is_some());
+    assert_eq!(d.open_all().count(), 1);
+    let ev = d.close_idle(start + mins(30));
+    assert_eq!(
+        closed(&ev[0]).end,
+        Some(start),
+        "no bounce seen: it ends where it began"
+    );
+    assert_eq!(closed(&ev[0]).detail, "stored");
+}
+
+#[test]
+fn one_address_retried_is_no_anomaly() {
+    let mut d = Detector::new(Params::default());
+    normal_week(&mut d);
+    let start = Utc.with_ymd_and_hms(2021, 4, 26, 11, 0, 0).unwrap();
+    for i in 0..100 {
+        let who = format!("user{}@icloud.com", i % 9);
+        assert_eq!(d.observe(&[sc("icloud")], start + mins(i / 10), &who), []);
+    }
+    // Ten recipients are enough.
+    let ev = d.observe(&[sc("icloud")], start + mins(10), "user9@icloud.com");
+    assert!(matches!(ev[..], [Event::Opened(_)]), "{ev:?}");
+}
+
+#[test]
+fn scopes_are_separate() {
+    let mut d = Detector::new(Params::default());
+    normal_week(&mut d);
+    let start = Utc.with_ymd_and_hms(2021, 4, 26, 11, 0, 0).unwrap();
+    for i in 0..40 {
+        d.observe(
+            &[sc("icloud")],
+            start + mins(i / 2),
+            &format!("a{i}@icloud.com"),
+        );
+    }
+    assert!(d.open(&sc("icloud")).is_some());
+    assert!(d.open(&sc("me.com")).is_none());
+}
+
+#[test]
+fn absurd_times_and_durations_do_not_panic() {
+    let p = Params {
+        window: Duration::from_secs(u64::MAX / 4),
+        baseline: Duration::from_secs(u64::MAX / 2),
+        max_duration: Duration::from_secs(u64::MAX),
+        warmup: Duration::from_secs(u64::MAX),
+        ..Params::default()
+    };
+    let mut d = Detector::new(p);
+    for at in [DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC, t0()] {
+        d.observe(&[sc("x")], at, "a@x");
+        d.close_idle(at);
+    }
+    let mut d = Detector::new(Params::default());
+    for at in [DateTime::<Utc>::MAX_UTC, DateTime::<Utc>::MIN_UTC] {
+        d.observe(&[sc("x")], at, "a@x");
+        d.close_idle(at);
+    }
+}
