@@ -245,3 +245,58 @@ async fn deliveries_count_once_and_survive_a_restart() {
         "{windows:?}"
     );
 }
+
+/// Item 7: a domain whose MX hosts are its own is its own provider; one
+/// burst there is one window and one alert, not a domain window and a
+/// provider window.
+#[tokio::test]
+async fn a_domain_that_is_its_own_provider_gets_one_window_per_burst() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("own.db");
+    let (writer, task) =
+        mxwatch::store::Writer::start(&db, mxwatch::store::Judging::default()).unwrap();
+    let line = |who: &str, at: chrono::DateTime<Utc>| {
+        format!(
+            "{{\"recipient\":\"{who}\",\"at\":\"{}\",\"status\":\"5.1.1\",\"reply_code\":550,\
+             \"diagnostic\":\"550 5.1.1 user unknown\",\"remote_mta\":\"mx1.corp.example\"}}\n",
+            at.to_rfc3339()
+        )
+    };
+    let start = Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap();
+    // Two quiet days of history, then thirty in ten minutes.
+    let mut text: Vec<String> = (0..4)
+        .map(|i| {
+            line(
+                &format!("old{i}@corp.example"),
+                start + chrono::Duration::hours(12 * i),
+            )
+        })
+        .collect();
+    let burst = start + chrono::Duration::days(2);
+    text.extend((0..30).map(|i| {
+        line(
+            &format!("u{i}@corp.example"),
+            burst + chrono::Duration::seconds(20 * i),
+        )
+    }));
+    let parsed = mxwatch::bounce::parse::parse(text.concat().as_bytes(), None, burst);
+    let intake = writer.bounces(parsed.bounces, burst).await.unwrap();
+    assert!(intake.judgements.last().unwrap().verdict == mxwatch::verdict::Verdict::Transient);
+    writer.close().await.unwrap();
+    drop(writer);
+    task.await.unwrap();
+    let store = mxwatch::store::Store::open(&db).unwrap();
+    let windows = store.windows(None).unwrap();
+    assert_eq!(windows.len(), 1, "one burst, one window: {windows:?}");
+    assert_eq!(
+        windows[0].scope,
+        Some(mxwatch::window::Scope::Provider("corp.example".into()))
+    );
+    let opened = store
+        .outbox()
+        .unwrap()
+        .into_iter()
+        .filter(|o| o.event.to_string() == "anomaly_opened")
+        .count();
+    assert_eq!(opened, 1, "one alert");
+}
