@@ -537,6 +537,7 @@ mod tests {
                 flaps: 0,
                 scope: None,
                 detail: None,
+                last_bounce: None,
             }),
         }
     }

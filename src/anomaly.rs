@@ -371,6 +371,24 @@ impl Params {
         )
     }
 
+    /// When an open anomaly that started at `start` and whose last bounce
+    /// so far was `last` is over, as of `at`: its end, or `None` while it
+    /// goes on. The detector's own rules, evaluated when a question is
+    /// asked: bounces stopped for `window`, or `max_duration` reached.
+    pub fn ended(
+        &self,
+        start: DateTime<Utc>,
+        last: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        let last = last.max(start);
+        let cap = start
+            .checked_add_signed(span(self.max_duration))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let idle = elapsed(last, at) >= span(self.window);
+        (idle || at >= cap).then(|| last.min(cap))
+    }
+
     /// How long a scope's busiest windows are remembered.
     fn peak_memory(&self) -> chrono::Duration {
         span(self.baseline)
@@ -631,6 +649,11 @@ impl Detector {
             }
         });
         out
+    }
+
+    /// The last unknown-user bounce of a scope.
+    pub fn last_bounce(&self, scope: &Scope) -> Option<DateTime<Utc>> {
+        self.scopes.get(scope).and_then(|s| s.last)
     }
 
     /// The open anomaly of a scope, if any.

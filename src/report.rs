@@ -564,6 +564,7 @@ mod tests {
             flaps: 0,
             scope: scope.and_then(|(k, n)| Scope::of(k.parse().unwrap(), n.to_string())),
             detail: None,
+            last_bounce: None,
         }
     }
 

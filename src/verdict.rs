@@ -66,6 +66,8 @@ pub struct Evidence {
     /// `None` while open.
     pub end: Option<DateTime<Utc>>,
     pub detail: String,
+    /// An open anomaly's last bounce so far (see [`Evidence::as_of`]).
+    pub last_bounce: Option<DateTime<Utc>>,
 }
 
 impl Evidence {
@@ -78,7 +80,20 @@ impl Evidence {
             start: w.start,
             end: w.end,
             detail: crate::summary::evidence_detail(w),
+            last_bounce: w.last_bounce,
         }
+    }
+
+    /// The evidence as a question asked at `now` finds it: an open anomaly
+    /// whose bounces stopped (or that reached `max_duration`) by then has
+    /// ended, whether or not anyone has closed it since. Everything else
+    /// is as stored.
+    pub fn as_of(mut self, now: DateTime<Utc>, anomaly: &crate::anomaly::Params) -> Evidence {
+        if self.kind == EvidenceKind::Anomaly && self.end.is_none() {
+            let last = self.last_bounce.unwrap_or(self.start);
+            self.end = anomaly.ended(self.start, last, now);
+        }
+        self
     }
 
     /// Whether the window covers `at` (both ends included).
@@ -214,6 +229,7 @@ fn wrong_mx(q: &Question, c: &Around) -> Option<Evidence> {
         scope: ScopeKind::Domain,
         start: q.at,
         end: Some(q.at),
+        last_bounce: None,
         detail: format!(
             "refused by {host} ({}), but the domain's MX then were {} ({})",
             c.providers.display_name(&theirs),
@@ -362,6 +378,7 @@ mod tests {
             start: t(start),
             end: end.map(t),
             detail: "web.de → Apple iCloud".into(),
+            last_bounce: None,
         }
     }
 
@@ -576,6 +593,7 @@ mod tests {
                 start: t(11),
                 end: None,
                 detail: "most domains fail".into(),
+                last_bounce: None,
             },
             window(EvidenceKind::Anomaly, 15, Some(16)),
         ];

@@ -120,6 +120,10 @@ pub struct Window {
     pub scope: Option<Scope>,
     /// What made an anomaly an anomaly.
     pub detail: Option<String>,
+    /// An anomaly's last unknown-user bounce so far: with the time a
+    /// question is asked, it says whether the burst is over
+    /// ([`crate::anomaly::Params::ended`]), whoever last looked.
+    pub last_bounce: Option<DateTime<Utc>>,
 }
 
 impl Window {

@@ -171,13 +171,13 @@ impl Intaker {
             }
         }
         events.extend(self.detector.close_idle(from_ms(newest)));
-        if !events.is_empty() {
-            let tx = conn.transaction()?;
-            for ev in events {
-                self.apply(&tx, ev, from_ms(newest))?;
-            }
-            tx.commit()?;
+        let tx = conn.transaction()?;
+        for ev in events {
+            self.apply(&tx, ev, from_ms(newest))?;
         }
+        let open: Vec<Scope> = self.detector.open_all().map(|a| a.scope.clone()).collect();
+        self.track(&tx, &open)?;
+        tx.commit()?;
         self.adopt_stored(conn, Some(from_ms(newest)))
     }
 
@@ -236,15 +236,25 @@ impl Intaker {
         Ok(())
     }
 
-    fn observe(
-        &mut self,
-        domain: &str,
-        provider: Option<&str>,
-        at: DateTime<Utc>,
-        recipient: &str,
-    ) -> Vec<anomaly::Event> {
-        self.detector
-            .observe(&scopes(domain, provider), at, recipient)
+    /// Keeps the stored last bounce of each of `scopes`' open anomalies,
+    /// from which a question finds whether the burst is over.
+    fn track(&mut self, tx: &rusqlite::Transaction, scopes: &[Scope]) -> Result<(), StoreError> {
+        for scope in scopes {
+            let (Some(a), Some(last)) =
+                (self.detector.open(scope), self.detector.last_bounce(scope))
+            else {
+                continue;
+            };
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE windows SET last_bounce = ?4 \
+                     WHERE kind = 'anomaly' AND scope_kind = ?1 AND scope = ?2 AND start = ?3 \
+                       AND status != 'closed' AND (last_bounce IS NULL OR last_bounce < ?4)",
+                )?
+                .execute(params![scope.kind(), scope.name(), ms(a.start), ms(last)])?;
+            self.windows_changed |= changed > 0;
+        }
+        Ok(())
     }
 
     /// Stores a lot of deliveries (once) and counts it; how many.
@@ -330,11 +340,14 @@ impl Intaker {
             if new.is_some() {
                 intake.stored += 1;
                 if b.kind == Kind::UserUnknown {
-                    let events = self.observe(&b.domain, c.provider.as_deref(), at, &b.recipient);
-                    if !events.is_empty() {
-                        for ev in events {
-                            intake.reinstated += self.apply(tx, ev, now)?;
-                        }
+                    let scopes = scopes(&b.domain, c.provider.as_deref());
+                    let events = self.detector.observe(&scopes, at, &b.recipient);
+                    let opened = !events.is_empty();
+                    for ev in events {
+                        intake.reinstated += self.apply(tx, ev, now)?;
+                    }
+                    self.track(tx, &scopes)?;
+                    if opened {
                         // The new window may cover this bounce too.
                         let providers = &self.judging.providers;
                         c = circumstances(tx, &b.domain, at, remote, providers, since)?;

@@ -72,12 +72,19 @@ impl Circumstances {
         }
     }
 
-    /// Judges `b` at `at` in these circumstances.
+    /// Judges `b` at `at` in these circumstances, as known at `at`: an
+    /// anomaly whose bounces had stopped by then has ended there, whoever
+    /// last looked.
     pub fn judge(&self, b: &Bounce, at: DateTime<Utc>, judging: &Judging) -> Judgement {
+        let windows: Vec<Evidence> = self
+            .windows
+            .iter()
+            .map(|w| w.clone().as_of(at, &judging.anomaly))
+            .collect();
         verdict::judge_bounce(
             b,
             at,
-            &self.windows,
+            &windows,
             self.mx_at.as_deref(),
             &judging.providers,
             &self.grounds(at, &judging.anomaly),

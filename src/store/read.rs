@@ -44,10 +44,10 @@ pub struct OutboxRow {
 }
 
 pub(super) const WINDOW_COLUMNS: &str = "w.id, d.name, w.kind, w.start, w.detected_at, w.end, w.status, w.close_reason, \
-     w.severity, w.before, w.after, w.flaps, w.scope_kind, w.scope, w.detail";
+     w.severity, w.before, w.after, w.flaps, w.scope_kind, w.scope, w.detail, w.last_bounce";
 
 /// How many columns [`WINDOW_COLUMNS`] names.
-pub(super) const WINDOW_FIELDS: usize = 15;
+pub(super) const WINDOW_FIELDS: usize = 16;
 
 /// A window from [`WINDOW_COLUMNS`], starting at column `o`.
 pub(super) fn window_from_row(r: &rusqlite::Row, o: usize) -> rusqlite::Result<Window> {
@@ -75,6 +75,7 @@ pub(super) fn window_from_row(r: &rusqlite::Row, o: usize) -> rusqlite::Result<W
             None => None,
         },
         detail: r.get(o + 14)?,
+        last_bounce: r.get::<_, Option<i64>>(o + 15)?.map(from_ms),
     })
 }
 

@@ -13,6 +13,7 @@ pub(super) fn migrations() -> Migrations<'static> {
             M4_ALERTS,
             M5_AUTO_WATCH,
             M6_DELIVERED,
+            M7_ANOMALY_LAST_BOUNCE,
         ]
         .into_iter()
         .map(M::up)
@@ -219,4 +220,11 @@ const M6_DELIVERED: &str = r#"
             digest      INTEGER NOT NULL UNIQUE
         );
         CREATE INDEX delivered_by_time ON delivered(minute);
+        "#;
+
+const M7_ANOMALY_LAST_BOUNCE: &str = r#"
+        -- An open anomaly's last unknown-user bounce: a question asked later
+        -- than a window after it (or past max_duration) finds the burst over,
+        -- whether or not a daemon has ticked since.
+        ALTER TABLE windows ADD COLUMN last_bounce INTEGER;
         "#;

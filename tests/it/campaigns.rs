@@ -296,7 +296,103 @@ async fn a_domain_that_is_its_own_provider_gets_one_window_per_burst() {
         .outbox()
         .unwrap()
         .into_iter()
-        .filter(|o| o.event.to_string() == "anomaly_opened")
+        .filter(|o| o.event == mxwatch::event::EventType::AnomalyOpened)
         .count();
     assert_eq!(opened, 1, "one alert");
+}
+
+/// Item 2: after an ingest, a burst whose bounces stopped a day ago no
+/// longer answers `transient`, whether or not a daemon ran since: the
+/// window's end is a function of time and evidence, evaluated when the
+/// question is asked (the CLI reads SQL, the API its read model).
+#[tokio::test]
+async fn a_burst_that_ended_while_no_daemon_ran_no_longer_covers_later_questions() {
+    let dir = tempfile::tempdir().unwrap();
+    let line = |who: &str, at: chrono::DateTime<Utc>| {
+        format!(
+            "{{\"recipient\":\"{who}\",\"at\":\"{}\",\"status\":\"5.1.1\",\"reply_code\":550,\
+             \"diagnostic\":\"550 5.1.1 user lookup success but no user record found\",\
+             \"remote_mta\":\"mx01.mail.icloud.com\"}}\n",
+            at.to_rfc3339()
+        )
+    };
+    let burst = Utc.with_ymd_and_hms(2026, 4, 26, 11, 0, 0).unwrap();
+    let mut text = vec![line("old@icloud.com", burst - chrono::Duration::days(2))];
+    text.extend((0..30).map(|i| {
+        line(
+            &format!("u{i}@icloud.com"),
+            burst + chrono::Duration::seconds(20 * i),
+        )
+    }));
+    std::fs::write(dir.path().join("burst.jsonl"), text.concat()).unwrap();
+    let out = mxwatch(
+        dir.path(),
+        &["--database", "m.db", "bounces", "ingest", "burst.jsonl"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let verdict = |at: &str| {
+        let out = mxwatch(
+            dir.path(),
+            &[
+                "--database",
+                "m.db",
+                "verdict",
+                "kim@icloud.com",
+                "--at",
+                at,
+                "--status",
+                "5.1.1",
+                "--reply-code",
+                "550",
+                "--remote-mta",
+                "mx01.mail.icloud.com",
+                "--json",
+            ],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        json_lines(&out)[0].clone()
+    };
+    let inside = verdict("2026-04-26T11:05:00Z");
+    assert_eq!(inside["verdict"], "transient", "{inside}");
+    // Ten minutes after the last bounce (11:09:40) the burst may go on...
+    assert_eq!(verdict("2026-04-26T11:19:00Z")["verdict"], "transient");
+    // ...a window after it, it is over; a day later, long over.
+    for at in ["2026-04-26T11:40:00Z", "2026-04-27T11:00:00Z"] {
+        let v = verdict(at);
+        assert_eq!(v["verdict"], "suppress", "{at}: {v}");
+    }
+    // The evidence names where it ended when a question inside it is asked late.
+    let stored: Vec<Value> = json_lines(&mxwatch(
+        dir.path(),
+        &["--database", "m.db", "bounces", "list", "--json"],
+    ));
+    assert!(
+        stored.iter().skip(1).all(|b| b["verdict"] == "transient"),
+        "{stored:?}"
+    );
+
+    // The read model the API answers from says the same.
+    let db = dir.path().join("m.db");
+    let (writer, model, task) =
+        mxwatch::store::Writer::start_serving(&db, mxwatch::store::Judging::default()).unwrap();
+    let ask = |at: chrono::DateTime<Utc>| {
+        let parts = mxwatch::judge::Parts {
+            recipient: "kim@icloud.com".into(),
+            at: Some(at),
+            status: Some("5.1.1".into()),
+            reply_code: Some(550),
+            diagnostic: None,
+            remote_mta: Some("mx01.mail.icloud.com".into()),
+        };
+        mxwatch::judge::judge(&*model, &mxwatch::store::Judging::default(), parts, at)
+            .unwrap()
+            .judgement
+            .verdict
+            .to_string()
+    };
+    assert_eq!(ask(burst + chrono::Duration::minutes(5)), "transient");
+    assert_eq!(ask(burst + chrono::Duration::days(1)), "suppress");
+    writer.close().await.unwrap();
+    drop(writer);
+    task.await.unwrap();
 }
