@@ -101,6 +101,7 @@ async fn seed(config: &Config, domains: usize, bounces: usize) -> (f64, f64) {
                 changes: vec![],
                 window: None,
                 state: None,
+                held: false,
             })
             .await
             .unwrap();

@@ -55,6 +55,9 @@ pub struct Monitor {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// What happened since the daemon's last summary line.
     tally: Mutex<SweepSummary>,
+    /// Domains whose answer is held now: the hold is logged when it starts
+    /// and when it ends, not at every fast re-check.
+    holding: Mutex<std::collections::HashSet<DomainName>>,
     /// This process's right to monitor the database, released on drop.
     _lock: store::MonitorLock,
 }
@@ -150,6 +153,7 @@ impl Monitor {
             events,
             metrics: Arc::new(crate::metrics::Metrics::new()),
             tally: Mutex::new(SweepSummary::default()),
+            holding: Mutex::new(std::collections::HashSet::new()),
             _lock: lock,
         });
         monitor.set_watchlist(&config.watchlist);
@@ -274,6 +278,7 @@ impl Monitor {
         };
         let (outcome, n_changes) = (consensus.outcome, det.changes.len());
         log_check(domain, &det.changes, &trust);
+        self.log_hold(domain, &consensus, &trust);
         self.writer
             .check(CheckRecord {
                 domain: domain.clone(),
@@ -283,6 +288,7 @@ impl Monitor {
                 changes: det.changes,
                 window: det.window,
                 state: persist.then_some(det.state),
+                held,
             })
             .await?;
         self.metrics.check(outcome.as_str(), n_changes);
@@ -339,6 +345,32 @@ impl Monitor {
             },
         };
         (trust, det)
+    }
+
+    /// A hold starting is logged once, with what was seen and why it is
+    /// held (bounces meanwhile are answered `transient`, with a caveat); so
+    /// is its end.
+    fn log_hold(&self, domain: &DomainName, consensus: &Observation, trust: &Trust) {
+        let mut holding = self.holding.lock().expect("holding lock");
+        match trust {
+            Trust::Hold(why) if holding.insert(domain.clone()) => {
+                let seen = if consensus.mx.is_empty() {
+                    consensus.outcome.as_str().to_string()
+                } else {
+                    crate::dns::compact_mx(&consensus.mx)
+                };
+                tracing::info!(
+                    domain = %domain,
+                    "held: the answer ({seen}) departs from the baseline and is not believed \
+                     until other domains show our resolver is sound ({why}); hard bounces \
+                     meanwhile are answered `transient`"
+                );
+            }
+            Trust::Believe if holding.remove(domain) => {
+                tracing::info!(domain = %domain, "no longer held: the answer is believed");
+            }
+            _ => {}
+        }
     }
 
     /// A check whose every question failed on our side (no socket: the

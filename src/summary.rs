@@ -134,3 +134,26 @@ pub fn evidence_detail(w: &Window) -> String {
         _ => w.kind.as_str().replace('_', " "),
     }
 }
+
+/// A held answer's evidence: what was seen since when, and why it is held.
+pub fn unconfirmed_change(
+    since: DateTime<Utc>,
+    outcome: crate::dns::Outcome,
+    mx: &[crate::domain::Mx],
+    why: Option<&str>,
+) -> String {
+    let what = if mx.is_empty() {
+        outcome.as_str().to_string()
+    } else {
+        mx.iter()
+            .map(|m| m.exchange.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let why = why.map(|w| format!(" ({w})")).unwrap_or_default();
+    format!(
+        "{what} seen since {}, departing from the baseline, is held until other domains show \
+         our resolver is sound{why}",
+        time(since)
+    )
+}

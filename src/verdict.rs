@@ -39,6 +39,9 @@ named! {
         Anomaly => "anomaly",
         /// Our own resolution failed for most domains.
         ResolverOutage => "resolver_outage",
+        /// The domain's answer departed from its baseline and is held until
+        /// other domains vouch for our resolver: a change not yet confirmed.
+        UnconfirmedChange => "unconfirmed_change",
     }
 }
 
@@ -81,6 +84,25 @@ impl Evidence {
             end: w.end,
             detail: crate::summary::evidence_detail(w),
             last_bounce: w.last_bounce,
+        }
+    }
+
+    /// A held answer first seen at `since`: the domain's MX may be
+    /// changing, and nobody knows yet.
+    pub fn unconfirmed(
+        since: DateTime<Utc>,
+        outcome: crate::dns::Outcome,
+        mx: &[Mx],
+        why: Option<&str>,
+    ) -> Evidence {
+        Evidence {
+            id: None,
+            kind: EvidenceKind::UnconfirmedChange,
+            scope: ScopeKind::Domain,
+            start: since,
+            end: None,
+            detail: crate::summary::unconfirmed_change(since, outcome, mx, why),
+            last_bounce: None,
         }
     }
 
@@ -321,9 +343,25 @@ pub fn judge(q: &Question, c: &Around, grounds: &Grounds) -> Judgement {
             EvidenceKind::ResolverOutage => {
                 format!("our own DNS resolution was failing then: {}", e.detail)
             }
+            EvidenceKind::UnconfirmedChange => format!(
+                "the domain's MX answer was changing and not yet confirmed then: {}",
+                e.detail
+            ),
         })
         .collect();
-    decided(Verdict::Transient, reasons, evidence)
+    let mut j = decided(Verdict::Transient, reasons, evidence);
+    if let Some(e) = j
+        .evidence
+        .iter()
+        .find(|e| e.kind == EvidenceKind::UnconfirmedChange)
+    {
+        j.caveats.push(format!(
+            "an MX change seen since {} is still being verified: this verdict may change \
+             once it is confirmed or gone",
+            e.start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ));
+    }
+    j
 }
 
 /// Judges a normalised bounce at `at` (its own time, or a caller's).

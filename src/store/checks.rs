@@ -29,6 +29,7 @@ pub(super) fn write_run(
     upstream: &str,
     at: DateTime<Utc>,
     o: &Observation,
+    held: bool,
 ) -> rusqlite::Result<bool> {
     let key = (domain, upstream.to_string());
     if !heads.contains_key(&key) {
@@ -53,17 +54,17 @@ pub(super) fn write_run(
     match slot {
         Some(h) if h.outcome == o.outcome && h.mx == mx => {
             tx.prepare_cached(
-                "UPDATE runs SET last_seen = ?2, checks = checks + 1, ttl = max(coalesce(ttl, ?3), coalesce(?3, ttl)) \
-                 WHERE id = ?1",
+                "UPDATE runs SET last_seen = ?2, checks = checks + 1, ttl = max(coalesce(ttl, ?3), coalesce(?3, ttl)), \
+                 held = held AND ?4 WHERE id = ?1",
             )?
-            .execute(params![h.id, ms(at), o.ttl])?;
+            .execute(params![h.id, ms(at), o.ttl, held])?;
         }
         _ => {
             tx.prepare_cached(
-                "INSERT INTO runs(domain_id, upstream, outcome, mx, ttl, implicit_mx, detail, first_seen, last_seen, checks) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, 1)",
+                "INSERT INTO runs(domain_id, upstream, outcome, mx, ttl, implicit_mx, detail, first_seen, last_seen, checks, held) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, 1, ?9)",
             )?
-            .execute(params![domain, upstream, o.outcome.as_str(), mx, o.ttl, o.implicit_mx, o.detail, ms(at)])?;
+            .execute(params![domain, upstream, o.outcome.as_str(), mx, o.ttl, o.implicit_mx, o.detail, ms(at), held])?;
             *slot = Some(Head {
                 id: tx.last_insert_rowid(),
                 outcome: o.outcome,
@@ -83,10 +84,11 @@ pub(super) fn write_check(
 ) -> Result<(), StoreError> {
     let id = domain_id(tx, ids, &rec.domain)?;
     for o in &rec.observations {
-        write_run(tx, heads, id, &o.upstream, rec.at, o)?;
+        write_run(tx, heads, id, &o.upstream, rec.at, o, false)?;
     }
-    let first = write_run(tx, heads, id, CONSENSUS, rec.at, &rec.consensus)?;
-    if first {
+    let first = write_run(tx, heads, id, CONSENSUS, rec.at, &rec.consensus, rec.held)?;
+    // A held first answer is not believed: it tells nothing yet.
+    if first && !rec.held {
         // The domain's first answer tells what its MX were just before it
         // too (`knowledge::FIRST_CHECK_REACH`): the suppressions of bounces
         // that came shortly before it are judged again.

@@ -259,7 +259,7 @@ impl Intaker {
 
     /// Stores a lot of deliveries (once) and counts it; how many.
     fn lot(&mut self, tx: &rusqlite::Transaction, lot: &Lot) -> Result<u64, StoreError> {
-        let (_, mx) = consensus_mx_at(tx, &lot.domain, lot.minute)?;
+        let mx = consensus_mx_at(tx, &lot.domain, lot.minute)?.mx;
         let provider = crate::verdict::provider_scope(
             mx.as_deref(),
             lot.remote_mta.as_deref(),

@@ -108,38 +108,73 @@ pub(super) fn feed_since(conn: &Connection) -> Result<Option<DateTime<Utc>>, Sto
 /// not change by the minute.
 pub const FIRST_CHECK_REACH: chrono::Duration = chrono::Duration::minutes(10);
 
+/// The consensus answer in force at a moment, as a verdict needs it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct InForce {
+    /// Whether the domain had any consensus answer by then.
+    pub known: bool,
+    /// The MX of the last answer believed by then, when it had records.
+    pub mx: Option<Vec<Mx>>,
+    /// The answer in force departed from the baseline and was held, not
+    /// (yet) believed: evidence that the domain's MX may be changing.
+    pub held: Option<Evidence>,
+}
+
 /// The consensus answer in force at `at`: the last run that started by
 /// then, or else the domain's first run if it started within
-/// [`FIRST_CHECK_REACH`] after.
+/// [`FIRST_CHECK_REACH`] after. A held run does not give the MX (the last
+/// believed one before it does); it is evidence of its own.
 pub(super) fn consensus_mx_at(
     conn: &Connection,
     domain: &str,
     at: DateTime<Utc>,
-) -> Result<(bool, Option<Vec<Mx>>), StoreError> {
-    let run = |bound: DateTime<Utc>, order: &str| -> Result<Option<(String, String)>, StoreError> {
-        Ok(conn
-            .prepare_cached(&format!(
-                "SELECT r.outcome, r.mx FROM runs r \
+) -> Result<InForce, StoreError> {
+    type Run = (String, String, bool, i64, Option<String>);
+    let run =
+        |bound: DateTime<Utc>, order: &str, believed: bool| -> Result<Option<Run>, StoreError> {
+            let only = if believed { "AND r.held = 0" } else { "" };
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT r.outcome, r.mx, r.held, r.first_seen, r.detail FROM runs r \
                  WHERE r.domain_id = (SELECT id FROM domains WHERE name = ?1) AND r.upstream = '*' \
-                   AND r.first_seen <= ?2 \
+                   AND r.first_seen <= ?2 {only} \
                  ORDER BY r.first_seen {order} LIMIT 1"
-            ))?
-            .query_row(params![domain, ms(bound)], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?)
-    };
-    let row = match run(at, "DESC")? {
+                ))?
+                .query_row(params![domain, ms(bound)], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
+                .optional()?)
+        };
+    let reach = at.checked_add_signed(FIRST_CHECK_REACH).unwrap_or(at);
+    let row = match run(at, "DESC", false)? {
         Some(row) => Some(row),
-        None => run(
-            at.checked_add_signed(FIRST_CHECK_REACH).unwrap_or(at),
-            "ASC",
-        )?,
+        None => run(reach, "ASC", false)?,
     };
-    Ok((
-        row.is_some(),
-        row.and_then(|(outcome, mx)| {
-            (outcome.parse::<Outcome>().ok() == Some(Outcome::Records)).then(|| parse_mx_text(&mx))
-        }),
-    ))
+    let records = |outcome: &str, mx: &str| {
+        (outcome.parse::<Outcome>().ok() == Some(Outcome::Records)).then(|| parse_mx_text(mx))
+    };
+    let Some((outcome, mx, held, first_seen, detail)) = row else {
+        return Ok(InForce::default());
+    };
+    if !held {
+        return Ok(InForce {
+            known: true,
+            mx: records(&outcome, &mx),
+            held: None,
+        });
+    }
+    let believed = run(at, "DESC", true)?;
+    let outcome: Outcome = outcome.parse().unwrap_or(Outcome::Error);
+    Ok(InForce {
+        known: believed.is_some(),
+        mx: believed.and_then(|(o, mx, ..)| records(&o, &mx)),
+        held: Some(Evidence::unconfirmed(
+            from_ms(first_seen),
+            outcome,
+            &parse_mx_text(&mx),
+            detail.as_deref(),
+        )),
+    })
 }
 
 /// A stored window, from [`WINDOW_COLUMNS`](super::read::WINDOW_COLUMNS), as evidence.
@@ -159,7 +194,8 @@ pub(super) fn circumstances(
     providers: &Providers,
     feed_since_known: Option<Option<DateTime<Utc>>>,
 ) -> Result<Circumstances, StoreError> {
-    let (domain_known, mx_at) = consensus_mx_at(conn, domain, at)?;
+    let in_force = consensus_mx_at(conn, domain, at)?;
+    let (domain_known, mx_at) = (in_force.known, in_force.mx);
     let provider = verdict::provider_scope(mx_at.as_deref(), remote_mta, providers);
     // Two index lookups: the domain's own windows, then those without a
     // domain (global windows and anomalies, matched by scope).
@@ -185,6 +221,7 @@ pub(super) fn circumstances(
     ] {
         windows.extend(rows);
     }
+    windows.extend(in_force.held);
     windows.sort_by_key(|w| (w.start, w.id));
     Ok(Circumstances {
         windows,

@@ -128,6 +128,7 @@ mod tests {
             changes: vec![],
             window: None,
             state: None,
+            held: false,
         }
     }
 

@@ -24,8 +24,16 @@ use crate::provider::Providers;
 use crate::verdict::{self, Evidence};
 use crate::window::Scope;
 
-/// A consensus run: when it started, its outcome and MX.
-type RunStart = (DateTime<Utc>, Outcome, Arc<[Mx]>);
+/// A consensus run: when it started, its outcome and MX, and whether it
+/// is held (not yet believed; the reason in `detail`).
+#[derive(Debug, Clone)]
+struct RunStart {
+    start: DateTime<Utc>,
+    outcome: Outcome,
+    mx: Arc<[Mx]>,
+    held: bool,
+    detail: Option<Arc<str>>,
+}
 
 #[derive(Debug, Default)]
 struct State {
@@ -55,21 +63,27 @@ impl super::Knowledge for Model {
         providers: &Providers,
     ) -> Result<Circumstances, StoreError> {
         let st = self.state.read().expect("model lock");
-        let in_force = st.runs.get(domain).and_then(|runs| {
-            let i = runs.partition_point(|(start, _, _)| *start <= at);
-            match i.checked_sub(1) {
-                Some(i) => runs.get(i),
-                // The first check, shortly after (as the SQL reads it).
-                None => runs.first().filter(|(start, _, _)| {
-                    *start
-                        <= at
-                            .checked_add_signed(super::knowledge::FIRST_CHECK_REACH)
-                            .unwrap_or(at)
-                }),
-            }
-        });
-        let mx_at = in_force
-            .and_then(|(_, outcome, mx)| (*outcome == Outcome::Records).then(|| mx.to_vec()));
+        let runs = st.runs.get(domain).map(Vec::as_slice).unwrap_or_default();
+        let by = runs.partition_point(|r| r.start <= at);
+        let in_force = match by.checked_sub(1) {
+            Some(i) => runs.get(i),
+            // The first check, shortly after (as the SQL reads it).
+            None => runs.first().filter(|r| {
+                r.start
+                    <= at
+                        .checked_add_signed(super::knowledge::FIRST_CHECK_REACH)
+                        .unwrap_or(at)
+            }),
+        };
+        // A held answer is evidence, not the MX: the last believed one is.
+        let held = in_force
+            .filter(|r| r.held)
+            .map(|r| Evidence::unconfirmed(r.start, r.outcome, &r.mx, r.detail.as_deref()));
+        let believed = match held {
+            Some(_) => runs[..by].iter().rev().find(|r| !r.held),
+            None => in_force,
+        };
+        let mx_at = believed.and_then(|r| (r.outcome == Outcome::Records).then(|| r.mx.to_vec()));
         let provider = verdict::provider_scope(mx_at.as_deref(), remote_mta, providers);
         let mut windows: Vec<Evidence> = st
             .own
@@ -92,12 +106,13 @@ impl super::Knowledge for Model {
                 })
                 .map(|(_, e)| e.clone()),
         );
+        windows.extend(held);
         windows.sort_by_key(|w| (w.start, w.id));
         Ok(Circumstances {
             windows,
             mx_at,
             provider,
-            domain_known: in_force.is_some(),
+            domain_known: believed.is_some(),
             feed_since: st.feed_since,
         })
     }
@@ -106,14 +121,27 @@ impl super::Knowledge for Model {
 impl Model {
     /// A committed check: its consensus answer starts a run when it differs
     /// from the last one (as the writer's runs do).
-    pub(super) fn note_check(&self, domain: &str, at: DateTime<Utc>, consensus: &Observation) {
+    /// A held answer stays held until a check believes it.
+    pub(super) fn note_check(
+        &self,
+        domain: &str,
+        at: DateTime<Utc>,
+        consensus: &Observation,
+        held: bool,
+    ) {
         let mut st = self.state.write().expect("model lock");
         let runs = st.runs.entry(domain.to_string()).or_default();
-        let same = runs
-            .last()
-            .is_some_and(|(_, o, mx)| *o == consensus.outcome && **mx == *consensus.mx);
-        if !same {
-            runs.push((at, consensus.outcome, consensus.mx.clone().into()));
+        match runs.last_mut() {
+            Some(r) if r.outcome == consensus.outcome && *r.mx == *consensus.mx => {
+                r.held &= held;
+            }
+            _ => runs.push(RunStart {
+                start: at,
+                outcome: consensus.outcome,
+                mx: consensus.mx.clone().into(),
+                held,
+                detail: consensus.detail.as_deref().map(Arc::from),
+            }),
         }
     }
 
@@ -150,24 +178,25 @@ impl Model {
     pub(super) fn reload(&self, conn: &Connection) -> Result<(), StoreError> {
         let mut runs: HashMap<String, Vec<RunStart>> = HashMap::new();
         let mut stmt = conn.prepare(
-            "SELECT d.name, r.first_seen, r.outcome, r.mx FROM runs r JOIN domains d ON d.id = r.domain_id \
+            "SELECT d.name, r.first_seen, r.outcome, r.mx, r.held, r.detail FROM runs r \
+             JOIN domains d ON d.id = r.domain_id \
              WHERE r.upstream = '*' ORDER BY r.domain_id, r.first_seen, r.id",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
+                RunStart {
+                    start: from_ms(r.get(1)?),
+                    outcome: r.get::<_, String>(2)?.parse().unwrap_or(Outcome::Error),
+                    mx: parse_mx_text(&r.get::<_, String>(3)?).into(),
+                    held: r.get(4)?,
+                    detail: r.get::<_, Option<String>>(5)?.map(Arc::from),
+                },
             ))
         })?;
         for row in rows {
-            let (name, first_seen, outcome, mx) = row?;
-            runs.entry(name).or_default().push((
-                from_ms(first_seen),
-                outcome.parse().unwrap_or(Outcome::Error),
-                parse_mx_text(&mx).into(),
-            ));
+            let (name, run) = row?;
+            runs.entry(name).or_default().push(run);
         }
         let feed_since = super::knowledge::feed_since(conn)?;
         {

@@ -14,6 +14,7 @@ pub(super) fn migrations() -> Migrations<'static> {
             M5_AUTO_WATCH,
             M6_DELIVERED,
             M7_ANOMALY_LAST_BOUNCE,
+            M8_HELD_RUNS,
         ]
         .into_iter()
         .map(M::up)
@@ -227,4 +228,11 @@ const M7_ANOMALY_LAST_BOUNCE: &str = r#"
         -- than a window after it (or past max_duration) finds the burst over,
         -- whether or not a daemon has ticked since.
         ALTER TABLE windows ADD COLUMN last_bounce INTEGER;
+        "#;
+
+const M8_HELD_RUNS: &str = r#"
+        -- A consensus answer that departs from the baseline and is held until
+        -- other domains vouch for our resolver: 1 until a check believes it.
+        -- A bounce in its time is not judged as if the change were known.
+        ALTER TABLE runs ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
         "#;

@@ -15,6 +15,9 @@ pub struct CheckRecord {
     pub window: Option<(WindowEvent, LiveWindow)>,
     /// The detector's new memory, when it changed in more than `last_seen`.
     pub state: Option<DomainState>,
+    /// The consensus departs from the baseline and was not believed (yet):
+    /// our resolver's health must vouch for it first.
+    pub held: bool,
 }
 
 pub(super) enum Op {
@@ -478,7 +481,7 @@ impl WriterState {
             match op {
                 Op::Check(rec, _) => {
                     if let Some(m) = &self.model {
-                        m.note_check(rec.domain.as_str(), rec.at, &rec.consensus);
+                        m.note_check(rec.domain.as_str(), rec.at, &rec.consensus, rec.held);
                     }
                     windows |= rec.window.is_some();
                 }

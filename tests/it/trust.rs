@@ -950,3 +950,95 @@ async fn replay_uses_the_watchlists_anomaly_settings() {
         "the watchlist's thresholds"
     );
 }
+
+/// Issue 19, item 3: while a flip to iCloud is held (waiting for the other
+/// domains to vouch for our resolver), a 5.1.1 from the new MX is not
+/// judged as if nothing were happening: `transient`, with the unconfirmed
+/// change as evidence and a caveat, through the API (read model), the
+/// store (SQL) and the stored verdict of an ingested bounce alike.
+#[tokio::test(start_paused = true)]
+async fn a_bounce_during_a_held_change_is_transient_with_a_caveat() {
+    let dns = TestDns::start().await;
+    dns.set("example.de", Behaviour::mx(OWN, 300));
+    for d in OTHERS {
+        dns.set(d, Behaviour::mx(&[(10, "mx.example.net")], 300));
+    }
+    let now = clock_from(tokio::time::Instant::now());
+    let mut names = vec!["example.de".to_string()];
+    names.extend(OTHERS.iter().map(|d| d.to_string()));
+    let (mut app, base) = daemon_watching(&dns, &names);
+    app.next_check("example.de").await;
+    dns.set("example.de", Behaviour::mx(ICLOUD, 300));
+    let held = loop {
+        let ev = app.next_check("example.de").await;
+        if ev.held {
+            break ev;
+        }
+    };
+    assert!(held.changes.is_empty());
+    // Asked at the held check's moment (the clock is paused: nothing else ran).
+    assert_eq!(now(), held.at);
+    let url = format!(
+        "{base}/v1/verdict?recipient=kim@example.de&status=5.1.1&reply_code=550&remote_mta=mx01.mail.icloud.com"
+    );
+    let v: Value = crate::get_json(&url).await;
+    assert_eq!(v["verdict"], "transient", "{v}");
+    assert_eq!(v["evidence"][0]["kind"], "unconfirmed_change", "{v}");
+    assert!(
+        v["evidence"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("mx01.mail.icloud.com"),
+        "{v}"
+    );
+    assert!(
+        v["caveats"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c.as_str().unwrap().contains("still being verified")),
+        "{v}"
+    );
+    // The same through SQL (what `mxwatch verdict` reads).
+    let parts = mxwatch::judge::Parts {
+        recipient: "kim@example.de".into(),
+        at: Some(held.at),
+        status: Some("5.1.1".into()),
+        reply_code: Some(550),
+        diagnostic: None,
+        remote_mta: Some("mx01.mail.icloud.com".into()),
+    };
+    let sql = mxwatch::judge::judge(
+        &app.store(),
+        &mxwatch::store::Judging::default(),
+        parts,
+        held.at,
+    )
+    .unwrap();
+    assert_eq!(sql.judgement.verdict, mxwatch::verdict::Verdict::Transient);
+    // A bounce ingested now is stored `transient`: nothing to reinstate later.
+    let a = crate::post_bounces(
+        &base,
+        unknown_user("jo@example.de", held.at, "mx01.mail.icloud.com"),
+    )
+    .await;
+    assert_eq!(a["verdicts"][0]["verdict"], "transient", "{a}");
+    // Believed a few checks later: an MX-change window covers it from the
+    // old answer's last sighting on; still transient, nothing reinstated.
+    loop {
+        let ev = app.next_check("example.de").await;
+        if !ev.changes.is_empty() {
+            break;
+        }
+    }
+    let v: Value = crate::get_json(format!(
+        "{base}/v1/verdict?recipient=kim@example.de&status=5.1.1&reply_code=550&remote_mta=mx01.mail.icloud.com&at={}",
+        held.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    ))
+    .await;
+    assert_eq!(v["verdict"], "transient", "{v}");
+    assert_eq!(v["evidence"][0]["kind"], "mx_change", "{v}");
+    let r: Value = crate::get_json(format!("{base}/v1/reinstatements")).await;
+    assert_eq!(r.as_array().map(Vec::len), Some(0), "{r}");
+    app.stop().await;
+}
