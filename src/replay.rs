@@ -186,8 +186,11 @@ const BATCH: usize = 5_000;
 
 /// Replays `observations` and `bounces` in time order through the daemon's
 /// own code (a bounce at the same moment as a check comes after it; bounces
-/// without a time come last). `config` gives the watchlist's settings; every
-/// domain the recording names is watched.
+/// without a time come last). `config` gives the watchlist's settings (and
+/// a recorded domain's own entry, when it has one); the watched set is the
+/// domains the recording checks, and only those: a domain the watchlist
+/// names but the recording never checked would count as one that must
+/// vouch for our resolver and never does.
 pub async fn replay(
     config: &Config,
     observations: &[Recorded],
@@ -198,16 +201,7 @@ pub async fn replay(
     let dir = tempfile::tempdir()?;
     let mut config = config.clone();
     config.database = dir.path().join("replay.db");
-    for r in observations {
-        if !config.domains.iter().any(|d| d.name == r.domain) {
-            config.domains.push(WatchedDomain {
-                name: r.domain.clone(),
-                schedule: None,
-                tags: Vec::new(),
-                expect: Vec::new(),
-            });
-        }
-    }
+    config.domains = recorded_domains(&config.domains, observations);
     let (initial, last) = feed(&config, observations, bounces, delivered, passive).await?;
     let store = Store::open(&config.database)?;
     Ok(hindsight(
@@ -217,6 +211,30 @@ pub async fn replay(
         initial,
         last,
     )?)
+}
+
+/// The domains a recording checks, each with its watchlist entry when it
+/// has one, in the order first checked.
+fn recorded_domains(listed: &[WatchedDomain], observations: &[Recorded]) -> Vec<WatchedDomain> {
+    let mut out: Vec<WatchedDomain> = Vec::new();
+    for r in observations {
+        if out.iter().any(|d| d.name == r.domain) {
+            continue;
+        }
+        out.push(
+            listed
+                .iter()
+                .find(|d| d.name == r.domain)
+                .cloned()
+                .unwrap_or_else(|| WatchedDomain {
+                    name: r.domain.clone(),
+                    schedule: None,
+                    tags: Vec::new(),
+                    expect: Vec::new(),
+                }),
+        );
+    }
+    out
 }
 
 /// Feeds the recording through a monitor and a writer of its own, as

@@ -13,10 +13,20 @@ pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
         bail!("internal: `replay::run` called for another command");
     };
     // The watchlist's settings when there is one; the defaults otherwise.
-    let config = if cli.config.exists() {
-        cli.load()?
+    // Its domains are not the watched set: the recording's are.
+    let (config, used) = if cli.config.exists() {
+        (
+            cli.load()?,
+            format!("the settings of {}", cli.config.display()),
+        )
     } else {
-        defaults()?
+        (
+            defaults()?,
+            format!(
+                "default settings (no watchlist at {})",
+                cli.config.display()
+            ),
+        )
     };
     let mut clean = true;
     let recorded = match observations {
@@ -73,9 +83,14 @@ pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
             )
         }
     }))?;
+    let watched: std::collections::HashSet<_> = recorded.iter().map(|r| &r.domain).collect();
     eprintln!(
-        "{} bounces replayed: {} suppressions prevented, {} reinstatements recommended",
-        summary.bounces, summary.prevented, summary.reinstatements
+        "{} bounces replayed: {} suppressions prevented, {} reinstatements recommended \
+         (judged with {used}; the watched domains are the {} the recording checks)",
+        summary.bounces,
+        summary.prevented,
+        summary.reinstatements,
+        watched.len()
     );
     Ok(if clean {
         ExitCode::SUCCESS

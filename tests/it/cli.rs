@@ -478,3 +478,66 @@ async fn a_bounce_just_before_the_first_check_is_judged_again_by_it() {
         "{undo:?}"
     );
 }
+
+/// Issue 19, item 4: replay judges what the recording holds. Run from a
+/// folder whose watchlist lists other domains (never checked by the
+/// recording, they would have to vouch for our resolver and never do), it
+/// answers as from an empty folder, and says which watchlist it used.
+#[test]
+fn replay_judges_the_recordings_domains_whatever_the_watchlist_lists() {
+    let own = r#""mx":[{"preference":10,"exchange":"mx00.example.de"}]"#;
+    let icloud = r#""mx":[{"preference":10,"exchange":"mx01.mail.icloud.com"}]"#;
+    let obs: String = (0..12)
+        .map(|i| {
+            let mx = if i < 2 { own } else { icloud };
+            format!(
+                "{{\"domain\":\"example.de\",\"at\":\"2021-04-26T10:{:02}:00Z\",\"outcome\":\"records\",{mx},\"ttl\":300}}\n",
+                i * 5
+            )
+        })
+        .collect();
+    let bounce = "{\"recipient\":\"kim@example.de\",\"at\":\"2021-04-26T10:12:00Z\",\"status\":\"5.1.1\",\
+                  \"reply_code\":550,\"remote_mta\":\"mx01.mail.icloud.com\"}\n";
+    let run = |watchlist: Option<&str>| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("obs.jsonl"), &obs).unwrap();
+        std::fs::write(dir.path().join("b.jsonl"), bounce).unwrap();
+        if let Some(w) = watchlist {
+            std::fs::write(dir.path().join("watchlist.yaml"), w).unwrap();
+        }
+        let out = mxwatch(
+            dir.path(),
+            &[
+                "replay",
+                "--observations",
+                "obs.jsonl",
+                "--bounces",
+                "b.jsonl",
+                "--json",
+            ],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        (json_lines(&out), stderr(&out))
+    };
+    let (alone, said_alone) = run(None);
+    let (listed, said_listed) = run(Some(
+        "domains: [a.example, b.example, c.example, d.example, e.example]\n",
+    ));
+    assert_eq!(alone[0]["verdict"], "transient", "{alone:?}");
+    assert_eq!(
+        listed, alone,
+        "the folder's watchlist must not change the verdicts"
+    );
+    assert!(
+        said_alone.contains("judged with default settings (no watchlist at watchlist.yaml)"),
+        "{said_alone}"
+    );
+    assert!(
+        said_alone.contains("the watched domains are the 1 the recording checks"),
+        "{said_alone}"
+    );
+    assert!(
+        said_listed.contains("judged with the settings of watchlist.yaml"),
+        "{said_listed}"
+    );
+}
