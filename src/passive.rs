@@ -281,24 +281,50 @@ pub struct Excursion {
     pub source: PassiveSource,
 }
 
-/// The excursions among one domain's sightings from one source.
+/// The longest a set seen between sightings of the usual one counts as an
+/// excursion: a domain whose MX pointed elsewhere for weeks had moved, and
+/// bounces from then are the new host's word, not a misconfiguration's.
+pub const MAX_EXCURSION: Duration = Duration::from_secs(7 * 86_400);
+
+/// The excursions among one domain's sightings from one source. The
+/// usual set is the one seen over the longest span, its periods merged
+/// (an export may list the same set once per period, before and after the
+/// excursion); each period of another set seen only inside that span, and
+/// for at most [`MAX_EXCURSION`], is an excursion of its own.
 pub fn excursions(sightings: &[Sighting]) -> Vec<Excursion> {
-    let span = |s: &Sighting| s.last_seen - s.first_seen;
-    let Some(usual) = sightings
+    let mut spans: Vec<(&[Mx], DateTime<Utc>, DateTime<Utc>, u64)> = Vec::new();
+    for s in sightings {
+        match spans.iter_mut().find(|(mx, ..)| *mx == s.mx.as_slice()) {
+            Some((_, first, last, count)) => {
+                *first = (*first).min(s.first_seen);
+                *last = (*last).max(s.last_seen);
+                *count = count.saturating_add(s.count.unwrap_or(0));
+            }
+            None => spans.push((&s.mx, s.first_seen, s.last_seen, s.count.unwrap_or(0))),
+        }
+    }
+    let Some(&(usual, first, last, _)) = spans
         .iter()
-        .max_by_key(|s| (span(s), s.count.unwrap_or(0)))
+        .max_by_key(|(_, first, last, count)| (*last - *first, *count))
     else {
         return Vec::new();
     };
-    let res = chrono::Duration::from_std(usual.source.margin()).unwrap_or_default();
+    let Some(source) = sightings.first().map(|s| s.source) else {
+        return Vec::new();
+    };
+    let res = chrono::Duration::from_std(source.margin()).unwrap_or_default();
+    let longest = chrono::Duration::from_std(MAX_EXCURSION).unwrap_or_default();
     sightings
         .iter()
         .filter(|s| {
-            s.mx != usual.mx && s.first_seen > usual.first_seen && s.last_seen < usual.last_seen
+            s.mx != usual
+                && s.first_seen > first
+                && s.last_seen < last
+                && s.last_seen - s.first_seen <= longest
         })
         .map(|s| Excursion {
             domain: s.domain.clone(),
-            usual: usual.mx.clone(),
+            usual: usual.to_vec(),
             during: s.mx.clone(),
             start: s.first_seen.checked_sub_signed(res).unwrap_or(s.first_seen),
             end: s.last_seen.checked_add_signed(res).unwrap_or(s.last_seen),

@@ -110,3 +110,77 @@ fn securitytrails_days_are_whole_days() {
             .contains("records")
     );
 }
+
+/// Issue 19, item 5: an export listing the usual set once per period
+/// (before and after a one-day iCloud period) shows the excursion, as one
+/// spanning record does.
+#[test]
+fn periods_of_the_usual_set_are_merged_before_looking_for_excursions() {
+    let domain = DomainName::parse("example.de").unwrap();
+    let split = r#"{"type":"mx/dns","pages":1,"records":[
+        {"values":[{"host":"mx00.example.de","priority":10}],"first_seen":"2014-04-20","last_seen":"2025-10-28"},
+        {"values":[{"host":"mx01.mail.icloud.com","priority":10}],"first_seen":"2025-10-29","last_seen":"2025-10-29"},
+        {"values":[{"host":"mx00.example.de","priority":10}],"first_seen":"2025-10-30","last_seen":"2026-11-30"}
+    ]}"#;
+    let r = read_securitytrails(split, &domain);
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    let ex = excursions(&r.sightings);
+    assert_eq!(ex.len(), 1, "{ex:?}");
+    assert_eq!(ex[0].during[0].exchange.as_str(), "mx01.mail.icloud.com");
+    assert_eq!(ex[0].usual[0].exchange.as_str(), "mx00.example.de");
+    // DNSDB alike (a sensor's record per period).
+    let text = [
+        r#"{"time_first":1398000000,"time_last":1761700000,"rrname":"example.de.","rrtype":"MX","rdata":["10 mx00.example.de."]}"#,
+        r#"{"time_first":1761735600,"time_last":1761746400,"rrname":"example.de.","rrtype":"MX","rdata":["10 mx01.mail.icloud.com."]}"#,
+        r#"{"time_first":1761800000,"time_last":1764500000,"rrname":"example.de.","rrtype":"MX","rdata":["10 mx00.example.de."]}"#,
+    ]
+    .join("\n");
+    assert_eq!(excursions(&read_dnsdb(&text).sightings).len(), 1);
+    // Each period of the other set is its own excursion: two iCloud days a
+    // month apart are two windows, not one of a month.
+    let twice = r#"{"records":[
+        {"values":[{"host":"mx00.example.de","priority":10}],"first_seen":"2014-04-20","last_seen":"2026-11-30"},
+        {"values":[{"host":"mx01.mail.icloud.com","priority":10}],"first_seen":"2025-10-01","last_seen":"2025-10-01"},
+        {"values":[{"host":"mx01.mail.icloud.com","priority":10}],"first_seen":"2025-11-01","last_seen":"2025-11-01"}
+    ]}"#;
+    let ex = excursions(&read_securitytrails(twice, &domain).sightings);
+    let days: Vec<_> = ex.iter().map(|e| e.seen).collect();
+    assert_eq!(
+        days,
+        [
+            (t("2025-10-01T00:00:00Z"), t("2025-10-01T23:59:59Z")),
+            (t("2025-11-01T00:00:00Z"), t("2025-11-01T23:59:59Z"))
+        ]
+    );
+}
+
+/// Merging periods makes a move away and back look like an excursion:
+/// past [`MAX_EXCURSION`] it is history (the domain had moved), not a
+/// window that would spare every unknown user of those years.
+#[test]
+fn years_elsewhere_between_two_periods_are_history_not_an_excursion() {
+    let domain = DomainName::parse("example.de").unwrap();
+    let text = r#"{"records":[
+        {"values":[{"host":"mx00.example.de","priority":10}],"first_seen":"2014-04-20","last_seen":"2019-12-31"},
+        {"values":[{"host":"aspmx.l.google.com","priority":1}],"first_seen":"2020-01-01","last_seen":"2023-06-30"},
+        {"values":[{"host":"mx00.example.de","priority":10}],"first_seen":"2023-07-01","last_seen":"2026-11-30"}
+    ]}"#;
+    assert_eq!(
+        excursions(&read_securitytrails(text, &domain).sightings),
+        []
+    );
+    // Seven days is still an excursion; eight is not.
+    for (last, n) in [("2025-10-07", 1), ("2025-10-08", 0)] {
+        let text = format!(
+            r#"{{"records":[
+            {{"values":[{{"host":"mx00.example.de","priority":10}}],"first_seen":"2014-04-20","last_seen":"2026-11-30"}},
+            {{"values":[{{"host":"mx01.mail.icloud.com","priority":10}}],"first_seen":"2025-10-01","last_seen":"{last}"}}
+        ]}}"#
+        );
+        assert_eq!(
+            excursions(&read_securitytrails(&text, &domain).sightings).len(),
+            n,
+            "{last}"
+        );
+    }
+}
