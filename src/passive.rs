@@ -292,7 +292,9 @@ pub const MAX_EXCURSION: Duration = Duration::from_secs(7 * 86_400);
 /// excursion); each period of another set seen only inside that span, and
 /// for at most [`MAX_EXCURSION`], is an excursion of its own.
 pub fn excursions(sightings: &[Sighting]) -> Vec<Excursion> {
-    let mut spans: Vec<(&[Mx], DateTime<Utc>, DateTime<Utc>, u64)> = Vec::new();
+    // Each set once: (set, first seen, last seen, sightings counted).
+    type Span<'a> = (&'a [Mx], DateTime<Utc>, DateTime<Utc>, u64);
+    let mut spans: Vec<Span> = Vec::new();
     for s in sightings {
         match spans.iter_mut().find(|(mx, ..)| *mx == s.mx.as_slice()) {
             Some((_, first, last, count)) => {
