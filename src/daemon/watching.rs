@@ -78,10 +78,15 @@ pub(super) fn spawn_auto_watch(
             stop.clone(),
         ));
     }
+    // Bounces stored while no daemon ran are read too, as far back as one
+    // would keep a domain watched (30 days without auto-watch).
+    let reach = config
+        .auto_watch
+        .map_or(Duration::from_secs(30 * 86_400), |a| a.keep);
     tasks.spawn(auto_watch(
         watching.clone(),
         monitor.clone(),
-        config.database.clone(),
+        (config.database.clone(), reach),
         (reload.clone(), ask),
         clock,
         stop,
@@ -96,7 +101,9 @@ const AUTO_WATCH_PAGE: usize = 50_000;
 const AUTO_WATCH_CHECKS: usize = 16;
 
 /// Follows the bounces stored (from any writer: the API, webhooks,
-/// `bounces ingest` beside the daemon). With `auto_watch:`, each unlisted
+/// `bounces ingest` beside the daemon, or before it started: it goes on
+/// from where it got to, oldest first, and never further back than
+/// `reach` before now). With `auto_watch:`, each unlisted
 /// domain is checked at once (so a bounce just before is judged by what the
 /// DNS said then), then on the schedule until `keep` after its last
 /// bounce; at the cap the least recently bounced goes. With `passive_dns:`,
@@ -105,7 +112,7 @@ const AUTO_WATCH_CHECKS: usize = 16;
 async fn auto_watch(
     watching: Arc<std::sync::Mutex<Watching>>,
     monitor: Arc<Monitor>,
-    database: std::path::PathBuf,
+    (database, reach): (std::path::PathBuf, Duration),
     (reload, ask): (mpsc::Sender<Vec<Job>>, Option<mpsc::Sender<DomainName>>),
     clock: Arc<dyn Clock>,
     stop: CancellationToken,
@@ -113,8 +120,12 @@ async fn auto_watch(
     let asking = ask.is_some();
     // One connection for the task's life, opened on first use.
     let conn: Arc<std::sync::Mutex<Option<store::Store>>> = Arc::default();
-    let read = |after: i64| read_feed(database.clone(), conn.clone(), after, asking);
-    let mut cursor = match read(-1).await {
+    let read = |after: Start| read_feed(database.clone(), conn.clone(), after, asking);
+    let since = clock
+        .now()
+        .checked_sub_signed(chrono::Duration::from_std(reach).unwrap_or(chrono::Duration::MAX))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+    let mut cursor = match read(Start::Resume(since)).await {
         Ok(Ok((last, _, _))) => last,
         Ok(Err(e)) => return tracing::error!("auto-watch stopped: {e}"),
         Err(e) => return tracing::error!("auto-watch stopped: {e}"),
@@ -131,7 +142,8 @@ async fn auto_watch(
             _ = tokio::time::sleep(pause) => {}
             _ = stop.cancelled() => return,
         }
-        let domains = match read(cursor).await {
+        let before = cursor;
+        let domains = match read(Start::After(cursor)).await {
             Ok(Ok((last, domains, unknown))) => {
                 cursor = last;
                 behind = domains.len() == AUTO_WATCH_PAGE;
@@ -151,12 +163,12 @@ async fn auto_watch(
             Err(e) => return tracing::error!("auto-watch stopped: {e}"),
         };
         let (kept, change, jobs, list) = note_bounces(&watching, &domains, clock.now());
-        if kept.is_empty() && change.dropped.is_empty() {
+        if kept.is_empty() && change.dropped.is_empty() && cursor == before {
             continue;
         }
         if let Err(e) = monitor
             .writer
-            .auto_watched(kept, change.dropped.clone())
+            .auto_watched(kept, change.dropped.clone(), cursor)
             .await
         {
             return tracing::error!("auto-watch stopped: {e}");
@@ -182,7 +194,7 @@ async fn auto_watch(
 #[allow(clippy::type_complexity)]
 fn note_bounces(
     watching: &std::sync::Mutex<Watching>,
-    domains: &[String],
+    domains: &[(String, Option<chrono::DateTime<chrono::Utc>>)],
     now: chrono::DateTime<chrono::Utc>,
 ) -> (
     Vec<(DomainName, crate::autowatch::Entry)>,
@@ -193,12 +205,17 @@ fn note_bounces(
     let mut change = crate::autowatch::Change::default();
     let mut w = watching.lock().expect("watching lock");
     let mut touched = std::collections::BTreeSet::new();
-    for d in domains.iter().filter_map(|d| DomainName::parse(d).ok()) {
+    for (d, at) in domains {
+        let Ok(d) = DomainName::parse(d) else {
+            continue;
+        };
         if w.is_listed(&d) {
             continue;
         }
         if let Some(auto) = &mut w.auto {
-            auto.bounced(&d, now, &mut change);
+            // A past bounce keeps its domain `keep` after it, not after now.
+            let at = at.map_or(now, |at| at.min(now));
+            auto.bounced(&d, at, &mut change);
             touched.insert(d);
         }
     }
@@ -281,29 +298,45 @@ async fn passive_lookups(
     }
 }
 
-/// The bounces' domains stored after row `after` (or, for -1, only where
-/// the feed ends now), and, when `asking`, the domains among them without
-/// any history.
+/// Where [`read_feed`] reads from.
+#[derive(Debug, Clone, Copy)]
+enum Start {
+    /// Where the last run got to, but no bounce dated before this: only
+    /// the row to go on from is answered.
+    Resume(chrono::DateTime<chrono::Utc>),
+    After(i64),
+}
+
+/// A page of stored bounces: the last row read, each bounce's domain and
+/// time, and (when asking passive DNS) the domains without any history.
+type Page = (i64, store::BouncedDomains, Vec<DomainName>);
+
+/// The bounces' domains stored after row `after` (for `Start::Resume`,
+/// only the row to go on from), and, when `asking`, the domains among them
+/// without any history.
 async fn read_feed(
     db: std::path::PathBuf,
     conn: Arc<std::sync::Mutex<Option<store::Store>>>,
-    after: i64,
+    after: Start,
     asking: bool,
-) -> Result<Result<(i64, Vec<String>, Vec<DomainName>), store::StoreError>, tokio::task::JoinError>
-{
+) -> Result<Result<Page, store::StoreError>, tokio::task::JoinError> {
     tokio::task::spawn_blocking(move || {
         let mut guard = conn.lock().expect("feed connection lock");
         if guard.is_none() {
             *guard = Some(store::Store::open(&db)?);
         }
         let s = guard.as_ref().expect("opened above");
-        if after < 0 {
-            return Ok((s.last_bounce_row()?, Vec::new(), Vec::new()));
-        }
+        let after = match after {
+            Start::Resume(since) => {
+                return Ok((s.feed_start("auto_watch", since)?, Vec::new(), Vec::new()));
+            }
+            Start::After(row) => row,
+        };
         let (last, domains) = s.bounce_domains_after(after, AUTO_WATCH_PAGE)?;
         let mut unknown = Vec::new();
         if asking {
-            let distinct: std::collections::BTreeSet<&String> = domains.iter().collect();
+            let distinct: std::collections::BTreeSet<&String> =
+                domains.iter().map(|(d, _)| d).collect();
             for d in distinct {
                 if let Ok(name) = DomainName::parse(d)
                     && !s.has_history(&name)?

@@ -79,6 +79,9 @@ pub(super) fn window_from_row(r: &rusqlite::Row, o: usize) -> rusqlite::Result<W
     })
 }
 
+/// Stored bounces' domains and times, in the order stored.
+pub type BouncedDomains = Vec<(String, Option<DateTime<Utc>>)>;
+
 /// A stored bounce with its row id and the verdict it holds now.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredBounce {
@@ -444,22 +447,49 @@ impl Store {
         &self,
         after: i64,
         limit: usize,
-    ) -> Result<(i64, Vec<String>), StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT id, domain FROM bounces WHERE id > ?1 ORDER BY id LIMIT ?2")?;
+    ) -> Result<(i64, BouncedDomains), StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, domain, at FROM bounces WHERE id > ?1 ORDER BY id LIMIT ?2",
+        )?;
         let rows = stmt.query_map(
             params![after, i64::try_from(limit).unwrap_or(i64::MAX)],
-            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<i64>>(2)?.map(from_ms),
+                ))
+            },
         )?;
         let mut last = after;
         let mut out = Vec::new();
         for row in rows {
-            let (id, d) = row?;
+            let (id, d, at) = row?;
             last = id;
-            out.push(d);
+            out.push((d, at));
         }
         Ok((last, out))
+    }
+
+    /// Where a reader of the stored bounces starts: after the row it had
+    /// reached (`feed_cursors`), but never before the first bounce dated
+    /// `since` or later (older ones are no longer worth reading).
+    pub fn feed_start(&self, reader: &str, since: DateTime<Utc>) -> Result<i64, StoreError> {
+        let reached: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT last_id FROM feed_cursors WHERE reader = ?1")?
+            .query_row([reader], |r| r.get(0))
+            .optional()?;
+        let first_recent: Option<i64> = self.conn.query_row(
+            "SELECT min(id) FROM bounces WHERE at >= ?1 OR (at IS NULL AND ingested_at >= ?1)",
+            [ms(since)],
+            |r| r.get(0),
+        )?;
+        let bound = match first_recent {
+            Some(id) => id - 1,
+            None => self.last_bounce_row()?,
+        };
+        Ok(reached.map_or(bound, |r| r.max(bound)))
     }
 
     /// The last stored bounce's row.

@@ -15,6 +15,7 @@ pub(super) fn migrations() -> Migrations<'static> {
             M6_DELIVERED,
             M7_ANOMALY_LAST_BOUNCE,
             M8_HELD_RUNS,
+            M9_FEED_CURSORS,
         ]
         .into_iter()
         .map(M::up)
@@ -235,4 +236,14 @@ const M8_HELD_RUNS: &str = r#"
         -- other domains vouch for our resolver: 1 until a check believes it.
         -- A bounce in its time is not judged as if the change were known.
         ALTER TABLE runs ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
+        "#;
+
+const M9_FEED_CURSORS: &str = r#"
+        -- How far a reader of the stored bounces (the auto-watcher) got: it
+        -- goes on from there after a restart, and reads what was stored
+        -- while no daemon ran (bounded by how long a bounce keeps a domain).
+        CREATE TABLE feed_cursors (
+            reader      TEXT PRIMARY KEY,
+            last_id     INTEGER NOT NULL
+        );
         "#;

@@ -50,10 +50,12 @@ pub(super) enum Op {
         DateTime<Utc>,
         oneshot::Sender<super::Imported>,
     ),
-    /// The auto-watched domains now: these kept (with their entries), those gone.
+    /// The auto-watched domains now: these kept (with their entries), those
+    /// gone, and how far the auto-watcher has read the stored bounces.
     AutoWatched(
         Vec<(DomainName, crate::autowatch::Entry)>,
         Vec<DomainName>,
+        i64,
         oneshot::Sender<()>,
     ),
     Flush(oneshot::Sender<()>),
@@ -278,10 +280,11 @@ impl Writer {
         &self,
         keep: Vec<(DomainName, crate::autowatch::Entry)>,
         gone: Vec<DomainName>,
+        cursor: i64,
     ) -> Result<(), StoreError> {
         let (ack, done) = oneshot::channel();
         self.tx
-            .send(Op::AutoWatched(keep, gone, ack))
+            .send(Op::AutoWatched(keep, gone, cursor, ack))
             .await
             .map_err(|_| StoreError::WriterGone)?;
         done.await.map_err(|_| StoreError::WriterGone)
@@ -442,7 +445,12 @@ impl WriterState {
                         &judging,
                     )?)
                 }
-                Op::AutoWatched(keep, gone, _) => {
+                Op::AutoWatched(keep, gone, cursor, _) => {
+                    tx.prepare_cached(
+                        "INSERT INTO feed_cursors(reader, last_id) VALUES ('auto_watch', ?1) \
+                         ON CONFLICT(reader) DO UPDATE SET last_id = max(last_id, ?1)",
+                    )?
+                    .execute([cursor])?;
                     for (d, e) in keep {
                         tx.prepare_cached(
                             "INSERT INTO auto_watched(domain, since, last_bounce) VALUES (?1, ?2, ?3) \

@@ -842,7 +842,28 @@ async fn a_domain_without_history_is_looked_up_in_passive_dns() {
     looked_up_in_passive_dns("").await;
 }
 
+/// Issue 19, item 6: the natural first run, a past feed ingested and then
+/// the daemon started. The daemon reads what was stored before it (not
+/// only what comes after): the domain is auto-watched, looked up in passive
+/// DNS, and the bounce its history covers is reinstated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounces_stored_before_the_daemon_started_are_watched_and_looked_up() {
+    looked_up("auto_watch: {}\n", Feed::BeforeStart).await;
+}
+
 async fn looked_up_in_passive_dns(auto: &str) {
+    looked_up(auto, Feed::Api).await;
+}
+
+/// How the bounce reaches the daemon.
+#[derive(PartialEq)]
+enum Feed {
+    Api,
+    /// Stored in the database before the daemon starts.
+    BeforeStart,
+}
+
+async fn looked_up(auto: &str, feed: Feed) {
     use wiremock::matchers::{header, method, path};
     use wiremock::{Mock, MockServer, ResponseTemplate};
     let dns = TestDns::start().await;
@@ -869,15 +890,36 @@ async fn looked_up_in_passive_dns(auto: &str) {
         key.path().display(),
         provider.uri()
     );
-    let (app, base) = app_with_api_and(&dns, &extra).await;
     // A refusal by iCloud inside that hour, fed now (a past feed).
     let at = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2021, 4, 20, 11, 30, 0).unwrap();
-    let a = post_bounces(
-        &base,
-        crate::unknown_user("kim@example.org", at, "mx01.mail.icloud.com"),
-    )
-    .await;
-    assert_eq!(a["verdicts"][0]["verdict"], "suppress", "{a}");
+    let line = crate::unknown_user("kim@example.org", at, "mx01.mail.icloud.com");
+    let (app, base) = if feed == Feed::BeforeStart {
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+        let yaml = format!(
+            "{}api_token_file: '{}'\n{extra}domains: [example.de]\n",
+            base_yaml(&dns),
+            token_file.display()
+        );
+        let config = crate::write_config(&dir, &yaml);
+        let (writer, task) =
+            mxwatch::store::Writer::start(&config.database, config.judging()).unwrap();
+        let parsed = mxwatch::bounce::parse::parse(line.as_bytes(), None, at);
+        let intake = writer.bounces(parsed.bounces, at).await.unwrap();
+        assert_eq!(intake.judgements[0].verdict.to_string(), "suppress");
+        writer.close().await.unwrap();
+        drop(writer);
+        task.await.unwrap();
+        let app = crate::start(config, std::sync::Arc::new(dir));
+        let addr = app.daemon.as_ref().unwrap().api_addr.unwrap();
+        (app, format!("http://{addr}"))
+    } else {
+        let (app, base) = app_with_api_and(&dns, &extra).await;
+        let a = post_bounces(&base, line).await;
+        assert_eq!(a["verdicts"][0]["verdict"], "suppress", "{a}");
+        (app, base)
+    };
     let mut undo: Vec<Value> = Vec::new();
     for _ in 0..100 {
         undo = get_json(format!("{base}/v1/reinstatements")).await;
@@ -895,5 +937,16 @@ async fn looked_up_in_passive_dns(auto: &str) {
             .contains("passive DNS (dnsdb)"),
         "{undo:?}"
     );
+    if auto.contains("auto_watch") {
+        let mut d = Value::Null;
+        for _ in 0..100 {
+            d = get_json(format!("{base}/v1/domains/example.org")).await;
+            if d["auto_watched"].is_object() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(d["auto_watched"]["since"].is_string(), "{d}");
+    }
     app.stop().await;
 }

@@ -396,3 +396,53 @@ async fn a_burst_that_ended_while_no_daemon_ran_no_longer_covers_later_questions
     drop(writer);
     task.await.unwrap();
 }
+
+/// Issue 19, item 6: where the auto-watcher starts reading the stored
+/// bounces: after the row it had reached, never before the first bounce
+/// that could still keep a domain watched (oldest first from there).
+#[tokio::test]
+async fn the_feed_is_read_from_where_it_was_left_and_no_further_back_than_keep() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("f.db");
+    let (writer, task) =
+        mxwatch::store::Writer::start(&db, mxwatch::store::Judging::default()).unwrap();
+    let now = Utc.with_ymd_and_hms(2026, 3, 31, 0, 0, 0).unwrap();
+    let lines: String = [60, 20, 5]
+        .iter()
+        .map(|days| {
+            crate::unknown_user(
+                &format!("kim{days}@example.org"),
+                now - chrono::Duration::days(*days),
+                "mx.example.org",
+            ) + "\n"
+        })
+        .collect();
+    let parsed = mxwatch::bounce::parse::parse(lines.as_bytes(), None, now);
+    writer.bounces(parsed.bounces, now).await.unwrap();
+    writer.flush().await.unwrap();
+    let store = mxwatch::store::Store::open(&db).unwrap();
+    let rows: Vec<i64> = store
+        .stored_bounces(None, None, None)
+        .unwrap()
+        .iter()
+        .map(|b| b.id)
+        .collect();
+    let (old, recent) = (rows[0], rows[1]);
+    let since = now - chrono::Duration::days(30);
+    // Never read: the bounce of 60 days ago; first: the one of 20.
+    assert_eq!(store.feed_start("auto_watch", since).unwrap(), recent - 1);
+    assert_eq!(
+        store.bounce_domains_after(recent - 1, 10).unwrap().1.len(),
+        2
+    );
+    assert!(old < recent);
+    // A reader that got further goes on from there.
+    writer
+        .auto_watched(Vec::new(), Vec::new(), recent)
+        .await
+        .unwrap();
+    assert_eq!(store.feed_start("auto_watch", since).unwrap(), recent);
+    writer.close().await.unwrap();
+    drop(writer);
+    task.await.unwrap();
+}
