@@ -103,7 +103,7 @@ const RULES: &[Rule] = &[
         // and Microsoft uses it for RecipientNotFound; its words decide.
         statuses: &["X.1.1", "X.1.0*", "X.1.3*"],
         words: Some(
-            r"user (is )?unknown|unknown (user|recipient|address|local[- ]part|mailbox)|no such (user|mailbox|recipient|address|account|person)|user not found|(mailbox|recipient|address|account|user(name)?|addressee)( address)? (does not|doesn't|did not|does no longer) exist|(mailbox|recipient|address|account|user)( address)? (not found|unavailable|not available)|no (user record|mailbox here|mailbox by that name)|user lookup success but no user record|invalid (recipient|mailbox|address|user)|(recipient|address|user|mailbox) (is )?(invalid|not valid|not listed|unknown|rejected: user unknown)|not a (valid|known) (user|mailbox|recipient)|no account by that name|addressee unknown|nosuchuser|user doesn't have a|account (that you tried to reach )?does not exist|not our customer|mailbox not found|bad destination mailbox|recipient (unknown|not found)|unknown or illegal alias|no valid recipients|undeliverable address|no such local user|user not exist|cannot be delivered to this user|no such user here|#?5\.1\.0 address rejected|not listed in (the )?(domino directory|public name & address book)|\(and other recipients in the same domain\)|recipient name is not recognized|address (couldn.t|could not|wasn.t|was not) (be )?found|recipient address rejected(\.|: access denied|$)|resolver\.adr\.recip(ient)?notfound|recipient \S+ not found by smtp address lookup|check if (the )?address is correct|address (is )?not recognized|no longer (a )?valid (user|address|recipient)",
+            r"user (is )?unknown|unknown (user|recipient|address|local[- ]part|mailbox)|invalid final delivery userid|no such (user|mailbox|recipient|address|account|person)|user not found|(mailbox|recipient|address|account|user(name)?|addressee)( address)? (does not|doesn't|did not|does no longer) exist|(mailbox|recipient|address|account|user)( address)? (not found|unavailable|not available)|no (user record|mailbox here|mailbox by that name)|user lookup success but no user record|invalid (recipient|mailbox|address|user)|(recipient|address|user|mailbox) (is )?(invalid|not valid|not listed|unknown|rejected: user unknown)|not a (valid|known) (user|mailbox|recipient)|no account by that name|addressee unknown|nosuchuser|user doesn't have a|account (that you tried to reach )?does not exist|not our customer|mailbox not found|bad destination mailbox|recipient (unknown|not found)|unknown or illegal alias|no valid recipients|undeliverable address|no such local user|user not exist|cannot be delivered to this user|no such user here|#?5\.1\.0 address rejected|not listed in (the )?(domino directory|public name & address book)|\(and other recipients in the same domain\)|recipient name is not recognized|address (couldn.t|could not|wasn.t|was not) (be )?found|recipient address rejected(\.|: access denied|$)|resolver\.adr\.recip(ient)?notfound|recipient \S+ not found by smtp address lookup|check if (the )?address is correct|address (is )?not recognized|no longer (a )?valid (user|address|recipient)",
         ),
     },
     Rule {
@@ -259,8 +259,10 @@ pub struct Clues<'a> {
     pub recipient: &'a str,
 }
 
-/// Rules applied after the table, to an unknown-user verdict only.
+/// Rules beside the table: a contradicting code overruled by clear words,
+/// and those applied after the table to an unknown-user verdict only.
 pub const OVERRIDES: &[&str] = &[
+    "words-over-code",
     "filtered-after-data",
     "unconfirmed",
     "mailbox-exists",
@@ -431,8 +433,9 @@ fn classify_table(
     if let Some(kind) = hint {
         return verdict(kind, "stated by the source");
     }
-    // A specific code (`5.1.1`) decides before words do; words decide
-    // before a broad code (`5.7.*`) or a code that says nothing (`X.0.0`).
+    // A specific code (`5.1.1`) decides before words do, unless the words
+    // clearly say what the code cannot be; words decide before a broad
+    // code (`5.7.*`) or a code that says nothing (`X.0.0`).
     if let Some(s) = status.filter(|s| !s.ends_with(".0.0")) {
         for rule in RULES {
             if rule
@@ -441,6 +444,9 @@ fn classify_table(
                 .any(|p| !p.contains('*') && status_matches(p, s, text))
                 && !(rule.name != "sender-side" && sender_side(text))
             {
+                if let Some(words) = contradicted(rule.kind, reply_code, text) {
+                    return verdict(words, "words-over-code");
+                }
                 return verdict(rule.kind, rule.name);
             }
         }
@@ -471,6 +477,28 @@ fn classify_table(
         return verdict(Kind::Expired, "delayed");
     }
     verdict(Kind::Other, "other")
+}
+
+/// A code overruled: the kind that the reply code and clear words say
+/// together against the enhanced code, if any. An address code (X.1.1)
+/// says the mailbox does not exist; a 552 reply (RFC 5321: "exceeded
+/// storage allocation") with words that say it is full (or the message too
+/// big for it) say it exists. Two of three win: qmail's vpopmail answers an
+/// over-quota mailbox "552 sorry, mailbox … is over quota temporarily
+/// (#5.1.1)" (Sisimai's MailboxFull wordings; an Openfind error table
+/// lists "552 5.1.1 Sorry, Mailbox … Is Over Quota Temporarily"). Words
+/// alone do not overrule a code: a bounce text may quote another
+/// recipient's reply beside this one's.
+fn contradicted(code: Kind, reply_code: Option<u16>, text: &str) -> Option<Kind> {
+    if code != Kind::UserUnknown || reply_code != Some(552) {
+        return None;
+    }
+    RULES
+        .iter()
+        .zip(COMPILED.iter())
+        .filter(|(r, _)| matches!(r.kind, Kind::MailboxFull | Kind::TooLarge))
+        .find(|(_, re)| re.as_ref().is_some_and(|re| re.is_match(text)))
+        .map(|(r, _)| r.kind)
 }
 
 fn sender_side(text: &str) -> bool {

@@ -633,3 +633,59 @@ fn x_1_10_is_a_null_mx_unless_microsoft_says_recipient_not_found() {
     ));
     assert_eq!(v.kind, Kind::UserUnknown);
 }
+
+/// Issue 19, item 8: where words and codes disagree, the clear words of a
+/// state the code cannot be win (the general rule: an address code says
+/// the mailbox does not exist; words that say it exists outrank it).
+#[test]
+fn clear_words_outrank_a_contradicting_code() {
+    // qmail/vpopmail: Sisimai's MailboxFull wordings ("is over quota
+    // temporarily"); an Openfind error table lists "552 5.1.1 Sorry,
+    // Mailbox … Is Over Quota Temporarily".
+    let v = classify(&Clues {
+        action: Some(Action::Failed),
+        status: Some("5.1.1"),
+        reply_code: Some(552),
+        diagnostic: "552 sorry, mailbox kim@example.com is over quota temporarily (#5.1.1)",
+        domain: "example.com",
+        recipient: "kim@example.com",
+        source: Some(Source::Dsn),
+        ..Default::default()
+    });
+    assert_eq!((v.kind, v.rule), (Kind::MailboxFull, "words-over-code"));
+    // The same code with words that agree, or say nothing more, stands.
+    for diag in [
+        "550 5.1.1 <kim@example.com>: Recipient address rejected: User unknown",
+        "550 5.1.1 kim@example.com",
+    ] {
+        let v = classify(&Clues {
+            action: Some(Action::Failed),
+            status: Some("5.1.1"),
+            reply_code: Some(550),
+            diagnostic: diag,
+            domain: "example.com",
+            recipient: "kim@example.com",
+            command: Some(SmtpCommand::RcptTo),
+            ..Default::default()
+        });
+        assert_eq!(v.kind, Kind::UserUnknown, "{diag}");
+    }
+}
+
+/// Ipswitch IMail ("X-Mailer: <SMTP32 v8.22>"): "Invalid final delivery
+/// userid: <address>" is its unknown user (Sisimai's Lhost::IMailServer
+/// lists it under userunknown; flufl.bounce's heuristics find the address
+/// after it), in a bounce text that shows no code.
+#[test]
+fn imails_invalid_final_delivery_userid_is_an_unknown_user() {
+    let v = classify(&Clues {
+        action: Some(Action::Failed),
+        diagnostic: "Body of message generated response: Invalid final delivery userid: kim@example.com",
+        domain: "example.com",
+        recipient: "kim@example.com",
+        source: Some(Source::Dsn),
+        ..Default::default()
+    });
+    assert_eq!(v.kind, Kind::UserUnknown, "{v:?}");
+    assert!(v.hard);
+}

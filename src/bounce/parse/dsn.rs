@@ -387,6 +387,7 @@ fn delivery_status(ds: &str, body: &str, date: Option<DateTime<Utc>>) -> Vec<Fac
         .split("\n\n")
         .map(fields)
         .filter(|f| !f.is_empty())
+        .flat_map(groups)
         .collect();
     let per_message: Vec<(String, String)> = blocks
         .iter()
@@ -446,6 +447,56 @@ fn delivery_status(ds: &str, body: &str, date: Option<DateTime<Utc>>) -> Vec<Fac
             kind_hint: None,
             command: None,
         });
+    }
+    out
+}
+
+/// One blank-line block split into the groups it holds. RFC 3464 separates
+/// the per-message fields and each recipient's group by blank lines; some
+/// MTAs (AOL's among them) write them all in one block. Per-message fields
+/// before the first recipient field are the per-message group, and a
+/// recipient field the current group already has (a second
+/// `Final-Recipient`, a second `Original-Recipient`) starts the next
+/// recipient's group. `Original-Recipient` may come before or after its
+/// `Final-Recipient`, and some write a group's `Final-Recipient` last
+/// (after its `Status`): per-recipient fields before it stay in its group.
+/// RFC 3464's per-recipient fields other than the recipient's own (and
+/// Sendmail's `X-Actual-Recipient`).
+const PER_RECIPIENT: &[&str] = &[
+    "action",
+    "status",
+    "remote-mta",
+    "diagnostic-code",
+    "last-attempt-date",
+    "final-log-id",
+    "will-retry-until",
+    "x-actual-recipient",
+];
+
+fn groups(block: Vec<(String, String)>) -> Vec<Vec<(String, String)>> {
+    let mut out: Vec<Vec<(String, String)>> = Vec::new();
+    let mut current: Vec<(String, String)> = Vec::new();
+    // Whether the current group has its Final- and Original-Recipient, and
+    // per-recipient fields (flags, not scans: one block may hold a million
+    // fields).
+    let (mut fin, mut orig, mut own) = (false, false, false);
+    for (name, value) in block {
+        let (is_final, is_orig) = (name == "final-recipient", name == "original-recipient");
+        let per_message = !(fin || orig || own);
+        let starts = (is_final || is_orig)
+            && !current.is_empty()
+            && (per_message || (is_final && fin) || (is_orig && orig));
+        if starts {
+            out.push(std::mem::take(&mut current));
+            (fin, orig, own) = (false, false, false);
+        }
+        fin |= is_final;
+        orig |= is_orig;
+        own |= PER_RECIPIENT.contains(&name.as_str());
+        current.push((name, value));
+    }
+    if !current.is_empty() {
+        out.push(current);
     }
     out
 }
@@ -556,5 +607,63 @@ mod tests {
             .join()
             .expect("no panic");
         assert_eq!(outcome, Ok(0));
+    }
+}
+
+#[cfg(test)]
+mod groups_tests {
+    /// Issue 19, item 8: AOL writes the per-message fields and every
+    /// recipient's group in one block, no blank line between them
+    /// (Sisimai's corpus, rhost-aol-03.eml, where Sisimai finds both).
+    /// Each recipient comes out with its own status and reason.
+    #[test]
+    fn recipient_groups_without_blank_lines_are_each_a_recipient() {
+        let raw = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/sisimai/maildir/bsd/rhost-aol-03.eml"
+        ))
+        .unwrap();
+        let facts = super::parse(&raw).unwrap();
+        let got: Vec<(String, Option<String>)> = facts
+            .iter()
+            .map(|f| (f.recipient.clone(), f.status.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("sabineko@example.jp".to_string(), Some("5.2.2".to_string())),
+                ("mikeneko@example.jp".to_string(), Some("5.1.1".to_string())),
+            ]
+        );
+        let kinds: Vec<crate::bounce::Kind> = facts
+            .into_iter()
+            .map(|f| f.into_bounce(crate::bounce::Source::Dsn).unwrap().kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                crate::bounce::Kind::MailboxFull,
+                crate::bounce::Kind::UserUnknown
+            ]
+        );
+    }
+
+    /// Original-Recipient before or after its Final-Recipient, and the
+    /// per-message fields in front: one group each.
+    #[test]
+    fn a_group_starts_at_a_recipient_field_it_already_has() {
+        let block = "Reporting-MTA: dns; mx.example.net\nOriginal-Recipient: rfc822;a@x.test\nFinal-Recipient: rfc822; a@x.test\nStatus: 5.1.1\nOriginal-Recipient: rfc822;b@x.test\nFinal-Recipient: rfc822; b@x.test\nStatus: 5.2.2\nFinal-Recipient: rfc822; c@x.test\nOriginal-Recipient: rfc822;c@x.test\nStatus: 4.4.1";
+        let groups = super::groups(super::fields(block));
+        let firsts: Vec<&str> = groups.iter().map(|g| g[0].0.as_str()).collect();
+        assert_eq!(
+            firsts,
+            [
+                "reporting-mta",
+                "original-recipient",
+                "original-recipient",
+                "final-recipient"
+            ]
+        );
+        assert!(groups[1..].iter().all(|g| g.len() == 3));
     }
 }
