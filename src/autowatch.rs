@@ -42,6 +42,9 @@ pub struct Change {
     pub added: Vec<DomainName>,
     /// No longer watched (evicted at the cap, or expired).
     pub dropped: Vec<DomainName>,
+    /// Not watched yet: the cap is reached and every watched domain has an
+    /// open window.
+    pub waiting: Vec<DomainName>,
 }
 
 /// The auto-watched domains.
@@ -75,8 +78,17 @@ impl AutoWatched {
         self.by_last.insert((e.last_bounce, d));
     }
 
-    /// A bounce for `d` at `at` (an unlisted domain).
-    pub fn bounced(&mut self, d: &DomainName, at: DateTime<Utc>, change: &mut Change) {
+    /// A bounce for `d` at `at` (an unlisted domain). At the cap, the least
+    /// recently bounced domain that is not `pinned` (an open window: its
+    /// incident goes on) makes room; when every one is pinned, `d` waits
+    /// (`change.waiting`): no window closes to make room.
+    pub fn bounced(
+        &mut self,
+        d: &DomainName,
+        at: DateTime<Utc>,
+        change: &mut Change,
+        pinned: &dyn Fn(&DomainName) -> bool,
+    ) {
         let entry = match self.entries.get(d) {
             Some(e) => Entry {
                 since: e.since,
@@ -87,12 +99,15 @@ impl AutoWatched {
                     return;
                 }
                 while self.entries.len() >= self.settings.max_domains {
-                    let Some((_, oldest)) = self.by_last.pop_first() else {
-                        break;
+                    let Some(oldest) = self.by_last.iter().find(|(_, d)| !pinned(d)).cloned()
+                    else {
+                        change.waiting.push(d.clone());
+                        return;
                     };
-                    self.entries.remove(&oldest);
-                    change.added.retain(|a| *a != oldest);
-                    change.dropped.push(oldest);
+                    self.by_last.remove(&oldest);
+                    self.entries.remove(&oldest.1);
+                    change.added.retain(|a| *a != oldest.1);
+                    change.dropped.push(oldest.1);
                 }
                 change.added.push(d.clone());
                 Entry {
@@ -104,19 +119,29 @@ impl AutoWatched {
         self.insert(d.clone(), entry);
     }
 
-    /// Domains whose last bounce is more than `keep` before `now` go.
-    pub fn expire(&mut self, now: DateTime<Utc>, change: &mut Change) {
+    /// Drops the domains whose last bounce is more than `keep` before
+    /// `now`, except the `pinned` (they go once their window has closed).
+    pub fn expire(
+        &mut self,
+        now: DateTime<Utc>,
+        change: &mut Change,
+        pinned: &dyn Fn(&DomainName) -> bool,
+    ) {
         let keep = chrono::Duration::from_std(self.settings.keep).unwrap_or(chrono::Duration::MAX);
         let Some(limit) = now.checked_sub_signed(keep) else {
             return;
         };
-        while let Some((last, _)) = self.by_last.first() {
-            if *last >= limit {
-                break;
-            }
-            let (_, d) = self.by_last.pop_first().expect("first exists");
-            self.entries.remove(&d);
-            change.dropped.push(d);
+        let gone: Vec<(DateTime<Utc>, DomainName)> = self
+            .by_last
+            .iter()
+            .take_while(|(last, _)| *last < limit)
+            .filter(|(_, d)| !pinned(d))
+            .cloned()
+            .collect();
+        for key in gone {
+            self.by_last.remove(&key);
+            self.entries.remove(&key.1);
+            change.dropped.push(key.1);
         }
     }
 
@@ -160,6 +185,10 @@ mod tests {
         DomainName::parse(s).unwrap()
     }
 
+    fn none(_: &DomainName) -> bool {
+        false
+    }
+
     #[test]
     fn kept_after_the_last_bounce_then_dropped() {
         let mut w = AutoWatched::new(Settings {
@@ -167,17 +196,17 @@ mod tests {
             max_domains: 10,
         });
         let mut c = Change::default();
-        w.bounced(&d("a.example"), t(0), &mut c);
-        w.bounced(&d("a.example"), t(10), &mut c);
+        w.bounced(&d("a.example"), t(0), &mut c, &none);
+        w.bounced(&d("a.example"), t(10), &mut c, &none);
         assert_eq!(c.added, [d("a.example")], "added once");
         assert_eq!(w.get(&d("a.example")).unwrap().since, t(0));
         let mut c = Change::default();
-        w.expire(t(33), &mut c);
+        w.expire(t(33), &mut c, &none);
         assert!(
             c.dropped.is_empty(),
             "24 h after the last bounce, not the first"
         );
-        w.expire(t(35), &mut c);
+        w.expire(t(35), &mut c, &none);
         assert_eq!(c.dropped, [d("a.example")]);
         assert!(w.is_empty());
     }
@@ -189,14 +218,45 @@ mod tests {
             max_domains: 2,
         });
         let mut c = Change::default();
-        w.bounced(&d("a.example"), t(0), &mut c);
-        w.bounced(&d("b.example"), t(1), &mut c);
-        w.bounced(&d("a.example"), t(2), &mut c);
-        w.bounced(&d("c.example"), t(3), &mut c);
+        w.bounced(&d("a.example"), t(0), &mut c, &none);
+        w.bounced(&d("b.example"), t(1), &mut c, &none);
+        w.bounced(&d("a.example"), t(2), &mut c, &none);
+        w.bounced(&d("c.example"), t(3), &mut c, &none);
         assert_eq!(c.dropped, [d("b.example")]);
         assert_eq!(c.added, [d("a.example"), d("c.example")]);
         assert_eq!(w.len(), 2);
         assert!(w.forget(&d("a.example")));
         assert_eq!(w.len(), 1);
+    }
+
+    /// Issue 19, item 10: a domain with an open window is never evicted nor
+    /// expired (its incident is not over); at the cap the newcomer waits.
+    #[test]
+    fn a_domain_with_an_open_window_is_never_evicted() {
+        let mut w = AutoWatched::new(Settings {
+            keep: Duration::from_secs(3600),
+            max_domains: 2,
+        });
+        let open = |x: &DomainName| x.as_str() == "a.example";
+        let mut c = Change::default();
+        w.bounced(&d("a.example"), t(0), &mut c, &open);
+        w.bounced(&d("b.example"), t(1), &mut c, &open);
+        w.bounced(&d("c.example"), t(2), &mut c, &open);
+        assert_eq!(c.dropped, [d("b.example")], "a is older, but pinned");
+        assert!(w.get(&d("a.example")).is_some());
+        // Every watched domain pinned: the newcomer waits.
+        let both = |x: &DomainName| x.as_str() != "z.example";
+        let mut c = Change::default();
+        w.bounced(&d("z.example"), t(3), &mut c, &both);
+        assert_eq!((c.added.len(), c.dropped.len()), (0, 0));
+        assert_eq!(c.waiting, [d("z.example")]);
+        assert!(w.get(&d("z.example")).is_none());
+        // Long after its last bounce, still watched while its window is open.
+        let mut c = Change::default();
+        w.expire(t(100), &mut c, &open);
+        assert_eq!(c.dropped, [d("c.example")]);
+        assert!(w.get(&d("a.example")).is_some());
+        w.expire(t(100), &mut c, &none);
+        assert!(w.is_empty());
     }
 }

@@ -142,7 +142,7 @@ impl Daemon {
         {
             // Windows of domains that left the watchlist while we were away.
             let m = monitor.clone();
-            let list = watching.lock().expect("watching lock").all().1;
+            let list = watching.lock().expect("watching lock").all_with(&m).1;
             tasks.spawn(async move {
                 if let Err(e) = m.watch(&list).await {
                     tracing::error!("closing the windows of domains no longer watched: {e}");
@@ -157,7 +157,7 @@ impl Daemon {
         let alerts =
             crate::alerts::Workers::start(config.alerting(), &monitor.writer, &clock, &stop);
         let (reload, reload_rx) = mpsc::channel(4);
-        let jobs = watching.lock().expect("watching lock").all().0;
+        let jobs = watching.lock().expect("watching lock").all_with(&monitor).0;
         let scheduler = tasks.spawn(scheduler(config, jobs, &monitor, &clock, reload_rx, &stop));
         if config.auto_watch.is_some() || !config.passive_dns.is_empty() {
             let clock = (clock.clone(), stop.clone());
@@ -180,12 +180,13 @@ impl Daemon {
     }
 
     /// Applies a new watchlist: added domains are scheduled, removed ones
-    /// stop (their history stays; their open windows close).
+    /// stop (their history stays; one whose window is open is watched until
+    /// its DNS closes it).
     pub async fn reload(&self, config: &Config) {
         let (jobs, list) = {
             let mut w = self.watching.lock().expect("watching lock");
             w.listed(config);
-            w.all()
+            w.all_with(&self.monitor)
         };
         if let Err(e) = self.monitor.watch(&list).await {
             tracing::error!("closing the windows of domains no longer watched: {e}");

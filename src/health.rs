@@ -172,6 +172,8 @@ pub enum Trust {
 #[derive(Debug, Clone)]
 pub struct Health {
     pub outage: OutageDetector,
+    /// Who votes on whether our resolver is broken.
+    electorate: Electorate,
     /// Domains whose answer is held.
     held: std::collections::HashMap<String, Held>,
     /// Checks recorded so far.
@@ -180,6 +182,66 @@ pub struct Health {
     domains: usize,
     /// With fewer than three domains, nothing tells our failure from theirs.
     enabled: bool,
+}
+
+/// Who votes on whether our resolver is broken. A domain anyone can make
+/// us watch (an auto-watched one: a typo a signup form collected, a name a
+/// stranger's bounce lists) or one on its first check says nothing about
+/// our resolver when it answers NXDOMAIN or times out: that is a fact about
+/// that domain. The question is answered by the listed domains with a
+/// known-good history (a believed answer other than NXDOMAIN); while fewer
+/// than three have one (a fresh database), by every listed domain and the
+/// auto-watched ones with a known-good history. An auto-watched domain
+/// without one never votes.
+#[derive(Debug, Clone, Default)]
+struct Electorate {
+    /// The listed domains; `None`: no watchlist given, every domain votes.
+    listed: Option<std::collections::HashSet<String>>,
+    good_listed: std::collections::HashSet<String>,
+    good_auto: std::collections::HashSet<String>,
+}
+
+impl Electorate {
+    /// Listed domains with a known-good history needed to decide alone.
+    const QUORUM: usize = 3;
+
+    fn votes(&self, domain: &str) -> bool {
+        let Some(listed) = &self.listed else {
+            return true;
+        };
+        if self.good_listed.len() >= Self::QUORUM {
+            self.good_listed.contains(domain)
+        } else {
+            listed.contains(domain) || self.good_auto.contains(domain)
+        }
+    }
+
+    /// How many domains vote; `None` when every domain does.
+    fn voters(&self) -> Option<usize> {
+        let listed = self.listed.as_ref()?;
+        Some(if self.good_listed.len() >= Self::QUORUM {
+            self.good_listed.len()
+        } else {
+            listed.len() + self.good_auto.len()
+        })
+    }
+
+    /// Whether `domain` has a known-good history now.
+    fn note(&mut self, domain: &str, good: bool) {
+        let Some(listed) = &self.listed else { return };
+        let set = if listed.contains(domain) {
+            &mut self.good_listed
+        } else {
+            &mut self.good_auto
+        };
+        if good {
+            if !set.contains(domain) {
+                set.insert(domain.to_string());
+            }
+        } else {
+            set.remove(domain);
+        }
+    }
 }
 
 /// A held answer and the check counter when it was first held.
@@ -195,27 +257,72 @@ impl Health {
     /// The span recent checks are judged over.
     pub const SPAN: Duration = Duration::from_secs(600);
 
-    /// For a watchlist of `domains` names.
+    /// For `domains` names that all vote (until [`Health::watch`] says
+    /// which are listed).
     pub fn new(domains: usize) -> Self {
-        let enabled = domains >= 3;
-        let min_checks = if enabled { domains.min(20) } else { usize::MAX };
-        Health {
-            outage: OutageDetector::new(Self::SPAN, min_checks),
+        let mut h = Health {
+            outage: OutageDetector::new(Self::SPAN, usize::MAX),
+            electorate: Electorate::default(),
             held: Default::default(),
             checks: 0,
-            domains,
-            enabled,
+            domains: 0,
+            enabled: false,
+        };
+        h.scale(domains);
+        h
+    }
+
+    /// Sized for `voters` voting domains: with fewer than three nothing can
+    /// be compared. Everything it knows carries over: an outage, held
+    /// answers and the recent checks (a watchlist change, an auto-watched
+    /// domain added, must not forget the healthy checks of a moment ago).
+    fn scale(&mut self, voters: usize) {
+        self.domains = voters;
+        self.enabled = voters >= 3;
+        self.outage.min_checks = if self.enabled {
+            voters.min(20)
+        } else {
+            usize::MAX
+        };
+    }
+
+    fn rescale(&mut self) {
+        if let Some(n) = self.electorate.voters()
+            && n != self.domains
+        {
+            self.scale(n);
         }
     }
 
-    /// The same, rescaled to a reloaded watchlist; an outage and held
-    /// answers carry over.
-    pub fn rescaled(&self, domains: usize) -> Self {
-        let mut h = Health::new(domains);
-        h.outage.since = self.outage.since;
-        h.held = self.held.clone();
-        h.checks = self.checks;
-        h
+    /// The watched domains now: the `listed` ones and the `auto`-watched.
+    /// Domains watched no more leave the electorate.
+    pub fn watch<'a>(
+        &mut self,
+        listed: impl IntoIterator<Item = &'a str>,
+        auto: impl IntoIterator<Item = &'a str>,
+    ) {
+        let listed: std::collections::HashSet<String> =
+            listed.into_iter().map(str::to_string).collect();
+        let auto: std::collections::HashSet<&str> = auto.into_iter().collect();
+        let e = &mut self.electorate;
+        // A domain moved between the two keeps its history.
+        let good: Vec<String> = e.good_listed.drain().chain(e.good_auto.drain()).collect();
+        for d in good {
+            if listed.contains(&d) {
+                e.good_listed.insert(d);
+            } else if auto.contains(d.as_str()) {
+                e.good_auto.insert(d);
+            }
+        }
+        e.listed = Some(listed);
+        self.rescale();
+    }
+
+    /// Whether `domain` has a known-good history (a believed answer other
+    /// than NXDOMAIN), as of its latest check.
+    pub fn known(&mut self, domain: &str, good: bool) {
+        self.electorate.note(domain, good);
+        self.rescale();
     }
 
     /// Whether the other domains have been checked enough since `h` was
@@ -280,7 +387,11 @@ impl Health {
 
     /// Counts a check of `domain`: `bad` when every upstream failed or its
     /// answer was held.
+    /// A domain that does not vote (see [`Electorate`]) counts for nothing.
     pub fn record(&mut self, domain: &str, at: DateTime<Utc>, bad: bool) -> Option<OutageEvent> {
+        if !self.electorate.votes(domain) {
+            return None;
+        }
         self.checks += 1;
         if let Some(h) = self.held.get_mut(domain) {
             h.own += 1;
@@ -541,10 +652,85 @@ mod tests {
             ),
             "no others since"
         );
-        // A rescaled detector keeps its outage, holds and counters.
+        // A watchlist change keeps the outage, holds, counters and checks.
         h.outage.adopt(t(0));
-        let r = h.rescaled(4);
-        assert_eq!(r.outage.since, Some(t(0)));
-        assert_eq!((r.checks, r.held.len()), (h.checks, 1));
+        let (checks, fraction) = (h.checks, h.outage.failing_fraction());
+        h.watch(["d0.example", "d1.example", "d2.example", "d3.example"], []);
+        assert_eq!(h.outage.since, Some(t(0)));
+        assert_eq!((h.checks, h.held.len()), (checks, 1));
+        assert!(fraction.is_some());
+        assert_eq!(h.outage.failing_fraction(), fraction, "recent checks kept");
+    }
+
+    /// Issue 19, item 9: twenty typo domains (auto-watched, NXDOMAIN on
+    /// their first check) or three thousand that time out do not make our
+    /// resolver look broken: the listed domains with a known-good history
+    /// answer that question, and adding the newcomers to the watch list
+    /// does not forget their healthy checks.
+    #[test]
+    fn newcomers_do_not_vote_on_our_resolver() {
+        let listed: Vec<String> = (0..13).map(|i| format!("d{i}.example")).collect();
+        let mut h = Health::new(listed.len());
+        h.watch(listed.iter().map(String::as_str), []);
+        for (i, d) in listed.iter().enumerate() {
+            let own = own(i as i64);
+            assert_eq!(h.assess(d, None, Some(&own)), Trust::Believe);
+            h.known(d, true);
+            assert_eq!(h.record(d, t(i as i64), false), None);
+        }
+        for wave in 0..5 {
+            let typos: Vec<String> = (0..3000).map(|i| format!("t{wave}-{i}.example")).collect();
+            let auto = typos.iter().map(String::as_str);
+            h.watch(listed.iter().map(String::as_str), auto);
+            for (i, d) in typos.iter().enumerate() {
+                let at = t(20 + wave * 30 + i as i64 % 20);
+                // NXDOMAIN for some (a fact about them), time-outs for others.
+                let answer = (i % 2 == 0).then_some(Answer::NxDomain);
+                if let Some(a) = &answer {
+                    assert!(matches!(h.assess(d, None, Some(a)), Trust::Hold(_)));
+                }
+                h.known(d, false);
+                assert_eq!(h.record(d, at, true), None, "{d}");
+            }
+            assert!(h.outage.since.is_none());
+            assert_eq!(h.outage.failing_fraction(), Some(0.0), "the listed decide");
+        }
+        // A typo's NXDOMAIN is believed once the listed vouch for us.
+        for (i, d) in listed.iter().enumerate() {
+            h.record(d, t(200 + i as i64), false);
+        }
+        let typo = "t4-0.example";
+        assert_eq!(
+            h.assess(typo, None, Some(&Answer::NxDomain)),
+            Trust::Believe
+        );
+        // Our resolver does fail: the listed say so.
+        let mut started = None;
+        for (i, d) in listed.iter().enumerate() {
+            started = started.or(h.record(d, t(300 + i as i64), true));
+        }
+        assert!(
+            matches!(started, Some(OutageEvent::Started(_))),
+            "{started:?}"
+        );
+    }
+
+    /// A fresh database: no listed domain has a history yet, so every listed
+    /// one votes (a first sweep through a lying resolver is an outage), but
+    /// an auto-watched newcomer never does.
+    #[test]
+    fn before_any_history_the_listed_vote_and_newcomers_still_do_not() {
+        let listed: Vec<String> = (0..5).map(|i| format!("d{i}.example")).collect();
+        let mut h = Health::new(5);
+        h.watch(listed.iter().map(String::as_str), ["typo.example"]);
+        for i in 0..50 {
+            assert_eq!(h.record("typo.example", t(i), true), None);
+        }
+        assert_eq!(h.outage.failing_fraction(), None, "no vote counted");
+        let mut started = None;
+        for (i, d) in listed.iter().enumerate() {
+            started = started.or(h.record(d, t(60 + i as i64), true));
+        }
+        assert!(matches!(started, Some(OutageEvent::Started(_))));
     }
 }

@@ -40,6 +40,16 @@ struct Watch {
     expect: Vec<String>,
 }
 
+/// A watched domain: its name, the providers it is expected at, and
+/// whether the watchlist lists it (else it is auto-watched: anyone who can
+/// make it bounce can make us watch it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Watched {
+    pub name: DomainName,
+    pub expect: Vec<String>,
+    pub listed: bool,
+}
+
 pub struct Monitor {
     /// `None` when replaying recorded observations: nothing is asked.
     resolver: Option<MxResolver>,
@@ -60,6 +70,16 @@ pub struct Monitor {
     holding: Mutex<std::collections::HashSet<DomainName>>,
     /// This process's right to monitor the database, released on drop.
     _lock: store::MonitorLock,
+}
+
+/// Whether a domain has a known-good history: a believed answer other than
+/// NXDOMAIN (only such domains vote on our resolver's health; see
+/// `health::Electorate`).
+fn known_good(state: &DomainState) -> bool {
+    state
+        .baseline
+        .as_ref()
+        .is_some_and(|b| b.answer != crate::dns::Answer::NxDomain)
 }
 
 /// The detector state without `last_seen`, which moves on every check and is
@@ -87,7 +107,7 @@ pub struct Setup {
     pub params: Params,
     /// The watched domains, each with the provider ids it is expected to
     /// use (empty: any).
-    pub watchlist: Vec<(DomainName, Vec<String>)>,
+    pub watchlist: Vec<Watched>,
 }
 
 impl Monitor {
@@ -157,36 +177,94 @@ impl Monitor {
             _lock: lock,
         });
         monitor.set_watchlist(&config.watchlist);
+        // Who has a known-good history is known from the store, not only
+        // from this process's checks.
+        {
+            let states = monitor.states.lock().expect("state lock");
+            let mut health = monitor.health.lock().expect("health lock");
+            for (d, state) in states.iter() {
+                health.known(d.as_str(), known_good(state));
+            }
+        }
         monitor
     }
 
     /// Adopts a (re)loaded watchlist: expectations, and the resolver health
     /// detector's scale (it needs at least 3 domains to tell our resolver's
     /// failure from theirs).
-    pub fn set_watchlist(&self, watchlist: &[(DomainName, Vec<String>)]) {
+    pub fn set_watchlist(&self, watchlist: &[Watched]) {
         let map: HashMap<DomainName, Watch> = watchlist
             .iter()
-            .map(|(name, expect)| {
+            .map(|w| {
                 (
-                    name.clone(),
+                    w.name.clone(),
                     Watch {
-                        expect: expect.clone(),
+                        expect: w.expect.clone(),
                     },
                 )
             })
             .collect();
-        let n = map.len();
         *self.watched.write().expect("watchlist lock") = map;
         let mut health = self.health.lock().expect("health lock");
-        *health = health.rescaled(n);
+        let listed = watchlist
+            .iter()
+            .filter(|w| w.listed)
+            .map(|w| w.name.as_str());
+        let auto = watchlist
+            .iter()
+            .filter(|w| !w.listed)
+            .map(|w| w.name.as_str());
+        health.watch(listed, auto);
+    }
+
+    /// Whether `d`'s MX-change window is open (or closing): its incident is
+    /// not over, so it stays watched whatever the watchlist or the
+    /// auto-watch cap say.
+    pub fn window_open(&self, d: &DomainName) -> bool {
+        self.states
+            .lock()
+            .expect("state lock")
+            .get(d)
+            .is_some_and(|s| s.window.is_some())
+    }
+
+    /// `list`, and every domain it lacks whose window is still open (it
+    /// left the watchlist, or auto-watch let it go, during its incident):
+    /// such a domain stays watched until its own DNS closes the window.
+    pub fn with_lingering(&self, mut list: Vec<Watched>) -> Vec<Watched> {
+        let names: std::collections::HashSet<DomainName> =
+            list.iter().map(|w| w.name.clone()).collect();
+        let mut lingering: Vec<DomainName> = self
+            .states
+            .lock()
+            .expect("state lock")
+            .iter()
+            .filter(|(d, s)| s.window.is_some() && !names.contains(*d))
+            .map(|(d, _)| d.clone())
+            .collect();
+        lingering.sort();
+        for d in &lingering {
+            tracing::debug!(
+                domain = %d,
+                "still watched: no longer listed or auto-watched, but its window is open"
+            );
+        }
+        list.extend(lingering.into_iter().map(|name| Watched {
+            name,
+            expect: Vec::new(),
+            listed: false,
+        }));
+        list
     }
 
     /// Adopts the watchlist and closes the windows of domains no longer on
-    /// it (no window stays open without a check to end it).
-    pub async fn watch(&self, watchlist: &[(DomainName, Vec<String>)]) -> Result<(), StoreError> {
+    /// it (no window stays open without a check to end it). Callers pass
+    /// it through [`Monitor::with_lingering`] first, so that no window
+    /// closes for a reason that says nothing about its domain's DNS.
+    pub async fn watch(&self, watchlist: &[Watched]) -> Result<(), StoreError> {
         self.set_watchlist(watchlist);
         let names: std::collections::HashSet<DomainName> =
-            watchlist.iter().map(|(name, _)| name.clone()).collect();
+            watchlist.iter().map(|w| w.name.clone()).collect();
         self.states
             .lock()
             .expect("state lock")
@@ -262,11 +340,11 @@ impl Monitor {
 
         let consensus = consensus_observation(&det.consensus, &observations, &trust);
         let held = matches!(trust, Trust::Hold(_));
-        let outage = self.health.lock().expect("health lock").record(
-            domain.as_str(),
-            at,
-            held || det.consensus.answer.is_none(),
-        );
+        let outage = {
+            let mut health = self.health.lock().expect("health lock");
+            health.known(domain.as_str(), known_good(&det.state));
+            health.record(domain.as_str(), at, held || det.consensus.answer.is_none())
+        };
         let event = CheckEvent {
             domain: domain.clone(),
             at,

@@ -18,8 +18,9 @@ pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async move {
             if *once {
                 let (m, writer) = daemon::open_for_sweep(&config, clock)?;
-                m.watch(&config.watchlist()).await?;
-                let names: Vec<DomainName> = config.domains.iter().map(|d| d.name.clone()).collect();
+                let list = m.with_lingering(config.watchlist());
+                m.watch(&list).await?;
+                let names: Vec<DomainName> = list.iter().map(|w| w.name.clone()).collect();
                 // SIGINT/SIGTERM: no further check starts; those in flight commit.
                 let stop = tokio_util::sync::CancellationToken::new();
                 let stop_tx = stop.clone();

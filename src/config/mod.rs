@@ -254,10 +254,14 @@ impl Config {
     }
 
     /// The watched domains with the provider ids each is expected to use.
-    pub fn watchlist(&self) -> Vec<(DomainName, Vec<String>)> {
+    pub fn watchlist(&self) -> Vec<crate::monitor::Watched> {
         self.domains
             .iter()
-            .map(|d| (d.name.clone(), d.expect.clone()))
+            .map(|d| crate::monitor::Watched {
+                name: d.name.clone(),
+                expect: d.expect.clone(),
+                listed: true,
+            })
             .collect()
     }
 

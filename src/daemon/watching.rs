@@ -7,7 +7,7 @@ use super::*;
 /// that bounced (`auto_watch:`). A watchlist entry always wins.
 pub(super) struct Watching {
     listed: Vec<Job>,
-    watchlist: Vec<(DomainName, Vec<String>)>,
+    watchlist: Vec<crate::monitor::Watched>,
     schedule: Arc<schedule::Schedule>,
     pub(super) auto: Option<crate::autowatch::AutoWatched>,
 }
@@ -30,18 +30,34 @@ impl Watching {
         self.watchlist = config.watchlist();
         self.schedule = Arc::new(config.schedule.clone());
         if let Some(auto) = &mut self.auto {
-            for (d, _) in &self.watchlist {
-                auto.forget(d);
+            for w in &self.watchlist {
+                auto.forget(&w.name);
             }
         }
     }
 
     pub(super) fn is_listed(&self, d: &DomainName) -> bool {
-        self.watchlist.iter().any(|(n, _)| n == d)
+        self.watchlist.iter().any(|w| w.name == *d)
     }
 
-    /// Every domain watched: its jobs, and (name, expected providers).
-    pub(super) fn all(&self) -> (Vec<Job>, Vec<(DomainName, Vec<String>)>) {
+    /// Every domain watched (with those whose windows are still open,
+    /// whatever the watchlist and the auto-watch cap say): its jobs, and
+    /// what the monitor watches.
+    pub(super) fn all_with(&self, monitor: &Monitor) -> (Vec<Job>, Vec<crate::monitor::Watched>) {
+        let (mut jobs, list) = self.all();
+        let list = monitor.with_lingering(list);
+        for w in list.iter().skip(jobs.len()) {
+            jobs.push(Job {
+                name: w.name.clone(),
+                schedule: self.schedule.clone(),
+            });
+        }
+        (jobs, list)
+    }
+
+    /// Every domain listed or auto-watched: its jobs, and what the monitor
+    /// watches.
+    fn all(&self) -> (Vec<Job>, Vec<crate::monitor::Watched>) {
         let mut jobs = self.listed.clone();
         let mut list = self.watchlist.clone();
         for (d, _) in self.auto.iter().flat_map(|a| a.domains()) {
@@ -49,7 +65,11 @@ impl Watching {
                 name: d.clone(),
                 schedule: self.schedule.clone(),
             });
-            list.push((d.clone(), Vec::new()));
+            list.push(crate::monitor::Watched {
+                name: d.clone(),
+                expect: Vec::new(),
+                listed: false,
+            });
         }
         (jobs, list)
     }
@@ -162,7 +182,21 @@ async fn auto_watch(
             }
             Err(e) => return tracing::error!("auto-watch stopped: {e}"),
         };
-        let (kept, change, jobs, list) = note_bounces(&watching, &domains, clock.now());
+        let (kept, change, jobs, list) = note_bounces(&watching, &monitor, &domains, clock.now());
+        if !change.waiting.is_empty() {
+            tracing::warn!(
+                waiting = change.waiting.len(),
+                "auto-watch: max_domains reached and every watched domain has an open window: \
+                 these wait until one closes (no window is closed to make room): {}",
+                change
+                    .waiting
+                    .iter()
+                    .take(10)
+                    .map(DomainName::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         if kept.is_empty() && change.dropped.is_empty() && cursor == before {
             continue;
         }
@@ -194,13 +228,14 @@ async fn auto_watch(
 #[allow(clippy::type_complexity)]
 fn note_bounces(
     watching: &std::sync::Mutex<Watching>,
+    monitor: &Monitor,
     domains: &[(String, Option<chrono::DateTime<chrono::Utc>>)],
     now: chrono::DateTime<chrono::Utc>,
 ) -> (
     Vec<(DomainName, crate::autowatch::Entry)>,
     crate::autowatch::Change,
     Vec<Job>,
-    Vec<(DomainName, Vec<String>)>,
+    Vec<crate::monitor::Watched>,
 ) {
     let mut change = crate::autowatch::Change::default();
     let mut w = watching.lock().expect("watching lock");
@@ -215,19 +250,19 @@ fn note_bounces(
         if let Some(auto) = &mut w.auto {
             // A past bounce keeps its domain `keep` after it, not after now.
             let at = at.map_or(now, |at| at.min(now));
-            auto.bounced(&d, at, &mut change);
+            auto.bounced(&d, at, &mut change, &|d| monitor.window_open(d));
             touched.insert(d);
         }
     }
     if let Some(auto) = &mut w.auto {
-        auto.expire(now, &mut change);
+        auto.expire(now, &mut change, &|d| monitor.window_open(d));
     }
     let auto = w.auto.as_ref();
     let kept = touched
         .into_iter()
         .filter_map(|d| auto.and_then(|a| a.get(&d)).map(|e| (d, e)))
         .collect();
-    let (jobs, list) = w.all();
+    let (jobs, list) = w.all_with(monitor);
     (kept, change, jobs, list)
 }
 

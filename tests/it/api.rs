@@ -950,3 +950,59 @@ async fn looked_up(auto: &str, feed: Feed) {
     }
     app.stop().await;
 }
+
+/// Issue 19, item 10: auto-watch at its cap evicted a domain in the middle
+/// of its incident, closing its window as `unwatched`: the next 5.1.1 from
+/// iCloud answered `suppress`. A domain with an open window is never
+/// evicted: the newcomer waits, and the window stays open.
+#[tokio::test(start_paused = true)]
+async fn a_domain_with_an_open_window_is_not_evicted_at_the_cap() {
+    let dns = TestDns::start().await;
+    dns.set("example.de", Behaviour::mx(&[(10, "mx00.example.de")], 300));
+    dns.set("example.org", Behaviour::mx(&[(10, "mx.example.org")], 300));
+    dns.set("example.net", Behaviour::mx(&[(10, "mx.example.net")], 300));
+    let started = tokio::time::Instant::now();
+    let (mut app, base) =
+        app_with_api_and(&dns, "auto_watch:\n  keep: 1h\n  max_domains: 1\n").await;
+    let clock_now = || {
+        chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2021, 4, 26, 11, 0, 0).unwrap()
+            + chrono::Duration::from_std(started.elapsed()).unwrap()
+    };
+    post_bounces(
+        &base,
+        crate::unknown_user("kim@example.org", clock_now(), "mx.example.org"),
+    )
+    .await;
+    app.next_check("example.org").await;
+    // example.org's MX flips to iCloud: an MX-change window opens.
+    dns.set(
+        "example.org",
+        Behaviour::mx(&[(10, "mx01.mail.icloud.com")], 300),
+    );
+    loop {
+        let ev = app.next_check("example.org").await;
+        if !ev.changes.is_empty() {
+            break;
+        }
+    }
+    // Another unlisted domain bounces: the cap is one, and example.org's
+    // incident is not over.
+    post_bounces(
+        &base,
+        crate::unknown_user("ann@example.net", clock_now(), "mx.example.net"),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let net: Value = get_json(format!("{base}/v1/domains/example.net")).await;
+    assert!(net["auto_watched"].is_null(), "it waits: {net}");
+    let org: Value = get_json(format!("{base}/v1/domains/example.org")).await;
+    assert!(org["auto_watched"].is_object(), "{org}");
+    let open: Vec<Value> = get_json(format!("{base}/v1/windows?active=true")).await;
+    assert_eq!(open.len(), 1, "{open:?}");
+    let v: Value = get_json(format!(
+        "{base}/v1/verdict?recipient=jo@example.org&status=5.1.1&reply_code=550&remote_mta=mx01.mail.icloud.com"
+    ))
+    .await;
+    assert_eq!(v["verdict"], "transient", "{v}");
+    app.stop().await;
+}

@@ -1042,3 +1042,59 @@ async fn a_bounce_during_a_held_change_is_transient_with_a_caveat() {
     assert_eq!(r.as_array().map(Vec::len), Some(0), "{r}");
     app.stop().await;
 }
+
+/// Issue 19, item 9: with auto-watch on, twenty bounces for domains that do
+/// not exist (what a signup form collects every day) opened a resolver
+/// outage within seconds, and every verdict for every listed domain became
+/// `transient`. Newcomers do not vote on our resolver: no outage, and a
+/// listed domain's unknown user is suppressed.
+#[tokio::test(start_paused = true)]
+async fn typo_domains_do_not_make_our_resolver_look_broken() {
+    let dns = TestDns::start().await;
+    let names: Vec<String> = (0..13).map(|i| format!("d{i}.example")).collect();
+    for n in &names {
+        dns.set(n, Behaviour::mx(&[(10, &format!("mx.{n}"))], 300));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let yaml = format!(
+        "{}api_token_file: '{}'\nauto_watch: {{}}\ndomains: [{}]\n",
+        crate::base_yaml(&dns),
+        token_file.display(),
+        names.join(", ")
+    );
+    let config = crate::write_config(&dir, &yaml);
+    let app = crate::start(config, std::sync::Arc::new(dir));
+    let base = format!("http://{}", app.daemon.as_ref().unwrap().api_addr.unwrap());
+    let now = clock_from(tokio::time::Instant::now());
+    minutes(2).await;
+    for wave in 0..3 {
+        let lines: Vec<String> = (0..20)
+            .map(|i| unknown_user(&format!("kim@gmial{wave}-{i}.con"), now(), "mx.example.net"))
+            .collect();
+        crate::post_bounces(&base, lines.join("\n")).await;
+        tokio::time::sleep(Duration::from_secs(20)).await;
+    }
+    minutes(1).await;
+    let kinds: Vec<String> = app
+        .store()
+        .windows(None)
+        .unwrap()
+        .iter()
+        .map(|w| w.kind.to_string())
+        .collect();
+    assert_eq!(kinds, Vec::<String>::new(), "no outage, no window");
+    let v: Value = crate::get_json(format!(
+        "{base}/v1/verdict?recipient=kim@d1.example&status=5.1.1&reply_code=550&remote_mta=mx.d1.example"
+    ))
+    .await;
+    assert_eq!(v["verdict"], "suppress", "{v}");
+    let auto = app.store().auto_watched().unwrap();
+    assert!(
+        auto.len() >= 20,
+        "the typos are watched (a fact each): {}",
+        auto.len()
+    );
+    app.stop().await;
+}
