@@ -121,8 +121,8 @@ pub struct Window {
     /// What made an anomaly an anomaly.
     pub detail: Option<String>,
     /// An anomaly's last unknown-user bounce so far: with the time a
-    /// question is asked, it says whether the burst is over
-    /// ([`crate::anomaly::Params::ended`]), whoever last looked.
+    /// question is asked, it says whether the burst is over (the anomaly
+    /// detector's `Params::ended`), whoever last looked.
     pub last_bounce: Option<DateTime<Utc>>,
 }
 
