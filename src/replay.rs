@@ -279,12 +279,7 @@ async fn feed(
             Step::Bounces(list) => {
                 for chunk in list.chunks(BATCH) {
                     let batch: Vec<Bounce> = chunk.iter().map(|&i| bounces[i].clone()).collect();
-                    let now = batch
-                        .iter()
-                        .filter_map(|b| b.at)
-                        .max()
-                        .unwrap_or(last)
-                        .max(last);
+                    let now = latest(batch.iter().filter_map(|b| b.at), last);
                     last = now;
                     let mut sent = Vec::new();
                     while let Some(d) = delivered.next_if(|d| d.at.is_some_and(|at| at <= now)) {
@@ -300,12 +295,7 @@ async fn feed(
     }
     let rest: Vec<Delivered> = delivered.collect();
     if !rest.is_empty() {
-        let now = rest
-            .iter()
-            .filter_map(|d| d.at)
-            .max()
-            .unwrap_or(last)
-            .max(last);
+        let now = latest(rest.iter().filter_map(|d| d.at), last);
         writer.feed(Vec::new(), rest, now).await?;
     }
     // The recording is over: bursts whose bounces stopped end, as the
@@ -324,6 +314,12 @@ async fn feed(
         .map(|j| j.expect("every bounce judged"))
         .collect();
     Ok((initial, last))
+}
+
+/// The latest of `times` and `last`: the moment a batch is fed at (time
+/// never runs backwards in a replay).
+fn latest(times: impl Iterator<Item = DateTime<Utc>>, last: DateTime<Utc>) -> DateTime<Utc> {
+    times.max().unwrap_or(last).max(last)
 }
 
 /// Each bounce judged again with everything the recording taught.

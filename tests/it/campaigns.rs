@@ -9,6 +9,18 @@ use serde_json::Value;
 
 use crate::cli::{json_lines, mxwatch, stderr};
 
+/// A writer over a database file, with the default settings.
+fn writer(db: &std::path::Path) -> (mxwatch::store::Writer, tokio::task::JoinHandle<()>) {
+    mxwatch::store::Writer::start(db, mxwatch::store::Judging::default()).unwrap()
+}
+
+/// Closes a writer and waits until everything it was sent is committed.
+async fn close(writer: mxwatch::store::Writer, task: tokio::task::JoinHandle<()>) {
+    writer.close().await.unwrap();
+    drop(writer);
+    task.await.unwrap();
+}
+
 type List = [(&'static str, &'static str, i64)];
 
 /// One list's mail to one domain: its MX host and its unknown users a day.
@@ -34,8 +46,7 @@ async fn ten_daily_campaigns_of_forty_unknown_users_open_no_window() {
 async fn ten_campaigns(domains: &List) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("campaigns.db");
-    let (writer, task) =
-        mxwatch::store::Writer::start(&db, mxwatch::store::Judging::default()).unwrap();
+    let (writer, task) = writer(&db);
     let mut verdicts: HashMap<String, usize> = HashMap::new();
     for day in 0..10 {
         let start =
@@ -69,9 +80,7 @@ async fn ten_campaigns(domains: &List) {
             .await
             .unwrap();
     }
-    writer.close().await.unwrap();
-    drop(writer);
-    task.await.unwrap();
+    close(writer, task).await;
     let store = mxwatch::store::Store::open(&db).unwrap();
     let what = domains[0].0;
     assert_eq!(
@@ -192,7 +201,7 @@ async fn deliveries_count_once_and_survive_a_restart() {
     let before = |at: Option<chrono::DateTime<Utc>>| at.unwrap() < incident;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("d.db");
-    let start = || mxwatch::store::Writer::start(&db, mxwatch::store::Judging::default()).unwrap();
+    let start = || writer(&db);
 
     let (writer, task) = start();
     let first: Vec<_> = bounces.iter().filter(|b| before(b.at)).cloned().collect();
@@ -203,9 +212,7 @@ async fn deliveries_count_once_and_survive_a_restart() {
     assert_eq!(intake.delivered, total);
     let again = writer.feed(Vec::new(), sent, now).await.unwrap();
     assert_eq!(again.delivered, 0, "the same deliveries again count once");
-    writer.close().await.unwrap();
-    drop(writer);
-    task.await.unwrap();
+    close(writer, task).await;
 
     let (writer, task) = start();
     let rest: Vec<_> = bounces.iter().filter(|b| !before(b.at)).cloned().collect();
@@ -218,9 +225,7 @@ async fn deliveries_count_once_and_survive_a_restart() {
         .feed(rest, sent, incident + chrono::Duration::days(9))
         .await
         .unwrap();
-    writer.close().await.unwrap();
-    drop(writer);
-    task.await.unwrap();
+    close(writer, task).await;
     let windows = mxwatch::store::Store::open(&db)
         .unwrap()
         .windows(None)
@@ -253,8 +258,7 @@ async fn deliveries_count_once_and_survive_a_restart() {
 async fn a_domain_that_is_its_own_provider_gets_one_window_per_burst() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("own.db");
-    let (writer, task) =
-        mxwatch::store::Writer::start(&db, mxwatch::store::Judging::default()).unwrap();
+    let (writer, task) = writer(&db);
     let line = |who: &str, at: chrono::DateTime<Utc>| {
         format!(
             "{{\"recipient\":\"{who}\",\"at\":\"{}\",\"status\":\"5.1.1\",\"reply_code\":550,\
@@ -282,9 +286,7 @@ async fn a_domain_that_is_its_own_provider_gets_one_window_per_burst() {
     let parsed = mxwatch::bounce::parse::parse(text.concat().as_bytes(), None, burst);
     let intake = writer.bounces(parsed.bounces, burst).await.unwrap();
     assert!(intake.judgements.last().unwrap().verdict == mxwatch::verdict::Verdict::Transient);
-    writer.close().await.unwrap();
-    drop(writer);
-    task.await.unwrap();
+    close(writer, task).await;
     let store = mxwatch::store::Store::open(&db).unwrap();
     let windows = store.windows(None).unwrap();
     assert_eq!(windows.len(), 1, "one burst, one window: {windows:?}");
@@ -392,9 +394,7 @@ async fn a_burst_that_ended_while_no_daemon_ran_no_longer_covers_later_questions
     };
     assert_eq!(ask(burst + chrono::Duration::minutes(5)), "transient");
     assert_eq!(ask(burst + chrono::Duration::days(1)), "suppress");
-    writer.close().await.unwrap();
-    drop(writer);
-    task.await.unwrap();
+    close(writer, task).await;
 }
 
 /// Issue 19, item 6: where the auto-watcher starts reading the stored
@@ -404,8 +404,7 @@ async fn a_burst_that_ended_while_no_daemon_ran_no_longer_covers_later_questions
 async fn the_feed_is_read_from_where_it_was_left_and_no_further_back_than_keep() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("f.db");
-    let (writer, task) =
-        mxwatch::store::Writer::start(&db, mxwatch::store::Judging::default()).unwrap();
+    let (writer, task) = writer(&db);
     let now = Utc.with_ymd_and_hms(2026, 3, 31, 0, 0, 0).unwrap();
     let lines: String = [60, 20, 5]
         .iter()
@@ -442,7 +441,5 @@ async fn the_feed_is_read_from_where_it_was_left_and_no_further_back_than_keep()
         .await
         .unwrap();
     assert_eq!(store.feed_start("auto_watch", since).unwrap(), recent);
-    writer.close().await.unwrap();
-    drop(writer);
-    task.await.unwrap();
+    close(writer, task).await;
 }
