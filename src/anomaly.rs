@@ -141,9 +141,17 @@ struct Tally {
 }
 
 impl Tally {
+    /// Events in the same minute as the last one share its entry (a feed
+    /// of a million bounces is a few thousand entries, not a million).
     fn add(&mut self, at: DateTime<Utc>, n: u64) {
-        self.recent.push_back((at, n));
-        self.recent_sum += n;
+        let minute = |t: DateTime<Utc>| t.timestamp().div_euclid(60);
+        match self.recent.back_mut() {
+            Some((t, count)) if minute(*t) == minute(at) && *t <= at => {
+                *count = count.saturating_add(n)
+            }
+            _ => self.recent.push_back((at, n)),
+        }
+        self.recent_sum = self.recent_sum.saturating_add(n);
     }
 
     /// Events leave the recent window for the baseline at `now`, and the
@@ -606,9 +614,13 @@ impl Detector {
         if st.open.is_some() {
             self.open_scopes.insert(scope.clone());
         } else {
-            // An incident is never the measure of the next one.
-            if out.is_empty() {
-                st.note_peak(at, self.params.peak_memory());
+            // An incident is never the measure of the next one; and a half
+            // hour too quiet to hold back any burst (its busiest count times
+            // `concurrent_factor` under `min_bounces`) is not kept.
+            let p = &self.params;
+            if out.is_empty() && st.recent.len() as f64 * p.concurrent_factor > p.min_bounces as f64
+            {
+                st.note_peak(at, p.peak_memory());
             }
             self.open_scopes.remove(scope);
         }
