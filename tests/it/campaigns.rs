@@ -443,3 +443,43 @@ async fn the_feed_is_read_from_where_it_was_left_and_no_further_back_than_keep()
     assert_eq!(store.feed_start("auto_watch", since).unwrap(), recent);
     close(writer, task).await;
 }
+
+/// Deliveries through an ESP's webhook are counted (the answer says how
+/// many), and the same batch sent again (an ESP retrying) counts once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_deliveries_are_counted_once() {
+    let dns = crate::TestDns::start().await;
+    let (app, base) = crate::api::app_with_api_and(&dns, "").await;
+    let batch = serde_json::json!([
+        {"email": "a@gmail.com", "timestamp": 1619434800, "event": "delivered", "sg_event_id": "e1", "sg_message_id": "m1"},
+        {"email": "b@gmail.com", "timestamp": 1619434801, "event": "delivered", "sg_event_id": "e2", "sg_message_id": "m2"},
+        {"email": "c@icloud.com", "timestamp": 1619434802, "event": "delivered", "sg_event_id": "e3", "sg_message_id": "m3"},
+        {"email": "d@gmail.com", "timestamp": 1619434803, "event": "bounce", "status": "5.1.1",
+         "reason": "550 5.1.1 The email account that you tried to reach does not exist", "sg_event_id": "e4"}
+    ])
+    .to_string();
+    let send = || async {
+        let r = crate::post(
+            &base,
+            "/v1/webhooks/sendgrid",
+            Some(crate::TOKEN),
+            batch.clone(),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        r.json::<Value>().await.unwrap()
+    };
+    let first = send().await;
+    assert_eq!(
+        (first["delivered"].as_u64(), first["stored"].as_u64()),
+        (Some(3), Some(1)),
+        "{first}"
+    );
+    let again = send().await;
+    assert_eq!(
+        (again["delivered"].as_u64(), again["duplicates"].as_u64()),
+        (Some(0), Some(1)),
+        "{again}"
+    );
+    app.stop().await;
+}
