@@ -182,7 +182,8 @@ impl Tally {
 #[derive(Debug, Default)]
 struct Sent {
     buckets: std::collections::BTreeMap<i64, u64>,
-    newest: i64,
+    /// The newest bucket yet (an older one arriving later moves nothing).
+    newest: Option<i64>,
 }
 
 /// How finely deliveries are counted in time, in seconds.
@@ -193,20 +194,21 @@ impl Sent {
         at.timestamp().div_euclid(SENT_BUCKET)
     }
 
+    /// `n` deliveries at `at`; buckets more than `keep` (and one bucket)
+    /// before the newest are dropped.
     fn add(&mut self, at: DateTime<Utc>, n: u64, keep: chrono::Duration) {
         let b = Self::bucket(at);
         let e = self.buckets.entry(b).or_default();
         *e = e.saturating_add(n);
-        if b > self.newest || self.buckets.len() == 1 {
-            self.newest = b;
-            let oldest = b.saturating_sub(keep.num_seconds() / SENT_BUCKET + 1);
-            while self
-                .buckets
-                .first_key_value()
-                .is_some_and(|(k, _)| *k < oldest)
-            {
-                self.buckets.pop_first();
-            }
+        let newest = self.newest.map_or(b, |x| x.max(b));
+        self.newest = Some(newest);
+        let oldest = newest.saturating_sub(keep.num_seconds() / SENT_BUCKET + 1);
+        while self
+            .buckets
+            .first_key_value()
+            .is_some_and(|(k, _)| *k < oldest)
+        {
+            self.buckets.pop_first();
         }
     }
 

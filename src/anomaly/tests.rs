@@ -376,3 +376,92 @@ fn absurd_times_and_durations_do_not_panic() {
         d.close_idle(at);
     }
 }
+
+/// The bookkeeping behind the comparisons (issue 19): what the feed's tally,
+/// a scope's delivery buckets and its busiest half hours keep.
+mod bookkeeping {
+    use super::*;
+
+    #[test]
+    fn the_feed_tally_shares_an_entry_per_minute_in_order() {
+        let mut tally = Tally::default();
+        let at = t0() + secs(10);
+        tally.add(at, 1);
+        tally.add(at + secs(20), 2);
+        assert_eq!(tally.recent.len(), 1, "the same minute, later: shared");
+        tally.add(at + secs(50), 1);
+        assert_eq!(tally.recent.len(), 2, "the next minute: its own");
+        tally.add(at + secs(45), 1);
+        assert_eq!(tally.recent.len(), 3, "earlier than the last: its own");
+        assert_eq!(tally.recent_sum, 5);
+        // An entry exactly a window old has left the window.
+        let window = mins(30);
+        tally.slide(at + window, window, chrono::Duration::days(7));
+        assert_eq!((tally.recent_sum, tally.older_sum), (2, 3));
+        // And leaves the baseline once older than it.
+        tally.slide(
+            at + chrono::Duration::days(7),
+            window,
+            chrono::Duration::days(7),
+        );
+        assert_eq!(tally.older_sum, 5, "exactly a baseline old still counts");
+        tally.slide(
+            at + chrono::Duration::days(7) + secs(1),
+            window,
+            chrono::Duration::days(7),
+        );
+        assert_eq!(
+            tally.older_sum, 2,
+            "the first entry is gone, the rest not yet"
+        );
+    }
+
+    #[test]
+    fn delivery_buckets_are_kept_for_keep_and_asked_by_stretch() {
+        let bucket = secs(SENT_BUCKET);
+        let keep = mins(60); // 12 buckets, and one more
+        let at = t0();
+        let mut sent = Sent::default();
+        sent.add(at, 5, keep);
+        sent.add(at + bucket, 7, keep);
+        // (from, to]: the bucket of `from` is not in it.
+        assert_eq!(sent.between(at, at + bucket), 7);
+        assert_eq!(sent.between(at - bucket, at + bucket), 12);
+        assert_eq!(sent.between(at + bucket, at), 0);
+        // 13 buckets later the first is still kept; 14 later it is gone.
+        sent.add(at + bucket * 13, 1, keep);
+        assert_eq!(sent.between(at - bucket, at), 5);
+        sent.add(at + bucket * 14, 1, keep);
+        assert_eq!(sent.between(at - bucket, at), 0);
+        assert_eq!(sent.between(at, at + bucket), 7);
+        // A bucket older than that, arriving late, moves nothing and is
+        // not kept.
+        sent.add(at - bucket * 5, 9, keep);
+        assert_eq!(sent.between(at - bucket * 6, at + bucket * 14), 9);
+        assert_eq!(sent.newest, Some(Sent::bucket(at + bucket * 14)));
+    }
+
+    #[test]
+    fn busiest_half_hours_one_per_hour_for_peak_memory() {
+        let mut st = ScopeState::default();
+        let memory = chrono::Duration::hours(3);
+        let at = t0();
+        st.recent.push_back((at, 1));
+        st.note_peak(at, memory);
+        st.recent.push_back((at, 2));
+        st.note_peak(at + mins(10), memory);
+        assert_eq!(st.peaks.len(), 1, "one entry per hour");
+        assert_eq!(st.peaks[0].1, 2, "its busiest");
+        // An hour exactly `memory` old is kept; older, gone.
+        st.note_peak(at + memory, memory);
+        assert_eq!(st.peaks.len(), 2);
+        st.note_peak(at + memory + secs(1), memory);
+        assert_eq!(st.peaks.len(), 1);
+        // The busiest before: only hours that ended before the window began.
+        let mut st = ScopeState::default();
+        st.peaks.push_back((at, 30));
+        let window = mins(30);
+        assert_eq!(st.peak_before(at + mins(89), window), 0);
+        assert_eq!(st.peak_before(at + mins(90), window), 30);
+    }
+}
