@@ -465,3 +465,153 @@ mod bookkeeping {
         assert_eq!(st.peak_before(at + mins(90), window), 30);
     }
 }
+
+/// The comparisons' numbers, as the module documents them (issue 19).
+mod comparisons {
+    use super::*;
+
+    fn days(n: i64) -> chrono::Duration {
+        chrono::Duration::days(n)
+    }
+
+    fn rate_of(d: &Detector, scope: &str, at: DateTime<Utc>) -> Rate {
+        d.rate(&d.scopes[&sc(scope)], at)
+    }
+
+    #[test]
+    fn per_delivery_attempt_now_against_usually() {
+        let t = t0() + days(7);
+        let with = |recent_sent: u64, bounces: usize| {
+            let mut d = Detector::new(Params::default());
+            d.note(t - days(3));
+            d.delivered(&[sc("icloud")], t - days(1), 100);
+            d.observe(&[sc("icloud")], t - days(2), "old@icloud.com");
+            if recent_sent > 0 {
+                d.delivered(&[sc("icloud")], t - mins(5), recent_sent);
+            }
+            for i in 0..bounces {
+                d.observe(&[sc("icloud")], t, &format!("u{i}@icloud.com"));
+            }
+            rate_of(&d, "icloud", t).basis
+        };
+        assert_eq!(
+            with(10, 12),
+            Basis::Deliveries {
+                now: 12.0 / 22.0,
+                usual: 2.0 / 103.0
+            }
+        );
+        // Too few bounces to matter, or no deliveries in the feed now: the
+        // deliveries are not asked.
+        assert!(!matches!(with(10, 9), Basis::Deliveries { .. }));
+        assert!(!matches!(with(0, 12), Basis::Deliveries { .. }));
+    }
+
+    #[test]
+    fn a_share_of_the_concurrent_unknown_users() {
+        let t = t0() + days(7);
+        let mut d = Detector::new(Params::default());
+        d.note(t - days(3));
+        for i in 0..5 {
+            d.observe(&[sc("a")], t - days(2), &format!("old{i}@a"));
+        }
+        for i in 0..45 {
+            d.observe(&[sc("b")], t - days(2), &format!("old{i}@b"));
+        }
+        for i in 0..30 {
+            d.observe(&[sc("b")], t, &format!("u{i}@b"));
+        }
+        for i in 0..12 {
+            d.observe(&[sc("a")], t, &format!("u{i}@a"));
+        }
+        assert_eq!(
+            rate_of(&d, "a", t).basis,
+            Basis::Concurrent {
+                rest: 30,
+                expected: 30.0 * 6.0 / 46.0
+            }
+        );
+    }
+
+    #[test]
+    fn the_thresholds_of_each_comparison() {
+        let d = Detector::new(Params::default());
+        let rate = |recent: usize, basis: Basis| Rate {
+            recent,
+            distinct: recent,
+            basis,
+            warm: true,
+        };
+        let per_delivery = |now: f64| rate(20, Basis::Deliveries { now, usual: 0.125 });
+        assert!(d.above(per_delivery(0.375), 1.0), "3 x usual");
+        assert!(!d.above(per_delivery(0.37), 1.0));
+        assert!(d.above(per_delivery(0.1875), 0.5), "half of it holds");
+        assert!(!d.above(per_delivery(0.18), 0.5));
+        let concurrent = |n: usize| {
+            rate(
+                n,
+                Basis::Concurrent {
+                    rest: 40,
+                    expected: 8.0,
+                },
+            )
+        };
+        assert!(d.above(concurrent(24), 1.0));
+        assert!(!d.above(concurrent(23), 1.0));
+        assert!(d.above(concurrent(12), 0.5));
+        assert!(!d.above(concurrent(11), 0.5));
+        let alone = |n: usize, peak: usize| {
+            rate(
+                n,
+                Basis::Alone {
+                    expected: 2.5,
+                    peak,
+                },
+            )
+        };
+        assert!(d.above(alone(25, 0), 1.0), "10 x expected");
+        assert!(!d.above(alone(24, 0), 1.0));
+        assert!(d.above(alone(30, 10), 1.0), "and 3 x its busiest");
+        assert!(!d.above(alone(29, 10), 1.0));
+        assert!(!d.above(alone(19, 0), 1.0), "min_bounces");
+    }
+
+    #[test]
+    fn an_open_anomaly_ends_when_asked_later() {
+        let p = Params::default();
+        let (start, last) = (t0(), t0() + mins(40));
+        assert_eq!(p.ended(start, last, last + mins(29)), None, "may go on");
+        assert_eq!(p.ended(start, last, last + mins(30)), Some(last), "idle");
+        assert_eq!(p.ended(start, last, start + mins(5)), None, "inside it");
+        // At max_duration even while bounces go on.
+        let late = start + chrono::Duration::hours(13);
+        assert_eq!(
+            p.ended(start, late, start + chrono::Duration::hours(12)),
+            Some(start + chrono::Duration::hours(12))
+        );
+        assert_eq!(
+            p.ended(start, late, start + chrono::Duration::hours(11)),
+            None
+        );
+    }
+
+    #[test]
+    fn deliveries_are_kept_for_a_baseline_and_a_window() {
+        // A lot 7 days and 10 minutes before a burst still counts as usual.
+        let t = t0() + days(8);
+        let mut d = Detector::new(Params::default());
+        d.note(t - days(8));
+        d.delivered(&[sc("icloud")], t - days(7) + mins(10), 100);
+        d.delivered(&[sc("icloud")], t - mins(5), 10);
+        for i in 0..12 {
+            d.observe(&[sc("icloud")], t, &format!("u{i}@icloud.com"));
+        }
+        assert_eq!(
+            rate_of(&d, "icloud", t).basis,
+            Basis::Deliveries {
+                now: 12.0 / 22.0,
+                usual: 1.0 / 102.0
+            }
+        );
+    }
+}
