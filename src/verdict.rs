@@ -722,4 +722,66 @@ mod tests {
         assert_eq!(provider_scope(None, Some(""), &p), None);
         assert_eq!(provider_scope(None, None, &p), None);
     }
+
+    /// Issue 19: an open anomaly whose bounces stopped has ended when the
+    /// question is asked later; nothing else changes.
+    #[test]
+    fn evidence_as_a_later_question_finds_it() {
+        let p = crate::anomaly::Params::default();
+        let mut burst = window(EvidenceKind::Anomaly, 11, None);
+        burst.last_bounce = Some(t(11) + chrono::Duration::minutes(20));
+        let over = burst.clone().as_of(t(13), &p);
+        assert_eq!(over.end, Some(t(11) + chrono::Duration::minutes(20)));
+        assert!(!over.covers(t(13)));
+        assert_eq!(burst.clone().as_of(t(11), &p).end, None, "still going");
+        // Without a stored last bounce, its start stands for it.
+        let mut bare = burst.clone();
+        bare.last_bounce = None;
+        assert_eq!(bare.as_of(t(13), &p).end, Some(t(11)));
+        // An MX window, or a closed anomaly, is as stored.
+        let mx = window(EvidenceKind::MxChange, 11, None);
+        assert_eq!(mx.clone().as_of(t(23), &p), mx);
+        let closed = window(EvidenceKind::Anomaly, 11, Some(12));
+        assert_eq!(closed.clone().as_of(t(23), &p), closed);
+    }
+
+    /// Issue 19, item 3: a held (unconfirmed) change covering the bounce
+    /// makes it transient, with a reason and a caveat naming it.
+    #[test]
+    fn an_unconfirmed_change_is_transient_with_a_caveat() {
+        let held = Evidence::unconfirmed(
+            t(11),
+            crate::dns::Outcome::Records,
+            &mx(&["mx01.mail.icloud.com"]),
+            Some("held: mx00.web.de → mx01.mail.icloud.com"),
+        );
+        assert!(
+            held.detail
+                .starts_with("mx01.mail.icloud.com seen since 2021-04-26T11:00:00Z")
+        );
+        let j = verdict_of(
+            q(Kind::UserUnknown, true, 12, None),
+            std::slice::from_ref(&held),
+        );
+        assert_eq!(j.verdict, Verdict::Transient);
+        assert_eq!(j.evidence[0].kind, EvidenceKind::UnconfirmedChange);
+        assert!(
+            j.reasons[0].contains("not yet confirmed"),
+            "{:?}",
+            j.reasons
+        );
+        assert_eq!(
+            j.caveats,
+            [
+                "an MX change seen since 2021-04-26T11:00:00Z is still being verified: this \
+              verdict may change once it is confirmed or gone"
+            ]
+        );
+        // Other evidence alone carries no such caveat.
+        let j = verdict_of(
+            q(Kind::UserUnknown, true, 12, None),
+            &[window(EvidenceKind::MxChange, 11, None)],
+        );
+        assert!(j.caveats.is_empty());
+    }
 }
