@@ -614,4 +614,23 @@ mod comparisons {
             }
         );
     }
+
+    /// A half hour too quiet to hold any burst back is not remembered: its
+    /// count times `concurrent_factor` must be above `min_bounces`.
+    #[test]
+    fn only_half_hours_that_could_hold_a_burst_back_are_remembered() {
+        let p = Params {
+            concurrent_factor: 2.0,
+            ..Params::default()
+        };
+        let kept = |n: usize| {
+            let mut d = Detector::new(p);
+            for i in 0..n {
+                d.observe(&[sc("x")], t0() + secs(i as i64), &format!("u{i}@x"));
+            }
+            d.scopes[&sc("x")].peaks.len()
+        };
+        assert_eq!(kept(10), 0, "10 x 2 is not above 20");
+        assert_eq!(kept(11), 1);
+    }
 }
