@@ -175,7 +175,7 @@ fn a_two_week_campaign_recording_suppresses_the_dead_and_spares_the_incident() {
         );
         if with {
             assert!(
-                stderr(&out).contains("37751 deliveries counted"),
+                stderr(&out).contains("37751 deliveries read"),
                 "{}",
                 stderr(&out)
             );

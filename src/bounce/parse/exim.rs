@@ -428,7 +428,7 @@ mod nothing {
         );
         assert_eq!(
             p.why_nothing().as_deref(),
-            Some("no bounce: passed over 1 \u{d7} Mailgun \"delivered\" (1 delivery counted)")
+            Some("no bounce: passed over 1 \u{d7} Mailgun \"delivered\" (1 delivery read)")
         );
         let p = parse(b"", Some(Format::Exim), now);
         assert_eq!(p.why_nothing().as_deref(), Some("no bounce: it is empty"));

@@ -197,8 +197,8 @@ impl Parsed {
         }
         let counted = match self.delivered.iter().map(|d| d.count).sum::<u64>() {
             0 => String::new(),
-            1 => " (1 delivery counted)".to_string(),
-            n => format!(" ({n} deliveries counted)"),
+            1 => " (1 delivery read)".to_string(),
+            n => format!(" ({n} deliveries read)"),
         };
         let why = if !self.passed.is_empty() {
             let what: Vec<String> = self
