@@ -296,7 +296,10 @@ pub fn normalise_address(raw: &str) -> Option<(String, String)> {
         .ok()?
         .as_str()
         .to_string();
-    Some((format!("{}@{domain}", local.to_lowercase()), domain))
+    // ASCII case only: a Unicode lower-casing turns one address into
+    // another (KELVIN SIGN `\u{212A}im@` into `kim@`). The domain was
+    // mapped by its own rules (UTS #46) above.
+    Some((format!("{}@{domain}", local.to_ascii_lowercase()), domain))
 }
 
 impl Facts {

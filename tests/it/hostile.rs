@@ -753,3 +753,47 @@ async fn a_body_sent_a_byte_at_a_time_meets_the_request_deadline() {
     trickle.abort();
     app.stop().await;
 }
+
+/// Issue 20, item 2: `\u{212A}im@w1.test` (KELVIN SIGN) was lower-cased to
+/// `kim@w1.test` by every reader, so a stranger's address suppressed an
+/// innocent one. A local part is lower-cased in ASCII only; one address
+/// never becomes another.
+#[test]
+fn unicode_case_folding_never_turns_one_address_into_another() {
+    let kelvin = "\u{212A}im@w1.test";
+    let now = t0();
+    let inputs = [
+        (
+            "text bounce",
+            format!(
+                "From: MAILER-DAEMON@mx.attacker.test\nTo: s@example.org\nSubject: Undelivered Mail Returned to Sender\n\n<{kelvin}>: host mx.attacker.test[192.0.2.1] said: 550 5.1.1 user unknown (in reply to RCPT TO command)\n"
+            ),
+        ),
+        (
+            "SendGrid",
+            serde_json::json!([{"email": kelvin, "event": "bounce", "status": "5.1.1",
+                "reason": "550 5.1.1 user unknown", "timestamp": 1619434800}])
+            .to_string(),
+        ),
+        (
+            "Postfix",
+            format!(
+                "2021-04-26T11:00:00+00:00 mail postfix/smtp[1]: ABC: to=<{kelvin}>, relay=mx.attacker.test[192.0.2.1]:25, dsn=5.1.1, status=bounced (host mx.attacker.test[192.0.2.1] said: 550 5.1.1 user unknown (in reply to RCPT TO command))"
+            ),
+        ),
+    ];
+    for (what, input) in inputs {
+        let parsed = mxwatch::bounce::parse::parse(input.as_bytes(), None, now);
+        let who: Vec<&str> = parsed
+            .bounces
+            .iter()
+            .map(|b| b.recipient.as_str())
+            .collect();
+        assert!(!who.is_empty(), "{what}: {:?}", parsed.problems);
+        assert!(who.iter().all(|r| *r != "kim@w1.test"), "{what}: {who:?}");
+        assert!(who.contains(&"\u{212A}im@w1.test"), "{what}: {who:?}");
+    }
+    // ASCII case still folds, and the domain follows its own rules.
+    let (addr, domain) = mxwatch::bounce::normalise_address("Kim@W1.Test").unwrap();
+    assert_eq!((addr.as_str(), domain.as_str()), ("kim@w1.test", "w1.test"));
+}
