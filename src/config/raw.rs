@@ -19,15 +19,26 @@ pub(super) struct HumanDuration(pub(super) Duration);
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(s.trim())
-            .map(HumanDuration)
-            .map_err(|e| {
-                de::Error::custom(format!(
-                    "{s:?} is not a duration like `30s`, `5m` or `72h`: {e}"
-                ))
-            })
+        let d = humantime::parse_duration(s.trim()).map_err(|e| {
+            de::Error::custom(format!(
+                "{s:?} is not a duration like `30s`, `5m` or `72h`: {e}"
+            ))
+        })?;
+        if d > MAX_DURATION {
+            return Err(de::Error::custom(format!(
+                "{s:?} is longer than any setting may be (at most {})",
+                humantime::format_duration(MAX_DURATION)
+            )));
+        }
+        Ok(HumanDuration(d))
     }
 }
+
+/// The longest duration any setting takes: every one of them is added to
+/// a moment somewhere (a schedule's next check, a time-out's deadline), and
+/// 500,000,000,000 years added to now panics. A century is more than any
+/// setting means.
+pub(super) const MAX_DURATION: Duration = Duration::from_secs(3_155_760_000); // humantime's 100y
 
 impl<'de> Deserialize<'de> for Schedule {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

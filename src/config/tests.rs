@@ -145,6 +145,24 @@ fn alert_targets_and_anomaly_thresholds() {
             "longer",
         ),
         ("anomaly: {factor: 0.5}", "anomaly.factor", "at least 1"),
+        // Issue 20, item 10: passed `config check`, then panicked the
+        // scheduler and `run --once`. Every duration is bounded.
+        (
+            "fast_recheck: 500000000000y",
+            "fast_recheck",
+            "longer than any setting may be",
+        ),
+        ("timeout: 500000000000y", "timeout", "at most 100years"),
+        (
+            "anomaly: {max_duration: 101y}",
+            "anomaly.max_duration",
+            "longer than any",
+        ),
+        (
+            "auto_watch: {keep: 500000000000y}",
+            "auto_watch.keep",
+            "longer than any",
+        ),
         ("log_level: 'mxwatch=[bad'", "log_level", "bad"),
     ] {
         let e = parse(yaml).unwrap_err();
