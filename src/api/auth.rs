@@ -10,10 +10,14 @@ pub(super) fn presented_token(headers: &HeaderMap, query: Option<&str>) -> Optio
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if let Some(t) = auth.strip_prefix("Bearer ") {
-        return Some(t.trim().to_string());
+    // The scheme is case-insensitive (RFC 9110 §11.1), and any run of
+    // spaces may follow it.
+    let (scheme, credentials) = auth.trim_start().split_once(' ').unwrap_or(("", ""));
+    let credentials = credentials.trim_start();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(credentials.trim().to_string());
     }
-    if let Some(b) = auth.strip_prefix("Basic ") {
+    if let Some(b) = scheme.eq_ignore_ascii_case("basic").then_some(credentials) {
         use base64::Engine;
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(b.trim())

@@ -797,3 +797,43 @@ fn unicode_case_folding_never_turns_one_address_into_another() {
     let (addr, domain) = mxwatch::bounce::normalise_address("Kim@W1.Test").unwrap();
     assert_eq!((addr.as_str(), domain.as_str()), ("kim@w1.test", "w1.test"));
 }
+
+/// Issue 20, item 12: `Authorization: bearer …` (a lower-case scheme) was
+/// refused; RFC 9110 makes the scheme case-insensitive. Basic too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_authorization_scheme_is_case_insensitive() {
+    use base64::Engine;
+    let dns = TestDns::start().await;
+    let (app, base) = crate::api::app_with_api_and(&dns, "").await;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("x:{TOKEN}"));
+    for header in [
+        format!("bearer {TOKEN}"),
+        format!("BEARER  {TOKEN}"),
+        format!("Bearer {TOKEN}"),
+        format!("basic {basic}"),
+    ] {
+        let r = mxwatch::http_client()
+            .post(format!("{base}/v1/bounces"))
+            .header("Authorization", &header)
+            .body(unknown_user("kim@example.org", t0(), "mx.example.org"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{header}");
+    }
+    for header in [
+        format!("bearer{TOKEN}"),
+        format!("token {TOKEN}"),
+        "bearer wrong-token-0123456789".to_string(),
+    ] {
+        let r = mxwatch::http_client()
+            .post(format!("{base}/v1/bounces"))
+            .header("Authorization", &header)
+            .body(unknown_user("kim@example.org", t0(), "mx.example.org"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{header}");
+    }
+    app.stop().await;
+}
