@@ -26,14 +26,7 @@ pub fn cert_url_allowed(url: &str) -> bool {
     let Ok(u) = reqwest::Url::parse(url) else {
         return false;
     };
-    let host = u.host_str().unwrap_or("");
-    let labels: Vec<&str> = host.split('.').collect();
-    let aws = matches!(
-        labels.as_slice(),
-        ["sns", region, "amazonaws", "com"] | ["sns", region, "amazonaws", "com", "cn"]
-            if !region.is_empty()
-                && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    );
+    let aws = is_sns_host(u.host_str().unwrap_or(""));
     u.scheme() == "https"
         && u.port().is_none()
         && u.username().is_empty()
@@ -41,6 +34,38 @@ pub fn cert_url_allowed(url: &str) -> bool {
         && u.query().is_none()
         && aws
         && u.path().ends_with(".pem")
+}
+
+/// Whether `host` is an SNS endpoint: `sns.<region>.amazonaws.com` (or
+/// `.com.cn`), the region a real region name's shape. The one check for
+/// every URL an SNS message names (its certificate, its subscription).
+pub fn is_sns_host(host: &str) -> bool {
+    let labels: Vec<&str> = host.split('.').collect();
+    matches!(
+        labels.as_slice(),
+        ["sns", region, "amazonaws", "com"] | ["sns", region, "amazonaws", "com", "cn"]
+            if is_region(region)
+    )
+}
+
+/// Whether `s` has the shape of an AWS region name: `us-east-1`,
+/// `ap-southeast-2`, `us-gov-west-1`, `cn-north-1` (a two-letter area,
+/// words, a number). Not `s3` or `s3-eu-west-1`: `sns.s3.amazonaws.com` is
+/// an S3 bucket's endpoint, which anyone can fill.
+fn is_region(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    let [area, words @ .., number] = parts.as_slice() else {
+        return false;
+    };
+    area.len() == 2
+        && area.bytes().all(|b| b.is_ascii_lowercase())
+        && !words.is_empty()
+        && words
+            .iter()
+            .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase()))
+        && !number.is_empty()
+        && number.len() <= 2
+        && number.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// The fields signed for each message type, in the order they are signed.
@@ -193,6 +218,8 @@ mod tests {
         for ok in [
             "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem",
             "https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-abc.pem",
+            "https://sns.us-gov-west-1.amazonaws.com/SimpleNotificationService-abc.pem",
+            "https://sns.ap-southeast-2.amazonaws.com/SimpleNotificationService-abc.pem",
         ] {
             assert!(cert_url_allowed(ok), "{ok}");
         }
@@ -205,6 +232,12 @@ mod tests {
             "https://sns.us-east-1.amazonaws.com/x.pem?redirect=1",
             "https://sns.us-east-1.amazonaws.com/x.txt",
             "https://s3.us-east-1.amazonaws.com/x.pem",
+            // Issue 20, item 11: S3 bucket endpoints are not SNS.
+            "https://sns.s3.amazonaws.com/x.pem",
+            "https://sns.s3-eu-west-1.amazonaws.com/x.pem",
+            "https://sns.-.amazonaws.com/x.pem",
+            "https://sns.us-east-.amazonaws.com/x.pem",
+            "https://sns.useast1.amazonaws.com/x.pem",
         ] {
             assert!(!cert_url_allowed(bad), "{bad}");
         }

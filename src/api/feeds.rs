@@ -240,17 +240,9 @@ pub fn subscribe_url_allowed(url: &str, extra: &[String]) -> bool {
     if extra.iter().any(|p| under(p)) {
         return true;
     }
-    let host = u.host_str().unwrap_or("");
     u.scheme() == "https"
         && u.port().is_none()
-        && host.starts_with("sns.")
-        && (host.ends_with(".amazonaws.com") || host.ends_with(".amazonaws.com.cn"))
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
+        && crate::sns::is_sns_host(u.host_str().unwrap_or(""))
 }
 
 pub(super) async fn confirm_subscription(

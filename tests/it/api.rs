@@ -387,23 +387,31 @@ async fn esp_receivers_take_their_own_events_and_confirm_sns_subscriptions() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["subscribed"], true);
-    // A SubscribeURL elsewhere is never fetched.
-    let mut evil = confirm.clone();
-    evil["SubscribeURL"] = "http://169.254.169.254/latest/meta-data/".into();
-    let r = http
-        .post(format!("{base}/v1/webhooks/ses"))
-        .bearer_auth(TOKEN)
-        .json(&evil)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    assert!(
-        r.json::<Value>().await.unwrap()["error"]
-            .as_str()
-            .unwrap()
-            .contains("SubscribeURL")
-    );
+    // A SubscribeURL elsewhere is never fetched: not the metadata service,
+    // nor an S3 bucket's endpoint that looks like SNS (issue 20, item 11).
+    for url in [
+        "http://169.254.169.254/latest/meta-data/",
+        "https://sns.s3.amazonaws.com/confirm?Token=abc",
+        "https://sns.s3-eu-west-1.amazonaws.com/confirm?Token=abc",
+    ] {
+        let mut evil = confirm.clone();
+        evil["SubscribeURL"] = url.into();
+        let r = http
+            .post(format!("{base}/v1/webhooks/ses"))
+            .bearer_auth(TOKEN)
+            .json(&evil)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{url}");
+        assert!(
+            r.json::<Value>().await.unwrap()["error"]
+                .as_str()
+                .unwrap()
+                .contains("SubscribeURL"),
+            "{url}"
+        );
+    }
 
     // Each receiver takes its ESP's payloads (token as Basic password,
     // bearer or query parameter)...
