@@ -483,3 +483,55 @@ async fn webhook_deliveries_are_counted_once() {
     );
     app.stop().await;
 }
+
+/// A restart in the middle of the day-10 incident: the new process rebuilds
+/// the detector from what is stored, keeps the burst's window open (one
+/// window per scope, not a second), and the rest of the incident's refusals
+/// are still `transient`.
+#[tokio::test]
+async fn a_restart_mid_incident_keeps_one_window_and_the_verdicts() {
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/campaigns");
+    let now = Utc.with_ymd_and_hms(2026, 3, 20, 0, 0, 0).unwrap();
+    let bytes = std::fs::read(fixtures.join("bounces.jsonl")).unwrap();
+    let bounces = mxwatch::bounce::parse::parse(&bytes, None, now).bounces;
+    // Day 10's campaign starts at 09:23; the process dies at 09:35.
+    let cut = Utc.with_ymd_and_hms(2026, 3, 11, 9, 35, 0).unwrap();
+    let (before, after): (Vec<_>, Vec<_>) = bounces.into_iter().partition(|b| b.at.unwrap() < cut);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("r.db");
+    let (w, task) = writer(&db);
+    w.bounces(before, cut).await.unwrap();
+    close(w, task).await;
+    let open = mxwatch::store::Store::open(&db)
+        .unwrap()
+        .windows(Some(cut))
+        .unwrap();
+    assert!(
+        !open.is_empty(),
+        "the incident was found before the restart"
+    );
+
+    let (w, task) = writer(&db);
+    let intake = w.bounces(after.clone(), now).await.unwrap();
+    close(w, task).await;
+    for (b, j) in after.iter().zip(&intake.judgements) {
+        if b.recipient.starts_with("live-") {
+            assert_eq!(j.verdict.to_string(), "transient", "{}", b.recipient);
+        }
+    }
+    let windows = mxwatch::store::Store::open(&db)
+        .unwrap()
+        .windows(None)
+        .unwrap();
+    let mut scopes: Vec<String> = windows.iter().map(|w| format!("{:?}", w.scope)).collect();
+    let all = scopes.len();
+    scopes.sort();
+    scopes.dedup();
+    assert_eq!(scopes.len(), all, "one window per scope: {windows:?}");
+    assert!(
+        windows
+            .iter()
+            .all(|w| w.start.to_rfc3339().starts_with("2026-03-11T09:"))
+    );
+}

@@ -806,34 +806,35 @@ async fn the_authorization_scheme_is_case_insensitive() {
     let dns = TestDns::start().await;
     let (app, base) = crate::api::app_with_api_and(&dns, "").await;
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("x:{TOKEN}"));
+    let status = |header: String| {
+        let base = base.clone();
+        async move {
+            let r = mxwatch::http_client()
+                .post(format!("{base}/v1/bounces"))
+                .header("Authorization", &header)
+                .body(unknown_user("kim@example.org", t0(), "mx.example.org"))
+                .send()
+                .await
+                .unwrap();
+            (header, r.status())
+        }
+    };
     for header in [
         format!("bearer {TOKEN}"),
         format!("BEARER  {TOKEN}"),
         format!("Bearer {TOKEN}"),
         format!("basic {basic}"),
     ] {
-        let r = mxwatch::http_client()
-            .post(format!("{base}/v1/bounces"))
-            .header("Authorization", &header)
-            .body(unknown_user("kim@example.org", t0(), "mx.example.org"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "{header}");
+        let (header, code) = status(header).await;
+        assert_eq!(code, 200, "{header}");
     }
     for header in [
         format!("bearer{TOKEN}"),
         format!("token {TOKEN}"),
         "bearer wrong-token-0123456789".to_string(),
     ] {
-        let r = mxwatch::http_client()
-            .post(format!("{base}/v1/bounces"))
-            .header("Authorization", &header)
-            .body(unknown_user("kim@example.org", t0(), "mx.example.org"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 401, "{header}");
+        let (header, code) = status(header).await;
+        assert_eq!(code, 401, "{header}");
     }
     app.stop().await;
 }
