@@ -163,6 +163,13 @@ pub struct Delivered {
     pub count: u64,
 }
 
+/// A host as a feed names it, normalised (case, spaces, trailing dot);
+/// `None` when nothing is left.
+pub fn host_name(h: &str) -> Option<String> {
+    let h = h.trim().trim_end_matches('.').to_ascii_lowercase();
+    (!h.is_empty()).then_some(h)
+}
+
 /// FNV-1a: a stable 64-bit digest (the same on every build and machine).
 pub fn digest(parts: &[&str]) -> u64 {
     parts.iter().fold(0xcbf29ce484222325u64, |h, part| {
@@ -319,10 +326,7 @@ impl Facts {
         Some(Delivered {
             domain,
             at: self.at,
-            remote_mta: self
-                .remote_mta
-                .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
-                .filter(|h| !h.is_empty()),
+            remote_mta: self.remote_mta.as_deref().and_then(host_name),
             source,
             identity,
             count: 1,
@@ -355,14 +359,8 @@ impl Facts {
                 .diagnostic
                 .map(|d| d.split_whitespace().collect::<Vec<_>>().join(" "))
                 .filter(|d| !d.is_empty()),
-            remote_mta: self
-                .remote_mta
-                .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
-                .filter(|h| !h.is_empty()),
-            reporting_mta: self
-                .reporting_mta
-                .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
-                .filter(|h| !h.is_empty()),
+            remote_mta: self.remote_mta.as_deref().and_then(host_name),
+            reporting_mta: self.reporting_mta.as_deref().and_then(host_name),
             kind: class.kind,
             hard: class.hard,
             source,

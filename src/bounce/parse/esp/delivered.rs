@@ -105,9 +105,7 @@ pub(super) fn record(v: &Value, found: &mut Found) -> Result<(), String> {
     found.delivered.push(Delivered {
         domain: domain.as_str().to_string(),
         at,
-        remote_mta: remote_mta
-            .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
-            .filter(|h| !h.is_empty()),
+        remote_mta: remote_mta.as_deref().and_then(crate::bounce::host_name),
         source: Source::Jsonl,
         identity,
         count,
