@@ -84,7 +84,7 @@ fn lots(delivered: &[Delivered], now: DateTime<Utc>) -> Vec<Lot> {
 
 /// The columns of a stored bounce, as [`bounce_from_row`] reads them.
 pub(super) const BOUNCE_COLUMNS: &str = "b.recipient, b.domain, b.at, b.action, b.status, b.reply_code, \
-     b.diagnostic, b.remote_mta, b.reporting_mta, b.kind, b.hard, b.source, b.message_id";
+     (SELECT text FROM diagnostics WHERE id = b.diagnostic_id), b.remote_mta, b.reporting_mta, b.kind, b.hard, b.source, b.message_id";
 
 /// Which stored suppressions a late window may cover.
 #[derive(Debug, Clone, Copy)]
@@ -500,9 +500,27 @@ fn insert_bounce(
     b: &Bounce,
     now: DateTime<Utc>,
 ) -> Result<Option<i64>, StoreError> {
+    // The words are stored once, shared by every bounce that carries them.
+    let diagnostic: Option<i64> = match &b.diagnostic {
+        Some(text) => Some(
+            match tx
+                .prepare_cached("SELECT id FROM diagnostics WHERE text = ?1")?
+                .query_row([text], |r| r.get(0))
+                .optional()?
+            {
+                Some(id) => id,
+                None => {
+                    tx.prepare_cached("INSERT INTO diagnostics(text) VALUES (?1)")?
+                        .execute([text])?;
+                    tx.last_insert_rowid()
+                }
+            },
+        ),
+        None => None,
+    };
     let n = tx
         .prepare_cached(
-            "INSERT OR IGNORE INTO bounces(recipient, domain, at, action, status, reply_code, diagnostic, remote_mta, \
+            "INSERT OR IGNORE INTO bounces(recipient, domain, at, action, status, reply_code, diagnostic_id, remote_mta, \
              reporting_mta, kind, hard, source, message_id, ingested_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         )?
@@ -513,7 +531,7 @@ fn insert_bounce(
             b.action.map(|a| a.as_str()),
             b.status,
             b.reply_code,
-            b.diagnostic,
+            diagnostic,
             b.remote_mta,
             b.reporting_mta,
             b.kind,

@@ -16,6 +16,7 @@ pub(super) fn migrations() -> Migrations<'static> {
             M7_ANOMALY_LAST_BOUNCE,
             M8_HELD_RUNS,
             M9_FEED_CURSORS,
+            M10_SHARED_DIAGNOSTICS,
         ]
         .into_iter()
         .map(M::up)
@@ -247,3 +248,77 @@ const M9_FEED_CURSORS: &str = r#"
             last_id     INTEGER NOT NULL
         );
         "#;
+
+const M10_SHARED_DIAGNOSTICS: &str = r#"
+        -- A remote server's words, stored once however many bounces carry
+        -- them: one email naming 8,000 recipients on one line stored that
+        -- line 8,000 times (twice each, with the identity index), 464 MB
+        -- from a 59 KB email.
+        CREATE TABLE diagnostics (
+            id      INTEGER PRIMARY KEY,
+            text    TEXT NOT NULL UNIQUE
+        );
+        INSERT OR IGNORE INTO diagnostics(text)
+            SELECT diagnostic FROM bounces WHERE diagnostic IS NOT NULL;
+        ALTER TABLE bounces ADD COLUMN diagnostic_id INTEGER REFERENCES diagnostics(id);
+        UPDATE bounces SET diagnostic_id = (SELECT id FROM diagnostics WHERE text = bounces.diagnostic)
+            WHERE diagnostic IS NOT NULL;
+        DROP INDEX bounces_identity;
+        CREATE UNIQUE INDEX bounces_identity ON bounces(
+            source, recipient, coalesce(at, -1), coalesce(status, ''), coalesce(reply_code, 0),
+            coalesce(action, ''), coalesce(message_id, ''), coalesce(diagnostic_id, 0));
+        ALTER TABLE bounces DROP COLUMN diagnostic;
+        "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_migrations_are_valid() {
+        migrations().validate().unwrap();
+    }
+
+    /// Migration 10 moves every stored diagnostic into the shared table;
+    /// none is lost and bounces with the same words share one row.
+    #[test]
+    fn stored_diagnostics_survive_their_move() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrations().to_version(&mut conn, 9).unwrap();
+        for (who, words) in [
+            ("a", Some("550 5.1.1 no")),
+            ("b", Some("550 5.1.1 no")),
+            ("c", None),
+        ] {
+            conn.execute(
+                "INSERT INTO bounces(recipient, domain, at, diagnostic, kind, hard, source, ingested_at) \
+                 VALUES (?1, 'x.test', 0, ?2, 'user_unknown', 1, 'dsn', 0)",
+                rusqlite::params![format!("{who}@x.test"), words],
+            )
+            .unwrap();
+        }
+        migrations().to_latest(&mut conn).unwrap();
+        let rows: Vec<(String, Option<String>)> = conn
+            .prepare(
+                "SELECT recipient, (SELECT text FROM diagnostics WHERE id = diagnostic_id) \
+                 FROM bounces ORDER BY recipient",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            [
+                ("a@x.test".to_string(), Some("550 5.1.1 no".to_string())),
+                ("b@x.test".to_string(), Some("550 5.1.1 no".to_string())),
+                ("c@x.test".to_string(), None),
+            ]
+        );
+        let shared: i64 = conn
+            .query_row("SELECT count(*) FROM diagnostics", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(shared, 1);
+    }
+}

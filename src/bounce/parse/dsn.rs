@@ -397,7 +397,7 @@ fn delivery_status(ds: &str, body: &str, date: Option<DateTime<Utc>>) -> Vec<Fac
     let reporting = field(&per_message, "reporting-mta").map(|v| strip_type(v).to_string());
     let arrival = field(&per_message, "arrival-date").and_then(timestamp);
     let mut out = Vec::new();
-    for b in &blocks {
+    for b in blocks.iter().take(crate::bounce::MAX_RECIPIENTS) {
         let Some(rcpt) = field(b, "final-recipient")
             .or_else(|| field(b, "original-recipient"))
             .or_else(|| field(b, "x-actual-recipient"))

@@ -17,7 +17,7 @@ use std::sync::LazyLock;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use regex::Regex;
 
-use crate::bounce::{Action, Facts, SmtpCommand};
+use crate::bounce::{Action, Facts, SmtpCommand, address};
 
 /// `[syslog prefix] [exim[pid]:] [date time[.ms] [tz]] [[pid]] id flag rest`.
 static LINE: LazyLock<Regex> = LazyLock::new(|| {
@@ -99,25 +99,18 @@ fn parse(line: &str, now: DateTime<Utc>) -> Result<Option<(String, Facts)>, Stri
         return Ok(None);
     };
     let rest = &caps["rest"];
-    let (fields, message) = split_message(rest);
+    // The address is read whole by the grammar: a quoted local part may
+    // hold spaces, `: ` and `@` (`** "kim@w1.test x"@attacker.test`), none
+    // of which starts the fields or the message.
+    let address = leading_address(rest);
+    let (fields, message) = split_message(&rest[address.map_or(0, |(_, end)| end)..]);
     let delivered = matches!(&caps["flag"], "=>" | "->");
     if delivered {
         // `=> kim@example.test R=… H=…`, or `=> kim <kim@example.test> R=…`
         // (a local part first); a delivery to a file or pipe has no address.
-        let mut words = fields.split_whitespace();
-        let first = words.next().unwrap_or("");
-        let recipient = if first.contains('@') {
-            first
-        } else {
-            words
-                .next()
-                .filter(|w| w.starts_with('<') && w.contains('@'))
-                .unwrap_or("")
-        };
-        let recipient = recipient.trim_matches(|c| c == '<' || c == '>');
-        if recipient.is_empty() {
+        let Some((recipient, _)) = address else {
             return Ok(None);
-        }
+        };
         let remote_mta = HOST
             .captures(fields)
             .and_then(|c| c.name("name").or_else(|| c.name("ip")))
@@ -135,15 +128,9 @@ fn parse(line: &str, now: DateTime<Utc>) -> Result<Option<(String, Facts)>, Stri
             },
         )));
     }
-    let mut words = fields.split_whitespace();
-    let recipient = words
-        .next()
-        .map(|a| {
-            a.trim_end_matches(':')
-                .trim_matches(|c| c == '<' || c == '>')
-        })
-        .filter(|a| a.contains('@'))
-        .ok_or("an exim failure line without an address")?
+    let recipient = address
+        .ok_or("an exim failure line without one whole address")?
+        .0
         .to_string();
     let host = HOST
         .captures(fields)
@@ -202,6 +189,21 @@ fn time(caps: &regex::Captures, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
 /// The fields before the message, and the message: the message starts at
 /// the first ": " that is not inside a field's value (`X=TLS1.3:…` holds
 /// colons but no space after them).
+/// The address a line's rest starts with (`kim@x`, `<kim@x>`, or a local
+/// part then the address, `kim <kim@x>`), and where the text after it
+/// starts.
+fn leading_address(rest: &str) -> Option<(&str, usize)> {
+    let (skip, s) = match address::leading(rest) {
+        Some(_) => (0, rest),
+        None => {
+            let (word, after) = rest.split_once(' ')?;
+            (word.len() + 1, after.strip_prefix('<').map(|_| after)?)
+        }
+    };
+    let a = address::leading(s)?;
+    Some((a, skip + a.len() + if s.starts_with('<') { 2 } else { 0 }))
+}
+
 fn split_message(rest: &str) -> (&str, &str) {
     match rest.find(": ") {
         Some(i) => (&rest[..i], rest[i + 2..].trim()),

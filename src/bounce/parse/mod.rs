@@ -4,6 +4,7 @@
 pub mod dsn;
 pub mod esp;
 pub mod exim;
+mod fields;
 pub mod postfix;
 pub mod sendmail;
 
@@ -311,6 +312,15 @@ fn email(bytes: &[u8], line: Option<usize>, out: &mut Parsed) {
         Ok(facts) => {
             if facts.is_empty() {
                 out.problem(line, "an email, but no bounced recipient found in it");
+            }
+            if facts.len() >= super::MAX_RECIPIENTS {
+                out.problem(
+                    line,
+                    format!(
+                        "an email naming {} recipients or more: only the first {0} are read",
+                        super::MAX_RECIPIENTS
+                    ),
+                );
             }
             for f in facts {
                 let who = f.recipient.clone();

@@ -9,6 +9,7 @@ use std::sync::LazyLock;
 use chrono::{DateTime, Datelike, NaiveDateTime, Utc};
 use regex::Regex;
 
+use super::fields::Fields;
 use crate::bounce::{Action, Facts, SmtpCommand};
 
 static LINE: LazyLock<Regex> = LazyLock::new(|| {
@@ -18,14 +19,11 @@ static LINE: LazyLock<Regex> = LazyLock::new(|| {
     .expect("postfix line regex")
 });
 
-static TO: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(?:^|, )to=<?([^>,\s]*)>?").expect("to regex"));
-static RELAY: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"relay=([^\[,\s]+)").expect("relay regex"));
+static RELAY: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^([^\[,\s]+)").expect("relay regex"));
 static DSN: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"dsn=(\d\.\d{1,3}\.\d{1,3})").expect("dsn regex"));
+    LazyLock::new(|| Regex::new(r"^(\d\.\d{1,3}\.\d{1,3})").expect("dsn regex"));
 static STATUS: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"status=([\w\-]+)(?: \((?P<why>.*)\))?").expect("status regex"));
+    LazyLock::new(|| Regex::new(r"^([\w\-]+)(?: \((?P<why>.*)\))?").expect("status regex"));
 static SAID: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"host (?P<host>[^\[\s]+)\[[^\]]*\] said: (?P<text>.*?)(?: \(in reply to (?P<cmd>[\w ]+?) command\))?$")
         .expect("said regex")
@@ -41,7 +39,11 @@ pub fn parse_line(line: &str, now: DateTime<Utc>) -> Result<Option<Facts>, Strin
         .captures(line)
         .ok_or("a postfix status line without a queue id")?;
     let rest = caps.name("rest").map_or("", |m| m.as_str());
-    let st = STATUS.captures(rest).ok_or("no status=")?;
+    let fields = Fields::read(rest, "status")?;
+    let st = fields
+        .get("status")
+        .and_then(|s| STATUS.captures(s))
+        .ok_or("no status=")?;
     let action = match &st[1] {
         "bounced" | "undeliverable" | "undeliverable-but-not-cached" => Action::Failed,
         "deferred" => Action::Delayed,
@@ -49,7 +51,7 @@ pub fn parse_line(line: &str, now: DateTime<Utc>) -> Result<Option<Facts>, Strin
         "sent" => Action::Delivered,
         _ => return Ok(None), // deliverable (a verify probe), …
     };
-    let Some(to) = TO.captures(rest) else {
+    let Some(recipient) = fields.recipient() else {
         // `from=<…>, status=expired, returned to sender`: no recipient here.
         return Ok(None);
     };
@@ -62,8 +64,9 @@ pub fn parse_line(line: &str, now: DateTime<Utc>) -> Result<Option<Facts>, Strin
                 .and_then(|m| SmtpCommand::find(&format!("after {}", m.as_str()))),
         ),
         None => (
-            RELAY
-                .captures(rest)
+            fields
+                .get("relay")
+                .and_then(|r| RELAY.captures(r))
                 .map(|c| c[1].to_string())
                 .filter(|r| r != "none"),
             why.clone(),
@@ -78,14 +81,17 @@ pub fn parse_line(line: &str, now: DateTime<Utc>) -> Result<Option<Facts>, Strin
         caps.name("bsd").and_then(|m| bsd_time(m.as_str(), now))
     };
     Ok(Some(Facts {
-        recipient: to[1].to_string(),
+        recipient,
         at,
         action: Some(if &st[1] == "expired" {
             Action::Failed
         } else {
             action
         }),
-        status: DSN.captures(rest).map(|c| c[1].to_string()),
+        status: fields
+            .get("dsn")
+            .and_then(|d| DSN.captures(d))
+            .map(|c| c[1].to_string()),
         reply_code: diagnostic.as_deref().and_then(super::dsn::reply_code),
         diagnostic,
         remote_mta: remote,

@@ -9,6 +9,7 @@ use std::sync::LazyLock;
 use chrono::{DateTime, Utc};
 use regex::Regex;
 
+use super::fields::Fields;
 use crate::bounce::{Action, Facts, SmtpCommand};
 
 static LINE: LazyLock<Regex> = LazyLock::new(|| {
@@ -18,13 +19,10 @@ static LINE: LazyLock<Regex> = LazyLock::new(|| {
     .expect("sendmail line regex")
 });
 
-static TO: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(?:^|, )to=<?([^>,\s]*)>?").expect("to regex"));
 static RELAY: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"relay=([^\s,\[]+?)\.?(?:\s|,|\[)").expect("relay regex"));
+    LazyLock::new(|| Regex::new(r"^([^\s,\[]+?)\.?(?:\s|,|\[|$)").expect("relay regex"));
 static DSN: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"dsn=(\d\.\d{1,3}\.\d{1,3})").expect("dsn regex"));
-static STAT: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"stat=(.*)$").expect("stat regex"));
+    LazyLock::new(|| Regex::new(r"^(\d\.\d{1,3}\.\d{1,3})").expect("dsn regex"));
 
 /// One line: `Ok(None)` for a line that is not a failed or deferred delivery.
 pub fn parse_line(line: &str, now: DateTime<Utc>) -> Result<Option<Facts>, String> {
@@ -35,14 +33,11 @@ pub fn parse_line(line: &str, now: DateTime<Utc>) -> Result<Option<Facts>, Strin
     let Some(caps) = LINE.captures(line) else {
         return Ok(None);
     };
-    let rest = &caps["rest"];
-    let Some(to) = TO.captures(rest) else {
+    let fields = Fields::read(&caps["rest"], "stat")?;
+    let Some(recipient) = fields.recipient() else {
         return Ok(None);
     };
-    let stat = STAT
-        .captures(rest)
-        .map(|c| c[1].trim().to_string())
-        .unwrap_or_default();
+    let stat = fields.get("stat").unwrap_or_default().trim().to_string();
     if stat.starts_with("Deliverable") {
         return Ok(None);
     }
@@ -57,7 +52,10 @@ pub fn parse_line(line: &str, now: DateTime<Utc>) -> Result<Option<Facts>, Strin
             None => (Action::Failed, stat.clone()),
         }
     };
-    let status = DSN.captures(rest).map(|c| c[1].to_string());
+    let status = fields
+        .get("dsn")
+        .and_then(|d| DSN.captures(d))
+        .map(|c| c[1].to_string());
     let at = match (caps.name("iso"), caps.name("bsd")) {
         (Some(iso), _) => DateTime::parse_from_rfc3339(iso.as_str())
             .ok()
@@ -67,14 +65,17 @@ pub fn parse_line(line: &str, now: DateTime<Utc>) -> Result<Option<Facts>, Strin
     };
     let diagnostic = Some(diagnostic).filter(|d| !d.is_empty());
     Ok(Some(Facts {
-        recipient: to[1].to_string(),
+        recipient,
         at,
         action: Some(action),
         status,
         reply_code: diagnostic.as_deref().and_then(super::dsn::reply_code),
         command: diagnostic.as_deref().and_then(SmtpCommand::find),
         diagnostic,
-        remote_mta: RELAY.captures(rest).map(|c| c[1].to_string()),
+        remote_mta: fields
+            .get("relay")
+            .and_then(|r| RELAY.captures(r))
+            .map(|c| c[1].to_string()),
         reporting_mta: None,
         message_id: (action == Action::Delivered).then(|| caps["queue"].to_string()),
         kind_hint: None,

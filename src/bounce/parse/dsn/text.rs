@@ -3,29 +3,14 @@
 //! each, found by heuristics.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use mail_parser::Message;
-use regex::Regex;
 
 use super::{OriginalMessage, reply_code};
-use crate::bounce::{Action, Facts, normalise_address};
-
-/// An address in running text. Local parts and domains may be UTF-8
-/// (SMTPUTF8, RFC 6531: `jörg@example.de`).
-static ADDR: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)<?([\p{L}\p{N}!#$%&'*+/=?^_`{|}~.\-]+@[\p{L}\p{N}](?:[\p{L}\p{N}\-]*[\p{L}\p{N}])?(?:\.[\p{L}\p{N}](?:[\p{L}\p{N}\-]*[\p{L}\p{N}])?)+)>?").expect("address regex")
-});
-
-/// Whether a match at `start` of `line` is a whole address: the character
-/// before it cannot be part of one. `<ab+c\u{200b}.d@x>` holds no address;
-/// taking `.d@x` from it would suppress an innocent one.
-fn whole_address_at(line: &str, start: usize) -> bool {
-    line[..start].chars().next_back().is_none_or(|c| {
-        c.is_whitespace() || matches!(c, '<' | '(' | '[' | '"' | '\'' | ':' | ';' | ',' | '=')
-    })
-}
+use crate::bounce::{
+    Action, Facts, MAX_DIAGNOSTIC, MAX_RECIPIENTS, address, cap_words, normalise_address,
+};
 
 /// Lines in which an address is not a recipient.
 fn skip_line(lower: &str) -> bool {
@@ -151,9 +136,18 @@ impl<'a> Mentions<'a> {
     fn of(&self, addr: &str) -> &[usize] {
         let all = self.all.get_or_init(|| {
             let mut all: HashMap<String, Vec<usize>> = HashMap::new();
-            for c in ADDR.captures_iter(self.text) {
-                if let (Some(m), Some((addr, _))) = (c.get(0), normalise_address(&c[1])) {
-                    all.entry(addr).or_default().push(m.start());
+            // As many as the recipients read, and their later mentions.
+            let mut room = 4 * MAX_RECIPIENTS;
+            'lines: for line_at in line_starts(self.text) {
+                let line = self.text[line_at..].lines().next().unwrap_or("");
+                for (at, a) in address::in_text(line) {
+                    if let Some((addr, _)) = normalise_address(a) {
+                        if room == 0 {
+                            break 'lines;
+                        }
+                        room -= 1;
+                        all.entry(addr).or_default().push(line_at + at);
+                    }
                 }
             }
             all
@@ -175,8 +169,9 @@ fn recipients(
     let mut seen: HashSet<String> = HashSet::new();
     // Exim names them in a header.
     if let Some(v) = msg.header_raw("X-Failed-Recipients") {
-        for a in v.split(',') {
+        for (_, a) in address::in_text(v) {
             if let Some((addr, _)) = normalise_address(a)
+                && recipients.len() < MAX_RECIPIENTS
                 && seen.insert(addr.clone())
             {
                 let pos = mentions.of(&addr).first().copied().unwrap_or(0);
@@ -189,10 +184,9 @@ fn recipients(
         let mut offset = 0;
         for line in text.split_inclusive('\n') {
             if !skip_line(&line.to_ascii_lowercase()) {
-                for c in ADDR.captures_iter(line) {
-                    let start = c.get(0).map_or(0, |m| m.start());
-                    if whole_address_at(line, start)
-                        && let Some((addr, _)) = normalise_address(&c[1])
+                for (start, a) in address::in_text(line) {
+                    if let Some((addr, _)) = normalise_address(a)
+                        && recipients.len() < MAX_RECIPIENTS
                         && !is_other(&addr)
                         && seen.insert(addr.clone())
                     {
@@ -252,7 +246,7 @@ fn diagnostic(text: &str, recipient: &str, pos: usize, mentions: &Mentions) -> O
 /// when the recipient stands alone).
 fn explain(text: &str, pos: usize) -> Option<String> {
     let start = text[..pos.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
-    let mut lines: Vec<&str> = Vec::new();
+    let mut lines: Vec<std::borrow::Cow<str>> = Vec::new();
     for (i, line) in text[start..].lines().enumerate() {
         let t = line.trim();
         if t.is_empty() {
@@ -266,7 +260,7 @@ fn explain(text: &str, pos: usize) -> Option<String> {
         if i > 0 && starts_with_address(t) {
             break;
         }
-        lines.push(t);
+        lines.push(cap_words(t, MAX_DIAGNOSTIC));
         if lines.len() >= 8 {
             break;
         }
@@ -283,15 +277,24 @@ fn explain(text: &str, pos: usize) -> Option<String> {
     {
         let prev = prev.trim();
         if !prev.starts_with("---") && !prev.starts_with("===") && !starts_with_address(prev) {
-            lines.insert(0, prev);
+            lines.insert(0, cap_words(prev, MAX_DIAGNOSTIC));
         }
     }
-    let joined = lines.join(" ");
+    let joined = cap_words(&lines.join(" "), MAX_DIAGNOSTIC).into_owned();
     (!joined.is_empty()).then_some(joined)
 }
 
 fn starts_with_address(line: &str) -> bool {
-    let first = line.split_whitespace().next().unwrap_or("");
-    let first = first.trim_end_matches(':');
-    first.contains('@') && normalise_address(first).is_some()
+    address::in_text(line).next().is_some_and(|(at, a)| {
+        line[..at].trim_matches(['<', '"', '\'']).is_empty() && normalise_address(a).is_some()
+    })
+}
+
+/// Where each line of `text` starts.
+fn line_starts(text: &str) -> impl Iterator<Item = usize> + '_ {
+    std::iter::once(0).chain(
+        text.match_indices('\n')
+            .map(|(i, _)| i + 1)
+            .filter(move |&i| i < text.len()),
+    )
 }

@@ -1,6 +1,9 @@
 //! Issue 11: input from strangers and exhausted resources. Each test
 //! replays one attack that broke, blinded or misled an earlier mxwatch.
 
+mod addresses;
+mod budgets;
+
 use serde_json::Value;
 
 use crate::cli::{mxwatch_async, stderr};
