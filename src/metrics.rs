@@ -34,6 +34,11 @@ struct Route {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShedLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WindowLabel {
     kind: &'static str,
 }
@@ -72,6 +77,7 @@ pub struct Metrics {
     reinstatements: Counter,
     verdicts: Family<VerdictLabel, Counter>,
     requests: Latency,
+    shed: Family<ShedLabel, Counter>,
     open_windows: Family<WindowLabel, Gauge>,
     stored_bounces: Gauge,
     auto_watched: Gauge,
@@ -119,6 +125,13 @@ impl Metrics {
             "HTTP request latency by route",
             requests.clone(),
         );
+        let shed = Family::<ShedLabel, Counter>::default();
+        registry.register(
+            "http_shed",
+            "Requests and connections refused to keep the daemon within its limits, by reason \
+             (memory: the body memory budget was spent; peer: one address held too many connections)",
+            shed.clone(),
+        );
         let open_windows = Family::<WindowLabel, Gauge>::default();
         registry.register(
             "open_windows",
@@ -152,6 +165,7 @@ impl Metrics {
             reinstatements,
             verdicts,
             requests,
+            shed,
             open_windows,
             stored_bounces,
             auto_watched,
@@ -191,6 +205,11 @@ impl Metrics {
                 route: route.to_string(),
             })
             .observe(seconds);
+    }
+
+    /// A request or connection refused for a limit (`memory`, `peer`).
+    pub fn shed(&self, reason: &'static str) {
+        self.shed.get_or_create(&ShedLabel { reason }).inc();
     }
 
     /// The text exposition, with the database's figures as of now.

@@ -5,7 +5,7 @@ use super::*;
 
 pub(super) async fn bounces(
     State(st): State<Arc<ApiState>>,
-    RawBody(body): RawBody,
+    RawBody(body, _held): RawBody,
 ) -> Result<Response, ApiError> {
     ingest(&st, body, None, None).await
 }
@@ -91,7 +91,7 @@ pub(super) async fn ingest(
 pub(super) async fn webhook(
     State(st): State<Arc<ApiState>>,
     axum::extract::Path(esp): axum::extract::Path<String>,
-    RawBody(body): RawBody,
+    RawBody(body, _held): RawBody,
 ) -> Result<Response, ApiError> {
     let source = match esp.as_str() {
         "ses" => Source::Ses,

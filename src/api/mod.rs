@@ -94,6 +94,8 @@ pub struct ApiState {
     database: PathBuf,
     readers: Vec<Mutex<Option<Store>>>,
     next_reader: AtomicUsize,
+    /// The memory bodies being read and parsed may take, in KiB.
+    bodies: Arc<tokio::sync::Semaphore>,
 }
 
 impl ApiState {
@@ -126,6 +128,9 @@ impl ApiState {
             database: config.database.clone(),
             readers: (0..READERS).map(|_| Mutex::new(None)).collect(),
             next_reader: AtomicUsize::new(0),
+            bodies: Arc::new(tokio::sync::Semaphore::new(
+                usize::try_from(config.api_limits.body_memory >> 10).unwrap_or(usize::MAX >> 4),
+            )),
         }
     }
 
@@ -158,11 +163,54 @@ impl ApiState {
     }
 }
 
+/// Bodies this small are not charged: a bounce handler's question is
+/// never refused for the memory strangers' bodies hold (their number is
+/// bounded by the connection cap).
+const UNCHARGED_BODY: u64 = 64 << 10;
+
+/// Seconds a client refused for memory is told to wait.
+const RETRY_AFTER_SECONDS: u64 = 5;
+
+impl ApiState {
+    /// The share of the body memory budget a request declaring
+    /// `length` bytes needs (a body without a length may be as long as
+    /// the limit); `Err` (503) when it is spent.
+    fn charge_body(
+        &self,
+        length: Option<u64>,
+    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, ApiError> {
+        let length = length.unwrap_or(BODY_LIMIT as u64).min(BODY_LIMIT as u64);
+        if length <= UNCHARGED_BODY {
+            return Ok(None);
+        }
+        let kib =
+            u32::try_from((length * crate::config::BODY_CHARGE).div_ceil(1024)).unwrap_or(u32::MAX);
+        match self.bodies.clone().try_acquire_many_owned(kib) {
+            Ok(permit) => Ok(Some(permit)),
+            Err(_) => {
+                self.metrics.shed("memory");
+                Err(ApiError {
+                    retry_after: Some(RETRY_AFTER_SECONDS),
+                    ..ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "busy: the memory for request bodies ({} MiB) is taken by others; try again",
+                            self.limits.body_memory >> 20
+                        ),
+                    )
+                })
+            }
+        }
+    }
+}
+
 /// An error answered as JSON.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    /// Seconds after which to try again (`Retry-After`), for a 503.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -170,6 +218,7 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            retry_after: None,
         }
     }
     fn bad_request(message: impl Into<String>) -> Self {
@@ -206,7 +255,12 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::error!("api: {}", self.message);
         }
-        (self.status, axum::Json(json!({"error": self.message}))).into_response()
+        let mut resp = (self.status, axum::Json(json!({"error": self.message}))).into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
     }
 }
 
@@ -280,15 +334,25 @@ async fn observe(State(st): State<Arc<ApiState>>, req: Request, next: Next) -> R
     resp
 }
 
-/// The request body, its refusal (too large, unreadable) a JSON error.
-struct RawBody(Bytes);
+/// The request body, its refusal (too large, unreadable, no memory left
+/// for it) a JSON error. It holds its share of the body memory budget
+/// until the handler is done with it.
+struct RawBody(
+    Bytes,
+    #[allow(dead_code)] Option<tokio::sync::OwnedSemaphorePermit>,
+);
 
-impl<S: Send + Sync> FromRequest<S> for RawBody {
+impl FromRequest<Arc<ApiState>> for RawBody {
     type Rejection = ApiError;
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, state: &Arc<ApiState>) -> Result<Self, ApiError> {
+        let length = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let permit = state.charge_body(length)?;
         Bytes::from_request(req, state)
             .await
-            .map(RawBody)
+            .map(|b| RawBody(b, permit))
             .map_err(|e| match e.status() {
                 StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
@@ -371,7 +435,7 @@ async fn verdict(
 /// diagnostic?, remote_mta?}`; one verdict (or `{"error"}`) per item.
 async fn verdicts(
     State(st): State<Arc<ApiState>>,
-    RawBody(body): RawBody,
+    RawBody(body, _held): RawBody,
 ) -> Result<Response, ApiError> {
     let me = st.clone();
     // Parsing 16 MiB and up to 10,000 judgements: off the async workers.

@@ -66,7 +66,16 @@ pub struct ApiLimits {
     pub idle_timeout: std::time::Duration,
     /// One request, body included, must be done within this.
     pub request_timeout: std::time::Duration,
+    /// The memory request bodies being read and parsed may take, in
+    /// bytes; each body is charged [`BODY_CHARGE`] times its size, and a
+    /// body that does not fit is refused (503, `Retry-After`).
+    pub body_memory: u64,
 }
+
+/// How many times its size a request body is charged against
+/// [`ApiLimits::body_memory`]: the body, and what parsing it takes at its
+/// worst (BENCHMARKS.md, "Memory per request").
+pub const BODY_CHARGE: u64 = 4;
 
 impl Default for ApiLimits {
     fn default() -> Self {
@@ -75,6 +84,7 @@ impl Default for ApiLimits {
             header_timeout: std::time::Duration::from_secs(10),
             idle_timeout: std::time::Duration::from_secs(20),
             request_timeout: std::time::Duration::from_secs(60),
+            body_memory: 512 << 20,
         }
     }
 }

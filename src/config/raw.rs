@@ -65,6 +65,7 @@ pub(super) struct RawConfig {
     pub(super) anomaly: Option<RawAnomaly>,
     pub(super) bounce_times: Option<RawBounceTimes>,
     pub(super) api_max_connections: Option<usize>,
+    pub(super) api_body_memory_mib: Option<u64>,
     #[serde(default)]
     pub(super) sns_subscribe_allow: Vec<String>,
     pub(super) sns_verify_signatures: Option<bool>,

@@ -164,6 +164,11 @@ fn alert_targets_and_anomaly_thresholds() {
             "longer than any",
         ),
         ("log_level: 'mxwatch=[bad'", "log_level", "bad"),
+        (
+            "api_body_memory_mib: 16",
+            "api_body_memory_mib",
+            "must be between 64",
+        ),
     ] {
         let e = parse(yaml).unwrap_err();
         assert_eq!(e.field, field, "{yaml}: {e}");
