@@ -129,7 +129,8 @@ impl Metrics {
         registry.register(
             "http_shed",
             "Requests and connections refused to keep the daemon within its limits, by reason \
-             (memory: the body memory budget was spent; peer: one address held too many connections)",
+             (memory: the body memory budget was spent; peer: one address held too many connections; \
+             idle: a connection doing nothing cut while the API was full)",
             shed.clone(),
         );
         let open_windows = Family::<WindowLabel, Gauge>::default();
@@ -207,7 +208,7 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// A request or connection refused for a limit (`memory`, `peer`).
+    /// A request or connection refused for a limit (`memory`, `peer`, `idle`).
     pub fn shed(&self, reason: &'static str) {
         self.shed.get_or_create(&ShedLabel { reason }).inc();
     }

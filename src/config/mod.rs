@@ -59,6 +59,9 @@ pub struct ApiLimits {
     /// Connections served at once; more wait in the kernel's backlog,
     /// holding none of our descriptors.
     pub max_connections: usize,
+    /// Connections one peer address may hold at once; more are closed as
+    /// they arrive.
+    pub max_per_peer: usize,
     /// The whole request head must arrive within this, once it started.
     pub header_timeout: std::time::Duration,
     /// A connection that sends nothing for this long is closed (between
@@ -81,6 +84,7 @@ impl Default for ApiLimits {
     fn default() -> Self {
         ApiLimits {
             max_connections: 512,
+            max_per_peer: 64,
             header_timeout: std::time::Duration::from_secs(10),
             idle_timeout: std::time::Duration::from_secs(20),
             request_timeout: std::time::Duration::from_secs(60),

@@ -66,6 +66,7 @@ pub(super) struct RawConfig {
     pub(super) bounce_times: Option<RawBounceTimes>,
     pub(super) api_max_connections: Option<usize>,
     pub(super) api_body_memory_mib: Option<u64>,
+    pub(super) api_max_connections_per_peer: Option<usize>,
     #[serde(default)]
     pub(super) sns_subscribe_allow: Vec<String>,
     pub(super) sns_verify_signatures: Option<bool>,

@@ -432,6 +432,14 @@ fn api_limits(ctx: &Ctx, raw: &RawConfig) -> Result<ApiLimits, ConfigError> {
         Some(n) => n,
         None => ApiLimits::default().max_connections,
     };
+    let max_per_peer = match raw.api_max_connections_per_peer {
+        Some(0) => {
+            let why = "must be at least 1".into();
+            return Err(ctx.err("api_max_connections_per_peer".into(), why));
+        }
+        Some(n) => n,
+        None => ApiLimits::default().max_per_peer,
+    };
     // At least one body of the largest size must fit, and the figure must
     // stay a figure of bytes.
     let least = (crate::api::BODY_LIMIT as u64 * crate::config::BODY_CHARGE) >> 20;
@@ -450,6 +458,7 @@ fn api_limits(ctx: &Ctx, raw: &RawConfig) -> Result<ApiLimits, ConfigError> {
     };
     Ok(ApiLimits {
         max_connections,
+        max_per_peer,
         body_memory,
         ..ApiLimits::default()
     })

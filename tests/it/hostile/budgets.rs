@@ -180,3 +180,97 @@ async fn request_bodies_share_one_memory_budget() {
     assert_eq!(r.status(), 200);
     app.stop().await;
 }
+
+/// A connection from `source` (a loopback address) that sends a request
+/// head a byte every half second, for at most a minute.
+fn slow_head(
+    source: std::net::Ipv4Addr,
+    addr: std::net::SocketAddr,
+) -> tokio::task::JoinHandle<()> {
+    use tokio::io::AsyncWriteExt;
+    tokio::spawn(async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((source, 0).into()).unwrap();
+        let Ok(mut s) = socket.connect(addr).await else {
+            return;
+        };
+        let head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+        let t = tokio::time::Instant::now();
+        for b in head.iter().cycle() {
+            if s.write_all(&[*b]).await.is_err() || t.elapsed().as_secs() > 60 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    })
+}
+
+/// How long a bounce handler's verdict question takes to be answered.
+async fn question_time(base: &str) -> std::time::Duration {
+    let started = tokio::time::Instant::now();
+    let r = mxwatch::http_client()
+        .get(format!(
+            "{base}/v1/verdict?recipient=kim@example.de&status=5.1.1"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    started.elapsed()
+}
+
+/// Item 6: 1,500 slow-header connections made 4 of 5 legitimate requests
+/// time out. One address now holds at most its share of the connections,
+/// and when the API is full the connections doing nothing are shed before
+/// the question waiting behind them.
+#[tokio::test(start_paused = true)]
+async fn slow_connections_are_shed_before_a_bounce_handlers_question() {
+    let dns = TestDns::start().await;
+    dns.set("example.de", Behaviour::mx(&[(10, "mx00.example.de")], 300));
+    let (app, base) = crate::api::app_with_api_and(
+        &dns,
+        "api_max_connections: 16\napi_max_connections_per_peer: 4\n",
+    )
+    .await;
+    let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse().unwrap();
+    // One stranger opens a hundred.
+    let one: Vec<_> = (0..100)
+        .map(|_| slow_head(std::net::Ipv4Addr::new(127, 0, 0, 2), addr))
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let took = question_time(&base).await;
+    assert!(
+        took < std::time::Duration::from_secs(1),
+        "answered after {took:?}"
+    );
+    // Sixteen strangers, one connection each, fill the API.
+    let many: Vec<_> = (0..16)
+        .map(|i| slow_head(std::net::Ipv4Addr::new(127, 0, 1, 10 + i), addr))
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let took = question_time(&base).await;
+    assert!(
+        took < std::time::Duration::from_secs(3),
+        "answered after {took:?}"
+    );
+    for t in one.into_iter().chain(many) {
+        t.abort();
+    }
+    let text = mxwatch::http_client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("mxwatch_http_shed_total{reason=\"peer\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("mxwatch_http_shed_total{reason=\"idle\"}"),
+        "{text}"
+    );
+    app.stop().await;
+}

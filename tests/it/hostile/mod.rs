@@ -432,7 +432,8 @@ async fn a_socket_we_cannot_open_is_not_evidence() {
 /// Item 2: idle and slowloris connections were held for a minute and more,
 /// as many as a client opened. Now at most `api_max_connections` are
 /// served at once (the rest wait in the kernel's backlog, holding none of
-/// our descriptors), a silent connection is cut after 20 s, a request head
+/// our descriptors), a silent connection is cut after 20 s (at once when
+/// others wait for its slot), a request head
 /// must arrive within 10 s of its first byte, and the monitor goes on
 /// checking meanwhile.
 #[tokio::test(start_paused = true)]
@@ -479,11 +480,10 @@ async fn idle_and_slow_connections_are_capped_and_cut() {
         let text = String::from_utf8_lossy(&buf[..n]).to_string();
         assert!(n == 0 || text.starts_with("HTTP/1.1 408"), "{text}");
     }
+    // While one more waits, they are shed within a second or two (issue
+    // 20, item 6); alone they would last 20 s of silence.
     let cut = started.elapsed();
-    assert!(
-        cut >= std::time::Duration::from_secs(20) && cut < std::time::Duration::from_secs(22),
-        "cut after {cut:?}"
-    );
+    assert!(cut < std::time::Duration::from_secs(3), "cut after {cut:?}");
     // The monitor checks on meanwhile.
     let ev = app.next_check("example.de").await;
     assert!(ev.observations.iter().any(|o| !o.mx.is_empty()));
