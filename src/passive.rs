@@ -84,6 +84,46 @@ impl Read {
             self.problems.push((line, message));
         }
     }
+
+    /// Keeps what a passive DNS answer may say: about the domain `asked`
+    /// (when it was asked about one; an answer for `attacker.test` naming
+    /// `w2.test` says nothing of `w2.test`), and seen in the past (a
+    /// `time_last` in 2200 would be a window to 2198). A sighting first
+    /// seen after `now` is refused; one last seen after `now` ends at
+    /// `now`. Every change is a problem.
+    pub fn bound(mut self, asked: Option<&DomainName>, now: DateTime<Utc>) -> Read {
+        let mut notes = Vec::new();
+        self.sightings.retain_mut(|s| {
+            if let Some(asked) = asked.filter(|a| **a != s.domain) {
+                notes.push(format!(
+                    "a record of {} in the answer about {asked}: not taken",
+                    s.domain
+                ));
+                return false;
+            }
+            if s.first_seen > now {
+                notes.push(format!(
+                    "{}: first seen {}, after now: not taken",
+                    s.domain,
+                    s.first_seen.to_rfc3339()
+                ));
+                return false;
+            }
+            if s.last_seen > now {
+                notes.push(format!(
+                    "{}: last seen {}, after now: taken as seen until now",
+                    s.domain,
+                    s.last_seen.to_rfc3339()
+                ));
+                s.last_seen = now;
+            }
+            true
+        });
+        for n in notes {
+            self.problem(None, n);
+        }
+        self
+    }
 }
 
 /// A Farsight DNSDB export (v1 JSON lines, or v2's `obj`/`cond` framing).

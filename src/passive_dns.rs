@@ -56,8 +56,18 @@ pub enum LookupError {
 const MAX_PAGES: u64 = 10;
 
 /// Asks `provider` for `domain`'s MX history (SecurityTrails page by page,
-/// up to ten).
+/// up to ten), bounded to what it may say: records of `domain`, seen
+/// before `now` ([`Read::bound`]).
 pub async fn lookup(
+    http: &reqwest::Client,
+    provider: &Provider,
+    domain: &DomainName,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Read, LookupError> {
+    Ok(ask(http, provider, domain).await?.bound(Some(domain), now))
+}
+
+async fn ask(
     http: &reqwest::Client,
     provider: &Provider,
     domain: &DomainName,

@@ -127,12 +127,13 @@ pub struct Window {
 }
 
 impl Window {
-    /// Open, or closing with its grace not yet over at `now`.
+    /// Whether it affects verdicts at `now`: open, or ending after `now`
+    /// (closing with its grace not yet over, or closed with an end still
+    /// to come, as a passive DNS excursion's may be).
     pub fn is_active(&self, now: DateTime<Utc>) -> bool {
         match self.status {
             WindowStatus::Open => true,
-            WindowStatus::Closing => self.end.is_none_or(|e| e > now),
-            WindowStatus::Closed => false,
+            WindowStatus::Closing | WindowStatus::Closed => self.end.is_none_or(|e| e > now),
         }
     }
 

@@ -82,7 +82,13 @@ fn import(
             (PassiveSource::Securitytrails, None) => {
                 bail!("a SecurityTrails answer does not name its domain: pass --domain")
             }
-        };
+        }
+        // An import is the operator's file: any domain it names, unless
+        // `--domain` says which; never a sighting after now.
+        .bound(
+            about.as_ref(),
+            mxwatch::clock::Clock::now(&mxwatch::clock::SystemClock),
+        );
         for (line, p) in &read.problems {
             clean = false;
             let at = line.map(|l| format!(":{l}")).unwrap_or_default();
@@ -159,7 +165,14 @@ fn lookup(cli: &Context, names: &[String]) -> anyhow::Result<ExitCode> {
         let mut sightings = Vec::new();
         for provider in &config.passive_dns {
             for d in &names {
-                match mxwatch::passive_dns::lookup(&http, provider, d).await {
+                match mxwatch::passive_dns::lookup(
+                    &http,
+                    provider,
+                    d,
+                    mxwatch::clock::Clock::now(&mxwatch::clock::SystemClock),
+                )
+                .await
+                {
                     Ok(read) => {
                         for (_, p) in &read.problems {
                             clean = false;

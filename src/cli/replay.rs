@@ -46,7 +46,10 @@ pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
     for path in dnsdb {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let read = mxwatch::passive::read_dnsdb(&text);
+        let read = mxwatch::passive::read_dnsdb(&text).bound(
+            None,
+            mxwatch::clock::Clock::now(&mxwatch::clock::SystemClock),
+        );
         for (line, e) in &read.problems {
             clean = false;
             let at = line.map(|l| format!(":{l}")).unwrap_or_default();

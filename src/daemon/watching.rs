@@ -305,7 +305,7 @@ async fn passive_lookups(
             if paused.get(&p.source).is_some_and(|until| now < *until) {
                 continue;
             }
-            match crate::passive_dns::lookup(&http, p, &d).await {
+            match crate::passive_dns::lookup(&http, p, &d, now).await {
                 Ok(read) => {
                     for (_, problem) in &read.problems {
                         tracing::warn!(domain = %d, "passive DNS ({}): {problem}", p.source);

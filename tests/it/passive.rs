@@ -185,7 +185,11 @@ fn a_bad_export_is_named_and_nothing_of_it_stored() {
 }
 
 /// `history lookup` against providers answering in their documented shapes.
-async fn lookup(dir: &std::path::Path, base: &str, st_base: &str) -> std::process::Output {
+pub(crate) async fn lookup(
+    dir: &std::path::Path,
+    base: &str,
+    st_base: &str,
+) -> std::process::Output {
     std::fs::write(
         dir.join("watchlist.yaml"),
         format!(
