@@ -57,6 +57,16 @@ pub use server::{DRAIN, serve};
 /// questions; an ingest answer lists the first ones).
 pub const MAX_VERDICTS: usize = 10_000;
 
+/// Windows a page of `/v1/windows` holds unless `?limit=` says.
+pub const PAGE: usize = 1_000;
+
+/// The most windows one page holds.
+pub const MAX_PAGE: usize = 10_000;
+
+/// Windows `/v1/domains/{domain}` lists (newest first); a `Link` header
+/// leads to the rest.
+pub const DOMAIN_WINDOWS: usize = 100;
+
 /// The largest SNS message (256 KiB of message, with its envelope), and
 /// so the largest body the SES receiver takes.
 const SNS_MAX_BODY: usize = 320 << 10;
@@ -506,17 +516,56 @@ async fn windows(
     State(st): State<Arc<ApiState>>,
     Query(q): Query<query::Windows>,
 ) -> Result<Response, ApiError> {
-    let active = q.active;
     let now = st.clock.now();
-    let rows = st
-        .read(move |s| Ok(s.windows(active.then_some(now))?))
+    let limit = q.limit.unwrap_or(PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "query: limit: {limit} is not between 1 and {MAX_PAGE}"
+        )));
+    }
+    let domain = q
+        .domain
+        .as_deref()
+        .map(crate::domain::DomainName::parse)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(format!("query: domain: {e}")))?;
+    let cursor = q
+        .cursor
+        .as_deref()
+        .map(str::parse::<crate::store::WindowCursor>)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(format!("query: cursor: {e}")))?;
+    let active = q.active.then_some(now);
+    let name = domain.as_ref().map(|d| d.as_str().to_string());
+    let page = st
+        .read(move |s| Ok(s.windows_page(active, name.as_deref(), cursor, limit)?))
         .await?;
-    Ok(axum::Json(
-        rows.iter()
+    let mut resp = axum::Json(
+        page.windows
+            .iter()
             .map(|w| report::window_json(w, now))
             .collect::<Vec<_>>(),
     )
-    .into_response())
+    .into_response();
+    if let Some(next) = page.next {
+        let mut query = vec![("limit", limit.to_string()), ("cursor", next.to_string())];
+        if q.active {
+            query.push(("active", "true".into()));
+        }
+        if let Some(d) = &domain {
+            query.push(("domain", d.as_str().to_string()));
+        }
+        next_link(&mut resp, &query);
+    }
+    Ok(resp)
+}
+
+/// `Link: </v1/windows?…>; rel="next"` (RFC 8288): where the rest is.
+fn next_link(resp: &mut Response, query: &[(&str, String)]) {
+    let query = serde_urlencoded::to_string(query).unwrap_or_default();
+    if let Ok(v) = HeaderValue::from_str(&format!("</v1/windows?{query}>; rel=\"next\"")) {
+        resp.headers_mut().insert(header::LINK, v);
+    }
 }
 
 async fn domain(
@@ -552,10 +601,12 @@ async fn domain(
                         .collect()
                 })
                 .unwrap_or_default();
-            let windows: Vec<serde_json::Value> = s
-                .windows(None)?
+            // Its newest windows; the rest are a page of /v1/windows away.
+            let page = s.windows_page(None, Some(d.as_str()), None, DOMAIN_WINDOWS)?;
+            let more = page.next.map(|c| (d.as_str().to_string(), c));
+            let windows: Vec<serde_json::Value> = page
+                .windows
                 .iter()
-                .filter(|w| w.domain.as_deref() == Some(d.as_str()))
                 .map(|w| report::window_json(w, now))
                 .collect();
             use crate::store::Knowledge;
@@ -563,18 +614,31 @@ async fn domain(
                 .circumstances(d.as_str(), now, None, &me.judging.providers)?
                 .grounds(now, &me.judging.anomaly);
             let auto = s.auto_watched_one(&d)?;
-            Ok(report::domain_json(
-                &d,
-                grounds.warming_up,
-                consensus,
-                &provider,
-                &history,
-                windows,
-                auto,
+            Ok((
+                report::domain_json(
+                    &d,
+                    grounds.warming_up,
+                    consensus,
+                    &provider,
+                    &history,
+                    windows,
+                    auto,
+                ),
+                more,
             ))
         })
         .await?;
-    Ok(axum::Json(body).into_response())
+    let (body, more) = body;
+    let mut resp = axum::Json(body).into_response();
+    if let Some((domain, cursor)) = more {
+        let query = [
+            ("domain", domain),
+            ("limit", PAGE.to_string()),
+            ("cursor", cursor.to_string()),
+        ];
+        next_link(&mut resp, &query);
+    }
+    Ok(resp)
 }
 
 async fn reinstatements(

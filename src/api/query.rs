@@ -49,6 +49,12 @@ pub(super) struct Windows {
     _token: Option<serde::de::IgnoredAny>,
     #[serde(default, deserialize_with = "flag")]
     pub(super) active: bool,
+    /// Only this domain's windows.
+    pub(super) domain: Option<String>,
+    /// Windows per page: 1 to [`super::MAX_PAGE`], default [`super::PAGE`].
+    pub(super) limit: Option<usize>,
+    /// Where the page starts: the cursor a `Link: …; rel="next"` gave.
+    pub(super) cursor: Option<String>,
 }
 
 /// `GET /v1/verdict?recipient=…`: a bounce from its parts.

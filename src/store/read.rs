@@ -284,17 +284,50 @@ impl Store {
 
     /// Windows, newest first; with `active_at`, only those active then.
     pub fn windows(&self, active_at: Option<DateTime<Utc>>) -> Result<Vec<Window>, StoreError> {
+        Ok(self
+            .windows_page(active_at, None, None, usize::MAX)?
+            .windows)
+    }
+
+    /// Windows newest first (by start, then id), at most `limit`, after
+    /// `after` (the cursor of the page before), only those active at
+    /// `active_at` ([`Window::is_active`]) and of `domain` when given.
+    pub fn windows_page(
+        &self,
+        active_at: Option<DateTime<Utc>>,
+        domain: Option<&str>,
+        after: Option<WindowCursor>,
+        limit: usize,
+    ) -> Result<WindowPage, StoreError> {
         let sql = format!(
             "SELECT {WINDOW_COLUMNS} FROM windows w LEFT JOIN domains d ON d.id = w.domain_id \
-             WHERE ?1 IS NULL OR w.status != 'closed' ORDER BY w.start DESC, w.id DESC"
+             WHERE (?1 IS NULL OR w.status = 'open' OR w.end IS NULL OR w.end > ?1) \
+               AND (?2 IS NULL OR d.name = ?2) \
+               AND (?3 IS NULL OR w.start < ?3 OR (w.start = ?3 AND w.id < ?4)) \
+             ORDER BY w.start DESC, w.id DESC LIMIT ?5"
         );
-        let mut stmt = self.conn.prepare(&sql)?;
-        let rows = stmt.query_map(params![active_at.map(ms)], |r| window_from_row(r, 0))?;
-        let all: Vec<Window> = rows.collect::<Result<_, _>>()?;
-        Ok(match active_at {
-            Some(now) => all.into_iter().filter(|w| w.is_active(now)).collect(),
-            None => all,
-        })
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(
+            params![
+                active_at.map(ms),
+                domain,
+                after.map(|c| c.start),
+                after.map(|c| c.id),
+                fetch
+            ],
+            |r| window_from_row(r, 0),
+        )?;
+        let mut windows: Vec<Window> = rows.collect::<Result<_, _>>()?;
+        let next = (windows.len() > limit).then(|| {
+            windows.truncate(limit);
+            let last = windows.last().expect("a page of at least one");
+            WindowCursor {
+                start: ms(last.start),
+                id: last.id,
+            }
+        });
+        Ok(WindowPage { windows, next })
     }
 
     /// One window by id.
@@ -576,4 +609,36 @@ impl Store {
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         Ok(())
     }
+}
+
+/// Where a page of windows ends: the next page starts after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowCursor {
+    start: i64,
+    id: i64,
+}
+
+impl std::fmt::Display for WindowCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.start, self.id)
+    }
+}
+
+impl std::str::FromStr for WindowCursor {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not a cursor this API gave");
+        let (start, id) = s.split_once('.').ok_or_else(bad)?;
+        Ok(WindowCursor {
+            start: start.parse().map_err(|_| bad())?,
+            id: id.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// One page of windows, and the cursor of the next when there is one.
+#[derive(Debug)]
+pub struct WindowPage {
+    pub windows: Vec<Window>,
+    pub next: Option<WindowCursor>,
 }

@@ -3,6 +3,8 @@
 
 mod addresses;
 mod budgets;
+mod pages;
+mod passive_answers;
 
 use serde_json::Value;
 
