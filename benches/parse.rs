@@ -147,4 +147,94 @@ fn hostile(now: chrono::DateTime<Utc>) {
         );
     }
     println!("| peak RSS after them | | | {:.0} MiB |", peak_rss_mib());
+    second_round(now);
+}
+
+/// The shapes of issue 20's attacks, each with the peak RSS it leaves
+/// (`VmHWM` is reset before each, where the kernel allows it).
+fn second_round(now: chrono::DateTime<Utc>) {
+    let who: Vec<String> = (0..8_000).map(|i| format!("<u{i}@a.test>")).collect();
+    let one_line = format!(
+        "From: MAILER-DAEMON@a.test\nTo: s@example.org\nSubject: Undelivered Mail\n\n{}: 550 5.1.1 user unknown\n",
+        who.join(" ")
+    );
+    let unit = "Content-Type: message/rfc822\n\nFrom: a@b.test\n";
+    let nested = format!(
+        "From: MAILER-DAEMON@a.test\nSubject: nested\n{}\nhello\n",
+        unit.repeat((16 << 20) / unit.len() - 10)
+    );
+    let multi = format!(
+        "From: MAILER-DAEMON@a.test\nSubject: nested\nContent-Type: multipart/mixed; boundary=b\n\n{}--b--\n",
+        "--b\nContent-Type: multipart/mixed; boundary=b\n\n".repeat(330_000)
+    );
+    println!("\n| issue 20 shape | size | time | result | peak RSS |\n|---|---|---|---|---|");
+    for (name, bytes) in [
+        ("8,000 addresses on one line", one_line.as_bytes()),
+        ("16 MiB of nested message/rfc822", nested.as_bytes()),
+        ("330,000 nested multiparts", multi.as_bytes()),
+    ] {
+        reset_peak();
+        let start = Instant::now();
+        let out = parse::parse(bytes, Some(Format::Email), now);
+        let diag: usize = out
+            .bounces
+            .iter()
+            .map(|b| b.diagnostic.as_deref().map_or(0, str::len))
+            .sum();
+        println!(
+            "| {name} | {:.2} MiB | {:.2} s | {} bounces, {:.1} MiB of diagnostics, {} problems | {:.0} MiB |",
+            bytes.len() as f64 / 1048576.0,
+            start.elapsed().as_secs_f64(),
+            out.bounces.len(),
+            diag as f64 / 1048576.0,
+            out.problems.len(),
+            peak_rss_mib()
+        );
+    }
+    passive_import();
+}
+
+/// Clears the peak RSS the kernel reports (`/proc/self/clear_refs`).
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Issue 20, item 8: SecurityTrails records sharing a `first_seen`
+/// imported in quadratic time (20,000: 24.5 s). `history import` of
+/// 5,000 and 20,000 of them, by the release binary.
+fn passive_import() {
+    println!("\n| SecurityTrails records sharing first_seen | import time |\n|---|---|");
+    for n in [5_000, 20_000] {
+        let dir = tempfile::tempdir().unwrap();
+        let records: Vec<String> = (0..n)
+            .map(|i| {
+                format!(
+                    r#"{{"values":[{{"host":"mx{i}.example.net","priority":10}}],"first_seen":"2020-01-01","last_seen":"2020-01-02"}}"#
+                )
+            })
+            .collect();
+        let answer = format!(r#"{{"pages":1,"records":[{}]}}"#, records.join(","));
+        std::fs::write(dir.path().join("st.json"), answer).unwrap();
+        let start = Instant::now();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mxwatch"))
+            .current_dir(dir.path())
+            .args([
+                "--database",
+                "mx.db",
+                "history",
+                "import",
+                "--format",
+                "securitytrails",
+            ])
+            .args(["--domain", "example.de", "st.json"])
+            .env_remove("MXWATCH_CONFIG")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        println!("| {n} | {:.2} s |", start.elapsed().as_secs_f64());
+    }
 }

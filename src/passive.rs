@@ -334,15 +334,21 @@ pub const MAX_EXCURSION: Duration = Duration::from_secs(7 * 86_400);
 pub fn excursions(sightings: &[Sighting]) -> Vec<Excursion> {
     // Each set once: (set, first seen, last seen, sightings counted).
     type Span<'a> = (&'a [Mx], DateTime<Utc>, DateTime<Utc>, u64);
+    // Found by a map: 20,000 sets searched in a list were quadratic.
     let mut spans: Vec<Span> = Vec::new();
+    let mut at: std::collections::HashMap<&[Mx], usize> = std::collections::HashMap::new();
     for s in sightings {
-        match spans.iter_mut().find(|(mx, ..)| *mx == s.mx.as_slice()) {
-            Some((_, first, last, count)) => {
+        match at.get(s.mx.as_slice()) {
+            Some(&i) => {
+                let (_, first, last, count) = &mut spans[i];
                 *first = (*first).min(s.first_seen);
                 *last = (*last).max(s.last_seen);
                 *count = count.saturating_add(s.count.unwrap_or(0));
             }
-            None => spans.push((&s.mx, s.first_seen, s.last_seen, s.count.unwrap_or(0))),
+            None => {
+                at.insert(&s.mx, spans.len());
+                spans.push((&s.mx, s.first_seen, s.last_seen, s.count.unwrap_or(0)));
+            }
         }
     }
     let Some(&(usual, first, last, _)) = spans

@@ -27,6 +27,76 @@ pub struct Provider {
     /// Without a trailing slash.
     pub base_url: String,
     pub key: Secret,
+    /// How many requests the daemon may make of it.
+    pub limits: Limits,
+}
+
+/// Requests a provider may be sent: each costs paid quota, and 200,000
+/// bounced domains once made 40,001 DNSDB requests in a minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub per_hour: u32,
+    pub per_day: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            per_hour: 100,
+            per_day: 1_000,
+        }
+    }
+}
+
+/// The requests sent to one provider in the last day, against its
+/// [`Limits`]. Each request (a SecurityTrails page too) takes one.
+#[derive(Debug, Default)]
+pub struct Budget {
+    sent: std::collections::VecDeque<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Budget {
+    /// Takes one request at `now`, if the limits leave one.
+    pub fn take(&mut self, limits: Limits, now: chrono::DateTime<chrono::Utc>) -> bool {
+        let day_ago = now - chrono::Duration::days(1);
+        while self.sent.front().is_some_and(|t| *t <= day_ago) {
+            self.sent.pop_front();
+        }
+        let hour_ago = now - chrono::Duration::hours(1);
+        let last_hour = self
+            .sent
+            .iter()
+            .rev()
+            .take_while(|t| **t > hour_ago)
+            .count();
+        if self.sent.len() >= limits.per_day as usize || last_hour >= limits.per_hour as usize {
+            return false;
+        }
+        self.sent.push_back(now);
+        true
+    }
+
+    /// When a request may be sent again, if not now.
+    pub fn free_at(
+        &self,
+        limits: Limits,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> chrono::DateTime<chrono::Utc> {
+        let hour_ago = now - chrono::Duration::hours(1);
+        let in_hour: Vec<_> = self.sent.iter().filter(|t| **t > hour_ago).collect();
+        let mut at = now;
+        if in_hour.len() >= limits.per_hour as usize
+            && let Some(first) = in_hour.first()
+        {
+            at = at.max(**first + chrono::Duration::hours(1));
+        }
+        if self.sent.len() >= limits.per_day as usize
+            && let Some(first) = self.sent.front()
+        {
+            at = at.max(*first + chrono::Duration::days(1));
+        }
+        at
+    }
 }
 
 impl Provider {
@@ -48,6 +118,12 @@ pub enum LookupError {
         provider: PassiveSource,
         wait: Duration,
     },
+    /// The request budget the watchlist gives it is spent until `until`.
+    #[error("{provider}: its request budget (max_requests_per_hour/day) is spent until {until}")]
+    Budget {
+        provider: PassiveSource,
+        until: chrono::DateTime<chrono::Utc>,
+    },
     #[error("{0}: {1}")]
     Failed(PassiveSource, String),
 }
@@ -62,19 +138,35 @@ pub async fn lookup(
     http: &reqwest::Client,
     provider: &Provider,
     domain: &DomainName,
+    budget: &mut Budget,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Read, LookupError> {
-    Ok(ask(http, provider, domain).await?.bound(Some(domain), now))
+    Ok(ask(http, provider, domain, budget, now)
+        .await?
+        .bound(Some(domain), now))
 }
 
 async fn ask(
     http: &reqwest::Client,
     provider: &Provider,
     domain: &DomainName,
+    budget: &mut Budget,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Read, LookupError> {
+    let mut spend = || {
+        if budget.take(provider.limits, now) {
+            Ok(())
+        } else {
+            Err(LookupError::Budget {
+                provider: provider.source,
+                until: budget.free_at(provider.limits, now),
+            })
+        }
+    };
     let source = provider.source;
     match source {
         PassiveSource::Dnsdb => {
+            spend()?;
             let path = format!("/dnsdb/v2/lookup/rrset/name/{}/MX", domain.as_str());
             let request = get(http, provider, &path, "application/x-ndjson");
             // DNSDB answers "no records" with 404.
@@ -87,6 +179,7 @@ async fn ask(
             let mut all = Read::default();
             let mut page = 1;
             loop {
+                spend()?;
                 let path = format!("/v1/history/{}/dns/mx?page={page}", domain.as_str());
                 let request = get(http, provider, &path, "application/json");
                 let Some(text) = fetch(request, source).await? else {
@@ -165,4 +258,37 @@ async fn fetch(
         body.extend_from_slice(&chunk);
     }
     Ok(Some(String::from_utf8_lossy(&body).into_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn a_budget_holds_per_hour_and_per_day() {
+        let limits = Limits {
+            per_hour: 2,
+            per_day: 3,
+        };
+        let t0 = chrono::Utc.with_ymd_and_hms(2026, 12, 6, 0, 0, 0).unwrap();
+        let mut b = Budget::default();
+        assert!(b.take(limits, t0));
+        assert!(b.take(limits, t0 + chrono::Duration::minutes(1)));
+        // Two in the hour: the third waits for the first to age out.
+        assert!(!b.take(limits, t0 + chrono::Duration::minutes(2)));
+        assert_eq!(
+            b.free_at(limits, t0 + chrono::Duration::minutes(2)),
+            t0 + chrono::Duration::hours(1)
+        );
+        assert!(b.take(limits, t0 + chrono::Duration::minutes(61)));
+        // Three in the day: nothing more until a day after the first.
+        let later = t0 + chrono::Duration::hours(5);
+        assert!(!b.take(limits, later));
+        assert_eq!(b.free_at(limits, later), t0 + chrono::Duration::days(1));
+        assert!(b.take(
+            limits,
+            t0 + chrono::Duration::days(1) + chrono::Duration::seconds(1)
+        ));
+    }
 }

@@ -164,11 +164,14 @@ fn lookup(cli: &Context, names: &[String]) -> anyhow::Result<ExitCode> {
         let mut clean = true;
         let mut sightings = Vec::new();
         for provider in &config.passive_dns {
+            // The provider's limits hold for one command too.
+            let mut budget = mxwatch::passive_dns::Budget::default();
             for d in &names {
                 match mxwatch::passive_dns::lookup(
                     &http,
                     provider,
                     d,
+                    &mut budget,
                     mxwatch::clock::Clock::now(&mxwatch::clock::SystemClock),
                 )
                 .await
@@ -180,7 +183,10 @@ fn lookup(cli: &Context, names: &[String]) -> anyhow::Result<ExitCode> {
                         }
                         sightings.extend(read.sightings);
                     }
-                    Err(e @ mxwatch::passive_dns::LookupError::Quota { .. }) => {
+                    Err(
+                        e @ (mxwatch::passive_dns::LookupError::Quota { .. }
+                        | mxwatch::passive_dns::LookupError::Budget { .. }),
+                    ) => {
                         clean = false;
                         eprintln!("mxwatch: {e}; not asking it again now");
                         break;

@@ -109,6 +109,9 @@ pub(super) struct RawPassiveDns {
     pub(super) key_file: Option<PathBuf>,
     /// Where the provider answers (its own API by default).
     pub(super) base_url: Option<String>,
+    /// Requests the daemon may make of it in an hour, and in a day.
+    pub(super) max_requests_per_hour: Option<u32>,
+    pub(super) max_requests_per_day: Option<u32>,
 }
 
 /// A webhook target.

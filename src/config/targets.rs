@@ -140,11 +140,26 @@ pub(super) fn passive_dns(
             (at("key_file"), &p.key_file),
             secret_problems,
         )?;
+        let limits = crate::passive_dns::Limits::default();
+        let per_hour = p.max_requests_per_hour.unwrap_or(limits.per_hour);
+        let per_day = p.max_requests_per_day.unwrap_or(limits.per_day);
+        if per_hour == 0 || per_day == 0 {
+            let field = if per_hour == 0 {
+                "max_requests_per_hour"
+            } else {
+                "max_requests_per_day"
+            };
+            return Err(ctx.err(
+                at(field),
+                "must be at least 1 (leave the provider out to ask none)".into(),
+            ));
+        }
         match key {
             Some(key) => out.push(crate::passive_dns::Provider {
                 source,
                 base_url,
                 key,
+                limits: crate::passive_dns::Limits { per_hour, per_day },
             }),
             None if p.key_env.is_none() && p.key_file.is_none() => {
                 return Err(ctx.err(at("key_env"), "a provider needs key_env or key_file".into()));

@@ -286,6 +286,8 @@ async fn passive_lookups(
     let mut asked: HashMap<DomainName, chrono::DateTime<chrono::Utc>> = HashMap::new();
     let mut paused: HashMap<crate::passive::PassiveSource, chrono::DateTime<chrono::Utc>> =
         HashMap::new();
+    let mut budgets: HashMap<crate::passive::PassiveSource, crate::passive_dns::Budget> =
+        HashMap::new();
     let again = chrono::Duration::from_std(PASSIVE_AGAIN).unwrap_or(chrono::Duration::MAX);
     loop {
         let d = tokio::select! {
@@ -299,13 +301,16 @@ async fn passive_lookups(
         if asked.len() >= 100_000 {
             asked.clear();
         }
-        asked.insert(d.clone(), now);
         let (mut sightings, mut excursions) = (Vec::new(), Vec::new());
         for p in &providers {
             if paused.get(&p.source).is_some_and(|until| now < *until) {
                 continue;
             }
-            match crate::passive_dns::lookup(&http, p, &d, now).await {
+            // Asked (or failed): not again within a week. A domain no
+            // provider could be asked about is asked at its next bounce.
+            asked.insert(d.clone(), now);
+            let budget = budgets.entry(p.source).or_default();
+            match crate::passive_dns::lookup(&http, p, &d, budget, now).await {
                 Ok(read) => {
                     for (_, problem) in &read.problems {
                         tracing::warn!(domain = %d, "passive DNS ({}): {problem}", p.source);
@@ -320,6 +325,11 @@ async fn passive_lookups(
                     );
                     let wait = chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
                     paused.insert(provider, now.checked_add_signed(wait).unwrap_or(now));
+                }
+                Err(e @ crate::passive_dns::LookupError::Budget { provider, until }) => {
+                    tracing::warn!("passive DNS: {e}; not asking it until then");
+                    paused.insert(provider, until);
+                    asked.remove(&d);
                 }
                 Err(e) => tracing::warn!(domain = %d, "{e}"),
             }

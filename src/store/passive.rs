@@ -30,7 +30,8 @@ pub(super) fn write_passive(
         let upstream = s.source.upstream();
         let known: Option<i64> = tx
             .prepare_cached(
-                "SELECT id FROM runs WHERE domain_id = ?1 AND upstream = ?2 AND first_seen = ?3 AND mx = ?4",
+                "SELECT id FROM runs WHERE domain_id = ?1 AND upstream = ?2 AND first_seen = ?3 AND mx = ?4 \
+                 AND upstream LIKE 'passive:%'",
             )?
             .query_row(params![id, upstream, ms(s.first_seen), mx], |r| r.get(0))
             .optional()?;

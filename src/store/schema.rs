@@ -17,6 +17,7 @@ pub(super) fn migrations() -> Migrations<'static> {
             M8_HELD_RUNS,
             M9_FEED_CURSORS,
             M10_SHARED_DIAGNOSTICS,
+            M11_RUN_IDENTITY,
         ]
         .into_iter()
         .map(M::up)
@@ -268,6 +269,16 @@ const M10_SHARED_DIAGNOSTICS: &str = r#"
             source, recipient, coalesce(at, -1), coalesce(status, ''), coalesce(reply_code, 0),
             coalesce(action, ''), coalesce(message_id, ''), coalesce(diagnostic_id, 0));
         ALTER TABLE bounces DROP COLUMN diagnostic;
+        "#;
+
+const M11_RUN_IDENTITY: &str = r#"
+        -- A passive import asks whether each sighting is stored already by
+        -- its whole identity: 20,000 SecurityTrails records sharing a
+        -- first_seen were compared one by one against each other
+        -- (quadratic, inside the writer's transaction). Passive runs only:
+        -- live checks never ask.
+        CREATE INDEX runs_identity ON runs(domain_id, upstream, first_seen, mx)
+            WHERE upstream LIKE 'passive:%';
         "#;
 
 #[cfg(test)]

@@ -308,7 +308,17 @@ fn email(bytes: &[u8], line: Option<usize>, out: &mut Parsed) {
             return;
         }
     }
-    match dsn::parse(&bytes) {
+    let (bytes, cut) = dsn::cap_parts(&bytes);
+    if cut {
+        out.problem(
+            line,
+            format!(
+                "an email of more than {} MIME parts: the rest of it is not read",
+                dsn::MAX_PARTS
+            ),
+        );
+    }
+    match dsn::parse(bytes) {
         Ok(facts) => {
             if facts.is_empty() {
                 out.problem(line, "an email, but no bounced recipient found in it");

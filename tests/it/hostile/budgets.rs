@@ -274,3 +274,39 @@ async fn slow_connections_are_shed_before_a_bounce_handlers_question() {
     );
     app.stop().await;
 }
+
+/// Item 4: 16 MiB of nested `message/rfc822` peaked at 774 MB for one
+/// request (330,000 nested multiparts: 800 MB). An email is read for its
+/// first thousand MIME parts, which is where a bounce says what it says;
+/// the cut is reported. (Memory: BENCHMARKS.md, "Attack shapes".)
+#[test]
+fn an_email_is_read_for_a_bounded_number_of_parts() {
+    let unit = "Content-Type: message/rfc822\n\nFrom: a@b.test\n";
+    let nested = format!(
+        "From: MAILER-DAEMON@a.test\nSubject: nested\n{}\nhello\n",
+        unit.repeat((16 << 20) / unit.len() - 10)
+    );
+    let parsed = mxwatch::bounce::parse::parse(nested.as_bytes(), None, super::t0());
+    assert!(
+        parsed
+            .problems
+            .iter()
+            .any(|p| p.message.contains("MIME parts")),
+        "{:?}",
+        parsed.problems
+    );
+    // A bounce with thousands of empty parts after its words still names
+    // its recipient.
+    let report = format!(
+        "From: MAILER-DAEMON@mx.a.test\nTo: s@example.org\nSubject: Undelivered Mail Returned to Sender\nContent-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: text/plain\n\n<kim@a.test>: host mx.a.test[192.0.2.1] said: 550 5.1.1 user unknown (in reply to RCPT TO command)\n\n{}--b--\n",
+        "--b\n\nx\n".repeat(5_000)
+    );
+    let parsed = mxwatch::bounce::parse::parse(report.as_bytes(), None, super::t0());
+    let who: Vec<&str> = parsed
+        .bounces
+        .iter()
+        .map(|b| b.recipient.as_str())
+        .collect();
+    assert_eq!(who, ["kim@a.test"], "{:?}", parsed.problems);
+    assert!(parsed.bounces[0].hard);
+}

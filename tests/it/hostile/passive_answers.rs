@@ -106,3 +106,53 @@ fn a_window_ending_after_now_is_active() {
     assert_eq!(active.len(), 1, "{active:?}");
     assert_eq!(active[0]["active"], true);
 }
+
+/// Item 8: 200,000 bounced domains made 40,001 DNSDB requests in a minute,
+/// burning paid quota. Each provider has a request budget per hour and per
+/// day; a lookup past it asks nothing and says until when.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_is_asked_within_its_request_budget() {
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(404))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("watchlist.yaml"),
+        format!(
+            "domains: [a.example, b.example, c.example]\npassive_dns:\n  - provider: dnsdb\n    key_env: MXWATCH_TEST_DNSDB_KEY\n    base_url: '{}'\n    max_requests_per_hour: 2\n",
+            server.uri()
+        ),
+    )
+    .unwrap();
+    let d = dir.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mxwatch"))
+            .current_dir(&d)
+            .args([
+                "--database",
+                "mx.db",
+                "history",
+                "lookup",
+                "a.example",
+                "b.example",
+                "c.example",
+            ])
+            .env_remove("MXWATCH_CONFIG")
+            .env("MXWATCH_TEST_DNSDB_KEY", "dnsdb-secret-key-1")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let err = stderr(&out);
+    assert!(
+        err.contains("request budget (max_requests_per_hour/day) is spent until"),
+        "{err}"
+    );
+    server.verify().await;
+}
