@@ -103,15 +103,24 @@ pub(super) fn spawn_auto_watch(
     let reach = config
         .auto_watch
         .map_or(Duration::from_secs(30 * 86_400), |a| a.keep);
+    // New domains are checked by a task of their own: reading the feed
+    // never waits for a slow check (3,000 black-holed domains held it for
+    // fifteen minutes).
+    let (check, checks) = mpsc::channel(CHECK_QUEUE);
+    tasks.spawn(check_added(monitor.clone(), checks, stop.clone()));
     tasks.spawn(auto_watch(
         watching.clone(),
         monitor.clone(),
         (config.database.clone(), reach),
-        (reload.clone(), ask),
+        (reload.clone(), ask, check),
         clock,
         stop,
     ));
 }
+
+/// New domains waiting for their first check, at most; past it a domain
+/// waits for its scheduled check instead.
+const CHECK_QUEUE: usize = 10_000;
 
 /// How often the auto-watcher looks at the bounces stored since it last did.
 const AUTO_WATCH_EVERY: Duration = Duration::from_secs(2);
@@ -133,7 +142,11 @@ async fn auto_watch(
     watching: Arc<std::sync::Mutex<Watching>>,
     monitor: Arc<Monitor>,
     (database, reach): (std::path::PathBuf, Duration),
-    (reload, ask): (mpsc::Sender<Vec<Job>>, Option<mpsc::Sender<DomainName>>),
+    (reload, ask, check): (
+        mpsc::Sender<Vec<Job>>,
+        Option<mpsc::Sender<DomainName>>,
+        mpsc::Sender<DomainName>,
+    ),
     clock: Arc<dyn Clock>,
     stop: CancellationToken,
 ) {
@@ -219,7 +232,10 @@ async fn auto_watch(
             tracing::error!("auto-watch: {e}");
         }
         let _ = reload.send(jobs).await;
-        check_now(&monitor, change.added).await;
+        for d in change.added {
+            // A full queue: the domain is checked on its schedule.
+            let _ = check.try_send(d);
+        }
     }
 }
 
@@ -395,18 +411,47 @@ async fn read_feed(
     .await
 }
 
-/// Checks newly watched domains now, a few at a time.
-async fn check_now(monitor: &Arc<Monitor>, added: Vec<DomainName>) {
+/// Checks newly watched domains now, a few at a time, the most recently
+/// added first: the domain that bounced last is the one a verdict is being
+/// asked about, and 200 black holes added before it must not make it wait
+/// (each is checked on its schedule anyway).
+async fn check_added(
+    monitor: Arc<Monitor>,
+    mut added: mpsc::Receiver<DomainName>,
+    stop: CancellationToken,
+) {
     use futures::StreamExt;
-    let mut checks = futures::stream::iter(added)
-        .map(|d| {
+    let mut waiting: std::collections::VecDeque<DomainName> = std::collections::VecDeque::new();
+    let mut checks = futures::stream::FuturesUnordered::new();
+    let mut open = true;
+    loop {
+        while checks.len() < AUTO_WATCH_CHECKS
+            && let Some(d) = waiting.pop_back()
+        {
             let m = monitor.clone();
-            async move { m.check(&d).await }
-        })
-        .buffer_unordered(AUTO_WATCH_CHECKS);
-    while let Some(r) = checks.next().await {
-        if let Err(e) = r {
-            tracing::error!("auto-watch: check not recorded: {e}");
+            checks.push(async move { m.check(&d).await });
+        }
+        if !open && checks.is_empty() && waiting.is_empty() {
+            return;
+        }
+        // Stopping does not wait for checks in flight: each is a question
+        // to the DNS, and nothing of it is owed to anyone.
+        tokio::select! {
+            d = added.recv(), if open => match d {
+                Some(d) => {
+                    if waiting.len() >= CHECK_QUEUE {
+                        waiting.pop_front();
+                    }
+                    waiting.push_back(d);
+                }
+                None => open = false,
+            },
+            Some(r) = checks.next(), if !checks.is_empty() => {
+                if let Err(e) = r {
+                    tracing::error!("auto-watch: check not recorded: {e}");
+                }
+            }
+            _ = stop.cancelled() => return,
         }
     }
 }

@@ -5,6 +5,7 @@ mod addresses;
 mod budgets;
 mod pages;
 mod passive_answers;
+mod slow_domains;
 
 use serde_json::Value;
 
