@@ -7,7 +7,13 @@
 //! The rules are AWS's ("Verifying the signatures of Amazon SNS
 //! messages"): the string to sign is `Name\nvalue\n` for a fixed list of
 //! fields in a fixed order; `SignatureVersion` 1 is RSA with SHA-1, 2 is
-//! RSA with SHA-256; the certificate names `sns.amazonaws.com`.
+//! RSA with SHA-256; the certificate names `sns.amazonaws.com`. Its name
+//! alone proves nothing (anyone can make a certificate with that name):
+//! it must chain to a trusted root, the public roots (Mozilla's, as
+//! `webpki-roots` carries them) unless `sns_trust_anchors_file` names
+//! others. SNS serves the leaf alone, so its issuer is fetched from the
+//! address the leaf names (Authority Information Access), only from a host
+//! under `amazontrust.com` ([`issuer_url`]).
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{
@@ -116,8 +122,95 @@ pub fn string_to_sign(msg: &Value) -> Result<String, String> {
     Ok(out)
 }
 
-/// Checks `msg`'s signature against the PEM certificate `cert`.
-pub fn verify(msg: &Value, cert: &[u8]) -> Result<(), String> {
+/// The roots an SNS signing certificate must chain to.
+#[derive(Debug, Clone)]
+pub struct Trust {
+    anchors: Vec<rustls_pki_types::TrustAnchor<'static>>,
+}
+
+impl Trust {
+    /// The public roots (the Mozilla set).
+    pub fn public() -> Self {
+        Trust {
+            anchors: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        }
+    }
+
+    /// The roots in a PEM bundle instead (a relay's own, or a test's).
+    pub fn from_pem(pem: &[u8]) -> Result<Self, String> {
+        let mut anchors = Vec::new();
+        for der in CertificateDer::pem_slice_iter(pem) {
+            let der = der.map_err(|e| format!("not a PEM certificate: {e}"))?;
+            let anchor = webpki::anchor_from_trusted_cert(&der)
+                .map_err(|e| format!("a certificate that cannot be a root: {e}"))?;
+            anchors.push(anchor.to_owned());
+        }
+        if anchors.is_empty() {
+            return Err("no certificate in it".into());
+        }
+        Ok(Trust { anchors })
+    }
+}
+
+/// The certificates of a PEM file, the signing certificate first.
+pub fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .take(8)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("the signing certificate is not a PEM certificate: {e}"))?;
+    if certs.is_empty() {
+        return Err("the signing certificate is not a PEM certificate: none in it".into());
+    }
+    Ok(certs)
+}
+
+/// Where the issuer of `cert` may be fetched: its Authority Information
+/// Access `caIssuers` URI, when it is an `http(s)` URL of a host under
+/// `amazontrust.com` (Amazon's CA; no other host is visited).
+pub fn issuer_url(cert: &[u8]) -> Option<String> {
+    // id-ad-caIssuers (1.3.6.1.5.5.7.48.2), then a GeneralName [6] URI.
+    const CA_ISSUERS: [u8; 10] = [0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x02];
+    let at = cert
+        .windows(CA_ISSUERS.len())
+        .position(|w| w == CA_ISSUERS)?
+        + CA_ISSUERS.len();
+    let rest = cert.get(at..)?;
+    let (&tag, rest) = rest.split_first()?;
+    let (&len, rest) = rest.split_first()?;
+    if tag != 0x86 || len >= 0x80 {
+        return None;
+    }
+    let url = std::str::from_utf8(rest.get(..usize::from(len))?).ok()?;
+    let u = reqwest::Url::parse(url).ok()?;
+    let host = u.host_str()?.to_ascii_lowercase();
+    (matches!(u.scheme(), "http" | "https")
+        && u.username().is_empty()
+        && u.password().is_none()
+        && u.port().is_none()
+        && host.ends_with(".amazontrust.com"))
+    .then(|| url.to_string())
+}
+
+/// An issuer's certificate as fetched: DER, or PEM.
+pub fn issuer_certificate(bytes: &[u8]) -> Result<CertificateDer<'static>, String> {
+    if bytes.starts_with(b"-----") {
+        return certificates(bytes)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| "empty".into());
+    }
+    Ok(CertificateDer::from(bytes.to_vec()))
+}
+
+/// Checks `msg`'s signature against the signing certificate, the first of
+/// `certs` (the others, and the issuers fetched for it, are intermediates),
+/// which must chain to `trust` at `now` and be issued for [`SIGNER`].
+pub fn verify(
+    msg: &Value,
+    certs: &[CertificateDer<'_>],
+    trust: &Trust,
+    now: rustls_pki_types::UnixTime,
+) -> Result<(), String> {
     let text = |name: &str| msg.get(name).and_then(Value::as_str);
     let alg: &dyn SignatureVerificationAlgorithm = match text("SignatureVersion") {
         Some("1") => &RSA_SHA1,
@@ -136,10 +229,21 @@ pub fn verify(msg: &Value, cert: &[u8]) -> Result<(), String> {
             .decode(s)
             .map_err(|e| format!("Signature is not base64: {e}"))?
     };
-    let der = CertificateDer::from_pem_slice(cert)
-        .map_err(|e| format!("the signing certificate is not a PEM certificate: {e}"))?;
-    let cert = webpki::EndEntityCert::try_from(&der)
+    let (der, intermediates) = certs
+        .split_first()
+        .ok_or("the signing certificate is not a PEM certificate: none in it")?;
+    let cert = webpki::EndEntityCert::try_from(der)
         .map_err(|e| format!("the signing certificate does not parse: {e}"))?;
+    cert.verify_for_usage(
+        webpki::ALL_VERIFICATION_ALGS,
+        &trust.anchors,
+        intermediates,
+        now,
+        webpki::KeyUsage::server_auth(),
+        None,
+        None,
+    )
+    .map_err(|e| format!("the signing certificate does not chain to a trusted root ({e})"))?;
     let signer = ServerName::try_from(SIGNER).expect("a DNS name");
     cert.verify_is_valid_for_subject_name(&signer)
         .map_err(|_| format!("the signing certificate is not issued for {SIGNER}"))?;
@@ -185,6 +289,41 @@ impl SignatureVerificationAlgorithm for RsaSha1 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A certificate's bytes around an Authority Information Access
+    /// `caIssuers` URI.
+    fn with_issuer(url: &str) -> Vec<u8> {
+        let mut der = vec![0x30, 0x82, 0x01, 0x00];
+        der.extend([
+            0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x02, 0x86,
+        ]);
+        der.push(u8::try_from(url.len()).unwrap());
+        der.extend(url.as_bytes());
+        der.extend([0x30, 0x00]);
+        der
+    }
+
+    #[test]
+    fn an_issuer_is_fetched_only_from_amazons_ca() {
+        for ok in [
+            "http://crt.r2m01.amazontrust.com/r2m01.cer",
+            "https://crt.rootca1.amazontrust.com/rootca1.cer",
+        ] {
+            assert_eq!(issuer_url(&with_issuer(ok)).as_deref(), Some(ok));
+        }
+        for bad in [
+            "http://evil.test/r2m01.cer",
+            "http://amazontrust.com.evil.test/x.cer",
+            "http://crt.r2m01.amazontrust.com:8080/x.cer",
+            "http://user@crt.r2m01.amazontrust.com/x.cer",
+            "ftp://crt.r2m01.amazontrust.com/x.cer",
+            "file:///etc/passwd",
+        ] {
+            assert_eq!(issuer_url(&with_issuer(bad)), None, "{bad}");
+        }
+        assert_eq!(issuer_url(b"no extension"), None);
+        assert_eq!(issuer_url(&with_issuer("")[..14]), None);
+    }
 
     #[test]
     fn the_string_to_sign_follows_the_type() {

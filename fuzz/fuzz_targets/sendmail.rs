@@ -9,6 +9,6 @@ fuzz_target!(|data: &[u8]| {
     let now = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
     for b in parse::parse(data, Some(Format::Sendmail), now).bounces {
         assert!(b.recipient.ends_with(&format!("@{}", b.domain)));
-        assert_eq!(b.recipient, b.recipient.to_lowercase());
+        assert_eq!(b.recipient, b.recipient.to_ascii_lowercase());
     }
 });

@@ -162,12 +162,23 @@ pub(super) async fn check_sns(st: &Arc<ApiState>, v: &serde_json::Value) -> Resu
             "SigningCertURL {url:?} is not an https://sns.<region>.amazonaws.com/….pem URL"
         )));
     }
-    let cert = signing_cert(st, url).await?;
-    crate::sns::verify(v, &cert).map_err(refuse)
+    let pem = signing_cert(st, url).await?;
+    let mut certs = crate::sns::certificates(&pem).map_err(refuse)?;
+    // SNS serves the leaf alone: its issuer comes from where it says
+    // (Amazon's CA only), and is verified up to a root like the leaf.
+    if certs.len() == 1
+        && let Some(issuer) = crate::sns::issuer_url(&certs[0])
+    {
+        let bytes = signing_cert(st, &issuer).await?;
+        certs.push(crate::sns::issuer_certificate(&bytes).map_err(refuse)?);
+    }
+    let secs = u64::try_from(st.clock.now().timestamp()).unwrap_or(0);
+    let now = rustls_pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs));
+    crate::sns::verify(v, &certs, &st.sns_trust, now).map_err(refuse)
 }
 
-/// The signing certificate at `url` (or under `sns_signing_cert_base`),
-/// fetched once.
+/// The signing certificate (or its issuer's) at `url` (or its path under
+/// `sns_signing_cert_base`), fetched once.
 pub(super) async fn signing_cert(st: &Arc<ApiState>, url: &str) -> Result<Bytes, ApiError> {
     if let Some(c) = st.sns_certs.lock().ok().and_then(|m| m.get(url).cloned()) {
         return Ok(c);

@@ -98,6 +98,7 @@ pub struct ApiState {
     sns_verify_signatures: bool,
     sns_topics: Vec<String>,
     sns_signing_cert_base: Option<String>,
+    sns_trust: crate::sns::Trust,
     /// Signing certificates by URL (a handful: one per region and key).
     sns_certs: Mutex<std::collections::HashMap<String, Bytes>>,
     http: reqwest::Client,
@@ -133,6 +134,7 @@ impl ApiState {
             sns_verify_signatures: config.sns_verify_signatures,
             sns_topics: config.sns_topics.clone(),
             sns_signing_cert_base: config.sns_signing_cert_base.clone(),
+            sns_trust: config.sns_trust.clone(),
             sns_certs: Mutex::new(std::collections::HashMap::new()),
             http: crate::http_client(),
             database: config.database.clone(),

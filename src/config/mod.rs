@@ -152,6 +152,9 @@ pub struct Config {
     /// Where signing certificates are fetched instead of AWS (a test
     /// server, a mirror): the path of `SigningCertURL` under this base.
     pub sns_signing_cert_base: Option<String>,
+    /// The roots SNS signing certificates must chain to: the public roots
+    /// unless `sns_trust_anchors_file` names others.
+    pub sns_trust: crate::sns::Trust,
     /// Webhook targets of alerts.
     pub alerts: Vec<crate::alerts::AlertTarget>,
     /// Passive DNS providers `history lookup` asks (those with a key).

@@ -73,6 +73,7 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) sns_topics: Vec<String>,
     pub(super) sns_signing_cert_base: Option<String>,
+    pub(super) sns_trust_anchors_file: Option<PathBuf>,
     #[serde(default)]
     pub(super) alerts: Vec<RawAlert>,
     #[serde(default)]

@@ -375,6 +375,17 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
         watched_domains(&ctx, &inputs, raw.domains, raw.domains_file, &table)?;
     let listen = listen(&ctx, raw.listen.as_deref())?;
     let api_token = api_token(&ctx, &inputs, raw.api_token_file, &mut secret_problems);
+    let sns_trust = match &raw.sns_trust_anchors_file {
+        None => crate::sns::Trust::public(),
+        Some(f) => {
+            let path = ctx.relative(f.clone());
+            let field = || "sns_trust_anchors_file".to_string();
+            let pem = std::fs::read(&path)
+                .map_err(|e| ctx.err(field(), format!("{}: {e}", path.display())))?;
+            crate::sns::Trust::from_pem(&pem)
+                .map_err(|e| ctx.err(field(), format!("{}: {e}", path.display())))?
+        }
+    };
     let bounce_times = bounce_times(raw.bounce_times.unwrap_or_default());
 
     Ok(Config {
@@ -388,6 +399,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
         sns_verify_signatures: raw.sns_verify_signatures.unwrap_or(true),
         sns_topics: raw.sns_topics,
         sns_signing_cert_base: raw.sns_signing_cert_base,
+        sns_trust,
         alerts,
         passive_dns,
         auto_watch,

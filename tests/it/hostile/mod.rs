@@ -548,25 +548,40 @@ fn sns_subscribe_urls_are_compared_parsed() {
 /// Item 7: the token was the only protection of the SES receiver. SNS
 /// messages now need a valid SNS signature (versions 1 and 2, certificate
 /// issued for sns.amazonaws.com, fetched only from an SNS URL: here from a
-/// loopback stand-in), and `sns_topics` pins the topics taken.
+/// loopback stand-in), and `sns_topics` pins the topics taken. Issue 20,
+/// item 11: the certificate must chain to a trusted root (here the test's
+/// own, `sns_trust_anchors_file`), its issuer fetched from the address the
+/// leaf names, as SNS serves the leaf alone; a self-signed certificate
+/// for sns.amazonaws.com, which anyone can make, is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sns_messages_need_a_valid_signature() {
     use wiremock::matchers::{method, path};
     use wiremock::{Mock, MockServer, ResponseTemplate};
     let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sns");
     let certs = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/SimpleNotificationService-test.pem"))
-        .respond_with(ResponseTemplate::new(200).set_body_bytes(
-            std::fs::read(fixtures.join("SimpleNotificationService-test.pem")).unwrap(),
-        ))
-        .expect(1) // fetched once, then cached
-        .mount(&certs)
-        .await;
+    for (file, times) in [
+        ("SimpleNotificationService-chain.pem", 1), // fetched once, then cached
+        ("r2m99.cer", 1),                           // the leaf's issuer, likewise
+        ("SimpleNotificationService-test.pem", 1),  // self-signed
+    ] {
+        Mock::given(method("GET"))
+            .and(path(format!("/{file}")))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_bytes(std::fs::read(fixtures.join(file)).unwrap()),
+            )
+            .expect(times)
+            .mount(&certs)
+            .await;
+    }
     let dns = TestDns::start().await;
     let extra = format!(
-        "sns_signing_cert_base: '{}'\nsns_topics: ['arn:aws:sns:us-east-1:123456789012:ses-bounces']\n",
-        certs.uri()
+        "sns_signing_cert_base: '{}'
+sns_trust_anchors_file: '{}'
+sns_topics: ['arn:aws:sns:us-east-1:123456789012:ses-bounces']
+",
+        certs.uri(),
+        fixtures.join("chain-root.pem").display()
     );
     let (app, base) = crate::api::app_with_api_and(&dns, &extra).await;
     let send = |body: String| {
@@ -578,15 +593,27 @@ async fn sns_messages_need_a_valid_signature() {
         }
     };
     let read = |name: &str| std::fs::read_to_string(fixtures.join(name)).unwrap();
-    for v in ["notification-v1.json", "notification-v2.json"] {
+    for v in ["notification-chain-v1.json", "notification-chain-v2.json"] {
         let (status, answer) = send(read(v)).await;
         assert_eq!(status, 200, "{v}: {answer}");
         assert_eq!(answer["received"], 2, "{v}: {answer}");
     }
+    // Signed with a self-signed certificate for sns.amazonaws.com.
+    for v in ["notification-v1.json", "notification-v2.json"] {
+        let (status, answer) = send(read(v)).await;
+        assert_eq!(status, 403, "{v}: {answer}");
+        assert!(
+            answer["error"]
+                .as_str()
+                .unwrap()
+                .contains("does not chain to a trusted root"),
+            "{v}: {answer}"
+        );
+    }
 
     // A changed message, a changed signature, no signature, a certificate
     // from elsewhere, another topic, a raw SES event: refused.
-    let original: Value = serde_json::from_str(&read("notification-v2.json")).unwrap();
+    let original: Value = serde_json::from_str(&read("notification-chain-v2.json")).unwrap();
     let with = |f: &dyn Fn(&mut Value)| {
         let mut v = original.clone();
         f(&mut v);
@@ -616,7 +643,7 @@ async fn sns_messages_need_a_valid_signature() {
         (
             "is not an https://sns",
             with(&|v| {
-                v["SigningCertURL"] = "https://evil.test/SimpleNotificationService-test.pem".into()
+                v["SigningCertURL"] = "https://evil.test/SimpleNotificationService-chain.pem".into()
             }),
         ),
         (
