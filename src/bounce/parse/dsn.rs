@@ -235,22 +235,19 @@ pub const MAX_PARTS: usize = 1_000;
 /// field (a nested message) and a line starting `--` (a boundary; a
 /// part needs no header of its own). `raw` has LF line ends.
 pub fn cap_parts(raw: &[u8]) -> (&[u8], bool) {
-    let mut seen = 0;
-    let mut at = 0;
-    while at < raw.len() {
-        let line = &raw[at..];
-        if line.starts_with(b"--")
+    let opens_part = |line: &[u8]| {
+        line.starts_with(b"--")
             || (line.len() >= 13 && line[..13].eq_ignore_ascii_case(b"content-type:"))
-        {
+    };
+    let starts = std::iter::once(0).chain(memchr::memchr_iter(b'\n', raw).map(|i| i + 1));
+    let mut seen = 0;
+    for at in starts {
+        if opens_part(&raw[at.min(raw.len())..]) {
             seen += 1;
             if seen > 2 * MAX_PARTS {
                 return (&raw[..at], true);
             }
         }
-        at += line
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(line.len(), |i| i + 1);
     }
     (raw, false)
 }
