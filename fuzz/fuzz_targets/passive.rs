@@ -10,7 +10,10 @@ use mxwatch::passive;
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     let domain = DomainName::parse("example.de").unwrap();
-    for read in [passive::read_dnsdb(&text), passive::read_securitytrails(&text, &domain)] {
+    for read in [
+        passive::read_dnsdb(&text),
+        passive::read_securitytrails(&text, &domain),
+    ] {
         assert!(read.problems.len() <= 1_000);
         for s in &read.sightings {
             assert!(s.first_seen <= s.last_seen);

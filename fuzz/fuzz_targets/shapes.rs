@@ -39,12 +39,18 @@ fuzz_target!(|data: &[u8]| {
             let mut raw = String::from("From: MAILER-DAEMON@a.test\nSubject: Undelivered Mail\n\n");
             let words: Vec<String> = inner
                 .split_whitespace()
-                .map(|w| w.chars().filter(char::is_ascii_alphanumeric).collect::<String>())
+                .map(|w| {
+                    w.chars()
+                        .filter(char::is_ascii_alphanumeric)
+                        .collect::<String>()
+                })
                 .filter(|w| !w.is_empty())
                 .collect();
             let mut listed = std::collections::HashSet::new();
             for i in 0..count.min(100_000) {
-                let w = words.get(i % words.len().max(1)).map_or("u", String::as_str);
+                let w = words
+                    .get(i % words.len().max(1))
+                    .map_or("u", String::as_str);
                 let address = format!("{w}{i}@a.test");
                 raw.push_str(&format!("<{address}>: 550 5.1.1 user unknown\n"));
                 listed.insert(address.to_lowercase());
@@ -52,7 +58,11 @@ fuzz_target!(|data: &[u8]| {
             let out = parse::parse(raw.as_bytes(), Some(Format::Email), now);
             // Whole or not at all: every recipient is one of those listed.
             for b in &out.bounces {
-                assert!(listed.contains(&b.recipient), "{} was not listed", b.recipient);
+                assert!(
+                    listed.contains(&b.recipient),
+                    "{} was not listed",
+                    b.recipient
+                );
             }
             out
         }

@@ -72,7 +72,7 @@ pub const DOMAIN_WINDOWS: usize = 100;
 const SNS_MAX_BODY: usize = 320 << 10;
 
 /// Largest request body accepted.
-pub const BODY_LIMIT: usize = 16 << 20;
+pub use crate::config::BODY_LIMIT;
 
 /// Read connections the handlers share (SQLite in WAL mode lets them read
 /// while the writer writes).

@@ -75,6 +75,9 @@ pub struct ApiLimits {
     pub body_memory: u64,
 }
 
+/// Largest request body the API accepts (the budget below must hold one).
+pub const BODY_LIMIT: usize = 16 << 20;
+
 /// How many times its size a request body is charged against
 /// [`ApiLimits::body_memory`]: the body, and what parsing it takes at its
 /// worst (BENCHMARKS.md, "Memory per request").

@@ -454,12 +454,12 @@ fn api_limits(ctx: &Ctx, raw: &RawConfig) -> Result<ApiLimits, ConfigError> {
     };
     // At least one body of the largest size must fit, and the figure must
     // stay a figure of bytes.
-    let least = (crate::api::BODY_LIMIT as u64 * crate::config::BODY_CHARGE) >> 20;
+    let least = (crate::config::BODY_LIMIT as u64 * crate::config::BODY_CHARGE) >> 20;
     let body_memory = match raw.api_body_memory_mib {
         Some(mib) if mib < least || mib > 1 << 30 => {
             let why = format!(
                 "must be between {least} (one {} MiB body, charged {} times its size) and {}",
-                crate::api::BODY_LIMIT >> 20,
+                crate::config::BODY_LIMIT >> 20,
                 crate::config::BODY_CHARGE,
                 1u64 << 30
             );

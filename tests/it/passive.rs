@@ -184,6 +184,22 @@ fn a_bad_export_is_named_and_nothing_of_it_stored() {
     assert!(stderr(&out).contains("--domain"), "{}", stderr(&out));
 }
 
+/// `history import --format dnsdb FILE` into the database `db` in `dir`.
+pub(crate) fn import_dnsdb(dir: &std::path::Path, db: &str, file: &str) -> std::process::Output {
+    mxwatch(
+        dir,
+        &[
+            "--database",
+            db,
+            "history",
+            "import",
+            "--format",
+            "dnsdb",
+            file,
+        ],
+    )
+}
+
 /// `history lookup` against providers answering in their documented shapes.
 pub(crate) async fn lookup(
     dir: &std::path::Path,

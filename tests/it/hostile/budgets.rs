@@ -156,16 +156,7 @@ async fn request_bodies_share_one_memory_budget() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let r = mxwatch::http_client()
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap();
-    let text = r.text().await.unwrap();
-    assert!(
-        text.contains("mxwatch_http_shed_total{reason=\"memory\"} 2"),
-        "{text}"
-    );
+    crate::assert_metrics(&base, &["mxwatch_http_shed_total{reason=\"memory\"} 2"]).await;
     // Once the stranger is gone, a large body fits again.
     drop(held);
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -256,22 +247,14 @@ async fn slow_connections_are_shed_before_a_bounce_handlers_question() {
     for t in one.into_iter().chain(many) {
         t.abort();
     }
-    let text = mxwatch::http_client()
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        text.contains("mxwatch_http_shed_total{reason=\"peer\"}"),
-        "{text}"
-    );
-    assert!(
-        text.contains("mxwatch_http_shed_total{reason=\"idle\"}"),
-        "{text}"
-    );
+    crate::assert_metrics(
+        &base,
+        &[
+            "mxwatch_http_shed_total{reason=\"peer\"}",
+            "mxwatch_http_shed_total{reason=\"idle\"}",
+        ],
+    )
+    .await;
     app.stop().await;
 }
 

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::cli::{mxwatch, stderr};
+use crate::cli::stderr;
 use crate::{Behaviour, TestDns};
 
 /// A DNSDB export of example.de: its usual MX from 2014 to 2020, and `n`
@@ -27,18 +27,7 @@ fn excursions(n: i64) -> String {
 async fn api_with_windows(dns: &TestDns, n: i64) -> (crate::App, String) {
     let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
     std::fs::write(dir.path().join("export.jsonl"), excursions(n)).unwrap();
-    let out = mxwatch(
-        dir.path(),
-        &[
-            "--database",
-            "test.db",
-            "history",
-            "import",
-            "--format",
-            "dnsdb",
-            "export.jsonl",
-        ],
-    );
+    let out = crate::passive::import_dnsdb(dir.path(), "test.db", "export.jsonl");
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stderr(&out).contains(&format!("{n} windows added")),

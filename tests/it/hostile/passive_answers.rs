@@ -89,18 +89,7 @@ fn a_window_ending_after_now_is_active() {
     .join("\n");
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("export.jsonl"), export).unwrap();
-    let out = mxwatch(
-        dir.path(),
-        &[
-            "--database",
-            "mx.db",
-            "history",
-            "import",
-            "--format",
-            "dnsdb",
-            "export.jsonl",
-        ],
-    );
+    let out = crate::passive::import_dnsdb(dir.path(), "mx.db", "export.jsonl");
     assert!(out.status.success(), "{}", stderr(&out));
     let active = windows(dir.path(), true);
     assert_eq!(active.len(), 1, "{active:?}");
