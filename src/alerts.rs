@@ -1,14 +1,7 @@
-//! Webhook alerts: the outbox, delivered to each configured target in order,
-//! signed, retried with backoff, durable across restarts.
-//!
-//! An event enters the outbox in the same transaction as what it announces
-//! (`store`). Per target, a worker takes events past the target's cursor,
-//! keeps those its filters want as deliveries, and sends the oldest pending
-//! one until it is acknowledged (2xx), refused for good (4xx other than
-//! 408/429), or older than `max_age`; only then does the next go. Every step
-//! is committed before the next, so a restart (or `kill -9`) resumes where it
-//! stopped: an event may be sent again after a crash mid-attempt (receivers
-//! deduplicate on its `id`), never lost.
+//! Webhook alerts: each configured target is a consumer of the outbox
+//! ([`crate::delivery`] delivers it in order, retried with backoff,
+//! durable across restarts); this module says which events a target wants
+//! and how one is sent.
 //!
 //! Body: generic JSON (schema version 1, documented in README) or
 //! Slack/Mattermost (`text` plus blocks). Signature:
@@ -17,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -27,12 +20,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
+use crate::delivery::{Attempt, Consumer, Policy, Worker, wait};
 use crate::detect::Severity;
 use crate::event::time;
 use crate::provider::Providers;
-use crate::store::{
-    AlertEvent, Delivery, DeliveryStatus, DeliveryWrite, Store, StoreError, Writer,
-};
+use crate::store::{AlertEvent, Store, StoreError, Writer};
 
 pub use crate::event::{EventType, event_id_of};
 use crate::report;
@@ -101,242 +93,59 @@ impl AlertTarget {
     }
 }
 
-/// How an attempt went.
-#[derive(Debug, Clone, PartialEq)]
-enum Attempt {
-    Delivered,
-    /// Refused for good.
-    Refused(String),
-    /// Worth trying again.
-    Failed(String),
-}
-
-async fn attempt(
-    http: &reqwest::Client,
-    target: &AlertTarget,
-    ev: &AlertEvent,
-    providers: &Providers,
-    now: DateTime<Utc>,
-) -> Attempt {
-    let body = match target.format {
-        BodyFormat::Json => report::alert_json(ev, providers),
-        BodyFormat::Slack => report::alert_slack_json(ev, providers),
-    };
-    let body = serde_json::to_vec(&body).expect("a JSON value serialises");
-    let ts = now.timestamp();
-    let mut req = http
-        .post(&target.url)
-        .timeout(target.timeout)
-        .header("content-type", "application/json")
-        .header("x-mxwatch-id", ev.id())
-        .header("x-mxwatch-event", ev.outbox.event.as_str())
-        .header("x-mxwatch-timestamp", ts.to_string());
-    if let Some(secret) = &target.secret {
-        req = req.header("x-mxwatch-signature", sign(secret.bytes(), ts, &body));
-    }
-    match req.body(body).send().await {
-        Err(e) => Attempt::Failed(format!("{}", e.without_url())),
-        Ok(r) => {
-            let status = r.status();
-            if status.is_success() {
-                Attempt::Delivered
-            } else if status.is_redirection() {
-                Attempt::Failed(format!(
-                    "the receiver answered {status}, a redirect to {}: not followed (point the target at the final URL)",
-                    crate::redirect_target(&r)
-                ))
-            } else if status.is_client_error() && status.as_u16() != 408 && status.as_u16() != 429 {
-                Attempt::Refused(format!("the receiver answered {status}"))
-            } else {
-                Attempt::Failed(format!("the receiver answered {status}"))
-            }
-        }
-    }
-}
-
-/// The delay before attempt `attempts + 1`: doubling from `base`, capped at
-/// an hour, plus up to a quarter more as jitter (derived from the delivery,
-/// so it differs between deliveries but repeats in tests).
-pub fn backoff(base: Duration, attempts: u32, delivery: i64) -> Duration {
-    let exp = base
-        .saturating_mul(1u32 << attempts.min(20))
-        .min(Duration::from_secs(3600));
-    let h = (delivery as u64 ^ (u64::from(attempts) << 32)).wrapping_mul(0x9E3779B97F4A7C15);
-    let jitter = exp.mul_f64((h >> 11) as f64 / (1u64 << 53) as f64 * 0.25);
-    exp + jitter
-}
-
-/// What one target's worker needs.
-pub struct Worker {
+/// An alert target as a consumer of the outbox: the events its filters
+/// want, in its format, signed with its secret.
+pub struct Alerting {
     pub target: AlertTarget,
-    pub database: PathBuf,
-    pub writer: Writer,
-    pub clock: Arc<dyn Clock>,
-    pub http: reqwest::Client,
     pub providers: Providers,
     /// Watched domains' tags, for tag filters.
     pub tags: HashMap<String, Vec<String>>,
 }
 
-/// How often a worker looks for new events when it has none.
-const POLL: Duration = Duration::from_secs(1);
+impl Consumer for Alerting {
+    fn name(&self) -> &str {
+        &self.target.name
+    }
 
-enum Work {
-    Send(Box<(Delivery, AlertEvent)>),
-    /// A pending delivery whose event is gone (only by hand-editing the database).
-    Orphan(i64),
-    New(Vec<AlertEvent>),
-}
+    fn what(&self) -> &'static str {
+        "alert"
+    }
 
-impl Worker {
-    /// Delivers until `stop` turns true; an attempt in flight finishes first.
-    pub async fn run(self, stop: CancellationToken) {
-        let name = self.target.name.clone();
-        if let Err(e) = self.work(&stop).await {
-            tracing::error!(target = %name, "alert delivery stopped: {e}");
+    fn policy(&self) -> Policy {
+        Policy {
+            backoff: self.target.backoff,
+            max_age: self.target.max_age,
         }
     }
 
-    async fn work(&self, stop: &CancellationToken) -> Result<(), StoreError> {
-        let store = Arc::new(Mutex::new(Store::open(&self.database)?));
-        let name = self.target.name.clone();
-        self.writer
-            .delivery(DeliveryWrite::StartCursor {
-                target: name.clone(),
-            })
-            .await?;
-        loop {
-            if stop.is_cancelled() {
-                return Ok(());
-            }
-            match self.next(&store).await? {
-                Work::New(events) if events.is_empty() => {
-                    if wait(stop, POLL).await {
-                        return Ok(());
-                    }
-                }
-                Work::New(events) => self.take(events).await?,
-                Work::Orphan(delivery) => {
-                    self.writer
-                        .delivery(DeliveryWrite::Attempted {
-                            delivery,
-                            at: self.clock.now(),
-                            status: DeliveryStatus::Failed,
-                            error: Some("the outbox event is missing".into()),
-                            next_attempt: None,
-                        })
-                        .await?;
-                }
-                Work::Send(b) => {
-                    let (d, ev) = *b;
-                    let now = self.clock.now();
-                    if let Some(next) = d.next_attempt
-                        && next > now
-                    {
-                        if wait(stop, (next - now).to_std().unwrap_or_default()).await {
-                            return Ok(());
-                        }
-                        continue;
-                    }
-                    self.send(&d, &ev, now).await?;
-                }
-            }
-        }
+    fn wants(&self, ev: &AlertEvent) -> bool {
+        self.target.wants(ev, &self.tags)
     }
 
-    /// What to do next: the oldest pending delivery, else the events past
-    /// the cursor.
-    async fn next(&self, store: &Arc<Mutex<Store>>) -> Result<Work, StoreError> {
-        let (s, n) = (store.clone(), self.target.name.clone());
-        tokio::task::spawn_blocking(move || -> Result<Work, StoreError> {
-            let s = s.lock().expect("store lock");
-            if let Some(d) = s.next_delivery(&n)? {
-                let ev = s.alert_event(d.outbox_id)?;
-                return Ok(match ev {
-                    Some(ev) => Work::Send(Box::new((d, ev))),
-                    None => Work::Orphan(d.id),
-                });
-            }
-            let cursor = s.alert_cursor(&n)?.unwrap_or(0);
-            Ok(Work::New(s.alert_events(cursor, 256)?))
-        })
-        .await
-        .map_err(|_| StoreError::WriterGone)?
-    }
-
-    /// New events: those the filters want become deliveries, the others
-    /// are passed.
-    async fn take(&self, events: Vec<AlertEvent>) -> Result<(), StoreError> {
-        for ev in events {
-            let target = self.target.name.clone();
-            let outbox_id = ev.outbox.id;
-            let w = if self.target.wants(&ev, &self.tags) {
-                DeliveryWrite::Enqueue { target, outbox_id }
-            } else {
-                DeliveryWrite::Skip { target, outbox_id }
-            };
-            self.writer.delivery(w).await?;
-        }
-        Ok(())
-    }
-
-    /// One attempt, and what it leaves: delivered, failed for good, or
-    /// pending with the time of the next attempt.
-    async fn send(
+    async fn attempt(
         &self,
-        d: &Delivery,
+        http: &reqwest::Client,
         ev: &AlertEvent,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let name = &self.target.name;
-        let result = attempt(&self.http, &self.target, ev, &self.providers, now).await;
-        let at = self.clock.now();
-        let attempts = d.attempts + 1;
-        let age = (at - ev.outbox.created_at).to_std().unwrap_or_default();
-        let (status, error, next_attempt) = match result {
-            Attempt::Delivered => {
-                tracing::debug!(target = %name, id = %ev.id(), "alert delivered");
-                (DeliveryStatus::Delivered, None, None)
-            }
-            Attempt::Refused(e) => {
-                tracing::warn!(target = %name, id = %ev.id(), "alert refused for good: {e}");
-                (DeliveryStatus::Failed, Some(e), None)
-            }
-            Attempt::Failed(e) if age >= self.target.max_age => {
-                let e = format!(
-                    "gave up after {attempts} attempts over {}: {e}",
-                    humantime::format_duration(Duration::from_secs(age.as_secs()))
-                );
-                tracing::warn!(target = %name, id = %ev.id(), "alert {e}");
-                (DeliveryStatus::Failed, Some(e), None)
-            }
-            Attempt::Failed(e) => {
-                let delay = backoff(self.target.backoff, d.attempts, d.id);
-                tracing::info!(target = %name, id = %ev.id(), attempts, retry_in = ?delay, "alert not delivered: {e}");
-                let next = chrono::Duration::from_std(delay)
-                    .ok()
-                    .and_then(|d| at.checked_add_signed(d))
-                    .unwrap_or(DateTime::<Utc>::MAX_UTC);
-                (DeliveryStatus::Pending, Some(e), Some(next))
-            }
+    ) -> Attempt {
+        let target = &self.target;
+        let body = match target.format {
+            BodyFormat::Json => report::alert_json(ev, &self.providers),
+            BodyFormat::Slack => report::alert_slack_json(ev, &self.providers),
         };
-        self.writer
-            .delivery(DeliveryWrite::Attempted {
-                delivery: d.id,
-                at,
-                status,
-                error,
-                next_attempt,
-            })
-            .await
-    }
-}
-
-/// Sleeps for `d` unless told to stop; true when told to stop.
-async fn wait(stop: &CancellationToken, d: Duration) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(d) => stop.is_cancelled(),
-        _ = stop.cancelled() => true,
+        let body = serde_json::to_vec(&body).expect("a JSON value serialises");
+        let ts = now.timestamp();
+        let mut req = http
+            .post(&target.url)
+            .timeout(target.timeout)
+            .header("content-type", "application/json")
+            .header("x-mxwatch-id", ev.id())
+            .header("x-mxwatch-event", ev.outbox.event.as_str())
+            .header("x-mxwatch-timestamp", ts.to_string());
+        if let Some(secret) = &target.secret {
+            req = req.header("x-mxwatch-signature", sign(secret.bytes(), ts, &body));
+        }
+        crate::delivery::answered(req.body(body).send().await)
     }
 }
 
@@ -438,13 +247,15 @@ impl Workers {
         let http = crate::http_client();
         for t in &setup.targets {
             let w = Worker {
-                target: t.clone(),
+                consumer: Alerting {
+                    target: t.clone(),
+                    providers: setup.providers.clone(),
+                    tags: setup.tags.clone(),
+                },
                 database: setup.database.clone(),
                 writer: writer.clone(),
                 clock: clock.clone(),
                 http: http.clone(),
-                providers: setup.providers.clone(),
-                tags: setup.tags.clone(),
             };
             tasks.spawn(w.run(stop.clone()));
         }
@@ -486,19 +297,6 @@ mod tests {
             m.update(b"1.x");
             format!("sha256={}", hex::encode(m.finalize().into_bytes()))
         });
-    }
-
-    #[test]
-    fn backoff_doubles_with_bounded_jitter_and_a_cap() {
-        let base = Duration::from_secs(10);
-        for attempts in 0..8 {
-            let d = backoff(base, attempts, 42);
-            let exp = base * (1 << attempts);
-            let exp = exp.min(Duration::from_secs(3600));
-            assert!(d >= exp && d <= exp.mul_f64(1.25), "{attempts}: {d:?}");
-        }
-        assert!(backoff(base, 40, 1) <= Duration::from_secs(4500));
-        assert_ne!(backoff(base, 3, 1), backoff(base, 3, 2));
     }
 
     fn flip_event() -> AlertEvent {

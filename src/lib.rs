@@ -31,7 +31,8 @@
 //! - [`sns`]: pure: Amazon SNS message signatures (the SES receiver checks them).
 //! - [`metrics`]: Prometheus counters and the `/metrics` text.
 //! - [`report`]: every outward shape: the CLI's JSON and text, the API's documents, alert bodies.
-//! - [`alerts`]: webhook alerts from the outbox: filters, bodies, signatures, durable delivery.
+//! - [`alerts`]: webhook alerts from the outbox: filters, bodies, signatures.
+//! - [`delivery`]: the delivery engine: each consumer of the outbox (an alert target) delivered in order, retried, durable.
 
 // Output is the CLI's and the API's; the library logs with tracing.
 #![warn(clippy::print_stdout, clippy::print_stderr)]
@@ -44,6 +45,7 @@ pub mod bounce;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod delivery;
 pub mod detect;
 pub mod dns;
 pub mod domain;
