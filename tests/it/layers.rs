@@ -43,7 +43,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "services",
-        &["monitor", "judge", "alerts", "report", "metrics"],
+        &[
+            "monitor", "judge", "alerts", "delivery", "report", "metrics",
+        ],
     ),
     (
         "edges",
