@@ -208,9 +208,12 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// A request or connection refused for a limit (`memory`, `peer`, `idle`).
-    pub fn shed(&self, reason: &'static str) {
-        self.shed.get_or_create(&ShedLabel { reason }).inc();
+    /// Requests or connections refused or cut for a limit (`memory`,
+    /// `peer`, `idle`).
+    pub fn shed(&self, reason: &'static str, count: usize) {
+        self.shed
+            .get_or_create(&ShedLabel { reason })
+            .inc_by(count as u64);
     }
 
     /// The text exposition, with the database's figures as of now.

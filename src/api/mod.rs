@@ -200,7 +200,7 @@ impl ApiState {
         match self.bodies.clone().try_acquire_many_owned(kib) {
             Ok(permit) => Ok(Some(permit)),
             Err(_) => {
-                self.metrics.shed("memory");
+                self.metrics.shed("memory", 1);
                 Err(ApiError {
                     retry_after: Some(RETRY_AFTER_SECONDS),
                     ..ApiError::new(

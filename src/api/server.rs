@@ -166,9 +166,7 @@ pub async fn serve(
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
             () = tokio::time::sleep(IDLE_SHED) => {
-                for _ in 0..served.shed() {
-                    metrics.shed("idle");
-                }
+                metrics.shed("idle", served.shed());
                 continue;
             }
             () = &mut shutdown => break,
@@ -187,7 +185,7 @@ pub async fn serve(
         };
         // One address holds at most its share of the slots.
         let Some((id, activity)) = served.admit(peer.ip(), limits.max_per_peer) else {
-            metrics.shed("peer");
+            metrics.shed("peer", 1);
             drop(stream);
             continue;
         };

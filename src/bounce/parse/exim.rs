@@ -193,12 +193,11 @@ fn time(caps: &regex::Captures, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
 /// part then the address, `kim <kim@x>`), and where the text after it
 /// starts.
 fn leading_address(rest: &str) -> Option<(&str, usize)> {
-    let (skip, s) = match address::leading(rest) {
-        Some(_) => (0, rest),
-        None => {
-            let (word, after) = rest.split_once(' ')?;
-            (word.len() + 1, after.strip_prefix('<').map(|_| after)?)
+    let (skip, s) = match rest.split_once(' ') {
+        Some((word, after)) if address::leading(rest).is_none() && after.starts_with('<') => {
+            (word.len() + 1, after)
         }
+        _ => (0, rest),
     };
     let a = address::leading(s)?;
     Some((a, skip + a.len() + if s.starts_with('<') { 2 } else { 0 }))

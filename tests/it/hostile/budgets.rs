@@ -3,6 +3,15 @@
 
 use crate::{Behaviour, TestDns, post_bounces};
 
+/// Asserts that a parse noted a problem saying `words`.
+fn assert_noted(parsed: &mxwatch::bounce::parse::Parsed, words: &str) {
+    assert!(
+        parsed.problems.iter().any(|p| p.message.contains(words)),
+        "{words:?} not in {:?}",
+        parsed.problems
+    );
+}
+
 /// A plain-text bounce naming `n` recipients on one line, then one reply.
 fn one_line_of(n: usize) -> String {
     let who: Vec<String> = (0..n).map(|i| format!("<u{i}@a.test>")).collect();
@@ -47,14 +56,7 @@ fn an_email_is_read_for_a_bounded_number_of_recipients() {
     let email = one_line_of(n);
     let parsed = mxwatch::bounce::parse::parse(email.as_bytes(), None, super::t0());
     assert_eq!(parsed.bounces.len(), mxwatch::bounce::MAX_RECIPIENTS);
-    assert!(
-        parsed
-            .problems
-            .iter()
-            .any(|p| p.message.contains("only the first")),
-        "{:?}",
-        parsed.problems
-    );
+    assert_noted(&parsed, "only the first");
 }
 
 /// Item 3, stored: a 59 KB email added 464 MB of database and 467 MB of
@@ -270,14 +272,7 @@ fn an_email_is_read_for_a_bounded_number_of_parts() {
         unit.repeat((16 << 20) / unit.len() - 10)
     );
     let parsed = mxwatch::bounce::parse::parse(nested.as_bytes(), None, super::t0());
-    assert!(
-        parsed
-            .problems
-            .iter()
-            .any(|p| p.message.contains("MIME parts")),
-        "{:?}",
-        parsed.problems
-    );
+    assert_noted(&parsed, "MIME parts");
     // A bounce with thousands of empty parts after its words still names
     // its recipient.
     let report = format!(
