@@ -17,14 +17,14 @@ use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
+pub use crate::delivery::Workers;
 use crate::delivery::{Attempt, Consumer, Policy, Worker, wait};
 use crate::detect::Severity;
 use crate::event::time;
 use crate::provider::Providers;
-use crate::store::{AlertEvent, Store, StoreError, Writer};
+use crate::store::{AlertEvent, Consumers, Decision, Delivery, Store, StoreError, Writer};
 
 pub use crate::event::{EventType, event_id_of};
 use crate::report;
@@ -71,6 +71,9 @@ impl AlertTarget {
     /// Whether this target wants the event. `tags` maps watched domains to
     /// their tags.
     pub fn wants(&self, ev: &AlertEvent, tags: &HashMap<String, Vec<String>>) -> bool {
+        if !ev.outbox.event.is_alert() {
+            return false;
+        }
         if !self.events.is_empty() && !self.events.contains(&ev.outbox.event) {
             return false;
         }
@@ -103,6 +106,10 @@ pub struct Alerting {
 }
 
 impl Consumer for Alerting {
+    fn kind(&self) -> Consumers {
+        Consumers::Alerts
+    }
+
     fn name(&self) -> &str {
         &self.target.name
     }
@@ -118,14 +125,23 @@ impl Consumer for Alerting {
         }
     }
 
-    fn wants(&self, ev: &AlertEvent) -> bool {
-        self.target.wants(ev, &self.tags)
+    fn take(&self, ev: &AlertEvent) -> Decision {
+        if self.target.wants(ev, &self.tags) {
+            Decision::Send {
+                parts: None,
+                remainder: None,
+                note: None,
+            }
+        } else {
+            Decision::Skip
+        }
     }
 
     async fn attempt(
         &self,
         http: &reqwest::Client,
         ev: &AlertEvent,
+        _: &Delivery,
         now: DateTime<Utc>,
     ) -> Attempt {
         let target = &self.target;
@@ -155,7 +171,11 @@ pub fn digest_summary(store: &Store, now: DateTime<Utc>) -> Result<String, Store
     let since = now
         .checked_sub_signed(chrono::Duration::days(1))
         .unwrap_or(DateTime::<Utc>::MIN_UTC);
-    let counts = store.outbox_counts_since(since)?;
+    let counts: Vec<(EventType, i64)> = store
+        .outbox_counts_since(since)?
+        .into_iter()
+        .filter(|(e, _)| e.is_alert())
+        .collect();
     let active = store.windows(Some(now))?;
     let reinstated = store.reinstatements(Some(since))?.len();
     let events = if counts.is_empty() {
@@ -216,12 +236,6 @@ pub async fn digest_loop(
     }
 }
 
-/// Running workers, one per target.
-pub struct Workers {
-    stop: CancellationToken,
-    tasks: TaskTracker,
-}
-
 /// What the alert workers need: their targets, the digest's schedule,
 /// and what a body names (providers, domain tags). `config` composes it.
 pub struct Setup {
@@ -233,50 +247,40 @@ pub struct Setup {
     pub tags: HashMap<String, Vec<String>>,
 }
 
-impl Workers {
-    /// Starts a worker per target, and the digest; they stop when `stop`
-    /// is cancelled or [`Workers::stop`] is called.
-    pub fn start(
-        setup: Setup,
-        writer: &Writer,
-        clock: &Arc<dyn Clock>,
-        stop: &CancellationToken,
-    ) -> Workers {
-        let stop = stop.child_token();
-        let tasks = TaskTracker::new();
-        let http = crate::http_client();
-        for t in &setup.targets {
-            let w = Worker {
-                consumer: Alerting {
-                    target: t.clone(),
-                    providers: setup.providers.clone(),
-                    tags: setup.tags.clone(),
-                },
-                database: setup.database.clone(),
-                writer: writer.clone(),
-                clock: clock.clone(),
-                http: http.clone(),
-            };
-            tasks.spawn(w.run(stop.clone()));
-        }
-        if let Some(schedule) = &setup.digest {
-            tasks.spawn(digest_loop(
-                schedule.clone(),
-                setup.database.clone(),
-                writer.clone(),
-                clock.clone(),
-                stop.clone(),
-            ));
-        }
-        tasks.close();
-        Workers { stop, tasks }
+/// Starts a worker per target, and the digest; they stop when `stop` is
+/// cancelled or [`Workers::stop`] is called.
+pub fn start(
+    setup: Setup,
+    writer: &Writer,
+    clock: &Arc<dyn Clock>,
+    stop: &CancellationToken,
+) -> Workers {
+    let workers = Workers::new(stop);
+    let http = crate::http_client();
+    for t in &setup.targets {
+        workers.start(Worker {
+            consumer: Alerting {
+                target: t.clone(),
+                providers: setup.providers.clone(),
+                tags: setup.tags.clone(),
+            },
+            database: setup.database.clone(),
+            writer: writer.clone(),
+            clock: clock.clone(),
+            http: http.clone(),
+            start_at: None,
+        });
     }
-
-    /// Stops every worker after its attempt in flight.
-    pub async fn stop(self) {
-        self.stop.cancel();
-        self.tasks.wait().await;
+    if let Some(schedule) = &setup.digest {
+        let (schedule, db, writer, clock) = (
+            schedule.clone(),
+            setup.database.clone(),
+            writer.clone(),
+            clock.clone(),
+        );
+        workers.spawn(move |stop| digest_loop(schedule, db, writer, clock, stop));
     }
+    workers
 }
 
 #[cfg(test)]
@@ -337,6 +341,7 @@ mod tests {
                 detail: None,
                 last_bounce: None,
             }),
+            forward: None,
         }
     }
 

@@ -56,8 +56,11 @@ pub struct Daemon {
     api: Option<JoinHandle<std::io::Result<()>>>,
     reload: mpsc::Sender<Vec<Job>>,
     watching: Arc<std::sync::Mutex<Watching>>,
-    /// Alert delivery, one worker per webhook target (restarted on reload).
-    alerts: tokio::sync::Mutex<Option<crate::alerts::Workers>>,
+    /// Alert and forward delivery, one worker per target (restarted on
+    /// reload).
+    alerts: tokio::sync::Mutex<Option<(crate::alerts::Workers, crate::delivery::Workers)>>,
+    /// The API's state (what its receivers announce changes on reload).
+    api_state: Option<Arc<crate::api::ApiState>>,
     clock: Arc<dyn Clock>,
     model: Arc<store::Model>,
     writer_task: JoinHandle<()>,
@@ -149,13 +152,14 @@ impl Daemon {
                 }
             });
         }
+        // Before the API: a forward target starts before anything it is
+        // announced.
+        let alerts = delivery_workers(config, &monitor, &clock, &stop)?;
         let api = match config.listen {
             Some(addr) => Some(api(config, addr, &monitor, &model, &clock, &tasks, &stop)?),
             None => None,
         };
         tasks.spawn(ticks(monitor.clone(), clock.clone(), stop.clone()));
-        let alerts =
-            crate::alerts::Workers::start(config.alerting(), &monitor.writer, &clock, &stop);
         let (reload, reload_rx) = mpsc::channel(4);
         let jobs = watching.lock().expect("watching lock").all_with(&monitor).0;
         let scheduler = tasks.spawn(scheduler(config, jobs, &monitor, &clock, reload_rx, &stop));
@@ -165,11 +169,12 @@ impl Daemon {
         }
         Ok(Daemon {
             monitor,
-            api_addr: api.as_ref().map(|(addr, _)| *addr),
+            api_addr: api.as_ref().map(|(addr, ..)| *addr),
+            api_state: api.as_ref().map(|(_, state, _)| state.clone()),
             stop,
             tasks,
             scheduler,
-            api: api.map(|(_, task)| task),
+            api: api.map(|(.., task)| task),
             reload,
             watching,
             alerts: tokio::sync::Mutex::new(Some(alerts)),
@@ -193,15 +198,17 @@ impl Daemon {
         }
         let _ = self.reload.send(jobs).await;
         let mut alerts = self.alerts.lock().await;
-        if let Some(old) = alerts.take() {
-            old.stop().await;
+        if let Some((a, f)) = alerts.take() {
+            a.stop().await;
+            f.stop().await;
         }
-        *alerts = Some(crate::alerts::Workers::start(
-            config.alerting(),
-            &self.monitor.writer,
-            &self.clock,
-            &self.stop,
-        ));
+        match delivery_workers(config, &self.monitor, &self.clock, &self.stop) {
+            Ok(workers) => *alerts = Some(workers),
+            Err(e) => tracing::error!("alert and forward delivery not restarted: {e}"),
+        }
+        if let Some(state) = &self.api_state {
+            state.announce.set(config.forwarding().wants());
+        }
     }
 
     /// The in-memory read model the API judges with.
@@ -224,8 +231,9 @@ impl Daemon {
     /// writer to commit everything.
     pub async fn wait(self) -> anyhow::Result<()> {
         self.stop.cancelled().await;
-        if let Some(alerts) = self.alerts.lock().await.take() {
+        if let Some((alerts, forward)) = self.alerts.lock().await.take() {
             alerts.stop().await;
+            forward.stop().await;
         }
         self.tasks.close();
         self.tasks.wait().await;
@@ -250,6 +258,31 @@ impl Daemon {
     }
 }
 
+/// The alert and forward workers, one per target. A forward target new
+/// to the database starts after the outbox's newest event now, before the
+/// receivers announce anything for it (the caller sets them after).
+fn delivery_workers(
+    config: &Config,
+    monitor: &Monitor,
+    clock: &Arc<dyn Clock>,
+    stop: &CancellationToken,
+) -> anyhow::Result<(crate::alerts::Workers, crate::delivery::Workers)> {
+    let writer = &monitor.writer;
+    let start_at = store::Store::open(&config.database)?.last_outbox_id()?;
+    let forward = (Some(monitor.metrics.clone()), start_at);
+    Ok((
+        crate::alerts::start(config.alerting(), writer, clock, stop),
+        crate::forward::start(config.forwarding(), writer, clock, forward, stop),
+    ))
+}
+
+/// The API's state and its server, until `stop`.
+type Api = (
+    std::net::SocketAddr,
+    Arc<crate::api::ApiState>,
+    JoinHandle<std::io::Result<()>>,
+);
+
 /// Binds the API's listener and serves it until `stop`.
 fn api(
     config: &Config,
@@ -259,7 +292,7 @@ fn api(
     clock: &Arc<dyn Clock>,
     tasks: &TaskTracker,
     stop: &CancellationToken,
-) -> anyhow::Result<(std::net::SocketAddr, JoinHandle<std::io::Result<()>>)> {
+) -> anyhow::Result<Api> {
     let std_listener = std::net::TcpListener::bind(addr)
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for the API: {e}"))?;
     std_listener.set_nonblocking(true)?;
@@ -274,7 +307,7 @@ fn api(
     ));
     let task = tasks.spawn(crate::api::serve(
         listener,
-        state,
+        state.clone(),
         stop.clone().cancelled_owned(),
     ));
     if bound.ip().is_loopback() {
@@ -285,7 +318,7 @@ fn api(
             "API listening on a public address: reads and writes need the token"
         );
     }
-    Ok((bound, task))
+    Ok((bound, state, task))
 }
 
 /// The scheduler over the watchlist's domains, each check through the

@@ -18,10 +18,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
 use crate::store::{
-    AlertEvent, Delivery, DeliveryStatus, DeliveryWrite, Store, StoreError, Writer,
+    AlertEvent, Consumers, Decision, Delivery, DeliveryStatus, DeliveryWrite, Store, StoreError,
+    Writer,
 };
 
 /// How an attempt went.
@@ -69,20 +71,52 @@ pub struct Policy {
 
 /// One consumer of the outbox.
 pub trait Consumer: Send + Sync + 'static {
-    /// The name its deliveries and cursor are kept under.
+    /// Whose it is: its deliveries and cursor are kept under
+    /// `kind().key(name())`.
+    fn kind(&self) -> Consumers;
+    /// Its name, as the watchlist gives it.
     fn name(&self) -> &str;
     /// What it delivers, for the log (`alert`).
     fn what(&self) -> &'static str;
     fn policy(&self) -> Policy;
-    /// Whether it wants `ev`; an event it does not want is passed.
-    fn wants(&self, ev: &AlertEvent) -> bool;
-    /// One attempt to deliver `ev`.
+    /// What it makes of a new event: skip it, send it (or part of it), or
+    /// hold it until an operator releases it.
+    fn take(&self, ev: &AlertEvent) -> Decision;
+    /// One attempt to deliver `ev` as `d` says (its part, whether it was
+    /// released).
     fn attempt(
         &self,
         http: &reqwest::Client,
         ev: &AlertEvent,
+        d: &Delivery,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Attempt> + Send;
+    /// What became of an event, for the consumer's own counting.
+    fn settled(&self, _ev: &AlertEvent, _outcome: Settled) {}
+}
+
+/// What became of an event (for metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    Skipped,
+    Held,
+    Delivered,
+    /// Failed for good: refused, or given up after `max_age`.
+    Failed,
+    /// Failed this time; tried again later.
+    Retrying,
+}
+
+impl Settled {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Settled::Skipped => "skipped",
+            Settled::Held => "held",
+            Settled::Delivered => "delivered",
+            Settled::Failed => "failed",
+            Settled::Retrying => "retrying",
+        }
+    }
 }
 
 /// The delay before attempt `attempts + 1`: doubling from `base`, capped at
@@ -104,19 +138,31 @@ pub struct Worker<C> {
     pub writer: Writer,
     pub clock: Arc<dyn Clock>,
     pub http: reqwest::Client,
+    /// Where a consumer new to the database starts: after this event (the
+    /// newest when the daemon composed it, so nothing that arrives while
+    /// it starts is missed), or after the newest event when it starts.
+    pub start_at: Option<i64>,
 }
 
 /// How often a worker looks for new events when it has none.
 const POLL: Duration = Duration::from_secs(1);
 
+/// How many pending deliveries a worker sends before it commits their
+/// outcomes together (in order; the first that fails ends the run).
+const RUN: usize = 64;
+
 enum Work {
-    Send(Box<(Delivery, AlertEvent)>),
-    /// A pending delivery whose event is gone (only by hand-editing the database).
-    Orphan(i64),
+    /// Pending deliveries in order, with their events (none when the event
+    /// is gone, only by hand-editing the database).
+    Send(Vec<(Delivery, Option<AlertEvent>)>),
     New(Vec<AlertEvent>),
 }
 
 impl<C: Consumer> Worker<C> {
+    fn key(&self) -> String {
+        self.consumer.kind().key(self.consumer.name())
+    }
+
     /// Delivers until `stop` turns true; an attempt in flight finishes first.
     pub async fn run(self, stop: CancellationToken) {
         if let Err(e) = self.work(&stop).await {
@@ -127,10 +173,10 @@ impl<C: Consumer> Worker<C> {
 
     async fn work(&self, stop: &CancellationToken) -> Result<(), StoreError> {
         let store = Arc::new(Mutex::new(Store::open(&self.database)?));
-        let name = self.consumer.name().to_string();
         self.writer
             .delivery(DeliveryWrite::StartCursor {
-                target: name.clone(),
+                target: self.key(),
+                at: self.start_at,
             })
             .await?;
         loop {
@@ -144,21 +190,9 @@ impl<C: Consumer> Worker<C> {
                     }
                 }
                 Work::New(events) => self.take(events).await?,
-                Work::Orphan(delivery) => {
-                    self.writer
-                        .delivery(DeliveryWrite::Attempted {
-                            delivery,
-                            at: self.clock.now(),
-                            status: DeliveryStatus::Failed,
-                            error: Some("the outbox event is missing".into()),
-                            next_attempt: None,
-                        })
-                        .await?;
-                }
-                Work::Send(b) => {
-                    let (d, ev) = *b;
+                Work::Send(run) => {
                     let now = self.clock.now();
-                    if let Some(next) = d.next_attempt
+                    if let Some(next) = run.first().and_then(|(d, _)| d.next_attempt)
                         && next > now
                     {
                         if wait(stop, (next - now).to_std().unwrap_or_default()).await {
@@ -166,69 +200,124 @@ impl<C: Consumer> Worker<C> {
                         }
                         continue;
                     }
-                    self.send(&d, &ev, now).await?;
+                    self.send(run, stop).await?;
                 }
             }
         }
     }
 
-    /// What to do next: the oldest pending delivery, else the events past
-    /// the cursor.
+    /// What to do next: the oldest pending deliveries, else the events past
+    /// the cursor (each `reinstated` one with this consumer's delivery of
+    /// the event it follows).
     async fn next(&self, store: &Arc<Mutex<Store>>) -> Result<Work, StoreError> {
-        let (s, n) = (store.clone(), self.consumer.name().to_string());
+        let (s, key) = (store.clone(), self.key());
         tokio::task::spawn_blocking(move || -> Result<Work, StoreError> {
             let s = s.lock().expect("store lock");
-            if let Some(d) = s.next_delivery(&n)? {
-                let ev = s.alert_event(d.outbox_id)?;
-                return Ok(match ev {
-                    Some(ev) => Work::Send(Box::new((d, ev))),
-                    None => Work::Orphan(d.id),
-                });
+            let pending = s.next_deliveries(&key, RUN)?;
+            if !pending.is_empty() {
+                let mut run = Vec::with_capacity(pending.len());
+                for d in pending {
+                    let ev = s.alert_event(d.outbox_id)?;
+                    run.push((d, ev));
+                }
+                return Ok(Work::Send(run));
             }
-            let cursor = s.alert_cursor(&n)?.unwrap_or(0);
-            Ok(Work::New(s.alert_events(cursor, 256)?))
+            let cursor = s.alert_cursor(&key)?.unwrap_or(0);
+            let mut events = s.alert_events(cursor, 256)?;
+            for ev in &mut events {
+                if let Some(f) = ev.forward.as_deref_mut()
+                    && let Some(follows) = f.follows
+                {
+                    f.followed = s.delivery_of(&key, follows)?;
+                }
+            }
+            Ok(Work::New(events))
         })
         .await
         .map_err(|_| StoreError::WriterGone)?
     }
 
-    /// New events: those the consumer wants become deliveries, the others
-    /// are passed.
+    /// New events, as the consumer decides on each; one commit.
     async fn take(&self, events: Vec<AlertEvent>) -> Result<(), StoreError> {
-        for ev in events {
-            let target = self.consumer.name().to_string();
-            let outbox_id = ev.outbox.id;
-            let w = if self.consumer.wants(&ev) {
-                DeliveryWrite::Enqueue { target, outbox_id }
-            } else {
-                DeliveryWrite::Skip { target, outbox_id }
+        let decisions = events
+            .iter()
+            .map(|ev| {
+                let d = self.consumer.take(ev);
+                match &d {
+                    Decision::Skip => self.consumer.settled(ev, Settled::Skipped),
+                    Decision::Hold { note, .. } => {
+                        let (name, what) = (self.consumer.name(), self.consumer.what());
+                        tracing::info!(target = %name, id = %ev.id(), "{what} held: {note}");
+                        self.consumer.settled(ev, Settled::Held);
+                    }
+                    Decision::Send { .. } => {}
+                }
+                (ev.outbox.id, d)
+            })
+            .collect();
+        self.writer
+            .delivery(DeliveryWrite::Take {
+                target: self.key(),
+                decisions,
+            })
+            .await
+    }
+
+    /// Sends a run of pending deliveries in order until one is not
+    /// delivered (or a stop is asked for), then commits what became of
+    /// each in one transaction.
+    async fn send(
+        &self,
+        run: Vec<(Delivery, Option<AlertEvent>)>,
+        stop: &CancellationToken,
+    ) -> Result<(), StoreError> {
+        let mut writes = Vec::new();
+        for (d, ev) in &run {
+            let Some(ev) = ev else {
+                writes.push(DeliveryWrite::Attempted {
+                    delivery: d.id,
+                    at: self.clock.now(),
+                    status: DeliveryStatus::Failed,
+                    error: Some("the outbox event is missing".into()),
+                    next_attempt: None,
+                });
+                continue;
             };
-            self.writer.delivery(w).await?;
+            let w = self.attempt(d, ev).await;
+            let delivered = matches!(
+                &w,
+                DeliveryWrite::Attempted {
+                    status: DeliveryStatus::Delivered,
+                    ..
+                }
+            );
+            writes.push(w);
+            if !delivered || stop.is_cancelled() {
+                break;
+            }
         }
-        Ok(())
+        self.writer.delivery(DeliveryWrite::Batch(writes)).await
     }
 
     /// One attempt, and what it leaves: delivered, failed for good, or
     /// pending with the time of the next attempt.
-    async fn send(
-        &self,
-        d: &Delivery,
-        ev: &AlertEvent,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    async fn attempt(&self, d: &Delivery, ev: &AlertEvent) -> DeliveryWrite {
         let (name, what) = (self.consumer.name(), self.consumer.what());
         let policy = self.consumer.policy();
-        let result = self.consumer.attempt(&self.http, ev, now).await;
+        let now = self.clock.now();
+        let result = self.consumer.attempt(&self.http, ev, d, now).await;
         let at = self.clock.now();
         let attempts = d.attempts + 1;
         let age = (at - ev.outbox.created_at).to_std().unwrap_or_default();
         let (status, error, next_attempt) = match result {
             Attempt::Delivered => {
                 tracing::debug!(target = %name, id = %ev.id(), "{what} delivered");
+                self.consumer.settled(ev, Settled::Delivered);
                 (DeliveryStatus::Delivered, None, None)
             }
             Attempt::Refused(e) => {
                 tracing::warn!(target = %name, id = %ev.id(), "{what} refused for good: {e}");
+                self.consumer.settled(ev, Settled::Failed);
                 (DeliveryStatus::Failed, Some(e), None)
             }
             Attempt::Failed(e) if age >= policy.max_age => {
@@ -237,11 +326,13 @@ impl<C: Consumer> Worker<C> {
                     humantime::format_duration(Duration::from_secs(age.as_secs()))
                 );
                 tracing::warn!(target = %name, id = %ev.id(), "{what} {e}");
+                self.consumer.settled(ev, Settled::Failed);
                 (DeliveryStatus::Failed, Some(e), None)
             }
             Attempt::Failed(e) => {
                 let delay = backoff(policy.backoff, d.attempts, d.id);
                 tracing::info!(target = %name, id = %ev.id(), attempts, retry_in = ?delay, "{what} not delivered: {e}");
+                self.consumer.settled(ev, Settled::Retrying);
                 let next = chrono::Duration::from_std(delay)
                     .ok()
                     .and_then(|d| at.checked_add_signed(d))
@@ -249,15 +340,49 @@ impl<C: Consumer> Worker<C> {
                 (DeliveryStatus::Pending, Some(e), Some(next))
             }
         };
-        self.writer
-            .delivery(DeliveryWrite::Attempted {
-                delivery: d.id,
-                at,
-                status,
-                error,
-                next_attempt,
-            })
-            .await
+        DeliveryWrite::Attempted {
+            delivery: d.id,
+            at,
+            status,
+            error,
+            next_attempt,
+        }
+    }
+}
+
+/// Running consumers' workers: each stops after its attempt in flight.
+pub struct Workers {
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Workers {
+    /// Workers that stop when `stop` is cancelled or [`Workers::stop`] is called.
+    pub fn new(stop: &CancellationToken) -> Workers {
+        Workers {
+            stop: stop.child_token(),
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// Starts one consumer's worker.
+    pub fn start<C: Consumer>(&self, worker: Worker<C>) {
+        self.tasks.spawn(worker.run(self.stop.clone()));
+    }
+
+    /// Starts a task of the same lifetime (the digest).
+    pub fn spawn<F>(&self, task: impl FnOnce(CancellationToken) -> F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(task(self.stop.clone()));
+    }
+
+    /// Stops every worker after its attempt in flight.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 }
 
@@ -268,7 +393,6 @@ pub async fn wait(stop: &CancellationToken, d: Duration) -> bool {
         _ = stop.cancelled() => true,
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,6 +18,15 @@ named! {
         ResolverOutageEnded => "resolver_outage_ended",
         Reinstatements => "reinstatements",
         Digest => "digest",
+        /// A bounce that came in over HTTP, with its verdict: for the
+        /// `forward:` targets, never an alert.
+        Bounce => "bounce",
+        /// An ESP's request as it came in (its body and headers), for
+        /// `passthrough` forward targets; never an alert.
+        Request => "request",
+        /// A forwarded bounce's suppression turned over by a window found
+        /// late: the follow-up `json` forward targets get; never an alert.
+        Reinstated => "reinstated",
     }
 }
 
@@ -31,7 +40,22 @@ impl EventType {
             Reinstatements => Severity::Warning,
             WindowOpened | WindowClosed => window.unwrap_or(Severity::Warning),
             AnomalyClosed | ResolverOutageEnded | Digest => Severity::Info,
+            Bounce | Request | Reinstated => Severity::Info,
         }
+    }
+
+    /// Whether alert targets take events of this type (the others are
+    /// for forwarding).
+    pub fn is_alert(self) -> bool {
+        !matches!(
+            self,
+            EventType::Bounce | EventType::Request | EventType::Reinstated
+        )
+    }
+
+    /// The types alert targets take.
+    pub fn alerts() -> impl Iterator<Item = EventType> {
+        EventType::ALL.iter().copied().filter(|t| t.is_alert())
     }
 }
 

@@ -32,7 +32,8 @@
 //! - [`metrics`]: Prometheus counters and the `/metrics` text.
 //! - [`report`]: every outward shape: the CLI's JSON and text, the API's documents, alert bodies.
 //! - [`alerts`]: webhook alerts from the outbox: filters, bodies, signatures.
-//! - [`delivery`]: the delivery engine: each consumer of the outbox (an alert target) delivered in order, retried, durable.
+//! - [`delivery`]: the delivery engine: each consumer of the outbox (an alert or forward target) delivered in order, retried, durable.
+//! - [`forward`]: gateway mode: bounces that came in over HTTP forwarded to the real handler (listmonk, passthrough, json), changed by their verdicts.
 
 // Output is the CLI's and the API's; the library logs with tracing.
 #![warn(clippy::print_stdout, clippy::print_stderr)]
@@ -50,6 +51,7 @@ pub mod detect;
 pub mod dns;
 pub mod domain;
 pub mod event;
+pub mod forward;
 pub mod health;
 pub mod judge;
 pub mod metrics;

@@ -39,6 +39,15 @@ struct ShedLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ForwardLabel {
+    target: String,
+    /// The verdict forwarded (`request` for a passthrough request).
+    verdict: &'static str,
+    /// `delivered`, `held`, `skipped`, `failed` or `retrying`.
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WindowLabel {
     kind: &'static str,
 }
@@ -82,6 +91,7 @@ pub struct Metrics {
     stored_bounces: Gauge,
     auto_watched: Gauge,
     deliveries: Family<DeliveryLabel, Gauge>,
+    forwarded: Family<ForwardLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -158,6 +168,14 @@ impl Metrics {
              (pending: not yet acknowledged; failed: refused for good or too old)",
             deliveries.clone(),
         );
+        let forwarded = Family::<ForwardLabel, Counter>::default();
+        registry.register(
+            "forwarded",
+            "Forwarded events by target, verdict and outcome, since start (delivered; held until \
+             released; skipped: not for the target or dropped; failed: refused for good or too old; \
+             retrying: an attempt failed)",
+            forwarded.clone(),
+        );
         Metrics {
             registry,
             checks,
@@ -171,6 +189,7 @@ impl Metrics {
             stored_bounces,
             auto_watched,
             deliveries,
+            forwarded,
         }
     }
 
@@ -210,6 +229,17 @@ impl Metrics {
 
     /// Requests or connections refused or cut for a limit (`memory`,
     /// `peer`, `idle`).
+    /// What became of a forwarded event.
+    pub fn forwarded(&self, target: &str, verdict: &'static str, outcome: &'static str) {
+        self.forwarded
+            .get_or_create(&ForwardLabel {
+                target: target.to_string(),
+                verdict,
+                outcome,
+            })
+            .inc();
+    }
+
     pub fn shed(&self, reason: &'static str, count: usize) {
         self.shed
             .get_or_create(&ShedLabel { reason })

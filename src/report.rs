@@ -303,17 +303,22 @@ pub fn delivery_json(d: &crate::store::Delivery) -> Value {
         "next_attempt": d.next_attempt.map(time),
         "last_error": d.last_error,
         "summary": d.summary,
+        "note": d.note,
     })
 }
 
 pub fn delivery_text(d: &crate::store::Delivery) -> String {
     format!(
-        "#{:<5} {:<12} {:<24} {:<9} {} attempt(s){}",
+        "#{:<5} {:<12} {:<24} {:<9} {} attempt(s){}{}",
         d.id,
         d.target,
         d.event,
         d.status.as_str(),
         d.attempts,
+        d.note
+            .as_deref()
+            .map(|n| format!("  {n}"))
+            .unwrap_or_default(),
         d.last_error
             .as_deref()
             .map(|e| format!("  last error: {e}"))
@@ -450,7 +455,9 @@ fn alert_meaning(ev: &AlertEvent) -> String {
         ),
         EventType::ResolverOutageEnded => "Our DNS resolution works again.".into(),
         EventType::Reinstatements => "Undo these suppressions: GET /v1/reinstatements or `mxwatch reinstatements` lists them.".into(),
-        EventType::Digest => String::new(),
+        EventType::Digest | EventType::Bounce | EventType::Request | EventType::Reinstated => {
+            String::new()
+        }
     }
 }
 
@@ -464,6 +471,9 @@ fn answer_with_providers(a: &Option<crate::dns::Answer>, providers: &Providers) 
         }),
     }
 }
+
+mod forward;
+pub use forward::{FORWARD_SCHEMA_VERSION, forward_json, listmonk_bounce};
 
 /// The generic JSON body (schema version 1).
 pub fn alert_json(ev: &AlertEvent, providers: &Providers) -> Value {

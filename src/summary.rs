@@ -12,6 +12,22 @@ use crate::health::OutageEvent;
 use crate::passive::{Excursion, PassiveSource};
 use crate::window::{CloseReason, Window};
 
+/// `bounce` and `reinstated` (forwarding): whose bounce, what kind, and
+/// the verdict it is forwarded with.
+pub fn forwarded(
+    recipient: &str,
+    kind: crate::bounce::Kind,
+    verdict: crate::verdict::Verdict,
+) -> String {
+    format!("{recipient}: {kind}, {verdict}")
+}
+
+/// `request` (forwarding): the receiver and how many bounces it carried.
+pub fn request(receiver: &str, bounces: usize) -> String {
+    let s = if bounces == 1 { "" } else { "s" };
+    format!("a request to the {receiver} receiver, {bounces} bounce{s}")
+}
+
 /// `window_opened`: the domain and what changed.
 pub fn window_opened(domain: &str, changes: &[Change]) -> String {
     let parts: Vec<String> = changes

@@ -5,30 +5,57 @@ use super::*;
 
 pub(super) async fn bounces(
     State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
     RawBody(body, _held): RawBody,
 ) -> Result<Response, ApiError> {
-    ingest(&st, body, None, None).await
+    ingest(&st, body, None, None, ("bounces", &headers)).await
+}
+
+/// The headers of a request a passthrough target gets with its body.
+fn kept_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    crate::forward::PASSTHROUGH_HEADERS
+        .iter()
+        .filter_map(|name| {
+            let v = headers.get(*name)?.to_str().ok()?;
+            Some((name.to_string(), v.to_string()))
+        })
+        .collect()
 }
 
 /// Parses, judges and stores; answers after the commit with a verdict per
 /// bounce. `only` refuses bounces of another source (an ESP's receiver).
+/// What is stored is announced to the forward targets in the same
+/// transaction (`from`: the receiver and the request's headers).
 pub(super) async fn ingest(
     st: &Arc<ApiState>,
     body: Bytes,
     format: Option<Format>,
     only: Option<Source>,
+    from: (&str, &HeaderMap),
 ) -> Result<Response, ApiError> {
     if body.is_empty() {
         return Err(ApiError::bad_request("empty body"));
     }
     let now = st.clock.now();
     let range = st.bounce_times;
-    let parsed = tokio::task::spawn_blocking(move || {
+    let (announce_bounces, keep_request) = st.announce.get();
+    let kept = body.clone();
+    let (parsed, items) = tokio::task::spawn_blocking(move || {
         let mut parsed = parse::parse(&body, format, now);
         parsed.keep_within(range, now, crate::bounce::OutOfRange::Redate);
-        parsed
+        let items = keep_request.then(|| crate::forward::items(&body)).flatten();
+        (parsed, items)
     })
     .await?;
+    let arrival = (announce_bounces || keep_request).then(|| crate::store::Arrival {
+        receiver: from.0.to_string(),
+        bounces: announce_bounces,
+        request: keep_request.then(|| crate::store::RawRequest {
+            headers: kept_headers(from.1),
+            body: kept.to_vec(),
+            items,
+        }),
+    });
     let mut problems: Vec<String> = parsed
         .problems
         .iter()
@@ -63,7 +90,10 @@ pub(super) async fn ingest(
         }));
     }
     let received = list.len();
-    let intake = st.writer.feed(list.clone(), delivered, now).await?;
+    let intake = st
+        .writer
+        .arrived(list.clone(), delivered, arrival, now)
+        .await?;
     st.metrics.ingested(intake.stored, intake.reinstated);
     for (b, j) in list.iter().zip(&intake.judgements) {
         st.metrics.verdict(b.kind, j.verdict);
@@ -91,6 +121,7 @@ pub(super) async fn ingest(
 pub(super) async fn webhook(
     State(st): State<Arc<ApiState>>,
     axum::extract::Path(esp): axum::extract::Path<String>,
+    headers: HeaderMap,
     RawBody(body, _held): RawBody,
 ) -> Result<Response, ApiError> {
     let source = match esp.as_str() {
@@ -139,7 +170,14 @@ pub(super) async fn webhook(
             _ => {}
         }
     }
-    ingest(&st, body, Some(Format::Json), Some(source)).await
+    ingest(
+        &st,
+        body,
+        Some(Format::Json),
+        Some(source),
+        (&esp, &headers),
+    )
+    .await
 }
 
 /// An SNS message is taken only from an allowed topic and, unless

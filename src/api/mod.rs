@@ -107,6 +107,32 @@ pub struct ApiState {
     next_reader: AtomicUsize,
     /// The memory bodies being read and parsed may take, in KiB.
     bodies: Arc<tokio::sync::Semaphore>,
+    /// What the receivers announce to the forward targets (changed by a reload).
+    pub announce: Announce,
+}
+
+/// What bounces in over HTTP are announced for: each new bounce (for
+/// `listmonk` and `json` forward targets), and the request whole (for
+/// `passthrough` ones).
+#[derive(Debug, Default)]
+pub struct Announce {
+    bounces: std::sync::atomic::AtomicBool,
+    requests: std::sync::atomic::AtomicBool,
+}
+
+impl Announce {
+    /// Sets both, as [`crate::forward::Setup::wants`] says.
+    pub fn set(&self, (bounces, requests): (bool, bool)) {
+        self.bounces.store(bounces, Ordering::Relaxed);
+        self.requests.store(requests, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> (bool, bool) {
+        (
+            self.bounces.load(Ordering::Relaxed),
+            self.requests.load(Ordering::Relaxed),
+        )
+    }
 }
 
 impl ApiState {
@@ -143,6 +169,11 @@ impl ApiState {
             bodies: Arc::new(tokio::sync::Semaphore::new(
                 usize::try_from(config.api_limits.body_memory >> 10).unwrap_or(usize::MAX >> 4),
             )),
+            announce: {
+                let a = Announce::default();
+                a.set(config.forwarding().wants());
+                a
+            },
         }
     }
 

@@ -1,6 +1,8 @@
-//! `mxwatch alerts`: the alert outbox and its deliveries.
+//! `mxwatch alerts` and `mxwatch forward`: the deliveries of the outbox to
+//! alert and forward targets (one engine, two kinds of consumer).
 
 use super::*;
+use mxwatch::store::{Consumers, DeliveryStatus, DeliveryWrite};
 
 pub fn list(cli: &Context) -> anyhow::Result<ExitCode> {
     let Command::Alerts {
@@ -9,10 +11,8 @@ pub fn list(cli: &Context) -> anyhow::Result<ExitCode> {
     else {
         bail!("internal: `alerts::list` called for another command");
     };
-    let store = cli.store()?;
-    let rows = store.deliveries(*failed)?;
-    print_rows(&rows, *json, report::delivery_json, report::delivery_text)?;
-    Ok(ExitCode::SUCCESS)
+    let status = failed.then_some(DeliveryStatus::Failed);
+    print_deliveries(cli, Consumers::Alerts, status, *json)
 }
 
 pub fn retry(cli: &Context) -> anyhow::Result<ExitCode> {
@@ -22,29 +22,98 @@ pub fn retry(cli: &Context) -> anyhow::Result<ExitCode> {
     else {
         bail!("internal: `alerts::retry` called for another command");
     };
+    let write = DeliveryWrite::Retry { delivery: *id };
+    change(cli, Consumers::Alerts, *id, DeliveryStatus::Failed, write)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `mxwatch forward list|retry|release`.
+pub fn forward(cli: &Context) -> anyhow::Result<ExitCode> {
+    let Command::Forward { command } = &cli.command else {
+        bail!("internal: `alerts::forward` called for another command");
+    };
+    let whose = Consumers::Forward;
+    match command {
+        ForwardCommand::List { failed, held, json } => {
+            let status = match (failed, held) {
+                (true, true) => bail!("give --failed or --held, not both"),
+                (true, false) => Some(DeliveryStatus::Failed),
+                (false, true) => Some(DeliveryStatus::Held),
+                (false, false) => None,
+            };
+            print_deliveries(cli, whose, status, *json)
+        }
+        ForwardCommand::Retry { id } => {
+            let write = DeliveryWrite::Retry { delivery: *id };
+            change(cli, whose, *id, DeliveryStatus::Failed, write)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ForwardCommand::Release { id } => {
+            let write = DeliveryWrite::Release { delivery: *id };
+            change(cli, whose, *id, DeliveryStatus::Held, write)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print_deliveries(
+    cli: &Context,
+    whose: Consumers,
+    status: Option<DeliveryStatus>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let store = cli.store()?;
+    let mut rows = store.deliveries(whose, status)?;
+    for d in &mut rows {
+        d.target = whose.name(&d.target).to_string();
+    }
+    print_rows(&rows, json, report::delivery_json, report::delivery_text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Changes delivery `id` of `whose` targets, which must be in `from`,
+/// through the writer (a running daemon picks it up, in order).
+fn change(
+    cli: &Context,
+    whose: Consumers,
+    id: i64,
+    from: DeliveryStatus,
+    write: DeliveryWrite,
+) -> anyhow::Result<()> {
     let config = cli.settings()?;
     let store = open_store(&config)?;
-    let Some(d) = store.delivery(*id)? else {
-        anyhow::bail!("no delivery {id} (see `mxwatch alerts list`)");
+    let command = match whose {
+        Consumers::Alerts => "alerts",
+        Consumers::Forward => "forward",
     };
-    if d.status != mxwatch::store::DeliveryStatus::Failed {
+    let Some(d) = store
+        .delivery(id)?
+        .filter(|d| whose.key(whose.name(&d.target)) == d.target)
+    else {
+        anyhow::bail!("no delivery {id} (see `mxwatch {command} list`)");
+    };
+    if d.status != from {
         anyhow::bail!(
-            "delivery {id} is {}, not failed: nothing to retry",
-            d.status.as_str()
+            "delivery {id} is {}, not {}: nothing to do",
+            d.status.as_str(),
+            from.as_str()
         );
     }
     runtime()?.block_on(async {
         let (writer, task) = mxwatch::store::Writer::start(&config.database, config.judging())?;
-        writer
-            .delivery(mxwatch::store::DeliveryWrite::Retry { delivery: *id })
-            .await?;
+        writer.delivery(write).await?;
         drop(writer);
         task.await?;
         anyhow::Ok(())
     })?;
+    let what = match from {
+        DeliveryStatus::Held => "is released: it will be sent as it came",
+        _ => "will be tried again",
+    };
     eprintln!(
-        "delivery {id} ({} to {}) will be tried again",
-        d.event, d.target
+        "delivery {id} ({} to {}) {what}",
+        d.event,
+        whose.name(&d.target)
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

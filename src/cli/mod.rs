@@ -191,6 +191,11 @@ enum Command {
         #[command(subcommand)]
         command: AlertCommand,
     },
+    /// Forwarded events (gateway mode): list, retry, release what is held.
+    Forward {
+        #[command(subcommand)]
+        command: ForwardCommand,
+    },
     /// Watchlist commands.
     Config {
         #[command(subcommand)]
@@ -286,6 +291,33 @@ enum AlertCommand {
     /// Try a failed delivery again (a running daemon picks it up, in order).
     Retry {
         /// The delivery's id, as `alerts list` shows it.
+        id: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum ForwardCommand {
+    /// Forward deliveries, newest first: target, event, status, how it is
+    /// sent or why it is held, attempts, last error.
+    List {
+        /// Only those given up on (refused, or too old to retry).
+        #[arg(long)]
+        failed: bool,
+        /// Only those held back by their verdict, waiting for `forward release`.
+        #[arg(long)]
+        held: bool,
+        /// One JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Try a failed delivery again (a running daemon picks it up, in order).
+    Retry {
+        /// The delivery's id, as `forward list` shows it.
+        id: i64,
+    },
+    /// Send a held delivery as it came (the operator overrides its verdict).
+    Release {
+        /// The delivery's id, as `forward list --held` shows it.
         id: i64,
     },
 }
@@ -570,6 +602,7 @@ pub fn run(cli: Context) -> anyhow::Result<ExitCode> {
         Command::Alerts {
             command: AlertCommand::Retry { .. },
         } => alerts::retry(&cli),
+        Command::Forward { .. } => alerts::forward(&cli),
         Command::Reinstatements { .. } => reinstatements::run(&cli),
         Command::Windows { .. } => windows::run(&cli),
     }

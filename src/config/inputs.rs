@@ -1,5 +1,5 @@
 //! What the watchlist refers to outside itself (environment variables and
-//! files: the API token, alert secrets, the domains file), read once, in
+//! files: the API token, alert and forward secrets, the domains file), read once, in
 //! one place, before validation. Validation then does no IO and sees one
 //! consistent picture.
 
@@ -30,6 +30,14 @@ impl Inputs {
         for a in &raw.alerts {
             names.extend(a.secret_env.iter().cloned());
             paths.extend(a.secret_file.iter().map(|f| ctx.relative(f.clone())));
+        }
+        for f in &raw.forward {
+            for n in [&f.password_env, &f.bearer_env, &f.header_value_env] {
+                names.extend(n.iter().cloned());
+            }
+            for p in [&f.password_file, &f.bearer_file, &f.header_value_file] {
+                paths.extend(p.iter().map(|f| ctx.relative(f.clone())));
+            }
         }
         for p in &raw.passive_dns {
             names.extend(p.key_env.iter().cloned());

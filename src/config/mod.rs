@@ -15,6 +15,7 @@ use crate::provider::{ProviderRule, Providers};
 pub use crate::resolve::Upstream;
 use crate::schedule::Schedule;
 
+mod forward;
 mod inputs;
 mod locate;
 mod raw;
@@ -160,6 +161,8 @@ pub struct Config {
     pub sns_trust: crate::sns::Trust,
     /// Webhook targets of alerts.
     pub alerts: Vec<crate::alerts::AlertTarget>,
+    /// Where bounces that came in over HTTP are forwarded (gateway mode).
+    pub forward: Vec<crate::forward::ForwardTarget>,
     /// Passive DNS providers `history lookup` asks (those with a key).
     pub passive_dns: Vec<crate::passive_dns::Provider>,
     /// Watching the unlisted domains that bounce; `None`: off.
@@ -292,12 +295,25 @@ impl Config {
             digest: self.digest.clone(),
             database: self.database.clone(),
             providers: self.providers(),
-            tags: self
-                .domains
-                .iter()
-                .map(|d| (d.name.as_str().to_string(), d.tags.clone()))
-                .collect(),
+            tags: self.tags(),
         }
+    }
+
+    /// What the forward workers need.
+    pub fn forwarding(&self) -> crate::forward::Setup {
+        crate::forward::Setup {
+            targets: self.forward.clone(),
+            database: self.database.clone(),
+            tags: self.tags(),
+        }
+    }
+
+    /// Each watched domain's tags, by name.
+    fn tags(&self) -> std::collections::HashMap<String, Vec<String>> {
+        self.domains
+            .iter()
+            .map(|d| (d.name.as_str().to_string(), d.tags.clone()))
+            .collect()
     }
 
     /// The schedule a domain runs on.

@@ -77,6 +77,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) alerts: Vec<RawAlert>,
     #[serde(default)]
+    pub(super) forward: Vec<RawForward>,
+    #[serde(default)]
     pub(super) passive_dns: Vec<RawPassiveDns>,
     /// Watch the unlisted domains that bounce (off when absent).
     pub(super) auto_watch: Option<RawAutoWatch>,
@@ -133,6 +135,39 @@ pub(super) struct RawAlert {
     #[serde(default)]
     pub(super) tags: Vec<String>,
     pub(super) min_severity: Option<String>,
+    pub(super) timeout: Option<HumanDuration>,
+    pub(super) max_age: Option<HumanDuration>,
+    pub(super) backoff: Option<HumanDuration>,
+}
+
+/// A forward target (gateway mode).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawForward {
+    pub(super) name: String,
+    pub(super) url: String,
+    pub(super) format: String,
+    /// HTTP Basic: the user, and its password from the environment or a file.
+    pub(super) user: Option<String>,
+    pub(super) password_env: Option<String>,
+    pub(super) password_file: Option<PathBuf>,
+    /// A bearer token instead.
+    pub(super) bearer_env: Option<String>,
+    pub(super) bearer_file: Option<PathBuf>,
+    /// Or an arbitrary header and its value.
+    pub(super) header: Option<String>,
+    pub(super) header_value_env: Option<String>,
+    pub(super) header_value_file: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) sources: Vec<String>,
+    #[serde(default)]
+    pub(super) domains: Vec<DomainName>,
+    #[serde(default)]
+    pub(super) tags: Vec<String>,
+    /// What a `transient` verdict is forwarded as: `soft` or `hold`.
+    pub(super) transient: Option<String>,
+    /// What an `ignore` verdict is forwarded as: `unchanged` or `drop`.
+    pub(super) ignore: Option<String>,
     pub(super) timeout: Option<HumanDuration>,
     pub(super) max_age: Option<HumanDuration>,
     pub(super) backoff: Option<HumanDuration>,

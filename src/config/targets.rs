@@ -24,6 +24,15 @@ pub(super) fn alert_targets(
         if name.is_empty() {
             return Err(ctx.err(at("name"), "must not be empty".into()));
         }
+        if name.starts_with(crate::store::FORWARD_PREFIX) {
+            return Err(ctx.err(
+                at("name"),
+                format!(
+                    "names starting with {:?} are kept for forward targets",
+                    crate::store::FORWARD_PREFIX
+                ),
+            ));
+        }
         if let Some(j) = alerts.iter().position(|t| t.name == name) {
             return Err(ctx.err(
                 at("name"),
@@ -75,8 +84,8 @@ fn alert_target(
     )?;
     let mut events = Vec::with_capacity(a.events.len());
     for (j, e) in a.events.iter().enumerate() {
-        let Some(t) = EventType::parse(e) else {
-            let all: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+        let Some(t) = EventType::parse(e).filter(|t| t.is_alert()) else {
+            let all: Vec<&str> = EventType::alerts().map(|t| t.as_str()).collect();
             return Err(ctx.err(
                 format!("alerts[{i}].events[{j}]"),
                 format!("unknown event {e:?} (one of: {})", all.join(", ")),

@@ -363,6 +363,8 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
     let upstreams = upstreams(&ctx, raw.upstreams)?;
     let anomaly = anomaly_params(&ctx, raw.anomaly)?;
     let alerts = alert_targets(&ctx, &inputs, raw.alerts, &mut secret_problems)?;
+    let forward =
+        super::forward::forward_targets(&ctx, &inputs, raw.forward, &mut secret_problems)?;
     let passive_dns = passive_dns(&ctx, &inputs, &raw.passive_dns, &mut secret_problems)?;
     let auto_watch = raw.auto_watch.map(auto_watch);
     if let Some(level) = &raw.log_level {
@@ -401,6 +403,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
         sns_signing_cert_base: raw.sns_signing_cert_base,
         sns_trust,
         alerts,
+        forward,
         passive_dns,
         auto_watch,
         digest: raw.digest,

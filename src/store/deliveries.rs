@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 
-use super::{OutboxRow, Store, StoreError, Window, from_ms, ms};
+use super::{Forwarded, OutboxRow, Store, StoreError, Window, from_ms, ms};
 use crate::event::EventType;
 use crate::names::named;
 
@@ -15,6 +15,8 @@ use crate::names::named;
 pub struct AlertEvent {
     pub outbox: OutboxRow,
     pub window: Option<Window>,
+    /// What a forwarding event (`bounce`, `request`, `reinstated`) carries.
+    pub forward: Option<Box<Forwarded>>,
 }
 
 impl AlertEvent {
@@ -50,7 +52,65 @@ named! {
         /// Refused for good (4xx other than 408/429) or given up after
         /// `max_age`; kept for inspection and `alerts retry`.
         Failed => "failed",
+        /// Kept back by the consumer (a forward whose verdict says it must
+        /// not reach the handler as it is) until an operator releases it.
+        Held => "held",
     }
+}
+
+/// Whose deliveries: the alert targets', or the forward targets'. Both
+/// keep their state in the same tables, forward targets under
+/// [`FORWARD_PREFIX`] and their name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consumers {
+    Alerts,
+    Forward,
+}
+
+/// The prefix of a forward target's name in the delivery tables.
+pub const FORWARD_PREFIX: &str = "forward:";
+
+impl Consumers {
+    /// The name a consumer's deliveries and cursor are kept under.
+    pub fn key(self, name: &str) -> String {
+        match self {
+            Consumers::Alerts => name.to_string(),
+            Consumers::Forward => format!("{FORWARD_PREFIX}{name}"),
+        }
+    }
+
+    /// The consumer's own name, from the key it is kept under.
+    pub fn name(self, key: &str) -> &str {
+        match self {
+            Consumers::Alerts => key,
+            Consumers::Forward => key.strip_prefix(FORWARD_PREFIX).unwrap_or(key),
+        }
+    }
+
+    /// SQL that holds for the keys of these consumers' rows in `a`.
+    fn filter(self) -> &'static str {
+        match self {
+            Consumers::Alerts => "(a.target < 'forward:' OR a.target >= 'forward;')",
+            Consumers::Forward => "(a.target >= 'forward:' AND a.target < 'forward;')",
+        }
+    }
+}
+
+/// What a consumer makes of a new event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Not for it: the cursor moves past.
+    Skip,
+    /// To be delivered: all of it, or `parts` of it now and `remainder`
+    /// held once those are delivered (opaque to the store); `note` says
+    /// how (kept for listings).
+    Send {
+        parts: Option<String>,
+        remainder: Option<String>,
+        note: Option<String>,
+    },
+    /// Kept back until released; `note` says why.
+    Hold { parts: Option<String>, note: String },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -66,18 +126,28 @@ pub struct Delivery {
     pub event: EventType,
     pub summary: String,
     pub created_at: DateTime<Utc>,
+    /// An operator released it from `held`.
+    pub released: bool,
+    /// The part of the event it sends (a consumer's own words).
+    pub parts: Option<String>,
+    /// The part held once this one is delivered.
+    pub remainder: Option<String>,
+    /// Why it is held, or how it is sent.
+    pub note: Option<String>,
 }
 
 /// A change to delivery state, sent through the writer.
 #[derive(Debug, Clone)]
 pub enum DeliveryWrite {
-    /// Sets a target's cursor where it has none yet (a new target starts
-    /// at the newest event, so it is not flooded with history).
-    StartCursor { target: String },
-    /// Moves the cursor past an event the target does not want.
-    Skip { target: String, outbox_id: i64 },
-    /// Takes an event on for delivery and moves the cursor past it.
-    Enqueue { target: String, outbox_id: i64 },
+    /// Sets a target's cursor where it has none yet: after `at`, or (none)
+    /// after the newest event, so a new target is not flooded with history.
+    StartCursor { target: String, at: Option<i64> },
+    /// New events as the target decided on them (in outbox order); the
+    /// cursor moves past the last.
+    Take {
+        target: String,
+        decisions: Vec<(i64, Decision)>,
+    },
     /// The outcome of an attempt.
     Attempted {
         delivery: i64,
@@ -88,33 +158,44 @@ pub enum DeliveryWrite {
     },
     /// `mxwatch alerts retry ID`: a failed delivery is tried again.
     Retry { delivery: i64 },
+    /// `mxwatch forward release ID`: a held delivery is sent as it is.
+    Release { delivery: i64 },
+    /// Several, in one transaction.
+    Batch(Vec<DeliveryWrite>),
 }
 
 pub(super) fn write(tx: &rusqlite::Transaction, w: &DeliveryWrite) -> Result<(), StoreError> {
     match w {
-        DeliveryWrite::StartCursor { target } => {
+        DeliveryWrite::StartCursor { target, at } => {
             tx.prepare_cached(
                 "INSERT OR IGNORE INTO alert_cursors(target, last_id) \
-                 VALUES (?1, (SELECT coalesce(max(id), 0) FROM outbox))",
+                 VALUES (?1, coalesce(?2, (SELECT coalesce(max(id), 0) FROM outbox)))",
             )?
-            .execute([target])?;
+            .execute(params![target, at])?;
         }
-        DeliveryWrite::Skip { target, outbox_id } => {
-            tx.prepare_cached(
-                "UPDATE alert_cursors SET last_id = max(last_id, ?2) WHERE target = ?1",
-            )?
-            .execute(params![target, outbox_id])?;
-        }
-        DeliveryWrite::Enqueue { target, outbox_id } => {
-            tx.prepare_cached(
-                "INSERT OR IGNORE INTO alert_deliveries(outbox_id, target, status, attempts) \
-                 VALUES (?2, ?1, 'pending', 0)",
-            )?
-            .execute(params![target, outbox_id])?;
-            tx.prepare_cached(
-                "UPDATE alert_cursors SET last_id = max(last_id, ?2) WHERE target = ?1",
-            )?
-            .execute(params![target, outbox_id])?;
+        DeliveryWrite::Take { target, decisions } => {
+            for (outbox_id, d) in decisions {
+                let (status, parts, remainder, note) = match d {
+                    Decision::Skip => continue,
+                    Decision::Send {
+                        parts,
+                        remainder,
+                        note,
+                    } => ("pending", parts, remainder, note.as_ref()),
+                    Decision::Hold { parts, note } => ("held", parts, &None, Some(note)),
+                };
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO alert_deliveries(outbox_id, target, status, attempts, parts, remainder, note) \
+                     VALUES (?2, ?1, ?3, 0, ?4, ?5, ?6)",
+                )?
+                .execute(params![target, outbox_id, status, parts, remainder, note])?;
+            }
+            if let Some((last, _)) = decisions.last() {
+                tx.prepare_cached(
+                    "UPDATE alert_cursors SET last_id = max(last_id, ?2) WHERE target = ?1",
+                )?
+                .execute(params![target, last])?;
+            }
         }
         DeliveryWrite::Attempted {
             delivery,
@@ -123,10 +204,16 @@ pub(super) fn write(tx: &rusqlite::Transaction, w: &DeliveryWrite) -> Result<(),
             error,
             next_attempt,
         } => {
+            // A part delivered leaves its remainder held.
             tx.prepare_cached(
-                "UPDATE alert_deliveries SET status = ?2, attempts = attempts + 1, last_attempt = ?3, \
-                   last_error = ?4, next_attempt = ?5, \
-                   delivered_at = CASE WHEN ?2 = 'delivered' THEN ?3 ELSE delivered_at END \
+                "UPDATE alert_deliveries SET \
+                   status = CASE WHEN ?2 = 'delivered' AND remainder IS NOT NULL THEN 'held' ELSE ?2 END, \
+                   attempts = attempts + 1, last_attempt = ?3, last_error = ?4, next_attempt = ?5, \
+                   delivered_at = CASE WHEN ?2 = 'delivered' THEN ?3 ELSE delivered_at END, \
+                   parts = CASE WHEN ?2 = 'delivered' AND remainder IS NOT NULL THEN remainder ELSE parts END, \
+                   note = CASE WHEN ?2 = 'delivered' AND remainder IS NOT NULL \
+                     THEN 'the rest of the batch, held: ' || coalesce(note, '') ELSE note END, \
+                   remainder = CASE WHEN ?2 = 'delivered' THEN NULL ELSE remainder END \
                  WHERE id = ?1",
             )?
             .execute(params![
@@ -143,12 +230,24 @@ pub(super) fn write(tx: &rusqlite::Transaction, w: &DeliveryWrite) -> Result<(),
             )?
             .execute([delivery])?;
         }
+        DeliveryWrite::Release { delivery } => {
+            tx.prepare_cached(
+                "UPDATE alert_deliveries SET status = 'pending', released = 1, next_attempt = NULL \
+                 WHERE id = ?1 AND status = 'held'",
+            )?
+            .execute([delivery])?;
+        }
+        DeliveryWrite::Batch(list) => {
+            for w in list {
+                write(tx, w)?;
+            }
+        }
     }
     Ok(())
 }
 
 const DELIVERY_COLUMNS: &str = "a.id, a.outbox_id, a.target, a.status, a.attempts, a.next_attempt, \
-     a.last_attempt, a.last_error, o.event, o.summary, o.created_at";
+     a.last_attempt, a.last_error, o.event, o.summary, o.created_at, a.released, a.parts, a.remainder, a.note";
 
 fn delivery_from_row(r: &rusqlite::Row) -> rusqlite::Result<Delivery> {
     Ok(Delivery {
@@ -163,6 +262,10 @@ fn delivery_from_row(r: &rusqlite::Row) -> rusqlite::Result<Delivery> {
         event: r.get(8)?,
         summary: r.get(9)?,
         created_at: from_ms(r.get(10)?),
+        released: r.get(11)?,
+        parts: r.get(12)?,
+        remainder: r.get(13)?,
+        note: r.get(14)?,
     })
 }
 
@@ -176,28 +279,49 @@ impl Store {
             .optional()?)
     }
 
-    /// The oldest pending delivery of a target: it goes before anything
-    /// newer, which keeps the target's events in order.
-    pub fn next_delivery(&self, target: &str) -> Result<Option<Delivery>, StoreError> {
+    /// The oldest pending deliveries of a target, at most `limit`: they go
+    /// before anything newer, which keeps the target's events in order.
+    pub fn next_deliveries(&self, target: &str, limit: usize) -> Result<Vec<Delivery>, StoreError> {
         let sql = format!(
             "SELECT {DELIVERY_COLUMNS} FROM alert_deliveries a JOIN outbox o ON o.id = a.outbox_id \
-             WHERE a.target = ?1 AND a.status = 'pending' ORDER BY a.outbox_id LIMIT 1"
+             WHERE a.target = ?1 AND a.status = 'pending' ORDER BY a.outbox_id LIMIT ?2"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![target, limit as i64], delivery_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// A target's delivery of one event, if it took the event on.
+    pub fn delivery_of(
+        &self,
+        target: &str,
+        outbox_id: i64,
+    ) -> Result<Option<Delivery>, StoreError> {
+        let sql = format!(
+            "SELECT {DELIVERY_COLUMNS} FROM alert_deliveries a JOIN outbox o ON o.id = a.outbox_id \
+             WHERE a.target = ?1 AND a.outbox_id = ?2"
         );
         Ok(self
             .conn
             .prepare_cached(&sql)?
-            .query_row([target], delivery_from_row)
+            .query_row(params![target, outbox_id], delivery_from_row)
             .optional()?)
     }
 
-    /// Deliveries, newest first; `failed_only` for those given up on.
-    pub fn deliveries(&self, failed_only: bool) -> Result<Vec<Delivery>, StoreError> {
+    /// The deliveries of `whose` targets, newest first; with `status`,
+    /// only those in it.
+    pub fn deliveries(
+        &self,
+        whose: Consumers,
+        status: Option<DeliveryStatus>,
+    ) -> Result<Vec<Delivery>, StoreError> {
         let sql = format!(
             "SELECT {DELIVERY_COLUMNS} FROM alert_deliveries a JOIN outbox o ON o.id = a.outbox_id \
-             WHERE ?1 = 0 OR a.status = 'failed' ORDER BY a.id DESC"
+             WHERE {} AND (?1 IS NULL OR a.status = ?1) ORDER BY a.id DESC",
+            whose.filter()
         );
         let mut stmt = self.conn.prepare(&sql)?;
-        let rows = stmt.query_map([failed_only], delivery_from_row)?;
+        let rows = stmt.query_map([status], delivery_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -213,8 +337,18 @@ impl Store {
             .optional()?)
     }
 
-    /// Outbox events after `after`, oldest first, with their windows.
+    /// Outbox events after `after`, oldest first, with their windows and
+    /// what forwarding events carry (but not a request's body).
     pub fn alert_events(&self, after: i64, limit: usize) -> Result<Vec<AlertEvent>, StoreError> {
+        self.events_after(after, limit, false)
+    }
+
+    fn events_after(
+        &self,
+        after: i64,
+        limit: usize,
+        body: bool,
+    ) -> Result<Vec<AlertEvent>, StoreError> {
         let rows = self.outbox_after(after, Some(limit))?;
         rows.into_iter()
             .map(|o| {
@@ -222,7 +356,12 @@ impl Store {
                     Some(id) => self.window(id)?,
                     None => None,
                 };
-                Ok(AlertEvent { outbox: o, window })
+                let forward = self.forwarded(o.id, o.event, body)?.map(Box::new);
+                Ok(AlertEvent {
+                    outbox: o,
+                    window,
+                    forward,
+                })
             })
             .collect()
     }
@@ -239,18 +378,31 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// How many deliveries each target has in each status (for `/metrics`).
+    /// How many deliveries each alert target has in each status (for `/metrics`).
     pub fn delivery_counts(&self) -> Result<Vec<(String, DeliveryStatus, i64)>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT target, status, count(*) FROM alert_deliveries GROUP BY target, status \
-             ORDER BY target, status",
-        )?;
+        let sql = format!(
+            "SELECT a.target, a.status, count(*) FROM alert_deliveries a WHERE {} \
+             GROUP BY a.target, a.status ORDER BY a.target, a.status",
+            Consumers::Alerts.filter()
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// The outbox event behind a delivery.
+    /// The newest outbox event's id (0 when there is none).
+    pub fn last_outbox_id(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT coalesce(max(id), 0) FROM outbox", [], |r| r.get(0))?)
+    }
+
+    /// The outbox event behind a delivery, whole (a request's body too).
     pub fn alert_event(&self, outbox_id: i64) -> Result<Option<AlertEvent>, StoreError> {
-        Ok(self.alert_events(outbox_id - 1, 1)?.into_iter().next())
+        Ok(self
+            .events_after(outbox_id - 1, 1, true)?
+            .into_iter()
+            .next()
+            .filter(|e| e.outbox.id == outbox_id))
     }
 }

@@ -12,6 +12,7 @@
 use chrono::{DateTime, DurationRound, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::forwarding::{self, Arrival};
 use super::knowledge::{circumstances, consensus_mx_at, feed_since};
 use super::{StoreError, from_ms, ms};
 use crate::anomaly::{self, Anomaly};
@@ -307,8 +308,10 @@ impl Intaker {
         tx: &rusqlite::Transaction,
         list: &[Bounce],
         delivered: &[Delivered],
+        arrival: Option<&Arrival>,
         now: DateTime<Utc>,
     ) -> Result<Intake, StoreError> {
+        let mut ids: Vec<Option<i64>> = vec![None; list.len()];
         let mut order: Vec<usize> = (0..list.len()).collect();
         order.sort_by_key(|&i| list[i].at.unwrap_or(now));
         let lots = lots(delivered, now);
@@ -355,6 +358,7 @@ impl Intaker {
                 }
             }
             let j = c.judge(b, at, &self.judging);
+            ids[i] = new;
             if let Some(id) = new {
                 tx.prepare_cached("UPDATE bounces SET verdict = ?2, provider = ?3 WHERE id = ?1")?
                     .execute(params![id, j.verdict, c.provider])?;
@@ -374,6 +378,9 @@ impl Intaker {
             .into_iter()
             .map(|j| j.expect("every bounce judged"))
             .collect();
+        if let Some(arrival) = arrival {
+            forwarding::announce(tx, arrival, list, &ids, &intake.judgements, now)?;
+        }
         Ok(intake)
     }
 
@@ -596,6 +603,7 @@ pub(super) fn reconsider(
              VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
         .execute(params![id, window, ms(now), j.verdict, j.reasons.join("; ")])?;
+        forwarding::reinstated(tx, (id, &b), &j, window, now)?;
         flipped.push((b.recipient, window));
     }
     if let Some((_, window)) = flipped.first() {

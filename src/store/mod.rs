@@ -33,6 +33,7 @@ use crate::window::{Scope, ScopeKind};
 mod checks;
 mod codec;
 mod deliveries;
+mod forwarding;
 mod intake;
 mod knowledge;
 mod lock;
@@ -42,7 +43,10 @@ mod read;
 mod schema;
 mod writer;
 
-pub use deliveries::{AlertEvent, Delivery, DeliveryStatus, DeliveryWrite};
+pub use deliveries::{
+    AlertEvent, Consumers, Decision, Delivery, DeliveryStatus, DeliveryWrite, FORWARD_PREFIX,
+};
+pub use forwarding::{Arrival, Cited, FeedRequest, Forwarded, Judged, JudgedPart, RawRequest};
 pub use intake::{Intake, Judging};
 pub use knowledge::{Circumstances, Knowledge};
 pub use model::Model;

@@ -18,6 +18,7 @@ pub(super) fn migrations() -> Migrations<'static> {
             M9_FEED_CURSORS,
             M10_SHARED_DIAGNOSTICS,
             M11_RUN_IDENTITY,
+            M12_FORWARDING,
         ]
         .into_iter()
         .map(M::up)
@@ -279,6 +280,32 @@ const M11_RUN_IDENTITY: &str = r#"
         -- live checks never ask.
         CREATE INDEX runs_identity ON runs(domain_id, upstream, first_seen, mx)
             WHERE upstream LIKE 'passive:%';
+        "#;
+
+const M12_FORWARDING: &str = r#"
+        -- Forwarding: the ESP requests kept whole for `passthrough` targets
+        -- (a request the ESP sends again, byte for byte, is kept once).
+        CREATE TABLE feed_requests (
+            id          INTEGER PRIMARY KEY,
+            received_at INTEGER NOT NULL,
+            receiver    TEXT NOT NULL,         -- ses | sendgrid | mailgun | postmark | bounces
+            digest      BLOB NOT NULL UNIQUE,  -- SHA-256 of the receiver, headers and body
+            headers     TEXT NOT NULL,         -- the headers kept, one "name: value" per line
+            body        BLOB NOT NULL
+        );
+        -- A forwarding event names its bounce or its request, and carries
+        -- what the consumers need to know of it (the verdict, as JSON).
+        ALTER TABLE outbox ADD COLUMN bounce_id INTEGER REFERENCES bounces(id);
+        ALTER TABLE outbox ADD COLUMN request_id INTEGER REFERENCES feed_requests(id);
+        ALTER TABLE outbox ADD COLUMN detail TEXT;
+        CREATE INDEX outbox_by_bounce ON outbox(bounce_id) WHERE bounce_id IS NOT NULL;
+        -- Held deliveries an operator released; the part of a request a
+        -- delivery sends now (JSON indexes of a batch; NULL: all of it),
+        -- and the part held once that is delivered.
+        ALTER TABLE alert_deliveries ADD COLUMN released INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE alert_deliveries ADD COLUMN parts TEXT;
+        ALTER TABLE alert_deliveries ADD COLUMN remainder TEXT;
+        ALTER TABLE alert_deliveries ADD COLUMN note TEXT;
         "#;
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ pub(super) enum Op {
     Bounces(
         Vec<Bounce>,
         Vec<crate::bounce::Delivered>,
+        Option<Box<Arrival>>,
         DateTime<Utc>,
         oneshot::Sender<Intake>,
     ),
@@ -205,9 +206,28 @@ impl Writer {
         delivered: Vec<crate::bounce::Delivered>,
         now: DateTime<Utc>,
     ) -> Result<Intake, StoreError> {
+        self.arrived(list, delivered, None, now).await
+    }
+
+    /// [`Writer::feed`] for what came in over HTTP: in the same
+    /// transaction, `arrival` announces the new bounces (and the request)
+    /// to the forward targets.
+    pub async fn arrived(
+        &self,
+        list: Vec<Bounce>,
+        delivered: Vec<crate::bounce::Delivered>,
+        arrival: Option<Arrival>,
+        now: DateTime<Utc>,
+    ) -> Result<Intake, StoreError> {
         let (ack, done) = oneshot::channel();
         self.tx
-            .send(Op::Bounces(list, delivered, now, ack))
+            .send(Op::Bounces(
+                list,
+                delivered,
+                arrival.map(Box::new),
+                now,
+                ack,
+            ))
             .await
             .map_err(|_| StoreError::WriterGone)?;
         done.await.map_err(|_| StoreError::WriterGone)
@@ -423,9 +443,10 @@ impl WriterState {
                     write_check(&tx, &mut self.domain_ids, &mut self.heads, rec, &judging)?
                 }
                 Op::Outage(ev, at) => write_outage(&tx, *ev, *at, &judging)?,
-                Op::Bounces(list, delivered, now, _) => {
-                    counts.push(self.intaker.bounces(&tx, list, delivered, *now)?)
-                }
+                Op::Bounces(list, delivered, arrival, now, _) => counts.push(
+                    self.intaker
+                        .bounces(&tx, list, delivered, arrival.as_deref(), *now)?,
+                ),
                 Op::Tick(now) => self.intaker.tick(&tx, *now)?,
                 Op::Watched(names, now) => close_unwatched(&tx, names, *now)?,
                 Op::Delivery(w, _) => deliveries::write(&tx, w)?,
@@ -495,7 +516,7 @@ impl WriterState {
                 }
                 Op::Outage(..) | Op::Watched(..) | Op::Passive(..) => windows = true,
                 Op::Tick(_) => ticked = true,
-                Op::Bounces(list, _, now, _) => {
+                Op::Bounces(list, _, _, now, _) => {
                     if let (Some(m), Some(earliest)) =
                         (&self.model, list.iter().map(|b| b.at.unwrap_or(*now)).min())
                     {

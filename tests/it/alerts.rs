@@ -139,7 +139,14 @@ async fn a_receiver_down_for_a_while_gets_every_event_once_in_order_signed() {
     wait_for("every event at /hook", hook_ok).await;
     let store = app.store();
     wait_for("the refused delivery recorded", async || {
-        store.deliveries(true).unwrap().len() == 1
+        store
+            .deliveries(
+                mxwatch::store::Consumers::Alerts,
+                Some(mxwatch::store::DeliveryStatus::Failed),
+            )
+            .unwrap()
+            .len()
+            == 1
     })
     .await;
     let reqs = receiver.received_requests().await.unwrap();
@@ -173,7 +180,13 @@ async fn a_receiver_down_for_a_while_gets_every_event_once_in_order_signed() {
     // reinstatements (a warning).
     assert_eq!(counts.get("slack"), Some(&1));
     // 410 is a refusal for good: tried once, kept as failed.
-    let failed = app.store().deliveries(true).unwrap();
+    let failed = app
+        .store()
+        .deliveries(
+            mxwatch::store::Consumers::Alerts,
+            Some(mxwatch::store::DeliveryStatus::Failed),
+        )
+        .unwrap();
     assert_eq!(failed.len(), 1);
     assert_eq!((failed[0].target.as_str(), failed[0].attempts), ("gone", 1));
     assert!(failed[0].last_error.as_deref().unwrap().contains("410"));
@@ -214,7 +227,9 @@ async fn a_receiver_down_for_a_while_gets_every_event_once_in_order_signed() {
     // Two events to ops, one to chat; each acknowledgement is committed
     // just after the receiver answered.
     wait_for("three deliveries acknowledged", async || {
-        let all = store.deliveries(false).unwrap();
+        let all = store
+            .deliveries(mxwatch::store::Consumers::Alerts, None)
+            .unwrap();
         all.iter()
             .filter(|d| d.status.as_str() == "delivered")
             .count()
@@ -321,13 +336,20 @@ async fn redirects_are_failed_attempts_never_followed() {
     let base = format!("http://{}", app.daemon.as_ref().unwrap().api_addr.unwrap());
     post_burst(&base).await;
     wait_for("attempts at both targets", async || {
-        let d = app.store().deliveries(false).unwrap();
+        let d = app
+            .store()
+            .deliveries(mxwatch::store::Consumers::Alerts, None)
+            .unwrap();
         ["found", "temporary"]
             .iter()
             .all(|t| d.iter().any(|x| x.target == *t && x.attempts >= 2))
     })
     .await;
-    for d in app.store().deliveries(false).unwrap() {
+    for d in app
+        .store()
+        .deliveries(mxwatch::store::Consumers::Alerts, None)
+        .unwrap()
+    {
         assert_ne!(d.status.as_str(), "delivered", "{d:?}");
         if d.attempts == 0 {
             continue; // in order: the next event waits behind the first

@@ -16,6 +16,7 @@ mod campaigns;
 mod cli;
 mod conformance;
 mod feeds;
+mod forward;
 mod hostile;
 mod layers;
 mod monitoring;

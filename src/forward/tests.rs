@@ -1,0 +1,100 @@
+use super::*;
+
+fn target(format: Format) -> ForwardTarget {
+    ForwardTarget {
+        name: "t".into(),
+        url: "http://127.0.0.1:1/".into(),
+        format,
+        auth: Auth::None,
+        sources: vec![],
+        domains: vec![],
+        tags: vec![],
+        transient: OnTransient::Soft,
+        ignore: OnIgnore::Unchanged,
+        timeout: Duration::from_secs(1),
+        max_age: Duration::from_secs(60),
+        backoff: Duration::from_secs(1),
+    }
+}
+
+#[test]
+fn verdicts_route_as_the_policy_says() {
+    let mut t = target(Format::Listmonk);
+    let uu = Kind::UserUnknown;
+    assert_eq!(t.route(uu, true, Verdict::Suppress), Route::Send("hard"));
+    assert_eq!(t.route(uu, true, Verdict::Transient), Route::Send("soft"));
+    assert_eq!(
+        t.route(Kind::MailboxFull, false, Verdict::Retry),
+        Route::Send("soft")
+    );
+    assert_eq!(
+        t.route(Kind::PolicyBlocked, true, Verdict::Ignore),
+        Route::Send("hard")
+    );
+    assert_eq!(
+        t.route(Kind::Complaint, false, Verdict::Ignore),
+        Route::Send("complaint")
+    );
+    t.transient = OnTransient::Hold;
+    t.ignore = OnIgnore::Drop;
+    assert!(matches!(
+        t.route(uu, true, Verdict::Transient),
+        Route::Hold(_)
+    ));
+    assert_eq!(
+        t.route(Kind::PolicyBlocked, true, Verdict::Ignore),
+        Route::Drop
+    );
+    // A complaint is never dropped: the handler turns it into an unsubscribe.
+    assert_eq!(
+        t.route(Kind::Complaint, false, Verdict::Ignore),
+        Route::Send("complaint")
+    );
+}
+
+#[test]
+fn a_request_passes_as_it_came_only_when_its_verdicts_agree() {
+    let t = target(Format::Passthrough);
+    let part = |kind, hard, verdict| JudgedPart {
+        recipient: "kim@example.de".into(),
+        kind,
+        hard,
+        verdict,
+    };
+    let uu = Kind::UserUnknown;
+    assert_eq!(
+        t.route_as_is(&part(uu, true, Verdict::Suppress)),
+        Route::Send("hard")
+    );
+    // Hard at the ESP, soft by its verdict: the request cannot say so.
+    assert!(matches!(
+        t.route_as_is(&part(uu, true, Verdict::Transient)),
+        Route::Hold(_)
+    ));
+    assert_eq!(
+        t.route_as_is(&part(Kind::MailboxFull, false, Verdict::Retry)),
+        Route::Send("soft")
+    );
+}
+
+#[test]
+fn a_batch_is_cut_to_the_events_asked_for_byte_for_byte() {
+    let body = br#"[{"a": 1,  "b":[2]}, {"c":3}, {"d" : "4"}]"#;
+    assert_eq!(
+        rebatch(body, "[0,2]").unwrap(),
+        br#"[{"a": 1,  "b":[2]},{"d" : "4"}]"#
+    );
+    assert!(rebatch(body, "[7]").is_err());
+    assert!(rebatch(b"{}", "[0]").is_err());
+}
+
+#[test]
+fn items_name_each_events_recipients() {
+    let body = br#"[{"email":"a@x.test","event":"bounce","type":"bounce","status":"5.1.1","reason":"550 5.1.1 no"},
+        {"email":"b@x.test","event":"open"}]"#;
+    assert_eq!(
+        items(body),
+        Some(vec![vec!["a@x.test".to_string()], vec![]])
+    );
+    assert_eq!(items(b"{\"Type\":\"Notification\"}"), None);
+}

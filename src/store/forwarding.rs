@@ -1,0 +1,369 @@
+//! Forwarding's share of the store: the requests kept whole for
+//! `passthrough` targets, and the outbox events that announce a bounce, a
+//! request or a reinstatement to the `forward:` targets. They are written
+//! in the transaction that stores the bounces (so a forward is never lost
+//! and never made of a bounce that was not stored); the delivery engine
+//! reads them like any outbox event.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{Store, StoreError, from_ms, ms};
+use crate::bounce::{Bounce, Kind};
+use crate::event::EventType;
+use crate::verdict::{EvidenceKind, Judgement, Verdict};
+
+/// How a request that came in over HTTP is announced for forwarding.
+#[derive(Debug, Clone, Default)]
+pub struct Arrival {
+    /// The receiver it came to: `ses`, `sendgrid`, `mailgun`, `postmark`,
+    /// or `bounces` (`/v1/bounces`).
+    pub receiver: String,
+    /// Announce each newly stored bounce (for `listmonk` and `json` targets).
+    pub bounces: bool,
+    /// The request as it came, when `passthrough` targets want it.
+    pub request: Option<RawRequest>,
+}
+
+/// An ESP's request as it came in: the headers kept and the body, byte
+/// for byte.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RawRequest {
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// For a batch (a JSON array): the recipients of each of its events,
+    /// so that it can be cut by event.
+    pub items: Option<Vec<Vec<String>>>,
+}
+
+/// A request kept for passthrough.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedRequest {
+    pub id: i64,
+    pub receiver: String,
+    pub received_at: DateTime<Utc>,
+    pub headers: Vec<(String, String)>,
+    /// Loaded only for the event being sent (never for a page of events).
+    pub body: Option<Vec<u8>>,
+}
+
+/// A piece of evidence, as a forwarded verdict cites it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cited {
+    /// The stored window's id (none for evidence found on the spot).
+    pub id: Option<i64>,
+    pub kind: EvidenceKind,
+}
+
+/// A verdict as forwarding keeps it with the event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Judged {
+    pub verdict: Verdict,
+    pub suppress: bool,
+    #[serde(default)]
+    pub reasons: Vec<String>,
+    #[serde(default)]
+    pub evidence: Vec<Cited>,
+    #[serde(default)]
+    pub caveats: Vec<String>,
+}
+
+impl From<&Judgement> for Judged {
+    fn from(j: &Judgement) -> Self {
+        Judged {
+            verdict: j.verdict,
+            suppress: j.suppress,
+            reasons: j.reasons.clone(),
+            evidence: j
+                .evidence
+                .iter()
+                .map(|e| Cited {
+                    id: e.id,
+                    kind: e.kind,
+                })
+                .collect(),
+            caveats: j.caveats.clone(),
+        }
+    }
+}
+
+/// One bounce of a request, with its verdict: what a passthrough target
+/// decides on (the request cannot be changed, only sent, held or cut).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JudgedPart {
+    pub recipient: String,
+    pub kind: Kind,
+    /// Whether the ESP (or the bounce) calls it permanent.
+    pub hard: bool,
+    pub verdict: Verdict,
+}
+
+/// What a forwarding event carries besides its outbox row.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Forwarded {
+    /// The bounce it announces (its id, as stored).
+    pub bounce: Option<(i64, Bounce)>,
+    /// Its verdict when announced (`bounce`), or the verdict it was turned
+    /// over to (`reinstated`).
+    pub judged: Option<Judged>,
+    /// The request it came in (`request`, and a `bounce` that came with one).
+    pub request: Option<FeedRequest>,
+    /// The verdicts of a request's bounces (`request`).
+    pub parts: Vec<JudgedPart>,
+    /// A batch's recipients, event by event (`request`).
+    pub items: Option<Vec<Vec<String>>>,
+    /// The `bounce` event a `reinstated` one follows.
+    pub follows: Option<i64>,
+    /// This consumer's delivery of that event, when it took it; set by the
+    /// delivery engine for the consumer reading.
+    pub followed: Option<super::Delivery>,
+}
+
+/// What the detail column of a `request` event holds.
+#[derive(Serialize, Deserialize)]
+struct RequestDetail {
+    parts: Vec<JudgedPart>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    items: Option<Vec<Vec<String>>>,
+}
+
+fn insert_event(
+    tx: &rusqlite::Transaction,
+    now: DateTime<Utc>,
+    event: EventType,
+    summary: &str,
+    ids: (Option<i64>, Option<i64>, Option<i64>),
+    detail: Option<String>,
+) -> Result<(), StoreError> {
+    let (bounce, request, window) = ids;
+    tx.prepare_cached(
+        "INSERT INTO outbox(created_at, event, domain_id, window_id, summary, bounce_id, request_id, detail) \
+         VALUES (?1, ?2, NULL, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        ms(now),
+        event,
+        window,
+        summary,
+        bounce,
+        request,
+        detail
+    ])?;
+    Ok(())
+}
+
+fn to_json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("a forwarding detail serialises")
+}
+
+/// Announces what one request brought: each newly stored bounce (`ids`:
+/// its id, or none when it was stored before) and the request itself,
+/// unless the same request was kept before (an ESP's retry).
+pub(super) fn announce(
+    tx: &rusqlite::Transaction,
+    arrival: &Arrival,
+    list: &[Bounce],
+    ids: &[Option<i64>],
+    judgements: &[Judgement],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let request = match &arrival.request {
+        Some(r) => keep_request(tx, &arrival.receiver, r, now)?,
+        None => None,
+    };
+    if arrival.bounces {
+        for ((b, id), j) in list.iter().zip(ids).zip(judgements) {
+            let Some(id) = id else { continue };
+            let summary = crate::summary::forwarded(&b.recipient, b.kind, j.verdict);
+            let detail = to_json(&Judged::from(j));
+            let ids = (Some(*id), request, None);
+            insert_event(tx, now, EventType::Bounce, &summary, ids, Some(detail))?;
+        }
+    }
+    if let Some(id) = request {
+        let parts: Vec<JudgedPart> = list
+            .iter()
+            .zip(judgements)
+            .map(|(b, j)| JudgedPart {
+                recipient: b.recipient.clone(),
+                kind: b.kind,
+                hard: b.hard,
+                verdict: j.verdict,
+            })
+            .collect();
+        let summary = crate::summary::request(&arrival.receiver, parts.len());
+        let items = arrival.request.as_ref().and_then(|r| r.items.clone());
+        let detail = to_json(&RequestDetail { parts, items });
+        let ids = (None, Some(id), None);
+        insert_event(tx, now, EventType::Request, &summary, ids, Some(detail))?;
+    }
+    Ok(())
+}
+
+/// Keeps a request; its id, or none when the same request (receiver,
+/// headers and body) was kept before.
+fn keep_request(
+    tx: &rusqlite::Transaction,
+    receiver: &str,
+    r: &RawRequest,
+    now: DateTime<Utc>,
+) -> Result<Option<i64>, StoreError> {
+    let headers = encode_headers(&r.headers);
+    let mut h = Sha256::new();
+    for part in [receiver.as_bytes(), headers.as_bytes()] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    h.update(&r.body);
+    let digest = h.finalize().to_vec();
+    let n = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO feed_requests(received_at, receiver, digest, headers, body) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![ms(now), receiver, digest, headers, r.body])?;
+    Ok((n == 1).then(|| tx.last_insert_rowid()))
+}
+
+/// Headers as stored: one `name: value` per line (values with a line
+/// break are never kept; `http` refuses them anyway).
+fn encode_headers(headers: &[(String, String)]) -> String {
+    headers
+        .iter()
+        .filter(|(n, v)| !n.contains(['\n', '\r', ':']) && !v.contains(['\n', '\r']))
+        .map(|(n, v)| format!("{n}: {v}\n"))
+        .collect()
+}
+
+fn decode_headers(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| l.split_once(": "))
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
+}
+
+/// When a bounce that was announced for forwarding is turned over, its
+/// targets hear of it (those that took the announcement decide).
+pub(super) fn reinstated(
+    tx: &rusqlite::Transaction,
+    bounce: (i64, &Bounce),
+    judgement: &Judgement,
+    window: Option<i64>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let (id, b) = bounce;
+    let announced: bool = tx
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM outbox WHERE bounce_id = ?1 AND event = 'bounce')",
+        )?
+        .query_row([id], |r| r.get(0))?;
+    if !announced {
+        return Ok(());
+    }
+    let summary = crate::summary::forwarded(&b.recipient, b.kind, judgement.verdict);
+    let detail = to_json(&Judged::from(judgement));
+    let ids = (Some(id), None, window);
+    insert_event(tx, now, EventType::Reinstated, &summary, ids, Some(detail))
+}
+
+impl Store {
+    /// What a forwarding event carries: its bounce, verdict, request (the
+    /// body only with `body`), and the event it follows.
+    pub(super) fn forwarded(
+        &self,
+        outbox_id: i64,
+        event: EventType,
+        body: bool,
+    ) -> Result<Option<Forwarded>, StoreError> {
+        if event.is_alert() {
+            return Ok(None);
+        }
+        type Row = (Option<i64>, Option<i64>, Option<String>);
+        let (bounce_id, request_id, detail): Row = self
+            .conn
+            .prepare_cached("SELECT bounce_id, request_id, detail FROM outbox WHERE id = ?1")?
+            .query_row([outbox_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        let mut f = Forwarded::default();
+        if let Some(id) = bounce_id {
+            f.bounce = self.bounce_by_id(id)?.map(|b| (id, b));
+        }
+        if let Some(id) = request_id {
+            f.request = self.feed_request(id, body)?;
+        }
+        match event {
+            EventType::Request => {
+                if let Some(d) = detail.and_then(|d| serde_json::from_str::<RequestDetail>(&d).ok())
+                {
+                    f.parts = d.parts;
+                    f.items = d.items;
+                }
+            }
+            _ => f.judged = detail.and_then(|d| serde_json::from_str(&d).ok()),
+        }
+        if event == EventType::Reinstated
+            && let Some(id) = bounce_id
+        {
+            f.follows = self
+                .conn
+                .prepare_cached(
+                    "SELECT min(id) FROM outbox WHERE bounce_id = ?1 AND event = 'bounce'",
+                )?
+                .query_row([id], |r| r.get(0))?;
+        }
+        Ok(Some(f))
+    }
+
+    fn feed_request(&self, id: i64, body: bool) -> Result<Option<FeedRequest>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT receiver, received_at, headers, CASE WHEN ?2 THEN body END \
+                 FROM feed_requests WHERE id = ?1",
+            )?
+            .query_row(params![id, body], |r| {
+                Ok(FeedRequest {
+                    id,
+                    receiver: r.get(0)?,
+                    received_at: from_ms(r.get(1)?),
+                    headers: decode_headers(&r.get::<_, String>(2)?),
+                    body: r.get(3)?,
+                })
+            })
+            .optional()?)
+    }
+
+    fn bounce_by_id(&self, id: i64) -> Result<Option<Bounce>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM bounces b WHERE b.id = ?1",
+            super::intake::BOUNCE_COLUMNS
+        );
+        Ok(self
+            .conn
+            .prepare_cached(&sql)?
+            .query_row([id], |r| super::intake::bounce_from_row(r, 0))
+            .optional()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_survive_their_encoding_and_line_breaks_are_never_kept() {
+        let h = vec![
+            (
+                "content-type".to_string(),
+                "text/plain; charset=UTF-8".to_string(),
+            ),
+            (
+                "x-amz-sns-message-type".to_string(),
+                "Notification".to_string(),
+            ),
+            ("x-evil".to_string(), "a\r\nx-injected: 1".to_string()),
+        ];
+        assert_eq!(decode_headers(&encode_headers(&h)), h[..2]);
+    }
+}
