@@ -228,7 +228,7 @@ impl<C: Consumer> Worker<C> {
                 if let Some(f) = ev.forward.as_deref_mut()
                     && let Some(follows) = f.follows
                 {
-                    f.followed = s.delivery_of(&key, follows)?;
+                    f.followed = s.delivery_of(&key, follows)?.map(|d| d.status);
                 }
             }
             Ok(Work::New(events))
@@ -237,12 +237,24 @@ impl<C: Consumer> Worker<C> {
         .map_err(|_| StoreError::WriterGone)?
     }
 
-    /// New events, as the consumer decides on each; one commit.
-    async fn take(&self, events: Vec<AlertEvent>) -> Result<(), StoreError> {
+    /// New events, as the consumer decides on each; one commit. An event
+    /// that follows another of the same page sees what was decided on it.
+    async fn take(&self, mut events: Vec<AlertEvent>) -> Result<(), StoreError> {
+        let mut taken: std::collections::HashMap<i64, DeliveryStatus> = Default::default();
         let decisions = events
-            .iter()
+            .iter_mut()
             .map(|ev| {
+                if let Some(f) = ev.forward.as_deref_mut()
+                    && let Some(status) = f.follows.and_then(|id| taken.get(&id))
+                {
+                    f.followed = Some(*status);
+                }
                 let d = self.consumer.take(ev);
+                match &d {
+                    Decision::Send { .. } => taken.insert(ev.outbox.id, DeliveryStatus::Pending),
+                    Decision::Hold { .. } => taken.insert(ev.outbox.id, DeliveryStatus::Held),
+                    Decision::Skip => None,
+                };
                 match &d {
                     Decision::Skip => self.consumer.settled(ev, Settled::Skipped),
                     Decision::Hold { note, .. } => {

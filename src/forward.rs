@@ -241,11 +241,10 @@ impl Forwarding {
         let Some(f) = ev.forward.as_deref() else {
             return Decision::Skip;
         };
-        match &f.followed {
-            Some(d) if d.status != DeliveryStatus::Held => send(format!(
-                "follows {}",
-                crate::event::event_id_of(d.outbox_id)
-            )),
+        match (f.followed, f.follows) {
+            (Some(status), Some(id)) if status != DeliveryStatus::Held => {
+                send(format!("follows {}", crate::event::event_id_of(id)))
+            }
             _ => Decision::Skip,
         }
     }
@@ -365,7 +364,7 @@ impl Forwarding {
         &self,
         ev: &AlertEvent,
         d: &Delivery,
-    ) -> Result<(Vec<u8>, Vec<(String, String)>), String> {
+    ) -> Result<(Vec<u8>, Headers), String> {
         let f = ev.forward.as_deref().ok_or("not a forwarding event")?;
         match self.target.format {
             Format::Passthrough => {
@@ -373,7 +372,8 @@ impl Forwarding {
                 let body = r
                     .body
                     .clone()
-                    .ok_or("the request's body is no longer kept")?;
+                    .filter(|b| !b.is_empty())
+                    .ok_or("the request's body is no longer kept (7 days after it came)")?;
                 let body = match &d.parts {
                     None => body,
                     Some(parts) => rebatch(&body, parts)?,
@@ -402,6 +402,9 @@ impl Forwarding {
         }
     }
 }
+
+/// Headers as names and values.
+type Headers = Vec<(String, String)>;
 
 /// The events of a JSON array at `parts` (a JSON list of indexes), as a
 /// JSON array, each event's bytes as they came.

@@ -116,9 +116,9 @@ pub struct Forwarded {
     pub items: Option<Vec<Vec<String>>>,
     /// The `bounce` event a `reinstated` one follows.
     pub follows: Option<i64>,
-    /// This consumer's delivery of that event, when it took it; set by the
-    /// delivery engine for the consumer reading.
-    pub followed: Option<super::Delivery>,
+    /// Where this consumer's delivery of that event stands, when it took
+    /// it; set by the delivery engine for the consumer reading.
+    pub followed: Option<super::DeliveryStatus>,
 }
 
 /// What the detail column of a `request` event holds.
@@ -242,6 +242,25 @@ fn decode_headers(text: &str) -> Vec<(String, String)> {
         .filter_map(|l| l.split_once(": "))
         .map(|(n, v)| (n.to_string(), v.to_string()))
         .collect()
+}
+
+/// How long a request's body is kept for passthrough targets once none
+/// of its deliveries waits for it (pending or held).
+pub const KEEP_REQUESTS: chrono::Duration = chrono::Duration::days(7);
+
+/// Forgets the bodies of requests older than [`KEEP_REQUESTS`] that no
+/// delivery waits for (the row stays, so a late retry of the ESP is still
+/// known). Each tick looks at the two days before the cut only.
+pub(super) fn prune(tx: &rusqlite::Transaction, now: DateTime<Utc>) -> Result<(), StoreError> {
+    let cut = now - KEEP_REQUESTS;
+    tx.prepare_cached(
+        "UPDATE feed_requests SET body = x'', headers = '' \
+         WHERE received_at >= ?1 AND received_at < ?2 AND length(body) > 0 \
+           AND NOT EXISTS (SELECT 1 FROM outbox o JOIN alert_deliveries a ON a.outbox_id = o.id \
+             WHERE o.request_id = feed_requests.id AND a.status IN ('pending', 'held'))",
+    )?
+    .execute(params![ms(cut - chrono::Duration::days(2)), ms(cut)])?;
+    Ok(())
 }
 
 /// When a bounce that was announced for forwarding is turned over, its

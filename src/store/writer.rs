@@ -447,7 +447,10 @@ impl WriterState {
                     self.intaker
                         .bounces(&tx, list, delivered, arrival.as_deref(), *now)?,
                 ),
-                Op::Tick(now) => self.intaker.tick(&tx, *now)?,
+                Op::Tick(now) => {
+                    self.intaker.tick(&tx, *now)?;
+                    super::forwarding::prune(&tx, *now)?;
+                }
                 Op::Watched(names, now) => close_unwatched(&tx, names, *now)?,
                 Op::Delivery(w, _) => deliveries::write(&tx, w)?,
                 Op::Announce { event, summary, at } => {

@@ -253,3 +253,530 @@ async fn listmonk_gets_hard_for_a_genuine_unknown_user_soft_inside_an_icloud_fli
     .await;
     app.stop().await;
 }
+
+/// The SNS signature fixtures and a stand-in for AWS serving their
+/// certificates (as the SNS tests of issue 20 do).
+async fn sns_setup() -> (MockServer, String) {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sns");
+    let certs = MockServer::start().await;
+    for file in ["SimpleNotificationService-chain.pem", "r2m99.cer"] {
+        Mock::given(method("GET"))
+            .and(path(format!("/{file}")))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_bytes(std::fs::read(fixtures.join(file)).unwrap()),
+            )
+            .mount(&certs)
+            .await;
+    }
+    let extra = format!(
+        "sns_signing_cert_base: '{}'\nsns_trust_anchors_file: '{}'\n",
+        certs.uri(),
+        fixtures.join("chain-root.pem").display()
+    );
+    (certs, extra)
+}
+
+/// SendGrid's event webhook: a batch of `events` (JSON objects).
+fn sendgrid_batch(events: &[String]) -> String {
+    format!("[{}]", events.join(",\n "))
+}
+
+fn sendgrid_bounce(who: &str, id: &str) -> String {
+    format!(
+        r#"{{"email":"{who}","event":"bounce","type":"bounce","status":"5.1.1","reason":"550 5.1.1 <{who}>: user lookup success but no user record found","timestamp":{AT},"sg_event_id":"{id}"}}"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passthrough_sends_the_esps_bytes_and_holds_what_it_cannot_rewrite() {
+    let handler = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&handler)
+        .await;
+    let (_certs, extra) = sns_setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let forward = format!(
+        "{}{}",
+        a_target(
+            "listmonk-ses",
+            &format!("{}/webhooks/service/ses", handler.uri()),
+            "    format: passthrough\n    sources: [ses]\n"
+        ),
+        a_target(
+            "listmonk-sendgrid",
+            &format!("{}/webhooks/service/sendgrid", handler.uri()),
+            "    format: passthrough\n    sources: [sendgrid]\n"
+        ),
+    );
+    let (app, base) = gateway(dir.path(), &forward, &extra).await;
+    let http = mxwatch::http_client();
+
+    // A signed SNS notification: byte for byte, with its SNS headers.
+    let sns = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sns/notification-chain-v1.json"),
+    )
+    .unwrap();
+    let r = http
+        .post(format!("{base}/v1/webhooks/ses"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "text/plain; charset=UTF-8")
+        .header("x-amz-sns-message-type", "Notification")
+        .header(
+            "x-amz-sns-message-id",
+            "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf321",
+        )
+        .header(
+            "x-amz-sns-topic-arn",
+            "arn:aws:sns:us-east-1:123456789012:ses-bounces",
+        )
+        .body(sns.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    // The same message again (an SNS retry): forwarded once.
+    let r = http
+        .post(format!("{base}/v1/webhooks/ses"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "text/plain; charset=UTF-8")
+        .header("x-amz-sns-message-type", "Notification")
+        .header(
+            "x-amz-sns-message-id",
+            "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf321",
+        )
+        .header(
+            "x-amz-sns-topic-arn",
+            "arn:aws:sns:us-east-1:123456789012:ses-bounces",
+        )
+        .body(sns.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // An unsigned SendGrid batch: kim's bounce came during the flip
+    // (transient: it must not reach the handler as hard), bob's is genuine,
+    // and an open passes as it is.
+    let kim = sendgrid_bounce("kim@example.de", "k1");
+    let bob = sendgrid_bounce("bob@example.org", "b1");
+    let open = format!(
+        r#"{{"email":"ann@example.org","event":"open","timestamp":{AT},"sg_event_id":"o1"}}"#
+    );
+    let batch = sendgrid_batch(&[kim.clone(), bob.clone(), open.clone()]);
+    let r = crate::post(&base, "/v1/webhooks/sendgrid", Some(TOKEN), batch.clone()).await;
+    assert_eq!(r.status(), 200);
+    // The same batch signed (SendGrid's signed event webhook): it cannot
+    // be cut, so it is held whole.
+    let signed = sendgrid_batch(&[sendgrid_bounce("kim@example.de", "k2"), open.clone()]);
+    let r = http
+        .post(format!("{base}/v1/webhooks/sendgrid"))
+        .bearer_auth(TOKEN)
+        .header(
+            "x-twilio-email-event-webhook-signature",
+            "MEUCIQC-signature",
+        )
+        .header("x-twilio-email-event-webhook-timestamp", "1619434800")
+        .body(signed.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let at = |p: &'static str| {
+        let handler = &handler;
+        async move { accepted(handler, p).await }
+    };
+    wait_for("the SNS notification and the cut batch", async || {
+        at("/webhooks/service/ses").await.len() == 1
+            && at("/webhooks/service/sendgrid").await.len() == 1
+    })
+    .await;
+    let (ses, _) = &at("/webhooks/service/ses").await[0];
+    assert_eq!(ses.body, sns, "byte for byte");
+    for (name, value) in [
+        ("x-amz-sns-message-type", "Notification"),
+        (
+            "x-amz-sns-message-id",
+            "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf321",
+        ),
+        (
+            "x-amz-sns-topic-arn",
+            "arn:aws:sns:us-east-1:123456789012:ses-bounces",
+        ),
+        ("content-type", "text/plain; charset=UTF-8"),
+    ] {
+        assert_eq!(ses.headers.get(name).unwrap(), value, "{name}");
+    }
+    assert!(
+        ses.headers.get("authorization").is_none(),
+        "mxwatch's token stays with mxwatch"
+    );
+    let (sg, _) = &at("/webhooks/service/sendgrid").await[0];
+    assert_eq!(
+        String::from_utf8_lossy(&sg.body),
+        format!("[{bob},{open}]"),
+        "the passing events, each as it came"
+    );
+
+    let out = mxwatch_async(dir.path(), &["forward", "list", "--held", "--json"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let held = json_lines(&out);
+    assert_eq!(held.len(), 2, "{held:?}");
+    let note = |i: usize| held[i]["note"].as_str().unwrap().to_string();
+    // Newest first: the signed batch, held whole; then the cut batch's rest.
+    assert!(note(0).contains("signed batch, held whole"), "{}", note(0));
+    assert!(
+        note(1).contains("the rest of the batch, held"),
+        "{}",
+        note(1)
+    );
+    for h in &held {
+        let out = mxwatch_async(dir.path(), &["forward", "release", &h["id"].to_string()]).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    wait_for("the released requests", async || {
+        at("/webhooks/service/sendgrid").await.len() == 3
+    })
+    .await;
+    let bodies: Vec<String> = at("/webhooks/service/sendgrid")
+        .await
+        .iter()
+        .map(|(r, _)| String::from_utf8_lossy(&r.body).to_string())
+        .collect();
+    assert!(bodies.contains(&format!("[{kim}]")), "{bodies:?}");
+    assert!(bodies.contains(&signed), "{bodies:?}");
+    let signed_copy = at("/webhooks/service/sendgrid")
+        .await
+        .into_iter()
+        .find(|(r, _)| r.body == signed.as_bytes())
+        .unwrap();
+    assert_eq!(
+        signed_copy
+            .0
+            .headers
+            .get("x-twilio-email-event-webhook-signature")
+            .unwrap(),
+        "MEUCIQC-signature"
+    );
+    assert_eq!(
+        at("/webhooks/service/ses").await.len(),
+        1,
+        "the SNS retry is not forwarded again"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_targets_hear_when_a_bounce_forwarded_as_hard_is_reinstated() {
+    let handler = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&handler)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let forward = a_target(
+        "mine",
+        &format!("{}/hook", handler.uri()),
+        "    format: json\n    bearer_file: lm-token\n",
+    );
+    let (app, base) = gateway(dir.path(), &forward, "").await;
+    // Apple's 26 April 2021: the first unknown users at iCloud look genuine
+    // and are forwarded as hard; the burst, found later, turns them over.
+    crate::alerts::post_burst(&base).await;
+    wait_for("reinstated events", async || {
+        accepted(&handler, "/hook")
+            .await
+            .iter()
+            .any(|(_, v)| v["type"] == "reinstated")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = accepted(&handler, "/hook").await;
+    for (r, _) in &got {
+        assert_eq!(
+            r.headers.get("authorization").unwrap(),
+            &format!("Bearer {LM_TOKEN}")
+        );
+    }
+    let hard: Vec<&Value> = got
+        .iter()
+        .map(|(_, v)| v)
+        .filter(|v| v["type"] == "bounce" && v["forward_as"] == "hard")
+        .collect();
+    let reinstated: Vec<&Value> = got
+        .iter()
+        .map(|(_, v)| v)
+        .filter(|v| v["type"] == "reinstated")
+        .collect();
+    assert!(!hard.is_empty() && !reinstated.is_empty(), "{got:?}");
+    for r in &reinstated {
+        assert_eq!(r["version"], 1);
+        assert_ne!(r["verdict"], "suppress", "{r}");
+        let first = hard
+            .iter()
+            .find(|h| h["id"] == r["follows"])
+            .unwrap_or_else(|| panic!("{r} follows no bounce forwarded as hard"));
+        assert_eq!(first["bounce"]["recipient"], r["bounce"]["recipient"]);
+    }
+    // Every bounce forwarded as hard that is now reinstated got its follow-up.
+    let now: Vec<Value> = crate::get_json(format!("{base}/v1/reinstatements")).await;
+    assert_eq!(reinstated.len(), now.len(), "{now:?}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_down_then_up_gets_every_event_once_in_order_and_never_delays_the_esp() {
+    let lm = MockServer::start().await;
+    // The handler hangs for 5 s, then is down (503) for its next 5 answers,
+    // then up.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let n = calls.clone();
+    Mock::given(method("POST"))
+        .respond_with(
+            move |req: &Request| match n.fetch_add(1, Ordering::SeqCst) {
+                0 => ResponseTemplate::new(200).set_delay(Duration::from_secs(5)),
+                1..=5 => ResponseTemplate::new(503),
+                _ => listmonk(req),
+            },
+        )
+        .mount(&lm)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let forward = listmonk_target(
+        "listmonk",
+        &format!("{}/lm/webhooks/bounce", lm.uri()),
+        "    timeout: 1s\n",
+    );
+    let (app, base) = gateway(dir.path(), &forward, "").await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let started = std::time::Instant::now();
+        let v = crate::post_bounces(
+            &base,
+            unknown(&format!("u{i}@example.org"), i, "mx.example.org"),
+        )
+        .await;
+        // Answered once committed, whatever the handler does.
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(v["stored"], 1);
+        ids.push(format!("u{i}@example.org"));
+    }
+    // Accepted: what came after the hang (timed out) and the five 503s.
+    let answered = async || {
+        let all = accepted(&lm, "/lm/webhooks/bounce").await;
+        all.into_iter().skip(6).collect::<Vec<_>>()
+    };
+    wait_for("ten bounces accepted", async || {
+        answered().await.len() >= 10
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = answered().await;
+    let emails: Vec<&str> = got
+        .iter()
+        .map(|(_, v)| v["email"].as_str().unwrap())
+        .collect();
+    assert_eq!(emails, ids, "each once, in order");
+    let event_ids: Vec<&str> = got
+        .iter()
+        .map(|(r, _)| r.headers.get("x-mxwatch-id").unwrap().to_str().unwrap())
+        .collect();
+    let mut unique = event_ids.clone();
+    unique.dedup();
+    assert_eq!(unique.len(), 10, "{event_ids:?}");
+    let d = app
+        .store()
+        .deliveries(mxwatch::store::Consumers::Forward, None)
+        .unwrap();
+    assert!(
+        d.iter()
+            .all(|d| d.status == mxwatch::store::DeliveryStatus::Delivered),
+        "{d:?}"
+    );
+    assert!(
+        d.iter().any(|d| d.attempts > 1),
+        "the first waited for the handler: {d:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_payloads_go_nowhere_refusals_fail_for_good_and_redirects_are_not_followed() {
+    let handler = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/gone"))
+        .respond_with(
+            ResponseTemplate::new(400)
+                .set_body_json(serde_json::json!({"message": "invalid data"})),
+        )
+        .mount(&handler)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/moved"))
+        .respond_with(ResponseTemplate::new(307).insert_header("location", "/elsewhere"))
+        .mount(&handler)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&handler)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let forward = format!(
+        "{}{}{}",
+        a_target(
+            "gone",
+            &format!("{}/gone", handler.uri()),
+            "    format: json\n"
+        ),
+        a_target(
+            "moved",
+            &format!("{}/moved", handler.uri()),
+            "    format: json\n"
+        ),
+        a_target(
+            "raw",
+            &format!("{}/raw", handler.uri()),
+            "    format: passthrough\n    sources: [sendgrid, postmark]\n"
+        ),
+    );
+    let (app, base) = gateway(dir.path(), &forward, "").await;
+
+    // Not a payload any receiver reads: 400 with the reason, nothing kept.
+    for (path, body) in [
+        ("/v1/webhooks/sendgrid", "[{\"email\": "),
+        (
+            "/v1/webhooks/postmark",
+            "{\"RecordType\": \"Bounce\", \"Email\": \"not an address\"}",
+        ),
+        ("/v1/bounces", "hello"),
+    ] {
+        let r = crate::post(&base, path, Some(TOKEN), body).await;
+        assert_eq!(r.status(), 400, "{path}");
+        let v: Value = r.json().await.unwrap();
+        assert!(!v["error"].as_str().unwrap().is_empty(), "{v}");
+    }
+    assert!(app.outbox_events().is_empty(), "{:?}", app.outbox_events());
+
+    crate::post_bounces(&base, unknown("bob@example.org", 0, "mx.example.org")).await;
+    wait_for("an attempt at each", async || {
+        let d = app
+            .store()
+            .deliveries(mxwatch::store::Consumers::Forward, None)
+            .unwrap();
+        d.len() == 2 && d.iter().all(|d| d.attempts >= 1)
+    })
+    .await;
+    let d = app
+        .store()
+        .deliveries(mxwatch::store::Consumers::Forward, None)
+        .unwrap();
+    let of = |t: &str| {
+        d.iter()
+            .find(|d| d.target == format!("forward:{t}"))
+            .unwrap()
+            .clone()
+    };
+    let gone = of("gone");
+    assert_eq!(gone.status, mxwatch::store::DeliveryStatus::Failed);
+    assert_eq!(gone.attempts, 1, "refused for good: not retried");
+    let moved = of("moved");
+    assert!(
+        moved.last_error.as_deref().unwrap().contains("redirect"),
+        "{moved:?}"
+    );
+    let reqs = handler.received_requests().await.unwrap();
+    assert!(
+        reqs.iter().all(|r| r.url.path() != "/elsewhere"),
+        "a redirect is not followed"
+    );
+    assert!(
+        reqs.iter().all(|r| r.url.path() != "/raw"),
+        "nothing reached the passthrough target"
+    );
+    let out = mxwatch_async(dir.path(), &["forward", "list", "--failed"]).await;
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("400"),
+        "{out:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_delivery_loses_nothing_and_keeps_the_order() {
+    use crate::service::{free_port, start, wait_healthy};
+    let lm = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(|req: &Request| listmonk(req).set_delay(Duration::from_millis(40)))
+        .mount(&lm)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    std::fs::write(dir.path().join("token"), TOKEN).unwrap();
+    std::fs::write(dir.path().join("lm-token"), LM_TOKEN).unwrap();
+    std::fs::write(
+        dir.path().join("watchlist.yaml"),
+        format!(
+            "database: mxwatch.db\nschedule: '0 0 1 1 *'\nupstreams: ['127.0.0.1:9']\n\
+             listen: '127.0.0.1:{port}'\napi_token_file: token\nforward:\n{}domains: [example.de]\n",
+            listmonk_target("listmonk", &format!("{}/lm/webhooks/bounce", lm.uri()), "")
+        ),
+    )
+    .unwrap();
+    let mut child = start(dir.path());
+    wait_healthy(&base).await;
+    let now = chrono::Utc::now().timestamp();
+    let mut posted = Vec::new();
+    for i in 0..40 {
+        let who = format!("u{i}@example.org");
+        let body = format!(
+            r#"{{"email":"{who}","event":"bounce","status":"5.1.1","reason":"550 5.1.1 no such user","timestamp":{}}}"#,
+            now - 600 + i
+        );
+        let r = crate::post(&base, "/v1/webhooks/sendgrid", Some(TOKEN), body).await;
+        assert_eq!(r.status(), 200);
+        posted.push(who);
+    }
+    // Killed while the handler is being sent the events one by one.
+    wait_for("some deliveries", async || {
+        lm.received_requests().await.unwrap().len() >= 8
+    })
+    .await;
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let before = lm.received_requests().await.unwrap().len();
+    assert!(
+        before < 40,
+        "the kill came too late to test anything ({before})"
+    );
+
+    let _child = start(dir.path());
+    wait_healthy(&base).await;
+    let firsts = async || {
+        let mut seen: Vec<String> = Vec::new();
+        for r in lm.received_requests().await.unwrap() {
+            let v: Value = serde_json::from_slice(&r.body).unwrap();
+            let who = v["email"].as_str().unwrap().to_string();
+            if !seen.contains(&who) {
+                seen.push(who);
+            }
+        }
+        seen
+    };
+    wait_for("every event after the restart", async || {
+        firsts().await.len() == 40
+    })
+    .await;
+    assert_eq!(firsts().await, posted, "nothing lost, in order");
+    let total = lm.received_requests().await.unwrap().len();
+    assert!(
+        total <= 40 + 64,
+        "at most the run in flight is sent again ({total})"
+    );
+}
