@@ -55,10 +55,10 @@ fn target(
     let auth = auth(ctx, inputs, i, &f, secret_problems)?;
     if format == Format::Passthrough && f.sources.is_empty() {
         return Err(ctx.err(
-            at("sources"),
+            at("format"),
             format!(
                 "a passthrough target gets an ESP's requests at that ESP's endpoint of the handler: \
-                 name the receivers it takes ({})",
+                 name the receivers it takes in `sources` ({})",
                 RECEIVERS.join(", ")
             ),
         ));
@@ -127,8 +127,22 @@ fn auth(
     let bearer = f.bearer_env.is_some() || f.bearer_file.is_some();
     let header =
         f.header.is_some() || f.header_value_env.is_some() || f.header_value_file.is_some();
+    // The first of `fields` that is there (an error points at what is
+    // written, not at what is missing).
+    let given = |fields: &[(&'static str, bool)]| {
+        fields
+            .iter()
+            .find(|(_, on)| *on)
+            .map_or("name", |(f, _)| *f)
+    };
     if [basic, bearer, header].iter().filter(|b| **b).count() > 1 {
-        let field = if basic { "user" } else { "bearer_env" };
+        let field = given(&[
+            ("bearer_env", f.bearer_env.is_some()),
+            ("bearer_file", f.bearer_file.is_some()),
+            ("header", f.header.is_some()),
+            ("header_value_env", f.header_value_env.is_some()),
+            ("header_value_file", f.header_value_file.is_some()),
+        ]);
         return Err(ctx.err(
             at(field),
             "give one way to authenticate: user and password, a bearer token, or a header".into(),
@@ -145,8 +159,13 @@ fn auth(
     };
     if basic {
         let Some(user) = f.user.clone().filter(|u| !u.trim().is_empty()) else {
+            let field = given(&[
+                ("user", f.user.is_some()),
+                ("password_env", f.password_env.is_some()),
+                ("password_file", f.password_file.is_some()),
+            ]);
             return Err(ctx.err(
-                at("user"),
+                at(field),
                 "password_env or password_file needs a user".into(),
             ));
         };
@@ -174,8 +193,12 @@ fn auth(
     }
     if header {
         let Some(name) = f.header.clone() else {
+            let field = given(&[
+                ("header_value_env", f.header_value_env.is_some()),
+                ("header_value_file", f.header_value_file.is_some()),
+            ]);
             return Err(ctx.err(
-                at("header_value_env"),
+                at(field),
                 "a header value needs `header`, the header's name".into(),
             ));
         };

@@ -312,3 +312,53 @@ fn passive_dns_providers_are_checked() {
         assert!(e.to_string().contains(words), "{e}");
     }
 }
+
+#[test]
+fn forward_targets_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("lm.token"), "s3cret\n").unwrap();
+    let path = dir.path().join("watchlist.yaml");
+    let load = |yaml: &str| Config::from_yaml(yaml, &path);
+    let c = load(
+        "forward:\n  - name: listmonk\n    url: http://127.0.0.1:9000/webhooks/bounce\n    format: listmonk\n    \
+         user: mxwatch\n    password_file: lm.token\n    transient: hold\n  - name: raw\n    \
+         url: http://127.0.0.1:9000/webhooks/service/ses\n    format: passthrough\n    sources: [ses]\n",
+    )
+    .unwrap();
+    assert_eq!(c.forward.len(), 2);
+    let lm = &c.forward[0];
+    assert_eq!(lm.format, crate::forward::Format::Listmonk);
+    assert_eq!(lm.transient, crate::forward::OnTransient::Hold);
+    assert_eq!(lm.ignore, crate::forward::OnIgnore::Unchanged);
+    assert!(
+        matches!(&lm.auth, crate::forward::Auth::Basic { user, password } if user == "mxwatch" && password.expose() == "s3cret")
+    );
+    assert_eq!(lm.max_age, Duration::from_secs(72 * 3600));
+    assert_eq!(c.forwarding().wants(), (true, true));
+
+    let head = "forward:\n  - name: t\n    url: http://127.0.0.1:9/\n";
+    for (yaml, line, words) in [
+        ("forward:\n  - name: t\n    url: http://127.0.0.1:9/\n    format: xml\n", 4, "listmonk, passthrough, json"),
+        ("forward:\n  - name: t\n    url: ftp://x/\n    format: json\n", 3, "http(s)"),
+        (&format!("{head}    format: passthrough\n"), 4, "name the receivers"),
+        (&format!("{head}    format: passthrough\n    sources: [ses, smtp]\n"), 5, "unknown receiver \"smtp\""),
+        (&format!("{head}    format: json\n    sources: [ses, smtp]\n"), 5, "unknown source \"smtp\""),
+        (&format!("{head}    format: json\n    password_file: lm.token\n"), 5, "needs a user"),
+        (&format!("{head}    format: json\n    user: u\n"), 5, "password_env or password_file"),
+        (&format!("{head}    format: json\n    user: u\n    password_file: lm.token\n    bearer_file: lm.token\n"), 7, "one way to authenticate"),
+        (&format!("{head}    format: json\n    header: 'bad header'\n    header_value_file: lm.token\n"), 5, "not a header name"),
+        (&format!("{head}    format: json\n    transient: maybe\n"), 5, "soft, hold"),
+        (&format!("{head}    format: json\n    ignore: later\n"), 5, "unchanged, drop"),
+        (&format!("{head}    format: json\n    timeout: 0s\n"), 5, "timeout"),
+        (&format!("{head}    format: json\n  - name: t\n    url: http://127.0.0.1:9/\n    format: json\n"), 5, "used twice"),
+        ("alerts:\n  - name: 'forward:x'\n    url: http://127.0.0.1:9/\n", 2, "kept for forward targets"),
+    ] {
+        let e = load(yaml).unwrap_err();
+        assert!(e.to_string().contains(words), "{yaml}: {e}");
+        assert_eq!(e.line, Some(line), "{yaml}: {e}");
+    }
+    // A secret that cannot be read stops only `run`, and says where.
+    let c = load(&format!("{head}    format: json\n    bearer_env: MXWATCH_TEST_UNSET_FORWARD\n")).unwrap();
+    let e = c.require_secrets().unwrap_err();
+    assert!(e.to_string().contains("forward[0].bearer_env"), "{e}");
+}

@@ -370,6 +370,57 @@ impl Store {
 mod tests {
     use super::*;
 
+    /// Bodies go 7 days after they came, unless a delivery still waits
+    /// for them; the rows stay (an ESP's late retry is still known).
+    #[test]
+    fn request_bodies_are_forgotten_once_nothing_waits_for_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = super::super::open(&dir.path().join("f.db")).unwrap();
+        let t0 = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let tx = conn.transaction().unwrap();
+        let mut ids = Vec::new();
+        for i in 0..3u8 {
+            let r = RawRequest {
+                headers: vec![("content-type".into(), "application/json".into())],
+                body: vec![b'[', b'0' + i, b']'],
+                items: None,
+            };
+            ids.push(keep_request(&tx, "sendgrid", &r, t0).unwrap().unwrap());
+        }
+        // The same request again is kept once.
+        let again = RawRequest {
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: b"[0]".to_vec(),
+            items: None,
+        };
+        assert_eq!(keep_request(&tx, "sendgrid", &again, t0).unwrap(), None);
+        for (i, status) in [(1, "held"), (2, "delivered")] {
+            tx.execute(
+                "INSERT INTO outbox(created_at, event, summary, request_id) VALUES (0, 'request', '', ?1)",
+                [ids[i]],
+            )
+            .unwrap();
+            tx.execute(
+                "INSERT INTO alert_deliveries(outbox_id, target, status, attempts) \
+                 VALUES (last_insert_rowid(), 'forward:t', ?1, 0)",
+                [status],
+            )
+            .unwrap();
+        }
+        prune(&tx, t0 + chrono::Duration::days(6)).unwrap();
+        let kept = |tx: &rusqlite::Transaction| -> Vec<i64> {
+            tx.prepare("SELECT length(body) FROM feed_requests ORDER BY id")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        assert_eq!(kept(&tx), [3, 3, 3], "younger than 7 days");
+        prune(&tx, t0 + chrono::Duration::days(8)).unwrap();
+        assert_eq!(kept(&tx), [0, 3, 0], "the held one's body stays");
+    }
+
     #[test]
     fn headers_survive_their_encoding_and_line_breaks_are_never_kept() {
         let h = vec![
