@@ -147,14 +147,18 @@ pub struct Worker<C> {
 /// How often a worker looks for new events when it has none.
 const POLL: Duration = Duration::from_secs(1);
 
-/// How many pending deliveries a worker sends before it commits their
-/// outcomes together (in order; the first that fails ends the run).
-const RUN: usize = 64;
+/// How many deliveries a worker sends before it commits their outcomes
+/// together (in order; the first that fails ends the run). A crash
+/// mid-run sends at most these again.
+const RUN: usize = 256;
+
+/// Deliveries to send in order, with their events (none when the event is
+/// gone, only by hand-editing the database).
+type Run = Vec<(Delivery, Option<AlertEvent>)>;
 
 enum Work {
-    /// Pending deliveries in order, with their events (none when the event
-    /// is gone, only by hand-editing the database).
-    Send(Vec<(Delivery, Option<AlertEvent>)>),
+    /// Pending deliveries.
+    Send(Run),
     New(Vec<AlertEvent>),
 }
 
@@ -189,7 +193,13 @@ impl<C: Consumer> Worker<C> {
                         return Ok(());
                     }
                 }
-                Work::New(events) => self.take(events).await?,
+                Work::New(events) => {
+                    // What was just taken is sent at once (nothing older is
+                    // pending, or `next` would have said so), and committed
+                    // with the decisions: one commit per page.
+                    let (taken, run) = self.take(events);
+                    self.send(run, stop, Some(taken)).await?;
+                }
                 Work::Send(run) => {
                     let now = self.clock.now();
                     if let Some(next) = run.first().and_then(|(d, _)| d.next_attempt)
@@ -200,7 +210,7 @@ impl<C: Consumer> Worker<C> {
                         }
                         continue;
                     }
-                    self.send(run, stop).await?;
+                    self.send(run, stop, None).await?;
                 }
             }
         }
@@ -239,7 +249,9 @@ impl<C: Consumer> Worker<C> {
 
     /// New events, as the consumer decides on each; one commit. An event
     /// that follows another of the same page sees what was decided on it.
-    async fn take(&self, mut events: Vec<AlertEvent>) -> Result<(), StoreError> {
+    /// Returns the write that records the decisions, and the deliveries
+    /// to send, in order.
+    fn take(&self, mut events: Vec<AlertEvent>) -> (DeliveryWrite, Run) {
         let mut taken: std::collections::HashMap<i64, DeliveryStatus> = Default::default();
         let decisions = events
             .iter_mut()
@@ -267,12 +279,54 @@ impl<C: Consumer> Worker<C> {
                 (ev.outbox.id, d)
             })
             .collect();
-        self.writer
-            .delivery(DeliveryWrite::Take {
-                target: self.key(),
-                decisions,
+        let decisions: Vec<(i64, Decision)> = decisions;
+        let run: Run = events
+            .into_iter()
+            .zip(&decisions)
+            .filter_map(|(ev, (_, d))| match d {
+                Decision::Send {
+                    parts,
+                    remainder,
+                    note,
+                } => Some((self.new_delivery(&ev, parts, remainder, note), Some(ev))),
+                _ => None,
             })
-            .await
+            // In order, up to the first loaded without its request's body.
+            .take_while(|(_, ev)| ev.as_ref().is_some_and(AlertEvent::is_whole))
+            .take(RUN)
+            .collect();
+        let taken = DeliveryWrite::Take {
+            target: self.key(),
+            decisions,
+        };
+        (taken, run)
+    }
+
+    /// The delivery a `Send` decision makes, as it is stored.
+    fn new_delivery(
+        &self,
+        ev: &AlertEvent,
+        parts: &Option<String>,
+        remainder: &Option<String>,
+        note: &Option<String>,
+    ) -> Delivery {
+        Delivery {
+            id: 0,
+            outbox_id: ev.outbox.id,
+            target: self.key(),
+            status: DeliveryStatus::Pending,
+            attempts: 0,
+            next_attempt: None,
+            last_attempt: None,
+            last_error: None,
+            event: ev.outbox.event,
+            summary: ev.outbox.summary.clone(),
+            created_at: ev.outbox.created_at,
+            released: false,
+            parts: parts.clone(),
+            remainder: remainder.clone(),
+            note: note.clone(),
+        }
     }
 
     /// Sends a run of pending deliveries in order until one is not
@@ -280,14 +334,16 @@ impl<C: Consumer> Worker<C> {
     /// each in one transaction.
     async fn send(
         &self,
-        run: Vec<(Delivery, Option<AlertEvent>)>,
+        run: Run,
         stop: &CancellationToken,
+        first: Option<DeliveryWrite>,
     ) -> Result<(), StoreError> {
-        let mut writes = Vec::new();
+        let mut writes: Vec<DeliveryWrite> = first.into_iter().collect();
         for (d, ev) in &run {
             let Some(ev) = ev else {
                 writes.push(DeliveryWrite::Attempted {
-                    delivery: d.id,
+                    target: d.target.clone(),
+                    outbox_id: d.outbox_id,
                     at: self.clock.now(),
                     status: DeliveryStatus::Failed,
                     error: Some("the outbox event is missing".into()),
@@ -342,7 +398,7 @@ impl<C: Consumer> Worker<C> {
                 (DeliveryStatus::Failed, Some(e), None)
             }
             Attempt::Failed(e) => {
-                let delay = backoff(policy.backoff, d.attempts, d.id);
+                let delay = backoff(policy.backoff, d.attempts, d.outbox_id);
                 tracing::info!(target = %name, id = %ev.id(), attempts, retry_in = ?delay, "{what} not delivered: {e}");
                 self.consumer.settled(ev, Settled::Retrying);
                 let next = chrono::Duration::from_std(delay)
@@ -353,7 +409,8 @@ impl<C: Consumer> Worker<C> {
             }
         };
         DeliveryWrite::Attempted {
-            delivery: d.id,
+            target: d.target.clone(),
+            outbox_id: d.outbox_id,
             at,
             status,
             error,

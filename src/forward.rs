@@ -360,11 +360,7 @@ impl Forwarding {
     }
 
     /// The request to send for `ev`, with its body and content type.
-    fn body(
-        &self,
-        ev: &AlertEvent,
-        d: &Delivery,
-    ) -> Result<(Vec<u8>, Headers), String> {
+    fn body(&self, ev: &AlertEvent, d: &Delivery) -> Result<(Vec<u8>, Headers), String> {
         let f = ev.forward.as_deref().ok_or("not a forwarding event")?;
         match self.target.format {
             Format::Passthrough => {

@@ -338,27 +338,92 @@ fn forward_targets_are_checked() {
 
     let head = "forward:\n  - name: t\n    url: http://127.0.0.1:9/\n";
     for (yaml, line, words) in [
-        ("forward:\n  - name: t\n    url: http://127.0.0.1:9/\n    format: xml\n", 4, "listmonk, passthrough, json"),
-        ("forward:\n  - name: t\n    url: ftp://x/\n    format: json\n", 3, "http(s)"),
-        (&format!("{head}    format: passthrough\n"), 4, "name the receivers"),
-        (&format!("{head}    format: passthrough\n    sources: [ses, smtp]\n"), 5, "unknown receiver \"smtp\""),
-        (&format!("{head}    format: json\n    sources: [ses, smtp]\n"), 5, "unknown source \"smtp\""),
-        (&format!("{head}    format: json\n    password_file: lm.token\n"), 5, "needs a user"),
-        (&format!("{head}    format: json\n    user: u\n"), 5, "password_env or password_file"),
-        (&format!("{head}    format: json\n    user: u\n    password_file: lm.token\n    bearer_file: lm.token\n"), 7, "one way to authenticate"),
-        (&format!("{head}    format: json\n    header: 'bad header'\n    header_value_file: lm.token\n"), 5, "not a header name"),
-        (&format!("{head}    format: json\n    transient: maybe\n"), 5, "soft, hold"),
-        (&format!("{head}    format: json\n    ignore: later\n"), 5, "unchanged, drop"),
-        (&format!("{head}    format: json\n    timeout: 0s\n"), 5, "timeout"),
-        (&format!("{head}    format: json\n  - name: t\n    url: http://127.0.0.1:9/\n    format: json\n"), 5, "used twice"),
-        ("alerts:\n  - name: 'forward:x'\n    url: http://127.0.0.1:9/\n", 2, "kept for forward targets"),
+        (
+            "forward:\n  - name: t\n    url: http://127.0.0.1:9/\n    format: xml\n",
+            4,
+            "listmonk, passthrough, json",
+        ),
+        (
+            "forward:\n  - name: t\n    url: ftp://x/\n    format: json\n",
+            3,
+            "http(s)",
+        ),
+        (
+            &format!("{head}    format: passthrough\n"),
+            4,
+            "name the receivers",
+        ),
+        (
+            &format!("{head}    format: passthrough\n    sources: [ses, smtp]\n"),
+            5,
+            "unknown receiver \"smtp\"",
+        ),
+        (
+            &format!("{head}    format: json\n    sources: [ses, smtp]\n"),
+            5,
+            "unknown source \"smtp\"",
+        ),
+        (
+            &format!("{head}    format: json\n    password_file: lm.token\n"),
+            5,
+            "needs a user",
+        ),
+        (
+            &format!("{head}    format: json\n    user: u\n"),
+            5,
+            "password_env or password_file",
+        ),
+        (
+            &format!(
+                "{head}    format: json\n    user: u\n    password_file: lm.token\n    bearer_file: lm.token\n"
+            ),
+            7,
+            "one way to authenticate",
+        ),
+        (
+            &format!(
+                "{head}    format: json\n    header: 'bad header'\n    header_value_file: lm.token\n"
+            ),
+            5,
+            "not a header name",
+        ),
+        (
+            &format!("{head}    format: json\n    transient: maybe\n"),
+            5,
+            "soft, hold",
+        ),
+        (
+            &format!("{head}    format: json\n    ignore: later\n"),
+            5,
+            "unchanged, drop",
+        ),
+        (
+            &format!("{head}    format: json\n    timeout: 0s\n"),
+            5,
+            "timeout",
+        ),
+        (
+            &format!(
+                "{head}    format: json\n  - name: t\n    url: http://127.0.0.1:9/\n    format: json\n"
+            ),
+            5,
+            "used twice",
+        ),
+        (
+            "alerts:\n  - name: 'forward:x'\n    url: http://127.0.0.1:9/\n",
+            2,
+            "kept for forward targets",
+        ),
     ] {
         let e = load(yaml).unwrap_err();
         assert!(e.to_string().contains(words), "{yaml}: {e}");
         assert_eq!(e.line, Some(line), "{yaml}: {e}");
     }
     // A secret that cannot be read stops only `run`, and says where.
-    let c = load(&format!("{head}    format: json\n    bearer_env: MXWATCH_TEST_UNSET_FORWARD\n")).unwrap();
+    let c = load(&format!(
+        "{head}    format: json\n    bearer_env: MXWATCH_TEST_UNSET_FORWARD\n"
+    ))
+    .unwrap();
     let e = c.require_secrets().unwrap_err();
     assert!(e.to_string().contains("forward[0].bearer_env"), "{e}");
 }

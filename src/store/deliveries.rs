@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 
-use super::{Forwarded, OutboxRow, Store, StoreError, Window, from_ms, ms};
+use super::{Forwarded, OutboxRow, Store, StoreError, Window, forwarding, from_ms, ms};
 use crate::event::EventType;
 use crate::names::named;
 
@@ -23,6 +23,15 @@ impl AlertEvent {
     /// Its stable id, the same in every attempt and every body.
     pub fn id(&self) -> String {
         crate::event::event_id_of(self.outbox.id)
+    }
+
+    /// Whether it was loaded whole: a page of events leaves requests'
+    /// bodies out ([`Store::alert_event`] loads one whole).
+    pub fn is_whole(&self) -> bool {
+        self.forward
+            .as_deref()
+            .and_then(|f| f.request.as_ref())
+            .is_none_or(|r| r.body.is_some())
     }
 
     /// How much it matters.
@@ -148,9 +157,10 @@ pub enum DeliveryWrite {
         target: String,
         decisions: Vec<(i64, Decision)>,
     },
-    /// The outcome of an attempt.
+    /// The outcome of an attempt at a target's delivery of an event.
     Attempted {
-        delivery: i64,
+        target: String,
+        outbox_id: i64,
         at: DateTime<Utc>,
         status: DeliveryStatus,
         error: Option<String>,
@@ -198,7 +208,8 @@ pub(super) fn write(tx: &rusqlite::Transaction, w: &DeliveryWrite) -> Result<(),
             }
         }
         DeliveryWrite::Attempted {
-            delivery,
+            target,
+            outbox_id,
             at,
             status,
             error,
@@ -214,14 +225,15 @@ pub(super) fn write(tx: &rusqlite::Transaction, w: &DeliveryWrite) -> Result<(),
                    note = CASE WHEN ?2 = 'delivered' AND remainder IS NOT NULL \
                      THEN 'the rest of the batch, held: ' || coalesce(note, '') ELSE note END, \
                    remainder = CASE WHEN ?2 = 'delivered' THEN NULL ELSE remainder END \
-                 WHERE id = ?1",
+                 WHERE outbox_id = ?1 AND target = ?6",
             )?
             .execute(params![
-                delivery,
+                outbox_id,
                 status.as_str(),
                 ms(*at),
                 error,
-                next_attempt.map(ms)
+                next_attempt.map(ms),
+                target
             ])?;
         }
         DeliveryWrite::Retry { delivery } => {
@@ -349,14 +361,35 @@ impl Store {
         limit: usize,
         body: bool,
     ) -> Result<Vec<AlertEvent>, StoreError> {
-        let rows = self.outbox_after(after, Some(limit))?;
+        let sql = format!(
+            "SELECT o.id, o.created_at, o.event, d.name, o.window_id, o.summary, {} \
+             FROM outbox o LEFT JOIN domains d ON d.id = o.domain_id \
+               LEFT JOIN bounces b ON b.id = o.bounce_id \
+             WHERE o.id > ?1 ORDER BY o.id LIMIT ?2",
+            forwarding::event_columns()
+        );
+        let rows: Vec<(OutboxRow, forwarding::EventRow)> = self
+            .conn
+            .prepare_cached(&sql)?
+            .query_map(params![after, limit as i64], |r| {
+                let o = OutboxRow {
+                    id: r.get(0)?,
+                    created_at: from_ms(r.get(1)?),
+                    event: r.get(2)?,
+                    domain: r.get(3)?,
+                    window_id: r.get(4)?,
+                    summary: r.get(5)?,
+                };
+                Ok((o, forwarding::event_row(r, 6)?))
+            })?
+            .collect::<Result<_, _>>()?;
         rows.into_iter()
-            .map(|o| {
+            .map(|(o, row)| {
                 let window = match o.window_id {
                     Some(id) => self.window(id)?,
                     None => None,
                 };
-                let forward = self.forwarded(o.id, o.event, body)?.map(Box::new);
+                let forward = self.forwarded(o.event, row, body)?.map(Box::new);
                 Ok(AlertEvent {
                     outbox: o,
                     window,

@@ -108,7 +108,7 @@ pub struct Forwarded {
     /// Its verdict when announced (`bounce`), or the verdict it was turned
     /// over to (`reinstated`).
     pub judged: Option<Judged>,
-    /// The request it came in (`request`, and a `bounce` that came with one).
+    /// The request as it came (`request`).
     pub request: Option<FeedRequest>,
     /// The verdicts of a request's bounces (`request`).
     pub parts: Vec<JudgedPart>,
@@ -287,28 +287,60 @@ pub(super) fn reinstated(
     insert_event(tx, now, EventType::Reinstated, &summary, ids, Some(detail))
 }
 
+/// The outbox columns a forwarding event adds, with its bounce's
+/// ([`super::intake::BOUNCE_COLUMNS`] of `b`, joined on `o.bounce_id`).
+pub(super) fn event_columns() -> String {
+    format!(
+        "o.bounce_id, o.request_id, o.detail, {}",
+        super::intake::BOUNCE_COLUMNS
+    )
+}
+
+/// The columns of [`event_columns`] at `o`, as read.
+pub(super) struct EventRow {
+    bounce: Option<(i64, Bounce)>,
+    request_id: Option<i64>,
+    detail: Option<String>,
+}
+
+pub(super) fn event_row(r: &rusqlite::Row, o: usize) -> rusqlite::Result<EventRow> {
+    let bounce_id: Option<i64> = r.get(o)?;
+    let bounce = match bounce_id {
+        // Joined: the bounce row is there unless deleted by hand.
+        Some(id) if r.get::<_, Option<String>>(o + 3)?.is_some() => {
+            Some((id, super::intake::bounce_from_row(r, o + 3)?))
+        }
+        _ => None,
+    };
+    Ok(EventRow {
+        bounce,
+        request_id: r.get(o + 1)?,
+        detail: r.get(o + 2)?,
+    })
+}
+
 impl Store {
     /// What a forwarding event carries: its bounce, verdict, request (the
     /// body only with `body`), and the event it follows.
     pub(super) fn forwarded(
         &self,
-        outbox_id: i64,
         event: EventType,
+        row: EventRow,
         body: bool,
     ) -> Result<Option<Forwarded>, StoreError> {
         if event.is_alert() {
             return Ok(None);
         }
-        type Row = (Option<i64>, Option<i64>, Option<String>);
-        let (bounce_id, request_id, detail): Row = self
-            .conn
-            .prepare_cached("SELECT bounce_id, request_id, detail FROM outbox WHERE id = ?1")?
-            .query_row([outbox_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        let mut f = Forwarded::default();
-        if let Some(id) = bounce_id {
-            f.bounce = self.bounce_by_id(id)?.map(|b| (id, b));
-        }
-        if let Some(id) = request_id {
+        let EventRow {
+            bounce,
+            request_id,
+            detail,
+        } = row;
+        let mut f = Forwarded {
+            bounce,
+            ..Forwarded::default()
+        };
+        if let Some(id) = request_id.filter(|_| event == EventType::Request) {
             f.request = self.feed_request(id, body)?;
         }
         match event {
@@ -322,7 +354,7 @@ impl Store {
             _ => f.judged = detail.and_then(|d| serde_json::from_str(&d).ok()),
         }
         if event == EventType::Reinstated
-            && let Some(id) = bounce_id
+            && let Some((id, _)) = &f.bounce
         {
             f.follows = self
                 .conn
@@ -350,18 +382,6 @@ impl Store {
                     body: r.get(3)?,
                 })
             })
-            .optional()?)
-    }
-
-    fn bounce_by_id(&self, id: i64) -> Result<Option<Bounce>, StoreError> {
-        let sql = format!(
-            "SELECT {} FROM bounces b WHERE b.id = ?1",
-            super::intake::BOUNCE_COLUMNS
-        );
-        Ok(self
-            .conn
-            .prepare_cached(&sql)?
-            .query_row([id], |r| super::intake::bounce_from_row(r, 0))
             .optional()?)
     }
 }
