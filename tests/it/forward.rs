@@ -780,3 +780,54 @@ async fn kill_9_mid_delivery_loses_nothing_and_keeps_the_order() {
         "at most the run in flight is sent again ({total})"
     );
 }
+
+/// README's listmonk example, as written, run against the listmonk
+/// stand-in (only the addresses and files are this test's own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_listmonk_example_works() {
+    use crate::service::{free_port, wait_healthy};
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let block = readme
+        .split("<!-- listmonk-example -->\n```yaml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```\n<!-- /listmonk-example -->").next())
+        .expect("README has the listmonk example");
+    let lm = MockServer::start().await;
+    Mock::given(method("POST")).respond_with(listmonk).mount(&lm).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::write(dir.path().join("token"), TOKEN).unwrap();
+    let yaml = block
+        .replace("listen: 127.0.0.1:8025", &format!("listen: 127.0.0.1:{port}"))
+        .replace("/etc/mxwatch/api-token", "token")
+        .replace("http://127.0.0.1:9000", &lm.uri());
+    assert_ne!(yaml, block);
+    std::fs::write(
+        dir.path().join("watchlist.yaml"),
+        format!("database: mx.db\nupstreams: ['127.0.0.1:9']\nschedule: '0 0 1 1 *'\n{yaml}"),
+    )
+    .unwrap();
+    let _child = crate::service::Running(
+        std::process::Command::new(env!("CARGO_BIN_EXE_mxwatch"))
+            .current_dir(dir.path())
+            .args(["run"])
+            .env_remove("MXWATCH_CONFIG")
+            .env("LISTMONK_API_TOKEN", LM_TOKEN)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    wait_healthy(&base).await;
+    let now = chrono::Utc::now().timestamp();
+    let body = format!(
+        r#"[{{"email":"bob@example.org","event":"bounce","status":"5.1.1","reason":"550 5.1.1 no such user","timestamp":{now}}}]"#
+    );
+    let r = crate::post(&base, "/v1/webhooks/sendgrid", Some(TOKEN), body).await;
+    assert_eq!(r.status(), 200);
+    wait_for("the bounce at listmonk", async || !accepted(&lm, "/webhooks/bounce").await.is_empty()).await;
+    let got = lm.received_requests().await.unwrap();
+    assert_eq!(listmonk_says(&got[0]), Ok(()));
+    let v: Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!((v["email"].as_str(), v["type"].as_str()), (Some("bob@example.org"), Some("hard")));
+}
