@@ -8,6 +8,8 @@
 //!   that answers as listmonk does; events/s from the first request to the
 //!   handler's acknowledgement of the last forward.
 //!
+//! Run:
+//!
 //!     cargo bench --bench forward                  # 20,000 events, 16 clients
 //!     cargo bench --bench forward -- 50000 32      # events, clients
 //!

@@ -405,7 +405,7 @@ type Headers = Vec<(String, String)>;
 /// The events of a JSON array at `parts` (a JSON list of indexes), as a
 /// JSON array, each event's bytes as they came.
 fn rebatch(body: &[u8], parts: &str) -> Result<Vec<u8>, String> {
-    let items: Vec<&RawValue> =
+    let Capped(items) =
         serde_json::from_slice(body).map_err(|e| format!("the batch no longer reads: {e}"))?;
     let want: Vec<usize> =
         serde_json::from_str(parts).map_err(|e| format!("bad parts {parts:?}: {e}"))?;
@@ -543,14 +543,50 @@ pub fn start(
     workers
 }
 
+/// How many events a batch may have and still be cut by event (a larger
+/// one is held whole when it must be held: SendGrid sends far fewer).
+pub const MAX_ITEMS: usize = 10_000;
+
+/// A JSON array of at most [`MAX_ITEMS`] values, each as it came; reading
+/// stops at the one past it (no memory in proportion to a stranger's
+/// count of `{},`).
+struct Capped<'a>(Vec<&'a RawValue>);
+
+impl<'de> serde::Deserialize<'de> for Capped<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Capped<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                write!(f, "a JSON array of at most {MAX_ITEMS} values")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(v) = seq.next_element::<&'de RawValue>()? {
+                    if out.len() == MAX_ITEMS {
+                        return Err(serde::de::Error::custom("too many values"));
+                    }
+                    out.push(v);
+                }
+                Ok(Capped(out))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
 /// For a JSON array body: the recipients of each of its events (read
 /// alone), so that a passthrough target can cut an unsigned batch by
-/// event. `None` for anything else.
+/// event. `None` for anything else, or an array of more than
+/// [`MAX_ITEMS`].
 pub fn items(body: &[u8]) -> Option<Vec<Vec<String>>> {
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'[') {
         return None;
     }
-    let items: Vec<&RawValue> = serde_json::from_slice(body).ok()?;
+    let Capped(items) = serde_json::from_slice(body).ok()?;
     Some(
         items
             .iter()

@@ -14,11 +14,7 @@ use crate::window::{CloseReason, Window};
 
 /// `bounce` and `reinstated` (forwarding): whose bounce, what kind, and
 /// the verdict it is forwarded with.
-pub fn forwarded(
-    recipient: &str,
-    kind: crate::bounce::Kind,
-    verdict: crate::verdict::Verdict,
-) -> String {
+pub fn forwarded(recipient: &str, kind: &str, verdict: &str) -> String {
     format!("{recipient}: {kind}, {verdict}")
 }
 

@@ -113,28 +113,31 @@ fn target(
     })
 }
 
+/// How a target is told who calls, as written (before its secret is read).
+enum Method {
+    None,
+    Basic(String),
+    Bearer,
+    Header(String),
+}
+
+/// The first of `fields` that is written: an error points at what is
+/// there, not at what is missing.
+fn given(fields: &[(&'static str, bool)]) -> &'static str {
+    fields
+        .iter()
+        .find(|(_, on)| *on)
+        .map_or("name", |(f, _)| *f)
+}
+
 /// Basic (`user` with `password_env` or `password_file`), a bearer token,
-/// an arbitrary header, or none: one at most.
-fn auth(
-    ctx: &Ctx,
-    inputs: &Inputs,
-    i: usize,
-    f: &RawForward,
-    secret_problems: &mut Vec<ConfigError>,
-) -> Result<Auth, ConfigError> {
+/// an arbitrary header, or none: one at most, each whole.
+fn method(ctx: &Ctx, i: usize, f: &RawForward) -> Result<Method, ConfigError> {
     let at = |x: &str| format!("forward[{i}].{x}");
     let basic = f.user.is_some() || f.password_env.is_some() || f.password_file.is_some();
     let bearer = f.bearer_env.is_some() || f.bearer_file.is_some();
     let header =
         f.header.is_some() || f.header_value_env.is_some() || f.header_value_file.is_some();
-    // The first of `fields` that is there (an error points at what is
-    // written, not at what is missing).
-    let given = |fields: &[(&'static str, bool)]| {
-        fields
-            .iter()
-            .find(|(_, on)| *on)
-            .map_or("name", |(f, _)| *f)
-    };
     if [basic, bearer, header].iter().filter(|b| **b).count() > 1 {
         let field = given(&[
             ("bearer_env", f.bearer_env.is_some()),
@@ -148,15 +151,6 @@ fn auth(
             "give one way to authenticate: user and password, a bearer token, or a header".into(),
         ));
     }
-    let mut read = |env: (&str, &Option<String>), file: (&str, &Option<PathBuf>)| {
-        secret(
-            ctx,
-            inputs,
-            (at(env.0), env.1),
-            (at(file.0), file.1),
-            secret_problems,
-        )
-    };
     if basic {
         let Some(user) = f.user.clone().filter(|u| !u.trim().is_empty()) else {
             let field = given(&[
@@ -178,18 +172,7 @@ fn auth(
                 "a user needs password_env or password_file".into(),
             ));
         }
-        let password = read(
-            ("password_env", &f.password_env),
-            ("password_file", &f.password_file),
-        )?;
-        return Ok(password.map_or(Auth::None, |password| Auth::Basic { user, password }));
-    }
-    if bearer {
-        let token = read(
-            ("bearer_env", &f.bearer_env),
-            ("bearer_file", &f.bearer_file),
-        )?;
-        return Ok(token.map_or(Auth::None, Auth::Bearer));
+        return Ok(Method::Basic(user));
     }
     if header {
         let Some(name) = f.header.clone() else {
@@ -211,11 +194,47 @@ fn auth(
                 "a header needs header_value_env or header_value_file".into(),
             ));
         }
-        let value = read(
+        return Ok(Method::Header(name));
+    }
+    Ok(if bearer { Method::Bearer } else { Method::None })
+}
+
+/// The target's credentials, read (a secret that cannot be read is kept
+/// aside with the others: only `run` needs it).
+fn auth(
+    ctx: &Ctx,
+    inputs: &Inputs,
+    i: usize,
+    f: &RawForward,
+    secret_problems: &mut Vec<ConfigError>,
+) -> Result<Auth, ConfigError> {
+    let at = |x: &str| format!("forward[{i}].{x}");
+    let method = method(ctx, i, f)?;
+    let mut read = |env: (&str, &Option<String>), file: (&str, &Option<PathBuf>)| {
+        secret(
+            ctx,
+            inputs,
+            (at(env.0), env.1),
+            (at(file.0), file.1),
+            secret_problems,
+        )
+    };
+    Ok(match method {
+        Method::None => Auth::None,
+        Method::Basic(user) => read(
+            ("password_env", &f.password_env),
+            ("password_file", &f.password_file),
+        )?
+        .map_or(Auth::None, |password| Auth::Basic { user, password }),
+        Method::Bearer => read(
+            ("bearer_env", &f.bearer_env),
+            ("bearer_file", &f.bearer_file),
+        )?
+        .map_or(Auth::None, Auth::Bearer),
+        Method::Header(name) => read(
             ("header_value_env", &f.header_value_env),
             ("header_value_file", &f.header_value_file),
-        )?;
-        return Ok(value.map_or(Auth::None, |value| Auth::Header { name, value }));
-    }
-    Ok(Auth::None)
+        )?
+        .map_or(Auth::None, |value| Auth::Header { name, value }),
+    })
 }

@@ -98,3 +98,11 @@ fn items_name_each_events_recipients() {
     );
     assert_eq!(items(b"{\"Type\":\"Notification\"}"), None);
 }
+
+#[test]
+fn a_batch_too_large_to_cut_is_not_read_in_full() {
+    let many = format!("[{}{{}}]", "{},".repeat(MAX_ITEMS));
+    assert_eq!(items(many.as_bytes()), None);
+    let enough = format!("[{}{{}}]", "{},".repeat(MAX_ITEMS - 1));
+    assert_eq!(items(enough.as_bytes()).map(|i| i.len()), Some(MAX_ITEMS));
+}

@@ -362,25 +362,19 @@ impl Store {
         body: bool,
     ) -> Result<Vec<AlertEvent>, StoreError> {
         let sql = format!(
-            "SELECT o.id, o.created_at, o.event, d.name, o.window_id, o.summary, {} \
+            "SELECT {}, {} \
              FROM outbox o LEFT JOIN domains d ON d.id = o.domain_id \
                LEFT JOIN bounces b ON b.id = o.bounce_id \
              WHERE o.id > ?1 ORDER BY o.id LIMIT ?2",
+            super::read::OUTBOX_COLUMNS,
             forwarding::event_columns()
         );
         let rows: Vec<(OutboxRow, forwarding::EventRow)> = self
             .conn
             .prepare_cached(&sql)?
             .query_map(params![after, limit as i64], |r| {
-                let o = OutboxRow {
-                    id: r.get(0)?,
-                    created_at: from_ms(r.get(1)?),
-                    event: r.get(2)?,
-                    domain: r.get(3)?,
-                    window_id: r.get(4)?,
-                    summary: r.get(5)?,
-                };
-                Ok((o, forwarding::event_row(r, 6)?))
+                let o = super::read::outbox_from_row(r)?;
+                Ok((o, forwarding::event_row(r, super::read::OUTBOX_FIELDS)?))
             })?
             .collect::<Result<_, _>>()?;
         rows.into_iter()

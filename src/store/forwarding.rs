@@ -176,7 +176,8 @@ pub(super) fn announce(
     if arrival.bounces {
         for ((b, id), j) in list.iter().zip(ids).zip(judgements) {
             let Some(id) = id else { continue };
-            let summary = crate::summary::forwarded(&b.recipient, b.kind, j.verdict);
+            let summary =
+                crate::summary::forwarded(&b.recipient, b.kind.as_str(), j.verdict.as_str());
             let detail = to_json(&Judged::from(j));
             let ids = (Some(*id), request, None);
             insert_event(tx, now, EventType::Bounce, &summary, ids, Some(detail))?;
@@ -281,7 +282,8 @@ pub(super) fn reinstated(
     if !announced {
         return Ok(());
     }
-    let summary = crate::summary::forwarded(&b.recipient, b.kind, judgement.verdict);
+    let summary =
+        crate::summary::forwarded(&b.recipient, b.kind.as_str(), judgement.verdict.as_str());
     let detail = to_json(&Judged::from(judgement));
     let ids = (Some(id), None, window);
     insert_event(tx, now, EventType::Reinstated, &summary, ids, Some(detail))

@@ -43,6 +43,25 @@ pub struct OutboxRow {
     pub summary: String,
 }
 
+/// An outbox row's columns (`o`, with its domain's name as `d`).
+pub(super) const OUTBOX_COLUMNS: &str =
+    "o.id, o.created_at, o.event, d.name, o.window_id, o.summary";
+
+/// How many columns [`OUTBOX_COLUMNS`] names.
+pub(super) const OUTBOX_FIELDS: usize = 6;
+
+/// An outbox row from [`OUTBOX_COLUMNS`].
+pub(super) fn outbox_from_row(r: &rusqlite::Row) -> rusqlite::Result<OutboxRow> {
+    Ok(OutboxRow {
+        id: r.get(0)?,
+        created_at: from_ms(r.get(1)?),
+        event: r.get(2)?,
+        domain: r.get(3)?,
+        window_id: r.get(4)?,
+        summary: r.get(5)?,
+    })
+}
+
 pub(super) const WINDOW_COLUMNS: &str = "w.id, d.name, w.kind, w.start, w.detected_at, w.end, w.status, w.close_reason, \
      w.severity, w.before, w.after, w.flaps, w.scope_kind, w.scope, w.detail, w.last_bounce";
 
@@ -353,21 +372,13 @@ impl Store {
         after: i64,
         limit: Option<usize>,
     ) -> Result<Vec<OutboxRow>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT o.id, o.created_at, o.event, d.name, o.window_id, o.summary \
-             FROM outbox o LEFT JOIN domains d ON d.id = o.domain_id WHERE o.id > ?1 ORDER BY o.id LIMIT ?2",
-        )?;
+        let sql = format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox o LEFT JOIN domains d ON d.id = o.domain_id \
+             WHERE o.id > ?1 ORDER BY o.id LIMIT ?2"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
         let limit = limit.map_or(-1, |n| n as i64); // SQLite: -1 is no limit
-        let rows = stmt.query_map(params![after, limit], |r| {
-            Ok(OutboxRow {
-                id: r.get(0)?,
-                created_at: from_ms(r.get(1)?),
-                event: r.get(2)?,
-                domain: r.get(3)?,
-                window_id: r.get(4)?,
-                summary: r.get(5)?,
-            })
-        })?;
+        let rows = stmt.query_map(params![after, limit], outbox_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

@@ -105,23 +105,78 @@ async fn wait_for(what: &str, mut done: impl AsyncFnMut() -> bool) {
 /// A daemon on `dir` (the flip imported into its database first) with
 /// `forward` as its forward targets.
 async fn gateway(dir: &Path, forward: &str, extra: &str) -> (crate::App, String) {
+    let (app, base, _) = gateway_with_dns(dir, forward, extra).await;
+    (app, base)
+}
+
+/// [`gateway`], and the watchlist's text without its forward targets
+/// (`forward:` is its last key before `domains`).
+async fn gateway_with_dns(dir: &Path, forward: &str, extra: &str) -> (crate::App, String, String) {
     std::fs::write(dir.join("flip.jsonl"), FLIP).unwrap();
     let out = crate::passive::import_dnsdb(dir, "test.db", "flip.jsonl");
     assert!(out.status.success(), "{}", stderr(&out));
     std::fs::write(dir.join("token"), TOKEN).unwrap();
     std::fs::write(dir.join("lm-token"), LM_TOKEN).unwrap();
     let dns = TestDns::start().await;
-    let yaml = format!(
+    let head = format!(
         "database: test.db\nschedule: '0 0 1 1 *'\nupstreams: ['{}']\nlisten: '127.0.0.1:0'\n\
-         api_token_file: token\n{extra}forward:\n{forward}domains: [example.de]\n",
+         api_token_file: token\n{extra}",
         dns.addr
     );
-    std::fs::write(dir.join("watchlist.yaml"), yaml).unwrap();
+    let forward = if forward.is_empty() {
+        String::new()
+    } else {
+        format!("forward:\n{forward}")
+    };
+    std::fs::write(
+        dir.join("watchlist.yaml"),
+        format!("{head}{forward}domains: [example.de]\n"),
+    )
+    .unwrap();
     let config = mxwatch::config::Config::load(&dir.join("watchlist.yaml")).unwrap();
     let app = crate::start(config, Arc::new(tempfile::tempdir().unwrap()));
     let base = format!("http://{}", app.daemon.as_ref().unwrap().api_addr.unwrap());
     std::mem::forget(dns);
-    (app, base)
+    (app, base, head)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_added_by_a_reload_gets_what_arrives_after_it() {
+    let lm = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(listmonk)
+        .mount(&lm)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (app, base, head) = gateway_with_dns(dir.path(), "", "").await;
+    crate::post_bounces(&base, unknown("before@example.org", 0, "mx.example.org")).await;
+    assert!(
+        app.outbox_events().is_empty(),
+        "nothing is announced with no target"
+    );
+
+    let target = listmonk_target("listmonk", &format!("{}/lm/webhooks/bounce", lm.uri()), "");
+    let path = dir.path().join("watchlist.yaml");
+    std::fs::write(
+        &path,
+        format!("{head}forward:\n{target}domains: [example.de]\n"),
+    )
+    .unwrap();
+    let config = mxwatch::config::Config::load(&path).unwrap();
+    app.daemon.as_ref().unwrap().reload(&config).await;
+    crate::post_bounces(&base, unknown("after@example.org", 1, "mx.example.org")).await;
+    wait_for("the bounce after the reload", async || {
+        !accepted(&lm, "/lm/webhooks/bounce").await.is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = accepted(&lm, "/lm/webhooks/bounce").await;
+    let emails: Vec<&str> = got
+        .iter()
+        .map(|(_, v)| v["email"].as_str().unwrap())
+        .collect();
+    assert_eq!(emails, ["after@example.org"]);
+    app.stop().await;
 }
 
 /// A normalised unknown-user bounce of `who` at [`AT`] plus `minutes`, from `remote`.
@@ -318,43 +373,28 @@ async fn passthrough_sends_the_esps_bytes_and_holds_what_it_cannot_rewrite() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sns/notification-chain-v1.json"),
     )
     .unwrap();
-    let r = http
-        .post(format!("{base}/v1/webhooks/ses"))
-        .bearer_auth(TOKEN)
-        .header("content-type", "text/plain; charset=UTF-8")
-        .header("x-amz-sns-message-type", "Notification")
-        .header(
-            "x-amz-sns-message-id",
-            "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf321",
-        )
-        .header(
-            "x-amz-sns-topic-arn",
-            "arn:aws:sns:us-east-1:123456789012:ses-bounces",
-        )
-        .body(sns.clone())
-        .send()
-        .await
-        .unwrap();
+    let post_sns = async || {
+        http.post(format!("{base}/v1/webhooks/ses"))
+            .bearer_auth(TOKEN)
+            .header("content-type", "text/plain; charset=UTF-8")
+            .header("x-amz-sns-message-type", "Notification")
+            .header(
+                "x-amz-sns-message-id",
+                "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf321",
+            )
+            .header(
+                "x-amz-sns-topic-arn",
+                "arn:aws:sns:us-east-1:123456789012:ses-bounces",
+            )
+            .body(sns.clone())
+            .send()
+            .await
+            .unwrap()
+    };
+    let r = post_sns().await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     // The same message again (an SNS retry): forwarded once.
-    let r = http
-        .post(format!("{base}/v1/webhooks/ses"))
-        .bearer_auth(TOKEN)
-        .header("content-type", "text/plain; charset=UTF-8")
-        .header("x-amz-sns-message-type", "Notification")
-        .header(
-            "x-amz-sns-message-id",
-            "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf321",
-        )
-        .header(
-            "x-amz-sns-topic-arn",
-            "arn:aws:sns:us-east-1:123456789012:ses-bounces",
-        )
-        .body(sns.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(post_sns().await.status(), 200);
 
     // An unsigned SendGrid batch: kim's bounce came during the flip
     // (transient: it must not reach the handler as hard), bob's is genuine,
@@ -786,19 +826,26 @@ async fn kill_9_mid_delivery_loses_nothing_and_keeps_the_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_listmonk_example_works() {
     use crate::service::{free_port, wait_healthy};
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     let block = readme
         .split("<!-- listmonk-example -->\n```yaml\n")
         .nth(1)
         .and_then(|rest| rest.split("```\n<!-- /listmonk-example -->").next())
         .expect("README has the listmonk example");
     let lm = MockServer::start().await;
-    Mock::given(method("POST")).respond_with(listmonk).mount(&lm).await;
+    Mock::given(method("POST"))
+        .respond_with(listmonk)
+        .mount(&lm)
+        .await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     std::fs::write(dir.path().join("token"), TOKEN).unwrap();
     let yaml = block
-        .replace("listen: 127.0.0.1:8025", &format!("listen: 127.0.0.1:{port}"))
+        .replace(
+            "listen: 127.0.0.1:8025",
+            &format!("listen: 127.0.0.1:{port}"),
+        )
         .replace("/etc/mxwatch/api-token", "token")
         .replace("http://127.0.0.1:9000", &lm.uri());
     assert_ne!(yaml, block);
@@ -825,9 +872,15 @@ async fn the_readme_listmonk_example_works() {
     );
     let r = crate::post(&base, "/v1/webhooks/sendgrid", Some(TOKEN), body).await;
     assert_eq!(r.status(), 200);
-    wait_for("the bounce at listmonk", async || !accepted(&lm, "/webhooks/bounce").await.is_empty()).await;
+    wait_for("the bounce at listmonk", async || {
+        !accepted(&lm, "/webhooks/bounce").await.is_empty()
+    })
+    .await;
     let got = lm.received_requests().await.unwrap();
     assert_eq!(listmonk_says(&got[0]), Ok(()));
     let v: Value = serde_json::from_slice(&got[0].body).unwrap();
-    assert_eq!((v["email"].as_str(), v["type"].as_str()), (Some("bob@example.org"), Some("hard")));
+    assert_eq!(
+        (v["email"].as_str(), v["type"].as_str()),
+        (Some("bob@example.org"), Some("hard"))
+    );
 }
