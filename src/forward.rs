@@ -482,6 +482,16 @@ impl Consumer for Forwarding {
 
     fn settled(&self, ev: &AlertEvent, outcome: Settled) {
         let Some(m) = &self.metrics else { return };
+        // Only the events of its format count (a passthrough target passes
+        // every `bounce` event by, a listmonk target every `request`).
+        let mine = match self.target.format {
+            Format::Listmonk => ev.outbox.event == EventType::Bounce,
+            Format::Json => matches!(ev.outbox.event, EventType::Bounce | EventType::Reinstated),
+            Format::Passthrough => ev.outbox.event == EventType::Request,
+        };
+        if !mine {
+            return;
+        }
         let f = ev.forward.as_deref();
         let verdict = f
             .and_then(|f| f.judged.as_ref().map(|j| j.verdict.as_str()))

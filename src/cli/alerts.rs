@@ -88,7 +88,7 @@ fn change(
     };
     let Some(d) = store
         .delivery(id)?
-        .filter(|d| whose.key(whose.name(&d.target)) == d.target)
+        .filter(|d| Consumers::of(&d.target) == whose)
     else {
         anyhow::bail!("no delivery {id} (see `mxwatch {command} list`)");
     };

@@ -88,6 +88,15 @@ impl Consumers {
         }
     }
 
+    /// Whose a key is.
+    pub fn of(key: &str) -> Consumers {
+        if key.starts_with(FORWARD_PREFIX) {
+            Consumers::Forward
+        } else {
+            Consumers::Alerts
+        }
+    }
+
     /// The consumer's own name, from the key it is kept under.
     pub fn name(self, key: &str) -> &str {
         match self {

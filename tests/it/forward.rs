@@ -744,6 +744,20 @@ async fn bad_payloads_go_nowhere_refusals_fail_for_good_and_redirects_are_not_fo
         String::from_utf8_lossy(&out.stdout).contains("400"),
         "{out:?}"
     );
+    // Alerts and forwards share the engine, not their commands.
+    let id = gone.id.to_string();
+    let out = mxwatch_async(dir.path(), &["alerts", "retry", &id]).await;
+    assert!(
+        !out.status.success() && stderr(&out).contains("no delivery"),
+        "{out:?}"
+    );
+    let out = mxwatch_async(dir.path(), &["forward", "retry", &id]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_for("the retried attempt", async || {
+        let d = app.store().delivery(gone.id).unwrap().unwrap();
+        d.attempts == 2 && d.status == mxwatch::store::DeliveryStatus::Failed
+    })
+    .await;
     app.stop().await;
 }
 
