@@ -159,7 +159,12 @@ type Run = Vec<(Delivery, Option<AlertEvent>)>;
 enum Work {
     /// Pending deliveries.
     Send(Run),
-    New(Vec<AlertEvent>),
+    /// New events, and how far they were read (past the last of them when
+    /// events for others came after).
+    New(Vec<AlertEvent>, i64),
+    /// No new event for this consumer, but others' events to pass by, up
+    /// to this one.
+    Pass(i64),
 }
 
 impl<C: Consumer> Worker<C> {
@@ -188,16 +193,20 @@ impl<C: Consumer> Worker<C> {
                 return Ok(());
             }
             match self.next(&store).await? {
-                Work::New(events) if events.is_empty() => {
+                Work::Pass(upto) => {
+                    let (taken, _) = self.take(Vec::new(), upto);
+                    self.writer.delivery(taken).await?;
+                }
+                Work::New(events, _) if events.is_empty() => {
                     if wait(stop, POLL).await {
                         return Ok(());
                     }
                 }
-                Work::New(events) => {
+                Work::New(events, upto) => {
                     // What was just taken is sent at once (nothing older is
                     // pending, or `next` would have said so), and committed
                     // with the decisions: one commit per page.
-                    let (taken, run) = self.take(events);
+                    let (taken, run) = self.take(events, upto);
                     self.send(run, stop, Some(taken)).await?;
                 }
                 Work::Send(run) => {
@@ -220,7 +229,7 @@ impl<C: Consumer> Worker<C> {
     /// the cursor (each `reinstated` one with this consumer's delivery of
     /// the event it follows).
     async fn next(&self, store: &Arc<Mutex<Store>>) -> Result<Work, StoreError> {
-        let (s, key) = (store.clone(), self.key());
+        let (s, key, kind) = (store.clone(), self.key(), self.consumer.kind());
         tokio::task::spawn_blocking(move || -> Result<Work, StoreError> {
             let s = s.lock().expect("store lock");
             let pending = s.next_deliveries(&key, RUN)?;
@@ -233,7 +242,7 @@ impl<C: Consumer> Worker<C> {
                 return Ok(Work::Send(run));
             }
             let cursor = s.alert_cursor(&key)?.unwrap_or(0);
-            let mut events = s.alert_events(cursor, 256)?;
+            let (mut events, upto) = s.events_for(kind, cursor, 256)?;
             for ev in &mut events {
                 if let Some(f) = ev.forward.as_deref_mut()
                     && let Some(follows) = f.follows
@@ -241,7 +250,10 @@ impl<C: Consumer> Worker<C> {
                     f.followed = s.delivery_of(&key, follows)?.map(|d| d.status);
                 }
             }
-            Ok(Work::New(events))
+            Ok(match (events.is_empty(), upto > cursor) {
+                (true, true) => Work::Pass(upto),
+                _ => Work::New(events, upto.max(cursor)),
+            })
         })
         .await
         .map_err(|_| StoreError::WriterGone)?
@@ -251,7 +263,7 @@ impl<C: Consumer> Worker<C> {
     /// that follows another of the same page sees what was decided on it.
     /// Returns the write that records the decisions, and the deliveries
     /// to send, in order.
-    fn take(&self, mut events: Vec<AlertEvent>) -> (DeliveryWrite, Run) {
+    fn take(&self, mut events: Vec<AlertEvent>, upto: i64) -> (DeliveryWrite, Run) {
         let mut taken: std::collections::HashMap<i64, DeliveryStatus> = Default::default();
         let decisions = events
             .iter_mut()
@@ -279,7 +291,11 @@ impl<C: Consumer> Worker<C> {
                 (ev.outbox.id, d)
             })
             .collect();
-        let decisions: Vec<(i64, Decision)> = decisions;
+        let mut decisions: Vec<(i64, Decision)> = decisions;
+        // The cursor moves past what the page read, events for others too.
+        if decisions.last().is_none_or(|(id, _)| *id < upto) {
+            decisions.push((upto, Decision::Skip));
+        }
         let run: Run = events
             .into_iter()
             .zip(&decisions)

@@ -361,30 +361,65 @@ impl Store {
     /// Outbox events after `after`, oldest first, with their windows and
     /// what forwarding events carry (but not a request's body).
     pub fn alert_events(&self, after: i64, limit: usize) -> Result<Vec<AlertEvent>, StoreError> {
-        self.events_after(after, limit, false)
+        self.events_after(after, limit, false, None)
     }
 
+    /// The events `whose` targets read after `after`, at most `limit`, and
+    /// how far that reading got: alert targets never read forwarding's
+    /// events (an index passes over them), so a page may end past its last
+    /// event.
+    pub fn events_for(
+        &self,
+        whose: Consumers,
+        after: i64,
+        limit: usize,
+    ) -> Result<(Vec<AlertEvent>, i64), StoreError> {
+        if whose == Consumers::Forward {
+            let events = self.alert_events(after, limit)?;
+            let upto = events.last().map_or(after, |e| e.outbox.id);
+            return Ok((events, upto));
+        }
+        // The newest id first: every event up to it is committed, so a page
+        // shorter than `limit` has read them all.
+        let newest = self.last_outbox_id()?;
+        let events = self.events_after(after, limit, false, Some(newest))?;
+        let upto = match events.last() {
+            Some(e) if events.len() == limit => e.outbox.id,
+            _ => newest.max(after),
+        };
+        Ok((events, upto))
+    }
+
+    /// Events after `after`; with `alerts_upto`, only alert events up to it.
     fn events_after(
         &self,
         after: i64,
         limit: usize,
         body: bool,
+        alerts_upto: Option<i64>,
     ) -> Result<Vec<AlertEvent>, StoreError> {
+        let only = match alerts_upto {
+            None => "",
+            Some(_) => "AND o.id <= ?3 AND o.event NOT IN ('bounce', 'request', 'reinstated')",
+        };
         let sql = format!(
             "SELECT {}, {} \
              FROM outbox o LEFT JOIN domains d ON d.id = o.domain_id \
                LEFT JOIN bounces b ON b.id = o.bounce_id \
-             WHERE o.id > ?1 ORDER BY o.id LIMIT ?2",
+             WHERE o.id > ?1 {only} ORDER BY o.id LIMIT ?2",
             super::read::OUTBOX_COLUMNS,
             forwarding::event_columns()
         );
         let rows: Vec<(OutboxRow, forwarding::EventRow)> = self
             .conn
             .prepare_cached(&sql)?
-            .query_map(params![after, limit as i64], |r| {
-                let o = super::read::outbox_from_row(r)?;
-                Ok((o, forwarding::event_row(r, super::read::OUTBOX_FIELDS)?))
-            })?
+            .query_map(
+                rusqlite::params_from_iter([after, limit as i64].into_iter().chain(alerts_upto)),
+                |r| {
+                    let o = super::read::outbox_from_row(r)?;
+                    Ok((o, forwarding::event_row(r, super::read::OUTBOX_FIELDS)?))
+                },
+            )?
             .collect::<Result<_, _>>()?;
         rows.into_iter()
             .map(|(o, row)| {
@@ -436,7 +471,7 @@ impl Store {
     /// The outbox event behind a delivery, whole (a request's body too).
     pub fn alert_event(&self, outbox_id: i64) -> Result<Option<AlertEvent>, StoreError> {
         Ok(self
-            .events_after(outbox_id - 1, 1, true)?
+            .events_after(outbox_id - 1, 1, true, None)?
             .into_iter()
             .next()
             .filter(|e| e.outbox.id == outbox_id))

@@ -299,6 +299,9 @@ const M12_FORWARDING: &str = r#"
         ALTER TABLE outbox ADD COLUMN request_id INTEGER REFERENCES feed_requests(id);
         ALTER TABLE outbox ADD COLUMN detail TEXT;
         CREATE INDEX outbox_by_bounce ON outbox(bounce_id) WHERE bounce_id IS NOT NULL;
+        -- Alert targets read only alert events: forwarding's are passed over
+        -- without being read.
+        CREATE INDEX outbox_alerts ON outbox(id) WHERE event NOT IN ('bounce', 'request', 'reinstated');
         CREATE INDEX feed_requests_by_time ON feed_requests(received_at);
         -- Held deliveries an operator released; the part of a request a
         -- delivery sends now (JSON indexes of a batch; NULL: all of it),

@@ -521,7 +521,10 @@ async fn json_targets_hear_when_a_bounce_forwarded_as_hard_is_reinstated() {
         &format!("{}/hook", handler.uri()),
         "    format: json\n    bearer_file: lm-token\n",
     );
-    let (app, base) = gateway(dir.path(), &forward, "").await;
+    // An alert target beside: it reads only alert events, passing the
+    // forwarding ones by.
+    let alerts = format!("alerts:\n  - name: ops\n    url: '{}/alerts'\n", handler.uri());
+    let (app, base) = gateway(dir.path(), &forward, &alerts).await;
     // Apple's 26 April 2021: the first unknown users at iCloud look genuine
     // and are forwarded as hard; the burst, found later, turns them over.
     crate::alerts::post_burst(&base).await;
@@ -560,6 +563,17 @@ async fn json_targets_hear_when_a_bounce_forwarded_as_hard_is_reinstated() {
             .unwrap_or_else(|| panic!("{r} follows no bounce forwarded as hard"));
         assert_eq!(first["bounce"]["recipient"], r["bounce"]["recipient"]);
     }
+    let alerted: Vec<String> = accepted(&handler, "/alerts")
+        .await
+        .iter()
+        .map(|(_, v)| v["type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(alerted, ["anomaly_opened", "reinstatements"]);
+    let newest = app.store().last_outbox_id().unwrap();
+    wait_for("the alert target's cursor past every event", async || {
+        app.store().alert_cursor("ops").unwrap() == Some(newest)
+    })
+    .await;
     // Every bounce forwarded as hard that is now reinstated got its follow-up.
     let now: Vec<Value> = crate::get_json(format!("{base}/v1/reinstatements")).await;
     assert_eq!(reinstated.len(), now.len(), "{now:?}");
