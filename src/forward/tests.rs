@@ -106,3 +106,64 @@ fn a_batch_too_large_to_cut_is_not_read_in_full() {
     let enough = format!("[{}{{}}]", "{},".repeat(MAX_ITEMS - 1));
     assert_eq!(items(enough.as_bytes()).map(|i| i.len()), Some(MAX_ITEMS));
 }
+
+/// The documented bodies (README, "Put mxwatch in front of…"): a change
+/// here is a change of the handlers' interface.
+#[test]
+fn bodies_of_a_bounce_inside_an_icloud_flip() {
+    use crate::store::{Cited, Forwarded, Judged, OutboxRow};
+    use crate::verdict::EvidenceKind;
+    use chrono::TimeZone;
+    let at = Utc.with_ymd_and_hms(2021, 4, 26, 11, 0, 0).unwrap();
+    let b = Bounce {
+        recipient: "kim@example.de".into(),
+        domain: "example.de".into(),
+        at: Some(at),
+        action: Some(crate::bounce::Action::Failed),
+        status: Some("5.1.1".into()),
+        reply_code: Some(550),
+        diagnostic: Some(
+            "550 5.1.1 <kim@example.de>: user lookup success but no user record found".into(),
+        ),
+        remote_mta: Some("mx01.mail.icloud.com".into()),
+        reporting_mta: None,
+        kind: Kind::UserUnknown,
+        hard: true,
+        source: crate::bounce::Source::Ses,
+        message_id: None,
+    };
+    let j = Judged {
+        verdict: Verdict::Transient,
+        suppress: false,
+        reasons: vec!["an MX change window covers the bounce".into()],
+        evidence: vec![Cited {
+            id: Some(7),
+            kind: EvidenceKind::MxChange,
+        }],
+        caveats: vec![],
+    };
+    let ev = AlertEvent {
+        outbox: OutboxRow {
+            id: 12,
+            created_at: at + chrono::Duration::seconds(3),
+            event: EventType::Bounce,
+            domain: None,
+            window_id: None,
+            summary: "kim@example.de: user_unknown, transient".into(),
+        },
+        window: None,
+        forward: Some(Box::new(Forwarded {
+            bounce: Some((3, b.clone())),
+            judged: Some(j.clone()),
+            ..Forwarded::default()
+        })),
+    };
+    insta::assert_json_snapshot!(
+        "listmonk_body",
+        report::listmonk_bounce(&ev, &b, &j, "soft")
+    );
+    insta::assert_json_snapshot!(
+        "forward_json_body_v1",
+        report::forward_json(&ev, &b, &j, "soft", false)
+    );
+}

@@ -523,7 +523,10 @@ async fn json_targets_hear_when_a_bounce_forwarded_as_hard_is_reinstated() {
     );
     // An alert target beside: it reads only alert events, passing the
     // forwarding ones by.
-    let alerts = format!("alerts:\n  - name: ops\n    url: '{}/alerts'\n", handler.uri());
+    let alerts = format!(
+        "alerts:\n  - name: ops\n    url: '{}/alerts'\n",
+        handler.uri()
+    );
     let (app, base) = gateway(dir.path(), &forward, &alerts).await;
     // Apple's 26 April 2021: the first unknown users at iCloud look genuine
     // and are forwarded as hard; the burst, found later, turns them over.
