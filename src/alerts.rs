@@ -122,6 +122,7 @@ impl Consumer for Alerting {
         Policy {
             backoff: self.target.backoff,
             max_age: self.target.max_age,
+            per_hour: None,
         }
     }
 

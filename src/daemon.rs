@@ -58,7 +58,7 @@ pub struct Daemon {
     watching: Arc<std::sync::Mutex<Watching>>,
     /// Alert and forward delivery, one worker per target (restarted on
     /// reload).
-    alerts: tokio::sync::Mutex<Option<(crate::alerts::Workers, crate::delivery::Workers)>>,
+    alerts: tokio::sync::Mutex<Vec<crate::delivery::Workers>>,
     /// The API's state (what its receivers announce changes on reload).
     api_state: Option<Arc<crate::api::ApiState>>,
     clock: Arc<dyn Clock>,
@@ -177,7 +177,7 @@ impl Daemon {
             api: api.map(|(.., task)| task),
             reload,
             watching,
-            alerts: tokio::sync::Mutex::new(Some(alerts)),
+            alerts: tokio::sync::Mutex::new(alerts),
             clock,
             model,
             writer_task,
@@ -198,12 +198,11 @@ impl Daemon {
         }
         let _ = self.reload.send(jobs).await;
         let mut alerts = self.alerts.lock().await;
-        if let Some((a, f)) = alerts.take() {
-            a.stop().await;
-            f.stop().await;
+        for w in std::mem::take(&mut *alerts) {
+            w.stop().await;
         }
         match delivery_workers(config, &self.monitor, &self.clock, &self.stop) {
-            Ok(workers) => *alerts = Some(workers),
+            Ok(workers) => *alerts = workers,
             Err(e) => tracing::error!("alert and forward delivery not restarted: {e}"),
         }
         if let Some(state) = &self.api_state {
@@ -231,9 +230,8 @@ impl Daemon {
     /// writer to commit everything.
     pub async fn wait(self) -> anyhow::Result<()> {
         self.stop.cancelled().await;
-        if let Some((alerts, forward)) = self.alerts.lock().await.take() {
-            alerts.stop().await;
-            forward.stop().await;
+        for w in std::mem::take(&mut *self.alerts.lock().await) {
+            w.stop().await;
         }
         self.tasks.close();
         self.tasks.wait().await;
@@ -258,22 +256,25 @@ impl Daemon {
     }
 }
 
-/// The alert and forward workers, one per target. A forward target new
-/// to the database starts after the outbox's newest event now, before the
-/// receivers announce anything for it (the caller sets them after).
+/// The alert, forward and undo workers, one per target. A forward or
+/// undo target new to the database starts after the outbox's newest event
+/// now, before the receivers announce anything for it (the caller sets
+/// them after).
 fn delivery_workers(
     config: &Config,
     monitor: &Monitor,
     clock: &Arc<dyn Clock>,
     stop: &CancellationToken,
-) -> anyhow::Result<(crate::alerts::Workers, crate::delivery::Workers)> {
+) -> anyhow::Result<Vec<crate::delivery::Workers>> {
     let writer = &monitor.writer;
     let start_at = store::Store::open(&config.database)?.last_outbox_id()?;
-    let forward = (Some(monitor.metrics.clone()), start_at);
-    Ok((
+    let from = || (Some(monitor.metrics.clone()), start_at);
+    let db = &config.database;
+    Ok(vec![
         crate::alerts::start(config.alerting(), writer, clock, stop),
-        crate::forward::start(config.forwarding(), writer, clock, forward, stop),
-    ))
+        crate::forward::start(config.forwarding(), writer, clock, from(), stop),
+        crate::undo::start(&config.undo, db, writer, clock, from(), stop),
+    ])
 }
 
 /// The API's state and its server, until `stop`.

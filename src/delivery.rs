@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
+use crate::event::EventType;
 use crate::store::{
     AlertEvent, Consumers, Decision, Delivery, DeliveryStatus, DeliveryWrite, Store, StoreError,
     Writer,
@@ -30,6 +31,8 @@ use crate::store::{
 #[derive(Debug, Clone, PartialEq)]
 pub enum Attempt {
     Delivered,
+    /// Done, and what it came to (an undo: `removed`, `not_found`, …).
+    Done(&'static str),
     /// Refused for good.
     Refused(String),
     /// Worth trying again.
@@ -67,6 +70,9 @@ pub struct Policy {
     pub backoff: Duration,
     /// Give up on an event this old.
     pub max_age: Duration,
+    /// At most this many deliveries done with one of these outcomes in
+    /// any hour; the next waits (in order) until the hour has room.
+    pub per_hour: Option<(u32, &'static [&'static str])>,
 }
 
 /// One consumer of the outbox.
@@ -93,6 +99,11 @@ pub trait Consumer: Send + Sync + 'static {
     ) -> impl Future<Output = Attempt> + Send;
     /// What became of an event, for the consumer's own counting.
     fn settled(&self, _ev: &AlertEvent, _outcome: Settled) {}
+    /// An event of its own that sums up a run of attempts (what each came
+    /// to: an outcome, `failed` or `retrying`), if it has one to say.
+    fn summarise(&self, _outcomes: &[&'static str]) -> Option<(EventType, String)> {
+        None
+    }
 }
 
 /// What became of an event (for metrics).
@@ -182,6 +193,20 @@ impl<C: Consumer> Worker<C> {
 
     async fn work(&self, stop: &CancellationToken) -> Result<(), StoreError> {
         let store = Arc::new(Mutex::new(Store::open(&self.database)?));
+        // The deliveries done within the last hour, as the cap counts them.
+        let mut hour = Hour::default();
+        if let Some((_, counts)) = self.consumer.policy().per_hour {
+            let since = self.clock.now() - chrono::Duration::hours(1);
+            let (s, key) = (store.clone(), self.key());
+            hour = tokio::task::spawn_blocking(move || {
+                let s = s.lock().expect("store lock");
+                s.done_times(&key, since, counts)
+            })
+            .await
+            .map_err(|_| StoreError::WriterGone)??
+            .into_iter()
+            .collect();
+        }
         self.writer
             .delivery(DeliveryWrite::StartCursor {
                 target: self.key(),
@@ -207,7 +232,7 @@ impl<C: Consumer> Worker<C> {
                     // pending, or `next` would have said so), and committed
                     // with the decisions: one commit per page.
                     let (taken, run) = self.take(events, upto);
-                    self.send(run, stop, Some(taken)).await?;
+                    self.send(run, stop, Some(taken), &mut hour).await?;
                 }
                 Work::Send(run) => {
                     let now = self.clock.now();
@@ -219,7 +244,7 @@ impl<C: Consumer> Worker<C> {
                         }
                         continue;
                     }
-                    self.send(run, stop, None).await?;
+                    self.send(run, stop, None, &mut hour).await?;
                 }
             }
         }
@@ -342,6 +367,7 @@ impl<C: Consumer> Worker<C> {
             parts: parts.clone(),
             remainder: remainder.clone(),
             note: note.clone(),
+            outcome: None,
         }
     }
 
@@ -353,8 +379,11 @@ impl<C: Consumer> Worker<C> {
         run: Run,
         stop: &CancellationToken,
         first: Option<DeliveryWrite>,
+        hour: &mut Hour,
     ) -> Result<(), StoreError> {
         let mut writes: Vec<DeliveryWrite> = first.into_iter().collect();
+        let mut outcomes: Vec<&'static str> = Vec::new();
+        let cap = self.consumer.policy().per_hour;
         for (d, ev) in &run {
             let Some(ev) = ev else {
                 writes.push(DeliveryWrite::Attempted {
@@ -364,23 +393,58 @@ impl<C: Consumer> Worker<C> {
                     status: DeliveryStatus::Failed,
                     error: Some("the outbox event is missing".into()),
                     next_attempt: None,
+                    outcome: None,
                 });
                 continue;
             };
+            if let Some((per_hour, _)) = cap
+                && let Some(until) = hour.full(per_hour, self.clock.now())
+            {
+                let why = format!("waiting: {per_hour} done in the last hour, the cap");
+                tracing::info!(target = %self.consumer.name(), until = %crate::event::time(until), "{why}");
+                writes.push(DeliveryWrite::Wait {
+                    target: d.target.clone(),
+                    outbox_id: d.outbox_id,
+                    until,
+                    why,
+                });
+                break;
+            }
             let w = self.attempt(d, ev).await;
-            let delivered = matches!(
-                &w,
+            let (delivered, outcome) = match &w {
                 DeliveryWrite::Attempted {
-                    status: DeliveryStatus::Delivered,
+                    status,
+                    outcome,
+                    at,
                     ..
+                } => {
+                    if let (Some((_, counts)), Some(o)) = (cap, outcome)
+                        && counts.contains(o)
+                    {
+                        hour.0.push(*at);
+                    }
+                    let said = match status {
+                        DeliveryStatus::Delivered => outcome.unwrap_or("delivered"),
+                        DeliveryStatus::Pending => "retrying",
+                        _ => "failed",
+                    };
+                    (*status == DeliveryStatus::Delivered, said)
                 }
-            );
+                _ => (false, "failed"),
+            };
             writes.push(w);
+            outcomes.push(outcome);
             if !delivered || stop.is_cancelled() {
                 break;
             }
         }
-        self.writer.delivery(DeliveryWrite::Batch(writes)).await
+        self.writer.delivery(DeliveryWrite::Batch(writes)).await?;
+        if let Some((event, summary)) = self.consumer.summarise(&outcomes) {
+            self.writer
+                .announce(event, summary, self.clock.now())
+                .await?;
+        }
+        Ok(())
     }
 
     /// One attempt, and what it leaves: delivered, failed for good, or
@@ -393,10 +457,17 @@ impl<C: Consumer> Worker<C> {
         let at = self.clock.now();
         let attempts = d.attempts + 1;
         let age = (at - ev.outbox.created_at).to_std().unwrap_or_default();
+        let mut outcome = None;
         let (status, error, next_attempt) = match result {
             Attempt::Delivered => {
                 tracing::debug!(target = %name, id = %ev.id(), "{what} delivered");
                 self.consumer.settled(ev, Settled::Delivered);
+                (DeliveryStatus::Delivered, None, None)
+            }
+            Attempt::Done(o) => {
+                tracing::info!(target = %name, id = %ev.id(), outcome = o, "{what} done");
+                self.consumer.settled(ev, Settled::Delivered);
+                outcome = Some(o);
                 (DeliveryStatus::Delivered, None, None)
             }
             Attempt::Refused(e) => {
@@ -431,7 +502,30 @@ impl<C: Consumer> Worker<C> {
             status,
             error,
             next_attempt,
+            outcome,
         }
+    }
+}
+
+/// When the deliveries a cap counts were done (within the last hour).
+#[derive(Debug, Default)]
+struct Hour(Vec<DateTime<Utc>>);
+
+impl FromIterator<DateTime<Utc>> for Hour {
+    fn from_iter<I: IntoIterator<Item = DateTime<Utc>>>(i: I) -> Self {
+        Hour(i.into_iter().collect())
+    }
+}
+
+impl Hour {
+    /// When the hour has room again, if it is full at `now`.
+    fn full(&mut self, per_hour: u32, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let hour = chrono::Duration::hours(1);
+        self.0.retain(|t| *t + hour > now);
+        self.0.sort_unstable();
+        let n = self.0.len();
+        let over = n.checked_sub(per_hour as usize)?;
+        Some(self.0[over] + hour)
     }
 }
 

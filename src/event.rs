@@ -27,6 +27,12 @@ named! {
         /// A forwarded bounce's suppression turned over by a window found
         /// late: the follow-up `json` forward targets get; never an alert.
         Reinstated => "reinstated",
+        /// A suppression to take off an ESP's or list manager's list (for
+        /// the `undo:` targets); never an alert.
+        Undo => "undo",
+        /// What an undo target did in one batch: removed, not found,
+        /// failed, dry run.
+        UndoDone => "undo_done",
     }
 }
 
@@ -40,7 +46,8 @@ impl EventType {
             Reinstatements => Severity::Warning,
             WindowOpened | WindowClosed => window.unwrap_or(Severity::Warning),
             AnomalyClosed | ResolverOutageEnded | Digest => Severity::Info,
-            Bounce | Request | Reinstated => Severity::Info,
+            Bounce | Request | Reinstated | Undo => Severity::Info,
+            UndoDone => Severity::Warning,
         }
     }
 

@@ -440,6 +440,7 @@ impl Consumer for Forwarding {
         Policy {
             backoff: self.target.backoff,
             max_age: self.target.max_age,
+            per_hour: None,
         }
     }
 

@@ -33,6 +33,7 @@
 //! - [`report`]: every outward shape: the CLI's JSON and text, the API's documents, alert bodies.
 //! - [`alerts`]: webhook alerts from the outbox: filters, bodies, signatures.
 //! - [`delivery`]: the delivery engine: each consumer of the outbox (an alert or forward target) delivered in order, retried, durable.
+//! - [`undo`]: false suppressions taken off the lists that block sending (SES, SendGrid, Mailgun, Postmark, listmonk), safely.
 //! - [`forward`]: gateway mode: bounces that came in over HTTP forwarded to the real handler (listmonk, passthrough, json), changed by their verdicts.
 
 // Output is the CLI's and the API's; the library logs with tracing.
@@ -68,6 +69,7 @@ pub mod secret;
 pub mod sns;
 pub mod store;
 pub mod summary;
+pub mod undo;
 pub mod verdict;
 pub mod window;
 

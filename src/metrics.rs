@@ -48,6 +48,14 @@ struct ForwardLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UndoLabel {
+    target: String,
+    /// `removed`, `not_found`, `dry_run`, `kept`, `still_suppressed`,
+    /// `failed` or `retrying`.
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WindowLabel {
     kind: &'static str,
 }
@@ -92,6 +100,7 @@ pub struct Metrics {
     auto_watched: Gauge,
     deliveries: Family<DeliveryLabel, Gauge>,
     forwarded: Family<ForwardLabel, Counter>,
+    undone: Family<UndoLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -176,6 +185,13 @@ impl Metrics {
              retrying: an attempt failed)",
             forwarded.clone(),
         );
+        let undone = Family::<UndoLabel, Counter>::default();
+        registry.register(
+            "undo",
+            "Suppressions an undo target took off (or would have: dry_run), left (kept, \
+             still_suppressed), or failed to take off, since start",
+            undone.clone(),
+        );
         Metrics {
             registry,
             checks,
@@ -190,6 +206,7 @@ impl Metrics {
             auto_watched,
             deliveries,
             forwarded,
+            undone,
         }
     }
 
@@ -235,6 +252,16 @@ impl Metrics {
             .get_or_create(&ForwardLabel {
                 target: target.to_string(),
                 verdict,
+                outcome,
+            })
+            .inc();
+    }
+
+    /// What an undo came to.
+    pub fn undone(&self, target: &str, outcome: &'static str) {
+        self.undone
+            .get_or_create(&UndoLabel {
+                target: target.to_string(),
                 outcome,
             })
             .inc();

@@ -304,6 +304,7 @@ pub fn delivery_json(d: &crate::store::Delivery) -> Value {
         "last_error": d.last_error,
         "summary": d.summary,
         "note": d.note,
+        "outcome": d.outcome,
     })
 }
 
@@ -315,8 +316,9 @@ pub fn delivery_text(d: &crate::store::Delivery) -> String {
         d.event,
         d.status.as_str(),
         d.attempts,
-        d.note
+        d.outcome
             .as_deref()
+            .or(d.note.as_deref())
             .map(|n| format!("  {n}"))
             .unwrap_or_default(),
         d.last_error
@@ -455,9 +457,12 @@ fn alert_meaning(ev: &AlertEvent) -> String {
         ),
         EventType::ResolverOutageEnded => "Our DNS resolution works again.".into(),
         EventType::Reinstatements => "Undo these suppressions: GET /v1/reinstatements or `mxwatch reinstatements` lists them.".into(),
-        EventType::Digest | EventType::Bounce | EventType::Request | EventType::Reinstated => {
-            String::new()
-        }
+        EventType::UndoDone => "False suppressions were taken off a provider's list (or would have been, in a dry run): `mxwatch undo list` shows each.".into(),
+        EventType::Digest
+        | EventType::Bounce
+        | EventType::Request
+        | EventType::Reinstated
+        | EventType::Undo => String::new(),
     }
 }
 

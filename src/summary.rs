@@ -18,6 +18,28 @@ pub fn forwarded(recipient: &str, kind: &str, verdict: &str) -> String {
     format!("{recipient}: {kind}, {verdict}")
 }
 
+/// `undo_done`: what an undo target's run came to, outcome by outcome
+/// (`outcomes` in the order they came).
+pub fn undo_done(target: &str, dry_run: bool, outcomes: &[&str]) -> String {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for o in outcomes {
+        match counts.iter_mut().find(|(w, _)| w == o) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((o, 1)),
+        }
+    }
+    let parts: Vec<String> = counts
+        .iter()
+        .map(|(o, n)| format!("{n} {}", o.replace('_', " ")))
+        .collect();
+    let dry = if dry_run {
+        " (dry run: nothing was removed)"
+    } else {
+        ""
+    };
+    format!("{target}: {}{dry}", parts.join(", "))
+}
+
 /// `request` (forwarding): the receiver and how many bounces it carried.
 pub fn request(receiver: &str, bounces: usize) -> String {
     let s = if bounces == 1 { "" } else { "s" };

@@ -45,6 +45,19 @@ named! {
     }
 }
 
+impl EvidenceKind {
+    /// Whether evidence of this kind says the bounce itself was false (the
+    /// recipient's side was broken), not only that we could not see (our
+    /// resolver failing, a change still being verified). Only such
+    /// evidence may take an address off a suppression list.
+    pub fn shows_bounce_false(self) -> bool {
+        match self {
+            EvidenceKind::MxChange | EvidenceKind::WrongMx | EvidenceKind::Anomaly => true,
+            EvidenceKind::ResolverOutage | EvidenceKind::UnconfirmedChange => false,
+        }
+    }
+}
+
 /// A stored window is evidence of its own kind.
 impl From<WindowKind> for EvidenceKind {
     fn from(k: WindowKind) -> Self {
@@ -170,6 +183,16 @@ pub struct Judgement {
     /// What the verdict could not know (no DNS history for the domain,
     /// too little bounce history to judge bursts): the verdict is less sure.
     pub caveats: Vec<String>,
+}
+
+impl Judgement {
+    /// Whether this verdict says a suppression made on the bounce was
+    /// false: `transient`, on evidence that the bounce was false. "We were
+    /// blind" is a reason not to suppress, never a reason to un-suppress.
+    pub fn undoes_suppression(&self) -> bool {
+        self.verdict == Verdict::Transient
+            && self.evidence.iter().any(|e| e.kind.shows_bounce_false())
+    }
 }
 
 /// Kinds that say the address itself is bad.

@@ -47,7 +47,7 @@ pub(super) async fn ingest(
         (parsed, items)
     })
     .await?;
-    let arrival = (announce_bounces || keep_request).then(|| crate::store::Arrival {
+    let arrival = Some(crate::store::Arrival {
         receiver: from.0.to_string(),
         bounces: announce_bounces,
         request: keep_request.then(|| crate::store::RawRequest {

@@ -6,7 +6,7 @@
 //! - `GET /v1/verdict?recipient=&at=&status=&reply_code=&diagnostic=&remote_mta=`
 //! - `POST /v1/verdicts`: a batch
 //! - `GET /v1/windows?active=`, `GET /v1/domains/{domain}`,
-//!   `GET /v1/reinstatements?since=`
+//!   `GET /v1/reinstatements?since=`, `GET /v1/undo?status=`
 //! - `POST /v1/bounces` (token): any format `bounces parse` reads, judged,
 //!   stored and answered only after the commit;
 //!   `POST /v1/webhooks/{ses,sendgrid,mailgun,postmark}` (token): one ESP's
@@ -43,12 +43,14 @@ use crate::window::WindowKind;
 
 mod auth;
 mod feeds;
+mod lists;
 mod query;
 mod server;
 
 use auth::*;
 pub use feeds::subscribe_url_allowed;
 use feeds::*;
+use lists::*;
 use query::Query;
 use server::*;
 pub use server::{DRAIN, serve};
@@ -321,6 +323,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/windows", get(windows))
         .route("/v1/domains/{domain}", get(domain))
         .route("/v1/reinstatements", get(reinstatements))
+        .route("/v1/undo", get(undo))
         .route_layer(middleware::from_fn_with_state(state.clone(), reader_only));
     Router::new()
         .route(
@@ -672,18 +675,4 @@ async fn domain(
         next_link(&mut resp, &query);
     }
     Ok(resp)
-}
-
-async fn reinstatements(
-    State(st): State<Arc<ApiState>>,
-    Query(q): Query<query::Since>,
-) -> Result<Response, ApiError> {
-    let since = q.at(st.clock.now())?;
-    let rows = st.read(move |s| Ok(s.reinstatements(since)?)).await?;
-    Ok(axum::Json(
-        rows.iter()
-            .map(report::reinstatement_json)
-            .collect::<Vec<_>>(),
-    )
-    .into_response())
 }

@@ -40,6 +40,18 @@ impl Since {
     }
 }
 
+/// `GET /v1/undo?status=failed|dry_run|waiting&limit=`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Undo {
+    /// The token may come as `?token=` (the auth middleware took it).
+    #[serde(default, rename = "token")]
+    _token: Option<serde::de::IgnoredAny>,
+    pub(super) status: Option<String>,
+    /// At most this many, newest first: 1 to [`super::MAX_PAGE`], default [`super::PAGE`].
+    pub(super) limit: Option<usize>,
+}
+
 /// `GET /v1/windows?active=true`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

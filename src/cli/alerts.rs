@@ -56,6 +56,62 @@ pub fn forward(cli: &Context) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `mxwatch undo list|retry|keep`.
+pub fn undo(cli: &Context) -> anyhow::Result<ExitCode> {
+    let Command::Undo { command } = &cli.command else {
+        bail!("internal: `alerts::undo` called for another command");
+    };
+    let whose = Consumers::Undo;
+    match command {
+        UndoCommand::List {
+            failed,
+            dry_run,
+            waiting,
+            json,
+        } => {
+            let (status, outcome) = match (failed, dry_run, waiting) {
+                (true, _, _) => (Some(DeliveryStatus::Failed), None),
+                (_, true, _) => (None, Some(mxwatch::undo::outcome::DRY_RUN)),
+                (_, _, true) => (Some(DeliveryStatus::Pending), Some("waiting")),
+                _ => (None, None),
+            };
+            let store = cli.store()?;
+            let mut rows = store.deliveries_with(whose, status, outcome, None)?;
+            for d in &mut rows {
+                d.target = whose.name(&d.target).to_string();
+            }
+            print_rows(&rows, *json, report::delivery_json, report::delivery_text)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        UndoCommand::Retry { id } => {
+            let write = DeliveryWrite::Retry { delivery: *id };
+            change(cli, whose, *id, DeliveryStatus::Failed, write)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        UndoCommand::Keep { address } => {
+            let Some((address, _)) = mxwatch::bounce::normalise_address(address) else {
+                bail!("{address:?} is not an email address");
+            };
+            let config = cli.settings()?;
+            let at = mxwatch::clock::SystemClock.now();
+            let write = DeliveryWrite::Keep {
+                address: address.clone(),
+                at,
+            };
+            runtime()?.block_on(async {
+                let (writer, task) =
+                    mxwatch::store::Writer::start(&config.database, config.judging())?;
+                writer.delivery(write).await?;
+                drop(writer);
+                task.await?;
+                anyhow::Ok(())
+            })?;
+            eprintln!("{address} is kept: no undo target will take it off a list");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
 fn print_deliveries(
     cli: &Context,
     whose: Consumers,
@@ -85,6 +141,7 @@ fn change(
     let command = match whose {
         Consumers::Alerts => "alerts",
         Consumers::Forward => "forward",
+        Consumers::Undo => "undo",
     };
     let Some(d) = store
         .delivery(id)?

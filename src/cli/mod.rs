@@ -196,6 +196,11 @@ enum Command {
         #[command(subcommand)]
         command: ForwardCommand,
     },
+    /// Undo false suppressions at the ESPs and list managers: list, retry, keep.
+    Undo {
+        #[command(subcommand)]
+        command: UndoCommand,
+    },
     /// Watchlist commands.
     Config {
         #[command(subcommand)]
@@ -320,6 +325,32 @@ enum ForwardCommand {
         /// The delivery's id, as `forward list --held` shows it.
         id: i64,
     },
+}
+
+#[derive(Subcommand)]
+enum UndoCommand {
+    /// Undo actions, newest first: target, address, outcome, attempts, last error.
+    List {
+        /// Only those that failed (the provider's answer says why).
+        #[arg(long, group = "which")]
+        failed: bool,
+        /// Only those a dry run recorded (what would have been removed).
+        #[arg(long, group = "which")]
+        dry_run: bool,
+        /// Only those waiting for the hourly cap.
+        #[arg(long, group = "which")]
+        waiting: bool,
+        /// One JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Try a failed undo again (a running daemon picks it up, in order).
+    Retry {
+        /// The undo's id, as `undo list` shows it.
+        id: i64,
+    },
+    /// Never take ADDRESS off a list, whatever its verdicts say.
+    Keep { address: String },
 }
 
 #[derive(Subcommand)]
@@ -603,6 +634,7 @@ pub fn run(cli: Context) -> anyhow::Result<ExitCode> {
             command: AlertCommand::Retry { .. },
         } => alerts::retry(&cli),
         Command::Forward { .. } => alerts::forward(&cli),
+        Command::Undo { .. } => alerts::undo(&cli),
         Command::Reinstatements { .. } => reinstatements::run(&cli),
         Command::Windows { .. } => windows::run(&cli),
     }

@@ -39,6 +39,22 @@ impl Inputs {
                 paths.extend(p.iter().map(|f| ctx.relative(f.clone())));
             }
         }
+        for u in &raw.undo {
+            for n in [
+                &u.api_key_env,
+                &u.access_key_id_env,
+                &u.secret_access_key_env,
+            ] {
+                names.extend(n.iter().cloned());
+            }
+            for p in [
+                &u.api_key_file,
+                &u.access_key_id_file,
+                &u.secret_access_key_file,
+            ] {
+                paths.extend(p.iter().map(|f| ctx.relative(f.clone())));
+            }
+        }
         for p in &raw.passive_dns {
             names.extend(p.key_env.iter().cloned());
             paths.extend(p.key_file.iter().map(|f| ctx.relative(f.clone())));

@@ -20,6 +20,7 @@ mod inputs;
 mod locate;
 mod raw;
 mod targets;
+mod undo;
 mod validate;
 
 use locate::*;
@@ -163,6 +164,8 @@ pub struct Config {
     pub alerts: Vec<crate::alerts::AlertTarget>,
     /// Where bounces that came in over HTTP are forwarded (gateway mode).
     pub forward: Vec<crate::forward::ForwardTarget>,
+    /// The suppression lists false suppressions are taken off.
+    pub undo: Vec<crate::undo::UndoTarget>,
     /// Passive DNS providers `history lookup` asks (those with a key).
     pub passive_dns: Vec<crate::passive_dns::Provider>,
     /// Watching the unlisted domains that bounce; `None`: off.

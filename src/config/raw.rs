@@ -79,6 +79,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) forward: Vec<RawForward>,
     #[serde(default)]
+    pub(super) undo: Vec<RawUndo>,
+    #[serde(default)]
     pub(super) passive_dns: Vec<RawPassiveDns>,
     /// Watch the unlisted domains that bounce (off when absent).
     pub(super) auto_watch: Option<RawAutoWatch>,
@@ -135,6 +137,33 @@ pub(super) struct RawAlert {
     #[serde(default)]
     pub(super) tags: Vec<String>,
     pub(super) min_severity: Option<String>,
+    pub(super) timeout: Option<HumanDuration>,
+    pub(super) max_age: Option<HumanDuration>,
+    pub(super) backoff: Option<HumanDuration>,
+}
+
+/// An undo target: a suppression list to take false suppressions off.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUndo {
+    pub(super) name: String,
+    /// `ses`, `sendgrid`, `mailgun`, `postmark` or `listmonk`.
+    pub(super) provider: String,
+    pub(super) base_url: Option<String>,
+    pub(super) api_key_env: Option<String>,
+    pub(super) api_key_file: Option<PathBuf>,
+    pub(super) access_key_id_env: Option<String>,
+    pub(super) access_key_id_file: Option<PathBuf>,
+    pub(super) secret_access_key_env: Option<String>,
+    pub(super) secret_access_key_file: Option<PathBuf>,
+    pub(super) region: Option<String>,
+    pub(super) on_behalf_of: Option<String>,
+    pub(super) domain: Option<String>,
+    pub(super) stream: Option<String>,
+    pub(super) user: Option<String>,
+    pub(super) enabled: Option<bool>,
+    pub(super) dry_run: Option<bool>,
+    pub(super) max_per_hour: Option<u32>,
     pub(super) timeout: Option<HumanDuration>,
     pub(super) max_age: Option<HumanDuration>,
     pub(super) backoff: Option<HumanDuration>,

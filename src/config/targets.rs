@@ -24,14 +24,16 @@ pub(super) fn alert_targets(
         if name.is_empty() {
             return Err(ctx.err(at("name"), "must not be empty".into()));
         }
-        if name.starts_with(crate::store::FORWARD_PREFIX) {
-            return Err(ctx.err(
-                at("name"),
-                format!(
-                    "names starting with {:?} are kept for forward targets",
-                    crate::store::FORWARD_PREFIX
-                ),
-            ));
+        for (prefix, whose) in [
+            (crate::store::FORWARD_PREFIX, "forward"),
+            (crate::store::UNDO_PREFIX, "undo"),
+        ] {
+            if name.starts_with(prefix) {
+                return Err(ctx.err(
+                    at("name"),
+                    format!("names starting with {prefix:?} are kept for {whose} targets"),
+                ));
+            }
         }
         if let Some(j) = alerts.iter().position(|t| t.name == name) {
             return Err(ctx.err(

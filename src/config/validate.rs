@@ -365,6 +365,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
     let alerts = alert_targets(&ctx, &inputs, raw.alerts, &mut secret_problems)?;
     let forward =
         super::forward::forward_targets(&ctx, &inputs, raw.forward, &mut secret_problems)?;
+    let undo_targets = super::undo::undo_targets(&ctx, &inputs, raw.undo, &mut secret_problems)?;
     let passive_dns = passive_dns(&ctx, &inputs, &raw.passive_dns, &mut secret_problems)?;
     let auto_watch = raw.auto_watch.map(auto_watch);
     if let Some(level) = &raw.log_level {
@@ -404,6 +405,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path) -> Result<Config, ConfigErro
         sns_trust,
         alerts,
         forward,
+        undo: undo_targets,
         passive_dns,
         auto_watch,
         digest: raw.digest,

@@ -74,10 +74,14 @@ named! {
 pub enum Consumers {
     Alerts,
     Forward,
+    Undo,
 }
 
 /// The prefix of a forward target's name in the delivery tables.
 pub const FORWARD_PREFIX: &str = "forward:";
+
+/// The prefix of an undo target's name in the delivery tables.
+pub const UNDO_PREFIX: &str = "undo:";
 
 impl Consumers {
     /// The name a consumer's deliveries and cursor are kept under.
@@ -85,6 +89,7 @@ impl Consumers {
         match self {
             Consumers::Alerts => name.to_string(),
             Consumers::Forward => format!("{FORWARD_PREFIX}{name}"),
+            Consumers::Undo => format!("{UNDO_PREFIX}{name}"),
         }
     }
 
@@ -92,6 +97,8 @@ impl Consumers {
     pub fn of(key: &str) -> Consumers {
         if key.starts_with(FORWARD_PREFIX) {
             Consumers::Forward
+        } else if key.starts_with(UNDO_PREFIX) {
+            Consumers::Undo
         } else {
             Consumers::Alerts
         }
@@ -102,17 +109,29 @@ impl Consumers {
         match self {
             Consumers::Alerts => key,
             Consumers::Forward => key.strip_prefix(FORWARD_PREFIX).unwrap_or(key),
+            Consumers::Undo => key.strip_prefix(UNDO_PREFIX).unwrap_or(key),
         }
     }
 
-    /// SQL that holds for the keys of these consumers' rows in `a`.
+    /// SQL that holds for the keys of these consumers' rows in `a` (key
+    /// ranges, so the index on targets serves them).
     fn filter(self) -> &'static str {
         match self {
-            Consumers::Alerts => "(a.target < 'forward:' OR a.target >= 'forward;')",
+            Consumers::Alerts => {
+                "(a.target < 'forward:' OR (a.target >= 'forward;' AND a.target < 'undo:') \
+                 OR a.target >= 'undo;')"
+            }
             Consumers::Forward => "(a.target >= 'forward:' AND a.target < 'forward;')",
+            Consumers::Undo => "(a.target >= 'undo:' AND a.target < 'undo;')",
         }
     }
 }
+
+/// The page condition of alert targets: the partial index `outbox_alerts`
+/// (migration 12) has the same list, and a test holds both to
+/// [`EventType::is_alert`].
+const NOT_ALERTS: &str =
+    "AND o.id <= ?3 AND o.event NOT IN ('bounce', 'request', 'reinstated', 'undo')";
 
 /// What a consumer makes of a new event.
 #[derive(Debug, Clone, PartialEq)]
@@ -152,6 +171,9 @@ pub struct Delivery {
     pub remainder: Option<String>,
     /// Why it is held, or how it is sent.
     pub note: Option<String>,
+    /// What it came to beyond its status (an undo: `removed`, `not_found`,
+    /// `dry_run`, `kept`, `waiting`).
+    pub outcome: Option<String>,
 }
 
 /// A change to delivery state, sent through the writer.
@@ -174,7 +196,19 @@ pub enum DeliveryWrite {
         status: DeliveryStatus,
         error: Option<String>,
         next_attempt: Option<DateTime<Utc>>,
+        /// What it came to, when there is more to say than its status.
+        outcome: Option<&'static str>,
     },
+    /// A delivery waits until `until` without an attempt (a target's
+    /// hourly cap): still pending, its outcome `waiting`.
+    Wait {
+        target: String,
+        outbox_id: i64,
+        until: DateTime<Utc>,
+        why: String,
+    },
+    /// `mxwatch undo keep ADDRESS`: never take it off a list.
+    Keep { address: String, at: DateTime<Utc> },
     /// `mxwatch alerts retry ID`: a failed delivery is tried again.
     Retry { delivery: i64 },
     /// `mxwatch forward release ID`: a held delivery is sent as it is.
@@ -216,6 +250,24 @@ pub(super) fn write(tx: &rusqlite::Transaction, w: &DeliveryWrite) -> Result<(),
                 .execute(params![target, last])?;
             }
         }
+        DeliveryWrite::Wait {
+            target,
+            outbox_id,
+            until,
+            why,
+        } => {
+            tx.prepare_cached(
+                "UPDATE alert_deliveries SET next_attempt = ?3, outcome = 'waiting', last_error = ?4 \
+                 WHERE outbox_id = ?1 AND target = ?2 AND status = 'pending'",
+            )?
+            .execute(params![outbox_id, target, ms(*until), why])?;
+        }
+        DeliveryWrite::Keep { address, at } => {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO undo_keep(address, created_at) VALUES (?1, ?2)",
+            )?
+            .execute(params![address, ms(*at)])?;
+        }
         DeliveryWrite::Attempted {
             target,
             outbox_id,
@@ -223,6 +275,7 @@ pub(super) fn write(tx: &rusqlite::Transaction, w: &DeliveryWrite) -> Result<(),
             status,
             error,
             next_attempt,
+            outcome,
         } => {
             // A part delivered leaves its remainder held.
             tx.prepare_cached(
@@ -233,7 +286,8 @@ pub(super) fn write(tx: &rusqlite::Transaction, w: &DeliveryWrite) -> Result<(),
                    parts = CASE WHEN ?2 = 'delivered' AND remainder IS NOT NULL THEN remainder ELSE parts END, \
                    note = CASE WHEN ?2 = 'delivered' AND remainder IS NOT NULL \
                      THEN 'the rest of the batch, held: ' || coalesce(note, '') ELSE note END, \
-                   remainder = CASE WHEN ?2 = 'delivered' THEN NULL ELSE remainder END \
+                   remainder = CASE WHEN ?2 = 'delivered' THEN NULL ELSE remainder END, \
+                   outcome = ?7 \
                  WHERE outbox_id = ?1 AND target = ?6",
             )?
             .execute(params![
@@ -242,7 +296,8 @@ pub(super) fn write(tx: &rusqlite::Transaction, w: &DeliveryWrite) -> Result<(),
                 ms(*at),
                 error,
                 next_attempt.map(ms),
-                target
+                target,
+                outcome
             ])?;
         }
         DeliveryWrite::Retry { delivery } => {
@@ -268,7 +323,7 @@ pub(super) fn write(tx: &rusqlite::Transaction, w: &DeliveryWrite) -> Result<(),
 }
 
 const DELIVERY_COLUMNS: &str = "a.id, a.outbox_id, a.target, a.status, a.attempts, a.next_attempt, \
-     a.last_attempt, a.last_error, o.event, o.summary, o.created_at, a.released, a.parts, a.remainder, a.note";
+     a.last_attempt, a.last_error, o.event, o.summary, o.created_at, a.released, a.parts, a.remainder, a.note, a.outcome";
 
 fn delivery_from_row(r: &rusqlite::Row) -> rusqlite::Result<Delivery> {
     Ok(Delivery {
@@ -287,6 +342,7 @@ fn delivery_from_row(r: &rusqlite::Row) -> rusqlite::Result<Delivery> {
         parts: r.get(12)?,
         remainder: r.get(13)?,
         note: r.get(14)?,
+        outcome: r.get(15)?,
     })
 }
 
@@ -336,14 +392,52 @@ impl Store {
         whose: Consumers,
         status: Option<DeliveryStatus>,
     ) -> Result<Vec<Delivery>, StoreError> {
+        self.deliveries_with(whose, status, None, None)
+    }
+
+    /// [`Store::deliveries`], also by outcome, at most `limit`.
+    pub fn deliveries_with(
+        &self,
+        whose: Consumers,
+        status: Option<DeliveryStatus>,
+        outcome: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Vec<Delivery>, StoreError> {
         let sql = format!(
             "SELECT {DELIVERY_COLUMNS} FROM alert_deliveries a JOIN outbox o ON o.id = a.outbox_id \
-             WHERE {} AND (?1 IS NULL OR a.status = ?1) ORDER BY a.id DESC",
+             WHERE {} AND (?1 IS NULL OR a.status = ?1) AND (?2 IS NULL OR a.outcome = ?2) \
+             ORDER BY a.id DESC LIMIT ?3",
             whose.filter()
         );
         let mut stmt = self.conn.prepare(&sql)?;
-        let rows = stmt.query_map([status], delivery_from_row)?;
+        let limit = limit.map_or(-1, |n| n as i64);
+        let rows = stmt.query_map(params![status, outcome, limit], delivery_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// When a target's deliveries done since `since` with one of
+    /// `outcomes` were done (what an hourly cap counts).
+    pub fn done_times(
+        &self,
+        target: &str,
+        since: DateTime<Utc>,
+        outcomes: &[&str],
+    ) -> Result<Vec<DateTime<Utc>>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT delivered_at, outcome FROM alert_deliveries \
+             WHERE target = ?1 AND delivered_at IS NOT NULL AND delivered_at >= ?2",
+        )?;
+        let rows = stmt.query_map(params![target, ms(since)], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (at, outcome) = row?;
+            if outcome.as_deref().is_some_and(|o| outcomes.contains(&o)) {
+                out.push(from_ms(at));
+            }
+        }
+        Ok(out)
     }
 
     pub fn delivery(&self, id: i64) -> Result<Option<Delivery>, StoreError> {
@@ -400,7 +494,7 @@ impl Store {
     ) -> Result<Vec<AlertEvent>, StoreError> {
         let only = match alerts_upto {
             None => "",
-            Some(_) => "AND o.id <= ?3 AND o.event NOT IN ('bounce', 'request', 'reinstated')",
+            Some(_) => NOT_ALERTS,
         };
         let sql = format!(
             "SELECT {}, {} \
@@ -475,5 +569,26 @@ impl Store {
             .into_iter()
             .next()
             .filter(|e| e.outbox.id == outbox_id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Alert targets pass by exactly the events that are not alerts, in
+    /// the query and in the index it uses.
+    #[test]
+    fn the_events_alert_targets_pass_by_are_those_that_are_not_alerts() {
+        let words: Vec<String> = EventType::ALL
+            .iter()
+            .filter(|t| !t.is_alert())
+            .map(|t| format!("'{t}'"))
+            .collect();
+        let list = format!("NOT IN ({})", words.join(", "));
+        assert!(NOT_ALERTS.contains(&list), "{NOT_ALERTS}");
+        let index = super::super::schema::M12_ALERTS_INDEX;
+        assert!(index.contains(&list), "{index}");
+        assert!(super::super::schema::M12_FORWARDING.contains(index));
     }
 }

@@ -15,7 +15,9 @@ use crate::bounce::{Bounce, Kind};
 use crate::event::EventType;
 use crate::verdict::{EvidenceKind, Judgement, Verdict};
 
-/// How a request that came in over HTTP is announced for forwarding.
+/// A request that came in over HTTP (through the token, or a signed SNS
+/// message): its bounces are marked so, may be undone at the ESPs, and
+/// are announced to the forward targets that want them.
 #[derive(Debug, Clone, Default)]
 pub struct Arrival {
     /// The receiver it came to: `ses`, `sendgrid`, `mailgun`, `postmark`,
@@ -119,6 +121,10 @@ pub struct Forwarded {
     /// Where this consumer's delivery of that event stands, when it took
     /// it; set by the delivery engine for the consumer reading.
     pub followed: Option<super::DeliveryStatus>,
+    /// (`undo`) An operator keeps the address suppressed (`undo keep`).
+    pub kept: bool,
+    /// (`undo`) The verdict of the address's latest stored bounce.
+    pub latest: Option<Verdict>,
 }
 
 /// What the detail column of a `request` event holds.
@@ -173,6 +179,16 @@ pub(super) fn announce(
         Some(r) => keep_request(tx, &arrival.receiver, r, now)?,
         None => None,
     };
+    // Over HTTP means through the token (or a signed SNS message): such
+    // bounces, and only such, may take an address off a suppression list.
+    for ((b, id), j) in list.iter().zip(ids).zip(judgements) {
+        let Some(id) = id else { continue };
+        tx.prepare_cached("UPDATE bounces SET via = 'http' WHERE id = ?1")?
+            .execute([id])?;
+        if suppressed_by_esp(b) && j.undoes_suppression() {
+            undo(tx, (*id, b), j, None, now)?;
+        }
+    }
     if arrival.bounces {
         for ((b, id), j) in list.iter().zip(ids).zip(judgements) {
             let Some(id) = id else { continue };
@@ -264,8 +280,37 @@ pub(super) fn prune(tx: &rusqlite::Transaction, now: DateTime<Utc>) -> Result<()
     Ok(())
 }
 
+/// Whether the ESP (or the handler behind it) suppressed the address on
+/// this bounce: a hard bounce, or the ESP's own suppression notice.
+fn suppressed_by_esp(b: &Bounce) -> bool {
+    b.hard || b.kind == Kind::Suppressed
+}
+
+/// An undo: the suppression made on bounce `id` is to be taken off the
+/// lists that block sending (the `undo:` targets decide which are theirs).
+fn undo(
+    tx: &rusqlite::Transaction,
+    (id, b): (i64, &Bounce),
+    j: &Judgement,
+    window: Option<i64>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let summary = crate::summary::forwarded(&b.recipient, b.kind.as_str(), j.verdict.as_str());
+    let detail = to_json(&Judged::from(j));
+    insert_event(
+        tx,
+        now,
+        EventType::Undo,
+        &summary,
+        (Some(id), None, window),
+        Some(detail),
+    )
+}
+
 /// When a bounce that was announced for forwarding is turned over, its
-/// targets hear of it (those that took the announcement decide).
+/// targets hear of it (those that took the announcement decide); when it
+/// came over HTTP and the evidence says it was false, its suppression is
+/// to be undone.
 pub(super) fn reinstated(
     tx: &rusqlite::Transaction,
     bounce: (i64, &Bounce),
@@ -274,6 +319,12 @@ pub(super) fn reinstated(
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let (id, b) = bounce;
+    let via: Option<String> = tx
+        .prepare_cached("SELECT via FROM bounces WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))?;
+    if via.as_deref() == Some("http") && suppressed_by_esp(b) && judgement.undoes_suppression() {
+        undo(tx, (id, b), judgement, window, now)?;
+    }
     let announced: bool = tx
         .prepare_cached(
             "SELECT EXISTS (SELECT 1 FROM outbox WHERE bounce_id = ?1 AND event = 'bounce')",
@@ -354,6 +405,22 @@ impl Store {
                 }
             }
             _ => f.judged = detail.and_then(|d| serde_json::from_str(&d).ok()),
+        }
+        if event == EventType::Undo
+            && let Some((_, b)) = &f.bounce
+        {
+            f.kept = self
+                .conn
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM undo_keep WHERE address = ?1)")?
+                .query_row([&b.recipient], |r| r.get(0))?;
+            f.latest = self
+                .conn
+                .prepare_cached(
+                    "SELECT verdict FROM bounces WHERE recipient = ?1 AND verdict IS NOT NULL \
+                     ORDER BY at DESC, id DESC LIMIT 1",
+                )?
+                .query_row([&b.recipient], |r| r.get(0))
+                .optional()?;
         }
         if event == EventType::Reinstated
             && let Some((id, _)) = &f.bounce

@@ -45,6 +45,7 @@ mod writer;
 
 pub use deliveries::{
     AlertEvent, Consumers, Decision, Delivery, DeliveryStatus, DeliveryWrite, FORWARD_PREFIX,
+    UNDO_PREFIX,
 };
 pub use forwarding::{Arrival, Cited, FeedRequest, Forwarded, Judged, JudgedPart, RawRequest};
 pub use intake::{Intake, Judging};

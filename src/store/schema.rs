@@ -19,6 +19,7 @@ pub(super) fn migrations() -> Migrations<'static> {
             M10_SHARED_DIAGNOSTICS,
             M11_RUN_IDENTITY,
             M12_FORWARDING,
+            M13_UNDO,
         ]
         .into_iter()
         .map(M::up)
@@ -282,7 +283,7 @@ const M11_RUN_IDENTITY: &str = r#"
             WHERE upstream LIKE 'passive:%';
         "#;
 
-const M12_FORWARDING: &str = r#"
+pub(super) const M12_FORWARDING: &str = r#"
         -- Forwarding: the ESP requests kept whole for `passthrough` targets
         -- (a request the ESP sends again, byte for byte, is kept once).
         CREATE TABLE feed_requests (
@@ -301,7 +302,7 @@ const M12_FORWARDING: &str = r#"
         CREATE INDEX outbox_by_bounce ON outbox(bounce_id) WHERE bounce_id IS NOT NULL;
         -- Alert targets read only alert events: forwarding's are passed over
         -- without being read.
-        CREATE INDEX outbox_alerts ON outbox(id) WHERE event NOT IN ('bounce', 'request', 'reinstated');
+        CREATE INDEX outbox_alerts ON outbox(id) WHERE event NOT IN ('bounce', 'request', 'reinstated', 'undo');
         CREATE INDEX feed_requests_by_time ON feed_requests(received_at);
         -- Held deliveries an operator released; the part of a request a
         -- delivery sends now (JSON indexes of a batch; NULL: all of it),
@@ -310,6 +311,28 @@ const M12_FORWARDING: &str = r#"
         ALTER TABLE alert_deliveries ADD COLUMN parts TEXT;
         ALTER TABLE alert_deliveries ADD COLUMN remainder TEXT;
         ALTER TABLE alert_deliveries ADD COLUMN note TEXT;
+        "#;
+
+/// The index alert targets read through (a test compares its list).
+#[cfg(test)]
+pub(super) const M12_ALERTS_INDEX: &str = "CREATE INDEX outbox_alerts ON outbox(id) WHERE event NOT IN ('bounce', 'request', 'reinstated', 'undo');";
+
+const M13_UNDO: &str = r#"
+        -- How a bounce reached us: 'http' (the token, a signed SNS message)
+        -- or NULL (a file the operator ingested). Only the first may take an
+        -- address off a suppression list.
+        ALTER TABLE bounces ADD COLUMN via TEXT;
+        CREATE INDEX bounces_by_recipient ON bounces(recipient, at);
+        -- Addresses an operator keeps suppressed: `mxwatch undo keep`.
+        CREATE TABLE undo_keep (
+            address     TEXT PRIMARY KEY,
+            created_at  INTEGER NOT NULL
+        );
+        -- What a delivery came to beyond delivered (an undo: removed,
+        -- not_found, dry_run, kept, waiting).
+        ALTER TABLE alert_deliveries ADD COLUMN outcome TEXT;
+        CREATE INDEX deliveries_done ON alert_deliveries(target, delivered_at)
+            WHERE delivered_at IS NOT NULL;
         "#;
 
 #[cfg(test)]

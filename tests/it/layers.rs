@@ -44,7 +44,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "services",
         &[
-            "monitor", "judge", "alerts", "delivery", "forward", "report", "metrics",
+            "monitor", "judge", "alerts", "delivery", "forward", "undo", "report", "metrics",
         ],
     ),
     (
