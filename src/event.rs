@@ -56,7 +56,7 @@ impl EventType {
     pub fn is_alert(self) -> bool {
         !matches!(
             self,
-            EventType::Bounce | EventType::Request | EventType::Reinstated
+            EventType::Bounce | EventType::Request | EventType::Reinstated | EventType::Undo
         )
     }
 

@@ -431,6 +431,34 @@ mod tests {
             .collect()
     }
 
+    /// "We were blind" is a reason not to suppress, never one to
+    /// un-suppress: only evidence that the bounce was false undoes.
+    #[test]
+    fn only_evidence_that_the_bounce_was_false_undoes_a_suppression() {
+        let judged = |verdict, kinds: &[EvidenceKind]| Judgement {
+            verdict,
+            suppress: verdict == Verdict::Suppress,
+            reasons: vec![],
+            evidence: kinds.iter().map(|k| window(*k, 10, Some(12))).collect(),
+            caveats: vec![],
+        };
+        use EvidenceKind::*;
+        for k in [MxChange, WrongMx, Anomaly] {
+            assert!(judged(Verdict::Transient, &[k]).undoes_suppression(), "{k}");
+            assert!(judged(Verdict::Transient, &[ResolverOutage, k]).undoes_suppression(), "{k}");
+        }
+        for k in [ResolverOutage, UnconfirmedChange] {
+            assert!(!judged(Verdict::Transient, &[k]).undoes_suppression(), "{k}");
+        }
+        assert!(!judged(Verdict::Transient, &[]).undoes_suppression());
+        assert!(!judged(Verdict::Retry, &[MxChange]).undoes_suppression());
+        assert!(!judged(Verdict::Suppress, &[]).undoes_suppression());
+        assert_eq!(
+            EvidenceKind::ALL.iter().filter(|k| k.shows_bounce_false()).count(),
+            3
+        );
+    }
+
     fn window(kind: EvidenceKind, start: u32, end: Option<u32>) -> Evidence {
         Evidence {
             id: Some(7),

@@ -427,3 +427,43 @@ fn forward_targets_are_checked() {
     let e = c.require_secrets().unwrap_err();
     assert!(e.to_string().contains("forward[0].bearer_env"), "{e}");
 }
+
+#[test]
+fn undo_targets_are_safe_until_said_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("k"), "key-1\n").unwrap();
+    let path = dir.path().join("watchlist.yaml");
+    let load = |yaml: &str| Config::from_yaml(yaml, &path);
+    let c = load("undo:\n  - name: sg\n    provider: sendgrid\n    api_key_file: k\n").unwrap();
+    let t = &c.undo[0];
+    assert!(!t.enabled && t.dry_run, "off and dry-run by default");
+    assert_eq!(t.max_per_hour, 1000);
+    assert_eq!(t.base_url, "https://api.sendgrid.com");
+    let c = load(
+        "undo:\n  - name: ses\n    provider: ses\n    region: eu-west-1\n    access_key_id_file: k\n    secret_access_key_file: k\n",
+    )
+    .unwrap();
+    assert_eq!(c.undo[0].base_url, "https://email.eu-west-1.amazonaws.com");
+    assert_eq!(format!("{:?}", c.undo[0].credentials).matches("key-1").count(), 0, "secrets never print");
+
+    let head = "undo:\n  - name: t\n";
+    for (yaml, line, words) in [
+        (format!("{head}    provider: smtp\n"), 3, "ses, sendgrid, mailgun, postmark, listmonk"),
+        (format!("{head}    provider: sendgrid\n"), 3, "api_key_env or api_key_file"),
+        (format!("{head}    provider: ses\n    access_key_id_file: k\n    secret_access_key_file: k\n"), 3, "needs its region"),
+        (format!("{head}    provider: mailgun\n    api_key_file: k\n"), 3, "needs domain"),
+        (format!("{head}    provider: listmonk\n    api_key_file: k\n    user: u\n"), 3, "needs base_url"),
+        (format!("{head}    provider: sendgrid\n    api_key_file: k\n    region: eu-west-1\n"), 5, "takes no region"),
+        (format!("{head}    provider: postmark\n    api_key_file: k\n    domain: x\n"), 5, "takes no domain"),
+        (format!("{head}    provider: sendgrid\n    api_key_file: k\n    max_per_hour: 0\n"), 5, "at least 1"),
+        (format!("{head}    provider: sendgrid\n    api_key_file: k\n    base_url: ftp://x\n"), 5, "http(s)"),
+        ("alerts:\n  - name: 'undo:x'\n    url: http://127.0.0.1:9/\n".to_string(), 2, "kept for undo targets"),
+    ] {
+        let e = load(&yaml).unwrap_err();
+        assert!(e.to_string().contains(words), "{yaml}: {e}");
+        assert_eq!(e.line, Some(line), "{yaml}: {e}");
+    }
+    let c = load(&format!("{head}    provider: sendgrid\n    api_key_env: MXWATCH_TEST_UNSET_UNDO\n")).unwrap();
+    let e = c.require_secrets().unwrap_err();
+    assert!(e.to_string().contains("undo[0].api_key_env"), "{e}");
+}

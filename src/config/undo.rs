@@ -97,12 +97,8 @@ fn target(
                 Provider::Ses => "an SES target needs its region",
                 _ => "a listmonk target needs base_url: where listmonk answers",
             };
-            let field = if provider == Provider::Ses {
-                "provider"
-            } else {
-                "provider"
-            };
-            ctx.err(at(field), why.into())
+
+            ctx.err(at("provider"), why.into())
         })?,
     };
     let need = |field: &str, v: &Option<String>| {

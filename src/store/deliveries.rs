@@ -468,7 +468,7 @@ impl Store {
         after: i64,
         limit: usize,
     ) -> Result<(Vec<AlertEvent>, i64), StoreError> {
-        if whose == Consumers::Forward {
+        if whose != Consumers::Alerts {
             let events = self.alert_events(after, limit)?;
             let upto = events.last().map_or(after, |e| e.outbox.id);
             return Ok((events, upto));

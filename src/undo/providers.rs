@@ -54,17 +54,22 @@ pub(super) async fn remove(
     }
 }
 
-/// `base_url` with `segments` appended, each percent-encoded as a path
-/// segment (an address may hold `+`, `/` or `%`).
+/// `base_url` with `segments` appended, each percent-encoded but for
+/// RFC 3986's unreserved characters (an address may hold `@`, `+`, `/`,
+/// `%`; SigV4 signs the path so encoded).
 fn url(t: &UndoTarget, segments: &[&str]) -> reqwest::Url {
-    let mut u = reqwest::Url::parse(&t.base_url).expect("base_url was checked");
-    if let Ok(mut path) = u.path_segments_mut() {
-        path.pop_if_empty();
-        for s in segments {
-            path.push(s);
+    let mut text = t.base_url.trim_end_matches('/').to_string();
+    for s in segments {
+        text.push('/');
+        for b in s.bytes() {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                text.push(b as char);
+            } else {
+                text.push_str(&format!("%{b:02X}"));
+            }
         }
     }
-    u
+    reqwest::Url::parse(&text).expect("base_url was checked, and the segments are encoded")
 }
 
 /// At most this much of a provider's answer is kept with a failure.

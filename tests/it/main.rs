@@ -24,6 +24,7 @@ mod passive;
 mod real_mta;
 mod service;
 mod trust;
+mod undo;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -80,15 +81,7 @@ pub fn start(config: Config, dir: Arc<tempfile::TempDir>) -> App {
         let _ = rx.await;
     })
     .unwrap();
-    let events = daemon.monitor.subscribe();
-    App {
-        daemon: Some(daemon),
-        events,
-        pending: VecDeque::new(),
-        config,
-        dir,
-        stop: Some(stop),
-    }
+    App::from_parts(daemon, config, dir, stop)
 }
 
 pub fn spawn_app(yaml: &str) -> App {
@@ -98,6 +91,24 @@ pub fn spawn_app(yaml: &str) -> App {
 }
 
 impl App {
+    /// A daemon started by a test, with what stops it.
+    pub fn from_parts(
+        daemon: Daemon,
+        config: Config,
+        dir: Arc<tempfile::TempDir>,
+        stop: oneshot::Sender<()>,
+    ) -> App {
+        let events = daemon.monitor.subscribe();
+        App {
+            daemon: Some(daemon),
+            events,
+            pending: VecDeque::new(),
+            config,
+            dir,
+            stop: Some(stop),
+        }
+    }
+
     /// The next committed check of `domain` (within an hour of virtual time).
     pub async fn next_check(&mut self, domain: &str) -> CheckEvent {
         let want = DomainName::parse(domain).unwrap();
