@@ -445,16 +445,25 @@ mod tests {
         use EvidenceKind::*;
         for k in [MxChange, WrongMx, Anomaly] {
             assert!(judged(Verdict::Transient, &[k]).undoes_suppression(), "{k}");
-            assert!(judged(Verdict::Transient, &[ResolverOutage, k]).undoes_suppression(), "{k}");
+            assert!(
+                judged(Verdict::Transient, &[ResolverOutage, k]).undoes_suppression(),
+                "{k}"
+            );
         }
         for k in [ResolverOutage, UnconfirmedChange] {
-            assert!(!judged(Verdict::Transient, &[k]).undoes_suppression(), "{k}");
+            assert!(
+                !judged(Verdict::Transient, &[k]).undoes_suppression(),
+                "{k}"
+            );
         }
         assert!(!judged(Verdict::Transient, &[]).undoes_suppression());
         assert!(!judged(Verdict::Retry, &[MxChange]).undoes_suppression());
         assert!(!judged(Verdict::Suppress, &[]).undoes_suppression());
         assert_eq!(
-            EvidenceKind::ALL.iter().filter(|k| k.shows_bounce_false()).count(),
+            EvidenceKind::ALL
+                .iter()
+                .filter(|k| k.shows_bounce_false())
+                .count(),
             3
         );
     }

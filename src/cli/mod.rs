@@ -350,7 +350,10 @@ enum UndoCommand {
         id: i64,
     },
     /// Never take ADDRESS off a list, whatever its verdicts say.
-    Keep { address: String },
+    Keep {
+        /// The address to keep suppressed (case does not matter).
+        address: String,
+    },
 }
 
 #[derive(Subcommand)]

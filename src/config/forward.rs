@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::inputs::Inputs;
 use super::raw::*;
-use super::validate::{Ctx, http_url, positive, secret};
+use super::validate::{Ctx, http_url, positive, secret, target_name};
 use super::*;
 use crate::forward::{Auth, Format, ForwardTarget, OnIgnore, OnTransient};
 
@@ -22,17 +22,8 @@ pub(super) fn forward_targets(
 ) -> Result<Vec<ForwardTarget>, ConfigError> {
     let mut out: Vec<ForwardTarget> = Vec::new();
     for (i, f) in raw.into_iter().enumerate() {
-        let at = |f: &str| format!("forward[{i}].{f}");
-        let name = f.name.trim().to_string();
-        if name.is_empty() {
-            return Err(ctx.err(at("name"), "must not be empty".into()));
-        }
-        if let Some(j) = out.iter().position(|t| t.name == name) {
-            return Err(ctx.err(
-                at("name"),
-                format!("{name:?} is used twice (first at forward[{j}])"),
-            ));
-        }
+        let taken = out.iter().map(|t| t.name.as_str());
+        let name = target_name(ctx, ("forward", i), &f.name, taken)?;
         out.push(target(ctx, inputs, i, name, f, secret_problems)?);
     }
     Ok(out)

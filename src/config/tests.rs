@@ -444,26 +444,77 @@ fn undo_targets_are_safe_until_said_otherwise() {
     )
     .unwrap();
     assert_eq!(c.undo[0].base_url, "https://email.eu-west-1.amazonaws.com");
-    assert_eq!(format!("{:?}", c.undo[0].credentials).matches("key-1").count(), 0, "secrets never print");
+    assert_eq!(
+        format!("{:?}", c.undo[0].credentials)
+            .matches("key-1")
+            .count(),
+        0,
+        "secrets never print"
+    );
 
     let head = "undo:\n  - name: t\n";
     for (yaml, line, words) in [
-        (format!("{head}    provider: smtp\n"), 3, "ses, sendgrid, mailgun, postmark, listmonk"),
-        (format!("{head}    provider: sendgrid\n"), 3, "api_key_env or api_key_file"),
-        (format!("{head}    provider: ses\n    access_key_id_file: k\n    secret_access_key_file: k\n"), 3, "needs its region"),
-        (format!("{head}    provider: mailgun\n    api_key_file: k\n"), 3, "needs domain"),
-        (format!("{head}    provider: listmonk\n    api_key_file: k\n    user: u\n"), 3, "needs base_url"),
-        (format!("{head}    provider: sendgrid\n    api_key_file: k\n    region: eu-west-1\n"), 5, "takes no region"),
-        (format!("{head}    provider: postmark\n    api_key_file: k\n    domain: x\n"), 5, "takes no domain"),
-        (format!("{head}    provider: sendgrid\n    api_key_file: k\n    max_per_hour: 0\n"), 5, "at least 1"),
-        (format!("{head}    provider: sendgrid\n    api_key_file: k\n    base_url: ftp://x\n"), 5, "http(s)"),
-        ("alerts:\n  - name: 'undo:x'\n    url: http://127.0.0.1:9/\n".to_string(), 2, "kept for undo targets"),
+        (
+            format!("{head}    provider: smtp\n"),
+            3,
+            "ses, sendgrid, mailgun, postmark, listmonk",
+        ),
+        (
+            format!("{head}    provider: sendgrid\n"),
+            3,
+            "api_key_env or api_key_file",
+        ),
+        (
+            format!(
+                "{head}    provider: ses\n    access_key_id_file: k\n    secret_access_key_file: k\n"
+            ),
+            3,
+            "needs its region",
+        ),
+        (
+            format!("{head}    provider: mailgun\n    api_key_file: k\n"),
+            3,
+            "needs domain",
+        ),
+        (
+            format!("{head}    provider: listmonk\n    api_key_file: k\n    user: u\n"),
+            3,
+            "needs base_url",
+        ),
+        (
+            format!("{head}    provider: sendgrid\n    api_key_file: k\n    region: eu-west-1\n"),
+            5,
+            "takes no region",
+        ),
+        (
+            format!("{head}    provider: postmark\n    api_key_file: k\n    domain: x\n"),
+            5,
+            "takes no domain",
+        ),
+        (
+            format!("{head}    provider: sendgrid\n    api_key_file: k\n    max_per_hour: 0\n"),
+            5,
+            "at least 1",
+        ),
+        (
+            format!("{head}    provider: sendgrid\n    api_key_file: k\n    base_url: ftp://x\n"),
+            5,
+            "http(s)",
+        ),
+        (
+            "alerts:\n  - name: 'undo:x'\n    url: http://127.0.0.1:9/\n".to_string(),
+            2,
+            "kept for undo targets",
+        ),
     ] {
         let e = load(&yaml).unwrap_err();
         assert!(e.to_string().contains(words), "{yaml}: {e}");
         assert_eq!(e.line, Some(line), "{yaml}: {e}");
     }
-    let c = load(&format!("{head}    provider: sendgrid\n    api_key_env: MXWATCH_TEST_UNSET_UNDO\n")).unwrap();
+    let c = load(&format!(
+        "{head}    provider: sendgrid\n    api_key_env: MXWATCH_TEST_UNSET_UNDO\n"
+    ))
+    .unwrap();
     let e = c.require_secrets().unwrap_err();
     assert!(e.to_string().contains("undo[0].api_key_env"), "{e}");
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::inputs::Inputs;
 use super::raw::*;
-use super::validate::{Ctx, http_url, positive, secret};
+use super::validate::{Ctx, http_url, positive, secret, target_name};
 use super::*;
 use crate::undo::{Credentials, Provider, UndoTarget};
 
@@ -20,17 +20,8 @@ pub(super) fn undo_targets(
 ) -> Result<Vec<UndoTarget>, ConfigError> {
     let mut out: Vec<UndoTarget> = Vec::new();
     for (i, u) in raw.into_iter().enumerate() {
-        let at = |f: &str| format!("undo[{i}].{f}");
-        let name = u.name.trim().to_string();
-        if name.is_empty() {
-            return Err(ctx.err(at("name"), "must not be empty".into()));
-        }
-        if let Some(j) = out.iter().position(|t| t.name == name) {
-            return Err(ctx.err(
-                at("name"),
-                format!("{name:?} is used twice (first at undo[{j}])"),
-            ));
-        }
+        let taken = out.iter().map(|t| t.name.as_str());
+        let name = target_name(ctx, ("undo", i), &u.name, taken)?;
         if let Some(t) = target(ctx, inputs, i, name, u, secret_problems)? {
             out.push(t);
         }
@@ -113,52 +104,7 @@ fn target(
         )?),
         _ => None,
     };
-    let mut read = |env: (&str, &Option<String>), file: (&str, &Option<PathBuf>)| {
-        if env.1.is_none() && file.1.is_none() {
-            return Err(ctx.err(
-                at("provider"),
-                format!("a {provider} target needs {} or {}", env.0, file.0),
-            ));
-        }
-        secret(
-            ctx,
-            inputs,
-            (at(env.0), env.1),
-            (at(file.0), file.1),
-            secret_problems,
-        )
-    };
-    let credentials = match provider {
-        Provider::Ses => {
-            let region = need("region", &u.region)?;
-            let key_id = read(
-                ("access_key_id_env", &u.access_key_id_env),
-                ("access_key_id_file", &u.access_key_id_file),
-            )?;
-            let secret = read(
-                ("secret_access_key_env", &u.secret_access_key_env),
-                ("secret_access_key_file", &u.secret_access_key_file),
-            )?;
-            key_id.zip(secret).map(|(key_id, secret)| Credentials::Aws {
-                key_id,
-                secret,
-                region,
-            })
-        }
-        Provider::Listmonk => {
-            let user = need("user (an API user)", &u.user)?;
-            read(
-                ("api_key_env", &u.api_key_env),
-                ("api_key_file", &u.api_key_file),
-            )?
-            .map(|token| Credentials::User { user, token })
-        }
-        _ => read(
-            ("api_key_env", &u.api_key_env),
-            ("api_key_file", &u.api_key_file),
-        )?
-        .map(Credentials::Key),
-    };
+    let credentials = credentials(ctx, inputs, (i, provider), &u, secret_problems)?;
     let Some(credentials) = credentials else {
         // Named among the secret problems: `run` refuses to start.
         return Ok(None);
@@ -188,6 +134,65 @@ fn target(
         max_age: positive(u.max_age, Duration::from_secs(7 * 24 * 3600), "max_age")?,
         backoff: positive(u.backoff, Duration::from_secs(30), "backoff")?,
     }))
+}
+
+/// A target's credentials, read; `None` when a secret could not be read
+/// (named among the secret problems: `run` refuses to start).
+fn credentials(
+    ctx: &Ctx,
+    inputs: &Inputs,
+    (i, provider): (usize, Provider),
+    u: &RawUndo,
+    secret_problems: &mut Vec<ConfigError>,
+) -> Result<Option<Credentials>, ConfigError> {
+    let at = |f: &str| format!("undo[{i}].{f}");
+    let need = |field: &str, v: &Option<String>| {
+        v.clone()
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| ctx.err(at("provider"), format!("a {provider} target needs {field}")))
+    };
+    let mut read = |env: (&str, &Option<String>), file: (&str, &Option<PathBuf>)| {
+        if env.1.is_none() && file.1.is_none() {
+            return Err(ctx.err(
+                at("provider"),
+                format!("a {provider} target needs {} or {}", env.0, file.0),
+            ));
+        }
+        secret(
+            ctx,
+            inputs,
+            (at(env.0), env.1),
+            (at(file.0), file.1),
+            secret_problems,
+        )
+    };
+    let api_key = (
+        ("api_key_env", &u.api_key_env),
+        ("api_key_file", &u.api_key_file),
+    );
+    Ok(match provider {
+        Provider::Ses => {
+            let region = need("region", &u.region)?;
+            let key_id = read(
+                ("access_key_id_env", &u.access_key_id_env),
+                ("access_key_id_file", &u.access_key_id_file),
+            )?;
+            let secret = read(
+                ("secret_access_key_env", &u.secret_access_key_env),
+                ("secret_access_key_file", &u.secret_access_key_file),
+            )?;
+            key_id.zip(secret).map(|(key_id, secret)| Credentials::Aws {
+                key_id,
+                secret,
+                region,
+            })
+        }
+        Provider::Listmonk => {
+            let user = need("user (an API user)", &u.user)?;
+            read(api_key.0, api_key.1)?.map(|token| Credentials::User { user, token })
+        }
+        _ => read(api_key.0, api_key.1)?.map(Credentials::Key),
+    })
 }
 
 /// The key as written (`_env` or `_file`) for a field of [`ONLY`].

@@ -37,6 +37,27 @@ impl Ctx<'_> {
 }
 
 /// A URL the daemon will fetch from: http(s), a host, no user name.
+/// A target's name in `section[i]`: not empty, not one of `taken`.
+pub(super) fn target_name<'a>(
+    ctx: &Ctx,
+    (section, i): (&str, usize),
+    name: &str,
+    mut taken: impl Iterator<Item = &'a str>,
+) -> Result<String, ConfigError> {
+    let at = format!("{section}[{i}].name");
+    let name = name.trim().to_string();
+    if name.is_empty() {
+        return Err(ctx.err(at, "must not be empty".into()));
+    }
+    if let Some(j) = taken.position(|t| t == name) {
+        return Err(ctx.err(
+            at,
+            format!("{name:?} is used twice (first at {section}[{j}])"),
+        ));
+    }
+    Ok(name)
+}
+
 pub(super) fn http_url(ctx: &Ctx, field: String, url: &str) -> Result<(), ConfigError> {
     let ok = reqwest::Url::parse(url).is_ok_and(|u| {
         matches!(u.scheme(), "http" | "https")

@@ -226,30 +226,7 @@ pub(super) fn write(tx: &rusqlite::Transaction, w: &DeliveryWrite) -> Result<(),
             )?
             .execute(params![target, at])?;
         }
-        DeliveryWrite::Take { target, decisions } => {
-            for (outbox_id, d) in decisions {
-                let (status, parts, remainder, note) = match d {
-                    Decision::Skip => continue,
-                    Decision::Send {
-                        parts,
-                        remainder,
-                        note,
-                    } => ("pending", parts, remainder, note.as_ref()),
-                    Decision::Hold { parts, note } => ("held", parts, &None, Some(note)),
-                };
-                tx.prepare_cached(
-                    "INSERT OR IGNORE INTO alert_deliveries(outbox_id, target, status, attempts, parts, remainder, note) \
-                     VALUES (?2, ?1, ?3, 0, ?4, ?5, ?6)",
-                )?
-                .execute(params![target, outbox_id, status, parts, remainder, note])?;
-            }
-            if let Some((last, _)) = decisions.last() {
-                tx.prepare_cached(
-                    "UPDATE alert_cursors SET last_id = max(last_id, ?2) WHERE target = ?1",
-                )?
-                .execute(params![target, last])?;
-            }
-        }
+        DeliveryWrite::Take { target, decisions } => take(tx, target, decisions)?,
         DeliveryWrite::Wait {
             target,
             outbox_id,
@@ -318,6 +295,35 @@ pub(super) fn write(tx: &rusqlite::Transaction, w: &DeliveryWrite) -> Result<(),
                 write(tx, w)?;
             }
         }
+    }
+    Ok(())
+}
+
+/// New events as a target decided on them; the cursor moves past the last.
+fn take(
+    tx: &rusqlite::Transaction,
+    target: &str,
+    decisions: &[(i64, Decision)],
+) -> Result<(), StoreError> {
+    for (outbox_id, d) in decisions {
+        let (status, parts, remainder, note) = match d {
+            Decision::Skip => continue,
+            Decision::Send {
+                parts,
+                remainder,
+                note,
+            } => ("pending", parts, remainder, note.as_ref()),
+            Decision::Hold { parts, note } => ("held", parts, &None, Some(note)),
+        };
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO alert_deliveries(outbox_id, target, status, attempts, parts, remainder, note) \
+             VALUES (?2, ?1, ?3, 0, ?4, ?5, ?6)",
+        )?
+        .execute(params![target, outbox_id, status, parts, remainder, note])?;
+    }
+    if let Some((last, _)) = decisions.last() {
+        tx.prepare_cached("UPDATE alert_cursors SET last_id = max(last_id, ?2) WHERE target = ?1")?
+            .execute(params![target, last])?;
     }
     Ok(())
 }

@@ -73,9 +73,17 @@ pub fn base_yaml(dns: &TestDns) -> String {
 
 pub fn start(config: Config, dir: Arc<tempfile::TempDir>) -> App {
     // Every test starts at the same wall time, so failures reproduce.
-    let clock = Arc::new(TokioClock::starting_at(
-        chrono::Utc.with_ymd_and_hms(2021, 4, 26, 11, 0, 0).unwrap(),
-    ));
+    let at = chrono::Utc.with_ymd_and_hms(2021, 4, 26, 11, 0, 0).unwrap();
+    start_at(config, dir, at)
+}
+
+/// [`start`] with the daemon's clock starting at `at`.
+pub fn start_at(
+    config: Config,
+    dir: Arc<tempfile::TempDir>,
+    at: chrono::DateTime<chrono::Utc>,
+) -> App {
+    let clock = Arc::new(TokioClock::starting_at(at));
     let (stop, rx) = oneshot::channel::<()>();
     let daemon = Daemon::start(&config, clock, async move {
         let _ = rx.await;
@@ -92,7 +100,7 @@ pub fn spawn_app(yaml: &str) -> App {
 
 impl App {
     /// A daemon started by a test, with what stops it.
-    pub fn from_parts(
+    fn from_parts(
         daemon: Daemon,
         config: Config,
         dir: Arc<tempfile::TempDir>,
@@ -207,6 +215,18 @@ pub fn history_line(at: chrono::DateTime<chrono::Utc>) -> String {
 
 /// The API token the tests configure.
 pub const TOKEN: &str = "test-token-0123456789abcdef";
+
+/// GETs a URL and reads its answer as text.
+pub async fn get_text(url: impl reqwest::IntoUrl) -> String {
+    mxwatch::http_client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
 
 /// GETs a URL and reads its JSON answer.
 pub async fn get_json<T: serde::de::DeserializeOwned>(url: impl reqwest::IntoUrl) -> T {

@@ -351,8 +351,16 @@ async fn each_provider_is_asked_as_it_documents_and_a_genuine_unknown_user_never
 
     // A bounce from a file the operator ingested did not come through an
     // authenticated path: judged, never undone.
-    std::fs::write(dir.path().join("file.json"), &esp_bounces("ann@example.de", 1)[1].1).unwrap();
-    let out = mxwatch_async(dir.path(), &["--database", "test.db", "bounces", "ingest", "file.json"]).await;
+    std::fs::write(
+        dir.path().join("file.json"),
+        &esp_bounces("ann@example.de", 1)[1].1,
+    )
+    .unwrap();
+    let out = mxwatch_async(
+        dir.path(),
+        &["--database", "test.db", "bounces", "ingest", "file.json"],
+    )
+    .await;
     assert!(out.status.success(), "{}", stderr(&out));
     let stored = app.store().bounces(Some("example.de"), None, None).unwrap();
     assert!(stored.iter().any(|b| b.recipient == "sg-ann@example.de"));
@@ -383,14 +391,7 @@ async fn each_provider_is_asked_as_it_documents_and_a_genuine_unknown_user_never
     assert_eq!(listed.len(), 8);
     assert_eq!(listed[0]["outcome"], "removed");
     // No secret in any answer.
-    let metrics = mxwatch::http_client()
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = crate::get_text(format!("{base}/metrics")).await;
     let out = mxwatch_async(dir.path(), &["undo", "list", "--json"]).await;
     let said = format!(
         "{listed:?}{metrics}{}{}",
@@ -401,20 +402,6 @@ async fn each_provider_is_asked_as_it_documents_and_a_genuine_unknown_user_never
         assert!(!said.contains(s), "{s} leaked");
     }
     app.stop().await;
-}
-
-/// Starts the daemon of `dir`'s watchlist with its clock at `at`.
-fn start_at(dir: &Path, at: chrono::DateTime<chrono::Utc>) -> (crate::App, String) {
-    let config = mxwatch::config::Config::load(&dir.join("watchlist.yaml")).unwrap();
-    let clock = Arc::new(mxwatch::clock::TokioClock::starting_at(at));
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let daemon = mxwatch::daemon::Daemon::start(&config, clock, async move {
-        let _ = rx.await;
-    })
-    .unwrap();
-    let base = format!("http://{}", daemon.api_addr.unwrap());
-    let app = crate::App::from_parts(daemon, config, Arc::new(tempfile::tempdir().unwrap()), stop);
-    (app, base)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -517,7 +504,9 @@ async fn an_apple_like_burst_is_undone_within_the_cap_keep_wins_and_a_dry_run_ch
     let (config, _) = app.stop().await;
     drop(config);
     let later = chrono::DateTime::from_timestamp(AT + 3600 + 5 * 60, 0).unwrap();
-    let (app, base2) = start_at(dir.path(), later);
+    let config = mxwatch::config::Config::load(&dir.path().join("watchlist.yaml")).unwrap();
+    let app = crate::start_at(config, Arc::new(tempfile::tempdir().unwrap()), later);
+    let base2 = format!("http://{}", app.daemon.as_ref().unwrap().api_addr.unwrap());
     let _ = base;
     wait_for("three more removed", async || {
         let all = crate::get_json::<Vec<Value>>(format!("{base2}/v1/undo?limit=100")).await;
@@ -661,24 +650,9 @@ async fn provider_down_then_up_and_kill_9_mid_batch_lose_nothing_and_leak_no_key
     assert!(reqs.len() <= 30 + 3 + 10, "{}", reqs.len());
 
     let answers = format!(
-        "{}{}{:?}",
-        mxwatch::http_client()
-            .get(format!("{base}/v1/undo?limit=100"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        mxwatch::http_client()
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        d
+        "{}{}{d:?}",
+        crate::get_text(format!("{base}/v1/undo?limit=100")).await,
+        crate::get_text(format!("{base}/metrics")).await,
     );
     let out = mxwatch_async(dir.path(), &["undo", "list", "--json"]).await;
     let logged = std::fs::read_to_string(&log).unwrap();
