@@ -105,12 +105,12 @@ async fn deleted(result: reqwest::Result<reqwest::Response>, who: &str) -> Attem
     }
 }
 
-/// The SigV4 headers (`authorization`, `x-amz-date`) for a request to SES
-/// at `time`.
-pub fn ses_signature(
-    method: &str,
-    url: &str,
+/// The SigV4 headers (`authorization`, `x-amz-date`) for a request
+/// without a body to AWS `service` at `time`.
+fn sigv4(
+    (method, url): (&str, &str),
     (key_id, secret, region): (&str, &str, &str),
+    service: &str,
     time: std::time::SystemTime,
 ) -> Result<Vec<(String, String)>, String> {
     use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
@@ -119,7 +119,7 @@ pub fn ses_signature(
     let params = aws_sigv4::sign::v4::SigningParams::builder()
         .identity(&identity)
         .region(region)
-        .name("ses")
+        .name(service)
         .time(time)
         .settings(SigningSettings::default())
         .build()
@@ -147,7 +147,7 @@ async fn ses(http: &reqwest::Client, t: &UndoTarget, address: &str, now: DateTim
     };
     let u = url(t, &["v2", "email", "suppression", "addresses", address]);
     let keys = (key_id.expose(), secret.expose(), region.as_str());
-    let headers = match ses_signature("DELETE", u.as_str(), keys, now.into()) {
+    let headers = match sigv4(("DELETE", u.as_str()), keys, "ses", now.into()) {
         Ok(h) => h,
         Err(e) => return Attempt::Refused(e),
     };
@@ -242,4 +242,68 @@ async fn listmonk(http: &reqwest::Client, t: &UndoTarget, address: &str) -> Atte
         };
     }
     Attempt::Done(outcome::REMOVED)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// AWS's own SigV4 test suite, `get-vanilla`: a fixed clock
+    /// (2015-08-30T12:36:00Z), AWS's example credentials, and the
+    /// signature AWS publishes for them.
+    #[test]
+    fn sigv4_signs_as_aws_test_suite_says() {
+        let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_440_938_160);
+        let keys = (
+            "AKIDEXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+            "us-east-1",
+        );
+        let headers = sigv4(
+            ("GET", "https://example.amazonaws.com/"),
+            keys,
+            "service",
+            time,
+        )
+        .unwrap();
+        let get = |n: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("x-amz-date"), Some("20150830T123600Z"));
+        assert_eq!(
+            get("authorization"),
+            Some(
+                "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, \
+                 SignedHeaders=host;x-amz-date, \
+                 Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"
+            )
+        );
+    }
+
+    #[test]
+    fn an_address_is_one_path_segment_whatever_it_holds() {
+        let t = UndoTarget {
+            name: "t".into(),
+            provider: Provider::Sendgrid,
+            base_url: "https://api.example/base/".into(),
+            credentials: Credentials::Key(crate::secret::Secret::new("k".into())),
+            enabled: true,
+            dry_run: false,
+            max_per_hour: 1,
+            on_behalf_of: None,
+            domain: None,
+            stream: "outbound".into(),
+            timeout: std::time::Duration::from_secs(1),
+            max_age: std::time::Duration::from_secs(1),
+            backoff: std::time::Duration::from_secs(1),
+        };
+        let u = url(&t, &["v3", "a+b/../c%d@x.test"]);
+        assert_eq!(
+            u.as_str(),
+            "https://api.example/base/v3/a%2Bb%2F..%2Fc%25d%40x.test"
+        );
+    }
 }
