@@ -77,6 +77,8 @@ pub fn undo(cli: &Context) -> anyhow::Result<ExitCode> {
             };
             let store = cli.store()?;
             let mut rows = store.deliveries_with(whose, status, outcome, None)?;
+            let which = outcome.or(status.map(|s| s.as_str()));
+            say_if_none(rows.is_empty(), *json, || none(whose, which));
             for d in &mut rows {
                 d.target = whose.name(&d.target).to_string();
             }
@@ -120,6 +122,7 @@ fn print_deliveries(
 ) -> anyhow::Result<ExitCode> {
     let store = cli.store()?;
     let mut rows = store.deliveries(whose, status)?;
+    say_if_none(rows.is_empty(), json, || none(whose, status.map(|s| s.as_str())));
     for d in &mut rows {
         d.target = whose.name(&d.target).to_string();
     }
@@ -173,4 +176,17 @@ fn change(
         whose.name(&d.target)
     );
     Ok(())
+}
+
+/// What an empty listing of deliveries says.
+fn none(whose: Consumers, which: Option<&str>) -> String {
+    let what = match whose {
+        Consumers::Alerts => "alert deliveries",
+        Consumers::Forward => "forwarded events",
+        Consumers::Undo => "undo actions",
+    };
+    match which {
+        Some(w) => format!("no {} {what}", w.replace('_', " ")),
+        None => format!("no {what}"),
+    }
 }

@@ -120,6 +120,11 @@ fn list(cli: &Context, command: &BounceCommand) -> anyhow::Result<ExitCode> {
     let since = since.as_deref().map(parse_time).transpose()?;
     let store = cli.store()?;
     let rows = store.stored_bounces(d.as_ref().map(|d| d.as_str()), since, *kind)?;
+    say_if_none(rows.is_empty(), *json, || {
+        let of = kind.map_or(String::new(), |k| format!(" of kind {k}"));
+        let at = d.as_ref().map_or(String::new(), |d| format!(" for {d}"));
+        format!("no bounces stored{of}{at}{}", since_words(since))
+    });
     print_lines(rows.iter().map(|r| {
         // The verdict it holds now (null: stored before verdicts were kept).
         if *json {

@@ -55,9 +55,9 @@ pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
     }
     let since = since.as_deref().map(parse_time).transpose()?;
     let rows = store.history(&d, since)?;
-    if rows.is_empty() {
-        eprintln!("no history of {d}");
-    }
+    say_if_none(rows.is_empty(), *json, || {
+        format!("no history of {d}{}", since_words(since))
+    });
     print_rows(&rows, *json, report::run_json, report::run_text)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
-use output::{Output, print_lines, print_rows};
+use output::{Output, print_lines, print_rows, say_if_none};
 
 use mxwatch::bounce::input::{self, Input};
 use mxwatch::bounce::parse::{self, Format};
@@ -641,6 +641,11 @@ pub fn run(cli: Context) -> anyhow::Result<ExitCode> {
         Command::Reinstatements { .. } => reinstatements::run(&cli),
         Command::Windows { .. } => windows::run(&cli),
     }
+}
+
+/// " since T", or nothing: what an empty listing was asked for.
+fn since_words(since: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    since.map_or(String::new(), |t| format!(" since {}", report::time(t)))
 }
 
 /// Resolves on SIGINT or SIGTERM. The handlers are installed at the call,

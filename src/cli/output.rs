@@ -19,6 +19,14 @@ pub(super) fn print_rows<T>(
     }))
 }
 
+/// An empty listing says so, on standard error (standard output stays
+/// empty for a script reading it); with `--json` it says nothing at all.
+pub(super) fn say_if_none(empty: bool, json: bool, what: impl FnOnce() -> String) {
+    if empty && !json {
+        eprintln!("{}", what());
+    }
+}
+
 pub(super) fn print_lines(lines: impl IntoIterator<Item = String>) -> anyhow::Result<()> {
     let mut out = Output::new();
     for l in lines {

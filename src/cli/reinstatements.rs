@@ -9,6 +9,9 @@ pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
     let since = since.as_deref().map(parse_time).transpose()?;
     let store = cli.store()?;
     let rows = store.reinstatements(since)?;
+    say_if_none(rows.is_empty(), *json, || {
+        format!("no reinstatements{}", since_words(since))
+    });
     print_rows(
         &rows,
         *json,

@@ -9,6 +9,9 @@ pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
     let store = cli.store()?;
     let now = SystemClock.now();
     let rows = store.windows(active.then_some(now))?;
+    say_if_none(rows.is_empty(), *json, || {
+        if *active { "no open windows" } else { "no windows" }.to_string()
+    });
     print_lines(rows.iter().map(|w| {
         if *json {
             report::window_json(w, now).to_string()

@@ -541,3 +541,33 @@ fn replay_judges_the_recordings_domains_whatever_the_watchlist_lists() {
         "{said_listed}"
     );
 }
+
+/// An empty listing says so on standard error and prints nothing on
+/// standard output; with `--json` it says nothing at all (issue 23).
+#[test]
+fn empty_listings_say_so_and_json_says_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    mxwatch::store::Store::open(&dir.path().join("empty.db")).unwrap();
+    let db = ["--database", "empty.db"];
+    for (args, words) in [
+        (vec!["windows", "--active"], "no open windows"),
+        (vec!["windows"], "no windows"),
+        (vec!["changes", "--since", "2026-01-01"], "no changes since 2026-01-01T00:00:00Z"),
+        (vec!["reinstatements"], "no reinstatements"),
+        (vec!["bounces", "list", "--domain", "example.de"], "no bounces stored for example.de"),
+        (vec!["alerts", "list", "--failed"], "no failed alert deliveries"),
+        (vec!["forward", "list", "--held"], "no held forwarded events"),
+        (vec!["undo", "list", "--waiting"], "no waiting undo actions"),
+        (vec!["history", "example.de"], "no history of example.de"),
+    ] {
+        let all: Vec<&str> = db.iter().copied().chain(args.iter().copied()).collect();
+        let out = mxwatch(dir.path(), &all);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert_eq!(stderr(&out).trim(), words, "{args:?}");
+        let json: Vec<&str> = all.iter().copied().chain(["--json"]).collect();
+        let out = mxwatch(dir.path(), &json);
+        assert!(out.status.success() && out.stdout.is_empty(), "{args:?}");
+        assert_eq!(stderr(&out), "", "{args:?} --json");
+    }
+}
