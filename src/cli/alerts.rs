@@ -17,14 +17,52 @@ pub fn list(cli: &Context) -> anyhow::Result<ExitCode> {
 
 pub fn retry(cli: &Context) -> anyhow::Result<ExitCode> {
     let Command::Alerts {
-        command: AlertCommand::Retry { id },
+        command: AlertCommand::Retry { id, all, target },
     } = &cli.command
     else {
         bail!("internal: `alerts::retry` called for another command");
     };
-    let write = DeliveryWrite::Retry { delivery: *id };
-    change(cli, Consumers::Alerts, *id, DeliveryStatus::Failed, write)?;
+    if let Some(id) = id {
+        let write = DeliveryWrite::Retry { delivery: *id };
+        change(cli, Consumers::Alerts, *id, DeliveryStatus::Failed, write)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    debug_assert!(*all);
+    let config = cli.settings()?;
+    let store = open_store(&config)?;
+    let failed: Vec<i64> = store
+        .deliveries(Consumers::Alerts, Some(DeliveryStatus::Failed))?
+        .into_iter()
+        .filter(|d| target.as_ref().is_none_or(|t| *t == d.target))
+        .map(|d| d.id)
+        .collect();
+    if failed.is_empty() {
+        let of = target
+            .as_ref()
+            .map_or(String::new(), |t| format!(" of {t}"));
+        eprintln!("no failed alert deliveries{of}: nothing to retry");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let n = failed.len();
+    let writes = failed
+        .into_iter()
+        .map(|delivery| DeliveryWrite::Retry { delivery })
+        .collect();
+    write(&config, DeliveryWrite::Batch(writes))?;
+    let s = if n == 1 { "y" } else { "ies" };
+    eprintln!("{n} failed alert deliver{s} will be tried again, in order");
     Ok(ExitCode::SUCCESS)
+}
+
+/// One write through a writer of its own (a running daemon picks it up).
+fn write(config: &mxwatch::config::Config, w: DeliveryWrite) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let (writer, task) = mxwatch::store::Writer::start(&config.database, config.judging())?;
+        writer.delivery(w).await?;
+        drop(writer);
+        task.await?;
+        anyhow::Ok(())
+    })
 }
 
 /// `mxwatch forward list|retry|release`.
@@ -100,14 +138,7 @@ pub fn undo(cli: &Context) -> anyhow::Result<ExitCode> {
                 address: address.clone(),
                 at,
             };
-            runtime()?.block_on(async {
-                let (writer, task) =
-                    mxwatch::store::Writer::start(&config.database, config.judging())?;
-                writer.delivery(write).await?;
-                drop(writer);
-                task.await?;
-                anyhow::Ok(())
-            })?;
+            self::write(&config, write)?;
             eprintln!("{address} is kept: no undo target will take it off a list");
             Ok(ExitCode::SUCCESS)
         }
@@ -122,7 +153,9 @@ fn print_deliveries(
 ) -> anyhow::Result<ExitCode> {
     let store = cli.store()?;
     let mut rows = store.deliveries(whose, status)?;
-    say_if_none(rows.is_empty(), json, || none(whose, status.map(|s| s.as_str())));
+    say_if_none(rows.is_empty(), json, || {
+        none(whose, status.map(|s| s.as_str()))
+    });
     for d in &mut rows {
         d.target = whose.name(&d.target).to_string();
     }
@@ -159,13 +192,7 @@ fn change(
             from.as_str()
         );
     }
-    runtime()?.block_on(async {
-        let (writer, task) = mxwatch::store::Writer::start(&config.database, config.judging())?;
-        writer.delivery(write).await?;
-        drop(writer);
-        task.await?;
-        anyhow::Ok(())
-    })?;
+    self::write(&config, write)?;
     let what = match from {
         DeliveryStatus::Held => "is released: it will be sent as it came",
         _ => "will be tried again",

@@ -296,7 +296,14 @@ enum AlertCommand {
     /// Try a failed delivery again (a running daemon picks it up, in order).
     Retry {
         /// The delivery's id, as `alerts list` shows it.
-        id: i64,
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<i64>,
+        /// Every failed delivery (of `--target` only, if given).
+        #[arg(long)]
+        all: bool,
+        /// With `--all`: only this target's.
+        #[arg(long, requires = "all")]
+        target: Option<String>,
     },
 }
 

@@ -10,7 +10,12 @@ pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
     let now = SystemClock.now();
     let rows = store.windows(active.then_some(now))?;
     say_if_none(rows.is_empty(), *json, || {
-        if *active { "no open windows" } else { "no windows" }.to_string()
+        if *active {
+            "no open windows"
+        } else {
+            "no windows"
+        }
+        .to_string()
     });
     print_lines(rows.iter().map(|w| {
         if *json {

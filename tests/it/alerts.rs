@@ -231,6 +231,33 @@ async fn a_receiver_down_for_a_while_gets_every_event_once_in_order_signed() {
     .await;
     let (ok, _, stderr) = cli(&["alerts", "retry", "999999"]).await;
     assert!(!ok && stderr.contains("no delivery"), "{stderr}");
+    // Every failed one of a target at once (issue 23).
+    wait_for("failed again", async || {
+        store
+            .delivery(failed[0].id)
+            .unwrap()
+            .unwrap()
+            .status
+            .as_str()
+            == "failed"
+    })
+    .await;
+    let (ok, _, stderr) = cli(&["alerts", "retry", "--all", "--target", "ops"]).await;
+    assert!(
+        ok && stderr.contains("no failed alert deliveries of ops"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = cli(&["alerts", "retry", "--all", "--target", "gone"]).await;
+    assert!(
+        ok && stderr.contains("1 failed alert delivery will be tried again"),
+        "{stderr}"
+    );
+    wait_for("the third attempt", async || {
+        store.delivery(failed[0].id).unwrap().unwrap().attempts == 3
+    })
+    .await;
+    let (ok, _, stderr) = cli(&["alerts", "retry"]).await;
+    assert!(!ok && stderr.contains("<ID>"), "an id or --all: {stderr}");
 
     // Two events to ops, one to chat; each acknowledgement is committed
     // just after the receiver answered.

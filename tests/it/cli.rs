@@ -552,11 +552,23 @@ fn empty_listings_say_so_and_json_says_nothing() {
     for (args, words) in [
         (vec!["windows", "--active"], "no open windows"),
         (vec!["windows"], "no windows"),
-        (vec!["changes", "--since", "2026-01-01"], "no changes since 2026-01-01T00:00:00Z"),
+        (
+            vec!["changes", "--since", "2026-01-01"],
+            "no changes since 2026-01-01T00:00:00Z",
+        ),
         (vec!["reinstatements"], "no reinstatements"),
-        (vec!["bounces", "list", "--domain", "example.de"], "no bounces stored for example.de"),
-        (vec!["alerts", "list", "--failed"], "no failed alert deliveries"),
-        (vec!["forward", "list", "--held"], "no held forwarded events"),
+        (
+            vec!["bounces", "list", "--domain", "example.de"],
+            "no bounces stored for example.de",
+        ),
+        (
+            vec!["alerts", "list", "--failed"],
+            "no failed alert deliveries",
+        ),
+        (
+            vec!["forward", "list", "--held"],
+            "no held forwarded events",
+        ),
         (vec!["undo", "list", "--waiting"], "no waiting undo actions"),
         (vec!["history", "example.de"], "no history of example.de"),
     ] {
