@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use chrono::{DateTime, Utc};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use output::{Output, print_lines, print_rows, say_if_none};
 
 use mxwatch::bounce::input::{self, Input};
@@ -201,6 +201,14 @@ enum Command {
         #[command(subcommand)]
         command: UndoCommand,
     },
+    /// Print a completion script for a shell (`mxwatch completions bash >
+    /// /etc/bash_completion.d/mxwatch`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), as `man` reads it: `mxwatch man > mxwatch.1`.
+    Man,
     /// Watchlist commands.
     Config {
         #[command(subcommand)]
@@ -633,6 +641,18 @@ pub fn run(cli: Context) -> anyhow::Result<ExitCode> {
         Command::Replay { .. } => replay::run(&cli),
         Command::Bounces { .. } => bounces::run(&cli),
         Command::Config { .. } => watchlist::run(&cli),
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "mxwatch", &mut out);
+            Output::new().text(&String::from_utf8_lossy(&out))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut out)?;
+            Output::new().text(&String::from_utf8_lossy(&out))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run { .. } => run::run(&cli),
         Command::Check { .. } => check::run(&cli),
         Command::History { .. } => history::run(&cli),

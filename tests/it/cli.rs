@@ -583,3 +583,28 @@ fn empty_listings_say_so_and_json_says_nothing() {
         assert_eq!(stderr(&out), "", "{args:?} --json");
     }
 }
+
+/// Completions and the manual page come from the same definitions as the
+/// parser, so they name every command (issue 23).
+#[test]
+fn completions_and_the_manual_page_name_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = mxwatch(dir.path(), &["completions", shell]);
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        for cmd in ["forward", "undo", "replay", "reinstatements"] {
+            assert!(text.contains(cmd), "{shell} completions lack {cmd}");
+        }
+    }
+    let out = mxwatch(dir.path(), &["man"]);
+    assert!(out.status.success());
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(page.contains(".TH mxwatch 1"), "{page}");
+    assert!(
+        page.contains("undo") && page.contains("completions"),
+        "{page}"
+    );
+    let out = mxwatch(dir.path(), &["completions", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2), "a usage error exits 2");
+}
