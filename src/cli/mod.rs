@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use alerts::{AlertCommand, ForwardCommand, UndoCommand};
 use anyhow::{Context as _, bail};
 use chrono::{DateTime, Utc};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
@@ -287,87 +288,6 @@ enum BounceCommand {
         /// One JSON object per line instead of text.
         #[arg(long)]
         json: bool,
-    },
-}
-
-#[derive(Subcommand)]
-enum AlertCommand {
-    /// Deliveries, newest first: target, event, status, attempts, last error.
-    List {
-        /// Only those given up on (refused, or too old to retry).
-        #[arg(long)]
-        failed: bool,
-        /// One JSON object per line instead of text.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Try a failed delivery again (a running daemon picks it up, in order).
-    Retry {
-        /// The delivery's id, as `alerts list` shows it.
-        #[arg(required_unless_present = "all", conflicts_with = "all")]
-        id: Option<i64>,
-        /// Every failed delivery (of `--target` only, if given).
-        #[arg(long)]
-        all: bool,
-        /// With `--all`: only this target's.
-        #[arg(long, requires = "all")]
-        target: Option<String>,
-    },
-}
-
-#[derive(Subcommand)]
-enum ForwardCommand {
-    /// Forward deliveries, newest first: target, event, status, how it is
-    /// sent or why it is held, attempts, last error.
-    List {
-        /// Only those given up on (refused, or too old to retry).
-        #[arg(long)]
-        failed: bool,
-        /// Only those held back by their verdict, waiting for `forward release`.
-        #[arg(long)]
-        held: bool,
-        /// One JSON object per line instead of text.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Try a failed delivery again (a running daemon picks it up, in order).
-    Retry {
-        /// The delivery's id, as `forward list` shows it.
-        id: i64,
-    },
-    /// Send a held delivery as it came (the operator overrides its verdict).
-    Release {
-        /// The delivery's id, as `forward list --held` shows it.
-        id: i64,
-    },
-}
-
-#[derive(Subcommand)]
-enum UndoCommand {
-    /// Undo actions, newest first: target, address, outcome, attempts, last error.
-    List {
-        /// Only those that failed (the provider's answer says why).
-        #[arg(long, group = "which")]
-        failed: bool,
-        /// Only those a dry run recorded (what would have been removed).
-        #[arg(long, group = "which")]
-        dry_run: bool,
-        /// Only those waiting for the hourly cap.
-        #[arg(long, group = "which")]
-        waiting: bool,
-        /// One JSON object per line instead of text.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Try a failed undo again (a running daemon picks it up, in order).
-    Retry {
-        /// The undo's id, as `undo list` shows it.
-        id: i64,
-    },
-    /// Never take ADDRESS off a list, whatever its verdicts say.
-    Keep {
-        /// The address to keep suppressed (case does not matter).
-        address: String,
     },
 }
 
