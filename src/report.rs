@@ -365,6 +365,54 @@ pub fn domain_json(
     })
 }
 
+/// A watched domain as `mxwatch domains` shows it.
+pub struct WatchedDomain {
+    pub domain: DomainName,
+    /// In the watchlist.
+    pub listed: bool,
+    /// Auto-watched (it bounced), and since when.
+    pub auto: Option<crate::autowatch::Entry>,
+    pub provider: Vec<String>,
+    /// Its latest consensus answer's last check.
+    pub last_check: Option<DateTime<Utc>>,
+    /// The window open on it now, if one.
+    pub window: Option<Window>,
+}
+
+pub fn watched_json(d: &WatchedDomain) -> Value {
+    json!({
+        "domain": d.domain.as_str(),
+        "listed": d.listed,
+        "auto_watched": d.auto.map(auto_watched_json),
+        "provider": d.provider,
+        "last_check": d.last_check.map(time),
+        "window": d.window.as_ref().map(window_brief_json),
+    })
+}
+
+pub fn watched_text(d: &WatchedDomain) -> String {
+    let how = match (d.listed, d.auto.is_some()) {
+        (true, _) => "listed",
+        (false, true) => "auto",
+        (false, false) => "-",
+    };
+    let provider = if d.provider.is_empty() {
+        "-".to_string()
+    } else {
+        d.provider.join(",")
+    };
+    let checked = d.last_check.map_or("never checked".to_string(), |t| {
+        format!("checked {}", time(t))
+    });
+    let window = d.window.as_ref().map_or(String::new(), |w| {
+        format!("  open {} window since {}", w.kind, time(w.start))
+    });
+    format!(
+        "{:<30} {how:<7} {provider:<20} {checked}{window}",
+        d.domain.as_str()
+    )
+}
+
 /// Why an unlisted domain is watched: since its first bounce, until
 /// `keep` after its last.
 pub fn auto_watched_json(e: crate::autowatch::Entry) -> Value {

@@ -29,6 +29,7 @@ mod alerts;
 mod bounces;
 mod changes;
 mod check;
+mod domains;
 mod history;
 mod output;
 mod reinstatements;
@@ -201,6 +202,15 @@ enum Command {
     Undo {
         #[command(subcommand)]
         command: UndoCommand,
+    },
+    /// The watched domains, listed and auto-watched: provider, last check, open window.
+    Domains {
+        /// Only the domains watched because they bounced (`auto_watch:`).
+        #[arg(long)]
+        auto: bool,
+        /// One JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Print a completion script for a shell (`mxwatch completions bash >
     /// /etc/bash_completion.d/mxwatch`).
@@ -561,6 +571,7 @@ pub fn run(cli: Context) -> anyhow::Result<ExitCode> {
         Command::Replay { .. } => replay::run(&cli),
         Command::Bounces { .. } => bounces::run(&cli),
         Command::Config { .. } => watchlist::run(&cli),
+        Command::Domains { .. } => domains::run(&cli),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(*shell, &mut Cli::command(), "mxwatch", &mut out);

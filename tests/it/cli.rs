@@ -608,3 +608,46 @@ fn completions_and_the_manual_page_name_every_command() {
     let out = mxwatch(dir.path(), &["completions", "tcsh"]);
     assert_eq!(out.status.code(), Some(2), "a usage error exits 2");
 }
+
+/// `mxwatch domains`: each watched domain with its provider, last check
+/// and open window; `--auto` only those watched because they bounced
+/// (issue 23).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn domains_lists_the_watched_with_provider_last_check_and_window() {
+    let dns = TestDns::start().await;
+    dns.set("example.de", Behaviour::mx(&[(10, "mx00.example.de")], 300));
+    let dir = watching_example_de(&dns);
+    let out = mxwatch_async(dir.path(), &["domains"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("example.de") && text.contains("never checked"),
+        "{text}"
+    );
+    mxwatch_async(dir.path(), &["run", "--once"]).await;
+    dns.set(
+        "example.de",
+        Behaviour::mx(&[(10, "mx01.mail.icloud.com")], 300),
+    );
+    mxwatch_async(dir.path(), &["run", "--once"]).await;
+    let out = mxwatch_async(dir.path(), &["domains", "--json"]).await;
+    let rows = json_lines(&out);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let d = &rows[0];
+    assert_eq!(
+        (d["domain"].as_str(), d["listed"].as_bool()),
+        (Some("example.de"), Some(true))
+    );
+    assert_eq!(d["provider"][0], "icloud", "{d}");
+    assert!(d["last_check"].is_string(), "{d}");
+    assert_eq!(d["window"]["kind"], "mx_change", "{d}");
+    let out = mxwatch_async(dir.path(), &["domains"]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("listed") && text.contains("open mx_change window since"),
+        "{text}"
+    );
+    let out = mxwatch_async(dir.path(), &["domains", "--auto"]).await;
+    assert!(out.stdout.is_empty());
+    assert_eq!(stderr(&out).trim(), "no auto-watched domains");
+}
