@@ -16,7 +16,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("mxwatch: {e:#}");
-            ExitCode::FAILURE
+            // An argument that does not read is a usage error, as clap's are.
+            match e.downcast_ref::<cli::Usage>() {
+                Some(_) => ExitCode::from(2),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }

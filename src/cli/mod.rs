@@ -449,12 +449,24 @@ fn defaults() -> anyhow::Result<Config> {
 }
 
 /// RFC 3339, a date, or an age (`90m`, `24h`, `7d`) counted back from now.
+/// An argument that does not read: a usage error (exit status 2).
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
 fn parse_time(s: &str) -> anyhow::Result<DateTime<Utc>> {
-    mxwatch::clock::parse_moment(s, SystemClock.now()).map_err(|e| anyhow::anyhow!(e))
+    mxwatch::clock::parse_moment(s, SystemClock.now()).map_err(|e| Usage(e.to_string()).into())
 }
 
 fn domain(s: &str) -> anyhow::Result<DomainName> {
-    DomainName::parse(s).with_context(|| format!("{s:?} is not a domain name"))
+    DomainName::parse(s).map_err(|e| Usage(format!("{s:?} is not a domain name: {e}")).into())
 }
 
 /// The settings' database, which must exist.

@@ -2,6 +2,10 @@
 
 use super::*;
 
+/// `run --once`'s exit status when no domain answered (every answer
+/// failed or was held as suspect): the sweep learnt nothing.
+pub const NOTHING_LEARNT: u8 = 3;
+
 pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
     let Command::Run { once } = &cli.command else {
         bail!("internal: `run::run` called for another command");
@@ -72,7 +76,17 @@ pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
                         names.len()
                     );
                 }
-                return Ok(if s.not_recorded > 0 || s.stopped { ExitCode::FAILURE } else { ExitCode::SUCCESS });
+                if s.not_recorded > 0 || s.stopped {
+                    return Ok(ExitCode::FAILURE);
+                }
+                if s.checked > 0 && s.answered == 0 {
+                    eprintln!(
+                        "mxwatch: the sweep learnt nothing: every answer failed or was held as suspect \
+                         (exit status {NOTHING_LEARNT})"
+                    );
+                    return Ok(ExitCode::from(NOTHING_LEARNT));
+                }
+                return Ok(ExitCode::SUCCESS);
             }
             serve(cli, config, clock).await
         })

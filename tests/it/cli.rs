@@ -222,8 +222,9 @@ async fn history_changes_and_windows_read_what_run_recorded() {
         "{at_start:?}"
     );
 
+    // A usage error (issue 23): exit status 2, like clap's own.
     let out = mxwatch_async(dir.path(), &["history", "not a domain"]).await;
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("not a domain name"));
 }
 
