@@ -201,10 +201,12 @@ pub fn digest_summary(store: &Store, now: DateTime<Utc>) -> Result<String, Store
                 format!("{kind} {who} since {}", time(w.start))
             })
             .collect();
-        format!("{} window(s) active: {}", active.len(), names.join("; "))
+        let n = crate::event::plural(active.len(), "window");
+        format!("{n} active: {}", names.join("; "))
     };
     Ok(format!(
-        "Last 24 hours: {events}; {reinstated} suppression(s) to undo; {windows}."
+        "Last 24 hours: {events}; {} to undo; {windows}.",
+        crate::event::plural(reinstated, "suppression")
     ))
 }
 

@@ -368,6 +368,8 @@ impl<C: Consumer> Worker<C> {
             remainder: remainder.clone(),
             note: note.clone(),
             outcome: None,
+            domain: ev.domain(),
+            queued_behind: 0,
         }
     }
 

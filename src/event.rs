@@ -75,3 +75,22 @@ pub fn event_id_of(outbox_id: i64) -> String {
 pub fn time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
+
+/// `n` things, the noun plural but for one: "1 check", "2 checks".
+pub fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn plurals_are_right() {
+        assert_eq!(super::plural(0, "check"), "0 checks");
+        assert_eq!(super::plural(1, "check"), "1 check");
+        assert_eq!(super::plural(2, "window"), "2 windows");
+    }
+}

@@ -305,17 +305,32 @@ pub fn delivery_json(d: &crate::store::Delivery) -> Value {
         "summary": d.summary,
         "note": d.note,
         "outcome": d.outcome,
+        "domain": d.domain,
+        "queued_behind": d.queued_behind,
     })
 }
 
 pub fn delivery_text(d: &crate::store::Delivery) -> String {
+    let next = d
+        .next_attempt
+        .filter(|_| d.status == crate::store::DeliveryStatus::Pending)
+        .map_or(String::new(), |t| format!(", next {}", time(t)));
+    let behind = match d.queued_behind {
+        0 => String::new(),
+        n => format!(
+            ", {} queued behind it",
+            crate::event::plural(n as usize, "event")
+        ),
+    };
     format!(
-        "#{:<5} {:<12} {:<24} {:<9} {} attempt(s){}{}",
+        "#{:<5} {} {:<12} {:<24} {:<20} {:<9} {}{next}{behind}{}{}",
         d.id,
+        time(d.created_at),
         d.target,
         d.event,
+        d.domain.as_deref().unwrap_or("-"),
         d.status.as_str(),
-        d.attempts,
+        crate::event::plural(d.attempts as usize, "attempt"),
         d.outcome
             .as_deref()
             .or(d.note.as_deref())

@@ -120,8 +120,8 @@ pub fn reinstatements(recipients: &[&str], since: DateTime<Utc>) -> String {
         String::new()
     };
     format!(
-        "{} suppression(s) since {} should be undone: {}{more}",
-        recipients.len(),
+        "{} since {} should be undone: {}{more}",
+        crate::event::plural(recipients.len(), "suppression"),
         time(since),
         names.join(", ")
     )

@@ -71,8 +71,9 @@ pub(super) async fn ingest(
         .partition(|b| only.is_none_or(|s| b.source == s));
     if let (Some(s), false) = (only, foreign.is_empty()) {
         problems.push(format!(
-            "{} event(s) are not {} events (send them to their own receiver or /v1/bounces)",
-            foreign.len(),
+            "{} {} not {} events (send them to their own receiver or /v1/bounces)",
+            crate::event::plural(foreign.len(), "event"),
+            if foreign.len() == 1 { "is" } else { "are" },
             s.as_str()
         ));
     }

@@ -174,6 +174,11 @@ pub struct Delivery {
     /// What it came to beyond its status (an undo: `removed`, `not_found`,
     /// `dry_run`, `kept`, `waiting`).
     pub outcome: Option<String>,
+    /// The domain its event is about, if one.
+    pub domain: Option<String>,
+    /// Pending deliveries of the same target queued behind this one (set
+    /// for a pending one that has failed at least once).
+    pub queued_behind: u32,
 }
 
 /// A change to delivery state, sent through the writer.
@@ -329,7 +334,10 @@ fn take(
 }
 
 const DELIVERY_COLUMNS: &str = "a.id, a.outbox_id, a.target, a.status, a.attempts, a.next_attempt, \
-     a.last_attempt, a.last_error, o.event, o.summary, o.created_at, a.released, a.parts, a.remainder, a.note, a.outcome";
+     a.last_attempt, a.last_error, o.event, o.summary, o.created_at, a.released, a.parts, a.remainder, a.note, a.outcome, \
+     (SELECT name FROM domains WHERE id = o.domain_id), \
+     CASE WHEN a.status = 'pending' AND a.attempts > 0 THEN (SELECT count(*) FROM alert_deliveries q \
+       WHERE q.target = a.target AND q.status = 'pending' AND q.outbox_id > a.outbox_id) ELSE 0 END";
 
 fn delivery_from_row(r: &rusqlite::Row) -> rusqlite::Result<Delivery> {
     Ok(Delivery {
@@ -349,6 +357,8 @@ fn delivery_from_row(r: &rusqlite::Row) -> rusqlite::Result<Delivery> {
         remainder: r.get(13)?,
         note: r.get(14)?,
         outcome: r.get(15)?,
+        domain: r.get(16)?,
+        queued_behind: r.get(17)?,
     })
 }
 
@@ -581,6 +591,75 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A failing delivery says how many wait behind it, with its domain
+    /// and next attempt; the text says it in words (issue 23).
+    #[tokio::test]
+    async fn a_failing_delivery_counts_what_waits_behind_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("d.db");
+        let judging = crate::store::Judging {
+            providers: crate::provider::Providers::default(),
+            anomaly: crate::anomaly::Params::default(),
+        };
+        let (writer, task) = crate::store::Writer::start(&db, judging).unwrap();
+        let t = chrono::DateTime::from_timestamp(1_619_434_800, 0).unwrap();
+        for i in 0..3 {
+            writer
+                .announce(EventType::Digest, format!("digest {i}"), t)
+                .await
+                .unwrap();
+        }
+        writer.flush().await.unwrap();
+        let send = || Decision::Send {
+            parts: None,
+            remainder: None,
+            note: None,
+        };
+        let target = "ops".to_string();
+        writer
+            .delivery(DeliveryWrite::StartCursor {
+                target: target.clone(),
+                at: Some(0),
+            })
+            .await
+            .unwrap();
+        writer
+            .delivery(DeliveryWrite::Take {
+                target: target.clone(),
+                decisions: vec![(1, send()), (2, send()), (3, send())],
+            })
+            .await
+            .unwrap();
+        writer
+            .delivery(DeliveryWrite::Attempted {
+                target,
+                outbox_id: 1,
+                at: t,
+                status: DeliveryStatus::Pending,
+                error: Some("the receiver answered 503".into()),
+                next_attempt: Some(t + chrono::Duration::seconds(30)),
+                outcome: None,
+            })
+            .await
+            .unwrap();
+        drop(writer);
+        task.await.unwrap();
+        let store = Store::open(&db).unwrap();
+        let list = store.deliveries(Consumers::Alerts, None).unwrap();
+        let first = list.iter().find(|d| d.outbox_id == 1).unwrap();
+        assert_eq!(first.queued_behind, 2);
+        assert!(
+            list.iter()
+                .filter(|d| d.outbox_id != 1)
+                .all(|d| d.queued_behind == 0)
+        );
+        let text = crate::report::delivery_text(first);
+        assert!(
+            text.contains("1 attempt, next 2021-04-26T11:00:30Z, 2 events queued behind it"),
+            "{text}"
+        );
+    }
 
     /// Alert targets pass by exactly the events that are not alerts, in
     /// the query and in the index it uses.
