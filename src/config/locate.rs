@@ -90,3 +90,60 @@ pub(super) fn strip_location(msg: &str, field: &str) -> String {
         _ => msg.to_string(),
     }
 }
+
+/// Where `key` is given a second time in the map at `path` (`""`: the
+/// top level; `alerts[0]`): the line and column of the second.
+pub(super) fn locate_duplicate(text: &str, path: &str, key: &str) -> Option<(usize, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let path = path.trim_start_matches('.');
+    let start = match path {
+        "" => 0,
+        p => locate(text, p)?.0 - 1,
+    };
+    // Each line's key, and the column it starts at (after a `- `).
+    let key_at = |l: &str| -> Option<(usize, bool)> {
+        let t = l.trim_start();
+        let mut col = l.len() - t.len();
+        let t = match t.strip_prefix("- ") {
+            Some(rest) => {
+                col += 2 + (rest.len() - rest.trim_start().len());
+                rest.trim_start()
+            }
+            None => t,
+        };
+        let own = t
+            .strip_prefix(key)
+            .is_some_and(|r| r.trim_start().starts_with(':'));
+        Some((col, own)).filter(|_| !t.is_empty() && !t.starts_with('#'))
+    };
+    let mut map_col = None;
+    let mut seen = 0;
+    for (i, l) in lines.iter().enumerate().skip(start) {
+        let Some((col, own)) = key_at(l) else {
+            continue;
+        };
+        match map_col {
+            None if own => map_col = Some(col),
+            None if path.is_empty() && col == 0 => {}
+            None => {}
+            Some(c) if col < c => return None,
+            Some(_) => {}
+        }
+        if own && map_col == Some(col) {
+            seen += 1;
+            if seen == 2 {
+                return Some((i + 1, col + 1));
+            }
+        }
+    }
+    None
+}
+
+/// The first tab in a line's indentation (YAML indents with spaces only):
+/// its line and column.
+pub(super) fn indentation_tab(text: &str) -> Option<(usize, usize)> {
+    text.lines().enumerate().find_map(|(i, l)| {
+        let indent = &l[..l.len() - l.trim_start().len()];
+        indent.find('\t').map(|c| (i + 1, c + 1))
+    })
+}

@@ -211,7 +211,8 @@ impl Config {
             }
             e
         };
-        let mut c = Self::from_yaml_unlocated(text, path).map_err(place)?;
+        let raw = Self::parse(text, path)?;
+        let mut c = validate::validate(raw, path).map_err(place)?;
         c.secret_problems = std::mem::take(&mut c.secret_problems)
             .into_iter()
             .map(place)
@@ -227,21 +228,38 @@ impl Config {
         }
     }
 
-    fn from_yaml_unlocated(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    /// The YAML read into the raw structs; an error names the line of
+    /// what is wrong: the field, a key given twice, a tab in the indentation.
+    fn parse(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
         let de = yaml_serde::Deserializer::from_str(text);
-        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
             let field = e.path().to_string();
             let inner = e.into_inner();
-            let loc = inner.location();
+            let loc = inner.location().map(|l| (l.line(), l.column()));
+            let mut message = strip_location(&inner.to_string(), &field);
+            // The parser points at the enclosing map for these: point at
+            // the offending line instead.
+            let duplicate = message
+                .strip_prefix("duplicate field `")
+                .and_then(|r| r.split('`').next())
+                .and_then(|key| locate_duplicate(text, &field, key));
+            let tab = indentation_tab(text);
+            let loc = match (duplicate, tab) {
+                (Some(at), _) => Some(at),
+                (None, Some(at)) => {
+                    message = "a tab in the indentation: YAML indents with spaces only".into();
+                    Some(at)
+                }
+                (None, None) => locate(text, &field).or(loc),
+            };
             ConfigError {
                 file: path.to_path_buf(),
-                line: loc.as_ref().map(|l| l.line()),
-                column: loc.as_ref().map(|l| l.column()),
-                message: strip_location(&inner.to_string(), &field),
+                line: loc.map(|l| l.0),
+                column: loc.map(|l| l.1),
+                message,
                 field,
             }
-        })?;
-        validate::validate(raw, path)
+        })
     }
 
     pub fn providers(&self) -> Providers {

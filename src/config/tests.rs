@@ -518,3 +518,43 @@ fn undo_targets_are_safe_until_said_otherwise() {
     let e = c.require_secrets().unwrap_err();
     assert!(e.to_string().contains("undo[0].api_key_env"), "{e}");
 }
+
+/// A key given twice, and a tab in the indentation, are named at their own
+/// line, not at the enclosing map's (issue 23).
+#[test]
+fn duplicate_keys_and_tabs_are_named_at_their_line() {
+    for (yaml, line, column, words) in [
+        (
+            "timeout: 5s\nschedule: '*/5 * * * *'\ntimeout: 6s\ndomains: [example.com]\n",
+            3,
+            1,
+            "duplicate field `timeout`",
+        ),
+        (
+            "alerts:\n  - name: a\n    url: http://x/\n    name: b\ndomains: [example.com]\n",
+            4,
+            5,
+            "duplicate field `name`",
+        ),
+        (
+            "anomaly:\n  window: 30m\n  factor: 3\n  window: 1h\n",
+            4,
+            3,
+            "duplicate field `window`",
+        ),
+        (
+            "timeout: 5s\ndomains:\n\t- example.com\n",
+            3,
+            1,
+            "a tab in the indentation",
+        ),
+    ] {
+        let e = parse(yaml).unwrap_err();
+        assert!(e.to_string().contains(words), "{yaml}: {e}");
+        assert_eq!(
+            (e.line, e.column),
+            (Some(line), Some(column)),
+            "{yaml}: {e}"
+        );
+    }
+}
