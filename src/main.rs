@@ -15,7 +15,7 @@ fn main() -> ExitCode {
     match cli::run(context) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("mxwatch: {e:#}");
+            cli::fail(&e);
             // An argument that does not read is a usage error, as clap's are.
             match e.downcast_ref::<cli::Usage>() {
                 Some(_) => ExitCode::from(2),

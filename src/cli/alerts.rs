@@ -121,7 +121,7 @@ pub fn retry(cli: &Context) -> anyhow::Result<ExitCode> {
         let of = target
             .as_ref()
             .map_or(String::new(), |t| format!(" of {t}"));
-        eprintln!("no failed alert deliveries{of}: nothing to retry");
+        say!("no failed alert deliveries{of}: nothing to retry");
         return Ok(ExitCode::SUCCESS);
     }
     let n = failed.len();
@@ -131,7 +131,7 @@ pub fn retry(cli: &Context) -> anyhow::Result<ExitCode> {
         .collect();
     write(&config, DeliveryWrite::Batch(writes))?;
     let s = if n == 1 { "y" } else { "ies" };
-    eprintln!("{n} failed alert deliver{s} will be tried again, in order");
+    say!("{n} failed alert deliver{s} will be tried again, in order");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -220,7 +220,7 @@ pub fn undo(cli: &Context) -> anyhow::Result<ExitCode> {
                 at,
             };
             self::write(&config, write)?;
-            eprintln!("{address} is kept: no undo target will take it off a list");
+            say!("{address} is kept: no undo target will take it off a list");
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -278,7 +278,7 @@ fn change(
         DeliveryStatus::Held => "is released: it will be sent as it came",
         _ => "will be tried again",
     };
-    eprintln!(
+    say!(
         "delivery {id} ({} to {}) {what}",
         d.event,
         whose.name(&d.target)

@@ -87,7 +87,7 @@ fn ingest(cli: &Context, command: &BounceCommand) -> anyhow::Result<ExitCode> {
         } else {
             String::new()
         };
-        eprintln!(
+        say!(
             "{parsed} bounces parsed, {new} new stored, {} already known, {reinstated} \
                      suppressions reinstated{delivered}; database {}{}",
             parsed - new,

@@ -50,7 +50,7 @@ pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
         if unanswered.is_empty() {
             return Ok(ExitCode::SUCCESS);
         }
-        eprintln!(
+        say!(
             "mxwatch: every upstream failed for {}: nothing is known about it",
             unanswered.join(", ")
         );

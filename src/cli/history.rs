@@ -25,7 +25,7 @@ pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
     let d = domain(d.as_deref().unwrap_or_default())?;
     let store = cli.store()?;
     if let Some(e) = store.auto_watched_one(&d)? {
-        eprintln!(
+        say!(
             "{d} is auto-watched (unlisted; it bounced): since {}, last bounce {}",
             report::time(e.since),
             report::time(e.last_bounce)
@@ -34,7 +34,7 @@ pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
     if let Some(at) = at {
         let rows = store.as_of(&d, parse_time(at)?)?;
         if rows.is_empty() {
-            eprintln!("no history of {d} at or before {at}");
+            say!("no history of {d} at or before {at}");
         }
         return print_lines(rows.iter().map(|a| {
             if *json {
@@ -92,10 +92,10 @@ fn import(
         for (line, p) in &read.problems {
             clean = false;
             let at = line.map(|l| format!(":{l}")).unwrap_or_default();
-            eprintln!("{}{at}: {p}", path.display());
+            say!("{}{at}: {p}", path.display());
         }
         if read.sightings.is_empty() && read.problems.is_empty() {
-            eprintln!(
+            say!(
                 "{}: no MX sighting in it ({} records of other types passed over)",
                 path.display(),
                 read.passed
@@ -133,7 +133,7 @@ async fn keep(
         .await?;
     drop(writer);
     task.await?;
-    eprintln!(
+    say!(
         "{n} sightings of {domains} domains: {} runs and {} windows added, {} suppressions reinstated; history in {}",
         added.runs,
         added.windows,
@@ -151,7 +151,7 @@ fn lookup(cli: &Context, names: &[String]) -> anyhow::Result<ExitCode> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let config = cli.settings()?;
     for p in &config.secret_problems {
-        eprintln!("mxwatch: warning: {p}");
+        say!("mxwatch: warning: {p}");
     }
     if config.passive_dns.is_empty() {
         bail!(
@@ -179,7 +179,7 @@ fn lookup(cli: &Context, names: &[String]) -> anyhow::Result<ExitCode> {
                     Ok(read) => {
                         for (_, p) in &read.problems {
                             clean = false;
-                            eprintln!("{d}: {}: {p}", provider.source);
+                            say!("{d}: {}: {p}", provider.source);
                         }
                         sightings.extend(read.sightings);
                     }
@@ -188,12 +188,12 @@ fn lookup(cli: &Context, names: &[String]) -> anyhow::Result<ExitCode> {
                         | mxwatch::passive_dns::LookupError::Budget { .. }),
                     ) => {
                         clean = false;
-                        eprintln!("mxwatch: {e}; not asking it again now");
+                        say!("mxwatch: {e}; not asking it again now");
                         break;
                     }
                     Err(e) => {
                         clean = false;
-                        eprintln!("{d}: {e}");
+                        say!("{d}: {e}");
                     }
                 }
             }

@@ -25,6 +25,14 @@ use mxwatch::report;
 use mxwatch::resolve::MxResolver;
 use mxwatch::store::Store;
 
+/// A line on standard error, JSON with `--log-format json` (see
+/// [`output::say`]); the only way the command line speaks there.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::cli::output::say("INFO", &format!($($arg)*))
+    };
+}
+
 mod alerts;
 mod bounces;
 mod changes;
@@ -434,6 +442,7 @@ fn init_logging(format: LogFormat, config_level: Option<String>) {
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
+    output::json_lines(matches!(format, LogFormat::Json));
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -514,7 +523,7 @@ fn parse_inputs(
     let (inputs, missing) = input::expand(paths);
     let mut clean = missing.is_empty();
     for (path, e) in missing {
-        eprintln!("{path}: {e}");
+        say!("{path}: {e}");
     }
     let total: u64 = inputs.iter().map(Input::size).sum();
     let bar = (progress
@@ -536,7 +545,7 @@ fn parse_inputs(
         let bytes = match inp.read() {
             Ok(b) => b,
             Err(e) => {
-                eprintln!("{}: {e}", inp.name());
+                say!("{}: {e}", inp.name());
                 clean = false;
                 continue;
             }
@@ -555,13 +564,13 @@ fn parse_inputs(
             );
             match &bar {
                 Some(b) => b.println(msg),
-                None => eprintln!("{msg}"),
+                None => say!("{msg}"),
             }
         }
         if let Some(note) = out.omitted_note().or_else(|| out.why_nothing()) {
             match &bar {
                 Some(b) => b.println(format!("{}: {note}", inp.name())),
-                None => eprintln!("{}: {note}", inp.name()),
+                None => say!("{}: {note}", inp.name()),
             }
         }
         count += out.bounces.len();
@@ -574,6 +583,11 @@ fn parse_inputs(
         b.finish_and_clear();
     }
     Ok((clean, count))
+}
+
+/// Says why the command failed, as every other line on standard error.
+pub fn fail(e: &anyhow::Error) {
+    output::say("ERROR", &format!("mxwatch: {e:#}"));
 }
 
 /// Runs the command; its exit code, or the error to print.

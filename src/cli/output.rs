@@ -2,6 +2,37 @@
 //! that has gone (`| head -1`) ends them quietly.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Whether standard error speaks JSON (`--log-format json`).
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// Makes every line on standard error JSON (or not).
+pub(super) fn json_lines(on: bool) {
+    JSON.store(on, Ordering::Relaxed);
+}
+
+/// One line on standard error: as it is, or (with `--log-format json`) as
+/// a JSON object shaped like the log's: `timestamp`, `level`,
+/// `fields.message`, `target`. A line that warns is `WARN`.
+pub fn say(level: &str, msg: &str) {
+    if JSON.load(Ordering::Relaxed) {
+        let level = match level {
+            "INFO" if msg.contains("WARNING") || msg.starts_with("warning") => "WARN",
+            l => l,
+        };
+        let now = mxwatch::clock::Clock::now(&mxwatch::clock::SystemClock);
+        let line = serde_json::json!({
+            "timestamp": mxwatch::report::time(now),
+            "level": level,
+            "fields": {"message": msg},
+            "target": "mxwatch",
+        });
+        eprintln!("{line}");
+    } else {
+        eprintln!("{msg}");
+    }
+}
 
 /// Prints rows, one a line: JSON with `--json`, text otherwise.
 pub(super) fn print_rows<T>(
@@ -23,7 +54,7 @@ pub(super) fn print_rows<T>(
 /// empty for a script reading it); with `--json` it says nothing at all.
 pub(super) fn say_if_none(empty: bool, json: bool, what: impl FnOnce() -> String) {
     if empty && !json {
-        eprintln!("{}", what());
+        say("INFO", &what());
     }
 }
 

@@ -35,7 +35,7 @@ pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("reading {}", path.display()))?;
             let (ok, bad) = mxwatch::replay::read_observations(&text);
             for (line, e) in bad {
-                eprintln!("{}:{line}: {e}", path.display());
+                say!("{}:{line}: {e}", path.display());
                 clean = false;
             }
             ok
@@ -53,7 +53,7 @@ pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
         for (line, e) in &read.problems {
             clean = false;
             let at = line.map(|l| format!(":{l}")).unwrap_or_default();
-            eprintln!("{}{at}: {e}", path.display());
+            say!("{}{at}: {e}", path.display());
         }
         passive.extend(read.sightings);
     }
@@ -87,7 +87,7 @@ pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
         }
     }))?;
     let watched: std::collections::HashSet<_> = recorded.iter().map(|r| &r.domain).collect();
-    eprintln!(
+    say!(
         "{} bounces replayed: {} suppressions prevented, {} reinstatements recommended \
          (judged with {used}; the watched domains are the {} the recording checks)",
         summary.bounces,

@@ -31,15 +31,15 @@ pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
                 let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
                 tokio::spawn(async move {
                     tokio::select! {
-                        _ = tokio::signal::ctrl_c() => eprintln!("mxwatch: SIGINT: stopping the sweep"),
-                        _ = term.recv() => eprintln!("mxwatch: SIGTERM: stopping the sweep"),
+                        _ = tokio::signal::ctrl_c() => say!("mxwatch: SIGINT: stopping the sweep"),
+                        _ = term.recv() => say!("mxwatch: SIGTERM: stopping the sweep"),
                     }
                     stop_tx.cancel();
                 });
                 let s = monitor::sweep(&m, &names, config.concurrency, &stop).await;
                 drop(m);
                 writer.await?;
-                eprintln!(
+                say!(
                     "checked {} domains: {} answered, {} failed on every upstream, {} held as suspect, {} not asked, {} changes, {} windows opened; history in {}",
                     s.checked,
                     s.answered,
@@ -51,7 +51,7 @@ pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
                     config.database.display()
                 );
                 if s.not_asked > 0 {
-                    eprintln!(
+                    say!(
                         "mxwatch: WARNING: {} of {} domains were not asked: no socket could be \
                          opened on our side (too many open files?); nothing was recorded for them. \
                          Raise the open files limit (ulimit -n, LimitNOFILE)",
@@ -59,7 +59,7 @@ pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
                     );
                 }
                 if s.checked > s.not_asked && (s.failed + s.held) * 2 >= s.checked - s.not_asked {
-                    eprintln!(
+                    say!(
                         "mxwatch: WARNING: {} of {} domains failed or gave answers held as suspect \
                          (NXDOMAIN or the same new answer for many names): our own resolver looks broken \
                          or is lying (captive portal, DNS filtering); nothing was learnt from those answers. \
@@ -70,7 +70,7 @@ pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
                     );
                 }
                 if s.stopped {
-                    eprintln!(
+                    say!(
                         "mxwatch: stopped before the sweep ended: {} of {} domains checked",
                         s.checked,
                         names.len()
@@ -80,7 +80,7 @@ pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
                 if s.checked > 0 && s.answered == 0 {
-                    eprintln!(
+                    say!(
                         "mxwatch: the sweep learnt nothing: every answer failed or was held as suspect \
                          (exit status {NOTHING_LEARNT})"
                     );

@@ -33,7 +33,7 @@ pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
         Ok(a) => a,
         // Too little or malformed: a usage error, nothing guessed.
         Err(e @ (JudgeError::Parts(_) | JudgeError::Recipient(_))) => {
-            eprintln!("mxwatch: verdict: {e}");
+            say!("mxwatch: verdict: {e}");
             return Ok(ExitCode::from(2));
         }
         Err(e) => return Err(e.into()),

@@ -652,3 +652,37 @@ async fn domains_lists_the_watched_with_provider_last_check_and_window() {
     assert!(out.stdout.is_empty());
     assert_eq!(stderr(&out).trim(), "no auto-watched domains");
 }
+
+/// With `--log-format json`, every line on standard error is a JSON
+/// object, errors and the command line's own notes included (issue 23).
+#[test]
+fn log_format_json_covers_every_line() {
+    let dir = tempfile::tempdir().unwrap();
+    mxwatch::store::Store::open(&dir.path().join("j.db")).unwrap();
+    let json = ["--log-format", "json", "--database", "j.db"];
+    let lines = |args: &[&str]| -> Vec<Value> {
+        let all: Vec<&str> = json.iter().chain(args).copied().collect();
+        let out = mxwatch(dir.path(), &all);
+        stderr(&out)
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{args:?}: not JSON: {l}: {e}"))
+            })
+            .collect()
+    };
+    let e = lines(&["history", "not a domain"]);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0]["level"], "ERROR");
+    assert!(
+        e[0]["fields"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a domain name")
+    );
+    let note = lines(&["windows", "--active"]);
+    assert_eq!(note[0]["fields"]["message"], "no open windows");
+    assert_eq!(note[0]["level"], "INFO");
+    std::fs::write(dir.path().join("b.txt"), "not a bounce at all\n").unwrap();
+    let problems = lines(&["bounces", "parse", "b.txt"]);
+    assert!(!problems.is_empty());
+}
