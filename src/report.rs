@@ -380,6 +380,19 @@ pub fn domain_json(
     })
 }
 
+/// One observation as `replay --observations` reads it (README,
+/// "Replay"): `domain`, `at`, `upstream`, `outcome`, `mx`, `ttl`.
+pub fn replay_line(domain: &DomainName, at: DateTime<Utc>, o: &Observation) -> Value {
+    json!({
+        "domain": domain.as_str(),
+        "at": time(at),
+        "upstream": o.upstream,
+        "outcome": o.outcome.as_str(),
+        "mx": mx_json(&o.mx),
+        "ttl": o.ttl,
+    })
+}
+
 /// A watched domain as `mxwatch domains` shows it.
 pub struct WatchedDomain {
     pub domain: DomainName,

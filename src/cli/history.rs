@@ -20,6 +20,11 @@ pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
             files,
         }) => return import(cli, *format, about.as_deref(), files),
         Some(HistoryCommand::Lookup { domains }) => return lookup(cli, domains),
+        Some(HistoryCommand::Export {
+            format: ExportFormat::Replay,
+            since,
+            domains,
+        }) => return export(cli, domains, since.as_deref()),
         None => {}
     }
     let d = domain(d.as_deref().unwrap_or_default())?;
@@ -205,4 +210,39 @@ fn lookup(cli: &Context, names: &[String]) -> anyhow::Result<ExitCode> {
             ExitCode::FAILURE
         })
     })
+}
+
+/// `history export --format replay`: each upstream's runs (not the
+/// consensus, which replay computes again, nor passive DNS, which replay
+/// takes with `--dnsdb`) as observations at their first and last check.
+fn export(cli: &Context, names: &[String], since: Option<&str>) -> anyhow::Result<ExitCode> {
+    let names: Vec<DomainName> = names.iter().map(|d| domain(d)).collect::<Result<_, _>>()?;
+    let since = since.map(parse_time).transpose()?;
+    let store = cli.store()?;
+    let mut lines = Vec::new();
+    for d in &names {
+        let runs = store.history(d, since)?;
+        let recorded: Vec<_> = runs
+            .iter()
+            .filter(|r| {
+                r.observation.upstream != mxwatch::store::CONSENSUS
+                    && !r.observation.upstream.starts_with("passive:")
+            })
+            .collect();
+        if recorded.is_empty() {
+            say!("no observations of {d} to export");
+        }
+        for r in recorded {
+            let mut at = vec![r.first_seen];
+            if r.last_seen != r.first_seen {
+                at.push(r.last_seen);
+            }
+            for t in at.into_iter().filter(|t| since.is_none_or(|s| *t >= s)) {
+                lines.push((t, report::replay_line(d, t, &r.observation).to_string()));
+            }
+        }
+    }
+    lines.sort_by_key(|(t, _)| *t);
+    print_lines(lines.into_iter().map(|(_, l)| l))?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -259,6 +259,27 @@ enum HistoryCommand {
         #[arg(required = true)]
         domains: Vec<String>,
     },
+    /// Writes the domains' recorded observations as `replay
+    /// --observations` reads them (one JSON object per line), so that an
+    /// incident can be replayed with other settings. A run of identical
+    /// answers is written as its first and its last check.
+    Export {
+        /// The output format; `replay` is the one there is.
+        #[arg(long, default_value = "replay")]
+        format: ExportFormat,
+        /// Only observations at or after this time.
+        #[arg(long)]
+        since: Option<String>,
+        /// The domains.
+        #[arg(required = true)]
+        domains: Vec<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ExportFormat {
+    /// `replay --observations`' input.
+    Replay,
 }
 
 #[derive(Subcommand)]

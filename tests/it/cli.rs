@@ -686,3 +686,77 @@ fn log_format_json_covers_every_line() {
     let problems = lines(&["bounces", "parse", "b.txt"]);
     assert!(!problems.is_empty());
 }
+
+/// `history export --format replay` writes a live database's observations
+/// as `replay` reads them: the incident replays with the same verdicts
+/// (issue 23).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_export_replays_a_live_databases_incident() {
+    let dns = TestDns::start().await;
+    dns.set("example.de", Behaviour::mx(&[(10, "mx00.example.de")], 300));
+    let dir = watching_example_de(&dns);
+    assert!(
+        mxwatch_async(dir.path(), &["run", "--once"])
+            .await
+            .status
+            .success()
+    );
+    dns.set(
+        "example.de",
+        Behaviour::mx(&[(10, "mx01.mail.icloud.com")], 300),
+    );
+    assert!(
+        mxwatch_async(dir.path(), &["run", "--once"])
+            .await
+            .status
+            .success()
+    );
+    let out = mxwatch_async(
+        dir.path(),
+        &["history", "export", "--format", "replay", "example.de"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = json_lines(&out);
+    assert!(lines.len() >= 2, "{lines:?}");
+    assert!(
+        lines.iter().all(|l| l["upstream"] != "*"),
+        "the consensus is replay's to compute"
+    );
+    assert_eq!(
+        lines.last().unwrap()["mx"][0]["exchange"],
+        "mx01.mail.icloud.com"
+    );
+    std::fs::write(dir.path().join("obs.jsonl"), &out.stdout).unwrap();
+    // A bounce from iCloud just after the flip: transient, as it would be live.
+    let flip_at = lines.last().unwrap()["at"].as_str().unwrap().to_string();
+    let at = chrono::DateTime::parse_from_rfc3339(&flip_at)
+        .unwrap()
+        .to_utc();
+    std::fs::write(
+        dir.path().join("b.jsonl"),
+        crate::unknown_user(
+            "kim@example.de",
+            at + chrono::Duration::seconds(1),
+            "mx01.mail.icloud.com",
+        ) + "\n",
+    )
+    .unwrap();
+    let out = mxwatch_async(
+        dir.path(),
+        &[
+            "replay",
+            "--observations",
+            "obs.jsonl",
+            "--bounces",
+            "b.jsonl",
+            "--json",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = &json_lines(&out)[0];
+    assert_eq!(v["verdict"], "transient", "{v}");
+    let out = mxwatch_async(dir.path(), &["history", "export", "example.org"]).await;
+    assert!(out.stdout.is_empty() && stderr(&out).contains("no observations of example.org"));
+}
