@@ -311,6 +311,13 @@ fn api(
         state.clone(),
         stop.clone().cancelled_owned(),
     ));
+    if config.api_token.is_none() {
+        tracing::warn!(
+            %bound,
+            "no API token (api_token_file or MXWATCH_API_TOKEN): writes are refused \
+             (POST /v1/bounces, the ESP webhooks); reads and verdicts work"
+        );
+    }
     if bound.ip().is_loopback() {
         tracing::info!(%bound, "API listening on loopback: reads are open, writes need the token");
     } else {

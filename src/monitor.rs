@@ -356,6 +356,7 @@ impl Monitor {
         };
         let (outcome, n_changes) = (consensus.outcome, det.changes.len());
         log_check(domain, &det.changes, &trust);
+        log_window(domain, det.window.as_ref());
         self.log_hold(domain, &consensus, &trust);
         self.writer
             .check(CheckRecord {
@@ -508,6 +509,23 @@ fn consensus_observation(
                 Observation::failure(store::CONSENSUS, crate::dns::Outcome::Error, "no upstreams")
             })
         },
+    }
+}
+
+/// A window opening or closing is said, with why it closed.
+fn log_window(domain: &DomainName, window: Option<&(WindowEvent, detect::LiveWindow)>) {
+    match window {
+        Some((WindowEvent::Opened, w)) => tracing::info!(
+            domain = %domain,
+            since = %crate::event::time(w.start),
+            "window opened: hard bounces since then are answered `transient`"
+        ),
+        Some((WindowEvent::Closed, w)) => tracing::info!(
+            domain = %domain,
+            reason = w.close_reason.map_or("closed", |r| r.as_str()),
+            "window closed: bounces after it are judged normally again"
+        ),
+        _ => {}
     }
 }
 

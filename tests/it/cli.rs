@@ -760,3 +760,62 @@ async fn history_export_replays_a_live_databases_incident() {
     let out = mxwatch_async(dir.path(), &["history", "export", "example.org"]).await;
     assert!(out.stdout.is_empty() && stderr(&out).contains("no observations of example.org"));
 }
+
+/// The log speaks at the moments that matter (issue 23): a window opening,
+/// and a daemon that cannot take writes because it has no token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_says_when_a_window_opens_and_when_writes_are_refused() {
+    let dns = TestDns::start().await;
+    dns.set("example.de", Behaviour::mx(&[(10, "mx00.example.de")], 300));
+    let dir = watching_example_de(&dns);
+    let info = |args: &'static [&'static str]| {
+        let dir = dir.path().to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_mxwatch"))
+                .current_dir(&dir)
+                .args(args)
+                .env_remove("MXWATCH_CONFIG")
+                .env("RUST_LOG", "info")
+                .output()
+                .unwrap()
+        })
+    };
+    info(&["run", "--once"]).await.unwrap();
+    dns.set(
+        "example.de",
+        Behaviour::mx(&[(10, "mx01.mail.icloud.com")], 300),
+    );
+    let out = info(&["run", "--once"]).await.unwrap();
+    assert!(stderr(&out).contains("window opened"), "{}", stderr(&out));
+
+    let port = crate::service::free_port();
+    let yaml = std::fs::read_to_string(dir.path().join("watchlist.yaml")).unwrap();
+    std::fs::write(
+        dir.path().join("watchlist.yaml"),
+        format!("listen: '127.0.0.1:{port}'\n{yaml}"),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mxwatch"))
+        .current_dir(dir.path())
+        .args(["run"])
+        .env_remove("MXWATCH_CONFIG")
+        .env_remove("MXWATCH_API_TOKEN")
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    crate::service::wait_healthy(&format!("http://127.0.0.1:{port}")).await;
+    crate::service::send("-TERM", &child.id().to_string());
+    let out = tokio::task::spawn_blocking(move || {
+        let _ = child.wait();
+        let mut s = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut s).unwrap();
+        s
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.contains("no API token") && out.contains("writes are refused"),
+        "{out}"
+    );
+}
