@@ -210,6 +210,48 @@ impl Daemon {
         }
     }
 
+    /// The settings that differ between `old` and `new` but that
+    /// [`Daemon::reload`] cannot apply in place: they take a restart, and
+    /// the old values stay in force until then. (In place: the domains and
+    /// their schedules, the alert, forward and undo targets, the digest.)
+    pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        macro_rules! differ {
+            ($($field:ident),* $(,)?) => {
+                $(
+                    if format!("{:?}", old.$field) != format!("{:?}", new.$field) {
+                        names.push(stringify!($field));
+                    }
+                )*
+            };
+        }
+        differ!(
+            listen,
+            database,
+            upstreams,
+            timeout,
+            concurrency,
+            rate_limit,
+            fast_recheck,
+            grace,
+            settle,
+            authoritative_port,
+            api_token,
+            anomaly,
+            bounce_times,
+            api_limits,
+            sns_subscribe_allow,
+            sns_verify_signatures,
+            sns_topics,
+            sns_signing_cert_base,
+            auto_watch,
+            passive_dns,
+            log_level,
+            providers,
+        );
+        names
+    }
+
     /// The in-memory read model the API judges with.
     pub fn model(&self) -> Arc<store::Model> {
         self.model.clone()

@@ -423,20 +423,40 @@ async fn serve(cli: &Context, config: Config, clock: Arc<dyn Clock>) -> anyhow::
         NotifyState::Status(&format!("watching {} domains", config.domains.len())),
     ]);
     let watchdog = sd_notify::watchdog_enabled();
+    // What is in force of the settings a reload cannot change: the start's.
+    let current = config;
     loop {
         let ping = watchdog.map_or(std::time::Duration::from_secs(3600), |d| d / 2);
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = hup.recv() => {
                 let _ = sd_notify::notify(&[NotifyState::Reloading, NotifyState::monotonic_usec_now()?]);
-                match cli.load().and_then(|c| Ok(c.require_secrets()?)) {
+                let status = match cli.load().and_then(|c| Ok(c.require_secrets()?)) {
                     Ok(new) => {
                         daemon.reload(&new).await;
-                        tracing::info!(domains = new.domains.len(), "SIGHUP: watchlist reloaded");
+                        let restart = Daemon::restart_needed(&current, &new);
+                        tracing::info!(
+                            domains = new.domains.len(),
+                            "SIGHUP: watchlist reloaded: domains, schedules, alert, forward and undo targets applied"
+                        );
+                        let status = if restart.is_empty() {
+                            format!("watching {} domains", new.domains.len())
+                        } else {
+                            let names = restart.join(", ");
+                            tracing::warn!(
+                                "SIGHUP: {names} changed but take a restart (`systemctl restart mxwatch`); \
+                                 until then the old values stay in force"
+                            );
+                            format!("reloaded; {names} take a restart")
+                        };
+                        status
                     }
-                    Err(e) => tracing::error!("SIGHUP: the new watchlist is refused, the old one stays in force: {e:#}"),
-                }
-                let _ = sd_notify::notify(&[NotifyState::Ready]);
+                    Err(e) => {
+                        tracing::error!("SIGHUP: the new watchlist is refused, the old one stays in force: {e:#}");
+                        "the new watchlist is refused (see the log)".to_string()
+                    }
+                };
+                let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
             }
             _ = tokio::time::sleep(ping), if watchdog.is_some() => {
                 if daemon.healthy(ping).await {

@@ -231,6 +231,15 @@ async fn sighup_reloads_the_watchlist_and_keeps_the_old_one_when_the_new_is_brok
     watchlist(dir.path(), port, hook, "example.de, example.org");
     send("-HUP", &pid);
     tokio::time::sleep(Duration::from_millis(500)).await;
+    // A setting that takes a restart is named, never said to be reloaded.
+    let yaml = std::fs::read_to_string(dir.path().join("watchlist.yaml")).unwrap();
+    std::fs::write(
+        dir.path().join("watchlist.yaml"),
+        format!("timeout: 3s\n{yaml}"),
+    )
+    .unwrap();
+    send("-HUP", &pid);
+    tokio::time::sleep(Duration::from_millis(500)).await;
     std::fs::write(
         dir.path().join("watchlist.yaml"),
         "domains: [not a domain!!]\n",
@@ -254,6 +263,15 @@ async fn sighup_reloads_the_watchlist_and_keeps_the_old_one_when_the_new_is_brok
         "{text}"
     );
     assert!(text.contains("the new watchlist is refused"), "{text}");
+    assert!(
+        text.contains("SIGHUP: timeout changed but take a restart"),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("take a restart").count(),
+        1,
+        "the first reload changed nothing that needs one: {text}"
+    );
     assert!(
         text.contains("watchlist.yaml"),
         "the refusal names the file: {text}"
