@@ -439,7 +439,7 @@ async fn serve(cli: &Context, config: Config, clock: Arc<dyn Clock>) -> anyhow::
                             domains = new.domains.len(),
                             "SIGHUP: watchlist reloaded: domains, schedules, alert, forward and undo targets applied"
                         );
-                        let status = if restart.is_empty() {
+                        if restart.is_empty() {
                             format!("watching {} domains", new.domains.len())
                         } else {
                             let names = restart.join(", ");
@@ -448,8 +448,7 @@ async fn serve(cli: &Context, config: Config, clock: Arc<dyn Clock>) -> anyhow::
                                  until then the old values stay in force"
                             );
                             format!("reloaded; {names} take a restart")
-                        };
-                        status
+                        }
                     }
                     Err(e) => {
                         tracing::error!("SIGHUP: the new watchlist is refused, the old one stays in force: {e:#}");
