@@ -155,8 +155,9 @@ fn lookup(cli: &Context, names: &[String]) -> anyhow::Result<ExitCode> {
         .map(|d| domain(d))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let config = cli.settings()?;
-    for p in &config.secret_problems {
-        say!("mxwatch: warning: {p}");
+    // A key that cannot be read stops this command as it stops `run`.
+    if let Some(e) = config.lookup_secret_problem() {
+        return Err(e.into());
     }
     if config.passive_dns.is_empty() {
         bail!(

@@ -12,7 +12,7 @@ pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
     let path = file.clone().unwrap_or_else(|| cli.config.clone());
     let c = Config::load(&path)?;
     for e in &c.secret_problems {
-        say!("mxwatch: warning: {e} (only `mxwatch run` needs it)");
+        say!("mxwatch: warning: {}", e.needed());
     }
     Output::new().line(&format!(
         "{}: ok: {} domains ({} duplicates merged), {} upstreams ({}), schedule {:?}, database {}",

@@ -37,6 +37,25 @@ pub struct ConfigError {
     pub message: String,
 }
 
+impl ConfigError {
+    /// The commands that need the secret this error is about.
+    pub fn needed_by(&self) -> &'static str {
+        if self.field.starts_with("passive_dns") {
+            "`mxwatch run` and `mxwatch history lookup` need it"
+        } else {
+            "only `mxwatch run` needs it"
+        }
+    }
+
+    /// A secret that could not be read, saying which commands need it.
+    pub fn needed(&self) -> ConfigError {
+        ConfigError {
+            message: format!("{} ({})", self.message, self.needed_by()),
+            ..self.clone()
+        }
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.file.display())?;
@@ -220,12 +239,21 @@ impl Config {
         Ok(c)
     }
 
-    /// The config, if every secret `run` needs could be read.
+    /// The config, if every secret `run` needs could be read; else the
+    /// first that could not, saying which commands need it.
     pub fn require_secrets(self) -> Result<Config, ConfigError> {
         match self.secret_problems.first() {
-            Some(e) => Err(e.clone()),
+            Some(e) => Err(e.needed()),
             None => Ok(self),
         }
+    }
+
+    /// The first secret `history lookup` needs that could not be read.
+    pub fn lookup_secret_problem(&self) -> Option<ConfigError> {
+        self.secret_problems
+            .iter()
+            .find(|e| e.field.starts_with("passive_dns"))
+            .map(ConfigError::needed)
     }
 
     /// The YAML read into the raw structs; an error names the line of

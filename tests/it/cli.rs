@@ -819,3 +819,34 @@ async fn the_log_says_when_a_window_opens_and_when_writes_are_refused() {
         "{out}"
     );
 }
+
+/// A secret that cannot be read is named the same way by `config check`,
+/// `run` and `history lookup`, each saying which commands need it
+/// (issue 23).
+#[test]
+fn a_missing_passive_dns_key_stops_the_commands_that_need_it_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("watchlist.yaml"),
+        "domains: [example.de]\npassive_dns:\n  - provider: dnsdb\n    key_env: MXWATCH_TEST_NO_SUCH_KEY\n",
+    )
+    .unwrap();
+    let need = "(`mxwatch run` and `mxwatch history lookup` need it)";
+    let out = mxwatch(dir.path(), &["config", "check"]);
+    assert!(out.status.success());
+    assert!(stderr(&out).contains(need), "{}", stderr(&out));
+    for args in [
+        &["history", "lookup", "example.de"][..],
+        &["run", "--once"][..],
+    ] {
+        let out = mxwatch(dir.path(), args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let said = stderr(&out);
+        assert!(
+            said.contains(
+                "passive_dns[0].key_env: environment variable MXWATCH_TEST_NO_SUCH_KEY is not set"
+            ) && said.contains(need),
+            "{args:?}: {said}"
+        );
+    }
+}
