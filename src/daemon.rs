@@ -85,10 +85,35 @@ async fn ticks(m: Arc<Monitor>, clock: Arc<dyn Clock>, stop: CancellationToken) 
             return;
         }
         ticks += 1;
+        log_first_run(&m, ticks);
         if ticks.is_multiple_of(SUMMARY_TICKS) {
             log_summary(&m);
         }
     }
+}
+
+/// A first run that goes on without one answer is said: after two
+/// minutes, then with each summary, until a domain answers.
+fn log_first_run(m: &Monitor, ticks: u64) {
+    if let Some(line) = first_run_note(&m.since_start(), ticks) {
+        tracing::warn!("{line}");
+    }
+}
+
+/// What [`log_first_run`] says after `ticks` minutes of `s`, if anything.
+fn first_run_note(s: &crate::monitor::SweepSummary, ticks: u64) -> Option<String> {
+    if s.answered > 0 || !(ticks == 2 || ticks.is_multiple_of(SUMMARY_TICKS)) {
+        return None;
+    }
+    Some(format!(
+        "first run: after {} no domain has answered yet ({} checked: {} failed on every upstream, \
+         {} held as suspect, {} not asked); until one does, nothing is learnt: check the upstreams",
+        crate::event::plural(ticks as usize, "minute"),
+        s.checked,
+        s.failed,
+        s.held,
+        s.not_asked
+    ))
 }
 
 fn log_summary(m: &Monitor) {
@@ -427,4 +452,28 @@ pub fn open_for_sweep(
         Monitor::new(&config.monitoring(), writer, memory, clock, lock)?,
         thread,
     ))
+}
+
+#[cfg(test)]
+mod first_run_tests {
+    use super::*;
+
+    #[test]
+    fn a_first_run_without_an_answer_is_said_until_one_comes() {
+        let mut s = crate::monitor::SweepSummary {
+            checked: 40,
+            failed: 40,
+            ..Default::default()
+        };
+        assert_eq!(first_run_note(&s, 1), None, "a minute is no news");
+        let said = first_run_note(&s, 2).unwrap();
+        assert!(
+            said.contains("after 2 minutes no domain has answered yet (40 checked: 40 failed"),
+            "{said}"
+        );
+        assert_eq!(first_run_note(&s, 3), None);
+        assert!(first_run_note(&s, 5).is_some(), "again with each summary");
+        s.answered = 1;
+        assert_eq!(first_run_note(&s, 5), None, "one answer is enough");
+    }
 }

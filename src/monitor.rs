@@ -65,6 +65,8 @@ pub struct Monitor {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// What happened since the daemon's last summary line.
     tally: Mutex<SweepSummary>,
+    /// What happened since the monitor started (never reset).
+    since_start: Mutex<SweepSummary>,
     /// Domains whose answer is held now: the hold is logged when it starts
     /// and when it ends, not at every fast re-check.
     holding: Mutex<std::collections::HashSet<DomainName>>,
@@ -173,6 +175,7 @@ impl Monitor {
             events,
             metrics: Arc::new(crate::metrics::Metrics::new()),
             tally: Mutex::new(SweepSummary::default()),
+            since_start: Mutex::new(SweepSummary::default()),
             holding: Mutex::new(std::collections::HashSet::new()),
             _lock: lock,
         });
@@ -277,6 +280,11 @@ impl Monitor {
         std::mem::take(&mut *self.tally.lock().expect("tally lock"))
     }
 
+    /// What happened since the monitor started.
+    pub fn since_start(&self) -> SweepSummary {
+        self.since_start.lock().expect("tally lock").clone()
+    }
+
     /// Whether our resolver is in an outage now.
     pub fn in_outage(&self) -> bool {
         self.health
@@ -372,6 +380,7 @@ impl Monitor {
             .await?;
         self.metrics.check(outcome.as_str(), n_changes);
         self.tally.lock().expect("tally lock").count(&event);
+        self.since_start.lock().expect("tally lock").count(&event);
         if let Some(ev) = outage {
             log_outage(ev);
             self.writer.outage(ev, at).await?;
@@ -477,6 +486,7 @@ impl Monitor {
             held: false,
         };
         self.tally.lock().expect("tally lock").count(&event);
+        self.since_start.lock().expect("tally lock").count(&event);
         event
     }
 }
