@@ -203,12 +203,13 @@ pub fn window_text(w: &Window, now: DateTime<Utc>) -> String {
         (Some(e), false) => time(e),
     };
     let what = match (&w.before, &w.after) {
-        (Some(b), Some(a)) => format!("{b} → {a}"),
-        _ => w.kind.to_string(),
+        (Some(b), Some(a)) => format!("  {b} → {a}"),
+        _ => String::new(),
     };
     format!(
-        "#{:<5} {} .. {:<28} {:<8} {}  {}{}",
+        "#{:<5} {:<15} {} .. {:<28} {:<8} {}{}{}",
         w.id,
+        w.kind.as_str(),
         time(w.start),
         end,
         w.severity.as_str(),
@@ -277,15 +278,20 @@ pub fn reinstatement_json(r: &crate::store::Reinstatement) -> Value {
 }
 
 pub fn reinstatement_text(r: &crate::store::Reinstatement) -> String {
+    // A reinstatement found on evidence of no stored window (a wrong MX)
+    // says so, rather than `#-`.
+    let window = r
+        .window
+        .as_ref()
+        .map_or("no stored window".to_string(), |w| {
+            format!("{} window #{}", w.kind, w.id)
+        });
     format!(
-        "{}  {:<32} {:<9} bounced {}  window #{}  {}",
+        "{}  {:<32} {:<9} bounced {}  {window}  {}",
         time(r.created_at),
         r.bounce.recipient,
         r.verdict,
         r.bounce.at.map(time).unwrap_or_else(|| "-".into()),
-        r.window
-            .as_ref()
-            .map_or("-".to_string(), |w| w.id.to_string()),
         r.reason
     )
 }
@@ -680,3 +686,6 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod rows;
