@@ -68,8 +68,20 @@ async fn ten_campaigns(domains: &List) {
         let parsed = mxwatch::bounce::parse::parse(list.concat().as_bytes(), None, start);
         assert!(parsed.problems.is_empty(), "{:?}", parsed.problems);
         assert_eq!(parsed.bounces.len(), 40);
+        // As they come over HTTP (issues 21, 22): announced for forwarding,
+        // and eligible for undo if the evidence said they were false.
+        let arrival = mxwatch::store::Arrival {
+            receiver: "bounces".into(),
+            bounces: true,
+            request: None,
+        };
         let intake = writer
-            .bounces(parsed.bounces, start + chrono::Duration::hours(1))
+            .arrived(
+                parsed.bounces,
+                Vec::new(),
+                Some(arrival),
+                start + chrono::Duration::hours(1),
+            )
             .await
             .unwrap();
         for j in intake.judgements {
@@ -90,6 +102,82 @@ async fn ten_campaigns(domains: &List) {
     );
     assert_eq!(verdicts.get("suppress"), Some(&400), "{what}: {verdicts:?}");
     assert_eq!(store.reinstatements(None).unwrap().len(), 0);
+    // Every dead address is forwarded to the handler as the suppression it
+    // is, and none is taken off an ESP's list.
+    let events: Vec<String> = store
+        .outbox()
+        .unwrap()
+        .into_iter()
+        .map(|o| o.event.to_string())
+        .collect();
+    assert_eq!(
+        events.iter().filter(|e| *e == "bounce").count(),
+        400,
+        "{what}"
+    );
+    assert!(!events.iter().any(|e| e == "undo"), "{what}: {events:?}");
+}
+
+/// Typos of real domains (that do not exist) on a first day: every bounce
+/// is a genuine `suppress`, forwarded as such, never undone (issues 21, 22).
+#[tokio::test]
+async fn typo_domains_on_a_first_day_are_suppressed_and_never_undone() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("typos.db");
+    let (writer, task) = writer(&db);
+    let start = Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap();
+    let mut list = String::new();
+    for (i, typo) in [
+        "gmial.com",
+        "gmail.con",
+        "hotmial.com",
+        "yaho.com",
+        "outlok.com",
+    ]
+    .iter()
+    .cycle()
+    .take(60)
+    .enumerate()
+    {
+        let at = start + chrono::Duration::seconds(i as i64 * 20);
+        list.push_str(&format!(
+            "{{\"recipient\":\"reader{i}@{typo}\",\"at\":\"{}\",\"status\":\"5.1.2\",\"reply_code\":550,\
+             \"diagnostic\":\"550 5.1.2 Host or domain name not found\"}}\n",
+            at.to_rfc3339()
+        ));
+    }
+    let parsed = mxwatch::bounce::parse::parse(list.as_bytes(), None, start);
+    assert!(parsed.problems.is_empty(), "{:?}", parsed.problems);
+    let arrival = mxwatch::store::Arrival {
+        receiver: "bounces".into(),
+        bounces: true,
+        request: None,
+    };
+    let intake = writer
+        .arrived(
+            parsed.bounces,
+            Vec::new(),
+            Some(arrival),
+            start + chrono::Duration::hours(1),
+        )
+        .await
+        .unwrap();
+    assert!(
+        intake
+            .judgements
+            .iter()
+            .all(|j| j.verdict.as_str() == "suppress")
+    );
+    close(writer, task).await;
+    let events: Vec<String> = mxwatch::store::Store::open(&db)
+        .unwrap()
+        .outbox()
+        .unwrap()
+        .into_iter()
+        .map(|o| o.event.to_string())
+        .collect();
+    assert_eq!(events.iter().filter(|e| *e == "bounce").count(), 60);
+    assert!(!events.iter().any(|e| e == "undo"), "{events:?}");
 }
 
 /// Every address's verdicts, in order, from a replay's JSON lines.
