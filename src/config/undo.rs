@@ -19,9 +19,12 @@ pub(super) fn undo_targets(
     secret_problems: &mut Vec<ConfigError>,
 ) -> Result<Vec<UndoTarget>, ConfigError> {
     let mut out: Vec<UndoTarget> = Vec::new();
+    // Every name so far, those of targets left out for a secret too, so
+    // that "first at undo[j]" points at the right entry.
+    let mut names: Vec<String> = Vec::new();
     for (i, u) in raw.into_iter().enumerate() {
-        let taken = out.iter().map(|t| t.name.as_str());
-        let name = target_name(ctx, ("undo", i), &u.name, taken)?;
+        let name = target_name(ctx, ("undo", i), &u.name, names.iter().map(String::as_str))?;
+        names.push(name.clone());
         if let Some(t) = target(ctx, inputs, i, name, u, secret_problems)? {
             out.push(t);
         }

@@ -36,7 +36,6 @@ impl Ctx<'_> {
     }
 }
 
-/// A URL the daemon will fetch from: http(s), a host, no user name.
 /// A target's name in `section[i]`: not empty, not one of `taken`.
 pub(super) fn target_name<'a>(
     ctx: &Ctx,
@@ -58,6 +57,7 @@ pub(super) fn target_name<'a>(
     Ok(name)
 }
 
+/// A URL the daemon will fetch from: http(s), a host, no user name.
 pub(super) fn http_url(ctx: &Ctx, field: String, url: &str) -> Result<(), ConfigError> {
     let ok = reqwest::Url::parse(url).is_ok_and(|u| {
         matches!(u.scheme(), "http" | "https")

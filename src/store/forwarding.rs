@@ -179,12 +179,10 @@ pub(super) fn announce(
         Some(r) => keep_request(tx, &arrival.receiver, r, now)?,
         None => None,
     };
-    // Over HTTP means through the token (or a signed SNS message): such
-    // bounces, and only such, may take an address off a suppression list.
+    // Bounces over HTTP (stored with `via`), and only such, may take an
+    // address off a suppression list.
     for ((b, id), j) in list.iter().zip(ids).zip(judgements) {
         let Some(id) = id else { continue };
-        tx.prepare_cached("UPDATE bounces SET via = 'http' WHERE id = ?1")?
-            .execute([id])?;
         if suppressed_by_esp(b) && j.undoes_suppression() {
             undo(tx, (*id, b), j, None, now)?;
         }

@@ -332,7 +332,9 @@ impl Intaker {
             for ev in self.detector.close_idle(at) {
                 self.apply(tx, ev, now)?;
             }
-            let new = insert_bounce(tx, b, now)?;
+            // Over HTTP means through the token (or a signed SNS message).
+            let via = arrival.map(|_| "http");
+            let new = insert_bounce(tx, b, via, now)?;
             if new.is_some() {
                 self.detector.note(at);
             }
@@ -505,6 +507,7 @@ fn outbox(
 fn insert_bounce(
     tx: &rusqlite::Transaction,
     b: &Bounce,
+    via: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Option<i64>, StoreError> {
     // The words are stored once, shared by every bounce that carries them.
@@ -528,8 +531,8 @@ fn insert_bounce(
     let n = tx
         .prepare_cached(
             "INSERT OR IGNORE INTO bounces(recipient, domain, at, action, status, reply_code, diagnostic_id, remote_mta, \
-             reporting_mta, kind, hard, source, message_id, ingested_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+             reporting_mta, kind, hard, source, message_id, ingested_at, via) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         )?
         .execute(params![
             b.recipient,
@@ -545,7 +548,8 @@ fn insert_bounce(
             b.hard,
             b.source,
             b.message_id,
-            ms(now)
+            ms(now),
+            via
         ])?;
     Ok((n == 1).then(|| tx.last_insert_rowid()))
 }
