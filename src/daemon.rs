@@ -13,7 +13,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod reload;
 mod watching;
+pub use reload::{NEEDS_RESTART, NOT_SETTINGS, Reloaded, SETTINGS, changed};
+use reload::{auto_watched, scheduler_options};
 use watching::{Watching, spawn_auto_watch};
 
 use crate::clock::Clock;
@@ -55,7 +58,15 @@ pub struct Daemon {
     scheduler: JoinHandle<()>,
     api: Option<JoinHandle<std::io::Result<()>>>,
     reload: mpsc::Sender<Vec<Job>>,
+    /// The scheduler's concurrency and fast re-check (a reload changes them).
+    options: tokio::sync::watch::Sender<SchedulerOptions>,
     watching: Arc<std::sync::Mutex<Watching>>,
+    /// Stops the auto-watcher and its passive DNS lookups (to restart them
+    /// with a reload's settings).
+    auto_stop: std::sync::Mutex<Option<CancellationToken>>,
+    /// The settings in force: the last reload's, but for those that take a
+    /// restart ([`NEEDS_RESTART`]), which are the start's.
+    in_force: std::sync::Mutex<Config>,
     /// Alert and forward delivery, one worker per target (restarted on
     /// reload).
     alerts: tokio::sync::Mutex<Vec<crate::delivery::Workers>>,
@@ -152,9 +163,7 @@ impl Daemon {
             Writer::start_serving(&config.database, config.judging())?;
         let monitor = Monitor::new(&config.monitoring(), writer, memory, clock.clone(), lock)?;
         let mut watching = Watching::new(config);
-        if let Some(auto) = &mut watching.auto {
-            auto.restore(store::Store::open(&config.database)?.auto_watched()?);
-        }
+        watching.auto = auto_watched(config)?;
         watching.listed(config);
         let watching = Arc::new(std::sync::Mutex::new(watching));
         let (stop, tasks) = (CancellationToken::new(), TaskTracker::new());
@@ -187,10 +196,27 @@ impl Daemon {
         tasks.spawn(ticks(monitor.clone(), clock.clone(), stop.clone()));
         let (reload, reload_rx) = mpsc::channel(4);
         let jobs = watching.lock().expect("watching lock").all_with(&monitor).0;
-        let scheduler = tasks.spawn(scheduler(config, jobs, &monitor, &clock, reload_rx, &stop));
+        let (options, options_rx) = tokio::sync::watch::channel(scheduler_options(config));
+        let scheduler = tasks.spawn(scheduler(
+            config,
+            jobs,
+            &monitor,
+            &clock,
+            (reload_rx, options_rx),
+            &stop,
+        ));
+        let mut auto_stop = None;
         if config.auto_watch.is_some() || !config.passive_dns.is_empty() {
-            let clock = (clock.clone(), stop.clone());
-            spawn_auto_watch(config, &watching, &monitor, &reload, clock, &tasks);
+            let child = stop.child_token();
+            auto_stop = Some(child.clone());
+            spawn_auto_watch(
+                config,
+                &watching,
+                &monitor,
+                &reload,
+                (clock.clone(), child),
+                &tasks,
+            );
         }
         Ok(Daemon {
             monitor,
@@ -201,80 +227,15 @@ impl Daemon {
             scheduler,
             api: api.map(|(.., task)| task),
             reload,
+            options,
             watching,
+            auto_stop: std::sync::Mutex::new(auto_stop),
+            in_force: std::sync::Mutex::new(config.clone()),
             alerts: tokio::sync::Mutex::new(alerts),
             clock,
             model,
             writer_task,
         })
-    }
-
-    /// Applies a new watchlist: added domains are scheduled, removed ones
-    /// stop (their history stays; one whose window is open is watched until
-    /// its DNS closes it).
-    pub async fn reload(&self, config: &Config) {
-        let (jobs, list) = {
-            let mut w = self.watching.lock().expect("watching lock");
-            w.listed(config);
-            w.all_with(&self.monitor)
-        };
-        if let Err(e) = self.monitor.watch(&list).await {
-            tracing::error!("closing the windows of domains no longer watched: {e}");
-        }
-        let _ = self.reload.send(jobs).await;
-        let mut alerts = self.alerts.lock().await;
-        for w in std::mem::take(&mut *alerts) {
-            w.stop().await;
-        }
-        match delivery_workers(config, &self.monitor, &self.clock, &self.stop) {
-            Ok(workers) => *alerts = workers,
-            Err(e) => tracing::error!("alert and forward delivery not restarted: {e}"),
-        }
-        if let Some(state) = &self.api_state {
-            state.announce.set(config.forwarding().wants());
-        }
-    }
-
-    /// The settings that differ between `old` and `new` but that
-    /// [`Daemon::reload`] cannot apply in place: they take a restart, and
-    /// the old values stay in force until then. (In place: the domains and
-    /// their schedules, the alert, forward and undo targets, the digest.)
-    pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
-        let mut names = Vec::new();
-        macro_rules! differ {
-            ($($field:ident),* $(,)?) => {
-                $(
-                    if format!("{:?}", old.$field) != format!("{:?}", new.$field) {
-                        names.push(stringify!($field));
-                    }
-                )*
-            };
-        }
-        differ!(
-            listen,
-            database,
-            upstreams,
-            timeout,
-            concurrency,
-            rate_limit,
-            fast_recheck,
-            grace,
-            settle,
-            authoritative_port,
-            api_token,
-            anomaly,
-            bounce_times,
-            api_limits,
-            sns_subscribe_allow,
-            sns_verify_signatures,
-            sns_topics,
-            sns_signing_cert_base,
-            auto_watch,
-            passive_dns,
-            log_level,
-            providers,
-        );
-        names
     }
 
     /// The in-memory read model the API judges with.
@@ -403,13 +364,12 @@ fn scheduler(
     jobs: Vec<Job>,
     monitor: &Arc<Monitor>,
     clock: &Arc<dyn Clock>,
-    reload: mpsc::Receiver<Vec<Job>>,
+    (reload, opts): (
+        mpsc::Receiver<Vec<Job>>,
+        tokio::sync::watch::Receiver<SchedulerOptions>,
+    ),
     stop: &CancellationToken,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let opts = SchedulerOptions {
-        concurrency: config.concurrency,
-        fast_recheck: config.fast_recheck,
-    };
     tracing::info!(
         domains = jobs.len(),
         upstreams = ?monitor.upstream_labels(),

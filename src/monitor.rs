@@ -51,10 +51,9 @@ pub struct Watched {
 }
 
 pub struct Monitor {
-    /// `None` when replaying recorded observations: nothing is asked.
-    resolver: Option<MxResolver>,
-    providers: Providers,
-    params: Params,
+    /// What a check asks with and judges by; a reload swaps it whole
+    /// ([`Monitor::retune`]), a check in flight keeps the one it began with.
+    tuning: RwLock<Arc<Tuning>>,
     pub(crate) writer: Writer,
     clock: Arc<dyn Clock>,
     states: Mutex<HashMap<DomainName, DomainState>>,
@@ -97,6 +96,14 @@ fn differs_beyond_last_seen(a: &DomainState, b: &DomainState) -> bool {
         s
     };
     strip(a) != strip(b)
+}
+
+/// The settings a check runs with.
+struct Tuning {
+    /// `None` when replaying recorded observations: nothing is asked.
+    resolver: Option<MxResolver>,
+    providers: Providers,
+    params: Params,
 }
 
 /// What a monitor needs from the watchlist; `config` composes it
@@ -164,9 +171,11 @@ impl Monitor {
             health.outage.adopt(since);
         }
         let monitor = Arc::new(Monitor {
-            resolver,
-            providers: config.providers.clone(),
-            params: config.params,
+            tuning: RwLock::new(Arc::new(Tuning {
+                resolver,
+                providers: config.providers.clone(),
+                params: config.params,
+            })),
             writer,
             clock,
             states: Mutex::new(memory.states),
@@ -299,8 +308,36 @@ impl Monitor {
         self.events.subscribe()
     }
 
+    /// Adopts a reloaded watchlist's upstreams, resolver options, provider
+    /// table and detector parameters (and its domains' expectations): the
+    /// checks that start from now on use them. A replaying monitor keeps
+    /// asking nothing. On error (the new upstreams cannot be set up) the
+    /// old settings stay.
+    pub fn retune(&self, config: &Setup) -> Result<(), anyhow::Error> {
+        let asks = self.tuning().resolver.is_some();
+        let resolver = if asks {
+            Some(
+                MxResolver::new(&config.upstreams, &config.resolve)
+                    .map_err(|e| anyhow::anyhow!("cannot set up the resolvers: {e}"))?,
+            )
+        } else {
+            None
+        };
+        *self.tuning.write().expect("tuning lock") = Arc::new(Tuning {
+            resolver,
+            providers: config.providers.clone(),
+            params: config.params,
+        });
+        Ok(())
+    }
+
+    fn tuning(&self) -> Arc<Tuning> {
+        self.tuning.read().expect("tuning lock").clone()
+    }
+
     pub fn upstream_labels(&self) -> Vec<String> {
-        self.resolver
+        self.tuning()
+            .resolver
             .as_ref()
             .map(|r| r.labels())
             .unwrap_or_default()
@@ -308,7 +345,7 @@ impl Monitor {
 
     /// Checks one domain now. Returns once the result is committed.
     pub async fn check(&self, domain: &DomainName) -> Result<CheckEvent, StoreError> {
-        let observations = match &self.resolver {
+        let observations = match &self.tuning().resolver {
             Some(r) => r.observe(domain).await,
             None => vec![Observation::failure(
                 "recorded",
@@ -400,6 +437,7 @@ impl Monitor {
         observations: &[Observation],
         at: DateTime<Utc>,
     ) -> (Trust, detect::Detection) {
+        let tuning = self.tuning();
         let expect = self
             .watched
             .read()
@@ -419,8 +457,8 @@ impl Monitor {
                 observations,
                 at,
                 &expect,
-                &self.providers,
-                &self.params,
+                &tuning.providers,
+                &tuning.params,
             ),
             // Nothing about the domain: no change, no baseline; soon again,
             // unless our resolver is known to be out (then its schedule will do).

@@ -163,10 +163,11 @@ struct Entry {
 /// The scheduler loop. `check` runs one domain's check and answers whether
 /// the domain wants a fast re-check; `reload` replaces the job list (domains
 /// kept keep their slot, removed ones finish their in-flight check and
-/// stop); `shutdown` stops dispatching, then in-flight checks are awaited.
+/// stop); `opts` is read again at each dispatch (a reload may change it);
+/// `shutdown` stops dispatching, then in-flight checks are awaited.
 pub async fn run<F, Fut>(
     jobs: Vec<Job>,
-    opts: SchedulerOptions,
+    opts: tokio::sync::watch::Receiver<SchedulerOptions>,
     clock: Arc<dyn Clock>,
     mut reload: mpsc::Receiver<Vec<Job>>,
     check: F,
@@ -179,12 +180,15 @@ pub async fn run<F, Fut>(
     let mut in_flight: JoinSet<(DomainName, bool)> = JoinSet::new();
     // Which domain each task checks, to reschedule one whose task panicked.
     let mut running: HashMap<tokio::task::Id, DomainName> = HashMap::new();
-    let concurrency = opts.concurrency.max(1);
-    let fast = chrono::Duration::from_std(opts.fast_recheck).expect("fast_recheck fits");
     queue.add(jobs, clock.now());
 
     tokio::pin!(shutdown);
     loop {
+        let (concurrency, fast) = {
+            let o = opts.borrow();
+            let fast = chrono::Duration::from_std(o.fast_recheck).unwrap_or(chrono::Duration::MAX);
+            (o.concurrency.max(1), fast)
+        };
         let now = clock.now();
         // Dispatch everything due, as far as concurrency allows.
         while in_flight.len() < concurrency {
@@ -440,10 +444,11 @@ mod tests {
         let l = log.clone();
         let task = tokio::spawn(run(
             jobs,
-            SchedulerOptions {
+            tokio::sync::watch::channel(SchedulerOptions {
                 concurrency,
                 fast_recheck: Duration::from_secs(10),
-            },
+            })
+            .1,
             Arc::new(clock),
             reload_rx,
             move |d: DomainName| {
@@ -629,10 +634,11 @@ mod tests {
         let c = calls.clone();
         let task = tokio::spawn(run(
             jobs(1, "*/5 * * * *"),
-            SchedulerOptions {
+            tokio::sync::watch::channel(SchedulerOptions {
                 concurrency: 4,
                 fast_recheck: Duration::from_secs(10),
-            },
+            })
+            .1,
             Arc::new(clock),
             reload_rx,
             move |d: DomainName| {

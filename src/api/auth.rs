@@ -69,7 +69,8 @@ pub(super) fn authorised(
     query: Option<&str>,
     what: &str,
 ) -> Result<(), ApiError> {
-    let Some(token) = st.token.as_deref() else {
+    let live = st.live();
+    let Some(token) = live.token.as_deref() else {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!(

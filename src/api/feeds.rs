@@ -37,7 +37,7 @@ pub(super) async fn ingest(
         return Err(ApiError::bad_request("empty body"));
     }
     let now = st.clock.now();
-    let range = st.bounce_times;
+    let range = st.live().bounce_times;
     let (announce_bounces, keep_request) = st.announce.get();
     let kept = body.clone();
     let (parsed, items) = tokio::task::spawn_blocking(move || {
@@ -148,7 +148,7 @@ pub(super) async fn webhook(
         let envelope = v.as_ref().filter(|v| v.get("Type").is_some());
         match envelope {
             Some(v) => check_sns(&st, v).await?,
-            None if !st.sns_topics.is_empty() => {
+            None if !st.live().sns_topics.is_empty() => {
                 return Err(ApiError::new(
                     StatusCode::FORBIDDEN,
                     "only signed SNS messages of the topics in sns_topics are taken here",
@@ -186,10 +186,11 @@ pub(super) async fn webhook(
 pub(super) async fn check_sns(st: &Arc<ApiState>, v: &serde_json::Value) -> Result<(), ApiError> {
     let refuse = |why: String| ApiError::new(StatusCode::FORBIDDEN, format!("SNS: {why}"));
     let topic = v.get("TopicArn").and_then(|t| t.as_str()).unwrap_or("");
-    if !st.sns_topics.is_empty() && !st.sns_topics.iter().any(|t| t == topic) {
+    let live = st.live();
+    if !live.sns_topics.is_empty() && !live.sns_topics.iter().any(|t| t == topic) {
         return Err(refuse(format!("topic {topic:?} is not in sns_topics")));
     }
-    if !st.sns_verify_signatures {
+    if !live.sns_verify_signatures {
         return Ok(());
     }
     let url = v
@@ -213,7 +214,7 @@ pub(super) async fn check_sns(st: &Arc<ApiState>, v: &serde_json::Value) -> Resu
     }
     let secs = u64::try_from(st.clock.now().timestamp()).unwrap_or(0);
     let now = rustls_pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs));
-    crate::sns::verify(v, &certs, &st.sns_trust, now).map_err(refuse)
+    crate::sns::verify(v, &certs, &live.sns_trust, now).map_err(refuse)
 }
 
 /// The signing certificate (or its issuer's) at `url` (or its path under
@@ -222,7 +223,7 @@ pub(super) async fn signing_cert(st: &Arc<ApiState>, url: &str) -> Result<Bytes,
     if let Some(c) = st.sns_certs.lock().ok().and_then(|m| m.get(url).cloned()) {
         return Ok(c);
     }
-    let from = match &st.sns_signing_cert_base {
+    let from = match &st.live().sns_signing_cert_base {
         Some(base) => {
             let path = reqwest::Url::parse(url)
                 .map(|u| u.path().to_string())
@@ -303,7 +304,7 @@ pub(super) async fn confirm_subscription(
         .get("SubscribeURL")
         .and_then(|u| u.as_str())
         .ok_or_else(|| ApiError::bad_request("SubscriptionConfirmation without a SubscribeURL"))?;
-    if !subscribe_url_allowed(url, &st.sns_subscribe_allow) {
+    if !subscribe_url_allowed(url, &st.live().sns_subscribe_allow) {
         return Err(ApiError::bad_request(format!(
             "SubscribeURL {url:?} is not an https://sns.<region>.amazonaws.com/ URL \
              (add a prefix to sns_subscribe_allow to trust another)"

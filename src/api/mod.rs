@@ -85,22 +85,14 @@ pub struct ApiState {
     writer: Writer,
     /// What verdicts read: the writer's in-memory model, no SQL.
     model: Arc<crate::store::Model>,
-    judging: crate::store::Judging,
-    /// The dates a bounce may claim; others are dated on arrival.
-    bounce_times: crate::bounce::TimeRange,
-    /// The bearer token write endpoints require; writes are refused when
-    /// none is configured.
-    token: Option<String>,
+    /// The settings a reload changes in place ([`ApiState::reconfigure`]);
+    /// a request keeps the ones it began with.
+    live: std::sync::RwLock<Arc<Live>>,
     /// Whether reads need the token too: the listener is not loopback.
     reads_need_token: bool,
     limits: crate::config::ApiLimits,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
-    sns_subscribe_allow: Vec<String>,
-    sns_verify_signatures: bool,
-    sns_topics: Vec<String>,
-    sns_signing_cert_base: Option<String>,
-    sns_trust: crate::sns::Trust,
     /// Signing certificates by URL (a handful: one per region and key).
     sns_certs: Mutex<std::collections::HashMap<String, Bytes>>,
     http: reqwest::Client,
@@ -111,6 +103,36 @@ pub struct ApiState {
     bodies: Arc<tokio::sync::Semaphore>,
     /// What the receivers announce to the forward targets (changed by a reload).
     pub announce: Announce,
+}
+
+/// The API's settings that a reload changes in place.
+struct Live {
+    judging: crate::store::Judging,
+    /// The dates a bounce may claim; others are dated on arrival.
+    bounce_times: crate::bounce::TimeRange,
+    /// The bearer token write endpoints require; writes are refused when
+    /// none is configured.
+    token: Option<String>,
+    sns_subscribe_allow: Vec<String>,
+    sns_verify_signatures: bool,
+    sns_topics: Vec<String>,
+    sns_signing_cert_base: Option<String>,
+    sns_trust: crate::sns::Trust,
+}
+
+impl Live {
+    fn of(config: &Config) -> Live {
+        Live {
+            judging: config.judging(),
+            bounce_times: config.bounce_times,
+            token: config.api_token.clone(),
+            sns_subscribe_allow: config.sns_subscribe_allow.clone(),
+            sns_verify_signatures: config.sns_verify_signatures,
+            sns_topics: config.sns_topics.clone(),
+            sns_signing_cert_base: config.sns_signing_cert_base.clone(),
+            sns_trust: config.sns_trust.clone(),
+        }
+    }
 }
 
 /// What bounces in over HTTP are announced for: each new bounce (for
@@ -148,9 +170,7 @@ impl ApiState {
         ApiState {
             model,
             writer,
-            judging: config.judging(),
-            bounce_times: config.bounce_times,
-            token: config.api_token.clone(),
+            live: std::sync::RwLock::new(Arc::new(Live::of(config))),
             reads_need_token: config.listen.is_some_and(|a| !a.ip().is_loopback()),
             limits: crate::config::ApiLimits {
                 max_connections: fit_descriptors(config.api_limits.max_connections),
@@ -158,11 +178,6 @@ impl ApiState {
             },
             clock,
             metrics,
-            sns_subscribe_allow: config.sns_subscribe_allow.clone(),
-            sns_verify_signatures: config.sns_verify_signatures,
-            sns_topics: config.sns_topics.clone(),
-            sns_signing_cert_base: config.sns_signing_cert_base.clone(),
-            sns_trust: config.sns_trust.clone(),
             sns_certs: Mutex::new(std::collections::HashMap::new()),
             http: crate::http_client(),
             database: config.database.clone(),
@@ -177,6 +192,21 @@ impl ApiState {
                 a
             },
         }
+    }
+
+    /// Adopts a reloaded watchlist's token, judging, bounce dates, SNS
+    /// settings and forward targets; requests that come from now on see
+    /// them. (The listener and its limits take a restart.)
+    pub fn reconfigure(&self, config: &Config) {
+        *self.live.write().expect("live settings lock") = Arc::new(Live::of(config));
+        if let Ok(mut certs) = self.sns_certs.lock() {
+            certs.clear();
+        }
+        self.announce.set(config.forwarding().wants());
+    }
+
+    fn live(&self) -> Arc<Live> {
+        self.live.read().expect("live settings lock").clone()
     }
 
     /// A free read connection, else the next one in turn.
@@ -460,13 +490,14 @@ async fn verdict(
 ) -> Result<Response, ApiError> {
     let parts = q.parts(st.clock.now())?;
     // Microseconds of work over the in-memory model: done on this worker.
-    let answer =
-        judge::judge(&*st.model, &st.judging, parts, st.clock.now()).map_err(|e| match e {
+    let answer = judge::judge(&*st.model, &st.live().judging, parts, st.clock.now()).map_err(
+        |e| match e {
             judge::JudgeError::Recipient(_) | judge::JudgeError::Parts(_) => {
                 ApiError::bad_request(e.to_string())
             }
             judge::JudgeError::Store(e) => ApiError::from(e),
-        })?;
+        },
+    )?;
     st.metrics
         .verdict(answer.bounce.kind, answer.judgement.verdict);
     Ok(axum::Json(report::judgement_json(
@@ -496,7 +527,7 @@ async fn verdicts(
             .into_iter()
             .map(|item| match serde_json::from_value::<Parts>(item) {
                 Err(e) => json!({"error": format!("not a bounce: {e}")}),
-                Ok(parts) => match judge::judge(&*me.model, &me.judging, parts, now) {
+                Ok(parts) => match judge::judge(&*me.model, &me.live().judging, parts, now) {
                     Ok(a) => {
                         me.metrics.verdict(a.bounce.kind, a.judgement.verdict);
                         report::judgement_json(&a.bounce, a.at, &a.judgement)
@@ -630,7 +661,8 @@ async fn domain(
                 .find(|a| a.upstream == crate::store::CONSENSUS);
             let provider: Vec<String> = consensus
                 .map(|a| {
-                    me.judging
+                    me.live()
+                        .judging
                         .providers
                         .of_set(&a.run.observation.mx)
                         .into_iter()
@@ -647,8 +679,8 @@ async fn domain(
                 .collect();
             use crate::store::Knowledge;
             let grounds = s
-                .circumstances(d.as_str(), now, None, &me.judging.providers)?
-                .grounds(now, &me.judging.anomaly);
+                .circumstances(d.as_str(), now, None, &me.live().judging.providers)?
+                .grounds(now, &me.live().judging.anomaly);
             let auto = s.auto_watched_one(&d)?;
             Ok((
                 report::domain_json(

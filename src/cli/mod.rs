@@ -17,7 +17,7 @@ use mxwatch::bounce::parse::{self, Format};
 use mxwatch::bounce::{Bounce, Kind};
 use mxwatch::clock::{Clock, SystemClock};
 use mxwatch::config::{Config, Upstream};
-use mxwatch::daemon::{self, Daemon};
+use mxwatch::daemon;
 use mxwatch::domain::DomainName;
 use mxwatch::judge::JudgeError;
 use mxwatch::monitor;
@@ -43,6 +43,7 @@ mod output;
 mod reinstatements;
 mod replay;
 mod run;
+mod serve;
 mod verdict;
 mod watchlist;
 mod windows;
@@ -361,7 +362,7 @@ pub fn init(cli: Cli) -> Context {
         .then(|| Config::load(&cli.config).ok())
         .flatten();
     let level = preloaded.as_ref().and_then(|c| c.log_level.clone());
-    init_logging(cli.log_format, level);
+    serve::init_logging(cli.log_format, level);
     Context {
         cli,
         preloaded: std::cell::RefCell::new(preloaded),
@@ -398,94 +399,6 @@ impl Context {
     /// The database of [`Context::settings`].
     fn store(&self) -> anyhow::Result<Store> {
         open_store(&self.settings()?)
-    }
-}
-
-/// The daemon under systemd (or in a terminal): READY once the database is
-/// open and the API listens; SIGHUP reloads the watchlist (a broken one is
-/// logged and the old one stays); watchdog pings while the scheduler and the
-/// writer work; STOPPING on SIGTERM/SIGINT, then in-flight work commits.
-async fn serve(cli: &Context, config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<ExitCode> {
-    use sd_notify::NotifyState;
-    use tokio::signal::unix::{SignalKind, signal};
-    let signalled = shutdown_signal();
-    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
-    let stop = tokio_util::sync::CancellationToken::new();
-    let on_signal = stop.clone();
-    tokio::spawn(async move {
-        signalled.await;
-        let _ = sd_notify::notify(&[NotifyState::Stopping]);
-        on_signal.cancel();
-    });
-    let daemon = Daemon::start(&config, clock, stop.clone().cancelled_owned())?;
-    let _ = sd_notify::notify(&[
-        NotifyState::Ready,
-        NotifyState::Status(&format!("watching {} domains", config.domains.len())),
-    ]);
-    let watchdog = sd_notify::watchdog_enabled();
-    // What is in force of the settings a reload cannot change: the start's.
-    let current = config;
-    loop {
-        let ping = watchdog.map_or(std::time::Duration::from_secs(3600), |d| d / 2);
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = hup.recv() => {
-                let _ = sd_notify::notify(&[NotifyState::Reloading, NotifyState::monotonic_usec_now()?]);
-                let status = match cli.load().and_then(|c| Ok(c.require_secrets()?)) {
-                    Ok(new) => {
-                        daemon.reload(&new).await;
-                        let restart = Daemon::restart_needed(&current, &new);
-                        tracing::info!(
-                            domains = new.domains.len(),
-                            "SIGHUP: watchlist reloaded: domains, schedules, alert, forward and undo targets applied"
-                        );
-                        if restart.is_empty() {
-                            format!("watching {} domains", new.domains.len())
-                        } else {
-                            let names = restart.join(", ");
-                            tracing::warn!(
-                                "SIGHUP: {names} changed but take a restart (`systemctl restart mxwatch`); \
-                                 until then the old values stay in force"
-                            );
-                            format!("reloaded; {names} take a restart")
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!("SIGHUP: the new watchlist is refused, the old one stays in force: {e:#}");
-                        "the new watchlist is refused (see the log)".to_string()
-                    }
-                };
-                let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
-            }
-            _ = tokio::time::sleep(ping), if watchdog.is_some() => {
-                if daemon.healthy(ping).await {
-                    let _ = sd_notify::notify(&[NotifyState::Watchdog]);
-                } else {
-                    tracing::error!("the scheduler or the database writer does not respond: not feeding the watchdog");
-                }
-            }
-        }
-    }
-    daemon.wait().await?;
-    tracing::info!("stopped");
-    Ok(ExitCode::SUCCESS)
-}
-
-fn init_logging(format: LogFormat, config_level: Option<String>) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        config_level
-            .and_then(|l| tracing_subscriber::EnvFilter::try_new(l).ok())
-            .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info,hickory=warn"))
-    });
-    // Colours only on a terminal: journald and log files get plain text.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    output::json_lines(matches!(format, LogFormat::Json));
-    match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
     }
 }
 
@@ -670,21 +583,6 @@ pub fn run(cli: Context) -> anyhow::Result<ExitCode> {
 /// " since T", or nothing: what an empty listing was asked for.
 fn since_words(since: Option<chrono::DateTime<chrono::Utc>>) -> String {
     since.map_or(String::new(), |t| format!(" since {}", report::time(t)))
-}
-
-/// Resolves on SIGINT or SIGTERM. The handlers are installed at the call,
-/// not at the first poll, so a signal that comes early is not lost to the
-/// default action (killing the process mid-write).
-fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    async move {
-        tokio::select! {
-            _ = int.recv() => tracing::info!("SIGINT: stopping"),
-            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -88,6 +88,6 @@ pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
                 }
                 return Ok(ExitCode::SUCCESS);
             }
-            serve(cli, config, clock).await
+            super::serve::serve(cli, config, clock).await
         })
 }

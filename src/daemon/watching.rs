@@ -18,7 +18,7 @@ impl Watching {
             listed: Vec::new(),
             watchlist: Vec::new(),
             schedule: Arc::new(config.schedule.clone()),
-            auto: config.auto_watch.map(crate::autowatch::AutoWatched::new),
+            auto: None,
         };
         w.listed(config);
         w

@@ -59,6 +59,8 @@ pub(super) enum Op {
         i64,
         oneshot::Sender<()>,
     ),
+    /// A reload's provider table and anomaly thresholds.
+    Judging(Box<Judging>, oneshot::Sender<()>),
     Flush(oneshot::Sender<()>),
     /// Commit what came before, then take no more: handles that linger
     /// (a request cut off at shutdown) get `WriterGone`.
@@ -310,6 +312,19 @@ impl Writer {
         done.await.map_err(|_| StoreError::WriterGone)
     }
 
+    /// Judges from now on with a reloaded watchlist's provider table and
+    /// anomaly thresholds; with new thresholds the burst detector is
+    /// rebuilt from the stored bounces (bursts found again are matched
+    /// to their stored windows: nothing is announced twice).
+    pub async fn rejudge(&self, judging: Judging) -> Result<(), StoreError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Op::Judging(Box::new(judging), ack))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        done.await.map_err(|_| StoreError::WriterGone)
+    }
+
     /// Waits until everything sent before is committed.
     pub async fn flush(&self) -> Result<(), StoreError> {
         let (ack, done) = oneshot::channel();
@@ -381,6 +396,7 @@ fn answer(batch: Vec<Op>, ok: bool, done: Committed, rx: &mut mpsc::Receiver<Op>
             (
                 true,
                 Op::Flush(ack)
+                | Op::Judging(_, ack)
                 | Op::Check(_, Some(ack))
                 | Op::Delivery(_, ack)
                 | Op::AutoWatched(.., ack),
@@ -435,6 +451,11 @@ impl WriterState {
     fn commit(&mut self, batch: &mut [Op]) -> Result<Committed, StoreError> {
         let mut counts = Vec::new();
         let mut imports = Vec::new();
+        for op in batch.iter() {
+            if let Op::Judging(j, _) = op {
+                self.rejudge(j)?;
+            }
+        }
         let tx = self.conn.transaction()?;
         let judging = self.intaker.judging.clone();
         for op in batch.iter() {
@@ -487,7 +508,7 @@ impl WriterState {
                             .execute([d.as_str()])?;
                     }
                 }
-                Op::Flush(_) | Op::Close(_) => {}
+                Op::Flush(_) | Op::Close(_) | Op::Judging(..) => {}
             }
         }
         tx.commit()?;
@@ -501,6 +522,16 @@ impl WriterState {
             intakes: counts,
             imports,
         })
+    }
+
+    /// Adopts `j` (see [`Writer::rejudge`]).
+    fn rejudge(&mut self, j: &Judging) -> Result<(), StoreError> {
+        let rewarm = j.anomaly != self.intaker.judging.anomaly;
+        self.intaker.judging = j.clone();
+        if rewarm {
+            self.intaker.warm(&mut self.conn)?;
+        }
+        Ok(())
     }
 
     /// Brings the read model (and, after another process wrote, the anomaly

@@ -22,6 +22,7 @@ mod layers;
 mod monitoring;
 mod passive;
 mod real_mta;
+mod reload;
 mod service;
 mod trust;
 mod undo;
