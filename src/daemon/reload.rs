@@ -145,7 +145,8 @@ impl Daemon {
             || format!("{:?}", old.passive_dns) != format!("{:?}", config.passive_dns))
             && let Err(e) = self.restart_auto_watch(config)
         {
-            done.applied.retain(|n| !["auto_watch", "passive_dns"].contains(n));
+            done.applied
+                .retain(|n| !["auto_watch", "passive_dns"].contains(n));
             done.failed.push(("auto_watch", format!("{e:#}")));
             in_force.auto_watch = old.auto_watch;
             in_force.passive_dns = old.passive_dns.clone();
