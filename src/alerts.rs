@@ -343,6 +343,7 @@ mod tests {
                 scope: None,
                 detail: None,
                 last_bounce: None,
+                close_note: None,
             }),
             forward: None,
         }

@@ -12,6 +12,9 @@ named! {
     pub enum EventType {
         WindowOpened => "window_opened",
         WindowClosed => "window_closed",
+        /// An operator withdrew a window as false; the verdicts it made
+        /// are judged again without it.
+        WindowWithdrawn => "window_withdrawn",
         AnomalyOpened => "anomaly_opened",
         AnomalyClosed => "anomaly_closed",
         ResolverOutageStarted => "resolver_outage_started",
@@ -43,7 +46,7 @@ impl EventType {
         use EventType::*;
         match self {
             ResolverOutageStarted | AnomalyOpened => Severity::Critical,
-            Reinstatements => Severity::Warning,
+            Reinstatements | WindowWithdrawn => Severity::Warning,
             WindowOpened | WindowClosed => window.unwrap_or(Severity::Warning),
             AnomalyClosed | ResolverOutageEnded | Digest => Severity::Info,
             Bounce | Request | Reinstated | Undo => Severity::Info,

@@ -189,6 +189,7 @@ pub fn window_json(w: &Window, now: DateTime<Utc>) -> Value {
         "status": w.status.as_str(),
         "active": w.is_active(now),
         "close_reason": w.close_reason.map(|r| r.as_str()),
+        "close_note": w.close_note,
         "severity": w.severity.as_str(),
         "before": answer_json(&w.before),
         "after": answer_json(&w.after),
@@ -206,8 +207,13 @@ pub fn window_text(w: &Window, now: DateTime<Utc>) -> String {
         (Some(b), Some(a)) => format!("  {b} → {a}"),
         _ => String::new(),
     };
+    let withdrawn = match (&w.close_note, w.is_withdrawn()) {
+        (Some(why), true) => format!("  withdrawn: {why}"),
+        (None, true) => "  withdrawn".to_string(),
+        _ => String::new(),
+    };
     format!(
-        "#{:<5} {:<15} {} .. {:<28} {:<8} {}{}{}",
+        "#{:<5} {:<15} {} .. {:<28} {:<8} {}{}{}{withdrawn}",
         w.id,
         w.kind.as_str(),
         time(w.start),
@@ -529,6 +535,10 @@ fn alert_meaning(ev: &AlertEvent) -> String {
              The window lasts until the MX settles or reverts, plus the old TTL as grace."
         ),
         EventType::WindowClosed => format!("Bounces for {scope} after the window are judged normally again."),
+        EventType::WindowWithdrawn => format!(
+            "An operator found the window for {scope} since {start} false: it excuses no bounce any more. \
+             Suppress the addresses named; `mxwatch windows` shows why it was closed."
+        ),
         EventType::AnomalyOpened => format!(
             "Unknown-user bounces for {scope} since {start} are answered `transient`; \
              suppressions made since then are listed as reinstatements."
@@ -662,6 +672,7 @@ mod tests {
             scope: scope.and_then(|(k, n)| Scope::of(k.parse().unwrap(), n.to_string())),
             detail: None,
             last_bounce: None,
+            close_note: None,
         }
     }
 

@@ -72,6 +72,42 @@ pub fn window_unwatched(domain: &str, start: DateTime<Utc>) -> String {
     )
 }
 
+/// `window_withdrawn`: which window, why, and the addresses whose
+/// verdicts turned to `suppress` (the first 20).
+pub fn window_withdrawn(w: &crate::window::Window, reason: &str, suppressed: &[String]) -> String {
+    const SHOWN: usize = 20;
+    let scope = match w.covers() {
+        (_, Some(name)) => name.to_string(),
+        (_, None) => "all domains".to_string(),
+    };
+    let turned = if suppressed.is_empty() {
+        "no verdict changed".to_string()
+    } else {
+        let more = suppressed.len().saturating_sub(SHOWN);
+        let more = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        format!(
+            "{} now suppress: {}{more}",
+            crate::event::plural(suppressed.len(), "bounce"),
+            suppressed
+                .iter()
+                .take(SHOWN)
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    format!(
+        "{scope}: {} window #{} since {} withdrawn by an operator ({reason}); {turned}",
+        w.kind.as_str(),
+        w.id,
+        time(w.start)
+    )
+}
+
 /// `resolver_outage_started` and `_ended`.
 pub fn outage(ev: OutageEvent) -> &'static str {
     match ev {

@@ -39,6 +39,10 @@ named! {
         Unwatched => "unwatched",
         /// An anomaly's burst is over.
         Subsided => "subsided",
+        /// An operator closed it as false (`mxwatch windows close`): it
+        /// excuses no bounce any more, and the verdicts it made are judged
+        /// again without it.
+        Withdrawn => "withdrawn",
     }
 }
 
@@ -124,9 +128,16 @@ pub struct Window {
     /// question is asked, it says whether the burst is over (the anomaly
     /// detector's `Params::ended`), whoever last looked.
     pub last_bounce: Option<DateTime<Utc>>,
+    /// Why an operator withdrew it (`close_reason` withdrawn).
+    pub close_note: Option<String>,
 }
 
 impl Window {
+    /// Whether an operator withdrew it as false: it excuses nothing.
+    pub fn is_withdrawn(&self) -> bool {
+        self.close_reason == Some(CloseReason::Withdrawn)
+    }
+
     /// Whether it affects verdicts at `now`: open, or ending after `now`
     /// (closing with its grace not yet over, or closed with an end still
     /// to come, as a passive DNS excursion's may be).

@@ -133,8 +133,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Change windows, newest first.
+    /// Change windows, newest first; `windows close ID --reason TEXT`
+    /// withdraws one known to be false.
+    #[command(args_conflicts_with_subcommands = true)]
     Windows {
+        #[command(subcommand)]
+        command: Option<WindowsCommand>,
         /// Only windows open now (or inside their closing grace).
         #[arg(long)]
         active: bool,
@@ -233,6 +237,23 @@ enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum WindowsCommand {
+    /// Withdraw a window known to be false: it excuses no bounce any
+    /// more, and every verdict it made is judged again without it (those
+    /// that turn to `suppress` are listed, alerted and forwarded again).
+    Close {
+        /// The window's id, as `mxwatch windows` shows it (`#12` or `12`).
+        id: String,
+        /// Why it is false, kept with the window and sent in the alert.
+        #[arg(long)]
+        reason: String,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -31,6 +31,7 @@ fn flip() -> Window {
         scope: None,
         detail: None,
         last_bounce: None,
+        close_note: None,
     }
 }
 
@@ -84,4 +85,24 @@ fn a_reinstatement_without_a_stored_window_says_so() {
         ..r
     };
     insta::assert_snapshot!("reinstatement_row_window", reinstatement_text(&with));
+}
+
+#[test]
+fn a_withdrawn_window_says_why() {
+    let w = Window {
+        end: Some(t(12, 0)),
+        status: crate::detect::WindowStatus::Closed,
+        close_reason: Some(crate::window::CloseReason::Withdrawn),
+        close_note: Some("the move to iCloud was planned".into()),
+        ..flip()
+    };
+    insta::assert_snapshot!("window_row_withdrawn", window_text(&w, t(13, 0)));
+    insta::assert_snapshot!(
+        "window_withdrawn_summary",
+        crate::summary::window_withdrawn(
+            &w,
+            "the move to iCloud was planned",
+            &["kim@example.de".into(), "ann@example.de".into()]
+        )
+    );
 }

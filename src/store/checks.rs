@@ -138,7 +138,7 @@ fn write_window(
         "INSERT INTO windows(domain_id, kind, start, detected_at, end, status, close_reason, severity, before, after, flaps) \
          VALUES (?1, 'mx_change', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
          ON CONFLICT(domain_id, kind, start) DO UPDATE SET end = ?4, status = ?5, close_reason = ?6, \
-         severity = ?7, after = ?9, flaps = ?10",
+         severity = ?7, after = ?9, flaps = ?10 WHERE close_reason IS NOT 'withdrawn'",
     )?
     .execute(params![
         id,

@@ -338,6 +338,32 @@ pub(super) fn reinstated(
     insert_event(tx, now, EventType::Reinstated, &summary, ids, Some(detail))
 }
 
+/// A bounce a withdrawn window had excused, judged again (`suppress`):
+/// a forward target that took it is sent it again with its new verdict
+/// (one more `bounce` event for it, naming the window).
+pub(super) fn rejudged(
+    tx: &rusqlite::Transaction,
+    bounce: (i64, &Bounce),
+    judgement: &Judgement,
+    window: i64,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let (id, b) = bounce;
+    let announced: bool = tx
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM outbox WHERE bounce_id = ?1 AND event = 'bounce')",
+        )?
+        .query_row([id], |r| r.get(0))?;
+    if !announced {
+        return Ok(());
+    }
+    let summary =
+        crate::summary::forwarded(&b.recipient, b.kind.as_str(), judgement.verdict.as_str());
+    let detail = to_json(&Judged::from(judgement));
+    let ids = (Some(id), None, Some(window));
+    insert_event(tx, now, EventType::Bounce, &summary, ids, Some(detail))
+}
+
 /// The outbox columns a forwarding event adds, with its bounce's
 /// ([`super::intake::BOUNCE_COLUMNS`] of `b`, joined on `o.bounce_id`).
 pub(super) fn event_columns() -> String {

@@ -202,11 +202,13 @@ pub(super) fn circumstances(
     let own = format!(
         "SELECT {WINDOW_COLUMNS} FROM windows w LEFT JOIN domains d ON d.id = w.domain_id \
          WHERE w.domain_id = (SELECT id FROM domains WHERE name = ?1) \
-           AND w.start <= ?2 AND (w.end IS NULL OR w.end >= ?2)"
+           AND w.start <= ?2 AND (w.end IS NULL OR w.end >= ?2) \
+           AND w.close_reason IS NOT 'withdrawn'"
     );
     let other = format!(
         "SELECT {WINDOW_COLUMNS} FROM windows w LEFT JOIN domains d ON d.id = w.domain_id \
          WHERE w.domain_id IS NULL AND w.start <= ?2 AND (w.end IS NULL OR w.end >= ?2) \
+           AND w.close_reason IS NOT 'withdrawn' \
            AND (w.scope IS NULL OR (w.scope_kind = 'domain' AND w.scope = ?1) \
                 OR (w.scope_kind = 'provider' AND w.scope = ?3))"
     );

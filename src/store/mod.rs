@@ -41,6 +41,7 @@ mod model;
 mod passive;
 mod read;
 mod schema;
+mod withdraw;
 mod writer;
 
 pub use deliveries::{
@@ -52,6 +53,7 @@ pub use intake::{Intake, Judging};
 pub use knowledge::{Circumstances, Knowledge};
 pub use model::Model;
 pub use passive::Imported;
+pub use withdraw::{MAX_REASON, Withdrawal};
 
 use checks::*;
 use codec::*;

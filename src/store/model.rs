@@ -162,6 +162,9 @@ impl Model {
         let rows = stmt.query_map([], |r| window_from_row(r, 0))?;
         for w in rows {
             let w = w?;
+            if w.is_withdrawn() {
+                continue;
+            }
             let e = Evidence::of(&w);
             match (w.domain, w.scope) {
                 (Some(d), None) => own.entry(d).or_default().push(e),

@@ -63,10 +63,10 @@ pub(super) fn outbox_from_row(r: &rusqlite::Row) -> rusqlite::Result<OutboxRow> 
 }
 
 pub(super) const WINDOW_COLUMNS: &str = "w.id, d.name, w.kind, w.start, w.detected_at, w.end, w.status, w.close_reason, \
-     w.severity, w.before, w.after, w.flaps, w.scope_kind, w.scope, w.detail, w.last_bounce";
+     w.severity, w.before, w.after, w.flaps, w.scope_kind, w.scope, w.detail, w.last_bounce, w.close_note";
 
 /// How many columns [`WINDOW_COLUMNS`] names.
-pub(super) const WINDOW_FIELDS: usize = 16;
+pub(super) const WINDOW_FIELDS: usize = 17;
 
 /// A window from [`WINDOW_COLUMNS`], starting at column `o`.
 pub(super) fn window_from_row(r: &rusqlite::Row, o: usize) -> rusqlite::Result<Window> {
@@ -95,6 +95,7 @@ pub(super) fn window_from_row(r: &rusqlite::Row, o: usize) -> rusqlite::Result<W
         },
         detail: r.get(o + 14)?,
         last_bounce: r.get::<_, Option<i64>>(o + 15)?.map(from_ms),
+        close_note: r.get(o + 16)?,
     })
 }
 

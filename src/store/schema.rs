@@ -20,6 +20,7 @@ pub(super) fn migrations() -> Migrations<'static> {
             M11_RUN_IDENTITY,
             M12_FORWARDING,
             M13_UNDO,
+            M14_WITHDRAWN,
         ]
         .into_iter()
         .map(M::up)
@@ -333,6 +334,22 @@ const M13_UNDO: &str = r#"
         ALTER TABLE alert_deliveries ADD COLUMN outcome TEXT;
         CREATE INDEX deliveries_done ON alert_deliveries(target, delivered_at)
             WHERE delivered_at IS NOT NULL;
+        "#;
+
+const M14_WITHDRAWN: &str = r#"
+        -- Why an operator withdrew a window as false (close_reason 'withdrawn').
+        ALTER TABLE windows ADD COLUMN close_note TEXT;
+        -- Verdicts a withdrawn window had made, judged again without it.
+        -- (A verdict otherwise changes only as a reinstatement.)
+        CREATE TABLE verdict_changes (
+            bounce_id   INTEGER NOT NULL REFERENCES bounces(id),
+            window_id   INTEGER NOT NULL REFERENCES windows(id),
+            created_at  INTEGER NOT NULL,
+            before      TEXT NOT NULL,
+            after       TEXT NOT NULL,
+            reason      TEXT NOT NULL,
+            PRIMARY KEY (bounce_id, window_id)
+        );
         "#;
 
 #[cfg(test)]

@@ -59,6 +59,13 @@ pub(super) enum Op {
         i64,
         oneshot::Sender<()>,
     ),
+    /// An operator withdraws a window (`mxwatch windows close`).
+    Withdraw {
+        window: i64,
+        reason: String,
+        now: DateTime<Utc>,
+        ack: oneshot::Sender<super::Withdrawal>,
+    },
     /// A reload's provider table and anomaly thresholds.
     Judging(Box<Judging>, oneshot::Sender<()>),
     Flush(oneshot::Sender<()>),
@@ -312,6 +319,27 @@ impl Writer {
         done.await.map_err(|_| StoreError::WriterGone)
     }
 
+    /// Withdraws window `window` as false, for `reason`, at `now`
+    /// (`store::withdraw`); answers once committed.
+    pub async fn withdraw(
+        &self,
+        window: i64,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<super::Withdrawal, StoreError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Op::Withdraw {
+                window,
+                reason: reason.to_string(),
+                now,
+                ack,
+            })
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        done.await.map_err(|_| StoreError::WriterGone)
+    }
+
     /// Judges from now on with a reloaded watchlist's provider table and
     /// anomaly thresholds; with new thresholds the burst detector is
     /// rebuilt from the stored bounces (bursts found again are matched
@@ -379,6 +407,7 @@ pub(super) fn data_version(conn: &Connection) -> Result<i64, StoreError> {
 pub(super) struct Committed {
     intakes: Vec<Intake>,
     imports: Vec<super::Imported>,
+    withdrawals: Vec<super::Withdrawal>,
 }
 
 /// Tells each op's waiter how its batch went. Dropping an ack unanswered
@@ -386,6 +415,7 @@ pub(super) struct Committed {
 fn answer(batch: Vec<Op>, ok: bool, done: Committed, rx: &mut mpsc::Receiver<Op>) {
     let mut counts = done.intakes.into_iter();
     let mut imports = done.imports.into_iter();
+    let mut withdrawals = done.withdrawals.into_iter();
     for op in batch {
         match (ok, op) {
             (_, Op::Close(ack)) => {
@@ -408,6 +438,11 @@ fn answer(batch: Vec<Op>, ok: bool, done: Committed, rx: &mut mpsc::Receiver<Op>
             }
             (true, Op::Passive(.., ack)) => {
                 let _ = ack.send(imports.next().unwrap_or_default());
+            }
+            (true, Op::Withdraw { ack, .. }) => {
+                if let Some(w) = withdrawals.next() {
+                    let _ = ack.send(w);
+                }
             }
             _ => {}
         }
@@ -451,6 +486,7 @@ impl WriterState {
     fn commit(&mut self, batch: &mut [Op]) -> Result<Committed, StoreError> {
         let mut counts = Vec::new();
         let mut imports = Vec::new();
+        let mut withdrawals = Vec::new();
         for op in batch.iter() {
             if let Op::Judging(j, _) = op {
                 self.rejudge(j)?;
@@ -508,6 +544,14 @@ impl WriterState {
                             .execute([d.as_str()])?;
                     }
                 }
+                Op::Withdraw {
+                    window,
+                    reason,
+                    now,
+                    ..
+                } => withdrawals.push(super::withdraw::withdraw(
+                    &tx, &judging, *window, reason, *now,
+                )?),
                 Op::Flush(_) | Op::Close(_) | Op::Judging(..) => {}
             }
         }
@@ -521,6 +565,7 @@ impl WriterState {
         Ok(Committed {
             intakes: counts,
             imports,
+            withdrawals,
         })
     }
 
@@ -548,7 +593,9 @@ impl WriterState {
                     }
                     windows |= rec.window.is_some();
                 }
-                Op::Outage(..) | Op::Watched(..) | Op::Passive(..) => windows = true,
+                Op::Outage(..) | Op::Watched(..) | Op::Passive(..) | Op::Withdraw { .. } => {
+                    windows = true
+                }
                 Op::Tick(_) => ticked = true,
                 Op::Bounces(list, _, _, now, _) => {
                     if let (Some(m), Some(earliest)) =

@@ -309,6 +309,59 @@ async fn listmonk_gets_hard_for_a_genuine_unknown_user_soft_inside_an_icloud_fli
     app.stop().await;
 }
 
+/// A window withdrawn as false (`windows close`) while the daemon runs:
+/// the bounce listmonk got as `soft` inside it is sent again as `hard`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounce_forwarded_as_soft_is_sent_again_as_hard_when_its_window_is_withdrawn() {
+    let lm = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(listmonk)
+        .mount(&lm)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let forward = listmonk_target("listmonk", &format!("{}/lm/webhooks/bounce", lm.uri()), "");
+    let (app, base) = gateway(dir.path(), &forward, "").await;
+    let flipped = unknown("kim@example.de", 0, "mx01.mail.icloud.com");
+    crate::post_bounces(&base, flipped).await;
+    wait_for("kim at listmonk", async || {
+        accepted(&lm, "/lm/webhooks/bounce").await.len() == 1
+    })
+    .await;
+    assert_eq!(
+        accepted(&lm, "/lm/webhooks/bounce").await[0].1["type"],
+        "soft"
+    );
+    let windows = app.store().windows(None).unwrap();
+    let id = windows
+        .iter()
+        .find(|w| w.domain.as_deref() == Some("example.de"))
+        .unwrap()
+        .id
+        .to_string();
+    let out = mxwatch_async(
+        dir.path(),
+        &[
+            "windows",
+            "close",
+            &id,
+            "--reason",
+            "the flip was a planned move",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_for("kim again", async || {
+        accepted(&lm, "/lm/webhooks/bounce").await.len() == 2
+    })
+    .await;
+    let again = accepted(&lm, "/lm/webhooks/bounce").await[1].1.clone();
+    assert_eq!(again["email"], "kim@example.de");
+    assert_eq!(again["type"], "hard", "{again}");
+    let meta: Value = serde_json::from_str(again["meta"].as_str().unwrap()).unwrap();
+    assert_eq!(meta["mxwatch"]["verdict"], "suppress", "{meta}");
+    app.stop().await;
+}
+
 /// The SNS signature fixtures and a stand-in for AWS serving their
 /// certificates (as the SNS tests of issue 20 do).
 async fn sns_setup() -> (MockServer, String) {

@@ -26,6 +26,7 @@ mod reload;
 mod service;
 mod trust;
 mod undo;
+mod withdraw;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;

@@ -1,0 +1,204 @@
+//! `mxwatch windows close ID --reason TEXT`: an operator withdraws a
+//! window known to be false; the verdicts it made are judged again without
+//! it, recorded, and announced (issue 23).
+
+use chrono::TimeZone;
+use mxwatch::store::Store;
+use mxwatch::verdict::Verdict;
+
+use crate::cli::{mxwatch, stderr};
+
+/// example.de's MX pointed at iCloud from 09:00 to 13:00, and somewhere
+/// else from 09:15 to 09:45 (passive DNS: two windows); example.org never
+/// moved.
+const FLIP: &str = r#"{"obj":{"count":51234,"time_first":1398000000,"time_last":1619500000,"rrname":"example.de.","rrtype":"MX","rdata":["10 mx00.example.de."]}}
+{"obj":{"count":12,"time_first":1619427600,"time_last":1619442000,"rrname":"example.de.","rrtype":"MX","rdata":["10 mx01.mail.icloud.com."]}}
+{"obj":{"count":3,"time_first":1619428500,"time_last":1619430300,"rrname":"example.de.","rrtype":"MX","rdata":["10 mx.other.example."]}}
+{"obj":{"count":9000,"time_first":1398000000,"time_last":1619440000,"rrname":"example.org.","rrtype":"MX","rdata":["10 mx.example.org."]}}
+"#;
+
+fn verdicts(db: &std::path::Path) -> Vec<(String, Option<Verdict>)> {
+    Store::open(db)
+        .unwrap()
+        .stored_bounces(None, None, None)
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.bounce.recipient, s.verdict))
+        .collect()
+}
+
+#[test]
+fn a_withdrawn_window_excuses_nothing_and_its_verdicts_turn_to_suppress() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("flip.jsonl"), FLIP).unwrap();
+    let out = crate::passive::import_dnsdb(d, "w.db", "flip.jsonl");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let at = |h, m| chrono::Utc.with_ymd_and_hms(2021, 4, 26, h, m, 0).unwrap();
+    let lines = [
+        // Inside the flip, refused by iCloud: excused by the window.
+        crate::unknown_user("kim@example.de", at(11, 0), "mx01.mail.icloud.com"),
+        crate::unknown_user("ann@example.de", at(12, 0), "mx01.mail.icloud.com"),
+        // After it, from the domain's own host: suppressed all along.
+        crate::unknown_user("bob@example.de", at(15, 0), "mx00.example.de"),
+        // Another domain: nothing to do with the window.
+        crate::unknown_user("eve@example.org", at(11, 0), "mx.example.org"),
+        // Inside both windows: excused by the other one too.
+        crate::unknown_user("zed@example.de", at(10, 0), "mx.elsewhere.example"),
+    ];
+    std::fs::write(d.join("b.jsonl"), lines.join("\n") + "\n").unwrap();
+    let out = mxwatch(d, &["--database", "w.db", "bounces", "ingest", "b.jsonl"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let db = d.join("w.db");
+    let before = verdicts(&db);
+    assert_eq!(
+        before,
+        [
+            ("zed@example.de".into(), Some(Verdict::Transient)),
+            ("kim@example.de".into(), Some(Verdict::Transient)),
+            ("eve@example.org".into(), Some(Verdict::Suppress)),
+            ("ann@example.de".into(), Some(Verdict::Transient)),
+            ("bob@example.de".into(), Some(Verdict::Suppress)),
+        ]
+    );
+    // The iCloud flip's window (the first imported).
+    let windows = Store::open(&db).unwrap().windows(None).unwrap();
+    assert_eq!(windows.len(), 2, "{windows:?}");
+    let window = windows.iter().min_by_key(|w| w.id).unwrap().clone();
+    assert_eq!(window.domain.as_deref(), Some("example.de"));
+
+    // Usage errors exit 2 and change nothing.
+    let id = format!("#{}", window.id);
+    for args in [
+        vec!["windows", "close", &id, "--reason", "  "],
+        vec!["windows", "close", "twelve", "--reason", "x"],
+        vec!["windows", "close", &id, "--reason", "two\nlines"],
+    ] {
+        let mut all = vec!["--database", "w.db"];
+        all.extend(args.iter().copied());
+        let out = mxwatch(d, &all);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+    }
+    let out = mxwatch(
+        d,
+        &[
+            "--database",
+            "w.db",
+            "windows",
+            "close",
+            "999",
+            "--reason",
+            "x",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no window #999"), "{}", stderr(&out));
+    assert_eq!(verdicts(&db), before);
+
+    let reason = "the move to iCloud was planned; these users are gone";
+    let out = mxwatch(
+        d,
+        &[
+            "--database",
+            "w.db",
+            "windows",
+            "close",
+            &id,
+            "--reason",
+            reason,
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("withdrawn: {reason}")), "{text}");
+    assert!(text.contains("now suppress: kim@example.de"), "{text}");
+    assert!(text.contains("now suppress: ann@example.de"), "{text}");
+    assert!(
+        stderr(&out).contains("2 verdicts turned to suppress"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        verdicts(&db),
+        [
+            ("zed@example.de".into(), Some(Verdict::Transient)),
+            ("kim@example.de".into(), Some(Verdict::Suppress)),
+            ("eve@example.org".into(), Some(Verdict::Suppress)),
+            ("ann@example.de".into(), Some(Verdict::Suppress)),
+            ("bob@example.de".into(), Some(Verdict::Suppress)),
+        ]
+    );
+    // A verdict asked now finds no window either.
+    let out = mxwatch(
+        d,
+        &[
+            "--database",
+            "w.db",
+            "verdict",
+            "kim@example.de",
+            "--at",
+            "2021-04-26T11:00:00Z",
+            "--status",
+            "5.1.1",
+            "--remote-mta",
+            "mx01.mail.icloud.com",
+            "--json",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verdict"], "suppress", "{v}");
+    // Recorded with its reason, and announced once.
+    let store = Store::open(&db).unwrap();
+    let w = store.window(window.id).unwrap().unwrap();
+    assert!(
+        w.is_withdrawn() && !w.is_active(chrono::Utc::now()),
+        "{w:?}"
+    );
+    assert_eq!(w.close_note.as_deref(), Some(reason));
+    let events: Vec<_> = store
+        .outbox()
+        .unwrap()
+        .into_iter()
+        .filter(|o| o.event == mxwatch::event::EventType::WindowWithdrawn)
+        .collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(events[0].summary.contains(reason), "{events:?}");
+    assert!(
+        events[0]
+            .summary
+            .contains("2 bounces now suppress: kim@example.de, ann@example.de"),
+        "{events:?}"
+    );
+    // Again: said, nothing changes, nothing announced twice.
+    let out = mxwatch(
+        d,
+        &[
+            "--database",
+            "w.db",
+            "windows",
+            "close",
+            &id,
+            "--reason",
+            "again",
+        ],
+    );
+    assert!(out.status.success());
+    assert!(
+        stderr(&out).contains("withdrawn before"),
+        "{}",
+        stderr(&out)
+    );
+    let withdrawn = store
+        .outbox()
+        .unwrap()
+        .iter()
+        .filter(|o| o.event == mxwatch::event::EventType::WindowWithdrawn)
+        .count();
+    assert_eq!(withdrawn, 1);
+    // The window list says why it closed.
+    let out = mxwatch(d, &["--database", "w.db", "windows", "--json"]);
+    let rows = crate::cli::json_lines(&out);
+    let w = rows.iter().find(|w| w["id"] == window.id).unwrap();
+    assert_eq!(w["close_reason"], "withdrawn");
+    assert_eq!(w["close_note"], reason);
+}
