@@ -376,8 +376,8 @@ impl Params {
         format!(
             "too little bounce history to judge bursts: {} of the {} anomaly detection needs \
              (until then only a burst {WARMUP_STRENGTH}x stronger counts)",
-            humantime::format_duration(had.to_std().unwrap_or_default()),
-            humantime::format_duration(self.warmup)
+            crate::event::span(had),
+            crate::event::duration(self.warmup)
         )
     }
 
@@ -530,7 +530,7 @@ impl Detector {
         } else {
             format!(
                 " (warm-up: under {} of history, {WARMUP_STRENGTH}x the usual evidence)",
-                humantime::format_duration(self.params.warmup)
+                crate::event::duration(self.params.warmup)
             )
         };
         let against = match rate.basis {
@@ -552,7 +552,7 @@ impl Detector {
             "{} unknown-user bounces to {} recipients in {}, {against}{warm_up}",
             rate.recent,
             rate.distinct,
-            humantime::format_duration(self.params.window),
+            crate::event::duration(self.params.window),
         )
     }
 

@@ -480,7 +480,7 @@ impl<C: Consumer> Worker<C> {
             Attempt::Failed(e) if age >= policy.max_age => {
                 let e = format!(
                     "gave up after {attempts} attempts over {}: {e}",
-                    humantime::format_duration(Duration::from_secs(age.as_secs()))
+                    crate::event::duration(Duration::from_secs(age.as_secs()))
                 );
                 tracing::warn!(target = %name, id = %ev.id(), "{what} {e}");
                 self.consumer.settled(ev, Settled::Failed);

@@ -265,7 +265,10 @@ impl Step<'_> {
 
     fn recovered(&mut self, answer: &Answer) {
         if let Some(since) = self.state.failing_since.take() {
-            let detail = format!("answers again after failing since {}", since.to_rfc3339());
+            let detail = format!(
+                "answers again after failing since {}",
+                crate::event::time(since)
+            );
             self.push(ChangeKind::ResolutionRecovered, None, Some(answer), detail);
         }
     }
@@ -314,7 +317,7 @@ impl Step<'_> {
                 let from = w.current.clone();
                 let detail = format!(
                     "back to {answer}; window stays open for {} of grace",
-                    humantime::format_duration(grace)
+                    crate::event::duration(grace)
                 );
                 self.push(ChangeKind::Reverted, Some(&from), Some(answer), detail);
                 Some(WindowEvent::Updated)
@@ -396,7 +399,7 @@ impl Step<'_> {
     ) -> WindowEvent {
         let detail = format!(
             "{answer} held since {}; it is the new baseline",
-            since.to_rfc3339()
+            crate::event::time(since)
         );
         self.push(
             ChangeKind::Settled,

@@ -107,15 +107,7 @@ pub fn compact_mx(mx: &[Mx]) -> String {
 impl fmt::Display for Answer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Answer::Records(mx) => {
-                for (i, m) in mx.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str(", ")?;
-                    }
-                    write!(f, "{m}")?;
-                }
-                Ok(())
-            }
+            Answer::Records(mx) => f.write_str(&crate::domain::mx_set(mx)),
             other => f.write_str(other.outcome().as_str()),
         }
     }

@@ -177,6 +177,15 @@ pub struct Mx {
     pub exchange: MxHost,
 }
 
+/// An MX set as every outward shape writes it: `10 a.example, 20
+/// b.example`, in the set's order (sorted where it is stored); `-` for none.
+pub fn mx_set(mx: &[Mx]) -> String {
+    if mx.is_empty() {
+        return "-".into();
+    }
+    mx.iter().map(Mx::to_string).collect::<Vec<_>>().join(", ")
+}
+
 impl fmt::Display for Mx {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.preference, self.exchange)

@@ -168,7 +168,7 @@ impl Monitor {
         let mut health = Health::new(config.watchlist.len());
         if let Some(since) = memory.outage_since {
             tracing::warn!(
-                since = %since.to_rfc3339(),
+                since = %crate::event::time(since),
                 "a resolver outage was open when mxwatch last stopped; it ends once resolution works"
             );
             health.outage.adopt(since);
@@ -597,7 +597,7 @@ fn log_check(domain: &DomainName, changes: &[detect::Change], trust: &Trust) {
 fn log_outage(ev: crate::health::OutageEvent) {
     match ev {
         crate::health::OutageEvent::Started(s) => tracing::error!(
-            since = %s.to_rfc3339(),
+            since = %crate::event::time(s),
             "most watched domains fail to resolve, or answer NXDOMAIN or one identical \
              answer, at once: our own resolver looks broken or is lying (captive portal, \
              broken forwarder, DNS filtering); their answers are held and every hard \

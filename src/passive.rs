@@ -105,7 +105,7 @@ impl Read {
                 notes.push(format!(
                     "{}: first seen {}, after now: not taken",
                     s.domain,
-                    s.first_seen.to_rfc3339()
+                    crate::event::time(s.first_seen)
                 ));
                 return false;
             }
@@ -113,7 +113,7 @@ impl Read {
                 notes.push(format!(
                     "{}: last seen {}, after now: taken as seen until now",
                     s.domain,
-                    s.last_seen.to_rfc3339()
+                    crate::event::time(s.last_seen)
                 ));
                 s.last_seen = now;
             }

@@ -113,7 +113,7 @@ impl Provider {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LookupError {
     /// The quota is spent: ask again after this long.
-    #[error("{provider}: quota spent (HTTP 429); ask again in {}", humantime::format_duration(*wait))]
+    #[error("{provider}: quota spent (HTTP 429); ask again in {}", crate::event::duration(*wait))]
     Quota {
         provider: PassiveSource,
         wait: Duration,

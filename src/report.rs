@@ -24,14 +24,7 @@ fn mx_json(mx: &[Mx]) -> Value {
 }
 
 fn mx_text(mx: &[Mx]) -> String {
-    if mx.is_empty() {
-        "-".into()
-    } else {
-        mx.iter()
-            .map(|m| m.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
+    crate::domain::mx_set(mx)
 }
 
 fn answer_json(a: &Option<Answer>) -> Value {

@@ -59,7 +59,7 @@ pub fn window_opened(domain: &str, changes: &[Change]) -> String {
 pub fn window_closed(domain: &str, start: DateTime<Utc>, reason: Option<CloseReason>) -> String {
     format!(
         "{domain}: window since {} closed ({})",
-        start.to_rfc3339(),
+        time(start),
         reason.map_or("closed", |r| r.as_str())
     )
 }
@@ -68,7 +68,7 @@ pub fn window_closed(domain: &str, start: DateTime<Utc>, reason: Option<CloseRea
 pub fn window_unwatched(domain: &str, start: DateTime<Utc>) -> String {
     format!(
         "{domain}: window since {} closed (unwatched): the domain left the watchlist",
-        start.to_rfc3339()
+        time(start)
     )
 }
 
@@ -176,7 +176,7 @@ pub fn passive_window(e: &Excursion) -> String {
         e.source,
         time(e.seen.0),
         time(e.seen.1),
-        humantime::format_duration(e.source.margin())
+        crate::event::duration(e.source.margin())
     )
 }
 
@@ -215,10 +215,7 @@ pub fn unconfirmed_change(
     let what = if mx.is_empty() {
         outcome.as_str().to_string()
     } else {
-        mx.iter()
-            .map(|m| m.exchange.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
+        crate::domain::mx_set(mx)
     };
     let why = why.map(|w| format!(" ({w})")).unwrap_or_default();
     format!(

@@ -278,10 +278,7 @@ fn wrong_mx(q: &Question, c: &Around) -> Option<Evidence> {
         detail: format!(
             "refused by {host} ({}), but the domain's MX then were {} ({})",
             c.providers.display_name(&theirs),
-            mx.iter()
-                .map(|m| m.exchange.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
+            crate::domain::mx_set(mx),
             ours.iter()
                 .map(|p| c.providers.display_name(p).to_string())
                 .collect::<Vec<_>>()
@@ -381,7 +378,7 @@ pub fn judge(q: &Question, c: &Around, grounds: &Grounds) -> Judgement {
         j.caveats.push(format!(
             "an MX change seen since {} is still being verified: this verdict may change \
              once it is confirmed or gone",
-            e.start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            crate::event::time(e.start)
         ));
     }
     j
@@ -817,7 +814,7 @@ mod tests {
         );
         assert!(
             held.detail
-                .starts_with("mx01.mail.icloud.com seen since 2021-04-26T11:00:00Z")
+                .starts_with("10 mx01.mail.icloud.com seen since 2021-04-26T11:00:00Z")
         );
         let j = verdict_of(
             q(Kind::UserUnknown, true, 12, None),

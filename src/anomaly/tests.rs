@@ -215,10 +215,10 @@ fn the_warm_up_caveat_says_how_much_history_there_is() {
     let at = t0() + chrono::Duration::days(1);
     assert_eq!(
         p.warmup_caveat(Some(at - mins(19)), at),
-        "too little bounce history to judge bursts: 19m of the 1day anomaly detection \
+        "too little bounce history to judge bursts: 19m of the 24h anomaly detection \
          needs (until then only a burst 5x stronger counts)"
     );
-    assert!(p.warmup_caveat(None, at).contains(": 0s of the 1day"));
+    assert!(p.warmup_caveat(None, at).contains(": 0s of the 24h"));
     assert!(!p.warmed_up(None, at), "no history at all is not warm");
 }
 

@@ -245,7 +245,7 @@ pub(super) async fn deadline(
                 StatusCode::REQUEST_TIMEOUT,
                 format!(
                     "the request took longer than {}",
-                    humantime::format_duration(st.limits.request_timeout)
+                    crate::event::duration(st.limits.request_timeout)
                 ),
             )
             .into_response();

@@ -37,9 +37,10 @@ pub fn run(cli: &Context) -> anyhow::Result<ExitCode> {
         );
     }
     if let Some(at) = at {
-        let rows = store.as_of(&d, parse_time(at)?)?;
+        let at = parse_time(at)?;
+        let rows = store.as_of(&d, at)?;
         if rows.is_empty() {
-            say!("no history of {d} at or before {at}");
+            say!("no history of {d} at or before {}", report::time(at));
         }
         return print_lines(rows.iter().map(|a| {
             if *json {

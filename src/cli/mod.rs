@@ -507,7 +507,8 @@ fn parse_inputs(
             let bar = indicatif::ProgressBar::new(total);
             bar.set_style(
                 indicatif::ProgressStyle::with_template(
-                    "{bar:40} {bytes}/{total_bytes} {per_sec} eta {eta}",
+                    // Rates rounded, in units: "12.3 MiB/s", not "12345.678/s".
+                    "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
                 )
                 .expect("progress template"),
             );

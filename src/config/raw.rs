@@ -27,7 +27,7 @@ impl<'de> Deserialize<'de> for HumanDuration {
         if d > MAX_DURATION {
             return Err(de::Error::custom(format!(
                 "{s:?} is longer than any setting may be (at most {})",
-                humantime::format_duration(MAX_DURATION)
+                crate::event::duration(MAX_DURATION)
             )));
         }
         Ok(HumanDuration(d))

@@ -152,7 +152,7 @@ fn alert_targets_and_anomaly_thresholds() {
             "fast_recheck",
             "longer than any setting may be",
         ),
-        ("timeout: 500000000000y", "timeout", "at most 100years"),
+        ("timeout: 500000000000y", "timeout", "at most 36525d"),
         (
             "anomaly: {max_duration: 101y}",
             "anomaly.max_duration",

@@ -337,7 +337,7 @@ async fn passive_lookups(
                 Err(crate::passive_dns::LookupError::Quota { provider, wait }) => {
                     tracing::warn!(
                         "passive DNS ({provider}): quota spent; pausing for {}",
-                        humantime::format_duration(wait)
+                        crate::event::duration(wait)
                     );
                     let wait = chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
                     paused.insert(provider, now.checked_add_signed(wait).unwrap_or(now));

@@ -106,3 +106,37 @@ fn a_withdrawn_window_says_why() {
         )
     );
 }
+
+/// MX sets, times and durations, one way in rows, summaries and details.
+#[test]
+fn mx_sets_times_and_durations_are_written_one_way() {
+    let two = vec![
+        Mx {
+            preference: 10,
+            exchange: crate::domain::MxHost::parse("a.example").unwrap(),
+        },
+        Mx {
+            preference: 20,
+            exchange: crate::domain::MxHost::parse("b.example").unwrap(),
+        },
+    ];
+    let w = Window {
+        after: Answer::from_parts(crate::dns::Outcome::Records, two.clone()),
+        start: t(11, 0) + chrono::Duration::nanoseconds(123_456_789),
+        ..flip()
+    };
+    insta::assert_snapshot!("window_row_two_mx", window_text(&w, t(12, 0)));
+    insta::assert_snapshot!(
+        "unconfirmed_change",
+        crate::summary::unconfirmed_change(
+            t(11, 0),
+            crate::dns::Outcome::Records,
+            &two,
+            Some("most domains failed at once")
+        )
+    );
+    assert_eq!(
+        crate::event::duration(std::time::Duration::from_secs(90)),
+        "1m 30s"
+    );
+}

@@ -135,14 +135,11 @@ impl Parsed {
                 return true;
             };
             let age = if at < now {
-                format!(
-                    "more than {} before",
-                    humantime::format_duration(range.max_age)
-                )
+                format!("more than {} before", crate::event::duration(range.max_age))
             } else {
                 format!(
                     "more than {} after",
-                    humantime::format_duration(range.max_ahead)
+                    crate::event::duration(range.max_ahead)
                 )
             };
             let (fate, keep) = match outside {
@@ -155,7 +152,7 @@ impl Parsed {
             noted.push(format!(
                 "the bounce for {} is dated {}, {age} it arrived: {fate}",
                 b.recipient,
-                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                crate::event::time(at),
             ));
             b.at = None;
             keep

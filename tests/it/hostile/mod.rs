@@ -55,7 +55,7 @@ async fn bounce_dates_far_from_arrival_are_dated_on_arrival() {
     assert_eq!(problems.len(), 2, "{a}");
     assert!(
         problems[0].contains("ancient@icloud.com is dated 0001-01-01T00:00:00Z")
-            && problems[0].contains("more than 30days before it arrived: dated on arrival"),
+            && problems[0].contains("more than 30d before it arrived: dated on arrival"),
         "{problems:?}"
     );
     assert!(problems[1].contains("after it arrived"), "{problems:?}");
