@@ -75,7 +75,6 @@ pub fn window_unwatched(domain: &str, start: DateTime<Utc>) -> String {
 /// `window_withdrawn`: which window, why, and the addresses whose
 /// verdicts turned to `suppress` (the first 20).
 pub fn window_withdrawn(w: &crate::window::Window, reason: &str, suppressed: &[String]) -> String {
-    const SHOWN: usize = 20;
     let scope = match w.covers() {
         (_, Some(name)) => name.to_string(),
         (_, None) => "all domains".to_string(),
@@ -83,21 +82,11 @@ pub fn window_withdrawn(w: &crate::window::Window, reason: &str, suppressed: &[S
     let turned = if suppressed.is_empty() {
         "no verdict changed".to_string()
     } else {
-        let more = suppressed.len().saturating_sub(SHOWN);
-        let more = if more > 0 {
-            format!(" and {more} more")
-        } else {
-            String::new()
-        };
+        let names: Vec<&str> = suppressed.iter().map(String::as_str).collect();
         format!(
-            "{} now suppress: {}{more}",
+            "{} now suppress: {}",
             crate::event::plural(suppressed.len(), "bounce"),
-            suppressed
-                .iter()
-                .take(SHOWN)
-                .map(String::as_str)
-                .collect::<Vec<_>>()
-                .join(", ")
+            first_names(&names)
         )
     };
     format!(
@@ -146,21 +135,23 @@ pub fn anomaly_detail(a: &Anomaly) -> String {
 /// `reinstatements`: how many suppressions since when, naming the first
 /// twenty recipients.
 pub fn reinstatements(recipients: &[&str], since: DateTime<Utc>) -> String {
-    const SHOWN: usize = 20;
-    let mut names: Vec<&str> = recipients.iter().take(SHOWN).copied().collect();
-    names.dedup();
-    let more = recipients.len().saturating_sub(SHOWN);
-    let more = if more > 0 {
-        format!(" and {more} more")
-    } else {
-        String::new()
-    };
     format!(
-        "{} since {} should be undone: {}{more}",
+        "{} since {} should be undone: {}",
         crate::event::plural(recipients.len(), "suppression"),
         time(since),
-        names.join(", ")
+        first_names(recipients)
     )
+}
+
+/// The first twenty names (a run of one name once), and how many more.
+fn first_names(names: &[&str]) -> String {
+    const SHOWN: usize = 20;
+    let mut shown: Vec<&str> = names.iter().take(SHOWN).copied().collect();
+    shown.dedup();
+    match names.len().saturating_sub(SHOWN) {
+        0 => shown.join(", "),
+        more => format!("{} and {more} more", shown.join(", ")),
+    }
 }
 
 /// A passive DNS run's detail: where it came from.

@@ -323,6 +323,19 @@ pub(super) fn reinstated(
     if via.as_deref() == Some("http") && suppressed_by_esp(b) && judgement.undoes_suppression() {
         undo(tx, (id, b), judgement, window, now)?;
     }
+    follow_up(tx, EventType::Reinstated, (id, b), judgement, window, now)
+}
+
+/// A forwarded bounce's new verdict, as an `event` for the forward
+/// targets (nothing for a bounce that was never announced to them).
+fn follow_up(
+    tx: &rusqlite::Transaction,
+    event: EventType,
+    (id, b): (i64, &Bounce),
+    judgement: &Judgement,
+    window: Option<i64>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
     let announced: bool = tx
         .prepare_cached(
             "SELECT EXISTS (SELECT 1 FROM outbox WHERE bounce_id = ?1 AND event = 'bounce')",
@@ -335,7 +348,7 @@ pub(super) fn reinstated(
         crate::summary::forwarded(&b.recipient, b.kind.as_str(), judgement.verdict.as_str());
     let detail = to_json(&Judged::from(judgement));
     let ids = (Some(id), None, window);
-    insert_event(tx, now, EventType::Reinstated, &summary, ids, Some(detail))
+    insert_event(tx, now, event, &summary, ids, Some(detail))
 }
 
 /// A bounce a withdrawn window had excused, judged again (`suppress`):
@@ -348,20 +361,7 @@ pub(super) fn rejudged(
     window: i64,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let (id, b) = bounce;
-    let announced: bool = tx
-        .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM outbox WHERE bounce_id = ?1 AND event = 'bounce')",
-        )?
-        .query_row([id], |r| r.get(0))?;
-    if !announced {
-        return Ok(());
-    }
-    let summary =
-        crate::summary::forwarded(&b.recipient, b.kind.as_str(), judgement.verdict.as_str());
-    let detail = to_json(&Judged::from(judgement));
-    let ids = (Some(id), None, Some(window));
-    insert_event(tx, now, EventType::Bounce, &summary, ids, Some(detail))
+    follow_up(tx, EventType::Bounce, bounce, judgement, Some(window), now)
 }
 
 /// The outbox columns a forwarding event adds, with its bounce's

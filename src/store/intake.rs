@@ -13,7 +13,7 @@ use chrono::{DateTime, DurationRound, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::forwarding::{self, Arrival};
-use super::knowledge::{circumstances, consensus_mx_at, feed_since};
+use super::knowledge::{circumstances, consensus_mx_at, feed_since, judge_stored};
 use super::{StoreError, from_ms, ms};
 use crate::anomaly::{self, Anomaly};
 use crate::bounce::{Bounce, Delivered, Kind};
@@ -585,17 +585,9 @@ pub(super) fn reconsider(
         .collect::<Result<_, _>>()?;
     let mut flipped: Vec<(String, Option<i64>)> = Vec::new();
     for (id, b) in candidates {
-        let Some(at) = b.at else { continue };
-        let remote = b.remote_mta.as_deref();
-        let c = circumstances(
-            tx,
-            &b.domain,
-            at,
-            remote,
-            &judging.providers,
-            Some(since_feed),
-        )?;
-        let j = c.judge(&b, at, judging);
+        let Some(j) = judge_stored(tx, judging, &b, since_feed)? else {
+            continue;
+        };
         if j.verdict == Verdict::Suppress {
             continue;
         }

@@ -186,6 +186,27 @@ pub(super) fn evidence_from_row(r: &rusqlite::Row) -> rusqlite::Result<Evidence>
 /// domain under the provider that refused.
 /// `feed_since` is the earliest stored bounce, when the caller knows it
 /// (the intake's detector does); `None` reads it from the table.
+/// How a stored bounce is judged now, on what `conn` knows (`feed_since`
+/// read once by the caller for a batch); `None` for an undated one.
+pub(super) fn judge_stored(
+    conn: &Connection,
+    judging: &Judging,
+    b: &Bounce,
+    feed_since: Option<DateTime<Utc>>,
+) -> Result<Option<Judgement>, StoreError> {
+    let Some(at) = b.at else { return Ok(None) };
+    let remote = b.remote_mta.as_deref();
+    let c = circumstances(
+        conn,
+        &b.domain,
+        at,
+        remote,
+        &judging.providers,
+        Some(feed_since),
+    )?;
+    Ok(Some(c.judge(b, at, judging)))
+}
+
 pub(super) fn circumstances(
     conn: &Connection,
     domain: &str,

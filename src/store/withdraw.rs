@@ -11,7 +11,7 @@ use rusqlite::{OptionalExtension, params};
 
 use super::forwarding;
 use super::intake::{BOUNCE_COLUMNS, Judging, bounce_from_row};
-use super::knowledge::{circumstances, feed_since};
+use super::knowledge::{feed_since, judge_stored};
 use super::read::{WINDOW_COLUMNS, window_from_row};
 use super::{StoreError, ms};
 use crate::bounce::Bounce;
@@ -63,17 +63,9 @@ pub(super) fn withdraw(
     let since_feed = feed_since(tx)?;
     let mut suppressed = Vec::new();
     for (bounce_id, before, b) in excused {
-        let Some(at) = b.at else { continue };
-        let remote = b.remote_mta.as_deref();
-        let c = circumstances(
-            tx,
-            &b.domain,
-            at,
-            remote,
-            &judging.providers,
-            Some(since_feed),
-        )?;
-        let j = c.judge(&b, at, judging);
+        let Some(j) = judge_stored(tx, judging, &b, since_feed)? else {
+            continue;
+        };
         if j.verdict != Verdict::Suppress {
             continue;
         }
@@ -141,18 +133,8 @@ fn excused_by(
     let since_feed = feed_since(tx)?;
     let mut excused = Vec::new();
     for (id, verdict, b) in rows {
-        let Some(at) = b.at else { continue };
-        let remote = b.remote_mta.as_deref();
-        let c = circumstances(
-            tx,
-            &b.domain,
-            at,
-            remote,
-            &judging.providers,
-            Some(since_feed),
-        )?;
-        let j = c.judge(&b, at, judging);
-        if j.evidence.iter().any(|e| e.id == Some(w.id)) {
+        let j = judge_stored(tx, judging, &b, since_feed)?;
+        if j.is_some_and(|j| j.evidence.iter().any(|e| e.id == Some(w.id))) {
             excused.push((id, verdict, b));
         }
     }

@@ -76,6 +76,16 @@ fn listmonk(req: &Request) -> ResponseTemplate {
 }
 
 /// The bodies a receiver accepted at `at`, in the order they came.
+/// A listmonk stand-in on loopback, answering as [`listmonk`] does.
+async fn listmonk_stand_in() -> MockServer {
+    let lm = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(listmonk)
+        .mount(&lm)
+        .await;
+    lm
+}
+
 async fn accepted(server: &MockServer, at: &str) -> Vec<(Request, Value)> {
     server
         .received_requests()
@@ -142,11 +152,7 @@ async fn gateway_with_dns(dir: &Path, forward: &str, extra: &str) -> (crate::App
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_added_by_a_reload_gets_what_arrives_after_it() {
-    let lm = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(listmonk)
-        .mount(&lm)
-        .await;
+    let lm = listmonk_stand_in().await;
     let dir = tempfile::tempdir().unwrap();
     let (app, base, head) = gateway_with_dns(dir.path(), "", "").await;
     crate::post_bounces(&base, unknown("before@example.org", 0, "mx.example.org")).await;
@@ -199,11 +205,7 @@ fn listmonk_target(name: &str, url: &str, more: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listmonk_gets_hard_for_a_genuine_unknown_user_soft_inside_an_icloud_flip() {
-    let lm = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(listmonk)
-        .mount(&lm)
-        .await;
+    let lm = listmonk_stand_in().await;
     let dir = tempfile::tempdir().unwrap();
     let forward = format!(
         "{}{}",
@@ -313,11 +315,7 @@ async fn listmonk_gets_hard_for_a_genuine_unknown_user_soft_inside_an_icloud_fli
 /// the bounce listmonk got as `soft` inside it is sent again as `hard`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bounce_forwarded_as_soft_is_sent_again_as_hard_when_its_window_is_withdrawn() {
-    let lm = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(listmonk)
-        .mount(&lm)
-        .await;
+    let lm = listmonk_stand_in().await;
     let dir = tempfile::tempdir().unwrap();
     let forward = listmonk_target("listmonk", &format!("{}/lm/webhooks/bounce", lm.uri()), "");
     let (app, base) = gateway(dir.path(), &forward, "").await;
@@ -917,11 +915,7 @@ async fn the_readme_listmonk_example_works() {
         .nth(1)
         .and_then(|rest| rest.split("```\n<!-- /listmonk-example -->").next())
         .expect("README has the listmonk example");
-    let lm = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(listmonk)
-        .mount(&lm)
-        .await;
+    let lm = listmonk_stand_in().await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     std::fs::write(dir.path().join("token"), TOKEN).unwrap();

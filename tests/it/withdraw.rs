@@ -27,6 +27,22 @@ fn verdicts(db: &std::path::Path) -> Vec<(String, Option<Verdict>)> {
         .collect()
 }
 
+/// `windows close ID --reason REASON` on `w.db` in `d`.
+fn close(d: &std::path::Path, id: &str, reason: &str) -> std::process::Output {
+    mxwatch(
+        d,
+        &[
+            "--database",
+            "w.db",
+            "windows",
+            "close",
+            id,
+            "--reason",
+            reason,
+        ],
+    )
+}
+
 #[test]
 fn a_withdrawn_window_excuses_nothing_and_its_verdicts_turn_to_suppress() {
     let dir = tempfile::tempdir().unwrap();
@@ -69,45 +85,26 @@ fn a_withdrawn_window_excuses_nothing_and_its_verdicts_turn_to_suppress() {
 
     // Usage errors exit 2 and change nothing.
     let id = format!("#{}", window.id);
-    for args in [
-        vec!["windows", "close", &id, "--reason", "  "],
-        vec!["windows", "close", "twelve", "--reason", "x"],
-        vec!["windows", "close", &id, "--reason", "two\nlines"],
+    for (id, reason) in [
+        (id.as_str(), "  "),
+        ("twelve", "x"),
+        (id.as_str(), "two\nlines"),
     ] {
-        let mut all = vec!["--database", "w.db"];
-        all.extend(args.iter().copied());
-        let out = mxwatch(d, &all);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        let out = close(d, id, reason);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{id} {reason:?}: {}",
+            stderr(&out)
+        );
     }
-    let out = mxwatch(
-        d,
-        &[
-            "--database",
-            "w.db",
-            "windows",
-            "close",
-            "999",
-            "--reason",
-            "x",
-        ],
-    );
+    let out = close(d, "999", "x");
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("no window #999"), "{}", stderr(&out));
     assert_eq!(verdicts(&db), before);
 
     let reason = "the move to iCloud was planned; these users are gone";
-    let out = mxwatch(
-        d,
-        &[
-            "--database",
-            "w.db",
-            "windows",
-            "close",
-            &id,
-            "--reason",
-            reason,
-        ],
-    );
+    let out = close(d, &id, reason);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&format!("withdrawn: {reason}")), "{text}");
@@ -170,18 +167,7 @@ fn a_withdrawn_window_excuses_nothing_and_its_verdicts_turn_to_suppress() {
         "{events:?}"
     );
     // Again: said, nothing changes, nothing announced twice.
-    let out = mxwatch(
-        d,
-        &[
-            "--database",
-            "w.db",
-            "windows",
-            "close",
-            &id,
-            "--reason",
-            "again",
-        ],
-    );
+    let out = close(d, &id, "again");
     assert!(out.status.success());
     assert!(
         stderr(&out).contains("withdrawn before"),
