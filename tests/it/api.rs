@@ -859,6 +859,13 @@ async fn bounces_stored_before_the_daemon_started_are_watched_and_looked_up() {
     looked_up("auto_watch: {}\n", Feed::BeforeStart).await;
 }
 
+/// Passive DNS and auto-watch turned on by a reload work as from a start
+/// (issue 23: a reload applies them in place).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passive_dns_and_auto_watch_turned_on_by_a_reload_work() {
+    looked_up("auto_watch: {}\n", Feed::AfterReload).await;
+}
+
 async fn looked_up_in_passive_dns(auto: &str) {
     looked_up(auto, Feed::Api).await;
 }
@@ -869,6 +876,9 @@ enum Feed {
     Api,
     /// Stored in the database before the daemon starts.
     BeforeStart,
+    /// Over the API, after a reload turned `passive_dns:` (and
+    /// `auto_watch:`) on in a daemon started without them.
+    AfterReload,
 }
 
 async fn looked_up(auto: &str, feed: Feed) {
@@ -922,6 +932,21 @@ async fn looked_up(auto: &str, feed: Feed) {
         let app = crate::start(config, std::sync::Arc::new(dir));
         let addr = app.daemon.as_ref().unwrap().api_addr.unwrap();
         (app, format!("http://{addr}"))
+    } else if feed == Feed::AfterReload {
+        let (app, base) = app_with_api_and(&dns, "").await;
+        let yaml = std::fs::read_to_string(app.dir.path().join("watchlist.yaml")).unwrap();
+        let new = crate::write_config(
+            &app.dir,
+            &yaml.replace(
+                "domains: [example.de]",
+                &format!("{extra}domains: [example.de]"),
+            ),
+        );
+        let done = app.daemon.as_ref().unwrap().reload(&new).await;
+        assert!(done.applied.contains(&"passive_dns"), "{done:?}");
+        let a = post_bounces(&base, line).await;
+        assert_eq!(a["verdicts"][0]["verdict"], "suppress", "{a}");
+        (app, base)
     } else {
         let (app, base) = app_with_api_and(&dns, &extra).await;
         let a = post_bounces(&base, line).await;
