@@ -88,11 +88,16 @@ fn say_reloaded(new: &Config, done: &Reloaded) -> String {
     let mut status = format!("watching {domains} domains");
     if !done.restart.is_empty() {
         let names = done.restart.join(", ");
+        let takes = if done.restart.len() == 1 {
+            "takes"
+        } else {
+            "take"
+        };
         tracing::warn!(
-            "SIGHUP: {names} changed but take a restart (`systemctl restart mxwatch`); \
+            "SIGHUP: {names} changed but {takes} a restart (`systemctl restart mxwatch`); \
              until then the old values stay in force"
         );
-        status = format!("reloaded; {names} take a restart");
+        status = format!("{status}; {names} {takes} a restart");
     }
     if !done.failed.is_empty() {
         let names: Vec<_> = done.failed.iter().map(|(n, _)| *n).collect();
