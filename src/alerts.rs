@@ -251,11 +251,13 @@ pub struct Setup {
 }
 
 /// Starts a worker per target, and the digest; they stop when `stop` is
-/// cancelled or [`Workers::stop`] is called.
+/// cancelled or [`Workers::stop`] is called. A target new to the database
+/// starts after outbox event `start_at`.
 pub fn start(
     setup: Setup,
     writer: &Writer,
     clock: &Arc<dyn Clock>,
+    start_at: i64,
     stop: &CancellationToken,
 ) -> Workers {
     let workers = Workers::new(stop);
@@ -271,7 +273,7 @@ pub fn start(
             writer: writer.clone(),
             clock: clock.clone(),
             http: http.clone(),
-            start_at: None,
+            start_at,
         });
     }
     if let Some(schedule) = &setup.digest {

@@ -284,10 +284,10 @@ impl Daemon {
     }
 }
 
-/// The alert, forward and undo workers, one per target. A forward or
-/// undo target new to the database starts after the outbox's newest event
-/// now, before the receivers announce anything for it (the caller sets
-/// them after).
+/// The alert, forward and undo workers, one per target. A target new to
+/// the database starts after the outbox's newest event now: before the
+/// receivers announce anything for it (the caller sets them after), and
+/// with nothing lost between now and its worker's first look.
 fn delivery_workers(
     config: &Config,
     monitor: &Monitor,
@@ -299,7 +299,7 @@ fn delivery_workers(
     let from = || (Some(monitor.metrics.clone()), start_at);
     let db = &config.database;
     Ok(vec![
-        crate::alerts::start(config.alerting(), writer, clock, stop),
+        crate::alerts::start(config.alerting(), writer, clock, start_at, stop),
         crate::forward::start(config.forwarding(), writer, clock, from(), stop),
         crate::undo::start(&config.undo, db, writer, clock, from(), stop),
     ])

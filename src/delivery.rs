@@ -149,10 +149,10 @@ pub struct Worker<C> {
     pub writer: Writer,
     pub clock: Arc<dyn Clock>,
     pub http: reqwest::Client,
-    /// Where a consumer new to the database starts: after this event (the
-    /// newest when the daemon composed it, so nothing that arrives while
-    /// it starts is missed), or after the newest event when it starts.
-    pub start_at: Option<i64>,
+    /// Where a consumer new to the database starts: after this event, the
+    /// newest when the daemon composed its workers (so nothing that
+    /// arrives while it starts is missed).
+    pub start_at: i64,
 }
 
 /// How often a worker looks for new events when it has none.
@@ -210,7 +210,7 @@ impl<C: Consumer> Worker<C> {
         self.writer
             .delivery(DeliveryWrite::StartCursor {
                 target: self.key(),
-                at: self.start_at,
+                at: Some(self.start_at),
             })
             .await?;
         loop {

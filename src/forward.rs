@@ -548,7 +548,7 @@ pub fn start(
             writer: writer.clone(),
             clock: clock.clone(),
             http: http.clone(),
-            start_at: Some(start_at),
+            start_at,
         });
     }
     workers

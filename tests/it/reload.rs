@@ -99,3 +99,65 @@ async fn a_reload_applies_upstreams_token_bounce_dates_and_auto_watch_in_place()
     }
     panic!("example.org was not auto-watched after the reload turned auto-watch on");
 }
+
+/// An alert target added by a reload gets the event that comes right
+/// after the reload, before its worker has looked at the outbox once (it
+/// starts after the newest event at the reload, not at its first look).
+/// On one thread, the worker's first look comes after the event.
+#[tokio::test]
+async fn an_alert_target_added_by_a_reload_gets_what_comes_right_after() {
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&receiver)
+        .await;
+    let dns = TestDns::start().await;
+    dns.set("example.de", Behaviour::mx(OWN, 300));
+    let yaml = format!(
+        "{}schedule: '0 0 1 1 *'\ndomains: [example.de]\n",
+        base_yaml(&dns)
+    )
+    .replace("schedule: '* * * * *'\n", "");
+    let app = spawn_app(&yaml);
+    let daemon = app.daemon.as_ref().unwrap();
+    let de = crate::name("example.de");
+    let first = daemon.monitor.check(&de).await.unwrap();
+    let new = write_config(
+        &app.dir,
+        &yaml.replace(
+            "domains:",
+            &format!(
+                "alerts:\n- name: ops\n  url: '{}/hook'\n  backoff: 50ms\ndomains:",
+                receiver.uri()
+            ),
+        ),
+    );
+    assert_eq!(daemon.reload(&new).await.applied, ["alerts"]);
+    // Recorded at once: nothing has run in between.
+    let moved = MOVED
+        .iter()
+        .map(|(p, h)| mxwatch::domain::Mx {
+            preference: *p,
+            exchange: mxwatch::domain::MxHost::parse(h).unwrap(),
+        })
+        .collect();
+    let seen =
+        mxwatch::dns::Observation::from_records(&first.observations[0].upstream, moved, Some(300));
+    let at = first.at + chrono::Duration::seconds(1);
+    let ev = daemon.monitor.record(&de, at, vec![seen]).await.unwrap();
+    assert!(ev.window.is_some(), "{ev:?}");
+    for _ in 0..100 {
+        let got = receiver.received_requests().await.unwrap();
+        if got
+            .iter()
+            .any(|r| String::from_utf8_lossy(&r.body).contains("window_opened"))
+        {
+            app.stop().await;
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the window_opened event right after the reload never reached the new target");
+}
