@@ -672,3 +672,60 @@ async fn provider_down_then_up_and_kill_9_mid_batch_lose_nothing_and_leak_no_key
     }
     assert!(json_lines(&out).len() == 30);
 }
+
+/// A window withdrawn as false while an undo waits for a provider that is
+/// down: the undo is never carried out (the address is `suppress` again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undo_waiting_when_its_window_is_withdrawn_is_never_carried_out() {
+    let sendgrid = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&sendgrid)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "undo:\n- name: sendgrid-main\n  provider: sendgrid\n  base_url: '{}'\n  api_key_file: sg.key\n  \
+         enabled: true\n  dry_run: false\n  backoff: 50ms\n",
+        sendgrid.uri()
+    );
+    let (app, base) = daemon(dir.path(), &yaml).await;
+    let [_, (esp, body), ..] = esp_bounces("kim@example.de", 0);
+    let r = crate::post(&base, &format!("/v1/webhooks/{esp}"), Some(TOKEN), body).await;
+    assert_eq!(r.status(), 200);
+    let store = mxwatch::store::Store::open(&dir.path().join("test.db")).unwrap();
+    let undo = || {
+        store
+            .deliveries(mxwatch::store::Consumers::Undo, None)
+            .unwrap()
+    };
+    wait_for("a failed removal", async || {
+        undo().first().is_some_and(|d| d.attempts >= 1)
+    })
+    .await;
+    let window = store.windows(None).unwrap()[0].id.to_string();
+    let out = mxwatch_async(
+        dir.path(),
+        &[
+            "--database",
+            "test.db",
+            "windows",
+            "close",
+            &window,
+            "--reason",
+            "the flip was planned",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_for("the undo settled", async || {
+        undo().first().is_some_and(|d| d.outcome.is_some())
+    })
+    .await;
+    let d = undo();
+    assert_eq!(d[0].outcome.as_deref(), Some("still_suppressed"), "{d:?}");
+    assert!(
+        sendgrid.received_requests().await.unwrap().len() <= d[0].attempts as usize,
+        "no request after it settled"
+    );
+    app.stop().await;
+}
