@@ -134,7 +134,9 @@ fn write_window(
     w: &LiveWindow,
     judging: &Judging,
 ) -> Result<(), StoreError> {
-    tx.prepare_cached(
+    // A window an operator withdrew is left as it is, and nothing is
+    // announced for it (a running detector may still hold it open).
+    let written = tx.prepare_cached(
         "INSERT INTO windows(domain_id, kind, start, detected_at, end, status, close_reason, severity, before, after, flaps) \
          VALUES (?1, 'mx_change', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
          ON CONFLICT(domain_id, kind, start) DO UPDATE SET end = ?4, status = ?5, close_reason = ?6, \
@@ -152,6 +154,9 @@ fn write_window(
         answer_text(&w.current),
         w.flaps
     ])?;
+    if written == 0 {
+        return Ok(());
+    }
     let outbox = match event {
         WindowEvent::Opened => Some((
             EventType::WindowOpened,

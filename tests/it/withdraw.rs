@@ -188,3 +188,88 @@ fn a_withdrawn_window_excuses_nothing_and_its_verdicts_turn_to_suppress() {
     assert_eq!(w["close_reason"], "withdrawn");
     assert_eq!(w["close_note"], reason);
 }
+
+/// A daemon whose detector still holds a window open when it is
+/// withdrawn: when the DNS closes it, the withdrawn row stays as it is and
+/// no `window_closed` is announced for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_detector_leaves_a_withdrawn_window_alone() {
+    use mxwatch::dns::Observation;
+    use mxwatch::domain::{Mx, MxHost};
+    let dns = crate::TestDns::start().await;
+    let yaml = format!("{}domains: [example.de]\n", crate::base_yaml(&dns))
+        .replace("schedule: '* * * * *'", "schedule: '0 0 1 1 *'");
+    let app = crate::spawn_app(&yaml);
+    let monitor = &app.daemon.as_ref().unwrap().monitor;
+    let de = crate::name("example.de");
+    let answer = |host: &str| {
+        let mx = vec![Mx {
+            preference: 10,
+            exchange: MxHost::parse(host).unwrap(),
+        }];
+        vec![Observation::from_records("upstream", mx, Some(300))]
+    };
+    let at = |m| chrono::Utc.with_ymd_and_hms(2021, 4, 26, 11, m, 0).unwrap();
+    monitor
+        .record(&de, at(0), answer("mx00.example.de"))
+        .await
+        .unwrap();
+    let flip = monitor
+        .record(&de, at(10), answer("mx01.mail.icloud.com"))
+        .await
+        .unwrap();
+    assert!(flip.window.is_some(), "{flip:?}");
+    let db = app.config.database.clone();
+    let id = Store::open(&db).unwrap().windows(None).unwrap()[0]
+        .id
+        .to_string();
+    let dir = db.parent().unwrap().to_path_buf();
+    let out = crate::cli::mxwatch_async(
+        &dir,
+        &[
+            "--database",
+            "test.db",
+            "windows",
+            "close",
+            &id,
+            "--reason",
+            "planned",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The DNS goes back: the detector closes the window it still holds.
+    let back = monitor
+        .record(&de, at(20), answer("mx00.example.de"))
+        .await
+        .unwrap();
+    let is_closed = |ev: &mxwatch::monitor::CheckEvent| {
+        ev.window
+            .as_ref()
+            .is_some_and(|(e, _)| *e == mxwatch::detect::WindowEvent::Closed)
+    };
+    let mut closed = is_closed(&back);
+    for m in 21..40 {
+        if closed {
+            break;
+        }
+        let ev = monitor
+            .record(&de, at(m), answer("mx00.example.de"))
+            .await
+            .unwrap();
+        closed = is_closed(&ev);
+    }
+    assert!(closed, "the detector closed the window it held");
+    let store = Store::open(&db).unwrap();
+    let w = store.window(id.parse().unwrap()).unwrap().unwrap();
+    assert!(w.is_withdrawn(), "{w:?}");
+    assert_eq!(w.close_note.as_deref(), Some("planned"));
+    let closed_events = store
+        .outbox()
+        .unwrap()
+        .iter()
+        .filter(|o| o.event == mxwatch::event::EventType::WindowClosed)
+        .count();
+    assert_eq!(closed_events, 0);
+    app.stop().await;
+}
