@@ -68,6 +68,17 @@ pub(super) const WINDOW_COLUMNS: &str = "w.id, d.name, w.kind, w.start, w.detect
 /// How many columns [`WINDOW_COLUMNS`] names.
 pub(super) const WINDOW_FIELDS: usize = 17;
 
+/// One window by id, on any connection (a writer's transaction too).
+pub(super) fn window_by_id(conn: &Connection, id: i64) -> Result<Option<Window>, StoreError> {
+    let sql = format!(
+        "SELECT {WINDOW_COLUMNS} FROM windows w LEFT JOIN domains d ON d.id = w.domain_id WHERE w.id = ?1"
+    );
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row([id], |r| window_from_row(r, 0))
+        .optional()?)
+}
+
 /// A window from [`WINDOW_COLUMNS`], starting at column `o`.
 pub(super) fn window_from_row(r: &rusqlite::Row, o: usize) -> rusqlite::Result<Window> {
     let answer = |i: usize| -> rusqlite::Result<Option<Answer>> {
@@ -352,14 +363,7 @@ impl Store {
 
     /// One window by id.
     pub fn window(&self, id: i64) -> Result<Option<Window>, StoreError> {
-        let sql = format!(
-            "SELECT {WINDOW_COLUMNS} FROM windows w LEFT JOIN domains d ON d.id = w.domain_id WHERE w.id = ?1"
-        );
-        Ok(self
-            .conn
-            .prepare_cached(&sql)?
-            .query_row([id], |r| window_from_row(r, 0))
-            .optional()?)
+        window_by_id(&self.conn, id)
     }
 
     /// The whole outbox, oldest first.

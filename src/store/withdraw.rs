@@ -7,18 +7,17 @@
 //! verdict).
 
 use chrono::{DateTime, Utc};
-use rusqlite::{OptionalExtension, params};
+use rusqlite::params;
 
 use super::forwarding;
 use super::intake::{BOUNCE_COLUMNS, Judging, bounce_from_row};
 use super::knowledge::{feed_since, judge_stored};
-use super::read::{WINDOW_COLUMNS, window_from_row};
+use super::read::window_by_id;
 use super::{StoreError, ms};
 use crate::bounce::Bounce;
-use crate::detect::DomainState;
 use crate::event::EventType;
 use crate::verdict::Verdict;
-use crate::window::{ScopeKind, Window, WindowKind};
+use crate::window::{ScopeKind, Window};
 
 /// What withdrawing a window came to.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,7 +44,7 @@ pub(super) fn withdraw(
     reason: &str,
     now: DateTime<Utc>,
 ) -> Result<Withdrawal, StoreError> {
-    let Some(window) = window_in(tx, id)? else {
+    let Some(window) = window_by_id(tx, id)? else {
         return Ok(Withdrawal::NoSuchWindow);
     };
     if window.is_withdrawn() {
@@ -59,7 +58,6 @@ pub(super) fn withdraw(
          WHERE id = ?1",
     )?
     .execute(params![id, reason, ms(end)])?;
-    forget_live(tx, &window)?;
     let since_feed = feed_since(tx)?;
     let mut suppressed = Vec::new();
     for (bounce_id, before, b) in excused {
@@ -86,7 +84,7 @@ pub(super) fn withdraw(
         forwarding::rejudged(tx, (bounce_id, &b), &j, id, now)?;
         suppressed.push(b.recipient);
     }
-    let window = window_in(tx, id)?.expect("the window just updated");
+    let window = window_by_id(tx, id)?.expect("the window just updated");
     let summary = crate::summary::window_withdrawn(&window, reason, &suppressed);
     tx.prepare_cached(
         "INSERT INTO outbox(created_at, event, domain_id, window_id, summary) \
@@ -94,16 +92,6 @@ pub(super) fn withdraw(
     )?
     .execute(params![ms(now), EventType::WindowWithdrawn, id, summary])?;
     Ok(Withdrawal::Withdrawn { window, suppressed })
-}
-
-fn window_in(tx: &rusqlite::Transaction, id: i64) -> Result<Option<Window>, StoreError> {
-    let sql = format!(
-        "SELECT {WINDOW_COLUMNS} FROM windows w LEFT JOIN domains d ON d.id = w.domain_id WHERE w.id = ?1"
-    );
-    Ok(tx
-        .prepare_cached(&sql)?
-        .query_row([id], |r| window_from_row(r, 0))
-        .optional()?)
 }
 
 /// The stored bounces whose verdict is not `suppress` because of `w`:
@@ -139,34 +127,4 @@ fn excused_by(
         }
     }
     Ok(excused)
-}
-
-/// An MX-change window is also the domain detector's memory: a withdrawn
-/// one is forgotten there, so a restarted daemon does not carry it on.
-/// (A daemon running now keeps it until its DNS closes it; its writes
-/// leave a withdrawn row as it is.)
-fn forget_live(tx: &rusqlite::Transaction, w: &Window) -> Result<(), StoreError> {
-    if w.kind != WindowKind::MxChange {
-        return Ok(());
-    }
-    let Some(domain) = &w.domain else {
-        return Ok(());
-    };
-    let state: Option<Option<String>> = tx
-        .prepare_cached("SELECT state FROM domains WHERE name = ?1")?
-        .query_row([domain], |r| r.get(0))
-        .optional()?;
-    let Some(mut s) = state
-        .flatten()
-        .and_then(|j| serde_json::from_str::<DomainState>(&j).ok())
-    else {
-        return Ok(());
-    };
-    if s.window.as_ref().is_some_and(|live| live.start == w.start) {
-        s.window = None;
-        let json = serde_json::to_string(&s).expect("detector state serialises");
-        tx.prepare_cached("UPDATE domains SET state = ?2 WHERE name = ?1")?
-            .execute(params![domain, json])?;
-    }
-    Ok(())
 }

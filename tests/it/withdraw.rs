@@ -273,3 +273,97 @@ async fn a_running_detector_leaves_a_withdrawn_window_alone() {
     assert_eq!(closed_events, 0);
     app.stop().await;
 }
+
+/// Withdrawn while no daemon runs, mid-incident: the restarted detector
+/// carries its window on (as a running one does) without reopening it or
+/// announcing anything; the move it excused stays unexcused until it
+/// settles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_withdrawn_between_runs_stays_withdrawn_after_a_restart() {
+    use mxwatch::dns::Observation;
+    use mxwatch::domain::{Mx, MxHost};
+    let dns = crate::TestDns::start().await;
+    let yaml = format!("{}domains: [example.de]\n", crate::base_yaml(&dns))
+        .replace("schedule: '* * * * *'", "schedule: '0 0 1 1 *'");
+    let app = crate::spawn_app(&yaml);
+    let de = crate::name("example.de");
+    let answer = |host: &str| {
+        let mx = vec![Mx {
+            preference: 10,
+            exchange: MxHost::parse(host).unwrap(),
+        }];
+        vec![Observation::from_records("upstream", mx, Some(300))]
+    };
+    let at = |h, m| chrono::Utc.with_ymd_and_hms(2021, 4, 26, h, m, 0).unwrap();
+    let monitor = app.daemon.as_ref().unwrap().monitor.clone();
+    monitor
+        .record(&de, at(11, 0), answer("mx00.example.de"))
+        .await
+        .unwrap();
+    let flip = monitor
+        .record(&de, at(11, 10), answer("mx01.mail.icloud.com"))
+        .await
+        .unwrap();
+    assert!(flip.window.is_some(), "{flip:?}");
+    drop(monitor);
+    let (config, dir) = app.stop().await;
+    let db = config.database.clone();
+    let id = Store::open(&db).unwrap().windows(None).unwrap()[0].id;
+    let id_text = id.to_string();
+    let out = mxwatch(
+        db.parent().unwrap(),
+        &[
+            "--database",
+            "test.db",
+            "windows",
+            "close",
+            &id_text,
+            "--reason",
+            "planned",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let app = crate::start(config, dir);
+    let monitor = app.daemon.as_ref().unwrap().monitor.clone();
+    // Still on iCloud, then back: no window opens or closes in the open.
+    for (h, m, host) in [
+        (11, 20, "mx01.mail.icloud.com"),
+        (11, 30, "mx00.example.de"),
+    ] {
+        monitor.record(&de, at(h, m), answer(host)).await.unwrap();
+    }
+    drop(monitor);
+    let store = Store::open(&db).unwrap();
+    let windows = store.windows(None).unwrap();
+    assert_eq!(windows.len(), 1, "{windows:?}");
+    assert!(windows[0].is_withdrawn(), "{windows:?}");
+    let events: Vec<_> = store.outbox().unwrap().iter().map(|o| o.event).collect();
+    assert_eq!(
+        events,
+        [
+            mxwatch::event::EventType::WindowOpened,
+            mxwatch::event::EventType::WindowWithdrawn
+        ]
+    );
+    // A bounce refused by iCloud meanwhile is not excused.
+    let out = mxwatch(
+        db.parent().unwrap(),
+        &[
+            "--database",
+            "test.db",
+            "verdict",
+            "kim@example.de",
+            "--at",
+            "2021-04-26T11:20:00Z",
+            "--status",
+            "5.1.1",
+            "--remote-mta",
+            "mx01.mail.icloud.com",
+            "--json",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verdict"], "suppress", "{v}");
+    app.stop().await;
+}
