@@ -28,14 +28,8 @@ use mxwatch::clock::SystemClock;
 use mxwatch::config::Config;
 use mxwatch::daemon::Daemon;
 
-fn arg(i: usize, default: usize) -> usize {
-    std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .nth(i)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(default)
-}
+mod common;
+use common::arg;
 
 const TOKEN: &str = "bench-token-0123456789abcdef";
 

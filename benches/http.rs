@@ -26,14 +26,8 @@ use mxwatch::resolve::{Observation, Outcome};
 use mxwatch::store::{CONSENSUS, CheckRecord, Writer};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
-fn arg(i: usize, default: usize) -> usize {
-    std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .nth(i)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(default)
-}
+mod common;
+use common::arg;
 
 fn domain(k: usize) -> String {
     format!("d{k}.example")

@@ -114,10 +114,6 @@ impl Consumer for Alerting {
         &self.target.name
     }
 
-    fn what(&self) -> &'static str {
-        "alert"
-    }
-
     fn policy(&self) -> Policy {
         Policy {
             backoff: self.target.backoff,

@@ -83,7 +83,9 @@ pub trait Consumer: Send + Sync + 'static {
     /// Its name, as the watchlist gives it.
     fn name(&self) -> &str;
     /// What it delivers, for the log (`alert`).
-    fn what(&self) -> &'static str;
+    fn what(&self) -> &'static str {
+        self.kind().what()
+    }
     fn policy(&self) -> Policy;
     /// What it makes of a new event: skip it, send it (or part of it), or
     /// hold it until an operator releases it.

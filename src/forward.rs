@@ -432,10 +432,6 @@ impl Consumer for Forwarding {
         &self.target.name
     }
 
-    fn what(&self) -> &'static str {
-        "forward"
-    }
-
     fn policy(&self) -> Policy {
         Policy {
             backoff: self.target.backoff,

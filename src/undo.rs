@@ -146,10 +146,6 @@ impl Consumer for Undoing {
         &self.target.name
     }
 
-    fn what(&self) -> &'static str {
-        "undo"
-    }
-
     fn policy(&self) -> Policy {
         Policy {
             backoff: self.target.backoff,

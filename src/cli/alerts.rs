@@ -255,11 +255,7 @@ fn change(
 ) -> anyhow::Result<()> {
     let config = cli.settings()?;
     let store = open_store(&config)?;
-    let command = match whose {
-        Consumers::Alerts => "alerts",
-        Consumers::Forward => "forward",
-        Consumers::Undo => "undo",
-    };
+    let command = whose.command();
     let Some(d) = store
         .delivery(id)?
         .filter(|d| Consumers::of(&d.target) == whose)

@@ -115,7 +115,9 @@ impl Daemon {
             api_limits: old.api_limits,
             ..config.clone()
         };
-        if let Err(e) = self.monitor.retune(&config.monitoring()) {
+        // The resolvers are built again only when what they use changed.
+        let retune = done.applied.iter().any(|n| MONITORING.contains(n));
+        if let Some(Err(e)) = retune.then(|| self.monitor.retune(&config.monitoring())) {
             // The monitor keeps every one of its old settings.
             let failed: Vec<_> = done
                 .applied

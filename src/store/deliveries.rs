@@ -93,6 +93,23 @@ impl Consumers {
         }
     }
 
+    /// What its targets deliver, for the log (`alert`, `forward`, `undo`).
+    pub fn what(self) -> &'static str {
+        match self {
+            Consumers::Alerts => "alert",
+            Consumers::Forward => "forward",
+            Consumers::Undo => "undo",
+        }
+    }
+
+    /// The command that lists its deliveries (`mxwatch alerts list`).
+    pub fn command(self) -> &'static str {
+        match self {
+            Consumers::Alerts => "alerts",
+            other => other.what(),
+        }
+    }
+
     /// Whose a key is.
     pub fn of(key: &str) -> Consumers {
         if key.starts_with(FORWARD_PREFIX) {
