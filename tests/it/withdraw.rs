@@ -59,6 +59,9 @@ fn a_withdrawn_window_excuses_nothing_and_its_verdicts_turn_to_suppress() {
         crate::unknown_user("bob@example.de", at(15, 0), "mx00.example.de"),
         // Another domain: nothing to do with the window.
         crate::unknown_user("eve@example.org", at(11, 0), "mx.example.org"),
+        // A typo domain that does not exist, on a first day: suppressed
+        // before and after.
+        crate::unknown_user("ida@exampel.de", at(11, 45), "mx.exampel.de"),
         // Inside both windows: excused by the other one too.
         crate::unknown_user("zed@example.de", at(10, 0), "mx.elsewhere.example"),
     ];
@@ -73,6 +76,7 @@ fn a_withdrawn_window_excuses_nothing_and_its_verdicts_turn_to_suppress() {
             ("zed@example.de".into(), Some(Verdict::Transient)),
             ("kim@example.de".into(), Some(Verdict::Transient)),
             ("eve@example.org".into(), Some(Verdict::Suppress)),
+            ("ida@exampel.de".into(), Some(Verdict::Suppress)),
             ("ann@example.de".into(), Some(Verdict::Transient)),
             ("bob@example.de".into(), Some(Verdict::Suppress)),
         ]
@@ -121,6 +125,7 @@ fn a_withdrawn_window_excuses_nothing_and_its_verdicts_turn_to_suppress() {
             ("zed@example.de".into(), Some(Verdict::Transient)),
             ("kim@example.de".into(), Some(Verdict::Suppress)),
             ("eve@example.org".into(), Some(Verdict::Suppress)),
+            ("ida@exampel.de".into(), Some(Verdict::Suppress)),
             ("ann@example.de".into(), Some(Verdict::Suppress)),
             ("bob@example.de".into(), Some(Verdict::Suppress)),
         ]
